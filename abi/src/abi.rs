@@ -1,0 +1,725 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+//! The one definition of mnic's hardware interface and user ABI (docs/spec.md).
+//!
+//! This file is compiled three ways: as the `mnic-abi` crate for the device model and
+//! user space (`abi/src/lib.rs` includes it), and as a module of the kernel driver
+//! (`#[path]`). It therefore uses only `core` and zerocopy 0.8 (which the 7.3 kernel
+//! vendors and hands to every module with its derive crate), has no inner attributes,
+//! and no `std`.
+
+use zerocopy_derive::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+// ------------------------------------------------------------------ PCI identity (spec §2)
+
+/// PCI vendor id of the mnic function.
+pub const MNIC_VENDOR_ID: u16 = 0x1234;
+/// PCI device id of the mnic function ("MN").
+pub const MNIC_DEVICE_ID: u16 = 0x4d4e;
+/// PCI subsystem vendor id.
+pub const MNIC_SUBSYS_VENDOR_ID: u16 = 0x1234;
+/// PCI subsystem id.
+pub const MNIC_SUBSYS_ID: u16 = 0x0001;
+/// PCI class code (network controller, other), 24 bits.
+pub const MNIC_CLASS: u32 = 0x02_80_00;
+/// PCI revision id.
+pub const MNIC_REVISION: u8 = 0x01;
+
+/// BAR index of the register file.
+pub const BAR_REGS: u32 = 0;
+/// Size of the register BAR.
+pub const BAR_REGS_SIZE: u64 = 0x1000;
+/// BAR index of the per-context doorbell pages.
+pub const BAR_DOORBELLS: u32 = 2;
+/// Size of one doorbell page.
+pub const DOORBELL_PAGE_SIZE: u64 = 0x1000;
+/// BAR index that holds the MSI-X table and PBA.
+pub const BAR_MSIX: u32 = 4;
+/// Size of the MSI-X BAR.
+pub const BAR_MSIX_SIZE: u64 = 0x1000;
+/// Offset of the MSI-X table in its BAR.
+pub const MSIX_TABLE_OFFSET: u32 = 0;
+/// Offset of the MSI-X pending-bit array in its BAR.
+pub const MSIX_PBA_OFFSET: u32 = 0x800;
+/// Number of MSI-X vectors.
+pub const MSIX_VECTORS: u16 = 2;
+/// MSI-X vector signalled when events are written.
+pub const VECTOR_EVENT: u16 = 0;
+/// MSI-X vector signalled when a SYNC with `CMD_FLAG_IRQ` completes.
+pub const VECTOR_CMD_DONE: u16 = 1;
+
+/// Number of hardware contexts.
+pub const NUM_CONTEXTS: u32 = 256;
+/// Size of the doorbell BAR: one page per context.
+pub const BAR_DOORBELLS_SIZE: u64 = NUM_CONTEXTS as u64 * DOORBELL_PAGE_SIZE;
+
+// ------------------------------------------------------------------ BAR0 registers (spec §3)
+
+/// Register offsets in BAR0.
+pub mod reg {
+    /// "MNIC" identification.
+    pub const ID: u32 = 0x000;
+    /// major << 16 | minor.
+    pub const VERSION: u32 = 0x004;
+    /// Capability bits (`caps::*`).
+    pub const CAPS: u32 = 0x008;
+    /// Number of contexts.
+    pub const NUM_CONTEXTS: u32 = 0x00c;
+    /// `control::*` bits.
+    pub const CONTROL: u32 = 0x010;
+    /// `status::*` bits.
+    pub const STATUS: u32 = 0x014;
+    /// First error code since last clear; any write clears.
+    pub const ERROR_CODE: u32 = 0x018;
+    /// Errors since reset.
+    pub const ERROR_COUNT: u32 = 0x01c;
+    /// Context table GPA, low half.
+    pub const CTX_TABLE_LO: u32 = 0x020;
+    /// Context table GPA, high half.
+    pub const CTX_TABLE_HI: u32 = 0x024;
+    /// Command ring GPA, low half.
+    pub const CMDQ_BASE_LO: u32 = 0x030;
+    /// Command ring GPA, high half.
+    pub const CMDQ_BASE_HI: u32 = 0x034;
+    /// log2 of command ring entries.
+    pub const CMDQ_SIZE_LOG2: u32 = 0x038;
+    /// Command ring producer index (doorbell).
+    pub const CMDQ_TAIL: u32 = 0x03c;
+    /// Command ring consumer index.
+    pub const CMDQ_HEAD: u32 = 0x040;
+    /// Event ring GPA, low half.
+    pub const EVQ_BASE_LO: u32 = 0x050;
+    /// Event ring GPA, high half.
+    pub const EVQ_BASE_HI: u32 = 0x054;
+    /// log2 of event ring entries.
+    pub const EVQ_SIZE_LOG2: u32 = 0x058;
+    /// Event ring consumer index (written by the driver).
+    pub const EVQ_HEAD: u32 = 0x05c;
+    /// Event ring producer index.
+    pub const EVQ_TAIL: u32 = 0x060;
+    /// Interrupt cause, write 1 to clear (`irq::*`).
+    pub const IRQ_STATUS: u32 = 0x070;
+    /// Interrupt mask (`irq::*`).
+    pub const IRQ_MASK: u32 = 0x074;
+    /// First 64-bit counter; counter `i` is at `COUNTERS + 8 * i`.
+    pub const COUNTERS: u32 = 0x100;
+    /// Offset of 64-bit counter `i`.
+    pub const fn counter(i: u32) -> u32 {
+        COUNTERS + 8 * i
+    }
+    /// Offset of the work-queue tail register inside a context's doorbell page (BAR2).
+    pub const DB_WQ_TAIL: u32 = 0x000;
+}
+
+/// Value of `ID`.
+pub const MNIC_ID_VALUE: u32 = 0x4d4e_4943;
+/// Value of `VERSION`: 1.0.
+pub const MNIC_VERSION_VALUE: u32 = 0x0001_0000;
+
+/// `CAPS` bits.
+pub mod caps {
+    /// 2 MiB leaves.
+    pub const HUGE_2M: u32 = 1 << 0;
+    /// Traffic generator work items.
+    pub const TRAFFIC_GEN: u32 = 1 << 1;
+    /// Stale-access checker.
+    pub const STALE_CHECK: u32 = 1 << 2;
+    /// Per-context doorbells in BAR2.
+    pub const DOORBELL_BAR: u32 = 1 << 3;
+    /// Everything this version implements.
+    pub const ALL: u32 = HUGE_2M | TRAFFIC_GEN | STALE_CHECK | DOORBELL_BAR;
+}
+
+/// `CONTROL` bits.
+pub mod control {
+    /// Enable (0→1 latches and validates the ring and table registers).
+    pub const ENABLE: u32 = 1 << 0;
+    /// Reset everything (self-clearing).
+    pub const RESET: u32 = 1 << 1;
+    /// A stale access halts the device.
+    pub const STRICT: u32 = 1 << 2;
+}
+
+/// `STATUS` bits.
+pub mod status {
+    /// The device is enabled.
+    pub const ENABLED: u32 = 1 << 0;
+    /// The device halted on a fatal error; only reset recovers.
+    pub const HALTED: u32 = 1 << 1;
+}
+
+/// `IRQ_STATUS` / `IRQ_MASK` bits.
+pub mod irq {
+    /// Events were written.
+    pub const EVENT: u32 = 1 << 0;
+    /// A command with `CMD_FLAG_IRQ` completed.
+    pub const CMD_DONE: u32 = 1 << 1;
+    /// An error was recorded.
+    pub const ERROR: u32 = 1 << 2;
+}
+
+/// Smallest accepted log2 ring size (commands, events, work, completions).
+pub const RING_LOG2_MIN: u8 = 4;
+/// Largest accepted log2 ring size.
+pub const RING_LOG2_MAX: u8 = 12;
+
+/// Device error codes (`ERROR_CODE`, `ERROR` events; spec §9).
+pub mod error {
+    /// Invalid ring or table base/size at enable.
+    pub const BAD_CONFIG: u32 = 1;
+    /// Unknown opcode or malformed command.
+    pub const BAD_COMMAND: u32 = 2;
+    /// Context index out of range or invalid context entry.
+    pub const BAD_CONTEXT: u32 = 3;
+    /// Malformed translation-table entry.
+    pub const TABLE_ERROR: u32 = 4;
+    /// An address outside guest RAM.
+    pub const ADDRESS_ERROR: u32 = 5;
+    /// RESUME/ABORT of a fault that is not parked.
+    pub const BAD_FAULT_ID: u32 = 6;
+    /// Strict mode: the coherence invariant was violated.
+    pub const STALE_ACCESS: u32 = 7;
+    /// A work descriptor was refused.
+    pub const BAD_DESCRIPTOR: u32 = 8;
+}
+
+/// Device counters (spec §10): index into `COUNTERS`.
+pub mod counter {
+    /// DMA operations (page-sized or smaller pieces).
+    pub const DMA_OPS: u32 = 0;
+    /// Bytes moved by DMA.
+    pub const DMA_BYTES: u32 = 1;
+    /// Translations served by the TLB.
+    pub const TLB_HITS: u32 = 2;
+    /// Translations that missed the TLB.
+    pub const TLB_MISSES: u32 = 3;
+    /// Table walks.
+    pub const WALKS: u32 = 4;
+    /// Fault events raised.
+    pub const FAULTS: u32 = 5;
+    /// RESUME commands accepted.
+    pub const RESUMES: u32 = 6;
+    /// ABORT commands accepted.
+    pub const ABORTS: u32 = 7;
+    /// Invalidation commands executed.
+    pub const INVALIDATIONS: u32 = 8;
+    /// SYNC commands completed.
+    pub const SYNCS: u32 = 9;
+    /// Accesses through a translation fenced off by a completed SYNC.
+    pub const STALE_ACCESSES: u32 = 10;
+    /// Device errors.
+    pub const ERRORS: u32 = 11;
+    /// Work items completed.
+    pub const WORK_COMPLETED: u32 = 12;
+    /// Valid TLB entries now.
+    pub const TLB_ENTRIES: u32 = 13;
+    /// Events dropped because the event queue stayed full.
+    pub const EVENTS_DROPPED: u32 = 14;
+    /// Bad register accesses.
+    pub const BAD_MMIO: u32 = 15;
+    /// Doorbells rung on disabled contexts.
+    pub const BAD_DOORBELL: u32 = 16;
+    /// Accesses too old for the stale checker's window.
+    pub const STALE_UNCHECKED: u32 = 17;
+    /// Traffic-generator DMA operations.
+    pub const TRAFFIC_OPS: u32 = 18;
+    /// Commands executed.
+    pub const COMMANDS: u32 = 19;
+    /// Number of defined counters.
+    pub const COUNT: u32 = 20;
+    /// Counter register slots in BAR0.
+    pub const SLOTS: u32 = 32;
+    /// Names, indexed by counter number (for tools and the stats socket).
+    pub const NAMES: [&str; COUNT as usize] = [
+        "dma_ops",
+        "dma_bytes",
+        "tlb_hits",
+        "tlb_misses",
+        "walks",
+        "faults",
+        "resumes",
+        "aborts",
+        "invalidations",
+        "syncs",
+        "stale_accesses",
+        "errors",
+        "work_completed",
+        "tlb_entries",
+        "events_dropped",
+        "bad_mmio",
+        "bad_doorbell",
+        "stale_unchecked",
+        "traffic_ops",
+        "commands",
+    ];
+}
+
+// ------------------------------------------------------------------ context table (spec §5)
+
+/// `CtxEntry::flags`: the entry is valid.
+pub const CTX_FLAG_VALID: u32 = 1 << 0;
+
+/// One context-table entry, 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct CtxEntry {
+    /// `CTX_FLAG_*`.
+    pub flags: u32,
+    /// log2 of work-queue entries.
+    pub wq_size_log2: u8,
+    /// log2 of completion-queue entries.
+    pub cq_size_log2: u8,
+    /// Reserved, zero.
+    pub rsvd: u16,
+    /// GPA of the level-4 translation table.
+    pub root: u64,
+    /// VA of the work queue.
+    pub wq_va: u64,
+    /// VA of the completion queue.
+    pub cq_va: u64,
+    /// Reserved, zero.
+    pub rsvd2: [u64; 4],
+}
+
+// ------------------------------------------------------------------ translation tables (spec §6)
+
+/// Translation-table entry bits and helpers.
+pub mod pte {
+    /// Present.
+    pub const P: u64 = 1 << 0;
+    /// Writable (leaves).
+    pub const W: u64 = 1 << 1;
+    /// Huge: a 2 MiB leaf in an L2 entry.
+    pub const H: u64 = 1 << 7;
+    /// Address field mask (bits 51:12).
+    pub const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+    /// Bits that must be zero.
+    pub const RESERVED_MASK: u64 = !(ADDR_MASK | P | W | H);
+    /// Entries per table.
+    pub const ENTRIES: usize = 512;
+    /// Number of levels.
+    pub const LEVELS: u32 = 4;
+    /// 4 KiB.
+    pub const PAGE_SHIFT: u32 = 12;
+    /// 4 KiB.
+    pub const PAGE_SIZE: u64 = 1 << PAGE_SHIFT;
+    /// 2 MiB.
+    pub const HUGE_SHIFT: u32 = 21;
+    /// 2 MiB.
+    pub const HUGE_SIZE: u64 = 1 << HUGE_SHIFT;
+    /// Highest VA + 1 (canonical lower half, 48 bits).
+    pub const VA_LIMIT: u64 = 1 << 47;
+
+    /// Index into the table at `level` (4 = root, 1 = leaf table) for `va`.
+    pub const fn index(va: u64, level: u32) -> usize {
+        ((va >> (PAGE_SHIFT + 9 * (level - 1))) & 0x1ff) as usize
+    }
+    /// A non-leaf entry pointing at the table at `table_gpa`.
+    pub const fn table(table_gpa: u64) -> u64 {
+        (table_gpa & ADDR_MASK) | P
+    }
+    /// A 4 KiB leaf.
+    pub const fn leaf_4k(page_gpa: u64, writable: bool) -> u64 {
+        (page_gpa & ADDR_MASK) | P | if writable { W } else { 0 }
+    }
+    /// A 2 MiB leaf (`page_gpa` must be 2 MiB aligned).
+    pub const fn leaf_2m(page_gpa: u64, writable: bool) -> u64 {
+        (page_gpa & ADDR_MASK) | P | H | if writable { W } else { 0 }
+    }
+}
+
+// ------------------------------------------------------------------ command queue (spec §7)
+
+/// Command opcodes.
+pub mod cmd {
+    /// Do nothing.
+    pub const NOP: u8 = 0;
+    /// Drop TLB entries of `ctx` over [arg0, arg0 + arg1).
+    pub const INVALIDATE_RANGE: u8 = 1;
+    /// Drop every TLB entry of `ctx`.
+    pub const INVALIDATE_CTX: u8 = 2;
+    /// Fence, then write arg1 (u64) to GPA arg0.
+    pub const SYNC: u8 = 3;
+    /// Retry the parked fault arg0 of `ctx`.
+    pub const RESUME: u8 = 4;
+    /// Fail the parked fault arg0 of `ctx` with detail arg1.
+    pub const ABORT: u8 = 5;
+    /// Read context-table entry `ctx` and start it.
+    pub const CTX_ENABLE: u8 = 6;
+    /// Stop `ctx`.
+    pub const CTX_DISABLE: u8 = 7;
+}
+
+/// `Command::flags`: raise `VECTOR_CMD_DONE` when done.
+pub const CMD_FLAG_IRQ: u8 = 1 << 0;
+
+/// One command-queue entry, 32 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Command {
+    /// `cmd::*`.
+    pub opcode: u8,
+    /// `CMD_FLAG_*`.
+    pub flags: u8,
+    /// Context index.
+    pub ctx: u16,
+    /// Reserved, zero.
+    pub rsvd: u32,
+    /// First argument.
+    pub arg0: u64,
+    /// Second argument.
+    pub arg1: u64,
+    /// Third argument.
+    pub arg2: u64,
+}
+
+// ------------------------------------------------------------------ event queue (spec §9)
+
+/// Event kinds.
+pub mod event {
+    /// A work item needs a translation.
+    pub const FAULT: u8 = 1;
+    /// A device error.
+    pub const ERROR: u8 = 2;
+    /// A work item with `WORK_FLAG_NOTIFY` completed.
+    pub const WORK_DONE: u8 = 3;
+    /// `Event::flags`: phase bit.
+    pub const FLAG_PHASE: u8 = 1 << 0;
+    /// `Event::flags`: the faulting access was a write.
+    pub const FLAG_WRITE: u8 = 1 << 1;
+    /// `Event::code` of a FAULT: no present translation.
+    pub const FAULT_NOT_PRESENT: u32 = 1;
+    /// `Event::code` of a FAULT: translation present but not writable.
+    pub const FAULT_NOT_WRITABLE: u32 = 2;
+    /// `Event::ctx` when no context applies.
+    pub const NO_CTX: u16 = 0xffff;
+}
+
+/// One event-queue entry, 32 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Event {
+    /// `event::FAULT` etc.
+    pub kind: u8,
+    /// `event::FLAG_*`.
+    pub flags: u8,
+    /// Context index or `event::NO_CTX`.
+    pub ctx: u16,
+    /// Error code or fault reason.
+    pub code: u32,
+    /// Faulting VA or offending address/value.
+    pub addr: u64,
+    /// Fault id.
+    pub id: u64,
+    /// Extra information (command sequence number).
+    pub info: u64,
+}
+
+// ------------------------------------------------------------------ work and completions (spec §11)
+
+/// Work opcodes.
+pub mod work {
+    /// Copy `len` bytes from `src` to `dst`.
+    pub const COPY: u16 = 1;
+    /// Run the traffic generator over [`src`, `src + len`).
+    pub const TRAFFIC: u16 = 2;
+    /// Complete without doing anything.
+    pub const NOP: u16 = 3;
+    /// `WorkDesc::flags`: post a `WORK_DONE` event when done.
+    pub const FLAG_NOTIFY: u16 = 1 << 0;
+    /// Largest COPY length.
+    pub const COPY_MAX: u32 = 64 << 20;
+    /// Largest TRAFFIC operation size.
+    pub const TRAFFIC_OP_MAX: u32 = 65536;
+    /// Largest TRAFFIC operation count.
+    pub const TRAFFIC_OPS_MAX: u64 = 1 << 32;
+    /// TRAFFIC pattern: sequential reads.
+    pub const PATTERN_SEQ_READ: u32 = 0;
+    /// TRAFFIC pattern: sequential writes.
+    pub const PATTERN_SEQ_WRITE: u32 = 1;
+    /// TRAFFIC pattern: random reads and writes.
+    pub const PATTERN_RANDOM_RW: u32 = 2;
+}
+
+/// One work descriptor, 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct WorkDesc {
+    /// `work::COPY` etc.
+    pub opcode: u16,
+    /// `work::FLAG_*`.
+    pub flags: u16,
+    /// Length in bytes.
+    pub len: u32,
+    /// Returned in the completion.
+    pub tag: u64,
+    /// Source VA / traffic range start.
+    pub src: u64,
+    /// Destination VA.
+    pub dst: u64,
+    /// Traffic: bytes per operation.
+    pub op_size: u32,
+    /// Traffic: `work::PATTERN_*`.
+    pub pattern: u32,
+    /// Traffic: number of operations.
+    pub ops: u64,
+    /// Traffic: operations per second, 0 = unthrottled.
+    pub rate: u64,
+    /// Traffic: pseudo-random seed.
+    pub seed: u64,
+}
+
+/// Completion status codes.
+pub mod completion {
+    /// Success.
+    pub const OK: u16 = 0;
+    /// A fault was aborted by the driver; `detail` holds its errno.
+    pub const FAULT_ABORTED: u16 = 1;
+    /// The descriptor was refused.
+    pub const BAD_DESCRIPTOR: u16 = 2;
+    /// The translation table was malformed.
+    pub const TABLE_ERROR: u16 = 3;
+    /// The context was disabled while the item was queued.
+    pub const CTX_DISABLED: u16 = 4;
+    /// `Completion::flags`: phase bit.
+    pub const FLAG_PHASE: u16 = 1 << 0;
+}
+
+/// One completion-queue entry, 32 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Completion {
+    /// The descriptor's tag.
+    pub tag: u64,
+    /// `completion::*` status.
+    pub status: u16,
+    /// `completion::FLAG_PHASE`.
+    pub flags: u16,
+    /// errno from the driver's ABORT, or 0.
+    pub detail: u32,
+    /// Bytes copied, or traffic operations done.
+    pub bytes: u64,
+    /// VA of the access that failed, or 0.
+    pub fault_va: u64,
+}
+
+// ------------------------------------------------------------------ user ABI (spec §13)
+
+/// ioctl type byte.
+pub const IOC_TYPE: u32 = 0xB7;
+/// Version of the user ABI reported in `MnicInfo::abi_version`.
+pub const UABI_VERSION: u32 = 1;
+
+const IOC_NRBITS: u32 = 8;
+const IOC_TYPEBITS: u32 = 8;
+const IOC_SIZEBITS: u32 = 14;
+const IOC_NRSHIFT: u32 = 0;
+const IOC_TYPESHIFT: u32 = IOC_NRSHIFT + IOC_NRBITS;
+const IOC_SIZESHIFT: u32 = IOC_TYPESHIFT + IOC_TYPEBITS;
+const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
+const IOC_WRITE: u32 = 1;
+const IOC_READ: u32 = 2;
+
+const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+    (dir << IOC_DIRSHIFT) | (IOC_TYPE << IOC_TYPESHIFT) | (nr << IOC_NRSHIFT) | ((size as u32) << IOC_SIZESHIFT)
+}
+
+/// `MNIC_IOC_INFO` output.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicInfo {
+    /// `UABI_VERSION`.
+    pub abi_version: u32,
+    /// `VERSION` register.
+    pub hw_version: u32,
+    /// `CAPS` register.
+    pub caps: u32,
+    /// Number of contexts of the device.
+    pub num_contexts: u32,
+    /// This file's context index.
+    pub ctx: u32,
+    /// Minor number of the device (N of /dev/mnicN).
+    pub minor: u32,
+    /// Most registrations per context.
+    pub max_registrations: u32,
+    /// Reserved, zero.
+    pub rsvd: u32,
+}
+
+/// Registration flags (`MnicRegister::flags`).
+pub mod reg_flags {
+    /// The device may read.
+    pub const READ: u32 = 1 << 0;
+    /// The device may write.
+    pub const WRITE: u32 = 1 << 1;
+    /// Baseline mode: pin every page and fill the table now.
+    pub const PINNED: u32 = 1 << 2;
+    /// Fill the table now, without pinning.
+    pub const PREFETCH: u32 = 1 << 3;
+    /// Every defined bit.
+    pub const ALL: u32 = READ | WRITE | PINNED | PREFETCH;
+}
+
+/// Most registrations one context may hold.
+pub const MAX_REGISTRATIONS: u32 = 1024;
+
+/// `MNIC_IOC_REGISTER` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicRegister {
+    /// Start VA (page aligned).
+    pub addr: u64,
+    /// Length in bytes (page multiple, > 0).
+    pub len: u64,
+    /// `reg_flags::*`.
+    pub flags: u32,
+    /// Out: the registration's handle (never 0).
+    pub handle: u32,
+}
+
+/// `MNIC_IOC_DEREGISTER` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicHandle {
+    /// A handle from `MNIC_IOC_REGISTER`.
+    pub handle: u32,
+    /// Reserved, zero.
+    pub rsvd: u32,
+}
+
+/// `MnicRange::flags`: prefetch writable translations (breaks COW now).
+pub const RANGE_FLAG_WRITE: u32 = 1 << 0;
+
+/// `MNIC_IOC_PREFETCH` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicRange {
+    /// Start VA (page aligned).
+    pub addr: u64,
+    /// Length in bytes (page multiple, > 0).
+    pub len: u64,
+    /// `RANGE_FLAG_*`.
+    pub flags: u32,
+    /// Reserved, zero.
+    pub rsvd: u32,
+}
+
+/// `MNIC_IOC_SETUP_QUEUES` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicQueues {
+    /// VA of the work queue (64-byte aligned, `WorkDesc` entries).
+    pub wq_addr: u64,
+    /// VA of the completion queue (32-byte aligned, `Completion` entries).
+    pub cq_addr: u64,
+    /// log2 of work-queue entries.
+    pub wq_size_log2: u32,
+    /// log2 of completion-queue entries.
+    pub cq_size_log2: u32,
+}
+
+/// `MNIC_IOC_POST` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicPost {
+    /// New work-queue producer index.
+    pub wq_tail: u32,
+    /// Reserved, zero.
+    pub rsvd: u32,
+}
+
+/// `MNIC_IOC_WAIT` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicWait {
+    /// Wait until this context's `WORK_DONE` count is at least this.
+    pub target: u64,
+    /// Out: the count when the wait ended.
+    pub count: u64,
+    /// Timeout in milliseconds (0 = do not sleep).
+    pub timeout_ms: u32,
+    /// Reserved, zero.
+    pub rsvd: u32,
+}
+
+/// `MNIC_IOC_CTX_STATS` output: per-context driver counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicCtxStats {
+    /// Live registrations.
+    pub registrations: u64,
+    /// Valid 4 KiB leaves in the context's table.
+    pub mapped_4k: u64,
+    /// Valid 2 MiB leaves in the context's table.
+    pub mapped_2m: u64,
+    /// Pages pinned (PINNED registrations only).
+    pub pinned_pages: u64,
+    /// Device faults handled.
+    pub faults: u64,
+    /// Faults answered with RESUME.
+    pub resumes: u64,
+    /// Faults answered with ABORT.
+    pub aborts: u64,
+    /// Notifier invalidations that hit this context.
+    pub invalidations: u64,
+    /// Table entries cleared by invalidations.
+    pub entries_invalidated: u64,
+    /// SYNC waits.
+    pub sync_waits: u64,
+    /// Total nanoseconds spent waiting for SYNC.
+    pub sync_wait_ns: u64,
+    /// Longest SYNC wait in nanoseconds.
+    pub sync_wait_max_ns: u64,
+    /// `WORK_DONE` events seen.
+    pub work_done: u64,
+    /// hmm_range_fault retries (sequence changed or -EBUSY).
+    pub fault_retries: u64,
+    /// Reserved, zero.
+    pub rsvd: [u64; 2],
+}
+
+/// `MNIC_IOC_DEV_STATS` output: the device counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicDevStats {
+    /// `COUNTER[i]`, indexed by `counter::*`.
+    pub counters: [u64; counter::SLOTS as usize],
+}
+
+/// `MNIC_IOC_QUERY` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct MnicQuery {
+    /// Start VA (page aligned).
+    pub addr: u64,
+    /// Length in bytes (page multiple, > 0).
+    pub len: u64,
+    /// Out: valid 4 KiB leaves in the range.
+    pub valid_4k: u64,
+    /// Out: valid 2 MiB leaves overlapping the range.
+    pub valid_2m: u64,
+    /// Out: of those, writable leaves.
+    pub writable: u64,
+    /// Out: pages of the range pinned by PINNED registrations.
+    pub pinned: u64,
+}
+
+/// Get device and context information.
+pub const MNIC_IOC_INFO: u32 = ioc(IOC_READ, 0, core::mem::size_of::<MnicInfo>());
+/// Register a range.
+pub const MNIC_IOC_REGISTER: u32 = ioc(IOC_READ | IOC_WRITE, 1, core::mem::size_of::<MnicRegister>());
+/// Deregister.
+pub const MNIC_IOC_DEREGISTER: u32 = ioc(IOC_WRITE, 2, core::mem::size_of::<MnicHandle>());
+/// Prefetch translations.
+pub const MNIC_IOC_PREFETCH: u32 = ioc(IOC_WRITE, 3, core::mem::size_of::<MnicRange>());
+/// Set up the work and completion queues and enable the context.
+pub const MNIC_IOC_SETUP_QUEUES: u32 = ioc(IOC_WRITE, 4, core::mem::size_of::<MnicQueues>());
+/// Ring the doorbell through a system call.
+pub const MNIC_IOC_POST: u32 = ioc(IOC_WRITE, 5, core::mem::size_of::<MnicPost>());
+/// Wait for WORK_DONE events.
+pub const MNIC_IOC_WAIT: u32 = ioc(IOC_READ | IOC_WRITE, 6, core::mem::size_of::<MnicWait>());
+/// Per-context driver counters.
+pub const MNIC_IOC_CTX_STATS: u32 = ioc(IOC_READ, 7, core::mem::size_of::<MnicCtxStats>());
+/// Device counters.
+pub const MNIC_IOC_DEV_STATS: u32 = ioc(IOC_READ, 8, core::mem::size_of::<MnicDevStats>());
+/// Count device table entries over a range.
+pub const MNIC_IOC_QUERY: u32 = ioc(IOC_READ | IOC_WRITE, 9, core::mem::size_of::<MnicQuery>());

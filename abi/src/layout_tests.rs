@@ -1,0 +1,93 @@
+//! Pins every wire structure's size and field offsets to docs/spec.md.
+use super::*;
+use core::mem::{offset_of, size_of};
+
+#[test]
+fn hardware_structures_match_the_spec() {
+    assert_eq!(size_of::<CtxEntry>(), 64);
+    assert_eq!(offset_of!(CtxEntry, wq_size_log2), 0x04);
+    assert_eq!(offset_of!(CtxEntry, cq_size_log2), 0x05);
+    assert_eq!(offset_of!(CtxEntry, root), 0x08);
+    assert_eq!(offset_of!(CtxEntry, wq_va), 0x10);
+    assert_eq!(offset_of!(CtxEntry, cq_va), 0x18);
+
+    assert_eq!(size_of::<Command>(), 32);
+    assert_eq!(offset_of!(Command, ctx), 0x02);
+    assert_eq!(offset_of!(Command, arg0), 0x08);
+    assert_eq!(offset_of!(Command, arg2), 0x18);
+
+    assert_eq!(size_of::<Event>(), 32);
+    assert_eq!(offset_of!(Event, code), 0x04);
+    assert_eq!(offset_of!(Event, addr), 0x08);
+    assert_eq!(offset_of!(Event, id), 0x10);
+    assert_eq!(offset_of!(Event, info), 0x18);
+
+    assert_eq!(size_of::<WorkDesc>(), 64);
+    assert_eq!(offset_of!(WorkDesc, len), 0x04);
+    assert_eq!(offset_of!(WorkDesc, tag), 0x08);
+    assert_eq!(offset_of!(WorkDesc, src), 0x10);
+    assert_eq!(offset_of!(WorkDesc, dst), 0x18);
+    assert_eq!(offset_of!(WorkDesc, op_size), 0x20);
+    assert_eq!(offset_of!(WorkDesc, pattern), 0x24);
+    assert_eq!(offset_of!(WorkDesc, ops), 0x28);
+    assert_eq!(offset_of!(WorkDesc, rate), 0x30);
+    assert_eq!(offset_of!(WorkDesc, seed), 0x38);
+
+    assert_eq!(size_of::<Completion>(), 32);
+    assert_eq!(offset_of!(Completion, status), 0x08);
+    assert_eq!(offset_of!(Completion, flags), 0x0a);
+    assert_eq!(offset_of!(Completion, detail), 0x0c);
+    assert_eq!(offset_of!(Completion, bytes), 0x10);
+    assert_eq!(offset_of!(Completion, fault_va), 0x18);
+}
+
+#[test]
+fn user_abi_structures_have_no_padding() {
+    assert_eq!(size_of::<MnicInfo>(), 32);
+    assert_eq!(size_of::<MnicRegister>(), 24);
+    assert_eq!(size_of::<MnicHandle>(), 8);
+    assert_eq!(size_of::<MnicRange>(), 24);
+    assert_eq!(size_of::<MnicQueues>(), 24);
+    assert_eq!(size_of::<MnicPost>(), 8);
+    assert_eq!(size_of::<MnicWait>(), 24);
+    assert_eq!(size_of::<MnicCtxStats>(), 128);
+    assert_eq!(size_of::<MnicDevStats>(), 256);
+    assert_eq!(size_of::<MnicQuery>(), 48);
+}
+
+#[test]
+fn ioctl_numbers_follow_the_linux_encoding() {
+    // _IOR(0xB7, 0, 32 bytes) = dir 2, size 32, type 0xB7, nr 0.
+    assert_eq!(MNIC_IOC_INFO, (2 << 30) | (32 << 16) | (0xB7 << 8));
+    assert_eq!(MNIC_IOC_REGISTER, (3 << 30) | (24 << 16) | (0xB7 << 8) | 1);
+    assert_eq!(MNIC_IOC_DEREGISTER, (1 << 30) | (8 << 16) | (0xB7 << 8) | 2);
+    let all = [
+        MNIC_IOC_INFO, MNIC_IOC_REGISTER, MNIC_IOC_DEREGISTER, MNIC_IOC_PREFETCH,
+        MNIC_IOC_SETUP_QUEUES, MNIC_IOC_POST, MNIC_IOC_WAIT, MNIC_IOC_CTX_STATS,
+        MNIC_IOC_DEV_STATS, MNIC_IOC_QUERY,
+    ];
+    for (nr, cmd) in all.iter().enumerate() {
+        assert_eq!(cmd & 0xff, nr as u32, "ioctl numbers are dense and ordered");
+    }
+}
+
+#[test]
+fn register_map_is_aligned_and_within_bar0() {
+    assert_eq!(reg::counter(counter::SLOTS - 1) + 8, 0x200);
+    assert!(u64::from(reg::counter(counter::SLOTS)) <= BAR_REGS_SIZE);
+    for off in [reg::CTX_TABLE_LO, reg::CMDQ_BASE_LO, reg::EVQ_BASE_LO, reg::COUNTERS] {
+        assert_eq!(off % 8, 0, "64-bit register pairs are 8-byte aligned");
+    }
+    assert_eq!(counter::NAMES.len(), counter::COUNT as usize);
+}
+
+#[test]
+fn pte_helpers_round_trip() {
+    let e = pte::leaf_2m(0x4020_0000, true);
+    assert_eq!(e & pte::ADDR_MASK, 0x4020_0000);
+    assert_ne!(e & pte::H, 0);
+    assert_eq!(e & pte::RESERVED_MASK, 0);
+    assert_eq!(pte::index(0x7fff_ffff_f000, 4), 0xff);
+    assert_eq!(pte::index(0x7fff_ffff_f000, 1), 0x1ff);
+    assert_eq!(pte::index(0x20_0000, 2), 1);
+}

@@ -1,0 +1,13 @@
+//! `mnic-abi`: the hardware interface and user ABI of mnic, shared by the device model,
+//! the kernel driver and the user library. See `docs/spec.md`.
+//!
+//! The definitions live in `abi.rs`, which the kernel module also compiles (with
+//! `#[path]`), so they cannot drift between the three users.
+#![no_std]
+#![deny(missing_docs)]
+
+mod abi;
+pub use abi::*;
+
+#[cfg(test)]
+mod layout_tests;
