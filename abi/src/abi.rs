@@ -260,7 +260,9 @@ pub const CTX_FLAG_VALID: u32 = 1 << 0;
 
 /// One context-table entry, 64 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct CtxEntry {
     /// `CTX_FLAG_*`.
     pub flags: u32,
@@ -354,7 +356,9 @@ pub const CMD_FLAG_IRQ: u8 = 1 << 0;
 
 /// One command-queue entry, 32 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct Command {
     /// `cmd::*`.
     pub opcode: u8,
@@ -396,7 +400,9 @@ pub mod event {
 
 /// One event-queue entry, 32 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct Event {
     /// `event::FAULT` etc.
     pub kind: u8,
@@ -442,7 +448,9 @@ pub mod work {
 
 /// One work descriptor, 64 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct WorkDesc {
     /// `work::COPY` etc.
     pub opcode: u16,
@@ -486,7 +494,9 @@ pub mod completion {
 
 /// One completion-queue entry, 32 bytes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct Completion {
     /// The descriptor's tag.
     pub tag: u64,
@@ -520,12 +530,17 @@ const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
 
 const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
-    (dir << IOC_DIRSHIFT) | (IOC_TYPE << IOC_TYPESHIFT) | (nr << IOC_NRSHIFT) | ((size as u32) << IOC_SIZESHIFT)
+    (dir << IOC_DIRSHIFT)
+        | (IOC_TYPE << IOC_TYPESHIFT)
+        | (nr << IOC_NRSHIFT)
+        | ((size as u32) << IOC_SIZESHIFT)
 }
 
 /// `MNIC_IOC_INFO` output.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicInfo {
     /// `UABI_VERSION`.
     pub abi_version: u32,
@@ -564,7 +579,9 @@ pub const MAX_REGISTRATIONS: u32 = 1024;
 
 /// `MNIC_IOC_REGISTER` argument.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicRegister {
     /// Start VA (page aligned).
     pub addr: u64,
@@ -578,7 +595,9 @@ pub struct MnicRegister {
 
 /// `MNIC_IOC_DEREGISTER` argument.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicHandle {
     /// A handle from `MNIC_IOC_REGISTER`.
     pub handle: u32,
@@ -591,7 +610,9 @@ pub const RANGE_FLAG_WRITE: u32 = 1 << 0;
 
 /// `MNIC_IOC_PREFETCH` argument.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicRange {
     /// Start VA (page aligned).
     pub addr: u64,
@@ -605,7 +626,9 @@ pub struct MnicRange {
 
 /// `MNIC_IOC_SETUP_QUEUES` argument.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicQueues {
     /// VA of the work queue (64-byte aligned, `WorkDesc` entries).
     pub wq_addr: u64,
@@ -619,7 +642,9 @@ pub struct MnicQueues {
 
 /// `MNIC_IOC_POST` argument.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicPost {
     /// New work-queue producer index.
     pub wq_tail: u32,
@@ -629,7 +654,9 @@ pub struct MnicPost {
 
 /// `MNIC_IOC_WAIT` argument.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicWait {
     /// Wait until this context's `WORK_DONE` count is at least this.
     pub target: u64,
@@ -643,7 +670,9 @@ pub struct MnicWait {
 
 /// `MNIC_IOC_CTX_STATS` output: per-context driver counters.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicCtxStats {
     /// Live registrations.
     pub registrations: u64,
@@ -679,7 +708,9 @@ pub struct MnicCtxStats {
 
 /// `MNIC_IOC_DEV_STATS` output: the device counters.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicDevStats {
     /// `COUNTER[i]`, indexed by `counter::*`.
     pub counters: [u64; counter::SLOTS as usize],
@@ -687,7 +718,9 @@ pub struct MnicDevStats {
 
 /// `MNIC_IOC_QUERY` argument.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct MnicQuery {
     /// Start VA (page aligned).
     pub addr: u64,
@@ -706,7 +739,11 @@ pub struct MnicQuery {
 /// Get device and context information.
 pub const MNIC_IOC_INFO: u32 = ioc(IOC_READ, 0, core::mem::size_of::<MnicInfo>());
 /// Register a range.
-pub const MNIC_IOC_REGISTER: u32 = ioc(IOC_READ | IOC_WRITE, 1, core::mem::size_of::<MnicRegister>());
+pub const MNIC_IOC_REGISTER: u32 = ioc(
+    IOC_READ | IOC_WRITE,
+    1,
+    core::mem::size_of::<MnicRegister>(),
+);
 /// Deregister.
 pub const MNIC_IOC_DEREGISTER: u32 = ioc(IOC_WRITE, 2, core::mem::size_of::<MnicHandle>());
 /// Prefetch translations.

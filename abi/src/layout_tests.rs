@@ -62,9 +62,16 @@ fn ioctl_numbers_follow_the_linux_encoding() {
     assert_eq!(MNIC_IOC_REGISTER, (3 << 30) | (24 << 16) | (0xB7 << 8) | 1);
     assert_eq!(MNIC_IOC_DEREGISTER, (1 << 30) | (8 << 16) | (0xB7 << 8) | 2);
     let all = [
-        MNIC_IOC_INFO, MNIC_IOC_REGISTER, MNIC_IOC_DEREGISTER, MNIC_IOC_PREFETCH,
-        MNIC_IOC_SETUP_QUEUES, MNIC_IOC_POST, MNIC_IOC_WAIT, MNIC_IOC_CTX_STATS,
-        MNIC_IOC_DEV_STATS, MNIC_IOC_QUERY,
+        MNIC_IOC_INFO,
+        MNIC_IOC_REGISTER,
+        MNIC_IOC_DEREGISTER,
+        MNIC_IOC_PREFETCH,
+        MNIC_IOC_SETUP_QUEUES,
+        MNIC_IOC_POST,
+        MNIC_IOC_WAIT,
+        MNIC_IOC_CTX_STATS,
+        MNIC_IOC_DEV_STATS,
+        MNIC_IOC_QUERY,
     ];
     for (nr, cmd) in all.iter().enumerate() {
         assert_eq!(cmd & 0xff, nr as u32, "ioctl numbers are dense and ordered");
@@ -75,7 +82,12 @@ fn ioctl_numbers_follow_the_linux_encoding() {
 fn register_map_is_aligned_and_within_bar0() {
     assert_eq!(reg::counter(counter::SLOTS - 1) + 8, 0x200);
     assert!(u64::from(reg::counter(counter::SLOTS)) <= BAR_REGS_SIZE);
-    for off in [reg::CTX_TABLE_LO, reg::CMDQ_BASE_LO, reg::EVQ_BASE_LO, reg::COUNTERS] {
+    for off in [
+        reg::CTX_TABLE_LO,
+        reg::CMDQ_BASE_LO,
+        reg::EVQ_BASE_LO,
+        reg::COUNTERS,
+    ] {
         assert_eq!(off % 8, 0, "64-bit register pairs are 8-byte aligned");
     }
     assert_eq!(counter::NAMES.len(), counter::COUNT as usize);

@@ -1,0 +1,98 @@
+# mnic: the two commands a newcomer needs are `make demo` and `make test`.
+# Both run the (idempotent, cached) set-up first. See README.md.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ENV        := source scripts/env.sh
+KBUILD     := $(shell $(ENV) && echo $$KBUILD)
+KERNEL     := $(KBUILD)/arch/x86/boot/bzImage
+GUEST_TARGET := x86_64-unknown-linux-gnu
+GUEST_DIR  := target/guest/$(GUEST_TARGET)/release
+IMAGES     := target/images
+INITRD     := $(IMAGES)/initramfs.cpio
+DEVICE_BIN := target/release/mnic-device
+VMRUN      := target/release/mnic-vm
+# Static guest programs: glibc static (no musl target can be installed here).
+GUEST_RUSTFLAGS := -C target-feature=+crt-static
+CARGO_JOBS ?=
+VM_ARGS    ?=
+RUN        := $(VMRUN) run --kernel $(KERNEL) --initrd $(INITRD) --device-bin $(DEVICE_BIN) $(VM_ARGS)
+
+# Out-of-tree kernel modules (each directory has a Kbuild file).
+MODULE_DIRS := images/smoke $(wildcard driver) $(patsubst %/Kbuild,%,$(wildcard tests/kmod/*/Kbuild))
+
+.PHONY: help setup host-bins guest-bins modules initramfs image vm run-guest demo test \
+        test-host test-guest lint bench soak clean
+
+help:
+	@echo "make demo   - set up, build, boot the guest with the mnic device and run the demo"
+	@echo "make test   - set up, build and run every test (host unit/integration + guest)"
+	@echo "make vm     - a shell in the guest (driver and tools inside)"
+	@echo "make run-guest GUEST_CMD='...'  - run one command in the guest"
+	@echo "make bench  - performance runs (host and guest), report in results/"
+	@echo "make setup  - only the set-up (packages, QEMU, rust-src, bindgen, kernel)"
+
+setup:
+	scripts/setup.sh all
+
+host-bins:
+	cargo build --release $(CARGO_JOBS) -p mnic-device -p mnic-vmrun
+
+guest-bins:
+	RUSTFLAGS="$(GUEST_RUSTFLAGS)" cargo build --release $(CARGO_JOBS) --target $(GUEST_TARGET) \
+		--target-dir target/guest --workspace --exclude mnic-device --exclude mnic-vmrun \
+		--exclude mnic-tests --bins --examples
+
+modules: setup
+	@for d in $(MODULE_DIRS); do \
+		echo "  KMOD    $$d"; \
+		scripts/kmake M=$(CURDIR)/$$d modules >$$d/build.log 2>&1 || { cat $$d/build.log; exit 1; }; \
+	done
+
+# The base initramfs: busybox, /init, every module, every static guest program, the scripts.
+image: initramfs
+initramfs: host-bins guest-bins modules
+	@mkdir -p $(IMAGES)
+	@files=(); \
+	for ko in $$(find $(MODULE_DIRS) -maxdepth 1 -name '*.ko'); do files+=(--file "$$ko:/lib/modules/$$(basename $$ko)"); done; \
+	for b in $$(find $(GUEST_DIR) $(GUEST_DIR)/examples -maxdepth 1 -type f -perm -u+x ! -name '*.*' ! -regex '.*-[0-9a-f]\{16\}' 2>/dev/null); do \
+		files+=(--file "$$b:/usr/bin/$$(basename $$b)"); done; \
+	for s in images/guest/*.sh; do files+=(--file "$$s:/usr/share/mnic/$$(basename $$s):755"); done; \
+	$(VMRUN) initramfs --out $(INITRD) --init images/init.sh "$${files[@]}"
+	@echo "  IMAGE   $(INITRD) ($$(du -h $(INITRD) | cut -f1))"
+
+vm: initramfs
+	$(RUN) --interactive
+
+GUEST_CMD ?= true
+run-guest: initramfs
+	$(RUN) --cmd '$(GUEST_CMD)'
+
+demo: initramfs
+	$(RUN) --stats --timeout 900 --cmd 'sh /usr/share/mnic/demo.sh'
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets $(CARGO_JOBS) -- -D warnings
+
+test-host:
+	cargo test --workspace --exclude mnic-tests $(CARGO_JOBS)
+
+# The guest harness boots the VM(s) and turns every KTAP result into a cargo test result.
+test-guest: initramfs
+	MNIC_KERNEL=$(KERNEL) MNIC_INITRD=$(CURDIR)/$(INITRD) MNIC_DEVICE_BIN=$(CURDIR)/$(DEVICE_BIN) \
+	MNIC_VM=$(CURDIR)/$(VMRUN) MNIC_QEMU=$(CURDIR)/scripts/qemu \
+		cargo test -p mnic-tests --release $(CARGO_JOBS) -- --test-threads 1
+
+test: setup lint test-host test-guest
+
+bench: initramfs
+	scripts/bench.sh
+
+soak: initramfs
+	MNIC_SOAK=1 $(MAKE) test-guest
+
+clean:
+	cargo clean
+	@for d in $(MODULE_DIRS); do scripts/kmake M=$(CURDIR)/$$d clean >/dev/null 2>&1 || true; done

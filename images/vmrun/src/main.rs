@@ -1,0 +1,476 @@
+//! `mnic-vm`: builds guest initramfs images and runs the mnic guest under QEMU.
+//!
+//! `mnic-vm run` starts one `mnic-device` server per NIC, starts QEMU with guest RAM in a
+//! shared memfd and a `vfio-user-pci` device per server, streams the serial console,
+//! enforces a timeout, and exits with the status of the guest's job (reported by the
+//! guest's init as `MNIC-EXIT=<n>`). Sockets, logs and the per-run archive live in a
+//! per-run directory that is removed afterwards; every process it started is ended by PID.
+
+mod initramfs;
+mod processes;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use initramfs::{Archive, Content, FileSpec};
+use processes::Owned;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// Exit status when the guest did not finish within `--timeout`.
+const EXIT_TIMEOUT: i32 = 124;
+/// Exit status when QEMU ended without the guest reporting a result.
+const EXIT_NO_RESULT: i32 = 125;
+/// The line the guest init prints when its job ends.
+const RESULT_MARKER: &str = "MNIC-EXIT=";
+
+#[derive(Parser)]
+#[command(name = "mnic-vm", about = "Build and run mnic guest images under QEMU")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Write the base initramfs (busybox, init, modules, programs).
+    Initramfs(InitramfsArgs),
+    /// Boot the guest next to mnic-device servers and run a job or a shell.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct InitramfsArgs {
+    /// Output archive (uncompressed newc cpio).
+    #[arg(long)]
+    out: PathBuf,
+    /// Static busybox binary.
+    #[arg(long, default_value = "/bin/busybox")]
+    busybox: PathBuf,
+    /// The guest's /init script.
+    #[arg(long)]
+    init: PathBuf,
+    /// Extra files, SRC:DEST[:MODE] (repeatable).
+    #[arg(long = "file")]
+    files: Vec<String>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Guest kernel (bzImage).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Base initramfs from `mnic-vm initramfs`.
+    #[arg(long)]
+    initrd: PathBuf,
+    /// The mnic-device binary.
+    #[arg(long)]
+    device_bin: Option<PathBuf>,
+    /// Number of mnic NICs (one device server each); 0 boots without the device.
+    #[arg(long, default_value_t = 1)]
+    devices: u32,
+    /// QEMU wrapper or binary.
+    #[arg(long, default_value = "scripts/qemu")]
+    qemu: PathBuf,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 1024)]
+    memory_mib: u32,
+    /// Guest CPUs.
+    #[arg(long, default_value_t = 2)]
+    cpus: u32,
+    /// Shell command the guest runs as its job (ignored with --interactive).
+    #[arg(long, default_value = "true")]
+    cmd: String,
+    /// Give a shell on the console instead of running a job.
+    #[arg(long)]
+    interactive: bool,
+    /// Seconds before the run is stopped (0 = none; default none when interactive).
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Run the KUnit suites matching this glob at boot (otherwise KUnit is off).
+    #[arg(long)]
+    kunit: Option<String>,
+    /// Extra kernel command-line arguments.
+    #[arg(long, default_value = "")]
+    append: String,
+    /// Start the device servers in strict mode (a stale access halts the device).
+    #[arg(long)]
+    strict: bool,
+    /// Kill device server 0 (SIGKILL) this many seconds after boot (fault injection).
+    #[arg(long)]
+    kill_device_after: Option<u64>,
+    /// Print the device counters (host side) when the job ends.
+    #[arg(long)]
+    stats: bool,
+    /// Also write the console to this file.
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// Do not echo the console to stdout.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Initramfs(a) => build_initramfs(&a).map(|()| 0),
+        Cmd::Run(a) => run(&a),
+    };
+    match code {
+        Ok(c) => std::process::exit(c),
+        Err(e) => {
+            eprintln!("mnic-vm: error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn build_initramfs(a: &InitramfsArgs) -> Result<()> {
+    let mut ar = Archive::new();
+    for d in [
+        "/proc",
+        "/sys",
+        "/dev",
+        "/tmp",
+        "/etc/mnic",
+        "/root",
+        "/lib/modules",
+        "/usr/bin",
+    ] {
+        ar.dir(d);
+    }
+    ar.char_dev("/dev/console", 0o600, 5, 1);
+    ar.file(FileSpec {
+        content: Content::Host(a.busybox.clone()),
+        dest: "/bin/busybox".into(),
+        mode: 0o755,
+    });
+    ar.symlink("/bin/sh", "busybox");
+    ar.file(FileSpec {
+        content: Content::Host(a.init.clone()),
+        dest: "/init".into(),
+        mode: 0o755,
+    });
+    for f in &a.files {
+        ar.file(FileSpec::parse(f)?);
+    }
+    ar.write_to(&a.out)
+}
+
+/// Per-run state that must be torn down: the run directory and the processes.
+struct RunDir {
+    dir: tempfile::TempDir,
+}
+
+impl RunDir {
+    fn new() -> Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("mnic-run-")
+            .tempdir()
+            .context("creating the run directory")?;
+        Ok(Self { dir })
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+fn start_device(bin: &Path, rd: &RunDir, i: u32, strict: bool) -> Result<Owned> {
+    let sock = rd.path(&format!("mnic{i}.sock"));
+    let ctl = rd.path(&format!("mnic{i}.ctl"));
+    let log = std::fs::File::create(rd.path(&format!("mnic{i}.log")))?;
+    let mut cmd = Command::new(bin);
+    cmd.arg("serve")
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--control")
+        .arg(&ctl);
+    if strict {
+        cmd.arg("--strict");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    let mut dev = Owned::spawn(&format!("mnic-device #{i}"), &mut cmd)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        if let Some(st) = dev.try_wait()? {
+            let log = std::fs::read_to_string(rd.path(&format!("mnic{i}.log"))).unwrap_or_default();
+            bail!("{} exited before listening ({st}):\n{log}", dev.name());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not create {} within 20 s",
+                dev.name(),
+                sock.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(dev)
+}
+
+fn kernel_cmdline(a: &RunArgs) -> String {
+    let mut s = String::from("console=ttyS0 panic=-1 loglevel=5 numa=fake=2");
+    match &a.kunit {
+        Some(glob) => s.push_str(&format!(" kunit.filter_glob={glob}")),
+        None => s.push_str(" kunit.enable=0"),
+    }
+    if !a.append.is_empty() {
+        s.push(' ');
+        s.push_str(&a.append);
+    }
+    s
+}
+
+/// The per-run archive that the kernel unpacks over the base image: the job to run.
+fn job_archive(a: &RunArgs, rd: &RunDir) -> Result<PathBuf> {
+    let mut ar = Archive::new();
+    let job = if a.interactive {
+        String::new()
+    } else {
+        format!("{}\n", a.cmd)
+    };
+    ar.file(FileSpec {
+        content: Content::Bytes(job.into_bytes()),
+        dest: "/etc/mnic/job".into(),
+        mode: 0o644,
+    });
+    if a.interactive {
+        ar.file(FileSpec {
+            content: Content::Bytes(Vec::new()),
+            dest: "/etc/mnic/interactive".into(),
+            mode: 0o644,
+        });
+    }
+    // The kernel wants each archive in an initrd to start on a 4-byte boundary; concatenate
+    // the base image (itself padded by cpio's trailer alignment) and the job archive.
+    let job_path = rd.path("job.cpio");
+    ar.write_to(&job_path)?;
+    let mut all =
+        std::fs::read(&a.initrd).with_context(|| format!("reading {}", a.initrd.display()))?;
+    while all.len() % 4 != 0 {
+        all.push(0);
+    }
+    all.extend(std::fs::read(&job_path)?);
+    let out = rd.path("initrd.cpio");
+    std::fs::write(&out, all)?;
+    Ok(out)
+}
+
+fn qemu_command(a: &RunArgs, rd: &RunDir, initrd: &Path) -> Command {
+    let mut q = Command::new(&a.qemu);
+    let mem = a.memory_mib;
+    q.args([
+        "-M",
+        "q35",
+        "-accel",
+        "tcg",
+        "-cpu",
+        "max",
+        "-nographic",
+        "-no-reboot",
+        "-nic",
+        "none",
+    ]);
+    q.args(["-m", &format!("{mem}M"), "-smp", &a.cpus.to_string()]);
+    // Guest RAM must be a shared memfd: QEMU hands its fd to the device in DMA_MAP, and the
+    // device then reads and writes guest memory directly.
+    q.args([
+        "-object",
+        &format!("memory-backend-memfd,id=mem,size={mem}M,share=on"),
+    ]);
+    q.args(["-machine", "memory-backend=mem"]);
+    q.arg("-kernel").arg(&a.kernel).arg("-initrd").arg(initrd);
+    q.args(["-append", &kernel_cmdline(a)]);
+    for i in 0..a.devices {
+        let sock = rd.path(&format!("mnic{i}.sock"));
+        q.args([
+            "-device",
+            &format!(r#"{{"driver":"vfio-user-pci","id":"mnic{i}","socket":{{"type":"unix","path":"{}"}}}}"#, sock.display()),
+        ]);
+    }
+    q
+}
+
+fn device_stats(bin: &Path, rd: &RunDir, i: u32) -> String {
+    let out = Command::new(bin)
+        .arg("stats")
+        .arg("--control")
+        .arg(rd.path(&format!("mnic{i}.ctl")))
+        .output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => format!(
+            "(stats failed: {})",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => format!("(stats failed: {e})"),
+    }
+}
+
+fn run(a: &RunArgs) -> Result<i32> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(sig, Arc::clone(&stop))?;
+    }
+    let rd = RunDir::new()?;
+    let device_bin = match (&a.device_bin, a.devices) {
+        (_, 0) => None,
+        (Some(b), _) => Some(b.clone()),
+        (None, _) => bail!("--device-bin is required unless --devices 0"),
+    };
+    let mut devices = Vec::new();
+    if let Some(bin) = &device_bin {
+        for i in 0..a.devices {
+            devices.push(start_device(bin, &rd, i, a.strict)?);
+        }
+    }
+    let initrd = job_archive(a, &rd)?;
+    let mut qcmd = qemu_command(a, &rd, &initrd);
+    if a.interactive {
+        let mut qemu = Owned::spawn(
+            "qemu",
+            qcmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()),
+        )?;
+        while qemu.try_wait()?.is_none() {
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return Ok(0);
+    }
+    let mut qemu = Owned::spawn(
+        "qemu",
+        qcmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )?;
+    let (tx, rx) = mpsc::channel::<String>();
+    for pipe in [
+        qemu.child_mut()
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        qemu.child_mut()
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).split(b'\n').map_while(|l| l.ok()) {
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_string();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    drop(tx);
+    let mut log = match &a.log {
+        Some(p) => {
+            Some(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
+        None => None,
+    };
+    let started = Instant::now();
+    let deadline = (a.timeout > 0).then(|| started + Duration::from_secs(a.timeout));
+    let mut result: Option<i32> = None;
+    let mut result_at: Option<Instant> = None;
+    let mut killed_device = false;
+    let mut stdout = std::io::stdout();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(line) => {
+                if !a.quiet {
+                    let _ = writeln!(stdout, "{line}");
+                }
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
+                if let Some(rest) = line.trim().strip_prefix(RESULT_MARKER) {
+                    result = rest.trim().parse().ok().or(Some(EXIT_NO_RESULT));
+                    result_at = Some(Instant::now());
+                    if let (true, Some(bin)) = (a.stats, &device_bin) {
+                        for i in 0..a.devices {
+                            println!(
+                                "[host] mnic-device #{i} counters:\n{}",
+                                device_stats(bin, &rd, i)
+                            );
+                        }
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if stop.load(Ordering::Relaxed) {
+            bail!("interrupted; stopped QEMU and the device servers");
+        }
+        if let Some(d) = deadline {
+            if Instant::now() > d {
+                eprintln!(
+                    "mnic-vm: timeout after {} s; stopping QEMU (pid {})",
+                    a.timeout,
+                    qemu.pid()
+                );
+                return Ok(EXIT_TIMEOUT);
+            }
+        }
+        if let (Some(after), false) = (a.kill_device_after, killed_device) {
+            if started.elapsed() >= Duration::from_secs(after) {
+                if let Some(dev) = devices.first_mut() {
+                    eprintln!(
+                        "mnic-vm: killing {} (pid {}) as asked",
+                        dev.name(),
+                        dev.pid()
+                    );
+                    dev.stop(Duration::ZERO);
+                }
+                killed_device = true;
+            }
+        }
+        // After the result the guest powers off; give it a moment, then stop QEMU ourselves.
+        if let Some(t) = result_at {
+            if qemu.try_wait()?.is_some() || t.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+    }
+    let qemu_status = qemu.stop(Duration::from_secs(5));
+    for (i, dev) in devices.iter_mut().enumerate() {
+        if let Ok(Some(st)) = dev.try_wait() {
+            if !killed_device || i != 0 {
+                let log =
+                    std::fs::read_to_string(rd.path(&format!("mnic{i}.log"))).unwrap_or_default();
+                eprintln!(
+                    "mnic-vm: {} ended during the run ({st}); its log:\n{log}",
+                    dev.name()
+                );
+            }
+        }
+    }
+    match result {
+        Some(code) => Ok(code),
+        None => {
+            eprintln!(
+                "mnic-vm: QEMU ended ({qemu_status:?}) without a guest result ({RESULT_MARKER}<n>)"
+            );
+            Ok(EXIT_NO_RESULT)
+        }
+    }
+}
