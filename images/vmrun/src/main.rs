@@ -214,10 +214,12 @@ fn start_device(bin: &Path, rd: &RunDir, i: u32, strict: bool) -> Result<Owned> 
 }
 
 fn kernel_cmdline(a: &RunArgs) -> String {
-    let mut s = String::from("console=ttyS0 panic=-1 loglevel=5 numa=fake=2");
+    let mut s = String::from("console=ttyS0 panic=-1 numa=fake=2");
     match &a.kunit {
-        Some(glob) => s.push_str(&format!(" kunit.filter_glob={glob}")),
-        None => s.push_str(" kunit.enable=0"),
+        // KUnit prints its KTAP at KERN_INFO: let it through to the console.
+        Some(glob) => s.push_str(&format!(" loglevel=7 kunit.filter_glob={glob}")),
+        // Warnings and worse reach the console (the harness looks for them); info does not.
+        None => s.push_str(" loglevel=5 kunit.enable=0"),
     }
     if !a.append.is_empty() {
         s.push(' ');

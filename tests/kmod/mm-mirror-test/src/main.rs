@@ -1,0 +1,887 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `mm-mirror-test`: drives `/dev/mm_mirror_test` (the `mm_mirror_test` module, built on the
+//! kernel's Rust `mmu_notifier` and `hmm` abstractions) through real address-space changes and
+//! checks that each one reaches the notifier with the expected event, clears the mirrored
+//! translations, and makes a read sequence taken before it stale. Prints KTAP; exits non-zero if
+//! a case fails.
+//!
+//! Needs the module loaded (it runs `insmod $MM_MIRROR_KO`, default
+//! `/lib/modules/mm_mirror_test.ko`, if the device is missing) and, for the swap case, zram.
+
+#[path = "../../mm_mirror_abi.rs"]
+mod abi;
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::process::Command;
+
+const DEVICE: &str = "/dev/mm_mirror_test";
+
+/// The outcome of one case that did not fail (a failure is an `Err` with the reason).
+enum Outcome {
+    Pass,
+    Skip(String),
+}
+
+type CaseResult = Result<Outcome, String>;
+
+/// A named case.
+type Case = (&'static str, fn() -> CaseResult);
+
+/// Fails the case with a formatted reason unless `cond` holds.
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!($($fmt)+));
+        }
+    };
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+fn errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// An open file of the test device: one registration at most.
+struct Dev {
+    fd: libc::c_int,
+}
+
+impl Dev {
+    fn open() -> Result<Dev, String> {
+        let path = CString::new(DEVICE).map_err(|e| e.to_string())?;
+        // SAFETY: `path` is a valid NUL-terminated string.
+        let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("open {DEVICE}: {}", io::Error::last_os_error()));
+        }
+        Ok(Dev { fd })
+    }
+
+    /// Issues `cmd` with `arg` (a pointer to the ioctl's structure, or 0); returns the errno.
+    fn ioctl<T>(&self, cmd: u32, arg: Option<&mut T>) -> Result<(), i32> {
+        let ptr = arg.map_or(std::ptr::null_mut(), |a| a as *mut T as *mut libc::c_void);
+        // SAFETY: `ptr` is null or points to a live `T` of the size encoded in `cmd`.
+        let ret = unsafe { libc::ioctl(self.fd, cmd as libc::c_ulong, ptr) };
+        if ret < 0 {
+            Err(errno())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn register(&self, addr: u64, len: u64) -> Result<(), String> {
+        let mut req = abi::Register { addr, len };
+        self.ioctl(abi::REGISTER, Some(&mut req))
+            .map_err(|e| format!("REGISTER failed: errno {e}"))
+    }
+
+    /// Faults (or snapshots) `[addr, addr + len)`; returns the reply and the per-page bytes.
+    fn fault_raw(&self, addr: u64, len: u64, access: u32) -> Result<(abi::Fault, Vec<u8>), i32> {
+        let mut pages = vec![0u8; len as usize / page_size()];
+        let mut req = abi::Fault {
+            addr,
+            len,
+            access,
+            pages: pages.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        self.ioctl(abi::FAULT, Some(&mut req))?;
+        Ok((req, pages))
+    }
+
+    fn fault(&self, addr: u64, len: u64, access: u32) -> Result<(abi::Fault, Vec<u8>), String> {
+        self.fault_raw(addr, len, access)
+            .map_err(|e| format!("FAULT(access {access}) failed: errno {e}"))
+    }
+
+    fn read_log(&self) -> Result<Vec<abi::LogEntry>, String> {
+        let mut entries = vec![abi::LogEntry::default(); abi::LOG_CAPACITY];
+        let mut req = abi::ReadLog {
+            entries: entries.as_mut_ptr() as u64,
+            max: entries.len() as u32,
+            ..Default::default()
+        };
+        self.ioctl(abi::READ_LOG, Some(&mut req))
+            .map_err(|e| format!("READ_LOG failed: errno {e}"))?;
+        entries.truncate(req.count as usize);
+        Ok(entries)
+    }
+
+    fn seq_begin(&self) -> Result<(), String> {
+        self.ioctl::<u8>(abi::SEQ_BEGIN, None)
+            .map_err(|e| format!("SEQ_BEGIN failed: errno {e}"))
+    }
+
+    fn seq_stale(&self) -> Result<bool, String> {
+        let mut req = abi::SeqCheck::default();
+        self.ioctl(abi::SEQ_CHECK, Some(&mut req))
+            .map_err(|e| format!("SEQ_CHECK failed: errno {e}"))?;
+        Ok(req.stale != 0)
+    }
+
+    fn table(&self) -> Result<abi::Table, String> {
+        let mut req = abi::Table::default();
+        self.ioctl(abi::TABLE, Some(&mut req))
+            .map_err(|e| format!("TABLE failed: errno {e}"))?;
+        Ok(req)
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        // SAFETY: We own the descriptor.
+        unsafe { libc::close(self.fd) };
+    }
+}
+
+/// An anonymous private read-write mapping, unmapped on drop.
+struct Mapping {
+    addr: usize,
+    len: usize,
+}
+
+impl Mapping {
+    fn new(len: usize) -> Result<Mapping, String> {
+        // SAFETY: A new anonymous mapping; no existing memory is affected.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            return Err(format!("mmap: {}", io::Error::last_os_error()));
+        }
+        Ok(Mapping {
+            addr: addr as usize,
+            len,
+        })
+    }
+
+    fn pages(pages: usize) -> Result<Mapping, String> {
+        Mapping::new(pages * page_size())
+    }
+
+    fn start(&self) -> u64 {
+        self.addr as u64
+    }
+
+    fn page(&self, i: usize) -> u64 {
+        (self.addr + i * page_size()) as u64
+    }
+
+    /// Fills page `i` with the byte `i + 1`, so that the data can be checked after swap-in.
+    fn write_pattern(&self) {
+        let ps = page_size();
+        for i in 0..self.len / ps {
+            // SAFETY: The page is inside this read-write mapping.
+            unsafe { std::ptr::write_bytes((self.addr + i * ps) as *mut u8, (i + 1) as u8, ps) };
+        }
+    }
+
+    fn pattern_intact(&self) -> bool {
+        let ps = page_size();
+        (0..self.len / ps).all(|i| {
+            // SAFETY: The page is inside this mapping, readable.
+            let page = unsafe { std::slice::from_raw_parts((self.addr + i * ps) as *const u8, ps) };
+            page.iter().all(|b| *b == (i + 1) as u8)
+        })
+    }
+
+    fn madvise(&self, first: usize, count: usize, advice: libc::c_int) -> Result<(), String> {
+        let ps = page_size();
+        // SAFETY: The range is inside this mapping.
+        let ret = unsafe {
+            libc::madvise(
+                (self.addr + first * ps) as *mut libc::c_void,
+                count * ps,
+                advice,
+            )
+        };
+        if ret != 0 {
+            return Err(format!("madvise({advice}): {}", io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: Unmapping our own mapping (or what is left of it).
+        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// A mapping of `pages` pages, registered on a fresh device file and faulted in writable.
+fn mirrored(pages: usize) -> Result<(Dev, Mapping), String> {
+    let map = Mapping::pages(pages)?;
+    map.write_pattern();
+    let dev = Dev::open()?;
+    dev.register(map.start(), map.len as u64)?;
+    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_WRITE)?;
+    ensure!(
+        reply.present == pages as u64 && reply.writable == pages as u64,
+        "write fault: present {} writable {} of {pages}",
+        reply.present,
+        reply.writable
+    );
+    // Whatever the set-up itself caused is not what the case looks for.
+    dev.read_log()?;
+    Ok((dev, map))
+}
+
+fn event_name(event: u32) -> String {
+    match event {
+        abi::EVENT_UNMAP => "unmap".into(),
+        abi::EVENT_CLEAR => "clear".into(),
+        abi::EVENT_PROTECTION_VMA => "protection_vma".into(),
+        abi::EVENT_PROTECTION_PAGE => "protection_page".into(),
+        abi::EVENT_SOFT_DIRTY => "soft_dirty".into(),
+        abi::EVENT_RELEASE => "release".into(),
+        abi::EVENT_MIGRATE => "migrate".into(),
+        abi::EVENT_EXCLUSIVE => "exclusive".into(),
+        other => format!("other({other:#x})"),
+    }
+}
+
+fn describe(log: &[abi::LogEntry]) -> String {
+    let items: Vec<String> = log
+        .iter()
+        .map(|e| {
+            format!(
+                "{}[{:#x},{:#x}) flags {:#x}",
+                event_name(e.event),
+                e.start,
+                e.end,
+                e.flags
+            )
+        })
+        .collect();
+    format!("log: [{}]", items.join(", "))
+}
+
+/// Requires an invalidation `event` covering `[start, end)`, blockable, whose second pass ran.
+fn expect_event(log: &[abi::LogEntry], event: u32, start: u64, end: u64) -> Result<(), String> {
+    let hit = log
+        .iter()
+        .find(|e| e.event == event && e.start <= start && e.end >= end);
+    match hit {
+        None => Err(format!(
+            "no {} invalidation covering [{start:#x},{end:#x}); {}",
+            event_name(event),
+            describe(log)
+        )),
+        Some(e) if e.flags & abi::LOG_BLOCKABLE == 0 => Err(format!("not blockable: {e:?}")),
+        Some(e) if e.flags & abi::LOG_FINISHED == 0 => {
+            Err(format!("second pass did not run: {e:?}"))
+        }
+        Some(e) => {
+            // KTAP diagnostic: what the notifier actually saw.
+            println!("# {}; matched {}", describe(log), event_name(e.event));
+            Ok(())
+        }
+    }
+}
+
+/// Runs `child` in a forked process; returns its raw wait status.
+fn fork_status(child: impl FnOnce() -> bool) -> Result<libc::c_int, String> {
+    // SAFETY: This program is single-threaded; the child only runs `child` and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(format!("fork: {}", io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        let ok = child();
+        // SAFETY: Leaves the child without running the parent's destructors a second time.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: Waits for our own child.
+    if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+        return Err(format!("waitpid: {}", io::Error::last_os_error()));
+    }
+    Ok(status)
+}
+
+/// Runs `child` in a forked process; tells whether it exited with success.
+fn fork_child(child: impl FnOnce() -> bool) -> Result<bool, String> {
+    let status = fork_status(child)?;
+    Ok(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+}
+
+/// A memory cgroup (v2) with a memory limit and no swap, removed on drop.
+struct MemCg {
+    path: String,
+}
+
+impl MemCg {
+    /// `Ok(None)`: this kernel or guest has no memory controller.
+    fn new(name: &str, max: &str) -> Result<Option<MemCg>, String> {
+        let root = "/sys/fs/cgroup";
+        if fs::metadata(format!("{root}/cgroup.controllers")).is_err() {
+            let _ = fs::create_dir_all(root);
+            let (src, dst, ty) = (
+                CString::new("none").unwrap_or_default(),
+                CString::new(root).unwrap_or_default(),
+                CString::new("cgroup2").unwrap_or_default(),
+            );
+            // SAFETY: Valid NUL-terminated strings; no mount data.
+            let ret = unsafe {
+                libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null())
+            };
+            if ret != 0 {
+                return Ok(None);
+            }
+        }
+        let controllers =
+            fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
+        if !controllers.split_whitespace().any(|c| c == "memory") {
+            return Ok(None);
+        }
+        fs::write(format!("{root}/cgroup.subtree_control"), "+memory")
+            .map_err(|e| format!("enable memory controller: {e}"))?;
+        let path = format!("{root}/{name}");
+        let _ = fs::create_dir(&path);
+        let cg = MemCg { path };
+        fs::write(format!("{}/memory.max", cg.path), max)
+            .map_err(|e| format!("memory.max: {e}"))?;
+        // Anonymous memory must not be swapped out instead of OOM-killing (if swap accounting exists).
+        let _ = fs::write(format!("{}/memory.swap.max", cg.path), "0");
+        Ok(Some(cg))
+    }
+
+    /// Moves the calling process into the group.
+    fn join(&self) -> bool {
+        fs::write(
+            format!("{}/cgroup.procs", self.path),
+            std::process::id().to_string(),
+        )
+        .is_ok()
+    }
+}
+
+impl Drop for MemCg {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// Kernel log lines that mean something went wrong (the host harness's list, minus the stack
+/// traces that an OOM report prints by design).
+const KERNEL_PROBLEMS: [&str; 7] = [
+    "WARNING:",
+    "BUG:",
+    "Oops",
+    "Kernel panic",
+    "general protection fault",
+    "UBSAN:",
+    "possible circular locking",
+];
+
+/// Silences the console below KERN_ALERT while an OOM case runs (an OOM report prints a stack
+/// trace, which the host harness would read as a kernel problem), and checks the kernel log of
+/// that window itself for real problems. Restores the console level on drop.
+struct QuietConsole {
+    saved: String,
+    marker: String,
+}
+
+impl QuietConsole {
+    fn new(case: &str) -> Result<QuietConsole, String> {
+        let printk =
+            fs::read_to_string("/proc/sys/kernel/printk").map_err(|e| format!("printk: {e}"))?;
+        let saved = printk.split_whitespace().next().unwrap_or("7").to_string();
+        let marker = format!("mm-mirror-test: {case} begins");
+        fs::write("/dev/kmsg", &marker).map_err(|e| format!("/dev/kmsg: {e}"))?;
+        fs::write("/proc/sys/kernel/printk", "1").map_err(|e| format!("printk: {e}"))?;
+        Ok(QuietConsole { saved, marker })
+    }
+
+    /// The kernel log lines written since the marker.
+    fn log(&self) -> Result<Vec<String>, String> {
+        let out = Command::new("dmesg")
+            .output()
+            .map_err(|e| format!("dmesg: {e}"))?;
+        let log = String::from_utf8_lossy(&out.stdout);
+        let Some(start) = log.rfind(&self.marker) else {
+            return Err("marker not found in the kernel log".into());
+        };
+        Ok(log[start..].lines().map(str::to_string).collect())
+    }
+}
+
+/// The lines of `log` that show a kernel problem.
+fn problems(log: &[String]) -> Vec<&String> {
+    log.iter()
+        .filter(|l| KERNEL_PROBLEMS.iter().any(|p| l.contains(p)))
+        .collect()
+}
+
+impl Drop for QuietConsole {
+    fn drop(&mut self) {
+        let _ = fs::write("/proc/sys/kernel/printk", &self.saved);
+    }
+}
+
+// ---- the cases ----
+
+fn fault_write_present_writable() -> CaseResult {
+    let (dev, map) = mirrored(16)?;
+    let (reply, pages) = dev.fault(map.start(), map.len as u64, abi::ACCESS_WRITE)?;
+    let want = abi::PAGE_VALID | abi::PAGE_WRITE;
+    ensure!(
+        pages.iter().all(|p| p & want == want),
+        "per-page results {pages:?}"
+    );
+    ensure!(
+        reply.present == 16 && reply.writable == 16,
+        "reply {reply:?}"
+    );
+    let table = dev.table()?;
+    ensure!(table.valid == 16 && table.pages == 16, "table {table:?}");
+    Ok(Outcome::Pass)
+}
+
+fn fault_unlocked_write() -> CaseResult {
+    let map = Mapping::pages(8)?;
+    let dev = Dev::open()?;
+    dev.register(map.start(), map.len as u64)?;
+    let access = abi::ACCESS_WRITE | abi::ACCESS_UNLOCKED;
+    let (reply, _) = dev.fault(map.start(), map.len as u64, access)?;
+    ensure!(reply.present == 8 && reply.writable == 8, "reply {reply:?}");
+    ensure!(dev.table()?.valid == 8, "table not programmed");
+    map.madvise(0, 8, libc::MADV_DONTNEED)?;
+    expect_event(&dev.read_log()?, abi::EVENT_CLEAR, map.page(0), map.page(8))?;
+    ensure!(dev.table()?.valid == 0, "table entries survived DONTNEED");
+    Ok(Outcome::Pass)
+}
+
+fn snapshot_untouched_not_present() -> CaseResult {
+    let map = Mapping::pages(8)?;
+    let dev = Dev::open()?;
+    dev.register(map.start(), map.len as u64)?;
+    let (reply, pages) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    ensure!(
+        reply.present == 0 && pages.iter().all(|p| p & abi::PAGE_VALID == 0),
+        "snapshot of untouched memory: {reply:?}"
+    );
+    ensure!(dev.table()?.valid == 0, "table not empty");
+    // A read fault maps the zero page: present, not writable.
+    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_READ)?;
+    ensure!(
+        reply.present == 8 && reply.writable == 0,
+        "read fault: {reply:?}"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn seq_unchanged_is_current() -> CaseResult {
+    let (dev, _map) = mirrored(4)?;
+    dev.seq_begin()?;
+    ensure!(!dev.seq_stale()?, "stale without any invalidation");
+    Ok(Outcome::Pass)
+}
+
+fn munmap_unmap() -> CaseResult {
+    let (dev, map) = mirrored(16)?;
+    dev.seq_begin()?;
+    let ps = page_size();
+    // SAFETY: Pages 4..8 of our own mapping.
+    let ret = unsafe { libc::munmap(map.page(4) as *mut libc::c_void, 4 * ps) };
+    ensure!(ret == 0, "munmap: {}", io::Error::last_os_error());
+    expect_event(&dev.read_log()?, abi::EVENT_UNMAP, map.page(4), map.page(8))?;
+    ensure!(dev.seq_stale()?, "read sequence not stale after munmap");
+    let table = dev.table()?;
+    ensure!(table.valid == 12, "table {table:?}, want 12 valid entries");
+    Ok(Outcome::Pass)
+}
+
+fn madv_dontneed_clear() -> CaseResult {
+    let (dev, map) = mirrored(8)?;
+    map.madvise(2, 2, libc::MADV_DONTNEED)?;
+    expect_event(&dev.read_log()?, abi::EVENT_CLEAR, map.page(2), map.page(4))?;
+    let table = dev.table()?;
+    ensure!(table.valid == 6, "table {table:?}, want 6 valid entries");
+    let (_, pages) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    let present: Vec<bool> = pages.iter().map(|p| p & abi::PAGE_VALID != 0).collect();
+    ensure!(
+        present == [true, true, false, false, true, true, true, true],
+        "present after DONTNEED: {present:?}"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// Turns zram swap on unless some swap is on already. `Ok(false)`: no zram in this kernel.
+fn ensure_swap() -> Result<bool, String> {
+    let swaps = fs::read_to_string("/proc/swaps").map_err(|e| format!("/proc/swaps: {e}"))?;
+    if swaps.lines().count() > 1 {
+        return Ok(true);
+    }
+    if fs::metadata("/sys/block/zram0").is_err() {
+        return Ok(false);
+    }
+    fs::write("/sys/block/zram0/disksize", "64M").map_err(|e| format!("zram disksize: {e}"))?;
+    for (cmd, arg) in [("mkswap", "/dev/zram0"), ("swapon", "/dev/zram0")] {
+        // Their chatter would interleave with the KTAP output.
+        let status = Command::new(cmd)
+            .arg(arg)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|e| format!("{cmd}: {e}"))?;
+        ensure!(status.success(), "{cmd} {arg}: {status}");
+    }
+    Ok(true)
+}
+
+fn madv_pageout_swap_clear() -> CaseResult {
+    if !ensure_swap()? {
+        return Ok(Outcome::Skip("no swap and no zram device".into()));
+    }
+    let (dev, map) = mirrored(8)?;
+    dev.seq_begin()?;
+    map.madvise(0, 8, libc::MADV_PAGEOUT)?;
+    let log = dev.read_log()?;
+    expect_event(&log, abi::EVENT_CLEAR, map.page(0), map.page(1))?;
+    // hmm took no page reference: reclaim could swap every page out.
+    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    ensure!(
+        reply.present == 0,
+        "{} of 8 pages still present after MADV_PAGEOUT; {}",
+        reply.present,
+        describe(&log)
+    );
+    ensure!(dev.table()?.valid == 0, "table entries survived swap-out");
+    ensure!(dev.seq_stale()?, "read sequence not stale after swap-out");
+    // Swap-in brings the data back, and the mirror can fault it again.
+    ensure!(map.pattern_intact(), "data changed across swap-out/in");
+    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_WRITE)?;
+    ensure!(reply.writable == 8, "fault after swap-in: {reply:?}");
+    Ok(Outcome::Pass)
+}
+
+fn fork_cow_protection_page() -> CaseResult {
+    let (dev, map) = mirrored(8)?;
+    dev.seq_begin()?;
+    ensure!(fork_child(|| true)?, "child failed");
+    expect_event(
+        &dev.read_log()?,
+        abi::EVENT_PROTECTION_PAGE,
+        map.page(0),
+        map.page(8),
+    )?;
+    ensure!(dev.seq_stale()?, "read sequence not stale after fork");
+    ensure!(
+        dev.table()?.valid == 0,
+        "table entries survived write-protection"
+    );
+    // The parent's pages are now write-protected for copy-on-write.
+    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    ensure!(
+        reply.present == 8 && reply.writable == 0,
+        "after fork: {reply:?}"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn mprotect_protection_vma() -> CaseResult {
+    let (dev, map) = mirrored(8)?;
+    // SAFETY: Our own mapping.
+    let ret = unsafe { libc::mprotect(map.addr as *mut libc::c_void, map.len, libc::PROT_READ) };
+    ensure!(ret == 0, "mprotect: {}", io::Error::last_os_error());
+    expect_event(
+        &dev.read_log()?,
+        abi::EVENT_PROTECTION_VMA,
+        map.page(0),
+        map.page(8),
+    )?;
+    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    ensure!(
+        reply.present == 8 && reply.writable == 0,
+        "after mprotect: {reply:?}"
+    );
+    // A write fault on a read-only mapping is refused.
+    let errno = dev
+        .fault_raw(map.start(), map.len as u64, abi::ACCESS_WRITE)
+        .err();
+    ensure!(
+        errno == Some(libc::EPERM),
+        "write fault on PROT_READ: {errno:?}"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn seq_stale_after_invalidation() -> CaseResult {
+    let (dev, map) = mirrored(4)?;
+    dev.seq_begin()?;
+    map.madvise(0, 1, libc::MADV_DONTNEED)?;
+    ensure!(
+        dev.seq_stale()?,
+        "read sequence not stale after MADV_DONTNEED"
+    );
+    // A new sequence after the invalidation is current again.
+    dev.seq_begin()?;
+    ensure!(!dev.seq_stale()?, "new read sequence stale");
+    Ok(Outcome::Pass)
+}
+
+fn exit_release() -> CaseResult {
+    let dev = Dev::open()?;
+    // The child registers its own address space on the shared file, then exits.
+    let child_ok = fork_child(|| {
+        let Ok(map) = Mapping::pages(4) else {
+            return false;
+        };
+        map.write_pattern();
+        dev.register(map.start(), map.len as u64).is_ok()
+            && dev
+                .fault(map.start(), map.len as u64, abi::ACCESS_WRITE)
+                .is_ok_and(|(r, _)| r.writable == 4)
+    })?;
+    ensure!(child_ok, "child could not register and fault");
+    let log = dev.read_log()?;
+    ensure!(
+        log.iter()
+            .any(|e| e.event == abi::EVENT_RELEASE && e.start == 0 && e.end == u64::MAX),
+        "no release over the whole address space; {}",
+        describe(&log)
+    );
+    ensure!(dev.table()?.valid == 0, "table entries survived exit");
+    // The notifier of a dead address space is removed cleanly.
+    dev.ioctl::<u8>(abi::UNREGISTER, None)
+        .map_err(|e| format!("UNREGISTER: errno {e}"))?;
+    Ok(Outcome::Pass)
+}
+
+fn fault_foreign_mm_refused() -> CaseResult {
+    let (dev, map) = mirrored(4)?;
+    // The child inherits the file but has its own address space: hmm must not walk it.
+    let refused = fork_child(|| {
+        dev.fault_raw(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)
+            .err()
+            == Some(libc::EINVAL)
+    })?;
+    ensure!(
+        refused,
+        "fault from another address space was not refused with EINVAL"
+    );
+    Ok(Outcome::Pass)
+}
+
+fn fault_bad_range_refused() -> CaseResult {
+    let (dev, map) = mirrored(4)?;
+    let ps = page_size() as u64;
+    let outside = dev.fault_raw(map.page(4), ps, abi::ACCESS_READ).err();
+    ensure!(
+        outside == Some(libc::EINVAL),
+        "outside the registration: {outside:?}"
+    );
+    let unaligned = dev.fault_raw(map.start() + 1, ps, abi::ACCESS_READ).err();
+    ensure!(unaligned == Some(libc::EINVAL), "unaligned: {unaligned:?}");
+    let empty = dev.fault_raw(map.start(), 0, abi::ACCESS_READ).err();
+    ensure!(empty == Some(libc::EINVAL), "empty: {empty:?}");
+    let bad_access = dev.fault_raw(map.start(), ps, 7).err();
+    ensure!(
+        bad_access == Some(libc::EINVAL),
+        "bad access mode: {bad_access:?}"
+    );
+    Ok(Outcome::Pass)
+}
+
+/// An OOM-killed process whose address space stays alive (a thread sleeps in the device) is
+/// reaped by the OOM reaper with non-blockable invalidations. With `hold_lock`, the sleeping
+/// thread holds the notifier's lock, so the non-blockable callback must give up
+/// (`WouldBlock`) instead of waiting.
+fn oom_reaper_case(case: &str, hold_lock: bool) -> CaseResult {
+    let Some(cg) = MemCg::new("mm-mirror-test", "32M")? else {
+        return Ok(Outcome::Skip("no memory cgroup controller".into()));
+    };
+    let dev = Dev::open()?;
+    let fd = dev.fd;
+    let quiet = QuietConsole::new(case)?;
+    let status = fork_status(|| {
+        if !cg.join() {
+            return false;
+        }
+        let Ok(map) = Mapping::pages(4) else {
+            return false;
+        };
+        map.write_pattern();
+        if dev.register(map.start(), map.len as u64).is_err()
+            || dev
+                .fault(map.start(), map.len as u64, abi::ACCESS_WRITE)
+                .is_err()
+        {
+            return false;
+        }
+        // Keeps the address space alive past the reaper's delay (2 s) and its retries (1 s).
+        std::thread::spawn(move || {
+            let mut req = abi::Stall {
+                ms: 6000,
+                hold_lock: hold_lock.into(),
+            };
+            // SAFETY: `req` is a live `Stall`; `fd` stays open in this process.
+            unsafe { libc::ioctl(fd, abi::STALL as libc::c_ulong, &mut req as *mut abi::Stall) };
+        });
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Exceed the group's limit: the OOM killer kills this process.
+        loop {
+            let Ok(chunk) = Mapping::new(1 << 20) else {
+                continue;
+            };
+            chunk.write_pattern();
+            std::mem::forget(chunk);
+        }
+    })?;
+    let klog = quiet.log()?;
+    drop(quiet);
+    ensure!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "child was not OOM-killed: wait status {status:#x}"
+    );
+    let problems = problems(&klog);
+    ensure!(problems.is_empty(), "kernel problems: {problems:?}");
+    // What the OOM reaper itself reported: it reaped, or gave up after its retries.
+    let reaper = if hold_lock {
+        "oom_reaper: unable to reap"
+    } else {
+        "oom_reaper: reaped process"
+    };
+    let reaper_line = klog.iter().find(|l| l.contains(reaper));
+    ensure!(reaper_line.is_some(), "no '{reaper}' in the kernel log");
+    println!("# {}", reaper_line.map_or("", |l| l.trim()));
+    let log = dev.read_log()?;
+    let table = dev.table()?;
+    println!("# {}; would_block {}", describe(&log), table.would_block);
+    if hold_lock {
+        ensure!(
+            table.would_block > 0,
+            "the non-blockable invalidation never met the held lock"
+        );
+    } else {
+        ensure!(
+            log.iter()
+                .any(|e| e.event == abi::EVENT_CLEAR && e.flags & abi::LOG_BLOCKABLE == 0),
+            "no non-blockable clear from the OOM reaper; {}",
+            describe(&log)
+        );
+        ensure!(
+            table.would_block == 0,
+            "would_block {} without contention",
+            table.would_block
+        );
+    }
+    ensure!(table.valid == 0, "table entries survived the OOM kill");
+    Ok(Outcome::Pass)
+}
+
+fn oom_reaper_nonblocking() -> CaseResult {
+    oom_reaper_case("oom_reaper_nonblocking", false)
+}
+
+fn oom_reaper_would_block() -> CaseResult {
+    oom_reaper_case("oom_reaper_would_block", true)
+}
+
+fn thp_map_order() -> CaseResult {
+    let enabled =
+        fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    if !enabled.contains("[always]") && !enabled.contains("[madvise]") {
+        return Ok(Outcome::Skip(format!("THP off: {}", enabled.trim())));
+    }
+    const HUGE: usize = 2 << 20;
+    let map = Mapping::new(2 * HUGE)?;
+    let base = (map.addr + HUGE - 1) & !(HUGE - 1);
+    // SAFETY: `[base, base + HUGE)` is inside the mapping.
+    let ret = unsafe { libc::madvise(base as *mut libc::c_void, HUGE, libc::MADV_HUGEPAGE) };
+    ensure!(ret == 0, "MADV_HUGEPAGE: {}", io::Error::last_os_error());
+    // SAFETY: Inside the mapping.
+    unsafe { std::ptr::write_bytes(base as *mut u8, 1, HUGE) };
+    let smaps = fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    let thp_kb: u64 = smaps
+        .lines()
+        .find(|l| l.starts_with("AnonHugePages:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if thp_kb < 2048 {
+        return Ok(Outcome::Skip(format!(
+            "no huge page allocated (AnonHugePages {thp_kb} kB)"
+        )));
+    }
+    let dev = Dev::open()?;
+    dev.register(base as u64, HUGE as u64)?;
+    let (reply, pages) = dev.fault(base as u64, HUGE as u64, abi::ACCESS_WRITE)?;
+    let orders: Vec<u8> = pages.iter().map(|p| p >> abi::PAGE_ORDER_SHIFT).collect();
+    ensure!(
+        reply.huge == 512 && orders.iter().all(|o| *o == 9),
+        "reply {reply:?}, orders of the first pages {:?}",
+        &orders[..8]
+    );
+    Ok(Outcome::Pass)
+}
+
+fn ensure_module() {
+    if fs::metadata(DEVICE).is_ok() {
+        return;
+    }
+    let ko =
+        std::env::var("MM_MIRROR_KO").unwrap_or_else(|_| "/lib/modules/mm_mirror_test.ko".into());
+    match Command::new("insmod").arg(&ko).status() {
+        Ok(s) if s.success() => {}
+        other => println!("# insmod {ko}: {other:?}"),
+    }
+}
+
+fn main() {
+    let cases: &[Case] = &[
+        ("fault_write_present_writable", fault_write_present_writable),
+        ("fault_unlocked_write", fault_unlocked_write),
+        (
+            "snapshot_untouched_not_present",
+            snapshot_untouched_not_present,
+        ),
+        ("seq_unchanged_is_current", seq_unchanged_is_current),
+        ("munmap_unmap", munmap_unmap),
+        ("madv_dontneed_clear", madv_dontneed_clear),
+        ("madv_pageout_swap_clear", madv_pageout_swap_clear),
+        ("fork_cow_protection_page", fork_cow_protection_page),
+        ("mprotect_protection_vma", mprotect_protection_vma),
+        ("seq_stale_after_invalidation", seq_stale_after_invalidation),
+        ("exit_release", exit_release),
+        ("fault_foreign_mm_refused", fault_foreign_mm_refused),
+        ("fault_bad_range_refused", fault_bad_range_refused),
+        ("thp_map_order", thp_map_order),
+        ("oom_reaper_nonblocking", oom_reaper_nonblocking),
+        ("oom_reaper_would_block", oom_reaper_would_block),
+    ];
+    ensure_module();
+    println!("KTAP version 1");
+    println!("1..{}", cases.len());
+    let mut failed = 0;
+    for (i, (name, case)) in cases.iter().enumerate() {
+        let n = i + 1;
+        match case() {
+            Ok(Outcome::Pass) => println!("ok {n} {name}"),
+            Ok(Outcome::Skip(why)) => println!("ok {n} {name} # SKIP {why}"),
+            Err(why) => {
+                failed += 1;
+                println!("not ok {n} {name} # {}", why.replace('\n', " "));
+            }
+        }
+    }
+    println!(
+        "# mm-mirror-test: {} passed or skipped, {failed} failed",
+        cases.len() - failed
+    );
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
