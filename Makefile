@@ -20,7 +20,7 @@ VM_ARGS    ?=
 RUN        := $(VMRUN) run --kernel $(KERNEL) --initrd $(INITRD) --device-bin $(DEVICE_BIN) $(VM_ARGS)
 
 # Out-of-tree kernel modules (each directory has a Kbuild file).
-MODULE_DIRS := images/smoke $(wildcard driver) $(patsubst %/Kbuild,%,$(wildcard tests/kmod/*/Kbuild))
+MODULE_DIRS := images/smoke $(patsubst %/Kbuild,%,$(wildcard driver/Kbuild tests/kmod/*/Kbuild))
 
 .PHONY: help setup host-bins guest-bins modules initramfs image vm run-guest demo test \
         test-host test-guest lint bench soak clean
@@ -78,12 +78,13 @@ lint:
 
 test-host:
 	cargo test --workspace --exclude mnic-tests $(CARGO_JOBS)
+	cargo test -p mnic-tests --lib $(CARGO_JOBS)
 
 # The guest harness boots the VM(s) and turns every KTAP result into a cargo test result.
 test-guest: initramfs
 	MNIC_KERNEL=$(KERNEL) MNIC_INITRD=$(CURDIR)/$(INITRD) MNIC_DEVICE_BIN=$(CURDIR)/$(DEVICE_BIN) \
 	MNIC_VM=$(CURDIR)/$(VMRUN) MNIC_QEMU=$(CURDIR)/scripts/qemu \
-		cargo test -p mnic-tests --release $(CARGO_JOBS) -- --test-threads 1
+		cargo test -p mnic-tests --release --test guest $(CARGO_JOBS) -- --test-threads 1
 
 test: setup lint test-host test-guest
 
