@@ -14,8 +14,8 @@ mkdir -p /sys/fs/cgroup && mount -t cgroup2 none /sys/fs/cgroup 2>/dev/null
 export PATH=/usr/bin:/bin HOME=/root
 cd /root
 if [ -f /etc/mnic/interactive ]; then
-	echo "mnic guest shell: /usr/bin has the mnic tools and tests, /lib/modules the modules;"
-	echo "try: insmod /lib/modules/mnic.ko; mnic info. Leave with: poweroff -f"
+	echo "mnic guest shell. Programs: $(ls /usr/bin | grep -v -e busybox | tr '\n' ' ')"
+	echo "Modules: $(ls /lib/modules | tr '\n' ' ')(insmod /lib/modules/NAME.ko). Leave with: poweroff -f"
 	setsid cttyhack sh
 	poweroff -f
 fi
