@@ -1,1 +1,15 @@
-//! placeholder
+//! `mnic-device`: the mnic device model, served to QEMU over vfio-user.
+//!
+//! Why an own server loop instead of crates.io `vfio_user` 0.1.7: that crate replies
+//! to an unknown or out-of-range request before reading its payload (the stream then
+//! desyncs), unwraps the client's version string (a panic reachable from the socket)
+//! and allocates whatever size a REGION_READ asks for. The protocol is a 16-byte
+//! header and a dozen messages, so owning the loop (on `libc` for SCM_RIGHTS and
+//! mmap) is smaller than guarding every gap of the crate.
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod control;
+pub mod device;
+pub mod proto;
+pub mod server;

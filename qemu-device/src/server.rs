@@ -1,0 +1,517 @@
+//! The vfio-user server loop: one client, one thread, messages handled in order.
+
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+use mnic_abi::{BAR_DOORBELLS, BAR_MSIX, BAR_REGS, MSIX_VECTORS};
+
+use crate::config::{bar_size, ConfigSpace, CONFIG_SIZE};
+use crate::device::Device;
+use crate::proto::*;
+
+/// A host mapping of a DMA region's memfd.
+struct Mapping {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: `ptr`/`len` are exactly what a successful mmap returned; nothing else
+        // holds references into the mapping once it is dropped.
+        unsafe {
+            libc::munmap(self.ptr, self.len);
+        }
+    }
+}
+
+/// A guest memory range QEMU announced with DMA_MAP.
+struct DmaRegion {
+    iova: u64,
+    size: u64,
+    /// `None` for ranges without an fd (ROM): recorded, never DMA-able.
+    map: Option<Mapping>,
+}
+
+/// Why a request failed: the errno of the error reply.
+type Errno = i32;
+
+/// The per-client server state.
+pub struct Server {
+    stream: UnixStream,
+    config: ConfigSpace,
+    dev: Device,
+    dma: Vec<DmaRegion>,
+    msix: Vec<Option<OwnedFd>>,
+}
+
+fn einval<T>() -> Result<T, Errno> {
+    Err(libc::EINVAL)
+}
+
+impl Server {
+    /// A server for the connected client `stream`.
+    pub fn new(stream: UnixStream, dev: Device) -> Self {
+        Server {
+            stream,
+            config: ConfigSpace::new(),
+            dev,
+            dma: Vec::new(),
+            msix: (0..MSIX_VECTORS).map(|_| None).collect(),
+        }
+    }
+
+    /// Number of DMA regions recorded and how many of them are mapped.
+    pub fn dma_regions(&self) -> (usize, usize) {
+        let mapped = self.dma.iter().filter(|r| r.map.is_some()).count();
+        (self.dma.len(), mapped)
+    }
+
+    /// Serves until the client disconnects (`Ok`) or breaks the protocol (`Err`).
+    pub fn run(&mut self) -> io::Result<()> {
+        loop {
+            let mut fds = Vec::new();
+            let mut hb = [0u8; HEADER_SIZE];
+            match self.recv_exact(&mut hb, &mut fds, true) {
+                Ok(true) => {}
+                Ok(false) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            let hdr = Header::decode(&hb);
+            let size = hdr.size as usize;
+            if size < HEADER_SIZE {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("message size {size} smaller than the header"),
+                ));
+            }
+            let len = size - HEADER_SIZE;
+            let result = if size > MAX_MSG_SIZE {
+                self.drain(len, &mut fds)?;
+                Err(libc::E2BIG)
+            } else {
+                let mut payload = vec![0u8; len];
+                self.recv_exact(&mut payload, &mut fds, false)?;
+                if hdr.flags & FLAG_TYPE_MASK != FLAG_COMMAND {
+                    // A stray reply: the server never sends requests; drop it.
+                    continue;
+                }
+                self.dispatch(&hdr, &payload, fds)
+            };
+            if hdr.flags & FLAG_NO_REPLY != 0 {
+                continue;
+            }
+            let reply = match result {
+                Ok(body) => Header {
+                    msg_id: hdr.msg_id,
+                    command: hdr.command,
+                    flags: FLAG_REPLY,
+                    ..Header::default()
+                }
+                .message(&body),
+                Err(errno) => Header {
+                    msg_id: hdr.msg_id,
+                    command: hdr.command,
+                    flags: FLAG_REPLY | FLAG_ERROR,
+                    error: errno as u32,
+                    ..Header::default()
+                }
+                .message(&[]),
+            };
+            match self.stream.write_all(&reply) {
+                Ok(()) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                    ) =>
+                {
+                    return Ok(())
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Discards `len` payload bytes of a refused message.
+    fn drain(&mut self, mut len: usize, fds: &mut Vec<OwnedFd>) -> io::Result<()> {
+        let mut buf = vec![0u8; 64 << 10];
+        while len > 0 {
+            let n = len.min(buf.len());
+            self.recv_exact(&mut buf[..n], fds, false)?;
+            len -= n;
+            fds.clear();
+        }
+        Ok(())
+    }
+
+    /// Fills `buf`, collecting SCM_RIGHTS fds. `Ok(false)`: clean EOF before the first
+    /// byte (only if `eof_ok`).
+    fn recv_exact(
+        &mut self,
+        buf: &mut [u8],
+        fds: &mut Vec<OwnedFd>,
+        eof_ok: bool,
+    ) -> io::Result<bool> {
+        let mut got = 0;
+        while got < buf.len() {
+            let n = recv_with_fds(self.stream.as_raw_fd(), &mut buf[got..], fds)?;
+            if n == 0 {
+                if got == 0 && eof_ok {
+                    return Ok(false);
+                }
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "client closed mid-message",
+                ));
+            }
+            got += n;
+        }
+        Ok(true)
+    }
+
+    /// Handles one request; `Ok` is the reply payload.
+    pub fn dispatch(
+        &mut self,
+        hdr: &Header,
+        payload: &[u8],
+        fds: Vec<OwnedFd>,
+    ) -> Result<Vec<u8>, Errno> {
+        let mut r = Reader::new(payload);
+        match hdr.command {
+            cmd::VERSION => self.version(&mut r),
+            cmd::DMA_MAP => self.dma_map(&mut r, fds),
+            cmd::DMA_UNMAP => self.dma_unmap(&mut r),
+            cmd::DEVICE_GET_INFO => {
+                let mut out = Vec::with_capacity(16);
+                for v in [
+                    16,
+                    DEVICE_FLAGS_PCI | DEVICE_FLAGS_RESET,
+                    PCI_NUM_REGIONS,
+                    PCI_NUM_IRQS,
+                ] {
+                    out.extend_from_slice(&u32::to_le_bytes(v));
+                }
+                Ok(out)
+            }
+            cmd::DEVICE_GET_REGION_INFO => self.region_info(&mut r),
+            cmd::DEVICE_GET_IRQ_INFO => self.irq_info(&mut r),
+            cmd::DEVICE_SET_IRQS => self.set_irqs(&mut r, fds),
+            cmd::REGION_READ => self.region_read(&mut r),
+            cmd::REGION_WRITE => self.region_write(&mut r),
+            cmd::DEVICE_RESET => {
+                self.dev.reset();
+                Ok(Vec::new())
+            }
+            _ => Err(libc::ENOSYS),
+        }
+    }
+
+    fn version(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
+        let major = r.u16().ok_or(libc::EINVAL)?;
+        let _minor = r.u16().ok_or(libc::EINVAL)?;
+        // The client's JSON capabilities are optional and not needed: ignore them.
+        if major != 0 {
+            return Err(libc::ENOTSUP);
+        }
+        let caps = format!(
+            "{{\"capabilities\":{{\"max_msg_fds\":{MAX_MSG_FDS},\"max_data_xfer_size\":{MAX_DATA_XFER}}}}}"
+        );
+        let mut out = Vec::new();
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(caps.as_bytes());
+        out.push(0);
+        Ok(out)
+    }
+
+    fn dma_map(&mut self, r: &mut Reader, fds: Vec<OwnedFd>) -> Result<Vec<u8>, Errno> {
+        let (_argsz, flags, offset, iova, size) = (
+            r.u32().ok_or(libc::EINVAL)?,
+            r.u32().ok_or(libc::EINVAL)?,
+            r.u64().ok_or(libc::EINVAL)?,
+            r.u64().ok_or(libc::EINVAL)?,
+            r.u64().ok_or(libc::EINVAL)?,
+        );
+        if size == 0 || iova.checked_add(size).is_none() {
+            return einval();
+        }
+        let map = match fds.into_iter().next() {
+            Some(fd) => match map_fd(&fd, offset, size, flags) {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    // Refusing would make QEMU abort; record the range as non-DMA-able.
+                    eprintln!("mnic-device: DMA_MAP {iova:#x}+{size:#x}: mmap failed: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        eprintln!(
+            "mnic-device: DMA_MAP {iova:#x}+{size:#x} {}",
+            if map.is_some() {
+                "mapped"
+            } else {
+                "not DMA-able"
+            }
+        );
+        self.dma.push(DmaRegion { iova, size, map });
+        Ok(Vec::new())
+    }
+
+    fn dma_unmap(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
+        let _argsz = r.u32().ok_or(libc::EINVAL)?;
+        let flags = r.u32().ok_or(libc::EINVAL)?;
+        let iova = r.u64().ok_or(libc::EINVAL)?;
+        let size = r.u64().ok_or(libc::EINVAL)?;
+        let end = iova.checked_add(size).ok_or(libc::EINVAL)?;
+        // The data path does not run yet, so no DMA can be in flight here.
+        self.dma
+            .retain(|d| !(d.iova >= iova && d.iova + d.size <= end));
+        let mut out = Vec::with_capacity(24);
+        out.extend_from_slice(&24u32.to_le_bytes());
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&iova.to_le_bytes());
+        out.extend_from_slice(&size.to_le_bytes());
+        Ok(out)
+    }
+
+    fn region_info(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
+        let _argsz = r.u32().ok_or(libc::EINVAL)?;
+        let _flags = r.u32().ok_or(libc::EINVAL)?;
+        let index = r.u32().ok_or(libc::EINVAL)?;
+        let size = region_size(index).ok_or(libc::EINVAL)?;
+        let flags = if size == 0 {
+            0
+        } else {
+            REGION_INFO_FLAG_READ | REGION_INFO_FLAG_WRITE
+        };
+        let mut out = Vec::with_capacity(32);
+        for v in [32u32, flags, index, 0] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&0u64.to_le_bytes());
+        Ok(out)
+    }
+
+    fn irq_info(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
+        let _argsz = r.u32().ok_or(libc::EINVAL)?;
+        let _flags = r.u32().ok_or(libc::EINVAL)?;
+        let index = r.u32().ok_or(libc::EINVAL)?;
+        if index >= PCI_NUM_IRQS {
+            return einval();
+        }
+        let (flags, count) = if index == PCI_MSIX_IRQ_INDEX {
+            (
+                IRQ_INFO_EVENTFD | IRQ_INFO_NORESIZE,
+                u32::from(MSIX_VECTORS),
+            )
+        } else {
+            (0, 0)
+        };
+        let mut out = Vec::with_capacity(16);
+        for v in [16u32, flags, index, count] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        Ok(out)
+    }
+
+    fn set_irqs(&mut self, r: &mut Reader, fds: Vec<OwnedFd>) -> Result<Vec<u8>, Errno> {
+        let _argsz = r.u32().ok_or(libc::EINVAL)?;
+        let flags = r.u32().ok_or(libc::EINVAL)?;
+        let index = r.u32().ok_or(libc::EINVAL)?;
+        let start = r.u32().ok_or(libc::EINVAL)?;
+        let count = r.u32().ok_or(libc::EINVAL)?;
+        if index >= PCI_NUM_IRQS {
+            return einval();
+        }
+        if index != PCI_MSIX_IRQ_INDEX {
+            // No INTx/MSI/ERR/REQ: only "disable" (count 0) is meaningful.
+            return if count == 0 { Ok(Vec::new()) } else { einval() };
+        }
+        let end = start.checked_add(count).ok_or(libc::EINVAL)?;
+        if end > u32::from(MSIX_VECTORS) {
+            return einval();
+        }
+        if flags & IRQ_SET_ACTION_TRIGGER == 0 {
+            // Mask/unmask: QEMU emulates the MSI-X table; nothing to do.
+            return Ok(Vec::new());
+        }
+        if flags & IRQ_SET_DATA_NONE != 0 && count == 0 {
+            self.msix.iter_mut().for_each(|s| *s = None);
+            return Ok(Vec::new());
+        }
+        if flags & IRQ_SET_DATA_EVENTFD != 0 {
+            eprintln!(
+                "mnic-device: SET_IRQS MSI-X {start}..{end}: {} eventfds",
+                fds.len()
+            );
+            let mut fds = fds.into_iter();
+            for slot in start..end {
+                if let Some(s) = self.msix.get_mut(slot as usize) {
+                    *s = fds.next();
+                }
+            }
+            return Ok(Vec::new());
+        }
+        // DATA_NONE/DATA_BOOL triggers (software-fired interrupts): accepted, ignored.
+        Ok(Vec::new())
+    }
+
+    /// Whether MSI-X vector `v` has an eventfd.
+    pub fn msix_fd(&self, v: usize) -> Option<RawFd> {
+        self.msix.get(v)?.as_ref().map(|f| f.as_raw_fd())
+    }
+
+    fn region_read(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
+        let offset = r.u64().ok_or(libc::EINVAL)?;
+        let region = r.u32().ok_or(libc::EINVAL)?;
+        let count = r.u32().ok_or(libc::EINVAL)?;
+        let len = count as usize;
+        check_access(region, offset, len)?;
+        let mut data = vec![0u8; len];
+        match region {
+            PCI_CONFIG_REGION_INDEX if !self.config.read(offset, &mut data) => return einval(),
+            PCI_CONFIG_REGION_INDEX => {}
+            BAR_REGS => self.dev.bar0_read(offset, &mut data),
+            BAR_DOORBELLS => self.dev.bar2_read(offset, &mut data),
+            _ => {} // BAR4: QEMU emulates the MSI-X table and PBA; reads 0.
+        }
+        let mut out = Vec::with_capacity(16 + len);
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&region.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        out.extend_from_slice(&data);
+        Ok(out)
+    }
+
+    fn region_write(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
+        let offset = r.u64().ok_or(libc::EINVAL)?;
+        let region = r.u32().ok_or(libc::EINVAL)?;
+        let count = r.u32().ok_or(libc::EINVAL)?;
+        let len = count as usize;
+        check_access(region, offset, len)?;
+        let data = r.bytes(len).ok_or(libc::EINVAL)?;
+        match region {
+            PCI_CONFIG_REGION_INDEX if !self.config.write(offset, data) => return einval(),
+            PCI_CONFIG_REGION_INDEX => {}
+            BAR_REGS => self.dev.bar0_write(offset, data),
+            BAR_DOORBELLS => self.dev.bar2_write(offset, data),
+            _ => {}
+        }
+        let mut out = Vec::with_capacity(16);
+        out.extend_from_slice(&offset.to_le_bytes());
+        out.extend_from_slice(&region.to_le_bytes());
+        out.extend_from_slice(&count.to_le_bytes());
+        Ok(out)
+    }
+}
+
+/// Size of region `index`, `None` if there is no such region.
+pub fn region_size(index: u32) -> Option<u64> {
+    match index {
+        0..=5 => Some(bar_size(index)),
+        PCI_ROM_REGION_INDEX => Some(0),
+        PCI_CONFIG_REGION_INDEX => Some(CONFIG_SIZE as u64),
+        8 => Some(0),
+        _ => None,
+    }
+}
+
+fn check_access(region: u32, offset: u64, len: usize) -> Result<(), Errno> {
+    if len == 0 || len > MAX_DATA_XFER {
+        return einval();
+    }
+    let size = region_size(region).ok_or(libc::EINVAL)?;
+    let end = offset.checked_add(len as u64).ok_or(libc::EINVAL)?;
+    if end > size || !matches!(region, BAR_REGS | BAR_DOORBELLS | BAR_MSIX | 7) {
+        return einval();
+    }
+    Ok(())
+}
+
+fn map_fd(fd: &OwnedFd, offset: u64, size: u64, flags: u32) -> io::Result<Mapping> {
+    let len = usize::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let off =
+        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // DMA_MAP flags: bit 0 read, bit 1 write (the device's view).
+    let mut prot = 0;
+    if flags & 1 != 0 {
+        prot |= libc::PROT_READ;
+    }
+    if flags & 2 != 0 {
+        prot |= libc::PROT_WRITE;
+    }
+    if prot == 0 {
+        prot = libc::PROT_READ;
+    }
+    // SAFETY: mapping a fresh range chosen by the kernel (addr NULL) cannot alias any
+    // Rust object; the fd is valid for the duration of the call; the result is
+    // checked before use and owned by `Mapping`, which unmaps it exactly once.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            prot,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            off,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Mapping { ptr, len })
+}
+
+/// One recvmsg: reads into `buf` and appends any SCM_RIGHTS fds to `fds`.
+fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Result<usize> {
+    const FD_SIZE: usize = std::mem::size_of::<RawFd>();
+    // Room for MAX_MSG_FDS descriptors, u64-aligned as cmsghdr requires.
+    let mut cbuf = [0u64; 16 + MAX_MSG_FDS];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&cbuf) as _;
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (covering `buf`) and `cbuf`, all live and
+        // exclusively borrowed for the call; the kernel writes within their lengths.
+        let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    };
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel just filled, bounded
+    // by `msg_controllen`; SCM_RIGHTS data is an array of fds now owned by us.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c);
+                let hdr_len = libc::CMSG_LEN(0) as usize;
+                let count = ((*c).cmsg_len as usize).saturating_sub(hdr_len) / FD_SIZE;
+                for i in 0..count {
+                    let fd = std::ptr::read_unaligned(data.add(i * FD_SIZE).cast::<RawFd>());
+                    if fd >= 0 {
+                        fds.push(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(n)
+}

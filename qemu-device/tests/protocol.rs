@@ -1,0 +1,240 @@
+//! Drives `mnic-device serve` as a vfio-user client over its UNIX socket.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use mnic_abi::{counter, reg, BAR_REGS, BAR_REGS_SIZE, MNIC_ID_VALUE, MNIC_VENDOR_ID};
+use mnic_device::proto::{cmd, Header, FLAG_ERROR, FLAG_NO_REPLY, FLAG_REPLY, HEADER_SIZE};
+
+struct Client {
+    s: UnixStream,
+    next_id: u16,
+}
+
+impl Client {
+    fn send(&mut self, command: u16, flags: u32, payload: &[u8]) -> u16 {
+        self.next_id = self.next_id.wrapping_add(1);
+        let h = Header {
+            msg_id: self.next_id,
+            command,
+            flags,
+            ..Header::default()
+        };
+        self.s.write_all(&h.message(payload)).unwrap();
+        self.next_id
+    }
+    fn recv(&mut self) -> (Header, Vec<u8>) {
+        let mut hb = [0u8; HEADER_SIZE];
+        self.s.read_exact(&mut hb).unwrap();
+        let h = Header::decode(&hb);
+        let mut p = vec![0u8; h.size as usize - HEADER_SIZE];
+        self.s.read_exact(&mut p).unwrap();
+        (h, p)
+    }
+    fn call(&mut self, command: u16, payload: &[u8]) -> (Header, Vec<u8>) {
+        let id = self.send(command, 0, payload);
+        let (h, p) = self.recv();
+        assert_eq!(h.msg_id, id);
+        assert_eq!(h.command, command);
+        assert_eq!(h.flags & 0xf, FLAG_REPLY);
+        (h, p)
+    }
+    fn ok(&mut self, command: u16, payload: &[u8]) -> Vec<u8> {
+        let (h, p) = self.call(command, payload);
+        assert_eq!(
+            h.flags & FLAG_ERROR,
+            0,
+            "command {command} failed: {}",
+            h.error
+        );
+        p
+    }
+    fn region_read(&mut self, region: u32, offset: u64, count: u32) -> Vec<u8> {
+        let mut req = offset.to_le_bytes().to_vec();
+        req.extend_from_slice(&region.to_le_bytes());
+        req.extend_from_slice(&count.to_le_bytes());
+        let p = self.ok(cmd::REGION_READ, &req);
+        assert_eq!(&p[..16], &req[..]);
+        p[16..].to_vec()
+    }
+}
+
+fn u32s(v: &[u32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn le32(b: &[u8], i: usize) -> u32 {
+    u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap())
+}
+
+fn start(dir: &Path) -> (Child, Client, PathBuf) {
+    let sock = dir.join("dev.sock");
+    let ctl = dir.join("dev.ctl");
+    let child = Command::new(env!("CARGO_BIN_EXE_mnic-device"))
+        .arg("serve")
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--control")
+        .arg(&ctl)
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    let s = loop {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    (child, Client { s, next_id: 0 }, ctl)
+}
+
+fn tmpdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("mnic-dev-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn protocol_session() {
+    let dir = tmpdir("proto");
+    let (mut child, mut c, ctl) = start(&dir);
+
+    // VERSION
+    let mut v = vec![0, 0, 1, 0];
+    v.extend_from_slice(b"{\"capabilities\":{\"max_msg_fds\":8}}\0");
+    let p = c.ok(cmd::VERSION, &v);
+    assert_eq!(&p[..4], &[0, 0, 0, 0]);
+    assert_eq!(p.last(), Some(&0));
+    assert!(String::from_utf8_lossy(&p[4..]).contains("max_data_xfer_size"));
+
+    // DEVICE_GET_INFO
+    let p = c.ok(cmd::DEVICE_GET_INFO, &u32s(&[16, 0, 0, 0]));
+    assert_eq!(le32(&p, 2), 9);
+    assert_eq!(le32(&p, 3), 5);
+
+    // Region info: BAR0 and config.
+    let p = c.ok(
+        cmd::DEVICE_GET_REGION_INFO,
+        &u32s(&[32, 0, BAR_REGS, 0, 0, 0, 0, 0]),
+    );
+    assert_eq!(
+        u64::from_le_bytes(p[16..24].try_into().unwrap()),
+        BAR_REGS_SIZE
+    );
+    assert_eq!(le32(&p, 1) & 4, 0, "no mmap");
+    let p = c.ok(
+        cmd::DEVICE_GET_REGION_INFO,
+        &u32s(&[32, 0, 7, 0, 0, 0, 0, 0]),
+    );
+    assert_eq!(u64::from_le_bytes(p[16..24].try_into().unwrap()), 256);
+    let (h, _) = c.call(
+        cmd::DEVICE_GET_REGION_INFO,
+        &u32s(&[32, 0, 99, 0, 0, 0, 0, 0]),
+    );
+    assert_ne!(h.flags & FLAG_ERROR, 0);
+
+    // IRQ info: MSI-X has 2 vectors.
+    let p = c.ok(cmd::DEVICE_GET_IRQ_INFO, &u32s(&[16, 0, 2, 0]));
+    assert_eq!(le32(&p, 3), 2);
+
+    // DMA_MAP without fd is accepted; DMA_UNMAP too.
+    let mut m = u32s(&[32, 3]);
+    for x in [0u64, 0xc0000, 0x20000] {
+        m.extend_from_slice(&x.to_le_bytes());
+    }
+    c.ok(cmd::DMA_MAP, &m);
+    let mut u = u32s(&[24, 0]);
+    for x in [0xc0000u64, 0x20000] {
+        u.extend_from_slice(&x.to_le_bytes());
+    }
+    c.ok(cmd::DMA_UNMAP, &u);
+
+    // Config space vendor id and BAR0 ID register.
+    let d = c.region_read(7, 0, 4);
+    assert_eq!(u16::from_le_bytes([d[0], d[1]]), MNIC_VENDOR_ID);
+    assert_eq!(
+        le32(&c.region_read(BAR_REGS, reg::ID.into(), 4), 0),
+        MNIC_ID_VALUE
+    );
+
+    // A bogus command with a payload gets an error reply; the stream stays in sync.
+    let (h, p) = c.call(0x7777, &[0xab; 40]);
+    assert_ne!(h.flags & FLAG_ERROR, 0);
+    assert!(p.is_empty());
+    // An oversized read is refused without allocating.
+    let mut req = 0u64.to_le_bytes().to_vec();
+    req.extend_from_slice(&u32s(&[BAR_REGS, u32::MAX]));
+    let (h, _) = c.call(cmd::REGION_READ, &req);
+    assert_ne!(h.flags & FLAG_ERROR, 0);
+    // A bad-width BAR0 read gives all-ones.
+    assert_eq!(c.region_read(BAR_REGS, 0, 2), vec![0xff, 0xff]);
+    // A posted write gets no reply; the next request's reply comes first.
+    let mut w = u64::from(reg::IRQ_MASK).to_le_bytes().to_vec();
+    w.extend_from_slice(&u32s(&[BAR_REGS, 4, 3]));
+    c.send(cmd::REGION_WRITE, FLAG_NO_REPLY, &w);
+    assert_eq!(
+        le32(&c.region_read(BAR_REGS, reg::IRQ_MASK.into(), 4), 0),
+        3
+    );
+    let p = c.ok(cmd::DEVICE_GET_INFO, &u32s(&[16, 0, 0, 0]));
+    assert_eq!(le32(&p, 2), 9);
+
+    // The stats subcommand sees the bad access.
+    let out = Command::new(env!("CARGO_BIN_EXE_mnic-device"))
+        .arg("stats")
+        .arg("--control")
+        .arg(&ctl)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), counter::NAMES.len());
+    assert!(text.contains("bad_mmio 1\n"), "{text}");
+
+    // Disconnect: the server exits 0.
+    drop(c);
+    let st = child.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn garbage_header_does_not_hang_or_panic() {
+    let dir = tmpdir("garbage");
+    let (mut child, mut c, _) = start(&dir);
+    // Oversized message: drained and refused, then the session continues.
+    let h = Header {
+        msg_id: 1,
+        command: cmd::REGION_WRITE,
+        size: (2 << 20) + 16,
+        ..Header::default()
+    };
+    c.s.write_all(&h.encode()).unwrap();
+    let junk = vec![0u8; 2 << 20];
+    let writer = {
+        let mut s = c.s.try_clone().unwrap();
+        std::thread::spawn(move || s.write_all(&junk).unwrap())
+    };
+    let (h, _) = c.recv();
+    writer.join().unwrap();
+    assert_ne!(h.flags & FLAG_ERROR, 0);
+    assert_eq!(le32(&c.region_read(BAR_REGS, 0, 4), 0), MNIC_ID_VALUE);
+    // A header claiming less than its own size: the server closes the connection.
+    let h = Header {
+        size: 3,
+        ..Header::default()
+    };
+    c.s.write_all(&h.encode()).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(c.s.read(&mut b).unwrap_or(0), 0);
+    let _ = child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
