@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use mnic_abi::{caps, control, counter, reg, MNIC_ID_VALUE, MNIC_VERSION_VALUE, NUM_CONTEXTS};
+use mnic_abi::{caps, counter, reg, MNIC_ID_VALUE, MNIC_VERSION_VALUE, NUM_CONTEXTS};
+
+use crate::shared::{Request, Shared};
 
 /// The device counters, shared with the control socket.
 pub struct Counters {
@@ -27,8 +29,18 @@ impl Counters {
     }
     /// Adds one to counter `i` (ignored outside the slots).
     pub fn inc(&self, i: u32) {
+        self.add(i, 1);
+    }
+    /// Adds `n` to counter `i` (ignored outside the slots).
+    pub fn add(&self, i: u32, n: u64) {
         if let Some(c) = self.slots.get(i as usize) {
-            c.fetch_add(1, Ordering::Relaxed);
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+    /// Sets counter `i` (gauges such as `TLB_ENTRIES`).
+    pub fn set(&self, i: u32, v: u64) {
+        if let Some(c) = self.slots.get(i as usize) {
+            c.store(v, Ordering::Relaxed);
         }
     }
     /// Resets every counter to 0.
@@ -53,6 +65,8 @@ enum Reg {
     Const(u32),
     ReadOnly,
     ReadWrite,
+    /// Read-write, and a write wakes the data thread (ring indices).
+    Doorbell,
     Control,
     ErrorCode,
     IrqStatus,
@@ -68,62 +82,52 @@ fn classify(off: u32) -> Option<Reg> {
         reg::STATUS | reg::ERROR_COUNT | reg::CMDQ_HEAD | reg::EVQ_TAIL => Reg::ReadOnly,
         reg::ERROR_CODE => Reg::ErrorCode,
         reg::IRQ_STATUS => Reg::IrqStatus,
+        reg::CMDQ_TAIL | reg::EVQ_HEAD => Reg::Doorbell,
         reg::CTX_TABLE_LO
         | reg::CTX_TABLE_HI
         | reg::CMDQ_BASE_LO
         | reg::CMDQ_BASE_HI
         | reg::CMDQ_SIZE_LOG2
-        | reg::CMDQ_TAIL
         | reg::EVQ_BASE_LO
         | reg::EVQ_BASE_HI
         | reg::EVQ_SIZE_LOG2
-        | reg::EVQ_HEAD
         | reg::IRQ_MASK => Reg::ReadWrite,
         _ => return None,
     })
 }
 
-const NREGS: usize = (reg::COUNTERS / 4) as usize;
 const COUNTERS_END: u32 = reg::COUNTERS + 8 * counter::SLOTS;
 
-/// The register file and doorbells.
+/// The MMIO decode of BAR0 and BAR2 over the shared register file. It only records
+/// values and wakes the data thread; CONTROL writes come back as a [`Request`] for
+/// the caller to hand to the data thread.
 pub struct Device {
-    regs: [u32; NREGS],
-    doorbells: Vec<u32>,
-    counters: Arc<Counters>,
-    strict: bool,
+    sh: Arc<Shared>,
 }
 
 impl Device {
-    /// A device in its reset state. `strict` is the server's `--strict` option.
-    pub fn new(counters: Arc<Counters>, strict: bool) -> Self {
-        Device {
-            regs: [0; NREGS],
-            doorbells: vec![0; NUM_CONTEXTS as usize],
-            counters,
-            strict,
-        }
+    /// The MMIO view of `sh`.
+    pub fn new(sh: Arc<Shared>) -> Self {
+        Device { sh }
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.sh
     }
 
     /// Whether the server runs in strict mode.
     pub fn strict(&self) -> bool {
-        self.strict
+        self.sh.cli_strict
     }
 
     /// The shared counters.
     pub fn counters(&self) -> &Arc<Counters> {
-        &self.counters
-    }
-
-    /// Returns every register, counter and doorbell to its reset state.
-    pub fn reset(&mut self) {
-        self.regs = [0; NREGS];
-        self.doorbells.iter_mut().for_each(|d| *d = 0);
-        self.counters.clear();
+        &self.sh.counters
     }
 
     fn bad(&self) {
-        self.counters.inc(counter::BAD_MMIO);
+        self.sh.counters.inc(counter::BAD_MMIO);
     }
 
     /// Reads `buf.len()` bytes of BAR0 at `off` (the caller checked the BAR bounds).
@@ -140,10 +144,11 @@ impl Device {
 
     fn bar0_read_value(&self, off: u64, len: usize) -> Option<u64> {
         let off = u32::try_from(off).ok()?;
+        let counters = &self.sh.counters;
         match len {
             4 if off % 4 == 0 => {
                 if (reg::COUNTERS..COUNTERS_END).contains(&off) {
-                    let c = self.counters.get((off - reg::COUNTERS) / 8);
+                    let c = counters.get((off - reg::COUNTERS) / 8);
                     return Some(if off % 8 == 0 {
                         c & 0xffff_ffff
                     } else {
@@ -152,48 +157,39 @@ impl Device {
                 }
                 let v = match classify(off)? {
                     Reg::Const(v) => v,
-                    _ => *self.regs.get(off as usize / 4)?,
+                    _ => self.sh.reg(off),
                 };
                 Some(u64::from(v))
             }
             8 if off % 8 == 0 && (reg::COUNTERS..COUNTERS_END).contains(&off) => {
-                Some(self.counters.get((off - reg::COUNTERS) / 8))
+                Some(counters.get((off - reg::COUNTERS) / 8))
             }
             _ => None,
         }
     }
 
-    /// Writes `data` to BAR0 at `off`. Bad accesses are ignored and counted.
-    pub fn bar0_write(&mut self, off: u64, data: &[u8]) {
+    /// Writes `data` to BAR0 at `off`. Bad accesses are ignored and counted. A CONTROL
+    /// write is returned as a request for the data thread.
+    #[must_use = "a CONTROL write must be handed to the data thread"]
+    pub fn bar0_write(&self, off: u64, data: &[u8]) -> Option<Request> {
         let (Ok(off), Ok(bytes)) = (u32::try_from(off), <[u8; 4]>::try_from(data)) else {
             self.bad();
-            return;
+            return None;
         };
         let v = u32::from_le_bytes(bytes);
         let kind = if off % 4 == 0 { classify(off) } else { None };
-        let idx = off as usize / 4;
         match kind {
-            Some(Reg::ReadWrite) => self.set(idx, v),
-            Some(Reg::ErrorCode) => self.set(idx, 0),
-            Some(Reg::IrqStatus) => {
-                let cur = self.regs.get(idx).copied().unwrap_or(0);
-                self.set(idx, cur & !v);
+            Some(Reg::ReadWrite) => self.sh.set_reg(off, v),
+            Some(Reg::Doorbell) => {
+                self.sh.set_reg(off, v);
+                self.sh.kick();
             }
-            Some(Reg::Control) => {
-                if v & control::RESET != 0 {
-                    self.reset();
-                } else {
-                    self.set(idx, v & (control::ENABLE | control::STRICT));
-                }
-            }
+            Some(Reg::ErrorCode) => self.sh.set_reg(off, 0),
+            Some(Reg::IrqStatus) => self.sh.clear_reg(off, v),
+            Some(Reg::Control) => return Some(Request::Control(v)),
             Some(Reg::Const(_)) | Some(Reg::ReadOnly) | None => self.bad(),
         }
-    }
-
-    fn set(&mut self, idx: usize, v: u32) {
-        if let Some(r) = self.regs.get_mut(idx) {
-            *r = v;
-        }
+        None
     }
 
     /// Reads BAR2 (doorbells read back 0).
@@ -201,32 +197,33 @@ impl Device {
         buf.fill(0);
     }
 
-    /// Writes BAR2: a 4-byte write to a page's `WQ_TAIL` is stored; others ignored.
-    pub fn bar2_write(&mut self, off: u64, data: &[u8]) {
+    /// Writes BAR2: a 4-byte write to a page's `WQ_TAIL` rings that context's
+    /// doorbell; other offsets and widths are ignored.
+    pub fn bar2_write(&self, off: u64, data: &[u8]) {
         let page = mnic_abi::DOORBELL_PAGE_SIZE;
         if let Ok(bytes) = <[u8; 4]>::try_from(data) {
             if off % page == u64::from(reg::DB_WQ_TAIL) {
                 let ctx = usize::try_from(off / page).unwrap_or(usize::MAX);
-                if let Some(d) = self.doorbells.get_mut(ctx) {
-                    *d = u32::from_le_bytes(bytes);
+                if ctx < NUM_CONTEXTS as usize {
+                    self.sh.ring_doorbell(ctx, u32::from_le_bytes(bytes));
                 }
             }
         }
     }
 
-    /// The last value written to context `ctx`'s doorbell.
+    /// The last value taken by context `ctx`'s doorbell.
     pub fn doorbell(&self, ctx: usize) -> u32 {
-        self.doorbells.get(ctx).copied().unwrap_or(0)
+        self.sh.doorbell(ctx)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mnic_abi::irq;
+    use mnic_abi::{control, irq};
 
     fn dev() -> Device {
-        Device::new(Arc::new(Counters::default()), false)
+        Device::new(Shared::new(Arc::new(Counters::default()), false))
     }
     fn rd(d: &Device, off: u32, len: usize) -> Vec<u8> {
         let mut b = vec![0u8; len];
@@ -237,7 +234,7 @@ mod tests {
         u32::from_le_bytes(rd(d, off, 4).try_into().unwrap())
     }
     fn bad(d: &Device) -> u64 {
-        d.counters.get(counter::BAD_MMIO)
+        d.counters().get(counter::BAD_MMIO)
     }
 
     #[test]
@@ -254,22 +251,28 @@ mod tests {
 
     #[test]
     fn stored_registers() {
-        let mut d = dev();
-        d.bar0_write(reg::IRQ_MASK.into(), &7u32.to_le_bytes());
+        let d = dev();
+        assert_eq!(d.bar0_write(reg::IRQ_MASK.into(), &7u32.to_le_bytes()), None);
         assert_eq!(rd32(&d, reg::IRQ_MASK), 7);
-        d.bar0_write(reg::CONTROL.into(), &control::STRICT.to_le_bytes());
-        assert_eq!(rd32(&d, reg::CONTROL), control::STRICT);
-        d.bar0_write(reg::IRQ_STATUS.into(), &irq::EVENT.to_le_bytes());
-        assert_eq!(rd32(&d, reg::IRQ_STATUS), 0);
-        d.bar0_write(reg::CONTROL.into(), &control::RESET.to_le_bytes());
-        assert_eq!(rd32(&d, reg::CONTROL), 0);
-        assert_eq!(rd32(&d, reg::IRQ_MASK), 0);
+        // CONTROL is the data thread's business.
+        assert_eq!(
+            d.bar0_write(reg::CONTROL.into(), &control::STRICT.to_le_bytes()),
+            Some(Request::Control(control::STRICT))
+        );
+        d.shared().set_reg(reg::IRQ_STATUS, irq::EVENT | irq::ERROR);
+        let _ = d.bar0_write(reg::IRQ_STATUS.into(), &irq::EVENT.to_le_bytes());
+        assert_eq!(rd32(&d, reg::IRQ_STATUS), irq::ERROR, "write 1 to clear");
+        d.shared().set_reg(reg::ERROR_CODE, 5);
+        let _ = d.bar0_write(reg::ERROR_CODE.into(), &9u32.to_le_bytes());
+        assert_eq!(rd32(&d, reg::ERROR_CODE), 0, "any write clears");
+        let _ = d.bar0_write(reg::CMDQ_TAIL.into(), &3u32.to_le_bytes());
+        assert_eq!(rd32(&d, reg::CMDQ_TAIL), 3);
         assert_eq!(bad(&d), 0);
     }
 
     #[test]
     fn bad_accesses() {
-        let mut d = dev();
+        let d = dev();
         assert_eq!(rd(&d, reg::ID, 2), vec![0xff; 2]);
         assert_eq!(bad(&d), 1);
         assert_eq!(rd(&d, 1, 4), vec![0xff; 4]);
@@ -277,11 +280,11 @@ mod tests {
         assert_eq!(rd(&d, reg::ID, 8), vec![0xff; 8]);
         assert_eq!(rd(&d, reg::ID, 3), vec![0xff; 3]);
         assert_eq!(bad(&d), 5);
-        d.bar0_write(reg::ID.into(), &0u32.to_le_bytes());
-        d.bar0_write(reg::STATUS.into(), &1u32.to_le_bytes());
-        d.bar0_write(0x0ffc, &1u32.to_le_bytes());
-        d.bar0_write(reg::IRQ_MASK.into(), &[1, 2]);
-        d.bar0_write(u64::MAX, &[1, 2, 3, 4]);
+        let _ = d.bar0_write(reg::ID.into(), &0u32.to_le_bytes());
+        let _ = d.bar0_write(reg::STATUS.into(), &1u32.to_le_bytes());
+        let _ = d.bar0_write(0x0ffc, &1u32.to_le_bytes());
+        let _ = d.bar0_write(reg::IRQ_MASK.into(), &[1, 2]);
+        let _ = d.bar0_write(u64::MAX, &[1, 2, 3, 4]);
         assert_eq!(bad(&d), 10);
         assert_eq!(rd32(&d, reg::STATUS), 0);
         assert_eq!(rd32(&d, reg::IRQ_MASK), 0);
@@ -294,7 +297,11 @@ mod tests {
 
     #[test]
     fn doorbells() {
-        let mut d = dev();
+        let d = dev();
+        d.bar2_write(3 * 4096, &5u32.to_le_bytes());
+        assert_eq!(d.doorbell(3), 0, "context 3 is not running");
+        assert_eq!(d.counters().get(counter::BAD_DOORBELL), 1);
+        d.shared().set_ctx_live(3, true);
         d.bar2_write(3 * 4096, &5u32.to_le_bytes());
         d.bar2_write(3 * 4096 + 8, &9u32.to_le_bytes());
         d.bar2_write(u64::MAX - 3, &9u32.to_le_bytes());
@@ -302,13 +309,17 @@ mod tests {
         let mut b = [1u8; 4];
         d.bar2_read(3 * 4096, &mut b);
         assert_eq!(b, [0; 4]);
+        // A halted device ignores doorbells.
+        d.shared().set_reg(reg::STATUS, mnic_abi::status::HALTED);
+        d.bar2_write(3 * 4096, &6u32.to_le_bytes());
+        assert_eq!(d.doorbell(3), 5);
     }
 
     #[test]
     fn stats_render() {
         let d = dev();
-        d.counters.inc(counter::BAD_MMIO);
-        let s = d.counters.render();
+        d.counters().inc(counter::BAD_MMIO);
+        let s = d.counters().render();
         assert_eq!(s.lines().count(), counter::COUNT as usize);
         assert!(s.contains("bad_mmio 1\n"));
     }

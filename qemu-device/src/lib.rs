@@ -11,5 +11,9 @@
 pub mod config;
 pub mod control;
 pub mod device;
+pub mod mem;
 pub mod proto;
 pub mod server;
+pub mod stale;
+pub mod testkit;
+pub mod translate;

@@ -1,1 +1,109 @@
-//! placeholder
+//! `mnic`: the user-space library of the mnic NIC (`/dev/mnicN`).
+//!
+//! mnic is a Myrinet-style NIC whose device translation follows the CPU page tables.
+//! The driver never pins your memory: a registration only says *which* addresses the
+//! device may use; translations are filled when the device faults on them and torn
+//! down (with the device fenced) whenever Linux changes the mapping — swap-out,
+//! munmap, fork/copy-on-write, mprotect, migration, exit. Registered memory stays
+//! swappable, and a registration stays correct whatever happens to the pages.
+//!
+//! # Guide
+//!
+//! 1. **Open a context.** Each open of `/dev/mnicN` is one hardware context:
+//!    [`Device::open_index`], [`Device::open`], or [`Device::list`] then
+//!    [`Device::context`]. [`Context::info`] gives capabilities and limits.
+//! 2. **Get memory the device may touch.** [`DmaBuffer`] is page-aligned anonymous
+//!    memory ([`DmaBuffer::new_huge`] for 2 MiB pages). Because the device reads and
+//!    writes it asynchronously, the CPU side is copy-only: [`DmaBuffer::write_from`],
+//!    [`DmaBuffer::read_into`], [`DmaBuffer::fill`], [`DmaBuffer::to_vec`] use
+//!    volatile accesses and no `&[u8]` into it ever exists. See [`DmaBuffer`] for the
+//!    reasoning.
+//! 3. **Register it.** [`Context::register`] returns a [`Registration`] that borrows
+//!    both the context and the buffer and deregisters on drop, so it can never outlive
+//!    the memory it covers. [`Access::PINNED`] is the classic pinned baseline;
+//!    [`Access::PREFETCH`] fills the table up front. For memory that is not a
+//!    `DmaBuffer` there is the `unsafe` [`Context::register_raw`], whose contract is
+//!    spelled out there.
+//! 4. **Set up queues** once with [`Context::setup_queues`] ([`QueueConfig`]): the
+//!    library allocates the work and completion queues in registered memory, hands
+//!    them to the driver and maps the doorbell page (falling back to the
+//!    `MNIC_IOC_POST` system call).
+//! 5. **Post work** built with [`Work::copy_buffers`], [`Work::copy`], [`Work::nop`] or
+//!    [`Traffic`]; the builders check the limits of the spec (COPY ≤ 64 MiB, no
+//!    overlap, canonical addresses, traffic op size and count) before anything reaches
+//!    the device. [`Context::post`] writes the descriptor and rings the doorbell;
+//!    [`Context::push`] + [`Context::ring`] batch.
+//! 6. **Consume completions** with [`Context::poll`] (phase-bit convention, never
+//!    blocks) or [`Context::wait`] (sleeps in `MNIC_IOC_WAIT`). The completion queue has
+//!    no head register, so at most [`Context::outstanding_limit`] items may be
+//!    outstanding; [`Context::push`] refuses more with [`Error::QueueFull`].
+//!    A failed item reports a [`WorkError`], e.g. `FaultAborted { errno: EFAULT }` when
+//!    the device touched memory no registration covers.
+//! 7. **Observe**: [`Context::query`] counts the device's valid table entries over a
+//!    range (watch them vanish after [`DmaBuffer::pageout`]), [`Context::ctx_stats`]
+//!    and [`Context::dev_stats`] read the driver and device counters.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mnic::{Access, Device, DmaBuffer, QueueConfig, Work};
+//!
+//! let ctx = Device::open_index(0)?;
+//! ctx.setup_queues(QueueConfig::default())?;
+//!
+//! let src = DmaBuffer::new(1 << 20)?;
+//! let dst = DmaBuffer::new(1 << 20)?;
+//! src.fill(0xab);
+//! let _rs = ctx.register(&src, Access::READ)?;
+//! let _rd = ctx.register(&dst, Access::WRITE)?;
+//!
+//! let copy = Work::copy_buffers(&src, 0, &dst, 0, 1 << 20)?;
+//! let bytes = ctx.run(&copy, Some(Duration::from_secs(5)))?;
+//! assert_eq!(bytes, 1 << 20);
+//! assert!(dst.to_vec().iter().all(|&b| b == 0xab));
+//!
+//! // Swap the source out: the device's entries go away, the next DMA faults them back.
+//! src.pageout()?;
+//! println!("valid entries after pageout: {}", ctx.query_buffer(&src)?.valid());
+//! # Ok::<(), mnic::Error>(())
+//! ```
+//!
+//! # Safety model
+//!
+//! The device is another writer of process memory that the compiler cannot see. The
+//! safe API keeps that sound by construction: the only memory a safe program can
+//! register is a [`DmaBuffer`] (accessed only with volatile copies) and the queue
+//! memory (owned by the [`Context`]); a [`Registration`] cannot outlive what it
+//! covers; and a [`Context`] closes its file before unmapping its queues. Work
+//! descriptors carry plain addresses, but the device can only reach memory through
+//! this context's registrations, so a wrong address fails with
+//! [`WorkError::FaultAborted`] instead of corrupting anything.
+//!
+//! # Fork
+//!
+//! A context belongs to the process that opened it. After `fork` the parent's device
+//! writes land in the parent's pages (the driver write-protects and invalidates on
+//! fork like the CPU does) and the child's copy-on-write view is untouched. A child
+//! must open its own context; see `examples/fork.rs`.
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+
+mod buffer;
+mod context;
+mod device;
+mod error;
+mod queue;
+mod sys;
+mod work;
+
+/// The ABI definitions this library speaks (`mnic-abi`), re-exported.
+pub use mnic_abi as abi;
+
+pub use buffer::{Advice, DmaBuffer};
+pub use context::{
+    ctx_stats_fields, Access, Caps, Context, DevCounters, Info, Registration, TableEntries,
+};
+pub use device::{parse_device_name, Device, DEV_DIR, DEV_PREFIX};
+pub use error::{Error, Result, WorkError};
+pub use queue::{DoorbellMode, QueueConfig, WorkDone};
+pub use work::{validate, Pattern, Traffic, Work};

@@ -1,0 +1,457 @@
+//! Address translation (spec §6): the 4-level table walker and the device TLB.
+//!
+//! The walk has a fixed depth of four loads, so no table layout can make it loop;
+//! every table and page address is checked against guest RAM before it is used.
+
+use std::collections::{BTreeMap, HashMap};
+
+use mnic_abi::pte;
+
+use crate::mem::{self, GuestMem};
+
+/// Most TLB entries the device caches (spec §6 `TLB_CAPACITY`); the oldest goes first.
+pub const TLB_CAPACITY: usize = 4096;
+
+/// A leaf translation: one 4 KiB or 2 MiB page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// VA of the page start.
+    pub va: u64,
+    /// GPA of the page start.
+    pub gpa: u64,
+    /// A 2 MiB leaf.
+    pub huge: bool,
+    /// The leaf has `W`.
+    pub writable: bool,
+}
+
+impl Leaf {
+    /// Page size in bytes.
+    pub fn size(&self) -> u64 {
+        if self.huge {
+            pte::HUGE_SIZE
+        } else {
+            pte::PAGE_SIZE
+        }
+    }
+    /// GPA of `va` (which must lie in the page).
+    pub fn gpa_of(&self, va: u64) -> u64 {
+        self.gpa + (va - self.va)
+    }
+    /// Bytes from `va` to the end of the page.
+    pub fn room(&self, va: u64) -> u64 {
+        self.va + self.size() - va
+    }
+}
+
+/// Why a walk did not produce a leaf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum WalkError {
+    /// A non-present entry at some level: a translation fault.
+    #[error("not present at level {level}")]
+    NotPresent {
+        /// Level of the non-present entry (4 = root).
+        level: u32,
+    },
+    /// Reserved bits, a misplaced `H` or a misaligned huge page: a table error.
+    #[error("malformed entry {entry:#x} at {at:#x}")]
+    Table {
+        /// GPA of the entry.
+        at: u64,
+        /// Its value.
+        entry: u64,
+    },
+    /// A table or page address outside guest RAM.
+    #[error("address {addr:#x} outside guest RAM")]
+    Address {
+        /// The offending GPA.
+        addr: u64,
+    },
+    /// The VA is not canonical lower-half.
+    #[error("non-canonical VA")]
+    NonCanonical,
+}
+
+/// Walks the tables rooted at `root` for `va`. Permissions are the caller's business.
+pub fn walk(mem: &GuestMem, root: u64, va: u64) -> Result<Leaf, WalkError> {
+    if va >= pte::VA_LIMIT {
+        return Err(WalkError::NonCanonical);
+    }
+    let mut table = root;
+    for level in (1..=pte::LEVELS).rev() {
+        if !table.is_multiple_of(pte::PAGE_SIZE) {
+            return Err(WalkError::Address { addr: table });
+        }
+        let at = table + 8 * pte::index(va, level) as u64;
+        let entry = mem::load_u64(mem, at).map_err(|_| WalkError::Address { addr: table })?;
+        if entry & pte::P == 0 {
+            return Err(WalkError::NotPresent { level });
+        }
+        if entry & pte::RESERVED_MASK != 0 {
+            return Err(WalkError::Table { at, entry });
+        }
+        let addr = entry & pte::ADDR_MASK;
+        let huge = entry & pte::H != 0;
+        if huge && level != 2 {
+            return Err(WalkError::Table { at, entry });
+        }
+        if huge || level == 1 {
+            if huge && !addr.is_multiple_of(pte::HUGE_SIZE) {
+                return Err(WalkError::Table { at, entry });
+            }
+            let leaf = Leaf {
+                va: va & !(if huge { pte::HUGE_SIZE } else { pte::PAGE_SIZE } - 1),
+                gpa: addr,
+                huge,
+                writable: entry & pte::W != 0,
+            };
+            mem::check(mem, addr, leaf.size(), false)
+                .map_err(|e| WalkError::Address { addr: e.addr })?;
+            return Ok(leaf);
+        }
+        table = addr;
+    }
+    // The level-1 entry is always a leaf; the loop cannot fall through.
+    Err(WalkError::NotPresent { level: 1 })
+}
+
+/// A cached leaf with the command sequence number current when it was walked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlbEntry {
+    /// The translation.
+    pub leaf: Leaf,
+    /// Command sequence number at walk time (spec §8).
+    pub seq: u64,
+    stamp: u64,
+}
+
+/// Key inside one context: page start and whether it is a 2 MiB page.
+type Key = (u64, bool);
+
+/// The device TLB: leaf translations per (context, page), bounded, oldest evicted.
+#[derive(Default)]
+pub struct Tlb {
+    per_ctx: HashMap<u16, BTreeMap<Key, TlbEntry>>,
+    /// Insertion order for eviction: stamp -> (ctx, key).
+    order: BTreeMap<u64, (u16, Key)>,
+    next_stamp: u64,
+    /// Deliberately skip range invalidations (tests of the stale checker only).
+    #[doc(hidden)]
+    pub buggy_skip_invalidate: bool,
+}
+
+impl Tlb {
+    /// Number of valid entries.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether the TLB is empty.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The entry of `ctx` covering `va` (a 4 KiB entry wins over a 2 MiB one).
+    pub fn lookup(&self, ctx: u16, va: u64) -> Option<TlbEntry> {
+        let m = self.per_ctx.get(&ctx)?;
+        m.get(&(va & !(pte::PAGE_SIZE - 1), false))
+            .or_else(|| m.get(&(va & !(pte::HUGE_SIZE - 1), true)))
+            .copied()
+    }
+
+    /// Caches `leaf` for `ctx`, replacing an entry for the same page.
+    pub fn insert(&mut self, ctx: u16, leaf: Leaf, seq: u64) -> TlbEntry {
+        let key = (leaf.va, leaf.huge);
+        let stamp = self.next_stamp;
+        self.next_stamp += 1;
+        let e = TlbEntry { leaf, seq, stamp };
+        if let Some(old) = self.per_ctx.entry(ctx).or_default().insert(key, e) {
+            self.order.remove(&old.stamp);
+        }
+        self.order.insert(stamp, (ctx, key));
+        while self.order.len() > TLB_CAPACITY {
+            if let Some((_, (c, k))) = self.order.pop_first() {
+                if let Some(m) = self.per_ctx.get_mut(&c) {
+                    m.remove(&k);
+                }
+            }
+        }
+        e
+    }
+
+    /// Drops the entries of `ctx` overlapping `[start, end)`; returns how many.
+    pub fn invalidate_range(&mut self, ctx: u16, start: u64, end: u64) -> usize {
+        if self.buggy_skip_invalidate {
+            return 0;
+        }
+        let Some(m) = self.per_ctx.get_mut(&ctx) else {
+            return 0;
+        };
+        let lo = start & !(pte::HUGE_SIZE - 1);
+        let doomed: Vec<(Key, u64)> = m
+            .range((lo, false)..(end, false))
+            .filter(|((va, huge), _)| {
+                let size = if *huge {
+                    pte::HUGE_SIZE
+                } else {
+                    pte::PAGE_SIZE
+                };
+                va.saturating_add(size) > start && *va < end
+            })
+            .map(|(k, e)| (*k, e.stamp))
+            .collect();
+        for (k, stamp) in &doomed {
+            m.remove(k);
+            self.order.remove(stamp);
+        }
+        doomed.len()
+    }
+
+    /// Drops every entry of `ctx`; returns how many.
+    pub fn invalidate_ctx(&mut self, ctx: u16) -> usize {
+        let Some(m) = self.per_ctx.remove(&ctx) else {
+            return 0;
+        };
+        for e in m.values() {
+            self.order.remove(&e.stamp);
+        }
+        m.len()
+    }
+
+    /// Drops everything.
+    pub fn clear(&mut self) {
+        self.per_ctx.clear();
+        self.order.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mem::GuestRam;
+    use crate::testkit::Tables;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    const RAM: usize = 8 << 20;
+
+    fn ram() -> (GuestRam, Tables) {
+        let ram = GuestRam::anonymous(&[(0, RAM)]).unwrap();
+        // Tables from 1 MiB up; pages in [4 MiB, 8 MiB).
+        let t = Tables::new(&ram.snapshot(), 0x10_0000);
+        (ram, t)
+    }
+
+    #[test]
+    fn walk_4k_and_2m() {
+        let (ram, mut t) = ram();
+        let m = ram.snapshot();
+        t.map_4k(&m, 0x7000_1000, 0x40_3000, true);
+        t.map_2m(&m, 0x4000_0000, 0x60_0000, false);
+        let l = walk(&m, t.root, 0x7000_1234).unwrap();
+        assert_eq!(
+            (l.va, l.gpa, l.huge, l.writable),
+            (0x7000_1000, 0x40_3000, false, true)
+        );
+        assert_eq!(l.gpa_of(0x7000_1234), 0x40_3234);
+        let l = walk(&m, t.root, 0x4012_3456).unwrap();
+        assert_eq!((l.gpa, l.huge, l.writable), (0x60_0000, true, false));
+        assert_eq!(l.gpa_of(0x4012_3456), 0x72_3456);
+        assert_eq!(
+            walk(&m, t.root, 0x7000_2000),
+            Err(WalkError::NotPresent { level: 1 })
+        );
+        assert_eq!(
+            walk(&m, t.root, 0x1_0000_0000),
+            Err(WalkError::NotPresent { level: 3 })
+        );
+        assert_eq!(walk(&m, t.root, 1 << 47), Err(WalkError::NonCanonical));
+        assert_eq!(walk(&m, t.root, u64::MAX), Err(WalkError::NonCanonical));
+    }
+
+    #[test]
+    fn malformed_entries() {
+        let (ram, mut t) = ram();
+        let m = ram.snapshot();
+        t.map_4k(&m, 0x1000, 0x40_0000, true);
+        let l1 = t.entry_addr(&m, 0x1000, 1).unwrap();
+        // Reserved bit 3.
+        mem::store_u64(&m, l1, pte::leaf_4k(0x40_0000, true) | 1 << 3).unwrap();
+        assert!(matches!(
+            walk(&m, t.root, 0x1000),
+            Err(WalkError::Table { .. })
+        ));
+        // High reserved bit.
+        mem::store_u64(&m, l1, pte::leaf_4k(0x40_0000, true) | 1 << 60).unwrap();
+        assert!(matches!(
+            walk(&m, t.root, 0x1000),
+            Err(WalkError::Table { .. })
+        ));
+        // H in an L1 entry.
+        mem::store_u64(&m, l1, pte::leaf_4k(0x40_0000, true) | pte::H).unwrap();
+        assert!(matches!(
+            walk(&m, t.root, 0x1000),
+            Err(WalkError::Table { .. })
+        ));
+        // Page outside RAM.
+        mem::store_u64(&m, l1, pte::leaf_4k(0x1_0000_0000, true)).unwrap();
+        assert_eq!(
+            walk(&m, t.root, 0x1000),
+            Err(WalkError::Address {
+                addr: 0x1_0000_0000
+            })
+        );
+        // Misaligned huge page at L2.
+        let l2 = t.entry_addr(&m, 0x1000, 2).unwrap();
+        mem::store_u64(&m, l2, pte::leaf_2m(0x40_0000, true) | 0x1000).unwrap();
+        assert!(matches!(
+            walk(&m, t.root, 0x1000),
+            Err(WalkError::Table { .. })
+        ));
+        // Huge page outside RAM.
+        mem::store_u64(&m, l2, pte::leaf_2m(RAM as u64, true)).unwrap();
+        assert!(matches!(
+            walk(&m, t.root, 0x1000),
+            Err(WalkError::Address { .. })
+        ));
+        // A table pointer outside RAM.
+        let l3 = t.entry_addr(&m, 0x1000, 3).unwrap();
+        mem::store_u64(&m, l3, pte::table(0x8000_0000)).unwrap();
+        assert_eq!(
+            walk(&m, t.root, 0x1000),
+            Err(WalkError::Address { addr: 0x8000_0000 })
+        );
+        // Root outside RAM.
+        assert!(matches!(
+            walk(&m, 0x4000_0000, 0),
+            Err(WalkError::Address { .. })
+        ));
+    }
+
+    #[test]
+    fn tlb_lookup_invalidate_evict() {
+        let mut tlb = Tlb::default();
+        let leaf = |va, huge| Leaf {
+            va,
+            gpa: 0,
+            huge,
+            writable: true,
+        };
+        tlb.insert(1, leaf(0x1000, false), 5);
+        tlb.insert(1, leaf(0x20_0000, true), 6);
+        tlb.insert(2, leaf(0x1000, false), 7);
+        assert_eq!(tlb.lookup(1, 0x1fff).unwrap().seq, 5);
+        assert_eq!(tlb.lookup(1, 0x3f_ffff).unwrap().seq, 6);
+        assert!(tlb.lookup(1, 0x40_0000).is_none());
+        assert_eq!(tlb.len(), 3);
+        // A one-byte range in the middle of the huge page drops it.
+        assert_eq!(tlb.invalidate_range(1, 0x30_0000, 0x30_0001), 1);
+        assert!(tlb.lookup(1, 0x20_0000).is_none());
+        // Ranges touching but not overlapping keep the entry.
+        assert_eq!(tlb.invalidate_range(1, 0x2000, 0x3000), 0);
+        assert_eq!(tlb.invalidate_range(1, 0, 0x1000), 0);
+        assert_eq!(tlb.invalidate_range(1, 0, u64::MAX), 1);
+        assert_eq!(tlb.len(), 1);
+        assert_eq!(tlb.invalidate_ctx(2), 1);
+        assert!(tlb.is_empty());
+        for i in 0..(TLB_CAPACITY as u64 + 10) {
+            tlb.insert(3, leaf(i << 12, false), i);
+        }
+        assert_eq!(tlb.len(), TLB_CAPACITY);
+        assert!(tlb.lookup(3, 0).is_none(), "oldest evicted");
+        assert!(tlb.lookup(3, (TLB_CAPACITY as u64 + 9) << 12).is_some());
+        tlb.clear();
+        assert!(tlb.is_empty());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Random tables against a reference map: every walk agrees with it.
+        #[test]
+        fn walker_matches_reference(
+            maps in prop::collection::vec((0u64..64, 0u64..8, any::<bool>(), any::<bool>()), 1..40),
+            probes in prop::collection::vec((0u64..64, 0u64..8, 0u64..0x20_0000), 1..60),
+        ) {
+            let (ram, mut t) = ram();
+            let m = ram.snapshot();
+            // VA space: 64 slots of 2 MiB spread over two L4 entries; each slot is either a
+            // huge page or holds up to 8 small pages.
+            let slot_va = |s: u64| (s % 32) * pte::HUGE_SIZE + (s / 32) * (1 << 39);
+            let mut reference: HashMap<u64, (bool, u64, bool)> = HashMap::new();
+            let mut huge_slots = HashMap::new();
+            let mut gpa_next = 0x40_0000u64;
+            for (slot, page, huge, w) in maps {
+                if huge_slots.contains_key(&slot) || (huge && reference.keys().any(|v| *v >= slot_va(slot) && *v < slot_va(slot) + pte::HUGE_SIZE)) {
+                    continue;
+                }
+                if huge {
+                    t.map_2m(&m, slot_va(slot), 0x60_0000, w);
+                    huge_slots.insert(slot, w);
+                } else {
+                    let va = slot_va(slot) + page * pte::PAGE_SIZE;
+                    let gpa = gpa_next;
+                    gpa_next += pte::PAGE_SIZE;
+                    t.map_4k(&m, va, gpa, w);
+                    reference.insert(va, (false, gpa, w));
+                }
+            }
+            for (slot, _page, off) in probes {
+                let va = slot_va(slot) + off;
+                let got = walk(&m, t.root, va);
+                if let Some(w) = huge_slots.get(&slot) {
+                    let l = got.unwrap();
+                    prop_assert!(l.huge);
+                    prop_assert_eq!(l.writable, *w);
+                    prop_assert_eq!(l.gpa_of(va), 0x60_0000 + off);
+                } else if let Some((_, gpa, w)) = reference.get(&(va & !0xfff)) {
+                    let l = got.unwrap();
+                    prop_assert!(!l.huge);
+                    prop_assert_eq!(l.writable, *w);
+                    prop_assert_eq!(l.gpa_of(va), gpa + (va & 0xfff));
+                } else {
+                    prop_assert!(matches!(got, Err(WalkError::NotPresent { .. })), "{:?}", got);
+                }
+            }
+        }
+
+        /// TLB against a reference set under random inserts and invalidations.
+        #[test]
+        fn tlb_matches_reference(ops in prop::collection::vec((0u8..3, 0u16..3, 0u64..64, 1u64..16, any::<bool>()), 1..200)) {
+            let mut tlb = Tlb::default();
+            let mut reference: HashMap<(u16, u64, bool), u64> = HashMap::new();
+            for (i, (op, ctx, page, npages, huge)) in ops.into_iter().enumerate() {
+                let size = if huge { pte::HUGE_SIZE } else { pte::PAGE_SIZE };
+                let va = (page * pte::PAGE_SIZE * 37) & !(size - 1);
+                match op {
+                    0 => {
+                        tlb.insert(ctx, Leaf { va, gpa: 0, huge, writable: false }, i as u64);
+                        reference.insert((ctx, va, huge), i as u64);
+                    }
+                    1 => {
+                        let end = va + npages * pte::PAGE_SIZE;
+                        let n = tlb.invalidate_range(ctx, va, end);
+                        let before = reference.len();
+                        reference.retain(|(c, v, h), _| {
+                            let s = if *h { pte::HUGE_SIZE } else { pte::PAGE_SIZE };
+                            !(*c == ctx && *v < end && v + s > va)
+                        });
+                        prop_assert_eq!(n, before - reference.len());
+                    }
+                    _ => {
+                        tlb.invalidate_ctx(ctx);
+                        reference.retain(|(c, _, _), _| *c != ctx);
+                    }
+                }
+                prop_assert_eq!(tlb.len(), reference.len());
+            }
+            for ((ctx, va, huge), seq) in &reference {
+                let e = tlb.lookup(*ctx, *va).unwrap();
+                if !*huge || !reference.contains_key(&(*ctx, *va, false)) {
+                    prop_assert_eq!(e.leaf.huge, *huge);
+                    prop_assert_eq!(e.seq, *seq);
+                }
+            }
+        }
+    }
+}

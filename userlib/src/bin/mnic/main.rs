@@ -1,0 +1,2 @@
+//! `mnic`: placeholder, replaced below.
+fn main() {}

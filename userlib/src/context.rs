@@ -1,0 +1,778 @@
+//! [`Context`]: one open `/dev/mnicN` file, i.e. one hardware context.
+
+use std::cell::OnceCell;
+use std::fs::OpenOptions;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::BitOr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use mnic_abi as abi;
+use mnic_abi::{caps, counter, reg_flags};
+
+use crate::buffer::DmaBuffer;
+use crate::error::{Error, Result};
+use crate::queue::{DoorbellMode, Queue, QueueConfig, WorkDone};
+use crate::sys::{self, DoorbellPage};
+use crate::work::Work;
+
+/// Access rights and modes of a registration (`MnicRegister::flags`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Access(u32);
+
+impl Access {
+    /// The device may read.
+    pub const READ: Access = Access(reg_flags::READ);
+    /// The device may write.
+    pub const WRITE: Access = Access(reg_flags::WRITE);
+    /// The device may read and write.
+    pub const READ_WRITE: Access = Access(reg_flags::READ | reg_flags::WRITE);
+    /// Baseline mode: pin every page now and fill the whole table (what a classic
+    /// pinned-memory NIC does). For measuring the cost of pinning, not for normal use.
+    pub const PINNED: Access = Access(reg_flags::PINNED);
+    /// Fill the device table now, without pinning (saves the first faults).
+    pub const PREFETCH: Access = Access(reg_flags::PREFETCH);
+
+    /// The raw flag bits.
+    pub fn bits(self) -> u32 {
+        self.0
+    }
+    /// From raw bits; `None` if an unknown bit is set.
+    pub fn from_bits(bits: u32) -> Option<Access> {
+        (bits & !reg_flags::ALL == 0).then_some(Access(bits))
+    }
+    /// True if every bit of `other` is set in `self`.
+    pub fn contains(self, other: Access) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl BitOr for Access {
+    type Output = Access;
+    fn bitor(self, rhs: Access) -> Access {
+        Access(self.0 | rhs.0)
+    }
+}
+
+/// Device capabilities (`CAPS` register).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Caps(pub u32);
+
+impl Caps {
+    /// Names of the known capability bits.
+    pub const NAMES: [(u32, &'static str); 4] = [
+        (caps::HUGE_2M, "huge_2m"),
+        (caps::TRAFFIC_GEN, "traffic_gen"),
+        (caps::STALE_CHECK, "stale_check"),
+        (caps::DOORBELL_BAR, "doorbell_bar"),
+    ];
+    /// True if `bit` (a `mnic_abi::caps` constant) is set.
+    pub fn has(self, bit: u32) -> bool {
+        self.0 & bit == bit
+    }
+    /// Names of the set bits, and `bitN` for unknown ones.
+    pub fn names(self) -> Vec<String> {
+        (0..32)
+            .filter(|i| self.0 & (1 << i) != 0)
+            .map(|i| {
+                Self::NAMES
+                    .iter()
+                    .find(|(b, _)| *b == 1 << i)
+                    .map_or_else(|| format!("bit{i}"), |(_, n)| (*n).to_owned())
+            })
+            .collect()
+    }
+}
+
+impl serde::Serialize for Caps {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        self.names().serialize(s)
+    }
+}
+
+/// Device and context identity and limits (`MNIC_IOC_INFO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Info {
+    /// User ABI version of the driver.
+    pub abi_version: u32,
+    /// Hardware version, major.
+    pub hw_major: u16,
+    /// Hardware version, minor.
+    pub hw_minor: u16,
+    /// Capabilities.
+    pub caps: Caps,
+    /// Hardware contexts of the device.
+    pub num_contexts: u32,
+    /// This context's index.
+    pub ctx: u32,
+    /// N of `/dev/mnicN`.
+    pub minor: u32,
+    /// Most registrations per context.
+    pub max_registrations: u32,
+}
+
+impl From<abi::MnicInfo> for Info {
+    fn from(i: abi::MnicInfo) -> Self {
+        Self {
+            abi_version: i.abi_version,
+            hw_major: (i.hw_version >> 16) as u16,
+            hw_minor: i.hw_version as u16,
+            caps: Caps(i.caps),
+            num_contexts: i.num_contexts,
+            ctx: i.ctx,
+            minor: i.minor,
+            max_registrations: i.max_registrations,
+        }
+    }
+}
+
+/// Device table entries over a range (`MNIC_IOC_QUERY`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+pub struct TableEntries {
+    /// Valid 4 KiB leaves in the range.
+    pub valid_4k: u64,
+    /// Valid 2 MiB leaves overlapping the range.
+    pub valid_2m: u64,
+    /// Of those, writable leaves.
+    pub writable: u64,
+    /// Pages of the range pinned by PINNED registrations.
+    pub pinned: u64,
+}
+
+impl TableEntries {
+    /// Total valid leaves (4 KiB and 2 MiB).
+    pub fn valid(&self) -> u64 {
+        self.valid_4k + self.valid_2m
+    }
+}
+
+/// Names and values of the per-context driver counters (`MNIC_IOC_CTX_STATS`), in
+/// structure order.
+pub fn ctx_stats_fields(s: &abi::MnicCtxStats) -> [(&'static str, u64); 14] {
+    [
+        ("registrations", s.registrations),
+        ("mapped_4k", s.mapped_4k),
+        ("mapped_2m", s.mapped_2m),
+        ("pinned_pages", s.pinned_pages),
+        ("faults", s.faults),
+        ("resumes", s.resumes),
+        ("aborts", s.aborts),
+        ("invalidations", s.invalidations),
+        ("entries_invalidated", s.entries_invalidated),
+        ("sync_waits", s.sync_waits),
+        ("sync_wait_ns", s.sync_wait_ns),
+        ("sync_wait_max_ns", s.sync_wait_max_ns),
+        ("work_done", s.work_done),
+        ("fault_retries", s.fault_retries),
+    ]
+}
+
+/// The device counters (`MNIC_IOC_DEV_STATS`, spec §10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DevCounters(pub abi::MnicDevStats);
+
+impl DevCounters {
+    /// Counter `i` (a `mnic_abi::counter` constant); 0 for undefined slots.
+    pub fn get(&self, i: u32) -> u64 {
+        self.0.counters.get(i as usize).copied().unwrap_or(0)
+    }
+    /// The defined counters with their names (`mnic_abi::counter::NAMES`).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        counter::NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (*n, self.0.counters[i]))
+    }
+    /// `self - earlier` per counter (wrapping), except `tlb_entries`, a level, which is
+    /// kept as is.
+    pub fn since(&self, earlier: &DevCounters) -> DevCounters {
+        let mut d = *self;
+        for (i, c) in d.0.counters.iter_mut().enumerate() {
+            if i != counter::TLB_ENTRIES as usize {
+                *c = c.wrapping_sub(earlier.0.counters[i]);
+            }
+        }
+        d
+    }
+}
+
+/// How the context rings its doorbell, once queues are set up.
+#[derive(Debug)]
+enum Doorbell {
+    Mapped(DoorbellPage),
+    Syscall,
+}
+
+/// One hardware context: an open `/dev/mnicN` file.
+///
+/// Everything the device does for this process goes through its context: memory
+/// registrations ([`register`](Self::register)), the work and completion queues
+/// ([`setup_queues`](Self::setup_queues), [`post`](Self::post),
+/// [`poll`](Self::poll), [`wait`](Self::wait)), translation prefetch and queries, and
+/// counters. Dropping the context closes the file: the driver disables the context
+/// behind a SYNC and drops every registration.
+///
+/// The context belongs to the process (mm) that opened it. After `fork`, a child must
+/// not use an inherited context: it still addresses the parent's memory. The library
+/// makes dropping one in the child harmless (registrations are not deregistered from a
+/// process other than the opener), but a child should open its own context.
+///
+/// Methods take `&self` so that live [`Registration`]s (which borrow the context) do not
+/// get in the way of posting work; the ring state is behind a `RefCell`, so a
+/// `Context` is `Send` but not `Sync`.
+#[derive(Debug)]
+pub struct Context {
+    // Field order is drop order: the doorbell mapping holds a file reference, so it
+    // goes first; then the file closes (the driver tears the context down, fenced by a
+    // SYNC); only then is the queue memory unmapped.
+    doorbell: OnceCell<Doorbell>,
+    fd: OwnedFd,
+    queue: OnceCell<Queue>,
+    info: Info,
+    path: PathBuf,
+    owner: i32,
+}
+
+/// Longest single `MNIC_IOC_WAIT` sleep: `WORK_DONE` events can be dropped when the
+/// event queue overflows (spec §9), so a waiter re-checks its completion queue at least
+/// this often.
+const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+impl Context {
+    /// Opens `path` as a new context and reads its [`Info`].
+    ///
+    /// # Errors
+    /// See [`Device::open`](crate::Device::open).
+    pub fn open(path: &Path) -> Result<Context> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|source| match source.kind() {
+                io::ErrorKind::NotFound => Error::NoDevice(Some(path.to_owned())),
+                _ => Error::Open {
+                    path: path.to_owned(),
+                    source,
+                },
+            })?;
+        let fd = OwnedFd::from(file);
+        let mut raw = abi::MnicInfo::default();
+        sys::ioctl(fd.as_fd(), &mut raw)?;
+        if raw.abi_version != abi::UABI_VERSION {
+            return Err(Error::AbiMismatch {
+                driver: raw.abi_version,
+                library: abi::UABI_VERSION,
+            });
+        }
+        Ok(Context {
+            doorbell: OnceCell::new(),
+            fd,
+            queue: OnceCell::new(),
+            info: raw.into(),
+            path: path.to_owned(),
+            owner: sys::getpid(),
+        })
+    }
+
+    /// Identity and limits of the device and of this context (read at open).
+    pub fn info(&self) -> &Info {
+        &self.info
+    }
+
+    /// The device node this context was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True when called from the process that opened the context.
+    pub fn is_owner(&self) -> bool {
+        sys::getpid() == self.owner
+    }
+
+    // ------------------------------------------------------------ registration
+
+    /// Registers all of `buf` with `access`; the registration lives until the returned
+    /// value is dropped and cannot outlive the buffer or the context.
+    ///
+    /// # Errors
+    /// [`Error::TooManyRegistrations`], [`Error::InvalidArgument`] (bad flags),
+    /// [`Error::DeviceGone`], or what pinning fails with for [`Access::PINNED`].
+    pub fn register<'a>(&'a self, buf: &'a DmaBuffer, access: Access) -> Result<Registration<'a>> {
+        self.register_range(buf, 0, buf.len(), access)
+    }
+
+    /// Registers `len` bytes of `buf` from `offset` (page aligned; `len` is rounded up
+    /// to whole pages).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a misaligned or out-of-range part; else as
+    /// [`register`](Self::register).
+    pub fn register_range<'a>(
+        &'a self,
+        buf: &'a DmaBuffer,
+        offset: usize,
+        len: usize,
+        access: Access,
+    ) -> Result<Registration<'a>> {
+        let page = sys::page_size();
+        let len = len.next_multiple_of(page);
+        if offset % page != 0 || len == 0 || offset.checked_add(len).is_none_or(|e| e > buf.len()) {
+            return Err(Error::InvalidInput(
+                "registration must be whole pages inside the buffer",
+            ));
+        }
+        // SAFETY: the range is inside `buf`, whose contents Rust only touches through
+        // volatile copies, and the returned registration borrows `buf` for 'a, so the
+        // memory stays mapped (and is not reused) while it is registered.
+        unsafe { self.register_raw(buf.va_at(offset), len as u64, access) }
+    }
+
+    /// Registers `[addr, addr + len)` (page aligned, whole pages) of this process.
+    ///
+    /// The driver never pins (except with [`Access::PINNED`]): it follows the page
+    /// tables, so the range need not even be mapped yet, and munmap, swap-out or fork
+    /// of it are handled. What the *library* cannot check is how Rust code uses the
+    /// memory while the device may access it.
+    ///
+    /// # Safety
+    /// Until the returned registration is dropped:
+    /// - any work item posted on this context may make the device read and (with
+    ///   [`Access::WRITE`]) write the range at any time, behind the compiler's back. No
+    ///   Rust reference (`&T`, `&mut T`, slices) to memory in the range may be live
+    ///   while work that could touch it is in flight; access it only through raw
+    ///   pointers with volatile or copy semantics, or when nothing is in flight;
+    /// - the range must not be unmapped and then reused for other Rust objects (for
+    ///   example by the allocator), because the registration would then cover them: the
+    ///   device follows whatever is mapped at the address. Deregister first.
+    ///
+    /// # Errors
+    /// As [`register`](Self::register); [`Error::InvalidArgument`] for an unaligned,
+    /// empty or wrapping range.
+    pub unsafe fn register_raw(
+        &self,
+        addr: u64,
+        len: u64,
+        access: Access,
+    ) -> Result<Registration<'_>> {
+        let mut r = abi::MnicRegister {
+            addr,
+            len,
+            flags: access.bits(),
+            handle: 0,
+        };
+        sys::ioctl(self.fd.as_fd(), &mut r)?;
+        Ok(Registration {
+            ctx: self,
+            handle: r.handle,
+            addr,
+            len,
+            access,
+            _mem: PhantomData,
+        })
+    }
+
+    fn deregister_handle(&self, handle: u32) -> Result<()> {
+        let mut h = abi::MnicHandle { handle, rsvd: 0 };
+        sys::ioctl(self.fd.as_fd(), &mut h)
+    }
+
+    /// Fills the device's translations for `[addr, addr + len)` now (the range must be
+    /// registered). With `write`, writable translations are made, which breaks
+    /// copy-on-write sharing now rather than at the device's first write.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad range, [`Error::BadAddress`] if it is not
+    /// mapped or not registered with the needed access.
+    pub fn prefetch(&self, addr: u64, len: u64, write: bool) -> Result<()> {
+        let mut r = abi::MnicRange {
+            addr,
+            len,
+            flags: if write { abi::RANGE_FLAG_WRITE } else { 0 },
+            rsvd: 0,
+        };
+        sys::ioctl(self.fd.as_fd(), &mut r)
+    }
+
+    /// Counts the valid device table entries over `[addr, addr + len)` (page aligned).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad range.
+    pub fn query(&self, addr: u64, len: u64) -> Result<TableEntries> {
+        let mut q = abi::MnicQuery {
+            addr,
+            len,
+            ..Default::default()
+        };
+        sys::ioctl(self.fd.as_fd(), &mut q)?;
+        Ok(TableEntries {
+            valid_4k: q.valid_4k,
+            valid_2m: q.valid_2m,
+            writable: q.writable,
+            pinned: q.pinned,
+        })
+    }
+
+    /// [`query`](Self::query) over a whole buffer.
+    pub fn query_buffer(&self, buf: &DmaBuffer) -> Result<TableEntries> {
+        self.query(buf.va(), buf.len() as u64)
+    }
+
+    // ------------------------------------------------------------ counters
+
+    /// This context's driver counters.
+    pub fn ctx_stats(&self) -> Result<abi::MnicCtxStats> {
+        let mut s = abi::MnicCtxStats::default();
+        sys::ioctl(self.fd.as_fd(), &mut s)?;
+        Ok(s)
+    }
+
+    /// The device's counters.
+    pub fn dev_stats(&self) -> Result<DevCounters> {
+        let mut s = abi::MnicDevStats::default();
+        sys::ioctl(self.fd.as_fd(), &mut s)?;
+        Ok(DevCounters(s))
+    }
+
+    // ------------------------------------------------------------ queues
+
+    /// Allocates and registers the work and completion queues, hands them to the driver
+    /// (`MNIC_IOC_SETUP_QUEUES`, which enables the context) and sets up the doorbell.
+    /// Once per context.
+    ///
+    /// # Errors
+    /// [`Error::QueuesBusy`] if already done, [`Error::InvalidInput`] for sizes out of
+    /// range, the errors of registration and `SETUP_QUEUES`, and with
+    /// [`DoorbellMode::Mapped`] the error of the doorbell mmap.
+    pub fn setup_queues(&self, cfg: QueueConfig) -> Result<()> {
+        if self.queue.get().is_some() {
+            return Err(Error::QueuesBusy { op: "SETUP_QUEUES" });
+        }
+        let q = Queue::new(cfg)?;
+        // Registered READ|WRITE: the device reads descriptors and writes completions
+        // through this context's translation. The registration is never removed: it
+        // ends with the context (the queue memory outlives the file, see field order).
+        let mut r = abi::MnicRegister {
+            addr: q.mem().va(),
+            len: q.mem().len() as u64,
+            flags: reg_flags::READ | reg_flags::WRITE | reg_flags::PREFETCH,
+            handle: 0,
+        };
+        sys::ioctl(self.fd.as_fd(), &mut r)?;
+        let mut setup = abi::MnicQueues {
+            wq_addr: q.wq_va(),
+            cq_addr: q.cq_va(),
+            wq_size_log2: cfg.wq_log2.into(),
+            cq_size_log2: cfg.cq_log2.into(),
+        };
+        if let Err(e) = sys::ioctl(self.fd.as_fd(), &mut setup) {
+            let _ = self.deregister_handle(r.handle);
+            return Err(e);
+        }
+        let doorbell = match cfg.doorbell {
+            DoorbellMode::Syscall => Doorbell::Syscall,
+            DoorbellMode::Mapped => Doorbell::Mapped(DoorbellPage::map(self.fd.as_fd())?),
+            DoorbellMode::Auto => DoorbellPage::map(self.fd.as_fd())
+                .map(Doorbell::Mapped)
+                .unwrap_or(Doorbell::Syscall),
+        };
+        let _ = self.doorbell.set(doorbell);
+        let _ = self.queue.set(q);
+        Ok(())
+    }
+
+    fn queue(&self) -> Result<&Queue> {
+        self.queue.get().ok_or(Error::QueuesNotSetUp)
+    }
+
+    /// The queue configuration, once set up.
+    pub fn queue_config(&self) -> Option<QueueConfig> {
+        let mut c = *self.queue.get()?.config();
+        c.doorbell = match self.doorbell.get()? {
+            Doorbell::Mapped(_) => DoorbellMode::Mapped,
+            Doorbell::Syscall => DoorbellMode::Syscall,
+        };
+        Some(c)
+    }
+
+    /// Writes `work` into the work queue without ringing the doorbell (batch several,
+    /// then [`ring`](Self::ring)); returns its tag.
+    ///
+    /// # Errors
+    /// [`Error::QueuesNotSetUp`]; [`Error::QueueFull`] when
+    /// [`outstanding_limit`](Self::outstanding_limit) items are outstanding (consume
+    /// completions first).
+    pub fn push(&self, work: &Work) -> Result<u64> {
+        self.queue()?.push(work)
+    }
+
+    /// Tells the device about every pushed descriptor: one 32-bit store to the mapped
+    /// doorbell, or `MNIC_IOC_POST`. Does nothing if nothing was pushed since.
+    ///
+    /// # Errors
+    /// [`Error::QueuesNotSetUp`]; the errors of `MNIC_IOC_POST` (the next ring retries).
+    pub fn ring(&self) -> Result<()> {
+        let q = self.queue()?;
+        let prev = q.rung();
+        let Some(tail) = q.take_tail() else {
+            return Ok(());
+        };
+        match self.doorbell.get() {
+            Some(Doorbell::Mapped(page)) => page.ring(tail),
+            _ => {
+                let mut p = abi::MnicPost {
+                    wq_tail: tail,
+                    rsvd: 0,
+                };
+                if let Err(e) = sys::ioctl(self.fd.as_fd(), &mut p) {
+                    q.unring(prev);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`push`](Self::push) then [`ring`](Self::ring); returns the item's tag.
+    pub fn post(&self, work: &Work) -> Result<u64> {
+        let tag = self.push(work)?;
+        self.ring()?;
+        Ok(tag)
+    }
+
+    /// Consumes the next completion if the device has written one (never blocks).
+    ///
+    /// # Errors
+    /// [`Error::QueuesNotSetUp`].
+    pub fn poll(&self) -> Result<Option<WorkDone>> {
+        Ok(self.queue()?.poll())
+    }
+
+    /// Waits for the next completion, sleeping in `MNIC_IOC_WAIT` when the oldest
+    /// outstanding notifying item has not completed yet; `None` waits without limit.
+    /// Completions come in posting order.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`], [`Error::Interrupted`] (a signal; call again),
+    /// [`Error::NothingToWaitFor`] if nothing is outstanding,
+    /// [`Error::DeviceGone`], [`Error::QueuesNotSetUp`].
+    pub fn wait(&self, timeout: Option<Duration>) -> Result<WorkDone> {
+        let q = self.queue()?;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(d) = q.poll() {
+                return Ok(d);
+            }
+            if q.outstanding() == 0 {
+                return Err(Error::NothingToWaitFor);
+            }
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(Instant::now()),
+                None => WAIT_SLICE,
+            };
+            if left.is_zero() {
+                return Err(Error::TimedOut { op: "wait" });
+            }
+            let slice = left.min(WAIT_SLICE);
+            match q.wait_target() {
+                Some(target) => match self.wait_events(target, slice) {
+                    Ok(_) | Err(Error::TimedOut { .. }) => {}
+                    Err(e) => return Err(e),
+                },
+                // Only items without NOTIFY are outstanding: nothing to sleep on.
+                None => std::thread::sleep(slice.min(Duration::from_micros(50))),
+            }
+        }
+    }
+
+    /// Posts `work` on an idle queue and waits for its completion; `Ok(bytes)` if it
+    /// succeeded.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] if other work is outstanding; [`Error::Work`] if the
+    /// item failed; else as [`post`](Self::post) and [`wait`](Self::wait).
+    pub fn run(&self, work: &Work, timeout: Option<Duration>) -> Result<u64> {
+        if self.outstanding() != 0 {
+            return Err(Error::InvalidInput("run() needs an idle queue"));
+        }
+        self.post(&work.notify(true))?;
+        self.wait(timeout)?.result()
+    }
+
+    /// Raw `MNIC_IOC_WAIT`: sleeps until this context's `WORK_DONE` count reaches
+    /// `target` or `timeout` passes (rounded up to milliseconds; zero does not sleep);
+    /// returns the count.
+    ///
+    /// # Errors
+    /// [`Error::TimedOut`], [`Error::Interrupted`], [`Error::DeviceGone`].
+    pub fn wait_events(&self, target: u64, timeout: Duration) -> Result<u64> {
+        let ms = timeout.as_nanos().div_ceil(1_000_000);
+        let mut w = abi::MnicWait {
+            target,
+            count: 0,
+            timeout_ms: u32::try_from(ms).unwrap_or(u32::MAX),
+            rsvd: 0,
+        };
+        sys::ioctl(self.fd.as_fd(), &mut w)?;
+        Ok(w.count)
+    }
+
+    /// Work items posted whose completion has not been consumed.
+    pub fn outstanding(&self) -> u32 {
+        self.queue.get().map_or(0, Queue::outstanding)
+    }
+
+    /// Most work items that may be outstanding (0 before queues are set up); see
+    /// [`QueueConfig::outstanding_limit`].
+    pub fn outstanding_limit(&self) -> u32 {
+        self.queue.get().map_or(0, Queue::limit)
+    }
+}
+
+impl AsFd for Context {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// A registered range; deregistered when dropped (`MNIC_IOC_DEREGISTER`, whose
+/// translations go behind a SYNC).
+///
+/// It borrows the [`Context`] and, when made by [`Context::register`], the
+/// [`DmaBuffer`] it covers, so it cannot outlive either: the device can never be left
+/// with a registration over memory that Rust has freed and reused.
+#[derive(Debug)]
+pub struct Registration<'a> {
+    ctx: &'a Context,
+    /// 0 once deregistered (the driver never hands out 0).
+    handle: u32,
+    addr: u64,
+    len: u64,
+    access: Access,
+    _mem: PhantomData<&'a DmaBuffer>,
+}
+
+impl Registration<'_> {
+    /// The driver's handle.
+    pub fn handle(&self) -> u32 {
+        self.handle
+    }
+    /// Start address.
+    pub fn addr(&self) -> u64 {
+        self.addr
+    }
+    /// Length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    /// Always false (registrations cover at least one page).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    /// The flags it was registered with.
+    pub fn access(&self) -> Access {
+        self.access
+    }
+    /// [`Context::prefetch`] over the whole registration.
+    pub fn prefetch(&self, write: bool) -> Result<()> {
+        self.ctx.prefetch(self.addr, self.len, write)
+    }
+    /// [`Context::query`] over the whole registration.
+    pub fn query(&self) -> Result<TableEntries> {
+        self.ctx.query(self.addr, self.len)
+    }
+    /// Deregisters now and reports the driver's answer (dropping ignores it).
+    pub fn deregister(mut self) -> Result<()> {
+        let h = std::mem::take(&mut self.handle);
+        self.ctx.deregister_handle(h)
+    }
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        // In a forked child the file is the parent's context: leave it alone.
+        if self.handle != 0 && self.ctx.is_owner() {
+            let _ = self.ctx.deregister_handle(self.handle);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_bits() {
+        let a = Access::READ | Access::WRITE;
+        assert_eq!(a, Access::READ_WRITE);
+        assert!(a.contains(Access::WRITE));
+        assert!(!a.contains(Access::PINNED));
+        assert_eq!(
+            (a | Access::PINNED | Access::PREFETCH).bits(),
+            reg_flags::ALL
+        );
+        assert_eq!(Access::from_bits(1 << 9), None);
+        assert_eq!(Access::from_bits(3), Some(Access::READ_WRITE));
+    }
+
+    #[test]
+    fn caps_and_info() {
+        let i = Info::from(abi::MnicInfo {
+            abi_version: 1,
+            hw_version: 0x0001_0002,
+            caps: caps::ALL | 1 << 9,
+            num_contexts: 256,
+            ctx: 3,
+            minor: 0,
+            max_registrations: 1024,
+            rsvd: 0,
+        });
+        assert_eq!((i.hw_major, i.hw_minor), (1, 2));
+        assert!(i.caps.has(caps::TRAFFIC_GEN));
+        assert_eq!(
+            i.caps.names(),
+            [
+                "huge_2m",
+                "traffic_gen",
+                "stale_check",
+                "doorbell_bar",
+                "bit9"
+            ]
+        );
+        let j = serde_json::to_value(i).unwrap();
+        assert_eq!(j["caps"][1], "traffic_gen");
+        assert_eq!(j["max_registrations"], 1024);
+    }
+
+    #[test]
+    fn dev_counters_names_and_delta() {
+        let mut a = abi::MnicDevStats::default();
+        let mut b = abi::MnicDevStats::default();
+        a.counters[counter::FAULTS as usize] = 5;
+        b.counters[counter::FAULTS as usize] = 12;
+        a.counters[counter::TLB_ENTRIES as usize] = 100;
+        b.counters[counter::TLB_ENTRIES as usize] = 40;
+        let d = DevCounters(b).since(&DevCounters(a));
+        assert_eq!(d.get(counter::FAULTS), 7);
+        assert_eq!(d.get(counter::TLB_ENTRIES), 40);
+        assert_eq!(d.get(99), 0);
+        let names: Vec<_> = d.iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), counter::COUNT as usize);
+        assert_eq!(names[counter::FAULTS as usize], "faults");
+    }
+
+    #[test]
+    fn ctx_stats_field_names() {
+        let s = abi::MnicCtxStats {
+            faults: 3,
+            fault_retries: 9,
+            ..Default::default()
+        };
+        let f = ctx_stats_fields(&s);
+        assert_eq!(f[4], ("faults", 3));
+        assert_eq!(f[13], ("fault_retries", 9));
+    }
+}

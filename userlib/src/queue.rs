@@ -1,0 +1,572 @@
+//! Work queue and completion queue in user memory (spec §11): ring arithmetic, the
+//! phase-bit convention, and the outstanding-items limit.
+//!
+//! Nothing here makes a system call; [`Context`](crate::Context) adds the ioctls and
+//! the doorbell. That keeps the ring logic testable without a device: the unit tests
+//! play the device on plain memory.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::mem::size_of;
+
+use mnic_abi::{completion, Completion, WorkDesc, RING_LOG2_MAX, RING_LOG2_MIN};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::buffer::DmaBuffer;
+use crate::error::{Error, Result, WorkError};
+use crate::sys;
+use crate::work::Work;
+
+/// How a [`Context`](crate::Context) rings its doorbell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DoorbellMode {
+    /// Map the doorbell page; fall back to [`Syscall`](Self::Syscall) if mmap fails.
+    #[default]
+    Auto,
+    /// Map the doorbell page (mmap offset 0) and store `WQ_TAIL` directly; fail if the
+    /// mapping is refused.
+    Mapped,
+    /// Ring through `MNIC_IOC_POST` (one system call per doorbell).
+    Syscall,
+}
+
+/// Sizes of the work and completion queues, and how to ring the doorbell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueConfig {
+    /// log2 of work-queue entries (64 bytes each), 4..=12.
+    pub wq_log2: u8,
+    /// log2 of completion-queue entries (32 bytes each), 4..=12.
+    pub cq_log2: u8,
+    /// Doorbell mechanism.
+    pub doorbell: DoorbellMode,
+}
+
+impl Default for QueueConfig {
+    /// 256 work entries, 256 completion entries, mapped doorbell with fallback.
+    fn default() -> Self {
+        Self {
+            wq_log2: 8,
+            cq_log2: 8,
+            doorbell: DoorbellMode::Auto,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Checks the sizes against `RING_LOG2_MIN..=RING_LOG2_MAX`.
+    pub fn validate(&self) -> Result<()> {
+        let ok = |l: u8| (RING_LOG2_MIN..=RING_LOG2_MAX).contains(&l);
+        if ok(self.wq_log2) && ok(self.cq_log2) {
+            Ok(())
+        } else {
+            Err(Error::InvalidInput(
+                "queue sizes must be 2^4..=2^12 entries",
+            ))
+        }
+    }
+
+    /// Most work items that may be outstanding (posted, completion not yet consumed).
+    ///
+    /// The completion queue has no head register, so it must have room for every
+    /// outstanding item: at most `cq_entries` (spec §11). The work queue's producer
+    /// index is taken modulo its size, so a full ring (tail == head) would look empty
+    /// to the device: at most `wq_entries - 1`.
+    pub fn outstanding_limit(&self) -> u32 {
+        (1u32 << self.cq_log2).min((1u32 << self.wq_log2) - 1)
+    }
+
+    /// Byte offset of the completion queue in the queue memory (page aligned).
+    pub(crate) fn cq_offset(&self) -> usize {
+        let wq = size_of::<WorkDesc>() << self.wq_log2;
+        wq.next_multiple_of(sys::page_size())
+    }
+
+    /// Bytes of queue memory: work queue, padding to a page, completion queue.
+    pub(crate) fn mem_len(&self) -> usize {
+        self.cq_offset() + (size_of::<Completion>() << self.cq_log2)
+    }
+}
+
+/// Producer index of the work queue. `tail` runs free; the slot and the doorbell value
+/// are taken modulo the ring size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WqRing {
+    log2: u8,
+    tail: u64,
+}
+
+impl WqRing {
+    pub(crate) fn new(log2: u8) -> Self {
+        Self { log2, tail: 0 }
+    }
+    fn mask(&self) -> u64 {
+        (1u64 << self.log2) - 1
+    }
+    /// Slot the next descriptor goes to.
+    pub(crate) fn slot(&self) -> usize {
+        (self.tail & self.mask()) as usize
+    }
+    pub(crate) fn advance(&mut self) {
+        self.tail = self.tail.wrapping_add(1);
+    }
+    /// Value for `WQ_TAIL`: the producer index modulo the ring size.
+    pub(crate) fn doorbell(&self) -> u32 {
+        (self.tail & self.mask()) as u32
+    }
+}
+
+/// Consumer index of the completion queue and the phase it expects.
+///
+/// The device writes phase 1 on its first pass through the ring, 0 on the second, and
+/// so on; the ring starts zeroed, so an entry is new when its phase bit equals the
+/// expected phase of the consumer's current pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct CqRing {
+    log2: u8,
+    head: u64,
+}
+
+impl CqRing {
+    pub(crate) fn new(log2: u8) -> Self {
+        Self { log2, head: 0 }
+    }
+    pub(crate) fn slot(&self) -> usize {
+        (self.head & ((1u64 << self.log2) - 1)) as usize
+    }
+    /// Phase bit of new entries in the current pass: 1 on even passes (first is 0).
+    pub(crate) fn phase(&self) -> bool {
+        (self.head >> self.log2) & 1 == 0
+    }
+    /// True if an entry with these `flags` at [`slot`](Self::slot) is new.
+    pub(crate) fn is_new(&self, flags: u16) -> bool {
+        (flags & completion::FLAG_PHASE != 0) == self.phase()
+    }
+    pub(crate) fn advance(&mut self) {
+        self.head = self.head.wrapping_add(1);
+    }
+}
+
+/// Bookkeeping of outstanding items, oldest first: each item's notify ordinal (the
+/// per-context count of `WORK_DONE` events that its completion brings the total to),
+/// or `None` for items posted without [`Work::notify`].
+#[derive(Debug)]
+pub(crate) struct Outstanding {
+    limit: u32,
+    items: VecDeque<Option<u64>>,
+    notify_posted: u64,
+}
+
+impl Outstanding {
+    pub(crate) fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            items: VecDeque::with_capacity(limit as usize),
+            notify_posted: 0,
+        }
+    }
+    pub(crate) fn len(&self) -> u32 {
+        self.items.len() as u32
+    }
+    pub(crate) fn limit(&self) -> u32 {
+        self.limit
+    }
+    /// Refuses if one more item would exceed the limit.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.len() >= self.limit {
+            Err(Error::QueueFull {
+                outstanding: self.len(),
+                limit: self.limit,
+            })
+        } else {
+            Ok(())
+        }
+    }
+    pub(crate) fn push(&mut self, notify: bool) {
+        let ord = notify.then(|| {
+            self.notify_posted += 1;
+            self.notify_posted
+        });
+        self.items.push_back(ord);
+    }
+    pub(crate) fn pop(&mut self) {
+        self.items.pop_front();
+    }
+    /// `WORK_DONE` count to wait for so that the oldest notifying item has completed.
+    pub(crate) fn wait_target(&self) -> Option<u64> {
+        self.items.iter().flatten().next().copied()
+    }
+}
+
+/// A consumed completion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkDone {
+    /// The descriptor's tag.
+    pub tag: u64,
+    /// Bytes copied (COPY) or operations done (TRAFFIC); for a failed item, what was
+    /// done before the failure.
+    pub bytes: u64,
+    /// `None` on success, else why the item failed.
+    pub error: Option<WorkError>,
+    /// VA of the access that failed, or 0.
+    pub fault_va: u64,
+}
+
+impl WorkDone {
+    /// Decodes a raw completion entry.
+    pub fn from_raw(c: &Completion) -> Self {
+        Self {
+            tag: c.tag,
+            bytes: c.bytes,
+            error: WorkError::from_status(c.status, c.detail),
+            fault_va: c.fault_va,
+        }
+    }
+
+    /// True if the item succeeded.
+    pub fn is_ok(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// `Ok(bytes)` on success, [`Error::Work`] otherwise.
+    pub fn result(&self) -> Result<u64> {
+        match self.error {
+            None => Ok(self.bytes),
+            Some(error) => Err(Error::Work {
+                tag: self.tag,
+                error,
+                fault_va: self.fault_va,
+            }),
+        }
+    }
+}
+
+/// Ring state behind a `RefCell` (a context is used from one thread at a time).
+#[derive(Debug)]
+struct State {
+    wq: WqRing,
+    cq: CqRing,
+    outstanding: Outstanding,
+    next_tag: u64,
+    /// Last value given to the doorbell.
+    rung: u32,
+}
+
+/// The queue memory of a context and its ring state.
+///
+/// # Invariants
+/// `mem` holds the work queue at offset 0 and the completion queue at `cq_off`, sized
+/// by `cfg`; it stays mapped as long as the context can use it (the context owns it and
+/// closes its file first).
+#[derive(Debug)]
+pub(crate) struct Queue {
+    mem: DmaBuffer,
+    cfg: QueueConfig,
+    cq_off: usize,
+    state: RefCell<State>,
+}
+
+impl Queue {
+    /// Allocates zeroed queue memory for `cfg` (the caller registers it and hands it to
+    /// the driver).
+    pub(crate) fn new(cfg: QueueConfig) -> Result<Self> {
+        cfg.validate()?;
+        let mem = DmaBuffer::new(cfg.mem_len())?;
+        Ok(Self {
+            mem,
+            cfg,
+            cq_off: cfg.cq_offset(),
+            state: RefCell::new(State {
+                wq: WqRing::new(cfg.wq_log2),
+                cq: CqRing::new(cfg.cq_log2),
+                outstanding: Outstanding::new(cfg.outstanding_limit()),
+                next_tag: 1,
+                rung: 0,
+            }),
+        })
+    }
+
+    pub(crate) fn mem(&self) -> &DmaBuffer {
+        &self.mem
+    }
+    pub(crate) fn wq_va(&self) -> u64 {
+        self.mem.va()
+    }
+    pub(crate) fn cq_va(&self) -> u64 {
+        self.mem.va_at(self.cq_off)
+    }
+    pub(crate) fn config(&self) -> &QueueConfig {
+        &self.cfg
+    }
+
+    /// Writes `work` into the next WQ slot (without ringing); returns its tag.
+    pub(crate) fn push(&self, work: &Work) -> Result<u64> {
+        let mut st = self.state.borrow_mut();
+        st.outstanding.check()?;
+        let tag = work.tag().unwrap_or(st.next_tag);
+        st.next_tag = st.next_tag.wrapping_add(1);
+        let mut desc = *work.desc();
+        desc.tag = tag;
+        let off = st.wq.slot() * size_of::<WorkDesc>();
+        self.mem.write_from(off, desc.as_bytes());
+        st.wq.advance();
+        st.outstanding.push(work.notifies());
+        Ok(tag)
+    }
+
+    /// The tail to give the doorbell, if it moved since the last call.
+    pub(crate) fn take_tail(&self) -> Option<u32> {
+        let mut st = self.state.borrow_mut();
+        let t = st.wq.doorbell();
+        (t != st.rung).then(|| {
+            st.rung = t;
+            t
+        })
+    }
+
+    /// Forgets that `tail` was rung (the doorbell failed): the next ring retries it.
+    pub(crate) fn unring(&self, previous: u32) {
+        self.state.borrow_mut().rung = previous;
+    }
+
+    /// The tail last given to the doorbell.
+    pub(crate) fn rung(&self) -> u32 {
+        self.state.borrow().rung
+    }
+
+    /// Consumes the next completion if the device has written it.
+    pub(crate) fn poll(&self) -> Option<WorkDone> {
+        let mut st = self.state.borrow_mut();
+        let off = self.cq_off + st.cq.slot() * size_of::<Completion>();
+        // `status: u16, flags: u16, detail: u32` form the little-endian u64 at +8.
+        let flags = (self.mem.read_u64(off + 8) >> 16) as u16;
+        if !st.cq.is_new(flags) {
+            return None;
+        }
+        // Read the body only after seeing the phase bit.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+        let mut raw = [0u8; size_of::<Completion>()];
+        self.mem.read_into(off, &mut raw);
+        let c = Completion::read_from_bytes(&raw).unwrap_or_default();
+        st.cq.advance();
+        st.outstanding.pop();
+        Some(WorkDone::from_raw(&c))
+    }
+
+    pub(crate) fn outstanding(&self) -> u32 {
+        self.state.borrow().outstanding.len()
+    }
+    pub(crate) fn limit(&self) -> u32 {
+        self.state.borrow().outstanding.limit()
+    }
+    pub(crate) fn wait_target(&self) -> Option<u64> {
+        self.state.borrow().outstanding.wait_target()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use mnic_abi::work;
+
+    /// Plays the device: executes descriptors between its head and `tail`, writing
+    /// completions with the phase convention.
+    pub(crate) struct FakeDevice {
+        wq_head: u64,
+        cq_tail: u64,
+    }
+
+    impl FakeDevice {
+        pub(crate) fn new() -> Self {
+            Self {
+                wq_head: 0,
+                cq_tail: 0,
+            }
+        }
+        /// Completes every descriptor up to doorbell value `tail`; returns how many.
+        pub(crate) fn run(&mut self, q: &Queue, tail: u32) -> usize {
+            let wq_n = 1u64 << q.cfg.wq_log2;
+            let cq_n = 1u64 << q.cfg.cq_log2;
+            let mut n = 0;
+            while (self.wq_head % wq_n) as u32 != tail {
+                let mut raw = [0u8; 64];
+                q.mem
+                    .read_into((self.wq_head % wq_n) as usize * 64, &mut raw);
+                let d = WorkDesc::read_from_bytes(&raw).unwrap();
+                let phase = (self.cq_tail / cq_n) % 2 == 0;
+                let c = Completion {
+                    tag: d.tag,
+                    status: if d.opcode == work::NOP { 0 } else { 1 },
+                    flags: u16::from(phase),
+                    detail: if d.opcode == work::NOP { 0 } else { 14 },
+                    bytes: u64::from(d.len),
+                    fault_va: d.src,
+                };
+                let off = q.cq_off + (self.cq_tail % cq_n) as usize * 32;
+                q.mem.write_from(off, c.as_bytes());
+                self.wq_head += 1;
+                self.cq_tail += 1;
+                n += 1;
+            }
+            n
+        }
+    }
+
+    fn cfg(wq: u8, cq: u8) -> QueueConfig {
+        QueueConfig {
+            wq_log2: wq,
+            cq_log2: cq,
+            doorbell: DoorbellMode::Syscall,
+        }
+    }
+
+    #[test]
+    fn wq_index_wraps() {
+        let mut r = WqRing::new(4);
+        for i in 0..40u64 {
+            assert_eq!(r.slot() as u64, i % 16);
+            assert_eq!(u64::from(r.doorbell()), i % 16);
+            r.advance();
+        }
+        let mut r = WqRing {
+            log2: 4,
+            tail: u64::MAX,
+        };
+        assert_eq!(r.slot(), 15);
+        r.advance();
+        assert_eq!((r.slot(), r.doorbell()), (0, 0));
+    }
+
+    #[test]
+    fn cq_phase_flips_each_pass() {
+        let mut r = CqRing::new(4);
+        for pass in 0..4u64 {
+            for i in 0..16 {
+                assert_eq!(r.slot(), i);
+                let expect = pass % 2 == 0;
+                assert_eq!(r.phase(), expect, "pass {pass}");
+                assert_eq!(r.is_new(completion::FLAG_PHASE), expect);
+                assert_eq!(r.is_new(0), !expect);
+                // Other flag bits do not matter.
+                assert!(r.is_new(0xfffe | u16::from(expect)));
+                r.advance();
+            }
+        }
+    }
+
+    #[test]
+    fn limits_and_layout() {
+        assert_eq!(cfg(4, 4).outstanding_limit(), 15);
+        assert_eq!(cfg(8, 4).outstanding_limit(), 16);
+        assert_eq!(cfg(4, 12).outstanding_limit(), 15);
+        assert_eq!(cfg(12, 12).outstanding_limit(), 4095);
+        assert_eq!(cfg(12, 11).outstanding_limit(), 2048);
+        assert!(cfg(3, 8).validate().is_err());
+        assert!(cfg(8, 13).validate().is_err());
+        let c = cfg(4, 4);
+        assert_eq!(c.cq_offset(), sys::page_size());
+        assert_eq!(c.mem_len(), sys::page_size() + 512);
+        assert_eq!(cfg(12, 4).cq_offset(), 64 << 12);
+    }
+
+    #[test]
+    fn outstanding_limit_is_enforced() {
+        let q = Queue::new(cfg(4, 4)).unwrap();
+        for _ in 0..15 {
+            q.push(&Work::nop()).unwrap();
+        }
+        assert_eq!(q.outstanding(), 15);
+        let e = q.push(&Work::nop()).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::QueueFull {
+                    outstanding: 15,
+                    limit: 15
+                }
+            ),
+            "{e:?}"
+        );
+        // Completing one frees one credit.
+        let mut dev = FakeDevice::new();
+        let tail = q.take_tail().unwrap();
+        assert_eq!(tail, 15);
+        assert_eq!(dev.run(&q, tail), 15);
+        assert!(q.poll().is_some());
+        assert_eq!(q.outstanding(), 14);
+        q.push(&Work::nop()).unwrap();
+        assert!(q.push(&Work::nop()).is_err());
+    }
+
+    #[test]
+    fn many_passes_with_tags_and_phase() {
+        // Exercise several wraps of both rings with uneven batch sizes.
+        let q = Queue::new(cfg(4, 5)).unwrap();
+        let mut dev = FakeDevice::new();
+        let mut expect_tag = 1u64;
+        let mut seen = 0u64;
+        for round in 0..50u64 {
+            let batch = 1 + round % 15;
+            for _ in 0..batch {
+                q.push(&Work::nop()).unwrap();
+            }
+            // Nothing before the device runs.
+            assert!(q.poll().is_none());
+            let tail = q.take_tail().unwrap();
+            assert!(q.take_tail().is_none(), "tail handed out twice");
+            assert_eq!(dev.run(&q, tail) as u64, batch);
+            while let Some(d) = q.poll() {
+                assert_eq!(d.tag, expect_tag);
+                assert!(d.is_ok());
+                expect_tag += 1;
+                seen += 1;
+            }
+            assert_eq!(q.outstanding(), 0);
+        }
+        assert_eq!(seen, (0..50u64).map(|r| 1 + r % 15).sum::<u64>());
+    }
+
+    #[test]
+    fn completion_errors_and_user_tags() {
+        let q = Queue::new(cfg(4, 4)).unwrap();
+        let w = Work::copy(0x10_0000, 0x20_0000, 4096)
+            .unwrap()
+            .with_tag(0xabc);
+        assert_eq!(q.push(&w).unwrap(), 0xabc);
+        let mut dev = FakeDevice::new();
+        dev.run(&q, q.take_tail().unwrap());
+        let d = q.poll().unwrap();
+        assert_eq!(d.tag, 0xabc);
+        assert_eq!(d.error, Some(WorkError::FaultAborted { errno: 14 }));
+        assert_eq!(d.fault_va, 0x10_0000);
+        assert!(matches!(d.result(), Err(Error::Work { tag: 0xabc, .. })));
+    }
+
+    #[test]
+    fn wait_targets_follow_notify_items() {
+        let q = Queue::new(cfg(5, 5)).unwrap();
+        assert_eq!(q.wait_target(), None);
+        q.push(&Work::nop().notify(false)).unwrap();
+        assert_eq!(q.wait_target(), None);
+        q.push(&Work::nop()).unwrap(); // ordinal 1
+        q.push(&Work::nop()).unwrap(); // ordinal 2
+        assert_eq!(q.wait_target(), Some(1));
+        let mut dev = FakeDevice::new();
+        dev.run(&q, q.take_tail().unwrap());
+        q.poll().unwrap();
+        assert_eq!(q.wait_target(), Some(1));
+        q.poll().unwrap();
+        assert_eq!(q.wait_target(), Some(2));
+        q.poll().unwrap();
+        assert_eq!(q.wait_target(), None);
+    }
+
+    #[test]
+    fn unring_retries_the_tail() {
+        let q = Queue::new(cfg(4, 4)).unwrap();
+        q.push(&Work::nop()).unwrap();
+        let t = q.take_tail().unwrap();
+        q.unring(0);
+        assert_eq!(q.take_tail(), Some(t));
+        assert_eq!(q.rung(), t);
+    }
+}
