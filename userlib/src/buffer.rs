@@ -67,6 +67,17 @@ impl Advice {
 /// view, and the device keeps writing the parent's pages (spec: a context belongs to the
 /// mm that opened it).
 ///
+/// ```
+/// use mnic::DmaBuffer;
+/// let buf = DmaBuffer::new(10_000)?; // rounded up to 3 pages
+/// assert_eq!(buf.len(), 3 * 4096);
+/// buf.write_from(100, b"hello");
+/// let mut out = [0u8; 5];
+/// buf.read_into(100, &mut out);
+/// assert_eq!(&out, b"hello");
+/// # Ok::<(), mnic::Error>(())
+/// ```
+///
 /// # Invariants
 /// `ptr..ptr+len` lies inside the live mapping `map..map+map_len`, owned by this value
 /// and unmapped on drop; `ptr` is page aligned (2 MiB aligned for huge buffers) and

@@ -338,6 +338,27 @@ impl Context {
     /// of it are handled. What the *library* cannot check is how Rust code uses the
     /// memory while the device may access it.
     ///
+    /// ```no_run
+    /// # use mnic::{Access, Device};
+    /// let ctx = Device::open_index(0)?;
+    /// let len = 1 << 20;
+    /// // Memory from elsewhere (here a raw mmap); Rust holds no reference into it.
+    /// // SAFETY: a fresh anonymous mapping, checked below.
+    /// let p = unsafe {
+    ///     libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE,
+    ///                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0)
+    /// };
+    /// assert_ne!(p, libc::MAP_FAILED);
+    /// // SAFETY: the mapping is accessed only through raw pointers while work is in
+    /// // flight, and is unmapped only after the registration is dropped.
+    /// let reg = unsafe { ctx.register_raw(p as u64, len as u64, Access::READ_WRITE)? };
+    /// // ... post work over it ...
+    /// drop(reg);
+    /// // SAFETY: our mapping, no longer registered.
+    /// unsafe { libc::munmap(p, len) };
+    /// # Ok::<(), mnic::Error>(())
+    /// ```
+    ///
     /// # Safety
     /// Until the returned registration is dropped:
     /// - any work item posted on this context may make the device read and (with
@@ -446,7 +467,8 @@ impl Context {
     /// # Errors
     /// [`Error::QueuesBusy`] if already done, [`Error::InvalidInput`] for sizes out of
     /// range, the errors of registration and `SETUP_QUEUES`, and with
-    /// [`DoorbellMode::Mapped`] the error of the doorbell mmap.
+    /// [`DoorbellMode::Mapped`] the error of the doorbell mmap (the queues are then set
+    /// up nonetheless, with the system-call doorbell).
     pub fn setup_queues(&self, cfg: QueueConfig) -> Result<()> {
         if self.queue.get().is_some() {
             return Err(Error::QueuesBusy { op: "SETUP_QUEUES" });
@@ -472,16 +494,22 @@ impl Context {
             let _ = self.deregister_handle(r.handle);
             return Err(e);
         }
-        let doorbell = match cfg.doorbell {
-            DoorbellMode::Syscall => Doorbell::Syscall,
-            DoorbellMode::Mapped => Doorbell::Mapped(DoorbellPage::map(self.fd.as_fd())?),
-            DoorbellMode::Auto => DoorbellPage::map(self.fd.as_fd())
-                .map(Doorbell::Mapped)
-                .unwrap_or(Doorbell::Syscall),
+        // The driver now uses the queue memory: from here on it must live as long as
+        // the context, whatever happens next.
+        let _ = self.queue.set(q);
+        let (doorbell, result) = match cfg.doorbell {
+            DoorbellMode::Syscall => (Doorbell::Syscall, Ok(())),
+            DoorbellMode::Mapped => match DoorbellPage::map(self.fd.as_fd()) {
+                Ok(p) => (Doorbell::Mapped(p), Ok(())),
+                Err(e) => (Doorbell::Syscall, Err(e)),
+            },
+            DoorbellMode::Auto => match DoorbellPage::map(self.fd.as_fd()) {
+                Ok(p) => (Doorbell::Mapped(p), Ok(())),
+                Err(_) => (Doorbell::Syscall, Ok(())),
+            },
         };
         let _ = self.doorbell.set(doorbell);
-        let _ = self.queue.set(q);
-        Ok(())
+        result
     }
 
     fn queue(&self) -> Result<&Queue> {
@@ -537,6 +565,25 @@ impl Context {
     }
 
     /// [`push`](Self::push) then [`ring`](Self::ring); returns the item's tag.
+    ///
+    /// ```no_run
+    /// # use std::time::Duration;
+    /// # use mnic::{Access, Device, DmaBuffer, QueueConfig, Work};
+    /// let ctx = Device::open_index(0)?;
+    /// ctx.setup_queues(QueueConfig::default())?;
+    /// let (a, b) = (DmaBuffer::new(1 << 16)?, DmaBuffer::new(1 << 16)?);
+    /// let (_ra, _rb) = (ctx.register(&a, Access::READ)?, ctx.register(&b, Access::WRITE)?);
+    /// // Sixteen 4 KiB copies in one doorbell, then collect the completions.
+    /// for i in 0..16 {
+    ///     ctx.push(&Work::copy_buffers(&a, i * 4096, &b, i * 4096, 4096)?)?;
+    /// }
+    /// ctx.ring()?;
+    /// while ctx.outstanding() > 0 {
+    ///     let done = ctx.wait(Some(Duration::from_secs(1)))?;
+    ///     done.result()?;
+    /// }
+    /// # Ok::<(), mnic::Error>(())
+    /// ```
     pub fn post(&self, work: &Work) -> Result<u64> {
         let tag = self.push(work)?;
         self.ring()?;

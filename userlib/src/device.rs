@@ -39,6 +39,14 @@ pub fn parse_device_name(name: &str) -> Option<u32> {
 impl Device {
     /// Every `/dev/mnicN`, sorted by N. An empty list is not an error.
     ///
+    /// ```no_run
+    /// for dev in mnic::Device::list()? {
+    ///     let ctx = dev.context()?;
+    ///     println!("{}: {} contexts", dev.path().display(), ctx.info().num_contexts);
+    /// }
+    /// # Ok::<(), mnic::Error>(())
+    /// ```
+    ///
     /// # Errors
     /// If `/dev` cannot be read.
     pub fn list() -> Result<Vec<Device>> {

@@ -5,6 +5,7 @@ use mnic::{Device, Info};
 use serde::Serialize;
 
 use crate::output::Table;
+use crate::CmdResult;
 
 /// Limits of the ABI this tool was built against (the same for every device).
 #[derive(Debug, Serialize, PartialEq, Eq)]
@@ -113,12 +114,15 @@ pub fn render(r: &InfoReport) -> String {
     ]);
     t.row(&["work descriptor bytes", &l.work_desc_bytes.to_string()]);
     t.row(&["completion bytes", &l.completion_bytes.to_string()]);
-    t.row(&["page / huge page", &format!("{} / {}", l.page_bytes, l.huge_page_bytes)]);
+    t.row(&[
+        "page / huge page",
+        &format!("{} / {}", l.page_bytes, l.huge_page_bytes),
+    ]);
     out.push_str(&t.render());
     out
 }
 
-pub fn run(device: Option<u32>, json: bool) -> anyhow_free::Result {
+pub fn run(device: Option<u32>, json: bool) -> CmdResult {
     let devs = match device {
         Some(n) => vec![Device::from_index(n)],
         None => Device::list()?,
@@ -141,12 +145,6 @@ pub fn run(device: Option<u32>, json: bool) -> anyhow_free::Result {
         return Err("some devices could not be read".into());
     }
     Ok(())
-}
-
-/// The tool's own error plumbing (no extra dependency).
-pub mod anyhow_free {
-    /// Result of a subcommand.
-    pub type Result<T = ()> = std::result::Result<T, Box<dyn std::error::Error>>;
 }
 
 #[cfg(test)]

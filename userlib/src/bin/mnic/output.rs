@@ -20,7 +20,8 @@ impl Table {
     }
 
     pub fn row<S: ToString>(&mut self, cells: &[S]) {
-        self.rows.push(cells.iter().map(ToString::to_string).collect());
+        self.rows
+            .push(cells.iter().map(ToString::to_string).collect());
     }
 
     pub fn render(&self) -> String {
@@ -158,7 +159,10 @@ mod tests {
     #[test]
     fn fields_keep_order_in_json() {
         let f: Fields<u64> = [("zeta", 1), ("alpha", 2)].into_iter().collect();
-        assert_eq!(serde_json::to_string(&f).unwrap(), r#"{"zeta":1,"alpha":2}"#);
+        assert_eq!(
+            serde_json::to_string(&f).unwrap(),
+            r#"{"zeta":1,"alpha":2}"#
+        );
         assert_eq!(f.get("alpha"), Some(&2));
     }
 }

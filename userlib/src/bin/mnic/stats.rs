@@ -6,8 +6,8 @@ use mnic::abi::MnicCtxStats;
 use mnic::{ctx_stats_fields, DevCounters, Device};
 use serde::Serialize;
 
-use crate::info::anyhow_free::Result;
 use crate::output::{Fields, Table};
+use crate::CmdResult;
 
 /// One reading.
 #[derive(Debug, Serialize)]
@@ -45,10 +45,7 @@ pub fn sample(
 }
 
 pub fn render(s: &Sample) -> String {
-    let mut out = format!(
-        "{} sample {} at {:.1}s\n",
-        s.path, s.sample, s.elapsed_s
-    );
+    let mut out = format!("{} sample {} at {:.1}s\n", s.path, s.sample, s.elapsed_s);
     let mut t = Table::new(&["device counter", "value", "delta"]);
     for (name, v) in &s.device_counters.0 {
         let d = s
@@ -68,7 +65,7 @@ pub fn render(s: &Sample) -> String {
     out
 }
 
-pub fn run(device: u32, interval: Option<f64>, count: Option<u32>, json: bool) -> Result {
+pub fn run(device: u32, interval: Option<f64>, count: Option<u32>, json: bool) -> CmdResult {
     let dev = Device::from_index(device);
     let ctx = dev.context()?;
     let period = match interval {
@@ -141,8 +138,18 @@ mod tests {
         // Key order follows the counter numbering.
         let line = serde_json::to_string(&s).unwrap();
         assert!(line.find("\"dma_ops\"").unwrap() < line.find("\"commands\"").unwrap());
-        let first = sample(&Device::from_index(0), 0, Duration::ZERO, &cs, &DevCounters(a), None);
-        assert!(serde_json::to_value(&first).unwrap().get("device_delta").is_none());
+        let first = sample(
+            &Device::from_index(0),
+            0,
+            Duration::ZERO,
+            &cs,
+            &DevCounters(a),
+            None,
+        );
+        assert!(serde_json::to_value(&first)
+            .unwrap()
+            .get("device_delta")
+            .is_none());
         assert!(render(&s).contains("faults"));
     }
 }
