@@ -23,10 +23,10 @@ pub fn spawn(path: &Path, counters: Arc<Counters>) -> io::Result<JoinHandle<()>>
                 match conn {
                     Ok(s) => {
                         if let Err(e) = handle(s, &counters) {
-                            eprintln!("mnic-device: control connection: {e}");
+                            tracing::warn!("control connection: {e}");
                         }
                     }
-                    Err(e) => eprintln!("mnic-device: control accept: {e}"),
+                    Err(e) => tracing::warn!("control accept: {e}"),
                 }
             }
         })

@@ -252,7 +252,10 @@ mod tests {
     #[test]
     fn stored_registers() {
         let d = dev();
-        assert_eq!(d.bar0_write(reg::IRQ_MASK.into(), &7u32.to_le_bytes()), None);
+        assert_eq!(
+            d.bar0_write(reg::IRQ_MASK.into(), &7u32.to_le_bytes()),
+            None
+        );
         assert_eq!(rd32(&d, reg::IRQ_MASK), 7);
         // CONTROL is the data thread's business.
         assert_eq!(

@@ -11,9 +11,11 @@
 pub mod config;
 pub mod control;
 pub mod device;
+pub mod engine;
 pub mod mem;
 pub mod proto;
 pub mod server;
+pub mod shared;
 pub mod stale;
 pub mod testkit;
 pub mod translate;

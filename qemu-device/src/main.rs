@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use mnic_device::control;
 use mnic_device::device::{Counters, Device};
+use mnic_device::engine::Engine;
+use mnic_device::mem::GuestRam;
 use mnic_device::server::Server;
+use mnic_device::shared::Shared;
 
 const USAGE: &str = "usage: mnic-device serve --socket PATH [--control PATH] [--strict]\n       mnic-device stats --control PATH";
 
@@ -67,18 +70,33 @@ fn serve(a: &Args) -> Result<(), String> {
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("bind {}: {e}", socket.display()))?;
     let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-    eprintln!("mnic-device: client connected");
-    let mut server = Server::new(stream, Device::new(counters, a.strict));
+    tracing::info!("client connected");
+    let sh = Shared::new(counters, a.strict);
+    let ram = Arc::new(GuestRam::new());
+    let engine = Engine::spawn(sh.clone(), ram.clone()).map_err(|e| format!("data thread: {e}"))?;
+    let mut server = Server::new(stream, Device::new(sh), engine, ram);
     let r = server.run();
     let (regions, mapped) = server.dma_regions();
-    eprintln!("mnic-device: {regions} DMA regions at exit, {mapped} mapped");
+    tracing::info!(regions, mapped, "DMA regions at exit");
+    drop(server);
     let _ = std::fs::remove_file(socket);
     r.map_err(|e| format!("protocol error: {e}"))?;
-    eprintln!("mnic-device: client disconnected");
+    tracing::info!("client disconnected");
     Ok(())
 }
 
+/// Logs to stderr, filtered by RUST_LOG (default: warnings and errors).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> ExitCode {
+    init_tracing();
     let a = match parse() {
         Ok(a) => a,
         Err(e) => {

@@ -1,49 +1,31 @@
 //! The vfio-user server loop: one client, one thread, messages handled in order.
 
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 use mnic_abi::{BAR_DOORBELLS, BAR_MSIX, BAR_REGS, MSIX_VECTORS};
 
 use crate::config::{bar_size, ConfigSpace, CONFIG_SIZE};
 use crate::device::Device;
+use crate::engine::Engine;
+use crate::mem::GuestRam;
 use crate::proto::*;
-
-/// A host mapping of a DMA region's memfd.
-struct Mapping {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: `ptr`/`len` are exactly what a successful mmap returned; nothing else
-        // holds references into the mapping once it is dropped.
-        unsafe {
-            libc::munmap(self.ptr, self.len);
-        }
-    }
-}
-
-/// A guest memory range QEMU announced with DMA_MAP.
-struct DmaRegion {
-    iova: u64,
-    size: u64,
-    /// `None` for ranges without an fd (ROM): recorded, never DMA-able.
-    map: Option<Mapping>,
-}
+use crate::shared::Request;
 
 /// Why a request failed: the errno of the error reply.
 type Errno = i32;
 
-/// The per-client server state.
+/// The per-client server state. The loop only decodes messages, records register
+/// values and wakes the data thread ([`Engine`]); it never touches guest memory.
 pub struct Server {
     stream: UnixStream,
     config: ConfigSpace,
     dev: Device,
-    dma: Vec<DmaRegion>,
-    msix: Vec<Option<OwnedFd>>,
+    engine: Engine,
+    ram: Arc<GuestRam>,
 }
 
 fn einval<T>() -> Result<T, Errno> {
@@ -51,21 +33,22 @@ fn einval<T>() -> Result<T, Errno> {
 }
 
 impl Server {
-    /// A server for the connected client `stream`.
-    pub fn new(stream: UnixStream, dev: Device) -> Self {
+    /// A server for the connected client `stream`: `dev` decodes MMIO over the state
+    /// `engine` runs on; DMA_MAP/UNMAP change `ram`, which the engine reads.
+    pub fn new(stream: UnixStream, dev: Device, engine: Engine, ram: Arc<GuestRam>) -> Self {
         Server {
             stream,
             config: ConfigSpace::new(),
             dev,
-            dma: Vec::new(),
-            msix: (0..MSIX_VECTORS).map(|_| None).collect(),
+            engine,
+            ram,
         }
     }
 
     /// Number of DMA regions recorded and how many of them are mapped.
     pub fn dma_regions(&self) -> (usize, usize) {
-        let mapped = self.dma.iter().filter(|r| r.map.is_some()).count();
-        (self.dma.len(), mapped)
+        let (mapped, no_fd) = self.ram.regions();
+        (mapped + no_fd, mapped)
     }
 
     /// Serves until the client disconnects (`Ok`) or breaks the protocol (`Err`).
@@ -202,7 +185,7 @@ impl Server {
             cmd::REGION_READ => self.region_read(&mut r),
             cmd::REGION_WRITE => self.region_write(&mut r),
             cmd::DEVICE_RESET => {
-                self.dev.reset();
+                self.engine.request(Request::Reset);
                 Ok(Vec::new())
             }
             _ => Err(libc::ENOSYS),
@@ -238,26 +221,23 @@ impl Server {
         if size == 0 || iova.checked_add(size).is_none() {
             return einval();
         }
-        let map = match fds.into_iter().next() {
-            Some(fd) => match map_fd(&fd, offset, size, flags) {
-                Ok(m) => Some(m),
+        // DMA_MAP flags: bit 0 read, bit 1 write (the device's view).
+        let writable = flags & 2 != 0;
+        let mapped = match fds.into_iter().next() {
+            Some(fd) => match self.ram.map_fd(iova, size, fd, offset, writable) {
+                Ok(()) => true,
                 Err(e) => {
                     // Refusing would make QEMU abort; record the range as non-DMA-able.
-                    eprintln!("mnic-device: DMA_MAP {iova:#x}+{size:#x}: mmap failed: {e}");
-                    None
+                    tracing::warn!(iova, size, "DMA_MAP: cannot map: {e}");
+                    false
                 }
             },
-            None => None,
+            None => false,
         };
-        eprintln!(
-            "mnic-device: DMA_MAP {iova:#x}+{size:#x} {}",
-            if map.is_some() {
-                "mapped"
-            } else {
-                "not DMA-able"
-            }
-        );
-        self.dma.push(DmaRegion { iova, size, map });
+        if !mapped {
+            self.ram.map_none(iova, size);
+        }
+        tracing::info!(iova, size, mapped, "DMA_MAP");
         Ok(Vec::new())
     }
 
@@ -267,9 +247,9 @@ impl Server {
         let iova = r.u64().ok_or(libc::EINVAL)?;
         let size = r.u64().ok_or(libc::EINVAL)?;
         let end = iova.checked_add(size).ok_or(libc::EINVAL)?;
-        // The data path does not run yet, so no DMA can be in flight here.
-        self.dma
-            .retain(|d| !(d.iova >= iova && d.iova + d.size <= end));
+        // Returns only once no DMA still uses the removed regions (drain).
+        let removed = self.ram.unmap(iova, end - iova);
+        tracing::info!(iova, size, removed, "DMA_UNMAP");
         let mut out = Vec::with_capacity(24);
         out.extend_from_slice(&24u32.to_le_bytes());
         out.extend_from_slice(&flags.to_le_bytes());
@@ -340,30 +320,21 @@ impl Server {
             // Mask/unmask: QEMU emulates the MSI-X table; nothing to do.
             return Ok(Vec::new());
         }
+        let sh = self.dev.shared();
         if flags & IRQ_SET_DATA_NONE != 0 && count == 0 {
-            self.msix.iter_mut().for_each(|s| *s = None);
+            (0..usize::from(MSIX_VECTORS)).for_each(|v| sh.set_msix(v, None));
             return Ok(Vec::new());
         }
         if flags & IRQ_SET_DATA_EVENTFD != 0 {
-            eprintln!(
-                "mnic-device: SET_IRQS MSI-X {start}..{end}: {} eventfds",
-                fds.len()
-            );
+            tracing::info!(start, end, fds = fds.len(), "SET_IRQS MSI-X eventfds");
             let mut fds = fds.into_iter();
             for slot in start..end {
-                if let Some(s) = self.msix.get_mut(slot as usize) {
-                    *s = fds.next();
-                }
+                sh.set_msix(slot as usize, fds.next().map(File::from));
             }
             return Ok(Vec::new());
         }
         // DATA_NONE/DATA_BOOL triggers (software-fired interrupts): accepted, ignored.
         Ok(Vec::new())
-    }
-
-    /// Whether MSI-X vector `v` has an eventfd.
-    pub fn msix_fd(&self, v: usize) -> Option<RawFd> {
-        self.msix.get(v)?.as_ref().map(|f| f.as_raw_fd())
     }
 
     fn region_read(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
@@ -398,7 +369,11 @@ impl Server {
         match region {
             PCI_CONFIG_REGION_INDEX if !self.config.write(offset, data) => return einval(),
             PCI_CONFIG_REGION_INDEX => {}
-            BAR_REGS => self.dev.bar0_write(offset, data),
+            BAR_REGS => {
+                if let Some(req) = self.dev.bar0_write(offset, data) {
+                    self.engine.request(req);
+                }
+            }
             BAR_DOORBELLS => self.dev.bar2_write(offset, data),
             _ => {}
         }
@@ -431,40 +406,6 @@ fn check_access(region: u32, offset: u64, len: usize) -> Result<(), Errno> {
         return einval();
     }
     Ok(())
-}
-
-fn map_fd(fd: &OwnedFd, offset: u64, size: u64, flags: u32) -> io::Result<Mapping> {
-    let len = usize::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    let off =
-        libc::off_t::try_from(offset).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // DMA_MAP flags: bit 0 read, bit 1 write (the device's view).
-    let mut prot = 0;
-    if flags & 1 != 0 {
-        prot |= libc::PROT_READ;
-    }
-    if flags & 2 != 0 {
-        prot |= libc::PROT_WRITE;
-    }
-    if prot == 0 {
-        prot = libc::PROT_READ;
-    }
-    // SAFETY: mapping a fresh range chosen by the kernel (addr NULL) cannot alias any
-    // Rust object; the fd is valid for the duration of the call; the result is
-    // checked before use and owned by `Mapping`, which unmaps it exactly once.
-    let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            prot,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            off,
-        )
-    };
-    if ptr == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(Mapping { ptr, len })
 }
 
 /// One recvmsg: reads into `buf` and appends any SCM_RIGHTS fds to `fds`.

@@ -122,3 +122,281 @@ impl Tables {
         }
     }
 }
+
+/// Guest RAM of a [`Harness`].
+pub const RAM_SIZE: usize = 32 << 20;
+/// GPA of the harness's context table.
+pub const CTX_TABLE: u64 = 0x1000;
+/// GPA of the harness's command ring.
+pub const CMDQ: u64 = 0x8000;
+/// log2 entries of the command ring.
+pub const CMDQ_LOG2: u32 = 6;
+/// GPA of the harness's event ring.
+pub const EVQ: u64 = 0x9000;
+/// log2 entries of the event ring.
+pub const EVQ_LOG2: u32 = 6;
+/// GPA of the SYNC word.
+pub const SYNC_WORD: u64 = 0xa000;
+/// GPA where translation tables start (64 pages per context).
+pub const TABLES: u64 = 0x10_0000;
+/// GPA where data pages start.
+pub const DATA: u64 = 0x80_0000;
+/// VA of every harness context's work queue (its completion queue follows at +1 MiB).
+pub const WQ_VA: u64 = 0x7f00_0000_0000;
+
+/// A device core on anonymous guest RAM, with the driver's side of the rings played
+/// by plain function calls: unit tests, the fuzz driver and the benches use it.
+pub struct Harness {
+    /// Guest RAM.
+    pub ram: crate::mem::GuestRam,
+    /// The device state machine.
+    pub core: crate::engine::Core,
+    /// MMIO decode over the same shared state.
+    pub dev: crate::device::Device,
+    tables: std::collections::HashMap<u16, Tables>,
+    ctxs: std::collections::HashMap<u16, HCtx>,
+    cmd_tail: u32,
+    ev_seen: u64,
+    data_next: u64,
+}
+
+struct HCtx {
+    wq_gpa: u64,
+    cq_gpa: u64,
+    wq_log2: u8,
+    cq_log2: u8,
+    tail: u32,
+    cq_seen: u64,
+}
+
+impl Harness {
+    /// An enabled device (`strict` as with `--strict`).
+    pub fn new(strict: bool) -> Self {
+        let ram = crate::mem::GuestRam::anonymous(&[(0, RAM_SIZE)]).expect("guest RAM");
+        Self::with_ram(ram, strict)
+    }
+
+    /// An enabled device over `ram`, which must cover `[0, RAM_SIZE)`.
+    pub fn with_ram(ram: crate::mem::GuestRam, strict: bool) -> Self {
+        use mnic_abi::{control, reg};
+        let sh = crate::shared::Shared::new(
+            std::sync::Arc::new(crate::device::Counters::default()),
+            strict,
+        );
+        let mut h = Harness {
+            ram,
+            core: crate::engine::Core::new(sh.clone()),
+            dev: crate::device::Device::new(sh),
+            tables: Default::default(),
+            ctxs: Default::default(),
+            cmd_tail: 0,
+            ev_seen: 0,
+            data_next: DATA,
+        };
+        for (r, v) in [
+            (reg::CTX_TABLE_LO, CTX_TABLE as u32),
+            (reg::CMDQ_BASE_LO, CMDQ as u32),
+            (reg::CMDQ_SIZE_LOG2, CMDQ_LOG2),
+            (reg::EVQ_BASE_LO, EVQ as u32),
+            (reg::EVQ_SIZE_LOG2, EVQ_LOG2),
+            (reg::CONTROL, control::ENABLE),
+        ] {
+            h.write_reg(r, v);
+        }
+        h
+    }
+
+    /// The current guest memory snapshot.
+    pub fn mem(&self) -> std::sync::Arc<GuestMem> {
+        self.ram.snapshot()
+    }
+
+    /// A BAR0 register write, as the server would do it.
+    pub fn write_reg(&mut self, off: u32, v: u32) {
+        if let Some(r) = self.dev.bar0_write(off.into(), &v.to_le_bytes()) {
+            let m = self.mem();
+            self.core.handle(r, &m);
+        }
+    }
+
+    /// A BAR0 register read.
+    pub fn reg(&self, off: u32) -> u32 {
+        let mut b = [0u8; 4];
+        self.dev.bar0_read(off.into(), &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    /// Counter `i`.
+    pub fn counter(&self, i: u32) -> u64 {
+        self.dev.counters().get(i)
+    }
+
+    /// Polls the device until it is idle (at most `10_000` rounds).
+    pub fn run(&mut self) -> crate::engine::Activity {
+        let m = self.mem();
+        self.core.run_until_idle(&m, 10_000)
+    }
+
+    /// Queues a command (rung, not run).
+    pub fn cmd(&mut self, c: mnic_abi::Command) {
+        use zerocopy::IntoBytes;
+        let n = 1u32 << CMDQ_LOG2;
+        let m = self.mem();
+        mem::write(&m, CMDQ + 32 * u64::from(self.cmd_tail), c.as_bytes()).unwrap();
+        self.cmd_tail = (self.cmd_tail + 1) % n;
+        self.write_reg(mnic_abi::reg::CMDQ_TAIL, self.cmd_tail);
+    }
+
+    /// Queues a command from its parts.
+    pub fn command(&mut self, opcode: u8, ctx: u16, arg0: u64, arg1: u64) {
+        self.cmd(mnic_abi::Command {
+            opcode,
+            ctx,
+            arg0,
+            arg1,
+            ..Default::default()
+        });
+    }
+
+    /// SYNC with `value` and run; returns the SYNC word afterwards.
+    pub fn sync(&mut self, value: u64) -> u64 {
+        self.command(mnic_abi::cmd::SYNC, 0, SYNC_WORD, value);
+        self.run();
+        mem::load_u64(&self.mem(), SYNC_WORD).unwrap()
+    }
+
+    /// New events (by phase), consuming them (EVQ_HEAD).
+    pub fn events(&mut self) -> Vec<mnic_abi::Event> {
+        use zerocopy::FromBytes;
+        let n = 1u64 << EVQ_LOG2;
+        let m = self.mem();
+        let mut out = Vec::new();
+        loop {
+            let mut b = [0u8; 32];
+            mem::read(&m, EVQ + 32 * (self.ev_seen % n), &mut b).unwrap();
+            let e = mnic_abi::Event::read_from_bytes(&b).unwrap();
+            let want = u8::from((self.ev_seen / n).is_multiple_of(2));
+            if e.flags & mnic_abi::event::FLAG_PHASE != want {
+                break;
+            }
+            out.push(e);
+            self.ev_seen += 1;
+        }
+        self.write_reg(mnic_abi::reg::EVQ_HEAD, (self.ev_seen % n) as u32);
+        out
+    }
+
+    /// `len` bytes of fresh data pages (4 KiB aligned; 2 MiB aligned if `huge`).
+    pub fn alloc(&mut self, len: u64, huge: bool) -> u64 {
+        let align = if huge { pte::HUGE_SIZE } else { pte::PAGE_SIZE };
+        let a = self.data_next.next_multiple_of(align);
+        self.data_next = a + len.next_multiple_of(pte::PAGE_SIZE);
+        assert!(self.data_next <= RAM_SIZE as u64, "harness RAM exhausted");
+        a
+    }
+
+    /// The table tree of `ctx` (created on first use).
+    pub fn tables(&mut self, ctx: u16) -> &mut Tables {
+        let m = self.ram.snapshot();
+        self.tables
+            .entry(ctx)
+            .or_insert_with(|| Tables::new(&m, TABLES + u64::from(ctx) * 0x4_0000))
+    }
+
+    /// Maps `[va, va + len)` of `ctx` to `[gpa, gpa + len)` with 4 KiB pages.
+    pub fn map(&mut self, ctx: u16, va: u64, gpa: u64, len: u64, writable: bool) {
+        let m = self.mem();
+        self.tables(ctx).map_range(&m, va, gpa, len, writable);
+    }
+
+    /// Clears the 4 KiB leaf of `ctx` for `va`.
+    pub fn unmap(&mut self, ctx: u16, va: u64) {
+        let m = self.mem();
+        self.tables(ctx).unmap(&m, va, false);
+    }
+
+    /// Writes the context-table entry of `ctx`, maps its queues and enables it
+    /// (CTX_ENABLE, run).
+    pub fn setup_ctx(&mut self, ctx: u16, wq_log2: u8, cq_log2: u8) {
+        use zerocopy::IntoBytes;
+        let wq_len = 64u64 << wq_log2;
+        let cq_len = 32u64 << cq_log2;
+        let wq_gpa = self.alloc(wq_len, false);
+        let cq_gpa = self.alloc(cq_len, false);
+        self.map(ctx, WQ_VA, wq_gpa, wq_len, false);
+        self.map(ctx, WQ_VA + (1 << 20), cq_gpa, cq_len, true);
+        let root = self.tables(ctx).root;
+        let e = mnic_abi::CtxEntry {
+            flags: mnic_abi::CTX_FLAG_VALID,
+            wq_size_log2: wq_log2,
+            cq_size_log2: cq_log2,
+            root,
+            wq_va: WQ_VA,
+            cq_va: WQ_VA + (1 << 20),
+            ..Default::default()
+        };
+        let m = self.mem();
+        mem::write(&m, CTX_TABLE + 64 * u64::from(ctx), e.as_bytes()).unwrap();
+        self.ctxs.insert(
+            ctx,
+            HCtx {
+                wq_gpa,
+                cq_gpa,
+                wq_log2,
+                cq_log2,
+                tail: 0,
+                cq_seen: 0,
+            },
+        );
+        self.command(mnic_abi::cmd::CTX_ENABLE, ctx, 0, 0);
+        self.run();
+    }
+
+    /// Writes `d` into the next WQ slot of `ctx` and rings its doorbell (not run).
+    pub fn post(&mut self, ctx: u16, d: mnic_abi::WorkDesc) {
+        use zerocopy::IntoBytes;
+        let m = self.mem();
+        let h = self.ctxs.get_mut(&ctx).expect("setup_ctx first");
+        mem::write(&m, h.wq_gpa + 64 * u64::from(h.tail), d.as_bytes()).unwrap();
+        h.tail = (h.tail + 1) % (1 << h.wq_log2);
+        let tail = h.tail;
+        self.dev.bar2_write(
+            u64::from(ctx) * mnic_abi::DOORBELL_PAGE_SIZE,
+            &tail.to_le_bytes(),
+        );
+    }
+
+    /// New completions of `ctx` (by phase).
+    pub fn completions(&mut self, ctx: u16) -> Vec<mnic_abi::Completion> {
+        use zerocopy::FromBytes;
+        let m = self.mem();
+        let h = self.ctxs.get_mut(&ctx).expect("setup_ctx first");
+        let n = 1u64 << h.cq_log2;
+        let mut out = Vec::new();
+        loop {
+            let mut b = [0u8; 32];
+            mem::read(&m, h.cq_gpa + 32 * (h.cq_seen % n), &mut b).unwrap();
+            let c = mnic_abi::Completion::read_from_bytes(&b).unwrap();
+            let want = u16::from((h.cq_seen / n).is_multiple_of(2));
+            if c.flags & mnic_abi::completion::FLAG_PHASE != want {
+                break;
+            }
+            out.push(c);
+            h.cq_seen += 1;
+        }
+        out
+    }
+
+    /// A COPY descriptor.
+    pub fn copy_desc(src: u64, dst: u64, len: u32, tag: u64) -> mnic_abi::WorkDesc {
+        mnic_abi::WorkDesc {
+            opcode: mnic_abi::work::COPY,
+            flags: mnic_abi::work::FLAG_NOTIFY,
+            len,
+            tag,
+            src,
+            dst,
+            ..Default::default()
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! The walk has a fixed depth of four loads, so no table layout can make it loop;
 //! every table and page address is checked against guest RAM before it is used.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use mnic_abi::pte;
 
@@ -129,15 +129,28 @@ pub struct TlbEntry {
 type Key = (u64, bool);
 
 /// The device TLB: leaf translations per (context, page), bounded, oldest evicted.
-#[derive(Default)]
+/// Contexts are indexed directly (no hashing on the lookup path).
 pub struct Tlb {
-    per_ctx: HashMap<u16, BTreeMap<Key, TlbEntry>>,
+    per_ctx: Vec<BTreeMap<Key, TlbEntry>>,
     /// Insertion order for eviction: stamp -> (ctx, key).
     order: BTreeMap<u64, (u16, Key)>,
     next_stamp: u64,
     /// Deliberately skip range invalidations (tests of the stale checker only).
     #[doc(hidden)]
     pub buggy_skip_invalidate: bool,
+}
+
+impl Default for Tlb {
+    fn default() -> Self {
+        Tlb {
+            per_ctx: (0..mnic_abi::NUM_CONTEXTS)
+                .map(|_| BTreeMap::new())
+                .collect(),
+            order: BTreeMap::new(),
+            next_stamp: 0,
+            buggy_skip_invalidate: false,
+        }
+    }
 }
 
 impl Tlb {
@@ -153,7 +166,7 @@ impl Tlb {
 
     /// The entry of `ctx` covering `va` (a 4 KiB entry wins over a 2 MiB one).
     pub fn lookup(&self, ctx: u16, va: u64) -> Option<TlbEntry> {
-        let m = self.per_ctx.get(&ctx)?;
+        let m = self.per_ctx.get(usize::from(ctx))?;
         m.get(&(va & !(pte::PAGE_SIZE - 1), false))
             .or_else(|| m.get(&(va & !(pte::HUGE_SIZE - 1), true)))
             .copied()
@@ -165,13 +178,16 @@ impl Tlb {
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         let e = TlbEntry { leaf, seq, stamp };
-        if let Some(old) = self.per_ctx.entry(ctx).or_default().insert(key, e) {
+        let Some(m) = self.per_ctx.get_mut(usize::from(ctx)) else {
+            return e; // no such context: nothing cached
+        };
+        if let Some(old) = m.insert(key, e) {
             self.order.remove(&old.stamp);
         }
         self.order.insert(stamp, (ctx, key));
         while self.order.len() > TLB_CAPACITY {
             if let Some((_, (c, k))) = self.order.pop_first() {
-                if let Some(m) = self.per_ctx.get_mut(&c) {
+                if let Some(m) = self.per_ctx.get_mut(usize::from(c)) {
                     m.remove(&k);
                 }
             }
@@ -184,7 +200,7 @@ impl Tlb {
         if self.buggy_skip_invalidate {
             return 0;
         }
-        let Some(m) = self.per_ctx.get_mut(&ctx) else {
+        let Some(m) = self.per_ctx.get_mut(usize::from(ctx)) else {
             return 0;
         };
         let lo = start & !(pte::HUGE_SIZE - 1);
@@ -209,7 +225,7 @@ impl Tlb {
 
     /// Drops every entry of `ctx`; returns how many.
     pub fn invalidate_ctx(&mut self, ctx: u16) -> usize {
-        let Some(m) = self.per_ctx.remove(&ctx) else {
+        let Some(m) = self.per_ctx.get_mut(usize::from(ctx)).map(std::mem::take) else {
             return 0;
         };
         for e in m.values() {
@@ -220,7 +236,7 @@ impl Tlb {
 
     /// Drops everything.
     pub fn clear(&mut self) {
-        self.per_ctx.clear();
+        self.per_ctx.iter_mut().for_each(BTreeMap::clear);
         self.order.clear();
     }
 }

@@ -82,7 +82,7 @@ impl EventQueue {
                 break;
             };
             let slot = self.base + (self.produced % n) * ENTRY;
-            let phase = if (self.produced / n) % 2 == 0 {
+            let phase = if (self.produced / n).is_multiple_of(2) {
                 event::FLAG_PHASE
             } else {
                 0

@@ -15,6 +15,7 @@
 
 mod cmdq;
 mod evq;
+mod traffic;
 mod work;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::stale::StaleChecker;
 use crate::translate::Tlb;
 
 pub use evq::{EventQueue, BACKLOG_MAX};
+pub use traffic::{mix, op as traffic_op, pattern as traffic_pattern};
 pub use work::{Ctx, COPY_STEP};
 
 /// Commands executed per poll before the contexts get a turn.
@@ -163,9 +165,7 @@ impl Core {
         let ev_log2 = self.sh.reg(reg::EVQ_SIZE_LOG2);
         let ring_ok = |base: u64, log2: u32, entry: u64| {
             let log2_ok = (u32::from(RING_LOG2_MIN)..=u32::from(RING_LOG2_MAX)).contains(&log2);
-            log2_ok
-                && base.is_multiple_of(4096)
-                && mem::check(m, base, entry << log2, true).is_ok()
+            log2_ok && base.is_multiple_of(4096) && mem::check(m, base, entry << log2, true).is_ok()
         };
         let table_ok = ctx_table.is_multiple_of(4096)
             && mem::check(m, ctx_table, 64 * u64::from(NUM_CONTEXTS), false).is_ok();

@@ -1,0 +1,216 @@
+//! The command queue (spec §7): strictly in order, one sequence number per command.
+//! A bad command is reported (ERROR event, ERROR_CODE, counter), skipped, and the
+//! queue continues.
+
+use mnic_abi::{cmd, counter, error, irq, pte, reg, Command, CtxEntry, CMD_FLAG_IRQ};
+use mnic_abi::{CTX_FLAG_VALID, NUM_CONTEXTS, RING_LOG2_MAX, RING_LOG2_MIN};
+use zerocopy::FromBytes;
+
+use super::work::{Ctx, Site, Stage};
+use super::Core;
+use crate::mem::{self, GuestMem};
+
+/// Size of one command.
+const ENTRY: u64 = 32;
+
+/// A refused command: error code and the offending value.
+type CmdError = (u32, u64);
+
+impl Core {
+    /// Executes pending commands (at most the budget). Returns whether any ran.
+    pub(super) fn run_commands(&mut self, m: &GuestMem) -> bool {
+        let n = 1u32 << self.cmdq_log2;
+        let tail = self.sh.reg(reg::CMDQ_TAIL) % n;
+        let mut ran = 0;
+        while self.cmd_head != tail && ran < super::CMD_BUDGET && !self.halted {
+            let at = self.cmdq_base + u64::from(self.cmd_head) * ENTRY;
+            let mut b = [0u8; ENTRY as usize];
+            self.seq += 1;
+            self.sh.counters.inc(counter::COMMANDS);
+            match mem::read(m, at, &mut b) {
+                Ok(()) => {
+                    // 32 bytes always parse.
+                    let c = Command::read_from_bytes(&b).unwrap_or_default();
+                    tracing::debug!(seq = self.seq, op = c.opcode, ctx = c.ctx, "command");
+                    if let Err((code, addr)) = self.exec(m, &c) {
+                        self.error(code, c.ctx, addr, self.seq);
+                    }
+                    if c.flags & CMD_FLAG_IRQ != 0 {
+                        // After the command's effect (a SYNC value is in memory).
+                        self.raise(irq::CMD_DONE);
+                    }
+                }
+                Err(e) => self.error(
+                    error::ADDRESS_ERROR,
+                    mnic_abi::event::NO_CTX,
+                    e.addr,
+                    self.seq,
+                ),
+            }
+            self.cmd_head = (self.cmd_head + 1) % n;
+            self.sh.set_reg(reg::CMDQ_HEAD, self.cmd_head);
+            ran += 1;
+        }
+        ran > 0
+    }
+
+    fn ctx_index(c: &Command) -> Result<usize, CmdError> {
+        if u32::from(c.ctx) < NUM_CONTEXTS {
+            Ok(usize::from(c.ctx))
+        } else {
+            Err((error::BAD_CONTEXT, u64::from(c.ctx)))
+        }
+    }
+
+    fn exec(&mut self, m: &GuestMem, c: &Command) -> Result<(), CmdError> {
+        let seq = self.seq;
+        match c.opcode {
+            cmd::NOP => Ok(()),
+            cmd::INVALIDATE_RANGE => {
+                Self::ctx_index(c)?;
+                let end = c.arg0.checked_add(c.arg1);
+                let Some(end) = end.filter(|_| c.arg1 != 0) else {
+                    return Err((error::BAD_COMMAND, c.arg0));
+                };
+                let n = self.tlb.invalidate_range(c.ctx, c.arg0, end);
+                self.checker.record(c.ctx, seq, c.arg0, end);
+                self.invalidated(n);
+                Ok(())
+            }
+            cmd::INVALIDATE_CTX => {
+                Self::ctx_index(c)?;
+                let n = self.tlb.invalidate_ctx(c.ctx);
+                self.checker.record(c.ctx, seq, 0, u64::MAX);
+                self.invalidated(n);
+                Ok(())
+            }
+            cmd::SYNC => {
+                if !c.arg0.is_multiple_of(8) {
+                    return Err((error::BAD_COMMAND, c.arg0));
+                }
+                // Fence: see the module comment of `engine`. No DMA is in flight
+                // here, and every earlier invalidation has dropped its entries.
+                mem::store_u64(m, c.arg0, c.arg1).map_err(|e| (error::ADDRESS_ERROR, e.addr))?;
+                self.checker.sync_completed(seq);
+                self.sh.counters.inc(counter::SYNCS);
+                Ok(())
+            }
+            cmd::RESUME | cmd::ABORT => {
+                let i = Self::ctx_index(c)?;
+                let parked = self.ctxs[i]
+                    .as_ref()
+                    .and_then(|x| x.parked)
+                    .filter(|p| p.id == c.arg0)
+                    .ok_or((error::BAD_FAULT_ID, c.arg0))?;
+                if c.opcode == cmd::RESUME {
+                    self.sh.counters.inc(counter::RESUMES);
+                    if let Some(x) = self.ctxs[i].as_mut() {
+                        x.parked = None;
+                    }
+                    tracing::debug!(ctx = c.ctx, id = c.arg0, "resume");
+                } else {
+                    self.sh.counters.inc(counter::ABORTS);
+                    tracing::debug!(ctx = c.ctx, id = c.arg0, "abort");
+                    self.abort(i, parked.site, c.arg1 as u32);
+                }
+                Ok(())
+            }
+            cmd::CTX_ENABLE => self.ctx_enable(m, c),
+            cmd::CTX_DISABLE => {
+                let i = Self::ctx_index(c)?;
+                self.disable_ctx(i);
+                self.checker.record(c.ctx, seq, 0, u64::MAX);
+                Ok(())
+            }
+            op => Err((error::BAD_COMMAND, u64::from(op))),
+        }
+    }
+
+    fn invalidated(&mut self, n: usize) {
+        self.sh.counters.inc(counter::INVALIDATIONS);
+        self.sh
+            .counters
+            .set(counter::TLB_ENTRIES, self.tlb.len() as u64);
+        tracing::debug!(dropped = n, "invalidate");
+    }
+
+    /// ABORT of a parked fault: work faults complete the item; a descriptor fetch or
+    /// completion write cannot make progress, so the context is disabled.
+    fn abort(&mut self, i: usize, site: Site, detail: u32) {
+        let Some(x) = self.ctxs[i].as_mut() else {
+            return;
+        };
+        let fault_va = x.parked.map_or(0, |p| p.va);
+        x.parked = None;
+        match site {
+            Site::Work => {
+                if let Stage::Exec(item) = &x.stage {
+                    let (desc, done) = (item.desc, item.done);
+                    x.stage = Stage::Complete(super::work::completion(
+                        &desc,
+                        mnic_abi::completion::FAULT_ABORTED,
+                        detail,
+                        done,
+                        fault_va,
+                    ));
+                }
+            }
+            Site::Fetch | Site::Completion => {
+                self.disable_ctx(i);
+                self.error(error::BAD_CONTEXT, i as u16, fault_va, self.seq);
+            }
+        }
+    }
+
+    /// Stops context `i`: drops its TLB entries and any queued or parked work.
+    pub(super) fn disable_ctx(&mut self, i: usize) {
+        if self.ctxs.get_mut(i).and_then(Option::take).is_some() {
+            tracing::debug!(ctx = i, "context disabled");
+        }
+        self.sh.set_ctx_live(i, false);
+        self.tlb.invalidate_ctx(i as u16);
+        self.sh
+            .counters
+            .set(counter::TLB_ENTRIES, self.tlb.len() as u64);
+    }
+
+    fn ctx_enable(&mut self, m: &GuestMem, c: &Command) -> Result<(), CmdError> {
+        let i = Self::ctx_index(c)?;
+        if self.ctxs[i].is_some() {
+            return Err((error::BAD_CONTEXT, u64::from(c.ctx)));
+        }
+        let at = self.ctx_table + 64 * i as u64;
+        let mut b = [0u8; 64];
+        mem::read(m, at, &mut b).map_err(|e| (error::ADDRESS_ERROR, e.addr))?;
+        let e = CtxEntry::read_from_bytes(&b).unwrap_or_default();
+        let sizes = RING_LOG2_MIN..=RING_LOG2_MAX;
+        let fits = |va: u64, log2: u8, entry: u64| {
+            va.checked_add(entry << log2)
+                .is_some_and(|end| end <= pte::VA_LIMIT)
+        };
+        let ok = e.flags & CTX_FLAG_VALID != 0
+            && e.rsvd == 0
+            && e.rsvd2 == [0; 4]
+            && sizes.contains(&e.wq_size_log2)
+            && sizes.contains(&e.cq_size_log2)
+            && e.root.is_multiple_of(pte::PAGE_SIZE)
+            && e.wq_va.is_multiple_of(64)
+            && e.cq_va.is_multiple_of(32)
+            && fits(e.wq_va, e.wq_size_log2, 64)
+            && fits(e.cq_va, e.cq_size_log2, 32);
+        if !ok {
+            return Err((error::BAD_CONTEXT, u64::from(c.ctx)));
+        }
+        mem::check(m, e.root, pte::PAGE_SIZE, false).map_err(|_| (error::ADDRESS_ERROR, e.root))?;
+        self.ctxs[i] = Some(Ctx::new(e));
+        self.sh.set_ctx_live(i, true);
+        tracing::debug!(
+            ctx = i,
+            root = e.root,
+            wq = e.wq_va,
+            cq = e.cq_va,
+            "context enabled"
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,648 @@
+//! Engine tests on a [`Harness`]: commands, events, contexts, work, faults.
+
+use std::fs::File;
+use std::os::fd::{FromRawFd, IntoRawFd};
+
+use mnic_abi::{cmd, completion, control, counter, error, event, irq, reg, status, work};
+use mnic_abi::{Command, WorkDesc, CMD_FLAG_IRQ};
+
+use super::Activity;
+use crate::mem;
+use crate::testkit::{Harness, CTX_TABLE, SYNC_WORD};
+
+/// Source and destination VAs used by the tests.
+const SRC: u64 = 0x10_0000_0000;
+const DST: u64 = 0x20_0000_0000;
+
+/// A context with `pages` source pages (filled with a pattern) and `pages` writable
+/// destination pages, all mapped. Returns (src_gpa, dst_gpa).
+fn ctx_with_buffers(h: &mut Harness, ctx: u16, pages: u64) -> (u64, u64) {
+    h.setup_ctx(ctx, 4, 4);
+    let len = pages * 4096;
+    let s = h.alloc(len, false);
+    let d = h.alloc(len, false);
+    h.map(ctx, SRC, s, len, false);
+    h.map(ctx, DST, d, len, true);
+    let data: Vec<u8> = (0..len).map(|i| (i * 7 + u64::from(ctx)) as u8).collect();
+    mem::write(&h.mem(), s, &data).unwrap();
+    (s, d)
+}
+
+fn read(h: &Harness, gpa: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len];
+    mem::read(&h.mem(), gpa, &mut b).unwrap();
+    b
+}
+
+#[test]
+fn enable_validates_config() {
+    let mut h = Harness::new(false);
+    assert_eq!(h.reg(reg::STATUS) & status::ENABLED, status::ENABLED);
+    h.write_reg(reg::CONTROL, control::RESET);
+    assert_eq!(h.reg(reg::STATUS), 0);
+    h.write_reg(reg::CMDQ_SIZE_LOG2, 13);
+    h.write_reg(reg::EVQ_SIZE_LOG2, 6);
+    h.write_reg(reg::CTX_TABLE_LO, CTX_TABLE as u32);
+    h.write_reg(reg::CONTROL, control::ENABLE);
+    assert_eq!(h.reg(reg::STATUS), 0, "ring size out of range");
+    assert_eq!(h.reg(reg::ERROR_CODE), error::BAD_CONFIG);
+    h.write_reg(reg::ERROR_CODE, 0);
+    // Ring outside RAM.
+    h.write_reg(reg::CMDQ_SIZE_LOG2, 4);
+    h.write_reg(reg::CMDQ_BASE_HI, 1);
+    h.write_reg(reg::CONTROL, control::ENABLE);
+    assert_eq!(h.reg(reg::STATUS), 0);
+    assert_eq!(h.reg(reg::ERROR_CODE), error::BAD_CONFIG);
+    assert_eq!(h.reg(reg::ERROR_COUNT), 2);
+    // A disabled device does nothing.
+    assert_eq!(h.run(), Activity::Idle(None));
+}
+
+#[test]
+fn copy_across_pages() {
+    let mut h = Harness::new(true);
+    let (s, d) = ctx_with_buffers(&mut h, 1, 4);
+    // Unaligned on both sides, crossing three page boundaries.
+    h.post(1, Harness::copy_desc(SRC + 100, DST + 7, 3 * 4096 + 5, 42));
+    h.run();
+    let c = h.completions(1);
+    assert_eq!(c.len(), 1);
+    assert_eq!(
+        (c[0].tag, c[0].status, c[0].bytes),
+        (42, completion::OK, 3 * 4096 + 5)
+    );
+    assert_eq!(
+        read(&h, d + 7, 3 * 4096 + 5),
+        read(&h, s + 100, 3 * 4096 + 5)
+    );
+    assert_eq!(read(&h, d, 7), vec![0; 7], "bytes before dst untouched");
+    let ev = h.events();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(
+        (ev[0].kind, ev[0].ctx, ev[0].addr),
+        (event::WORK_DONE, 1, 42)
+    );
+    assert_eq!(h.counter(counter::WORK_COMPLETED), 1);
+    // The data, the descriptor fetch and the completion write.
+    assert_eq!(h.counter(counter::DMA_BYTES), 3 * 4096 + 5 + 64 + 32);
+    assert!(h.counter(counter::TLB_MISSES) >= 8);
+    assert_eq!(h.counter(counter::STALE_ACCESSES), 0);
+    assert_eq!(h.counter(counter::TLB_ENTRIES), h.core.tlb.len() as u64);
+    // Again: the data pages hit the TLB now.
+    let hits = h.counter(counter::TLB_HITS);
+    h.post(1, Harness::copy_desc(SRC, DST, 4096, 43));
+    h.run();
+    assert_eq!(h.completions(1)[0].status, completion::OK);
+    assert!(h.counter(counter::TLB_HITS) >= hits + 2);
+}
+
+#[test]
+fn huge_page_copy() {
+    let mut h = Harness::new(true);
+    h.setup_ctx(0, 4, 4);
+    let g = h.alloc(2 << 20, true);
+    let m = h.mem();
+    h.tables(0).map_2m(&m, 0x4000_0000, g, true);
+    mem::write(&m, g + 0x1f_f000, &[9u8; 8192 - 4096]).unwrap();
+    h.post(0, Harness::copy_desc(0x401f_f000, 0x4000_0000, 4096, 1));
+    h.run();
+    assert_eq!(h.completions(0)[0].status, completion::OK);
+    assert_eq!(read(&h, g, 4096), vec![9; 4096]);
+    assert_eq!(
+        h.counter(counter::WALKS),
+        3,
+        "WQ, CQ and one walk for both sides"
+    );
+}
+
+#[test]
+fn fault_resume_keeps_other_contexts_running() {
+    let mut h = Harness::new(true);
+    let (s, d) = ctx_with_buffers(&mut h, 1, 3);
+    ctx_with_buffers(&mut h, 2, 1);
+    h.unmap(1, DST + 4096);
+    h.post(1, Harness::copy_desc(SRC, DST, 3 * 4096, 7));
+    h.post(2, Harness::copy_desc(SRC, DST, 4096, 8));
+    h.run();
+    let ev = h.events();
+    let f: Vec<_> = ev.iter().filter(|e| e.kind == event::FAULT).collect();
+    assert_eq!(f.len(), 1);
+    let f = *f[0];
+    assert_eq!(
+        (f.ctx, f.code, f.addr),
+        (1, event::FAULT_NOT_PRESENT, DST + 4096)
+    );
+    assert_eq!(f.flags & event::FLAG_WRITE, event::FLAG_WRITE);
+    assert_ne!(f.id, 0);
+    assert!(h.completions(1).is_empty(), "context 1 is parked");
+    assert_eq!(h.completions(2)[0].status, completion::OK, "context 2 ran");
+    assert_eq!(
+        read(&h, d, 4096),
+        read(&h, s, 4096),
+        "bytes before the fault stay"
+    );
+    // A wrong id is a command error and changes nothing.
+    h.command(cmd::RESUME, 1, f.id + 1, 0);
+    h.run();
+    let ev = h.events();
+    assert_eq!(
+        (ev[0].kind, ev[0].code),
+        (event::ERROR, error::BAD_FAULT_ID)
+    );
+    assert!(h.completions(1).is_empty());
+    // Still missing: RESUME faults again with a new id.
+    h.command(cmd::RESUME, 1, f.id, 0);
+    h.run();
+    let f2 = h.events()[0];
+    assert_eq!((f2.kind, f2.addr), (event::FAULT, DST + 4096));
+    assert!(f2.id > f.id);
+    // Fill the entry and resume.
+    let d2 = h.alloc(4096, false);
+    h.map(1, DST + 4096, d2, 4096, true);
+    h.command(cmd::RESUME, 1, f2.id, 0);
+    h.run();
+    let c = h.completions(1);
+    assert_eq!(
+        (c[0].tag, c[0].status, c[0].bytes),
+        (7, completion::OK, 3 * 4096)
+    );
+    assert_eq!(read(&h, d2, 4096), read(&h, s + 4096, 4096));
+    assert_eq!(h.counter(counter::FAULTS), 2);
+    assert_eq!(h.counter(counter::RESUMES), 2);
+}
+
+#[test]
+fn permission_fault_then_upgrade() {
+    let mut h = Harness::new(true);
+    let (_, d) = ctx_with_buffers(&mut h, 3, 1);
+    h.map(3, DST, d, 4096, false);
+    h.post(3, Harness::copy_desc(SRC, DST, 64, 1));
+    h.run();
+    let f = h.events()[0];
+    assert_eq!((f.kind, f.code), (event::FAULT, event::FAULT_NOT_WRITABLE));
+    h.map(3, DST, d, 4096, true);
+    h.command(cmd::RESUME, 3, f.id, 0);
+    h.run();
+    assert_eq!(h.completions(3)[0].status, completion::OK);
+}
+
+#[test]
+fn abort_completes_with_errno() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 2);
+    h.unmap(1, SRC + 4096);
+    h.post(1, Harness::copy_desc(SRC, DST, 2 * 4096, 5));
+    h.run();
+    let f = h.events()[0];
+    assert_eq!((f.addr, f.flags & event::FLAG_WRITE), (SRC + 4096, 0));
+    h.command(cmd::ABORT, 1, f.id, 14);
+    h.run();
+    let c = h.completions(1);
+    assert_eq!(
+        (c[0].status, c[0].detail, c[0].bytes, c[0].fault_va),
+        (completion::FAULT_ABORTED, 14, 4096, SRC + 4096)
+    );
+    assert_eq!(h.counter(counter::ABORTS), 1);
+    // The context moves on.
+    h.post(1, Harness::copy_desc(SRC, DST, 16, 6));
+    h.run();
+    assert_eq!(h.completions(1)[0].tag, 6);
+}
+
+#[test]
+fn aborted_fetch_disables_the_context() {
+    let mut h = Harness::new(true);
+    h.setup_ctx(4, 4, 4);
+    h.unmap(4, crate::testkit::WQ_VA);
+    h.post(4, WorkDesc::default());
+    h.run();
+    let f = h.events()[0];
+    assert_eq!((f.kind, f.addr), (event::FAULT, crate::testkit::WQ_VA));
+    h.command(cmd::ABORT, 4, f.id, 14);
+    h.run();
+    let e = h.events()[0];
+    assert_eq!(
+        (e.kind, e.code, e.ctx),
+        (event::ERROR, error::BAD_CONTEXT, 4)
+    );
+    h.post(4, WorkDesc::default());
+    assert_eq!(h.counter(counter::BAD_DOORBELL), 1);
+    // RESUME of a disabled context's fault is a command error.
+    h.command(cmd::RESUME, 4, f.id, 0);
+    h.run();
+    assert_eq!(h.events()[0].code, error::BAD_FAULT_ID);
+}
+
+#[test]
+fn invalidate_and_sync() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 4);
+    h.post(1, Harness::copy_desc(SRC, DST, 4 * 4096, 1));
+    h.run();
+    let before = h.core.tlb.len();
+    h.command(cmd::INVALIDATE_RANGE, 1, SRC + 4096, 2 * 4096);
+    assert_eq!(h.sync(0xfeed), 0xfeed);
+    assert_eq!(h.core.tlb.len(), before - 2);
+    assert_eq!(h.counter(counter::TLB_ENTRIES), before as u64 - 2);
+    h.command(cmd::INVALIDATE_CTX, 1, 0, 0);
+    assert_eq!(h.sync(0xbeef), 0xbeef);
+    assert_eq!(h.core.tlb.len(), 0);
+    assert_eq!(h.counter(counter::INVALIDATIONS), 2);
+    assert_eq!(h.counter(counter::SYNCS), 2);
+    // Work after the SYNC walks again and is not stale.
+    h.post(1, Harness::copy_desc(SRC, DST, 4 * 4096, 2));
+    h.run();
+    assert_eq!(h.completions(1).len(), 2);
+    assert_eq!(h.counter(counter::STALE_ACCESSES), 0);
+    assert_eq!(h.reg(reg::STATUS) & status::HALTED, 0);
+}
+
+#[test]
+fn sync_with_irq_flag_signals_vector_1() {
+    let mut h = Harness::new(true);
+    let efd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let dup = efd.try_clone().unwrap();
+    // SAFETY: the duplicated eventfd is owned by nobody else.
+    let f = unsafe { File::from_raw_fd(dup.into_raw_fd()) };
+    h.core.shared().set_msix(1, Some(f));
+    h.cmd(Command {
+        opcode: cmd::SYNC,
+        flags: CMD_FLAG_IRQ,
+        arg0: SYNC_WORD,
+        arg1: 77,
+        ..Default::default()
+    });
+    h.run();
+    assert_eq!(mem::load_u64(&h.mem(), SYNC_WORD).unwrap(), 77);
+    assert_eq!(h.reg(reg::IRQ_STATUS) & irq::CMD_DONE, irq::CMD_DONE);
+    assert_eq!(efd.read().unwrap(), 1);
+    // Masked: status set, no interrupt.
+    h.write_reg(reg::IRQ_STATUS, irq::CMD_DONE);
+    h.write_reg(reg::IRQ_MASK, irq::CMD_DONE);
+    h.cmd(Command {
+        opcode: cmd::SYNC,
+        flags: CMD_FLAG_IRQ,
+        arg0: SYNC_WORD,
+        arg1: 78,
+        ..Default::default()
+    });
+    h.run();
+    assert_eq!(h.reg(reg::IRQ_STATUS) & irq::CMD_DONE, irq::CMD_DONE);
+    assert!(efd.read().is_err(), "masked vector stays quiet");
+}
+
+/// A deliberately buggy TLB (range invalidations ignored) makes the checker fire:
+/// counted, and in strict mode the device halts with STALE_ACCESS.
+#[test]
+fn stale_checker_fires_on_buggy_tlb() {
+    for strict in [false, true] {
+        let mut h = Harness::new(strict);
+        let (s, _) = ctx_with_buffers(&mut h, 1, 1);
+        h.core.tlb_mut().buggy_skip_invalidate = true;
+        h.post(1, Harness::copy_desc(SRC, DST, 64, 1));
+        h.run();
+        // The driver moves the page: clear, invalidate, SYNC, remap elsewhere.
+        h.unmap(1, SRC);
+        h.command(cmd::INVALIDATE_RANGE, 1, SRC, 4096);
+        assert_eq!(h.sync(1), 1);
+        let s2 = h.alloc(4096, false);
+        h.map(1, SRC, s2, 4096, false);
+        assert_ne!(s, s2);
+        h.events();
+        h.post(1, Harness::copy_desc(SRC, DST, 64, 2));
+        h.run();
+        assert_eq!(h.counter(counter::STALE_ACCESSES), 1, "strict={strict}");
+        if strict {
+            assert_eq!(h.reg(reg::STATUS) & status::HALTED, status::HALTED);
+            assert_eq!(h.reg(reg::ERROR_CODE), error::STALE_ACCESS);
+            let e = h.events();
+            assert_eq!((e[0].kind, e[0].code), (event::ERROR, error::STALE_ACCESS));
+            assert!(
+                h.completions(1).len() == 1,
+                "the stale copy did not complete"
+            );
+            // Halted: doorbells and commands are ignored until reset.
+            h.post(1, Harness::copy_desc(SRC, DST, 64, 3));
+            assert_eq!(h.run(), Activity::Idle(None));
+            h.write_reg(reg::CONTROL, control::RESET);
+            assert_eq!(h.reg(reg::STATUS), 0);
+        } else {
+            assert_eq!(h.completions(1).len(), 2);
+        }
+    }
+}
+
+#[test]
+fn command_errors_are_reported_and_skipped() {
+    let mut h = Harness::new(true);
+    h.command(0x55, 0, 0, 0); // seq 1: unknown opcode
+    h.command(cmd::INVALIDATE_CTX, 300, 0, 0); // seq 2: context out of range
+    h.command(cmd::INVALIDATE_RANGE, 0, 0x1000, 0); // seq 3: zero length
+    h.command(cmd::INVALIDATE_RANGE, 0, u64::MAX, 2); // seq 4: wraps
+    h.command(cmd::SYNC, 0, SYNC_WORD + 4, 1); // seq 5: misaligned
+    h.command(cmd::SYNC, 0, 1 << 40, 1); // seq 6: outside RAM
+    h.command(cmd::CTX_ENABLE, 9, 0, 0); // seq 7: entry not valid
+    h.command(cmd::ABORT, 9, 1, 0); // seq 8: nothing parked
+    h.command(cmd::SYNC, 0, SYNC_WORD, 5); // seq 9: fine
+    h.run();
+    let e = h.events();
+    let got: Vec<(u32, u64)> = e.iter().map(|e| (e.code, e.info)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (error::BAD_COMMAND, 1),
+            (error::BAD_CONTEXT, 2),
+            (error::BAD_COMMAND, 3),
+            (error::BAD_COMMAND, 4),
+            (error::BAD_COMMAND, 5),
+            (error::ADDRESS_ERROR, 6),
+            (error::BAD_CONTEXT, 7),
+            (error::BAD_FAULT_ID, 8),
+        ]
+    );
+    assert_eq!(mem::load_u64(&h.mem(), SYNC_WORD).unwrap(), 5);
+    assert_eq!(
+        h.reg(reg::ERROR_CODE),
+        error::BAD_COMMAND,
+        "the first error"
+    );
+    assert_eq!(h.reg(reg::ERROR_COUNT), 8);
+    assert_eq!(h.counter(counter::ERRORS), 8);
+    assert_eq!(h.counter(counter::COMMANDS), 9);
+    assert_eq!(h.reg(reg::CMDQ_HEAD), 9);
+    assert_ne!(h.reg(reg::IRQ_STATUS) & irq::ERROR, 0);
+}
+
+#[test]
+fn ctx_root_outside_ram_is_refused() {
+    let mut h = Harness::new(true);
+    h.setup_ctx(5, 4, 4);
+    assert!(h.events().is_empty());
+    let mut e = mnic_abi::CtxEntry {
+        flags: mnic_abi::CTX_FLAG_VALID,
+        wq_size_log2: 4,
+        cq_size_log2: 4,
+        root: 1 << 40,
+        ..Default::default()
+    };
+    mem::write(
+        &h.mem(),
+        CTX_TABLE + 64 * 6,
+        zerocopy::IntoBytes::as_bytes(&e),
+    )
+    .unwrap();
+    h.command(cmd::CTX_ENABLE, 6, 0, 0);
+    h.command(cmd::CTX_ENABLE, 5, 0, 0); // already running
+    e.root = 0x1001;
+    mem::write(
+        &h.mem(),
+        CTX_TABLE + 64 * 7,
+        zerocopy::IntoBytes::as_bytes(&e),
+    )
+    .unwrap();
+    h.command(cmd::CTX_ENABLE, 7, 0, 0);
+    h.run();
+    let codes: Vec<u32> = h.events().iter().map(|e| e.code).collect();
+    assert_eq!(
+        codes,
+        vec![error::ADDRESS_ERROR, error::BAD_CONTEXT, error::BAD_CONTEXT]
+    );
+}
+
+#[test]
+fn bad_descriptors_and_table_errors() {
+    let mut h = Harness::new(true);
+    let (_, d) = ctx_with_buffers(&mut h, 1, 2);
+    let bad = [
+        Harness::copy_desc(SRC, DST, 0, 1),                  // zero length
+        Harness::copy_desc(SRC, SRC + 8, 64, 2),             // overlap
+        Harness::copy_desc(SRC, (1 << 47) - 8, 64, 3),       // beyond the VA space
+        Harness::copy_desc(SRC, DST, work::COPY_MAX + 1, 4), // too long
+        WorkDesc {
+            opcode: 99,
+            tag: 5,
+            ..Default::default()
+        }, // unknown opcode
+        WorkDesc {
+            opcode: work::TRAFFIC,
+            tag: 6,
+            len: 4096,
+            src: SRC,
+            op_size: 0,
+            ..Default::default()
+        },
+        WorkDesc {
+            opcode: work::TRAFFIC,
+            tag: 7,
+            len: 64,
+            src: SRC,
+            op_size: 128,
+            ..Default::default()
+        },
+        WorkDesc {
+            opcode: work::TRAFFIC,
+            tag: 8,
+            len: 64,
+            src: SRC,
+            op_size: 8,
+            pattern: 3,
+            ..Default::default()
+        },
+    ];
+    for b in bad {
+        h.post(1, b);
+    }
+    h.post(
+        1,
+        WorkDesc {
+            opcode: work::NOP,
+            tag: 9,
+            ..Default::default()
+        },
+    );
+    h.run();
+    let c = h.completions(1);
+    let got: Vec<(u64, u16)> = c.iter().map(|c| (c.tag, c.status)).collect();
+    let mut want: Vec<(u64, u16)> = (1..=8).map(|t| (t, completion::BAD_DESCRIPTOR)).collect();
+    want.push((9, completion::OK));
+    assert_eq!(got, want);
+    assert_eq!(
+        h.events()
+            .iter()
+            .filter(|e| e.code == error::BAD_DESCRIPTOR)
+            .count(),
+        8
+    );
+    // A leaf with a reserved bit: TABLE_ERROR completion and error event.
+    let m = h.mem();
+    let at = h.tables(1).entry_addr(&m, DST, 1).unwrap();
+    mem::store_u64(&m, at, mnic_abi::pte::leaf_4k(d, true) | 1 << 9).unwrap();
+    h.post(1, Harness::copy_desc(SRC, DST, 64, 10));
+    h.run();
+    let c = h.completions(1);
+    assert_eq!((c[0].status, c[0].fault_va), (completion::TABLE_ERROR, DST));
+    let e = h.events();
+    assert_eq!((e[0].kind, e[0].code), (event::ERROR, error::TABLE_ERROR));
+}
+
+#[test]
+fn event_backlog_waits_for_room() {
+    let mut h = Harness::new(true);
+    h.setup_ctx(1, 8, 8);
+    for t in 0..100u64 {
+        h.post(
+            1,
+            WorkDesc {
+                opcode: work::NOP,
+                flags: work::FLAG_NOTIFY,
+                tag: t,
+                ..Default::default()
+            },
+        );
+    }
+    h.run();
+    assert_eq!(h.completions(1).len(), 100);
+    assert_eq!(h.core.evq.backlog(), 100 - 63);
+    let mut tags: Vec<u64> = Vec::new();
+    for _ in 0..3 {
+        tags.extend(h.events().iter().map(|e| e.addr));
+        h.run();
+    }
+    assert_eq!(
+        tags,
+        (0..100).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    assert_eq!(h.counter(counter::EVENTS_DROPPED), 0);
+}
+
+#[test]
+fn long_copy_does_not_starve_sync() {
+    let mut h = Harness::new(true);
+    let (s, d) = ctx_with_buffers(&mut h, 1, 256);
+    h.post(1, Harness::copy_desc(SRC, DST, 256 * 4096, 1));
+    let m = h.mem();
+    h.core.poll(&m); // fetch
+    h.core.poll(&m); // first step
+    h.command(cmd::SYNC, 0, SYNC_WORD, 3);
+    h.core.poll(&m);
+    assert_eq!(
+        mem::load_u64(&m, SYNC_WORD).unwrap(),
+        3,
+        "SYNC ran between steps"
+    );
+    assert!(h.completions(1).is_empty(), "the copy is still going");
+    h.run();
+    assert_eq!(h.completions(1)[0].bytes, 256 * 4096);
+    assert_eq!(read(&h, d, 256 * 4096), read(&h, s, 256 * 4096));
+}
+
+#[test]
+fn reset_returns_to_reset_state() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 1);
+    h.post(1, Harness::copy_desc(SRC, DST, 64, 1));
+    h.run();
+    assert!(h.counter(counter::WORK_COMPLETED) > 0);
+    h.write_reg(reg::IRQ_MASK, 3);
+    h.write_reg(reg::CONTROL, control::RESET);
+    for r in [
+        reg::STATUS,
+        reg::CONTROL,
+        reg::IRQ_MASK,
+        reg::IRQ_STATUS,
+        reg::CMDQ_HEAD,
+        reg::EVQ_TAIL,
+        reg::CTX_TABLE_LO,
+    ] {
+        assert_eq!(h.reg(r), 0, "register {r:#x}");
+    }
+    for i in 0..counter::COUNT {
+        assert_eq!(h.counter(i), 0, "counter {i}");
+    }
+    assert!(h.core.tlb.is_empty());
+    h.post(1, Harness::copy_desc(SRC, DST, 64, 2));
+    assert_eq!(h.counter(counter::BAD_DOORBELL), 1, "contexts are gone");
+}
+
+#[test]
+fn traffic_sequential_write_and_random() {
+    let mut h = Harness::new(true);
+    let (_, d) = ctx_with_buffers(&mut h, 1, 4);
+    let desc = WorkDesc {
+        opcode: work::TRAFFIC,
+        tag: 1,
+        len: 4 * 4096,
+        src: DST,
+        op_size: 1000,
+        pattern: work::PATTERN_SEQ_WRITE,
+        ops: 40,
+        seed: 1234,
+        ..Default::default()
+    };
+    h.post(1, desc);
+    h.run();
+    let c = h.completions(1);
+    assert_eq!((c[0].status, c[0].bytes), (completion::OK, 40));
+    let p = super::traffic::pattern(1234, 1000);
+    for slot in 0..16 {
+        assert_eq!(read(&h, d + slot * 1000, 1000), p, "slot {slot}");
+    }
+    assert_eq!(h.counter(counter::TRAFFIC_OPS), 40);
+    // Random read/write over a range with a read-only page: the first write there
+    // faults; abort it.
+    h.post(
+        1,
+        WorkDesc {
+            pattern: work::PATTERN_RANDOM_RW,
+            src: DST,
+            ops: 500,
+            seed: 9,
+            ..desc
+        },
+    );
+    h.map(1, DST + 4096, d + 4096, 4096, false);
+    h.command(cmd::INVALIDATE_RANGE, 1, DST + 4096, 4096);
+    h.run();
+    let f = h
+        .events()
+        .into_iter()
+        .find(|e| e.kind == event::FAULT)
+        .unwrap();
+    assert_eq!(f.code, event::FAULT_NOT_WRITABLE);
+    h.command(cmd::ABORT, 1, f.id, 1);
+    h.run();
+    let c = h.completions(1);
+    assert_eq!(c[0].status, completion::FAULT_ABORTED);
+    assert!(c[0].bytes < 500);
+}
+
+#[test]
+fn traffic_rate_is_throttled() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 1);
+    h.post(
+        1,
+        WorkDesc {
+            opcode: work::TRAFFIC,
+            len: 4096,
+            src: SRC,
+            op_size: 64,
+            ops: 3,
+            rate: 20,
+            ..Default::default()
+        },
+    );
+    let t = std::time::Instant::now();
+    match h.run() {
+        Activity::Idle(Some(_)) => {}
+        a => panic!("expected a deadline, got {a:?}"),
+    }
+    while h.completions(1).is_empty() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        h.run();
+        assert!(t.elapsed().as_secs() < 5);
+    }
+    // Ops at 0, 50 and 100 ms.
+    assert!(t.elapsed().as_millis() >= 100);
+}

@@ -1,0 +1,404 @@
+//! The complete host sequence against the real `mnic-device` binary, with this test
+//! as the vfio-user client (no QEMU): guest RAM is a memfd shared with DMA_MAP, MSI-X
+//! goes through eventfds from SET_IRQS, and the test plays the driver by writing
+//! tables and rings into the memfd and registers over REGION_WRITE.
+
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use mnic_abi::{cmd, completion, control, error, event, reg, status, work};
+use mnic_abi::{Completion, CtxEntry, Event, WorkDesc, BAR_DOORBELLS, BAR_REGS, CMD_FLAG_IRQ};
+use mnic_device::mem::{self, GuestMem, GuestRam};
+use mnic_device::proto::{self, Header, FLAG_ERROR, HEADER_SIZE};
+use mnic_device::testkit::{memfd, Tables};
+use vmm_sys_util::eventfd::EventFd;
+use zerocopy::{FromBytes, IntoBytes};
+
+const RAM: u64 = 16 << 20;
+const ROM: u64 = 0x4000_0000;
+const CTX_TABLE: u64 = 0x1000;
+const CMDQ: u64 = 0x8000;
+const EVQ: u64 = 0x9000;
+const SYNC_WORD: u64 = 0xa000;
+const WQ: u64 = 0xb000;
+const CQ: u64 = 0xc000;
+const SRC_GPA: u64 = 0x20_0000;
+const DST_GPA: u64 = 0x30_0000;
+const WQ_VA: u64 = 0x7000_0000;
+const CQ_VA: u64 = 0x7000_1000;
+const SRC_VA: u64 = 0x1000_0000;
+const DST_VA: u64 = 0x2000_0000;
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kills the server by PID and removes the temp dir on every path out of the test.
+struct Server {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+struct Client {
+    s: UnixStream,
+    id: u16,
+}
+
+/// sendmsg with SCM_RIGHTS.
+fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) {
+    let mut cbuf = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_ptr() as *mut libc::c_void,
+        iov_len: buf.len(),
+    };
+    // SAFETY: msghdr is plain old data; all-zero is a valid empty value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !fds.is_empty() {
+        let len = std::mem::size_of_val(fds);
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        // SAFETY: CMSG_SPACE is a pure size computation.
+        msg.msg_controllen = unsafe { libc::CMSG_SPACE(len as u32) } as _;
+        // SAFETY: the control buffer is 128 bytes, enough for the header and up to 8
+        // fds; CMSG_FIRSTHDR/CMSG_DATA point into it.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(len as u32) as _;
+            std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), len);
+        }
+    }
+    // SAFETY: `msg` points at live buffers for the duration of the call.
+    let n = unsafe { libc::sendmsg(sock, &msg, 0) };
+    assert_eq!(n, buf.len() as isize, "sendmsg");
+}
+
+impl Client {
+    fn call_fds(&mut self, command: u16, payload: &[u8], fds: &[RawFd]) -> (Header, Vec<u8>) {
+        self.id = self.id.wrapping_add(1);
+        let h = Header {
+            msg_id: self.id,
+            command,
+            ..Header::default()
+        };
+        send_with_fds(self.s.as_raw_fd(), &h.message(payload), fds);
+        let mut hb = [0u8; HEADER_SIZE];
+        self.s.read_exact(&mut hb).unwrap();
+        let r = Header::decode(&hb);
+        let mut p = vec![0u8; r.size as usize - HEADER_SIZE];
+        self.s.read_exact(&mut p).unwrap();
+        assert_eq!((r.msg_id, r.command), (self.id, command));
+        (r, p)
+    }
+    fn ok(&mut self, command: u16, payload: &[u8], fds: &[RawFd]) -> Vec<u8> {
+        let (h, p) = self.call_fds(command, payload, fds);
+        assert_eq!(
+            h.flags & FLAG_ERROR,
+            0,
+            "command {command}: errno {}",
+            h.error
+        );
+        p
+    }
+    fn write(&mut self, region: u32, off: u64, v: u32) {
+        let mut req = off.to_le_bytes().to_vec();
+        req.extend_from_slice(&region.to_le_bytes());
+        req.extend_from_slice(&4u32.to_le_bytes());
+        req.extend_from_slice(&v.to_le_bytes());
+        self.ok(proto::cmd::REGION_WRITE, &req, &[]);
+    }
+    fn read(&mut self, off: u32) -> u32 {
+        let mut req = u64::from(off).to_le_bytes().to_vec();
+        req.extend_from_slice(&BAR_REGS.to_le_bytes());
+        req.extend_from_slice(&4u32.to_le_bytes());
+        let p = self.ok(proto::cmd::REGION_READ, &req, &[]);
+        u32::from_le_bytes(p[16..20].try_into().unwrap())
+    }
+    fn dma_map(&mut self, iova: u64, size: u64, offset: u64, fd: Option<RawFd>) {
+        let mut m = 32u32.to_le_bytes().to_vec();
+        m.extend_from_slice(&3u32.to_le_bytes());
+        for x in [offset, iova, size] {
+            m.extend_from_slice(&x.to_le_bytes());
+        }
+        self.ok(proto::cmd::DMA_MAP, &m, fd.as_slice());
+    }
+}
+
+fn start(dir: &Path) -> (Server, Client, PathBuf) {
+    let sock = dir.join("dev.sock");
+    let ctl = dir.join("dev.ctl");
+    let child = Command::new(env!("CARGO_BIN_EXE_mnic-device"))
+        .args(["serve", "--strict", "--socket"])
+        .arg(&sock)
+        .arg("--control")
+        .arg(&ctl)
+        .spawn()
+        .unwrap();
+    let server = Server {
+        child,
+        dir: dir.to_path_buf(),
+    };
+    let t = Instant::now();
+    let s = loop {
+        if let Ok(s) = UnixStream::connect(&sock) {
+            break s;
+        }
+        assert!(t.elapsed() < TIMEOUT, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    s.set_read_timeout(Some(TIMEOUT)).unwrap();
+    (server, Client { s, id: 0 }, ctl)
+}
+
+fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn wait_irq(e: &EventFd, what: &str) {
+    wait_until(what, || e.read().is_ok());
+}
+
+fn event(m: &GuestMem, i: u64) -> Event {
+    let mut b = [0u8; 32];
+    mem::read(m, EVQ + 32 * i, &mut b).unwrap();
+    Event::read_from_bytes(&b).unwrap()
+}
+
+fn completion_at(m: &GuestMem, i: u64) -> Completion {
+    let mut b = [0u8; 32];
+    mem::read(m, CQ + 32 * i, &mut b).unwrap();
+    Completion::read_from_bytes(&b).unwrap()
+}
+
+/// The driver's side of the command ring.
+struct Cmdq {
+    tail: u32,
+}
+
+impl Cmdq {
+    fn post(&mut self, c: &mut Client, m: &GuestMem, cm: mnic_abi::Command) {
+        mem::write(m, CMDQ + 32 * u64::from(self.tail), cm.as_bytes()).unwrap();
+        self.tail = (self.tail + 1) % 16;
+        c.write(BAR_REGS, reg::CMDQ_TAIL.into(), self.tail);
+        let want = self.tail;
+        wait_until("CMDQ_HEAD", || c.read(reg::CMDQ_HEAD) == want);
+    }
+}
+
+fn command(opcode: u8, ctx: u16, arg0: u64, arg1: u64) -> mnic_abi::Command {
+    mnic_abi::Command {
+        opcode,
+        ctx,
+        arg0,
+        arg1,
+        ..Default::default()
+    }
+}
+
+fn stats(ctl: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_mnic-device"))
+        .arg("stats")
+        .arg("--control")
+        .arg(ctl)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stat(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[test]
+fn fault_resume_sync_and_hostile_tables() {
+    let dir = std::env::temp_dir().join(format!("mnic-dev-host-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_server, mut c, ctl) = start(&dir);
+
+    let mut v = vec![0, 0, 1, 0];
+    v.extend_from_slice(b"{}\0");
+    c.ok(proto::cmd::VERSION, &v, &[]);
+
+    // Guest RAM: a memfd the test maps too (the "guest" side), and a ROM range
+    // without fd.
+    let fd: OwnedFd = memfd(RAM);
+    let ram = GuestRam::new();
+    ram.map_fd(0, RAM, fd.try_clone().unwrap(), 0, true)
+        .unwrap();
+    let m = ram.snapshot();
+    c.dma_map(0, RAM, 0, Some(fd.as_raw_fd()));
+    c.dma_map(ROM, 0x1_0000, 0, None);
+
+    // MSI-X: two eventfds.
+    let irq_ev = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let irq_cmd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let mut s = Vec::new();
+    for x in [
+        20u32,
+        proto::IRQ_SET_DATA_EVENTFD | proto::IRQ_SET_ACTION_TRIGGER,
+        2,
+        0,
+        2,
+    ] {
+        s.extend_from_slice(&x.to_le_bytes());
+    }
+    c.ok(
+        proto::cmd::DEVICE_SET_IRQS,
+        &s,
+        &[irq_ev.as_raw_fd(), irq_cmd.as_raw_fd()],
+    );
+
+    // Context 1: tables, queues, data.
+    let mut t = Tables::new(&m, 0x10_0000);
+    t.map_4k(&m, WQ_VA, WQ, false);
+    t.map_4k(&m, CQ_VA, CQ, true);
+    t.map_range(&m, SRC_VA, SRC_GPA, 2 * 4096, false);
+    t.map_4k(&m, DST_VA, DST_GPA, true); // the second DST page is missing
+    let data: Vec<u8> = (0..8192u32).map(|i| (i * 13 % 251) as u8).collect();
+    mem::write(&m, SRC_GPA, &data).unwrap();
+    let entry = CtxEntry {
+        flags: mnic_abi::CTX_FLAG_VALID,
+        wq_size_log2: 4,
+        cq_size_log2: 4,
+        root: t.root,
+        wq_va: WQ_VA,
+        cq_va: CQ_VA,
+        ..Default::default()
+    };
+    mem::write(&m, CTX_TABLE + 64, entry.as_bytes()).unwrap();
+
+    // Registers, enable in strict mode.
+    for (r, v) in [
+        (reg::CTX_TABLE_LO, CTX_TABLE as u32),
+        (reg::CMDQ_BASE_LO, CMDQ as u32),
+        (reg::CMDQ_SIZE_LOG2, 4),
+        (reg::EVQ_BASE_LO, EVQ as u32),
+        (reg::EVQ_SIZE_LOG2, 4),
+        (reg::CONTROL, control::ENABLE | control::STRICT),
+    ] {
+        c.write(BAR_REGS, r.into(), v);
+    }
+    assert_eq!(c.read(reg::STATUS), status::ENABLED);
+    let mut q = Cmdq { tail: 0 };
+    q.post(&mut c, &m, command(cmd::CTX_ENABLE, 1, 0, 0));
+
+    // COPY of two pages through the doorbell: the second destination page faults.
+    let d = WorkDesc {
+        opcode: work::COPY,
+        flags: work::FLAG_NOTIFY,
+        len: 8192,
+        tag: 0xabc,
+        src: SRC_VA,
+        dst: DST_VA,
+        ..Default::default()
+    };
+    mem::write(&m, WQ, d.as_bytes()).unwrap();
+    c.write(BAR_DOORBELLS, 4096, 1);
+    wait_irq(&irq_ev, "the fault interrupt");
+    let f = event(&m, 0);
+    assert_eq!(f.flags & event::FLAG_PHASE, 1);
+    assert_eq!(
+        (f.kind, f.ctx, f.code),
+        (event::FAULT, 1, event::FAULT_NOT_PRESENT)
+    );
+    assert_eq!(
+        (f.addr, f.flags & event::FLAG_WRITE),
+        (DST_VA + 4096, event::FLAG_WRITE)
+    );
+    assert_ne!(f.id, 0);
+    c.write(BAR_REGS, reg::EVQ_HEAD.into(), 1);
+    assert_eq!(completion_at(&m, 0).flags, 0, "no completion while parked");
+
+    // The driver fills the entry and resumes.
+    t.map_4k(&m, DST_VA + 4096, DST_GPA + 4096, true);
+    q.post(&mut c, &m, command(cmd::RESUME, 1, f.id, 0));
+    wait_until("the completion", || {
+        completion_at(&m, 0).flags & completion::FLAG_PHASE != 0
+    });
+    let cp = completion_at(&m, 0);
+    assert_eq!((cp.tag, cp.status, cp.bytes), (0xabc, completion::OK, 8192));
+    let mut out = vec![0u8; 8192];
+    mem::read(&m, DST_GPA, &mut out).unwrap();
+    assert_eq!(out, data);
+    wait_until("WORK_DONE", || event(&m, 1).kind == event::WORK_DONE);
+    c.write(BAR_REGS, reg::EVQ_HEAD.into(), 2);
+
+    // INVALIDATE_RANGE + SYNC with the IRQ flag: the value lands, vector 1 fires.
+    q.post(&mut c, &m, command(cmd::INVALIDATE_RANGE, 1, DST_VA, 8192));
+    let mut sync = command(cmd::SYNC, 0, SYNC_WORD, 0x5eed);
+    sync.flags = CMD_FLAG_IRQ;
+    q.post(&mut c, &m, sync);
+    wait_irq(&irq_cmd, "the SYNC interrupt");
+    assert_eq!(mem::load_u64(&m, SYNC_WORD).unwrap(), 0x5eed);
+
+    let st = stats(&ctl);
+    assert_eq!(stat(&st, "faults"), 1, "{st}");
+    assert_eq!(stat(&st, "resumes"), 1);
+    assert!(stat(&st, "syncs") >= 1);
+    assert_eq!(stat(&st, "stale_accesses"), 0);
+    assert_eq!(stat(&st, "work_completed"), 1);
+    assert_eq!(stat(&st, "errors"), 0);
+
+    // Hostile: context 2's root outside RAM, context 3's root in the fd-less ROM.
+    for (ctx, root) in [(2u64, 1u64 << 40), (3, ROM)] {
+        let e = CtxEntry { root, ..entry };
+        mem::write(&m, CTX_TABLE + 64 * ctx, e.as_bytes()).unwrap();
+        q.post(&mut c, &m, command(cmd::CTX_ENABLE, ctx as u16, 0, 0));
+    }
+    wait_until("two ERROR events", || event(&m, 3).kind == event::ERROR);
+    for i in [2, 3] {
+        let e = event(&m, i);
+        assert_eq!((e.kind, e.code), (event::ERROR, error::ADDRESS_ERROR));
+    }
+    // A leaf of context 1 pointing into ROM: the copy fails with TABLE_ERROR.
+    t.map_4k(&m, SRC_VA, ROM, false);
+    q.post(&mut c, &m, command(cmd::INVALIDATE_CTX, 1, 0, 0));
+    mem::write(&m, WQ + 64, WorkDesc { tag: 0xbad, ..d }.as_bytes()).unwrap();
+    c.write(BAR_DOORBELLS, 4096, 2);
+    wait_until("the failed completion", || {
+        completion_at(&m, 1).flags & completion::FLAG_PHASE != 0
+    });
+    let cp = completion_at(&m, 1);
+    assert_eq!(
+        (cp.tag, cp.status, cp.fault_va),
+        (0xbad, completion::TABLE_ERROR, SRC_VA)
+    );
+
+    // The device still serves.
+    assert_eq!(c.read(reg::ID), mnic_abi::MNIC_ID_VALUE);
+    assert_eq!(c.read(reg::STATUS), status::ENABLED);
+    q.post(&mut c, &m, command(cmd::SYNC, 0, SYNC_WORD, 2));
+    assert_eq!(mem::load_u64(&m, SYNC_WORD).unwrap(), 2);
+    let st = stats(&ctl);
+    assert_eq!(stat(&st, "errors"), 3, "{st}");
+    assert_eq!(stat(&st, "stale_accesses"), 0);
+
+    // DMA_UNMAP of RAM is answered (after draining); then the device has no RAM.
+    let mut u = 24u32.to_le_bytes().to_vec();
+    u.extend_from_slice(&0u32.to_le_bytes());
+    u.extend_from_slice(&0u64.to_le_bytes());
+    u.extend_from_slice(&RAM.to_le_bytes());
+    c.ok(proto::cmd::DMA_UNMAP, &u, &[]);
+    c.write(BAR_DOORBELLS, 4096, 3);
+    assert_eq!(c.read(reg::ID), mnic_abi::MNIC_ID_VALUE);
+    c.s.flush().unwrap();
+}
