@@ -1,0 +1,539 @@
+// SPDX-License-Identifier: GPL-2.0
+//! A hardware context: one open file of `/dev/mnicN`, owned by the mm that opened it.
+//!
+//! Its registrations are mmu interval notifiers; its translation table is filled on demand
+//! (device faults, prefetch) through `hmm` and torn down by the notifiers, which post
+//! `INVALIDATE_RANGE` + `SYNC` and wait for the SYNC before the invalidation completes (the
+//! invariant of DESIGN.md, spec §7). No user page is ever pinned.
+
+use kernel::{
+    mm::{
+        hmm::{Access, FaultError, HmmPfn, Range},
+        mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Invalidated, Invalidation, WouldBlock},
+        Mm, MmWithUser,
+    },
+    new_condvar, new_mutex,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+        lock::mutex::MutexBackend,
+        Arc, CondVar, Mutex,
+    },
+};
+
+use crate::abi::{self, pte, reg_flags, Command};
+use crate::device::{MnicDev, Ticket};
+use crate::table::{self, Leaves, PageTable};
+
+/// Restarts of one fill before it gives up with `EBUSY` (an invalidation storm must not keep a
+/// fault or an ioctl in the kernel forever).
+const MAX_FILL_RETRIES: u32 = 1000;
+/// Largest registration: 1 GiB keeps the preallocated translation tables at 2 MiB.
+pub(crate) const MAX_REGISTER_LEN: u64 = 1 << 30;
+/// Prefetch works in pieces of this size (bounds the hmm pfn buffer).
+const FILL_CHUNK: u64 = 32 << 20;
+
+/// Per-context counters (reported by `MNIC_IOC_CTX_STATS`).
+pub(crate) struct Stats {
+    pub(crate) faults: Atomic<u64>,
+    pub(crate) resumes: Atomic<u64>,
+    pub(crate) aborts: Atomic<u64>,
+    pub(crate) invalidations: Atomic<u64>,
+    pub(crate) entries_invalidated: Atomic<u64>,
+    pub(crate) sync_waits: Atomic<u64>,
+    pub(crate) sync_wait_ns: Atomic<u64>,
+    pub(crate) sync_wait_max_ns: Atomic<u64>,
+    pub(crate) fault_retries: Atomic<u64>,
+}
+
+impl Stats {
+    const fn new() -> Self {
+        Stats {
+            faults: Atomic::new(0),
+            resumes: Atomic::new(0),
+            aborts: Atomic::new(0),
+            invalidations: Atomic::new(0),
+            entries_invalidated: Atomic::new(0),
+            sync_waits: Atomic::new(0),
+            sync_wait_ns: Atomic::new(0),
+            sync_wait_max_ns: Atomic::new(0),
+            fault_retries: Atomic::new(0),
+        }
+    }
+}
+
+/// What the notifier lock protects: the device-visible table and the last SYNC posted for it.
+pub(crate) struct CtxState {
+    pub(crate) table: PageTable,
+    /// The last SYNC posted by an invalidation of this context (see `Region::invalidate`).
+    pending: Option<Ticket>,
+}
+
+/// The registrations of a context.
+pub(crate) struct Registrations {
+    list: KVec<Pin<KBox<IntervalNotifier<Region>>>>,
+    next_handle: u32,
+}
+
+#[pin_data]
+pub(crate) struct Ctx {
+    pub(crate) dev: Arc<MnicDev>,
+    pub(crate) index: u16,
+    /// The mm that opened the context (an `mmgrab` reference: it does not keep it alive).
+    mm: ARef<Mm>,
+    /// THE notifier lock (the user lock of every registration of this context).
+    #[pin]
+    pub(crate) state: Mutex<CtxState>,
+    #[pin]
+    pub(crate) regs: Mutex<Registrations>,
+    /// Set once the queues are given and the context is enabled on the device.
+    pub(crate) enabled: Atomic<bool>,
+    pub(crate) work_done: Atomic<u64>,
+    #[pin]
+    pub(crate) done_lock: Mutex<()>,
+    #[pin]
+    pub(crate) done_cv: CondVar,
+    pub(crate) stats: Stats,
+}
+
+/// The data of one registration's notifier.
+pub(crate) struct Region {
+    ctx: Arc<Ctx>,
+    handle: u32,
+    flags: u32,
+}
+
+impl IntervalNotifierOps for Region {
+    type Locked = CtxState;
+    type Backend = MutexBackend;
+    type Finish = Ticket;
+
+    fn user_lock(&self) -> &Mutex<CtxState> {
+        &self.ctx.state
+    }
+
+    /// Steps 1 and 2 of the invariant: clear the entries, post INVALIDATE + SYNC. Step 3 (the
+    /// wait) is in `invalidate_finish`, so one munmap over many registrations waits once.
+    fn invalidate<'a>(
+        &'a self,
+        inv: Invalidation<'a, Self>,
+    ) -> Result<Invalidated<'a, Self>, WouldBlock<'a>> {
+        let ctx = &self.ctx;
+        let mut st = inv.lock()?;
+        let (start, end) = inv.clamped();
+        let cleared = st.table.clear(start as u64, end as u64);
+        ctx.stats.invalidations.add(1, Relaxed);
+        ctx.stats.entries_invalidated.add(cleared.total(), Relaxed);
+        let dev = &ctx.dev;
+
+        if cleared.total() == 0 {
+            // The device caches only valid leaves, and every leaf cleared so far had its SYNC
+            // posted. If the last such SYNC has not executed yet (a concurrent invalidation is
+            // still waiting for it), this range may still be cached: wait for it as well.
+            return match st.pending {
+                Some(t) if !dev.sync_done(t) && !dev.is_gone() => {
+                    if let Some(wb) = st.would_block() {
+                        return Err(wb);
+                    }
+                    Ok(st.finish_later(t))
+                }
+                _ => Ok(st.done()),
+            };
+        }
+        let cmd = Command {
+            opcode: abi::cmd::INVALIDATE_RANGE,
+            ctx: ctx.index,
+            arg0: start as u64,
+            arg1: (end - start) as u64,
+            ..Command::default()
+        };
+        if !st.is_blockable() {
+            // OOM reaper: may not sleep. Post without waiting and ask to be called again; the
+            // retry finds the entries gone and waits (or not) for this SYNC above.
+            if let Ok(t) = dev.try_post_sync(&[cmd]) {
+                st.pending = Some(t);
+            }
+            return match st.would_block() {
+                Some(wb) => Err(wb),
+                None => Ok(st.done()),
+            };
+        }
+        match dev.post_sync(&[cmd]) {
+            Ok(t) => {
+                st.pending = Some(t);
+                Ok(st.finish_later(t))
+            }
+            // The device is gone (reset at unbind, or dead): it performs no DMA any more.
+            Err(_) => Ok(st.done()),
+        }
+    }
+
+    fn invalidate_finish(&self, ticket: Ticket) {
+        let stats = &self.ctx.stats;
+        if let Ok(waited) = self.ctx.dev.wait_sync(ticket) {
+            let ns = waited.as_nanos().max(0) as u64;
+            stats.sync_waits.add(1, Relaxed);
+            stats.sync_wait_ns.add(ns, Relaxed);
+            let mut max = stats.sync_wait_max_ns.load(Relaxed);
+            while ns > max {
+                match stats.sync_wait_max_ns.cmpxchg(max, ns, Relaxed) {
+                    Ok(_) => break,
+                    Err(now) => max = now,
+                }
+            }
+        }
+    }
+}
+
+/// Whether the 512 entries starting at `i` can be one 2 MiB device leaf.
+fn huge_block(pfns: &[HmmPfn], i: usize) -> Option<(u64, bool)> {
+    let block = pfns.get(i..i + 512)?;
+    let first = block[0];
+    let pa = first.phys_addr()?;
+    if first.map_order()? < 9 || pa % pte::HUGE_SIZE != 0 {
+        return None;
+    }
+    let writable = first.is_writable();
+    for (j, p) in block.iter().enumerate() {
+        if p.phys_addr()? != pa + j as u64 * pte::PAGE_SIZE || p.is_writable() != writable {
+            return None;
+        }
+    }
+    Some((pa, writable))
+}
+
+impl Ctx {
+    pub(crate) fn new(dev: Arc<MnicDev>, index: u16) -> Result<impl PinInit<Self, Error>> {
+        let task = kernel::current!();
+        let mm: &MmWithUser = task.mm().ok_or(EINVAL)?;
+        let mm: ARef<Mm> = ARef::from(&**mm);
+        let table = {
+            let access = dev.enter()?;
+            PageTable::new(access.bound())?
+        };
+        Ok(try_pin_init!(Ctx {
+            dev,
+            index,
+            mm,
+            state <- new_mutex!(CtxState { table, pending: None }),
+            regs <- new_mutex!(Registrations { list: KVec::new(), next_handle: 1 }),
+            enabled: Atomic::new(false),
+            work_done: Atomic::new(0),
+            done_lock <- new_mutex!(()),
+            done_cv <- new_condvar!(),
+            stats: Stats::new(),
+        }? Error))
+    }
+
+    /// The caller's mm, if it is the one that owns this context.
+    fn caller_mm(&self) -> Result<ARef<MmWithUser>> {
+        let task = kernel::current!();
+        let mm = task.mm().ok_or(EPERM)?;
+        if mm.as_raw() != self.mm.as_raw() {
+            // A context belongs to the mm that opened it (e.g. a child after fork opens its own).
+            return Err(EPERM);
+        }
+        Ok(ARef::from(mm))
+    }
+
+    /// `MNIC_IOC_REGISTER`.
+    pub(crate) fn register(self: &Arc<Self>, req: &mut abi::MnicRegister) -> Result {
+        let (start, len) = (req.addr, req.len);
+        if req.flags & !reg_flags::ALL != 0
+            || req.flags & (reg_flags::READ | reg_flags::WRITE) == 0
+            || req.handle != 0
+            || len == 0
+            || len > MAX_REGISTER_LEN
+            || start % pte::PAGE_SIZE != 0
+            || len % pte::PAGE_SIZE != 0
+            || start.checked_add(len).is_none_or(|end| end > pte::VA_LIMIT)
+        {
+            return Err(EINVAL);
+        }
+        if req.flags & reg_flags::PINNED != 0 {
+            // The pinned baseline is not implemented yet.
+            return Err(EOPNOTSUPP);
+        }
+        let end = start + len;
+        let mm = self.caller_mm()?;
+        if self.regs.lock().list.len() >= abi::MAX_REGISTRATIONS as usize {
+            return Err(ENOSPC);
+        }
+
+        // Translation tables for the range: found missing under the lock, allocated without
+        // it (invalidations must never wait for an allocation), linked in under it again.
+        let mut keys = KVec::with_capacity(table::max_tables(start, end), GFP_KERNEL)?;
+        self.state.lock().table.missing(start, end, &mut keys);
+        let mut new_tables = {
+            let access = self.dev.enter()?;
+            PageTable::allocate(access.bound(), &keys)?
+        };
+        self.state.lock().table.grow(&mut new_tables)?;
+        drop(new_tables);
+
+        let handle = {
+            let mut regs = self.regs.lock();
+            let handle = regs.next_handle;
+            regs.next_handle = regs.next_handle.wrapping_add(1).max(1);
+            handle
+        };
+        let region = KBox::pin_init(
+            IntervalNotifier::new(
+                &mm,
+                start as usize,
+                len as usize,
+                Region { ctx: self.clone(), handle, flags: req.flags },
+            ),
+            GFP_KERNEL,
+        )?;
+        let mut list_entry = KVec::with_capacity(1, GFP_KERNEL)?;
+        list_entry.push(region, GFP_KERNEL)?;
+        {
+            let mut regs = self.regs.lock();
+            if regs.list.len() >= abi::MAX_REGISTRATIONS as usize {
+                drop(regs);
+                drop(list_entry);
+                return Err(ENOSPC);
+            }
+            // Reserve before moving so the push under the lock cannot fail half way.
+            regs.list.reserve(1, GFP_KERNEL)?;
+            for r in list_entry.drain_all() {
+                regs.list.push_within_capacity(r).map_err(|_| ENOMEM)?;
+            }
+        }
+        req.handle = handle;
+        if req.flags & reg_flags::PREFETCH != 0 {
+            self.prefetch(start, len, &mm)?;
+        }
+        Ok(())
+    }
+
+    /// Fails with `EPERM` unless called from the mm that owns the context.
+    pub(crate) fn check_owner(&self) -> Result {
+        self.caller_mm().map(|_| ())
+    }
+
+    /// `MNIC_IOC_DEREGISTER`.
+    pub(crate) fn deregister(&self, handle: u32) -> Result {
+        self.check_owner()?;
+        let region = {
+            let mut regs = self.regs.lock();
+            let i = regs.position(handle).ok_or(ENOENT)?;
+            regs.list.remove(i).map_err(|_| EINVAL)?
+        };
+        let (start, end) = (region.start() as u64, region.end() as u64);
+        // No more callbacks after this; then take its translations down behind a SYNC (other
+        // registrations over the same pages fault them back on demand).
+        drop(region);
+        self.shoot_down(start, end)
+    }
+
+    /// Clears [start, end) and waits until the device dropped it.
+    fn shoot_down(&self, start: u64, end: u64) -> Result {
+        let ticket = {
+            let mut st = self.state.lock();
+            let cleared = st.table.clear(start, end);
+            if cleared.total() == 0 {
+                return Ok(());
+            }
+            let t = self.dev.post_sync(&[Command {
+                opcode: abi::cmd::INVALIDATE_RANGE,
+                ctx: self.index,
+                arg0: start,
+                arg1: end - start,
+                ..Command::default()
+            }])?;
+            st.pending = Some(t);
+            t
+        };
+        self.dev.wait_sync(ticket).map(|_| ())
+    }
+
+    /// `MNIC_IOC_PREFETCH`, and registration with `REG_PREFETCH`.
+    pub(crate) fn prefetch(&self, start: u64, len: u64, mm: &MmWithUser) -> Result {
+        if len == 0 || start % pte::PAGE_SIZE != 0 || len % pte::PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        let end = start.checked_add(len).ok_or(EINVAL)?;
+        let regs = self.regs.lock();
+        let region = regs
+            .list
+            .iter()
+            .find(|r| r.start() as u64 <= start && end <= r.end() as u64)
+            .ok_or(ENOENT)?;
+        let write = region.data().flags & reg_flags::WRITE != 0;
+        let mut at = start;
+        while at < end {
+            let stop = (at + FILL_CHUNK).min(end);
+            self.fill(region, mm, at, stop, write)?;
+            at = stop;
+        }
+        Ok(())
+    }
+
+    /// `MNIC_IOC_PREFETCH` from user space (checks the caller's mm).
+    pub(crate) fn prefetch_ioctl(&self, req: &abi::MnicRange) -> Result {
+        if req.flags & !abi::RANGE_FLAG_WRITE != 0 || req.rsvd != 0 {
+            return Err(EINVAL);
+        }
+        let mm = self.caller_mm()?;
+        self.prefetch(req.addr, req.len, &mm)
+    }
+
+    /// The fault path of DESIGN.md: read sequence, hmm fault under the mmap lock, then under
+    /// the notifier lock program the table only if no invalidation ran in between.
+    fn fill(
+        &self,
+        region: &IntervalNotifier<Region>,
+        mm: &MmWithUser,
+        start: u64,
+        end: u64,
+        write: bool,
+    ) -> Result<Leaves> {
+        let access = if write { Access::Write } else { Access::Read };
+        let may_write = region.data().flags & reg_flags::WRITE != 0;
+        // Allocates: before any lock.
+        let mut range = Range::new(region, start as usize, end as usize, access)?;
+        let mut retries = 0;
+        loop {
+            if retries > MAX_FILL_RETRIES {
+                return Err(EBUSY);
+            }
+            let seq = region.read_begin();
+            let faulted = {
+                let mmap = mm.mmap_read_lock();
+                range.fault(&seq, &mmap).map(|_| ())
+            };
+            match faulted {
+                Ok(()) => {}
+                Err(FaultError::Busy) => {
+                    retries += 1;
+                    self.stats.fault_retries.add(1, Relaxed);
+                    continue;
+                }
+                Err(FaultError::Error(e)) => return Err(e),
+            }
+            let mut st = region.user_lock().lock();
+            let Ok(current) = region.read_retry(seq, &st) else {
+                retries += 1;
+                self.stats.fault_retries.add(1, Relaxed);
+                continue;
+            };
+            // The proof that the pfns are current; they are then read by index below.
+            let _ = range.pfns_checked(&current)?;
+            let pfns = range.pfns();
+            let mut done = Leaves::default();
+            let mut i = 0;
+            while i < pfns.len() {
+                let va = start + i as u64 * pte::PAGE_SIZE;
+                if va % pte::HUGE_SIZE == 0 {
+                    if let Some((pa, w)) = huge_block(pfns, i) {
+                        st.table.set_2m(va, pa, w && may_write)?;
+                        done.huge += 1;
+                        i += 512;
+                        continue;
+                    }
+                }
+                let pfn = pfns[i];
+                match pfn.phys_addr() {
+                    Some(pa) => {
+                        st.table.set_4k(va, pa, pfn.is_writable() && may_write)?;
+                        done.small += 1;
+                    }
+                    None if pfn.is_error() => return Err(EFAULT),
+                    None => {}
+                }
+                i += 1;
+            }
+            return Ok(done);
+        }
+    }
+
+    /// Resolves a device fault (spec §12) and answers it with RESUME or ABORT.
+    pub(crate) fn handle_fault(&self, va: u64, write: bool, id: u64) {
+        self.stats.faults.add(1, Relaxed);
+        let cmd = match self.resolve(va, write) {
+            Ok(()) => {
+                self.stats.resumes.add(1, Relaxed);
+                Command { opcode: abi::cmd::RESUME, ctx: self.index, arg0: id, ..Command::default() }
+            }
+            Err(e) => {
+                self.stats.aborts.add(1, Relaxed);
+                Command {
+                    opcode: abi::cmd::ABORT,
+                    ctx: self.index,
+                    arg0: id,
+                    arg1: e.to_errno().unsigned_abs() as u64,
+                    ..Command::default()
+                }
+            }
+        };
+        let _ = self.dev.post(&[cmd]);
+    }
+
+    fn resolve(&self, va: u64, write: bool) -> Result {
+        let page = va & !(pte::PAGE_SIZE - 1);
+        // The process may be exiting: then there is nothing to map.
+        let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
+        let regs = self.regs.lock();
+        let mut denied = false;
+        let region = regs.list.iter().find(|r| {
+            let covers = r.start() as u64 <= page && page < r.end() as u64;
+            let allowed = r.data().flags & if write { reg_flags::WRITE } else { reg_flags::READ } != 0;
+            denied |= covers && !allowed;
+            covers && allowed
+        });
+        let Some(region) = region else {
+            return Err(if denied { EACCES } else { EFAULT });
+        };
+        let done = self.fill(region, &mm, page, page + pte::PAGE_SIZE, write)?;
+        // Backed by a huge page: map the whole 2 MiB block if the registration covers it.
+        let block = page & !(pte::HUGE_SIZE - 1);
+        if done.huge == 0
+            && region.start() as u64 <= block
+            && block + pte::HUGE_SIZE <= region.end() as u64
+            && self.state.lock().table.count(page, page + pte::PAGE_SIZE).small == 1
+        {
+            let _ = self.fill(region, &mm, block, block + pte::HUGE_SIZE, write);
+        }
+        Ok(())
+    }
+
+    /// Called for `WORK_DONE` events.
+    pub(crate) fn work_completed(&self) {
+        self.work_done.add(1, Relaxed);
+        let _guard = self.done_lock.lock();
+        self.done_cv.notify_all();
+    }
+
+    /// Tears the context down (file release): stop the context on the device behind a SYNC,
+    /// then remove every registration.
+    pub(crate) fn teardown(&self) {
+        if self.enabled.load(Relaxed) {
+            let disable =
+                Command { opcode: abi::cmd::CTX_DISABLE, ctx: self.index, ..Command::default() };
+            if let Ok(t) = self.dev.post_sync(&[disable]) {
+                let _ = self.dev.wait_sync(t);
+            }
+        }
+        // Dropped outside the lock: removal waits for running callbacks.
+        let list = core::mem::take(&mut self.regs.lock().list);
+        drop(list);
+    }
+
+    /// Valid leaves over [start, end) (`MNIC_IOC_QUERY`).
+    pub(crate) fn count(&self, start: u64, end: u64) -> Leaves {
+        self.state.lock().table.count(start, end)
+    }
+
+    pub(crate) fn registrations(&self) -> usize {
+        self.regs.lock().list.len()
+    }
+}
+
+impl Registrations {
+    fn position(&self, handle: u32) -> Option<usize> {
+        self.list.iter().position(|r| r.data().handle == handle)
+    }
+}

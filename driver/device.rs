@@ -1,0 +1,484 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The device as the rest of the driver sees it: register access, the command queue with its
+//! SYNC fence, the event queue, the context table and the slots that map a hardware context
+//! index to its open file.
+//!
+//! Everything that touches the hardware goes through [`MnicDev::enter`], which fails once the
+//! PCI device is being unbound: open files can outlive the binding, and must then get `ENODEV`
+//! instead of touching a device that is gone.
+
+use kernel::{
+    device::{Bound, Device},
+    dma::Coherent,
+    io::Io,
+    new_mutex, new_spinlock, new_srcu, pci,
+    prelude::*,
+    sync::{
+        aref::ARef,
+        atomic::{Atomic, Relaxed},
+        srcu, Arc, Mutex, SpinLock, Srcu,
+    },
+    time::{delay::fsleep, Delta, Instant, Monotonic},
+};
+
+use crate::abi::{self, reg, Command};
+use crate::context::Ctx;
+
+/// Size of BAR0 (registers), known at compile time so accesses are checked at build time.
+pub(crate) const BAR0_SIZE: usize = abi::BAR_REGS_SIZE as usize;
+/// BAR0 with its lifetime managed by devres (revoked at unbind).
+pub(crate) type RegsBar = pci::DevresBar<BAR0_SIZE>;
+
+/// Log2 of the command and event ring sizes.
+const CMDQ_LOG2: u32 = 8;
+const EVQ_LOG2: u32 = 8;
+/// 64-bit words per command and per event (both 32 bytes).
+const WORDS: usize = 4;
+/// How long the driver waits for the device (a SYNC, room in the command ring) before it
+/// declares the device dead. A live device answers in microseconds; under TCG in milliseconds.
+const DEVICE_TIMEOUT_MS: i64 = 2000;
+
+/// One 64-bit load from DMA memory the device may write concurrently (a volatile access).
+pub(crate) fn load(mem: &Coherent<[u64]>, index: usize) -> Result<u64> {
+    Ok(kernel::io::io_read!(mem, [try: index]))
+}
+
+/// One 64-bit store to DMA memory the device may read concurrently: the device sees either
+/// the old or the new entry, never a torn one.
+pub(crate) fn store(mem: &Coherent<[u64]>, index: usize, value: u64) -> Result {
+    kernel::io::io_write!(mem, [try: index], value);
+    Ok(())
+}
+
+/// A SYNC ticket: the value the device writes to the sync word when it executes that SYNC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Ticket(pub(crate) u64);
+
+/// The command ring. Tickets are handed out in ring order, and the device executes commands in
+/// order, so the sync word only grows and "word >= ticket" means "that SYNC has executed".
+struct CmdQueue {
+    ring: Coherent<[u64]>,
+    tail: u32,
+    /// Last `CMDQ_HEAD` read from the device (refreshed only when the ring looks full).
+    head: u32,
+    next_ticket: u64,
+}
+
+/// The event ring, consumed only by the event interrupt thread.
+pub(crate) struct EventQueue {
+    ring: Coherent<[u64]>,
+    head: u32,
+    /// The phase bit of entries written on the current pass.
+    phase: bool,
+}
+
+/// The shared device state (one per bound PCI function).
+#[pin_data]
+pub(crate) struct MnicDev {
+    pdev: ARef<pci::Device>,
+    pub(crate) regs: RegsBar,
+    /// BAR2, the per-context doorbell pages.
+    doorbells: pci::DevresBar,
+    /// Bus address of BAR2 (the per-context doorbell pages), for mmap.
+    pub(crate) doorbell_phys: u64,
+    /// `/dev/mnicN` number.
+    pub(crate) minor_index: u32,
+    #[pin]
+    srcu: Srcu,
+    gone: Atomic<bool>,
+    #[pin]
+    cmdq: Mutex<CmdQueue>,
+    #[pin]
+    pub(crate) evq: Mutex<EventQueue>,
+    /// One u64 the device's SYNCs write their ticket to.
+    sync_word: Coherent<[u64]>,
+    /// The device's context table (`NUM_CONTEXTS` entries of 8 words).
+    ctx_table: Coherent<[u64]>,
+    #[pin]
+    contexts: SpinLock<KVec<Slot>>,
+    pub(crate) hw_version: u32,
+    pub(crate) caps: u32,
+}
+
+/// A hardware context index: free, being set up by `open`, or in use.
+enum Slot {
+    Free,
+    Reserved,
+    Live(Arc<Ctx>),
+}
+
+/// Proof that the device is bound while it lives (an SRCU read section that unbind waits for).
+pub(crate) struct Access<'a> {
+    dev: &'a MnicDev,
+    _srcu: srcu::Guard<'a>,
+}
+
+impl<'a> Access<'a> {
+    /// The bound generic device, for DMA allocations.
+    pub(crate) fn bound(&self) -> &'a Device<Bound> {
+        let dev: &'a Device = self.dev.pdev.as_ref();
+        // SAFETY: `MnicDev::unbind` marks the device gone and then waits (`synchronize`) for
+        // every SRCU reader, before the driver core can consider the device unbound; `self`
+        // holds such a reader and was created after checking `gone`. So the device stays bound
+        // for as long as `self` (and the returned reference, which cannot outlive it) exists.
+        unsafe { dev.as_bound() }
+    }
+
+    /// BAR0.
+    pub(crate) fn regs(&self) -> Result<&'a pci::Bar<'a, BAR0_SIZE>> {
+        self.dev.regs.access(self.bound())
+    }
+}
+
+impl MnicDev {
+    /// Sets up the rings and tables and enables the device.
+    pub(crate) fn new(
+        pdev: &pci::Device<kernel::device::Core<'_>>,
+        regs: RegsBar,
+        doorbells: pci::DevresBar,
+        minor_index: u32,
+    ) -> Result<impl PinInit<Self, Error>> {
+        let dev: &Device<Bound> = pdev.as_ref();
+        let bar = regs.access(dev)?;
+        if bar.read32(reg::ID as usize) != abi::MNIC_ID_VALUE {
+            dev_err!(pdev, "not an mnic device (ID {:#x})\n", bar.read32(reg::ID as usize));
+            return Err(ENODEV);
+        }
+        let hw_version = bar.read32(reg::VERSION as usize);
+        if hw_version >> 16 != abi::MNIC_VERSION_VALUE >> 16 {
+            dev_err!(pdev, "unsupported hardware version {:#x}\n", hw_version);
+            return Err(ENODEV);
+        }
+        let caps = bar.read32(reg::CAPS as usize);
+        let nctx = bar.read32(reg::NUM_CONTEXTS as usize);
+        if nctx < abi::NUM_CONTEXTS {
+            dev_err!(pdev, "device has {} contexts, need {}\n", nctx, abi::NUM_CONTEXTS);
+            return Err(ENODEV);
+        }
+        // Start from a known state whatever a previous driver left behind.
+        bar.write32(abi::control::RESET, reg::CONTROL as usize);
+
+        let cmd_ring = Coherent::<u64>::zeroed_slice(dev, (1 << CMDQ_LOG2) * WORDS, GFP_KERNEL)?;
+        let ev_ring = Coherent::<u64>::zeroed_slice(dev, (1 << EVQ_LOG2) * WORDS, GFP_KERNEL)?;
+        let sync_word = Coherent::<u64>::zeroed_slice(dev, 1, GFP_KERNEL)?;
+        let ctx_table = Coherent::<u64>::zeroed_slice(
+            dev,
+            abi::NUM_CONTEXTS as usize * size_of::<abi::CtxEntry>() / 8,
+            GFP_KERNEL,
+        )?;
+        let mut slots = KVec::with_capacity(abi::NUM_CONTEXTS as usize, GFP_KERNEL)?;
+        for _ in 0..abi::NUM_CONTEXTS {
+            slots.push(Slot::Free, GFP_KERNEL)?;
+        }
+
+        // Offsets known only at run time: the checked accessors.
+        let write64 = |lo: u32, v: u64| -> Result {
+            bar.try_write32(v as u32, lo as usize)?;
+            bar.try_write32((v >> 32) as u32, lo as usize + 4)
+        };
+        write64(reg::CTX_TABLE_LO, ctx_table.dma_address())?;
+        write64(reg::CMDQ_BASE_LO, cmd_ring.dma_address())?;
+        bar.write32(CMDQ_LOG2, reg::CMDQ_SIZE_LOG2 as usize);
+        write64(reg::EVQ_BASE_LO, ev_ring.dma_address())?;
+        bar.write32(EVQ_LOG2, reg::EVQ_SIZE_LOG2 as usize);
+        bar.write32(0, reg::IRQ_MASK as usize);
+        // Strict mode: a stale access halts the device instead of only being counted; the
+        // driver must never cause one, so any halt is a driver bug worth stopping at.
+        bar.write32(abi::control::ENABLE | abi::control::STRICT, reg::CONTROL as usize);
+        let status = bar.read32(reg::STATUS as usize);
+        if status & abi::status::ENABLED == 0 {
+            dev_err!(
+                pdev,
+                "device refused to enable: status {:#x} error {}\n",
+                status,
+                bar.read32(reg::ERROR_CODE as usize)
+            );
+            return Err(EIO);
+        }
+        let doorbell_phys = pdev.resource_start(abi::BAR_DOORBELLS)?;
+        let pdev: ARef<pci::Device> = pdev.into();
+
+        Ok(try_pin_init!(MnicDev {
+            pdev,
+            regs,
+            doorbells,
+            doorbell_phys,
+            minor_index,
+            srcu <- new_srcu!(),
+            gone: Atomic::new(false),
+            cmdq <- new_mutex!(CmdQueue { ring: cmd_ring, tail: 0, head: 0, next_ticket: 1 }),
+            evq <- new_mutex!(EventQueue { ring: ev_ring, head: 0, phase: true }),
+            sync_word,
+            ctx_table,
+            contexts <- new_spinlock!(slots),
+            hw_version,
+            caps,
+        }? Error))
+    }
+
+    /// The PCI device (for messages).
+    pub(crate) fn pdev(&self) -> &pci::Device {
+        &self.pdev
+    }
+
+    /// Enters a section in which the device is known to be bound; `ENODEV` once it is going.
+    pub(crate) fn enter(&self) -> Result<Access<'_>> {
+        let guard = self.srcu.read_lock();
+        if self.gone.load(Relaxed) {
+            return Err(ENODEV);
+        }
+        Ok(Access { dev: self, _srcu: guard })
+    }
+
+    /// Whether the device was unbound or declared dead.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Relaxed)
+    }
+
+    /// Called at unbind: no new access starts, running ones finish, then the device is reset so
+    /// it performs no more DMA into memory the driver is about to free.
+    pub(crate) fn unbind(&self, dev: &Device<Bound>) {
+        self.gone.store(true, Relaxed);
+        self.srcu.synchronize();
+        if let Ok(bar) = self.regs.access(dev) {
+            bar.write32(abi::control::RESET, reg::CONTROL as usize);
+        }
+    }
+
+    /// Marks the device dead after it stopped answering: waiters give up, new calls get ENODEV.
+    fn declare_dead(&self, why: &str) {
+        if !self.gone.xchg(true, Relaxed) {
+            dev_err!(self.pdev, "device not responding ({}); disabled\n", why);
+        }
+    }
+
+    // ------------------------------------------------------------------ context slots
+
+    /// Reserves a free hardware context index.
+    pub(crate) fn reserve(&self) -> Result<u16> {
+        let mut slots = self.contexts.lock();
+        let index = slots.iter().position(|s| matches!(s, Slot::Free)).ok_or(EBUSY)?;
+        slots[index] = Slot::Reserved;
+        Ok(index as u16)
+    }
+
+    /// Makes `ctx` the context at its reserved `index` (found by the event handler from now on).
+    pub(crate) fn publish(&self, index: u16, ctx: Arc<Ctx>) {
+        if let Some(slot) = self.contexts.lock().get_mut(index as usize) {
+            *slot = Slot::Live(ctx);
+        }
+    }
+
+    /// Frees context index `index`. The `Arc` is dropped after the spinlock is released.
+    pub(crate) fn release(&self, index: u16) {
+        let old = self
+            .contexts
+            .lock()
+            .get_mut(index as usize)
+            .map(|s| core::mem::replace(s, Slot::Free));
+        drop(old);
+    }
+
+    /// The context at `index`, if any.
+    pub(crate) fn context(&self, index: u16) -> Option<Arc<Ctx>> {
+        match self.contexts.lock().get(index as usize) {
+            Some(Slot::Live(ctx)) => Some(ctx.clone()),
+            _ => None,
+        }
+    }
+
+    /// Writes context-table entry `index` (before `CTX_ENABLE`, which makes the device read it).
+    pub(crate) fn write_ctx_entry(&self, index: u16, entry: &abi::CtxEntry) -> Result {
+        let words: [u64; 8] = zerocopy::transmute!(*entry);
+        let base = index as usize * words.len();
+        for (i, w) in words.iter().enumerate() {
+            store(&self.ctx_table, base + i, *w)?;
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------ command queue
+
+    /// Posts `cmds` followed by a SYNC and returns its ticket. Takes the command-queue mutex:
+    /// must not be called where sleeping is not allowed (use [`Self::try_post_sync`]).
+    pub(crate) fn post_sync(&self, cmds: &[Command]) -> Result<Ticket> {
+        let access = self.enter()?;
+        let mut q = self.cmdq.lock();
+        self.post_locked(&access, &mut q, cmds, true).map(|t| t.unwrap_or(Ticket(0)))
+    }
+
+    /// Posts `cmds` (no SYNC).
+    pub(crate) fn post(&self, cmds: &[Command]) -> Result {
+        let access = self.enter()?;
+        let mut q = self.cmdq.lock();
+        self.post_locked(&access, &mut q, cmds, false).map(|_| ())
+    }
+
+    /// Like [`Self::post_sync`] but never sleeps: `EAGAIN` if the queue is busy or full.
+    pub(crate) fn try_post_sync(&self, cmds: &[Command]) -> Result<Ticket> {
+        let access = self.enter()?;
+        let mut q = self.cmdq.try_lock().ok_or(EAGAIN)?;
+        let free = self.free_slots(&access, &mut q, false)?;
+        if free < cmds.len() + 1 {
+            return Err(EAGAIN);
+        }
+        self.post_locked(&access, &mut q, cmds, true).map(|t| t.unwrap_or(Ticket(0)))
+    }
+
+    fn free_slots(&self, access: &Access<'_>, q: &mut CmdQueue, refresh: bool) -> Result<usize> {
+        let size = 1u32 << CMDQ_LOG2;
+        let mut used = q.tail.wrapping_sub(q.head) % size;
+        if refresh || used + 8 > size {
+            q.head = access.regs()?.read32(reg::CMDQ_HEAD as usize) % size;
+            used = q.tail.wrapping_sub(q.head) % size;
+        }
+        // One slot stays empty so that head == tail means "empty".
+        Ok((size - 1 - used) as usize)
+    }
+
+    fn post_locked(
+        &self,
+        access: &Access<'_>,
+        q: &mut CmdQueue,
+        cmds: &[Command],
+        sync: bool,
+    ) -> Result<Option<Ticket>> {
+        let needed = cmds.len() + usize::from(sync);
+        let size = 1u32 << CMDQ_LOG2;
+        if needed >= size as usize {
+            return Err(EINVAL);
+        }
+        let start = Instant::<Monotonic>::now();
+        while self.free_slots(access, q, true)? < needed {
+            if start.elapsed() > Delta::from_millis(DEVICE_TIMEOUT_MS) {
+                self.declare_dead("command queue full");
+                return Err(ENODEV);
+            }
+            fsleep(Delta::from_micros(20));
+        }
+        let mut ticket = None;
+        let sync_cmd;
+        let mut write = |cmd: &Command| -> Result {
+            let words: [u64; WORDS] = zerocopy::transmute!(*cmd);
+            let base = q.tail as usize * WORDS;
+            for (i, w) in words.iter().enumerate() {
+                store(&q.ring, base + i, *w)?;
+            }
+            q.tail = (q.tail + 1) % size;
+            Ok(())
+        };
+        for cmd in cmds {
+            write(cmd)?;
+        }
+        if sync {
+            let t = q.next_ticket;
+            sync_cmd = Command {
+                opcode: abi::cmd::SYNC,
+                arg0: self.sync_word.dma_address(),
+                arg1: t,
+                ..Command::default()
+            };
+            write(&sync_cmd)?;
+            ticket = Some(Ticket(t));
+        }
+        if sync {
+            q.next_ticket += 1;
+        }
+        // The MMIO write orders after the ring stores (writel has a write barrier).
+        access.regs()?.write32(q.tail, reg::CMDQ_TAIL as usize);
+        Ok(ticket)
+    }
+
+    /// Whether the SYNC with `ticket` has executed.
+    pub(crate) fn sync_done(&self, ticket: Ticket) -> bool {
+        load(&self.sync_word, 0).is_ok_and(|v| v >= ticket.0)
+    }
+
+    /// Waits for the SYNC with `ticket` (sleeps; needs no memory). Returns how long it waited.
+    /// A device that does not answer is declared dead: waiting forever would hang the mm.
+    pub(crate) fn wait_sync(&self, ticket: Ticket) -> Result<Delta> {
+        let start = Instant::<Monotonic>::now();
+        let mut pause = 5;
+        while !self.sync_done(ticket) {
+            if self.is_gone() {
+                return Err(ENODEV);
+            }
+            if start.elapsed() > Delta::from_millis(DEVICE_TIMEOUT_MS) {
+                self.declare_dead("SYNC timeout");
+                return Err(ENODEV);
+            }
+            fsleep(Delta::from_micros(pause));
+            pause = (pause * 2).min(200);
+        }
+        Ok(start.elapsed())
+    }
+
+    // ------------------------------------------------------------------ events
+
+    /// Takes the next event written by the device, if any (the caller holds `evq`).
+    pub(crate) fn next_event(q: &mut EventQueue) -> Option<abi::Event> {
+        let size = 1u32 << EVQ_LOG2;
+        let base = q.head as usize * WORDS;
+        let first = load(&q.ring, base).ok()?;
+        let flags = (first >> 8) as u8;
+        if (flags & abi::event::FLAG_PHASE != 0) != q.phase {
+            return None;
+        }
+        // The device wrote the rest of the entry before the word with the phase bit.
+        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
+        let mut words = [first, 0, 0, 0];
+        for (i, w) in words.iter_mut().enumerate().skip(1) {
+            *w = load(&q.ring, base + i).ok()?;
+        }
+        q.head = (q.head + 1) % size;
+        if q.head == 0 {
+            q.phase = !q.phase;
+        }
+        Some(zerocopy::transmute!(words))
+    }
+
+    /// Tells the device which event slots are free again.
+    pub(crate) fn release_events(&self, q: &EventQueue) -> Result {
+        let access = self.enter()?;
+        access.regs()?.write32(q.head, reg::EVQ_HEAD as usize);
+        Ok(())
+    }
+
+    /// Reads and acknowledges the interrupt cause.
+    pub(crate) fn ack_irq(&self) -> Result<u32> {
+        let access = self.enter()?;
+        let bar = access.regs()?;
+        let status = bar.read32(reg::IRQ_STATUS as usize);
+        if status != 0 {
+            bar.write32(status, reg::IRQ_STATUS as usize);
+        }
+        if status & abi::irq::ERROR != 0 || bar.read32(reg::STATUS as usize) & abi::status::HALTED != 0
+        {
+            let code = bar.read32(reg::ERROR_CODE as usize);
+            if bar.read32(reg::STATUS as usize) & abi::status::HALTED != 0 {
+                dev_err!(self.pdev, "device halted (error code {})\n", code);
+            }
+        }
+        Ok(status)
+    }
+
+    /// Reads the device counters.
+    pub(crate) fn counters(&self, out: &mut [u64]) -> Result {
+        let access = self.enter()?;
+        let bar = access.regs()?;
+        for (i, c) in out.iter_mut().enumerate() {
+            let off = reg::counter(i as u32) as usize;
+            let lo = u64::from(bar.try_read32(off)?);
+            let hi = u64::from(bar.try_read32(off + 4)?);
+            *c = lo | (hi << 32);
+        }
+        Ok(())
+    }
+
+    /// Rings context `index`'s doorbell (for processes that do not mmap it).
+    pub(crate) fn ring_doorbell(&self, index: u16, tail: u32) -> Result {
+        let access = self.enter()?;
+        let bar = self.doorbells.access(access.bound())?;
+        bar.try_write32(tail, index as usize * abi::DOORBELL_PAGE_SIZE as usize)
+    }
+}

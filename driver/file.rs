@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `/dev/mnicN`: one hardware context per open file, the ioctls of spec §13 and the mmap of the
+//! context's doorbell page.
+
+use kernel::{
+    fs::File,
+    ioctl::_IOC_SIZE,
+    miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
+    mm::virt::VmaNew,
+    prelude::*,
+    sync::{
+        atomic::Relaxed,
+        Arc, ArcBorrow, CondVarTimeoutResult,
+    },
+    time::msecs_to_jiffies,
+    uaccess::{UserPtr, UserSlice, UserSliceReader, UserSliceWriter},
+};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::abi::{self, pte};
+use crate::context::Ctx;
+use crate::device::MnicDev;
+
+/// The misc device of one NIC, with the device its files open contexts on.
+#[pin_data]
+pub(crate) struct MiscHandle {
+    dev: Arc<MnicDev>,
+    #[pin]
+    reg: MiscDeviceRegistration<Ctx>,
+}
+
+impl MiscHandle {
+    pub(crate) fn new(dev: Arc<MnicDev>, name: &'static CStr) -> impl PinInit<Self, Error> {
+        try_pin_init!(MiscHandle {
+            dev,
+            reg <- MiscDeviceRegistration::register(MiscDeviceOptions { name }),
+        }? Error)
+    }
+}
+
+/// Reads an ABI structure from user space (zerocopy: no `unsafe` trait impls needed).
+fn read_user<T: FromBytes>(reader: &mut UserSliceReader) -> Result<T> {
+    let mut buf = [0u8; 128];
+    let n = size_of::<T>();
+    let bytes = buf.get_mut(..n).ok_or(EINVAL)?;
+    reader.read_slice(bytes)?;
+    T::read_from_bytes(bytes).map_err(|_| EINVAL)
+}
+
+fn write_user<T: IntoBytes + Immutable>(writer: &mut UserSliceWriter, value: &T) -> Result {
+    writer.write_slice(value.as_bytes())
+}
+
+#[vtable]
+impl MiscDevice for Ctx {
+    type Ptr = Arc<Ctx>;
+
+    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Ctx>> {
+        let misc: *const MiscDeviceRegistration<Ctx> = misc;
+        // SAFETY: every `MiscDeviceRegistration<Ctx>` of this driver is the `reg` field of a
+        // pinned `MiscHandle`. The misc core calls `open` with `misc_mtx` held, and the
+        // registration is only removed (in `MiscHandle`'s drop, under the same mutex) after it
+        // returns, so the container is alive and not moving while we read it.
+        let handle = unsafe { &*kernel::container_of!(misc, MiscHandle, reg) };
+        let dev = handle.dev.clone();
+        let index = dev.reserve()?;
+        let ctx = match Ctx::new(dev.clone(), index).and_then(|i| Arc::pin_init(i, GFP_KERNEL)) {
+            Ok(ctx) => ctx,
+            Err(e) => {
+                dev.release(index);
+                return Err(e);
+            }
+        };
+        dev.publish(index, ctx.clone());
+        Ok(ctx)
+    }
+
+    fn release(ctx: Arc<Ctx>, _file: &File) {
+        ctx.teardown();
+        ctx.dev.release(ctx.index);
+    }
+
+    fn mmap(ctx: ArcBorrow<'_, Ctx>, _file: &File, vma: &VmaNew) -> Result {
+        // SAFETY: `vma` is a valid VMA being set up by mmap; reading its offset is a plain load.
+        let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
+        if pgoff != 0 || vma.end() - vma.start() != abi::DOORBELL_PAGE_SIZE as usize {
+            return Err(EINVAL);
+        }
+        // The doorbell must not be inherited: a child after fork has its own mm and context.
+        vma.set_io();
+        vma.set_dontcopy();
+        vma.set_dontexpand();
+        vma.set_dontdump();
+        vma.try_clear_mayexec()?;
+        let _access = ctx.dev.enter()?;
+        let phys = ctx.dev.doorbell_phys + u64::from(ctx.index) * abi::DOORBELL_PAGE_SIZE;
+        // SAFETY: `vm_iomap_memory` maps `phys` (one page of this device's BAR2, which stays
+        // claimed by the driver while it is bound; `_access` proves it is) into the VMA being
+        // created, whose size was checked to be exactly that page. Nothing in Rust aliases it.
+        kernel::error::to_result(unsafe {
+            kernel::bindings::vm_iomap_memory(
+                vma.as_ptr(),
+                phys as kernel::bindings::phys_addr_t,
+                abi::DOORBELL_PAGE_SIZE as _,
+            )
+        })
+    }
+
+    fn ioctl(ctx: ArcBorrow<'_, Ctx>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        let user = UserSlice::new(UserPtr::from_addr(arg), _IOC_SIZE(cmd));
+        if ctx.dev.is_gone() {
+            return Err(ENODEV);
+        }
+        match cmd {
+            abi::MNIC_IOC_INFO => {
+                let info = abi::MnicInfo {
+                    abi_version: abi::UABI_VERSION,
+                    hw_version: ctx.dev.hw_version,
+                    caps: ctx.dev.caps,
+                    num_contexts: abi::NUM_CONTEXTS,
+                    ctx: ctx.index.into(),
+                    minor: ctx.dev.minor_index,
+                    max_registrations: abi::MAX_REGISTRATIONS,
+                    rsvd: 0,
+                };
+                write_user(&mut user.writer(), &info)?;
+            }
+            abi::MNIC_IOC_REGISTER => {
+                let (mut r, mut w) = user.reader_writer();
+                let mut req: abi::MnicRegister = read_user(&mut r)?;
+                let arc: Arc<Ctx> = ctx.into();
+                arc.register(&mut req)?;
+                if let Err(e) = write_user(&mut w, &req) {
+                    let _ = arc.deregister(req.handle);
+                    return Err(e);
+                }
+            }
+            abi::MNIC_IOC_DEREGISTER => {
+                let req: abi::MnicHandle = read_user(&mut user.reader())?;
+                if req.rsvd != 0 {
+                    return Err(EINVAL);
+                }
+                ctx.deregister(req.handle)?;
+            }
+            abi::MNIC_IOC_PREFETCH => {
+                let req: abi::MnicRange = read_user(&mut user.reader())?;
+                ctx.prefetch_ioctl(&req)?;
+            }
+            abi::MNIC_IOC_SETUP_QUEUES => {
+                let req: abi::MnicQueues = read_user(&mut user.reader())?;
+                setup_queues(&ctx, &req)?;
+            }
+            abi::MNIC_IOC_POST => {
+                let req: abi::MnicPost = read_user(&mut user.reader())?;
+                if req.rsvd != 0 {
+                    return Err(EINVAL);
+                }
+                if !ctx.enabled.load(Relaxed) {
+                    return Err(EINVAL);
+                }
+                ctx.dev.ring_doorbell(ctx.index, req.wq_tail)?;
+            }
+            abi::MNIC_IOC_WAIT => {
+                let (mut r, mut w) = user.reader_writer();
+                let mut req: abi::MnicWait = read_user(&mut r)?;
+                if req.rsvd != 0 {
+                    return Err(EINVAL);
+                }
+                let result = wait(&ctx, &req);
+                req.count = ctx.work_done.load(Relaxed);
+                write_user(&mut w, &req)?;
+                result?;
+            }
+            abi::MNIC_IOC_CTX_STATS => {
+                let s = &ctx.stats;
+                let valid = ctx.count(0, pte::VA_LIMIT);
+                let out = abi::MnicCtxStats {
+                    registrations: ctx.registrations() as u64,
+                    mapped_4k: valid.small,
+                    mapped_2m: valid.huge,
+                    pinned_pages: 0,
+                    faults: s.faults.load(Relaxed),
+                    resumes: s.resumes.load(Relaxed),
+                    aborts: s.aborts.load(Relaxed),
+                    invalidations: s.invalidations.load(Relaxed),
+                    entries_invalidated: s.entries_invalidated.load(Relaxed),
+                    sync_waits: s.sync_waits.load(Relaxed),
+                    sync_wait_ns: s.sync_wait_ns.load(Relaxed),
+                    sync_wait_max_ns: s.sync_wait_max_ns.load(Relaxed),
+                    work_done: ctx.work_done.load(Relaxed),
+                    fault_retries: s.fault_retries.load(Relaxed),
+                    rsvd: [0; 2],
+                };
+                write_user(&mut user.writer(), &out)?;
+            }
+            abi::MNIC_IOC_DEV_STATS => {
+                let mut out = abi::MnicDevStats::default();
+                ctx.dev.counters(&mut out.counters)?;
+                write_user(&mut user.writer(), &out)?;
+            }
+            abi::MNIC_IOC_QUERY => {
+                let (mut r, mut w) = user.reader_writer();
+                let mut req: abi::MnicQuery = read_user(&mut r)?;
+                let end = req.addr.checked_add(req.len).ok_or(EINVAL)?;
+                if req.len == 0 || req.addr % pte::PAGE_SIZE != 0 || req.len % pte::PAGE_SIZE != 0
+                {
+                    return Err(EINVAL);
+                }
+                let n = ctx.count(req.addr, end);
+                req.valid_4k = n.small;
+                req.valid_2m = n.huge;
+                req.writable = n.writable;
+                req.pinned = 0;
+                write_user(&mut w, &req)?;
+            }
+            _ => return Err(ENOTTY),
+        }
+        Ok(0)
+    }
+}
+
+/// `MNIC_IOC_SETUP_QUEUES`: write the context entry and enable the context behind a SYNC.
+fn setup_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
+    let sizes = u32::from(abi::RING_LOG2_MIN)..=u32::from(abi::RING_LOG2_MAX);
+    if !sizes.contains(&req.wq_size_log2)
+        || !sizes.contains(&req.cq_size_log2)
+        || req.wq_addr == 0
+        || req.cq_addr == 0
+        || req.wq_addr % 64 != 0
+        || req.cq_addr % 32 != 0
+        || req.wq_addr.checked_add(64 << req.wq_size_log2).is_none_or(|e| e > pte::VA_LIMIT)
+        || req.cq_addr.checked_add(32 << req.cq_size_log2).is_none_or(|e| e > pte::VA_LIMIT)
+    {
+        return Err(EINVAL);
+    }
+    ctx.check_owner()?;
+    if ctx.enabled.load(Relaxed) {
+        return Err(EBUSY);
+    }
+    let root = ctx.state.lock().table.root();
+    let entry = abi::CtxEntry {
+        flags: abi::CTX_FLAG_VALID,
+        wq_size_log2: req.wq_size_log2 as u8,
+        cq_size_log2: req.cq_size_log2 as u8,
+        rsvd: 0,
+        root,
+        wq_va: req.wq_addr,
+        cq_va: req.cq_addr,
+        rsvd2: [0; 4],
+    };
+    ctx.dev.write_ctx_entry(ctx.index, &entry)?;
+    let enable = abi::Command { opcode: abi::cmd::CTX_ENABLE, ctx: ctx.index, ..Default::default() };
+    let t = ctx.dev.post_sync(&[enable])?;
+    ctx.dev.wait_sync(t)?;
+    ctx.enabled.store(true, Relaxed);
+    Ok(())
+}
+
+/// `MNIC_IOC_WAIT`: sleep until the context's `WORK_DONE` count reaches `target`.
+fn wait(ctx: &Ctx, req: &abi::MnicWait) -> Result {
+    let mut left = msecs_to_jiffies(req.timeout_ms);
+    let mut guard = ctx.done_lock.lock();
+    loop {
+        if ctx.work_done.load(Relaxed) >= req.target {
+            return Ok(());
+        }
+        if left == 0 {
+            return Err(ETIMEDOUT);
+        }
+        if ctx.dev.is_gone() {
+            return Err(ENODEV);
+        }
+        match ctx.done_cv.wait_interruptible_timeout(&mut guard, left) {
+            CondVarTimeoutResult::Timeout => left = 0,
+            CondVarTimeoutResult::Woken { jiffies } => left = jiffies,
+            CondVarTimeoutResult::Signal { .. } => return Err(EINTR),
+        }
+    }
+}

@@ -1,0 +1,739 @@
+//! `mnic-driver-test`: the driver's acceptance tests, run in the guest (KTAP on stdout).
+//!
+//! Everything goes through the `mnic` library except the cases that must send malformed
+//! requests, which use raw ioctls on purpose. Each case checks what the kernel and the device
+//! report (device table entries, page residency, swap, pin counters, the device's
+//! stale-access counter), not only that calls return.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::Duration;
+
+use mnic::{Access, Context, DmaBuffer, Error, QueueConfig, Traffic, Work, WorkError};
+use mnic_abi as abi;
+
+type CaseResult = Result<Outcome, String>;
+enum Outcome {
+    Pass,
+    Skip(String),
+}
+use Outcome::*;
+
+const DEV: &str = "/dev/mnic0";
+const MODULE: &str = "/lib/modules/mnic.ko";
+const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
+
+fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
+    if cond {
+        Ok(())
+    } else {
+        Err(what())
+    }
+}
+
+fn e<E: std::fmt::Display>(ctx: &'static str) -> impl FnOnce(E) -> String {
+    move |err| format!("{ctx}: {err}")
+}
+
+fn ensure_module() -> Result<(), String> {
+    if fs::metadata(DEV).is_ok() {
+        return Ok(());
+    }
+    let out = Command::new("insmod")
+        .arg(MODULE)
+        .output()
+        .map_err(e("insmod"))?;
+    check(out.status.success(), || {
+        format!(
+            "insmod {MODULE}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })?;
+    check(fs::metadata(DEV).is_ok(), || {
+        format!("{DEV} missing after insmod")
+    })
+}
+
+fn open() -> Result<Context, String> {
+    ensure_module()?;
+    Context::open(DEV.as_ref()).map_err(e("open"))
+}
+
+fn open_with_queues() -> Result<Context, String> {
+    let ctx = open()?;
+    ctx.setup_queues(QueueConfig::default())
+        .map_err(e("setup_queues"))?;
+    Ok(ctx)
+}
+
+fn pattern(buf: &DmaBuffer, seed: u8) {
+    let data: Vec<u8> = (0..buf.len())
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
+    buf.write_from(0, &data);
+}
+
+fn has_pattern(buf: &DmaBuffer, seed: u8) -> bool {
+    buf.to_vec()
+        .iter()
+        .enumerate()
+        .all(|(i, b)| *b == (i as u8).wrapping_mul(31) ^ seed)
+}
+
+fn stale_accesses(ctx: &Context) -> Result<u64, String> {
+    Ok(ctx
+        .dev_stats()
+        .map_err(e("DEV_STATS"))?
+        .get(abi::counter::STALE_ACCESSES))
+}
+
+fn no_stale(ctx: &Context) -> Result<(), String> {
+    let n = stale_accesses(ctx)?;
+    check(n == 0, || format!("device counted {n} stale accesses"))
+}
+
+/// `name value` of /proc/meminfo in KiB, or /proc/vmstat counters.
+fn proc_value(file: &str, key: &str) -> Result<u64, String> {
+    let text = fs::read_to_string(file).map_err(e("read /proc"))?;
+    text.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            (it.next()?.trim_end_matches(':') == key).then(|| it.next()?.parse().ok())?
+        })
+        .ok_or_else(|| format!("{key} not in {file}"))
+}
+
+/// FOLL_PIN pins held system-wide right now.
+fn pins_held() -> Result<i64, String> {
+    let acq = proc_value("/proc/vmstat", "nr_foll_pin_acquired")? as i64;
+    let rel = proc_value("/proc/vmstat", "nr_foll_pin_released")? as i64;
+    Ok(acq - rel)
+}
+
+fn ensure_swap() -> Result<bool, String> {
+    let swaps = fs::read_to_string("/proc/swaps").map_err(e("/proc/swaps"))?;
+    if swaps.lines().count() > 1 {
+        return Ok(true);
+    }
+    if fs::metadata("/sys/block/zram0").is_err() {
+        return Ok(false);
+    }
+    fs::write("/sys/block/zram0/disksize", "64M").map_err(e("zram disksize"))?;
+    for (cmd, arg) in [("mkswap", "/dev/zram0"), ("swapon", "/dev/zram0")] {
+        let out = Command::new(cmd)
+            .arg(arg)
+            .output()
+            .map_err(e("swap setup"))?;
+        check(out.status.success(), || format!("{cmd} failed"))?;
+    }
+    Ok(true)
+}
+
+/// Raw ioctl for the malformed-request cases: `Err(errno)`.
+fn raw_ioctl<T>(fd: &File, cmd: u32, arg: *mut T) -> Result<(), i32> {
+    // SAFETY: `arg` points at a live `T` of the size encoded in `cmd` (or is deliberately
+    // invalid, which the kernel must reject with EFAULT without touching our memory).
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, arg) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+    }
+}
+
+fn expect_errno<T>(fd: &File, what: &str, cmd: u32, arg: *mut T, want: i32) -> Result<(), String> {
+    match raw_ioctl(fd, cmd, arg) {
+        Err(got) if got == want => Ok(()),
+        Err(got) => Err(format!("{what}: errno {got}, want {want}")),
+        Ok(()) => Err(format!("{what}: succeeded, want errno {want}")),
+    }
+}
+
+/// Runs `child` in a forked process; returns its exit status (0 = success).
+fn in_child(child: impl FnOnce() -> bool) -> Result<i32, String> {
+    // SAFETY: the test is single-threaded; the child only runs `child` and `_exit`s.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err("fork failed".into());
+    }
+    if pid == 0 {
+        let ok = child();
+        // SAFETY: leaving the child without running the parent's destructors twice.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    Ok(status)
+}
+
+// ---------------------------------------------------------------------------- cases
+
+fn probe_identity() -> CaseResult {
+    let ctx = open()?;
+    let info = ctx.info();
+    check(
+        u32::from(info.hw_major) == abi::MNIC_VERSION_VALUE >> 16,
+        || format!("hardware version {}.{}", info.hw_major, info.hw_minor),
+    )?;
+    check(info.caps.0 == abi::caps::ALL, || {
+        format!("caps {:#x}", info.caps.0)
+    })?;
+    check(info.num_contexts == abi::NUM_CONTEXTS, || {
+        format!("{} contexts", info.num_contexts)
+    })?;
+    // The device's MSI-X vectors, as the PCI core set them up.
+    let mut vectors = None;
+    for dev in fs::read_dir("/sys/bus/pci/devices")
+        .map_err(e("sysfs"))?
+        .flatten()
+    {
+        let read = |f: &str| fs::read_to_string(dev.path().join(f)).unwrap_or_default();
+        if read("vendor").trim() == "0x1234" && read("device").trim() == "0x4d4e" {
+            vectors = Some(
+                fs::read_dir(dev.path().join("msi_irqs"))
+                    .map_err(e("msi_irqs"))?
+                    .count(),
+            );
+        }
+    }
+    let vectors = vectors.ok_or("no 1234:4d4e device in sysfs")?;
+    check(vectors == abi::MSIX_VECTORS as usize, || {
+        format!("{vectors} MSI-X vectors")
+    })?;
+    let irqs = fs::read_to_string("/proc/interrupts").map_err(e("/proc/interrupts"))?;
+    check(irqs.contains("mnic-events"), || {
+        "no mnic-events interrupt".into()
+    })?;
+    Ok(Pass)
+}
+
+fn copy_on_demand_unpinned() -> CaseResult {
+    let ctx = open_with_queues()?;
+    let pins_before = pins_held()?;
+    let src = DmaBuffer::new(64 << 10).map_err(e("buffer"))?;
+    let dst = DmaBuffer::new(64 << 10).map_err(e("buffer"))?;
+    pattern(&src, 0x5a);
+    let _rs = ctx
+        .register(&src, Access::READ)
+        .map_err(e("register src"))?;
+    let _rd = ctx
+        .register(&dst, Access::WRITE)
+        .map_err(e("register dst"))?;
+    let before = ctx.query_buffer(&src).map_err(e("query"))?;
+    check(before.valid() == 0, || {
+        format!("{} entries before any DMA", before.valid())
+    })?;
+    let faults0 = ctx.ctx_stats().map_err(e("stats"))?.faults;
+    let work = Work::copy_buffers(&src, 0, &dst, 0, src.len()).map_err(e("work"))?;
+    let bytes = ctx.run(&work, TIMEOUT).map_err(e("copy"))?;
+    check(bytes == src.len() as u64, || {
+        format!("copied {bytes} bytes")
+    })?;
+    check(has_pattern(&dst, 0x5a), || {
+        "destination differs from source".into()
+    })?;
+    let faults = ctx.ctx_stats().map_err(e("stats"))?.faults - faults0;
+    check(faults > 0, || {
+        "no device fault: translations were not created on demand".into()
+    })?;
+    let after = ctx.query_buffer(&dst).map_err(e("query"))?;
+    check(after.valid() > 0, || {
+        "no device entries after the DMA".into()
+    })?;
+    let pins = pins_held()? - pins_before;
+    check(pins == 0, || {
+        format!("{pins} pages pinned (FOLL_PIN) while registered")
+    })?;
+    println!(
+        "# {faults} device faults filled {} + {} entries",
+        after.valid_4k, after.valid_2m
+    );
+    no_stale(&ctx)?;
+    Ok(Pass)
+}
+
+fn pageout_frees_and_faults_back() -> CaseResult {
+    if !ensure_swap()? {
+        return Ok(Skip("no swap and no zram".into()));
+    }
+    let ctx = open_with_queues()?;
+    let buf = DmaBuffer::new(256 << 10).map_err(e("buffer"))?;
+    let dst = DmaBuffer::new(256 << 10).map_err(e("buffer"))?;
+    pattern(&buf, 0x33);
+    let _r = ctx
+        .register(&buf, Access::READ_WRITE | Access::PREFETCH)
+        .map_err(e("register"))?;
+    let _rd = ctx
+        .register(&dst, Access::WRITE)
+        .map_err(e("register dst"))?;
+    let pages = (buf.len() / 4096) as u64;
+    let q = ctx.query_buffer(&buf).map_err(e("query"))?;
+    check(q.valid() == pages, || {
+        format!("{} of {pages} entries after prefetch", q.valid())
+    })?;
+    let swap_free0 = proc_value("/proc/meminfo", "SwapFree")?;
+    buf.pageout().map_err(e("MADV_PAGEOUT"))?;
+    // madvise has returned: the invalidation (and its SYNC) is complete.
+    let q = ctx.query_buffer(&buf).map_err(e("query"))?;
+    check(q.valid() == 0, || {
+        format!("{} device entries survived the page-out", q.valid())
+    })?;
+    let (resident, _) = buf.resident_pages().map_err(e("mincore"))?;
+    check(resident == 0, || {
+        format!("{resident} pages still resident after MADV_PAGEOUT")
+    })?;
+    let swapped = swap_free0.saturating_sub(proc_value("/proc/meminfo", "SwapFree")?);
+    check(swapped >= 4, || {
+        format!("swap use grew by only {swapped} KiB")
+    })?;
+    let stats0 = ctx.ctx_stats().map_err(e("stats"))?;
+    let work = Work::copy_buffers(&buf, 0, &dst, 0, buf.len()).map_err(e("work"))?;
+    ctx.run(&work, TIMEOUT).map_err(e("copy after page-out"))?;
+    check(has_pattern(&dst, 0x33), || {
+        "data after fault-back differs".into()
+    })?;
+    let stats = ctx.ctx_stats().map_err(e("stats"))?;
+    check(stats.faults > stats0.faults, || {
+        "no device fault after the page-out".into()
+    })?;
+    check(stats.invalidations > 0 && stats.sync_waits > 0, || {
+        format!(
+            "invalidations {} sync waits {}",
+            stats.invalidations, stats.sync_waits
+        )
+    })?;
+    println!(
+        "# swapped {swapped} KiB; fault-back took {} faults; SYNC waits {} avg {} us",
+        stats.faults - stats0.faults,
+        stats.sync_waits,
+        stats.sync_wait_ns / stats.sync_waits.max(1) / 1000
+    );
+    no_stale(&ctx)?;
+    Ok(Pass)
+}
+
+fn munmap_then_dma_fails_cleanly() -> CaseResult {
+    let ctx = open_with_queues()?;
+    let len = 4 * 4096;
+    // SAFETY: a fresh private anonymous mapping, used only through raw addresses here.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err("mmap failed".into());
+    }
+    // SAFETY: the mapping is ours and `len` bytes long.
+    unsafe { std::ptr::write_bytes(addr.cast::<u8>(), 0x77, len) };
+    let dst = DmaBuffer::new(len).map_err(e("buffer"))?;
+    let _rd = ctx
+        .register(&dst, Access::WRITE)
+        .map_err(e("register dst"))?;
+    // SAFETY: [addr, addr+len) is our mapping; no Rust reference into it exists.
+    let raw = unsafe { ctx.register_raw(addr as u64, len as u64, Access::READ) }
+        .map_err(e("register_raw"))?;
+    let copy = Work::copy(addr as u64, dst.va(), len as u32).map_err(e("work"))?;
+    ctx.run(&copy, TIMEOUT).map_err(e("copy before munmap"))?;
+    check(dst.to_vec().iter().all(|b| *b == 0x77), || {
+        "copy before munmap wrong".into()
+    })?;
+    // SAFETY: unmapping our own mapping; nothing refers to it any more.
+    unsafe { libc::munmap(addr, len) };
+    let q = ctx.query(addr as u64, len as u64).map_err(e("query"))?;
+    check(q.valid() == 0, || {
+        format!("{} entries survived munmap", q.valid())
+    })?;
+    match ctx.run(&copy, TIMEOUT) {
+        Err(Error::Work {
+            error: WorkError::FaultAborted { errno },
+            ..
+        }) => check(errno == libc::EFAULT, || {
+            format!("aborted with errno {errno}, want EFAULT")
+        })?,
+        other => return Err(format!("DMA from unmapped memory: {other:?}")),
+    }
+    drop(raw);
+    // A device write into a registration without REG_WRITE is refused the same way.
+    let src = DmaBuffer::new(len).map_err(e("buffer"))?;
+    let _rs = ctx.register(&src, Access::READ).map_err(e("register"))?;
+    let backwards = Work::copy_buffers(&dst, 0, &src, 0, len).map_err(e("work"))?;
+    match ctx.run(&backwards, TIMEOUT) {
+        Err(Error::Work {
+            error: WorkError::FaultAborted { errno },
+            ..
+        }) => check(errno == libc::EACCES, || {
+            format!("aborted with errno {errno}, want EACCES")
+        })?,
+        other => {
+            return Err(format!(
+                "device read of a write-only registration: {other:?}"
+            ))
+        }
+    }
+    no_stale(&ctx)?;
+    Ok(Pass)
+}
+
+fn fork_cow_parent_keeps_device_writes() -> CaseResult {
+    let ctx = open_with_queues()?;
+    let src = DmaBuffer::new(4096).map_err(e("buffer"))?;
+    let buf = DmaBuffer::new(4096).map_err(e("buffer"))?;
+    pattern(&src, 0x50);
+    buf.fill(b'p');
+    let _rs = ctx
+        .register(&src, Access::READ | Access::PREFETCH)
+        .map_err(e("register"))?;
+    let _rb = ctx
+        .register(&buf, Access::READ_WRITE | Access::PREFETCH)
+        .map_err(e("register"))?;
+    let (mut to_parent, mut to_child) = ([0i32; 2], [0i32; 2]);
+    // SAFETY: plain pipe(2) calls with arrays of two fds.
+    unsafe {
+        libc::pipe(to_parent.as_mut_ptr());
+        libc::pipe(to_child.as_mut_ptr());
+    }
+    let buf_ref = &buf;
+    // SAFETY: single-threaded test; the child only touches its copy of `buf` and the pipes.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        buf_ref.fill(b'c'); // the child's write breaks COW: it gets its own copy
+        let mut b = [1u8];
+        // SAFETY: pipe fds from above.
+        unsafe {
+            libc::write(to_parent[1], b.as_ptr().cast(), 1);
+            libc::read(to_child[0], b.as_mut_ptr().cast(), 1);
+        }
+        let ok = buf_ref.to_vec().iter().all(|x| *x == b'c');
+        // SAFETY: leave the child without running destructors.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    let mut b = [0u8];
+    // SAFETY: pipe fds from above.
+    unsafe { libc::read(to_parent[0], b.as_mut_ptr().cast(), 1) };
+    let copy = Work::copy_buffers(&src, 0, &buf, 0, 4096).map_err(e("work"));
+    let result = copy.and_then(|w| ctx.run(&w, TIMEOUT).map_err(e("device write after fork")));
+    // SAFETY: pipe fds from above; then reap the child.
+    let mut status = 0;
+    unsafe {
+        libc::write(to_child[1], b.as_ptr().cast(), 1);
+        libc::waitpid(pid, &mut status, 0);
+    }
+    result?;
+    check(has_pattern(&buf, 0x50), || {
+        "the device write did not land in the parent's page".into()
+    })?;
+    check(status == 0, || {
+        "the child's copy was changed by the parent's device write".into()
+    })?;
+    no_stale(&ctx)?;
+    Ok(Pass)
+}
+
+fn child_uses_parent_context_refused() -> CaseResult {
+    let ctx = open()?;
+    let buf = DmaBuffer::new(4096).map_err(e("buffer"))?;
+    let status = in_child(|| match ctx.register(&buf, Access::READ) {
+        Err(err) => err.errno() == Some(libc::EPERM),
+        Ok(_) => false,
+    })?;
+    check(status == 0, || {
+        "a forked child could register in its parent's context".into()
+    })?;
+    Ok(Pass)
+}
+
+fn kill_with_dma_in_flight() -> CaseResult {
+    let (mut p, mut b) = ([0i32; 2], [0u8]);
+    // SAFETY: pipe(2) with an array of two fds.
+    unsafe { libc::pipe(p.as_mut_ptr()) };
+    // SAFETY: single-threaded; the child runs the closure then blocks until killed.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let run = || -> Result<(), String> {
+            let ctx = open_with_queues()?;
+            let buf = DmaBuffer::new(1 << 20).map_err(e("buffer"))?;
+            let _r = ctx
+                .register(&buf, Access::READ_WRITE)
+                .map_err(e("register"))?;
+            for i in 0..4 {
+                let w = Traffic::over(&buf)
+                    .op_size(4096)
+                    .ops(1 << 20)
+                    .seed(i)
+                    .build()
+                    .map_err(e("traffic"))?;
+                ctx.post(&w).map_err(e("post"))?;
+            }
+            // SAFETY: pipe fd from above.
+            unsafe { libc::write(p[1], [1u8].as_ptr().cast(), 1) };
+            std::thread::sleep(Duration::from_secs(60));
+            Ok(())
+        };
+        let _ = run();
+        // SAFETY: leave the child.
+        unsafe { libc::_exit(1) };
+    }
+    // SAFETY: pipe fd; then kill and reap our child.
+    let n = unsafe { libc::read(p[0], b.as_mut_ptr().cast(), 1) };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut status = 0;
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, &mut status, 0);
+    }
+    check(n == 1, || "the child could not start its DMA".into())?;
+    // The device and the driver are healthy: a new context copies correctly.
+    let ctx = open_with_queues()?;
+    let src = DmaBuffer::new(16 << 10).map_err(e("buffer"))?;
+    let dst = DmaBuffer::new(16 << 10).map_err(e("buffer"))?;
+    pattern(&src, 9);
+    let _rs = ctx.register(&src, Access::READ).map_err(e("register"))?;
+    let _rd = ctx.register(&dst, Access::WRITE).map_err(e("register"))?;
+    let w = Work::copy_buffers(&src, 0, &dst, 0, src.len()).map_err(e("work"))?;
+    ctx.run(&w, TIMEOUT).map_err(e("copy after the kill"))?;
+    check(has_pattern(&dst, 9), || "copy after the kill wrong".into())?;
+    no_stale(&ctx)?;
+    Ok(Pass)
+}
+
+fn bad_ioctls_refused() -> CaseResult {
+    ensure_module()?;
+    let fd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(DEV)
+        .map_err(e("open"))?;
+    let page = 4096u64;
+    let buf = DmaBuffer::new(2 * page as usize).map_err(e("buffer"))?;
+    let reg = |addr: u64, len: u64, flags: u32| abi::MnicRegister {
+        addr,
+        len,
+        flags,
+        handle: 0,
+    };
+    let rw = abi::reg_flags::READ | abi::reg_flags::WRITE;
+    let cases: [(&str, abi::MnicRegister, i32); 7] = [
+        ("no access flags", reg(buf.va(), page, 0), libc::EINVAL),
+        (
+            "unknown flag",
+            reg(buf.va(), page, rw | 1 << 20),
+            libc::EINVAL,
+        ),
+        (
+            "unaligned address",
+            reg(buf.va() + 8, page, rw),
+            libc::EINVAL,
+        ),
+        ("zero length", reg(buf.va(), 0, rw), libc::EINVAL),
+        (
+            "wrapping range",
+            reg(u64::MAX - page + 1, 2 * page, rw),
+            libc::EINVAL,
+        ),
+        (
+            "beyond the VA limit",
+            reg(abi::pte::VA_LIMIT, page, rw),
+            libc::EINVAL,
+        ),
+        (
+            "handle not zero",
+            abi::MnicRegister {
+                handle: 5,
+                ..reg(buf.va(), page, rw)
+            },
+            libc::EINVAL,
+        ),
+    ];
+    for (what, mut r, want) in cases {
+        expect_errno(&fd, what, abi::MNIC_IOC_REGISTER, &mut r, want)?;
+    }
+    let mut h = abi::MnicHandle {
+        handle: 999,
+        rsvd: 0,
+    };
+    expect_errno(
+        &fd,
+        "unknown handle",
+        abi::MNIC_IOC_DEREGISTER,
+        &mut h,
+        libc::ENOENT,
+    )?;
+    let mut range = abi::MnicRange {
+        addr: buf.va(),
+        len: page,
+        flags: 0,
+        rsvd: 0,
+    };
+    expect_errno(
+        &fd,
+        "prefetch unregistered",
+        abi::MNIC_IOC_PREFETCH,
+        &mut range,
+        libc::ENOENT,
+    )?;
+    let mut q = abi::MnicQueues {
+        wq_addr: buf.va(),
+        cq_addr: buf.va(),
+        wq_size_log2: 30,
+        cq_size_log2: 4,
+    };
+    expect_errno(
+        &fd,
+        "queue size",
+        abi::MNIC_IOC_SETUP_QUEUES,
+        &mut q,
+        libc::EINVAL,
+    )?;
+    let mut post = abi::MnicPost {
+        wq_tail: 1,
+        rsvd: 0,
+    };
+    expect_errno(
+        &fd,
+        "post without queues",
+        abi::MNIC_IOC_POST,
+        &mut post,
+        libc::EINVAL,
+    )?;
+    let mut wait = abi::MnicWait {
+        target: 1,
+        count: 0,
+        timeout_ms: 0,
+        rsvd: 0,
+    };
+    expect_errno(
+        &fd,
+        "wait with nothing done",
+        abi::MNIC_IOC_WAIT,
+        &mut wait,
+        libc::ETIMEDOUT,
+    )?;
+    let mut query = abi::MnicQuery {
+        addr: buf.va(),
+        len: 0,
+        ..Default::default()
+    };
+    expect_errno(
+        &fd,
+        "query zero length",
+        abi::MNIC_IOC_QUERY,
+        &mut query,
+        libc::EINVAL,
+    )?;
+    let mut dummy = 0u64;
+    expect_errno(&fd, "unknown ioctl", 0xB7ff, &mut dummy, libc::ENOTTY)?;
+    expect_errno(
+        &fd,
+        "bad pointer",
+        abi::MNIC_IOC_INFO,
+        8 as *mut abi::MnicInfo,
+        libc::EFAULT,
+    )?;
+    // A registration whose copy-out fails is rolled back, not leaked.
+    let mut r = reg(buf.va(), page, rw);
+    raw_ioctl(&fd, abi::MNIC_IOC_REGISTER, &mut r).map_err(|n| format!("good register: {n}"))?;
+    let mut stats = abi::MnicCtxStats::default();
+    raw_ioctl(&fd, abi::MNIC_IOC_CTX_STATS, &mut stats).map_err(|n| format!("stats: {n}"))?;
+    check(stats.registrations == 1, || {
+        format!("{} registrations", stats.registrations)
+    })?;
+    // mmap of anything but the doorbell page.
+    // SAFETY: asking for a fresh shared mapping of the device; checked below and unmapped.
+    let bad = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            8192,
+            libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    check(bad == libc::MAP_FAILED, || {
+        "an 8 KiB doorbell mapping was accepted".into()
+    })?;
+    Ok(Pass)
+}
+
+fn module_reload() -> CaseResult {
+    for (cmd, arg) in [("rmmod", "mnic"), ("insmod", MODULE)] {
+        let out = Command::new(cmd)
+            .arg(arg)
+            .output()
+            .map_err(e("module command"))?;
+        check(out.status.success(), || {
+            format!("{cmd}: {}", String::from_utf8_lossy(&out.stderr).trim())
+        })?;
+    }
+    let ctx = open_with_queues()?;
+    let src = DmaBuffer::new(8192).map_err(e("buffer"))?;
+    let dst = DmaBuffer::new(8192).map_err(e("buffer"))?;
+    pattern(&src, 3);
+    let _rs = ctx.register(&src, Access::READ).map_err(e("register"))?;
+    let _rd = ctx.register(&dst, Access::WRITE).map_err(e("register"))?;
+    let w = Work::copy_buffers(&src, 0, &dst, 0, src.len()).map_err(e("work"))?;
+    ctx.run(&w, TIMEOUT).map_err(e("copy after reload"))?;
+    check(has_pattern(&dst, 3), || "copy after reload wrong".into())?;
+    Ok(Pass)
+}
+
+type Case = (&'static str, fn() -> CaseResult);
+
+fn main() {
+    let cases: &[Case] = &[
+        ("probe_identity", probe_identity),
+        ("copy_on_demand_unpinned", copy_on_demand_unpinned),
+        (
+            "pageout_frees_and_faults_back",
+            pageout_frees_and_faults_back,
+        ),
+        (
+            "munmap_then_dma_fails_cleanly",
+            munmap_then_dma_fails_cleanly,
+        ),
+        (
+            "fork_cow_parent_keeps_device_writes",
+            fork_cow_parent_keeps_device_writes,
+        ),
+        (
+            "child_uses_parent_context_refused",
+            child_uses_parent_context_refused,
+        ),
+        ("kill_with_dma_in_flight", kill_with_dma_in_flight),
+        ("bad_ioctls_refused", bad_ioctls_refused),
+        // Last: unloads the module (every context above is closed by now).
+        ("module_reload", module_reload),
+    ];
+    let only: Vec<String> = std::env::args().skip(1).collect();
+    let cases: Vec<&Case> = cases
+        .iter()
+        .filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n))
+        .collect();
+    println!("KTAP version 1");
+    println!("1..{}", cases.len());
+    let mut failed = 0;
+    for (i, (name, case)) in cases.iter().enumerate() {
+        let n = i + 1;
+        match case() {
+            Ok(Pass) => println!("ok {n} {name}"),
+            Ok(Skip(why)) => println!("ok {n} {name} # SKIP {why}"),
+            Err(why) => {
+                failed += 1;
+                println!("not ok {n} {name} # {}", why.replace('\n', " "));
+            }
+        }
+    }
+    println!(
+        "# mnic-driver-test: {} passed or skipped, {failed} failed",
+        cases.len() - failed
+    );
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
