@@ -24,6 +24,7 @@ use kernel::{
 
 use crate::abi::{self, pte, reg_flags, Command};
 use crate::device::{MnicDev, Ticket};
+use crate::pin::PinnedPages;
 use crate::table::{self, Leaves, PageTable};
 
 /// Restarts of one fill before it gives up with `EBUSY` (an invalidation storm must not keep a
@@ -70,9 +71,15 @@ pub(crate) struct CtxState {
     pending: Option<Ticket>,
 }
 
+/// One registration: its notifier and, in the pinned baseline mode, its pinned pages.
+struct Registered {
+    notifier: Pin<KBox<IntervalNotifier<Region>>>,
+    pinned: Option<PinnedPages>,
+}
+
 /// The registrations of a context.
 pub(crate) struct Registrations {
-    list: KVec<Pin<KBox<IntervalNotifier<Region>>>>,
+    list: KVec<Registered>,
     next_handle: u32,
 }
 
@@ -251,12 +258,9 @@ impl Ctx {
         {
             return Err(EINVAL);
         }
-        if req.flags & reg_flags::PINNED != 0 {
-            // The pinned baseline is not implemented yet.
-            return Err(EOPNOTSUPP);
-        }
         let end = start + len;
         let mm = self.caller_mm()?;
+        let write = req.flags & reg_flags::WRITE != 0;
         if self.regs.lock().list.len() >= abi::MAX_REGISTRATIONS as usize {
             return Err(ENOSPC);
         }
@@ -287,8 +291,14 @@ impl Ctx {
             ),
             GFP_KERNEL,
         )?;
+        // The baseline mode pins every page now (and keeps it pinned until deregistration).
+        let pinned = if req.flags & reg_flags::PINNED != 0 {
+            Some(PinnedPages::pin(start, (len / pte::PAGE_SIZE) as usize, write)?)
+        } else {
+            None
+        };
         let mut list_entry = KVec::with_capacity(1, GFP_KERNEL)?;
-        list_entry.push(region, GFP_KERNEL)?;
+        list_entry.push(Registered { notifier: region, pinned }, GFP_KERNEL)?;
         {
             let mut regs = self.regs.lock();
             if regs.list.len() >= abi::MAX_REGISTRATIONS as usize {
@@ -303,8 +313,11 @@ impl Ctx {
             }
         }
         req.handle = handle;
-        if req.flags & reg_flags::PREFETCH != 0 {
-            self.prefetch(start, len, &mm)?;
+        if req.flags & (reg_flags::PREFETCH | reg_flags::PINNED) != 0 {
+            if let Err(e) = self.prefetch(start, len, &mm) {
+                let _ = self.deregister(handle);
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -322,11 +335,15 @@ impl Ctx {
             let i = regs.position(handle).ok_or(ENOENT)?;
             regs.list.remove(i).map_err(|_| EINVAL)?
         };
-        let (start, end) = (region.start() as u64, region.end() as u64);
+        let Registered { notifier, pinned } = region;
+        let (start, end) = (notifier.start() as u64, notifier.end() as u64);
         // No more callbacks after this; then take its translations down behind a SYNC (other
-        // registrations over the same pages fault them back on demand).
-        drop(region);
-        self.shoot_down(start, end)
+        // registrations over the same pages fault them back on demand). Pinned pages are
+        // released only once the device cannot use them any more.
+        drop(notifier);
+        let result = self.shoot_down(start, end);
+        drop(pinned);
+        result
     }
 
     /// Clears [start, end) and waits until the device dropped it.
@@ -360,6 +377,7 @@ impl Ctx {
         let region = regs
             .list
             .iter()
+            .map(|r| &r.notifier)
             .find(|r| r.start() as u64 <= start && end <= r.end() as u64)
             .ok_or(ENOENT)?;
         let write = region.data().flags & reg_flags::WRITE != 0;
@@ -478,7 +496,7 @@ impl Ctx {
         let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
         let regs = self.regs.lock();
         let mut denied = false;
-        let region = regs.list.iter().find(|r| {
+        let region = regs.list.iter().map(|r| &r.notifier).find(|r| {
             let covers = r.start() as u64 <= page && page < r.end() as u64;
             let allowed = r.data().flags & if write { reg_flags::WRITE } else { reg_flags::READ } != 0;
             denied |= covers && !allowed;
@@ -530,10 +548,25 @@ impl Ctx {
     pub(crate) fn registrations(&self) -> usize {
         self.regs.lock().list.len()
     }
+
+    /// Pages of [start, end) pinned by baseline-mode registrations (overlaps count twice).
+    pub(crate) fn pinned_pages(&self, start: u64, end: u64) -> u64 {
+        self.regs
+            .lock()
+            .list
+            .iter()
+            .filter(|r| r.pinned.as_ref().is_some_and(|p| p.len() > 0))
+            .map(|r| {
+                let lo = (r.notifier.start() as u64).max(start);
+                let hi = (r.notifier.end() as u64).min(end);
+                hi.saturating_sub(lo) / pte::PAGE_SIZE
+            })
+            .sum()
+    }
 }
 
 impl Registrations {
     fn position(&self, handle: u32) -> Option<usize> {
-        self.list.iter().position(|r| r.data().handle == handle)
+        self.list.iter().position(|r| r.notifier.data().handle == handle)
     }
 }

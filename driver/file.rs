@@ -178,7 +178,7 @@ impl MiscDevice for Ctx {
                     registrations: ctx.registrations() as u64,
                     mapped_4k: valid.small,
                     mapped_2m: valid.huge,
-                    pinned_pages: 0,
+                    pinned_pages: ctx.pinned_pages(0, pte::VA_LIMIT),
                     faults: s.faults.load(Relaxed),
                     resumes: s.resumes.load(Relaxed),
                     aborts: s.aborts.load(Relaxed),
@@ -210,7 +210,7 @@ impl MiscDevice for Ctx {
                 req.valid_4k = n.small;
                 req.valid_2m = n.huge;
                 req.writable = n.writable;
-                req.pinned = 0;
+                req.pinned = ctx.pinned_pages(req.addr, end);
                 write_user(&mut w, &req)?;
             }
             _ => return Err(ENOTTY),

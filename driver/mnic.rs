@@ -29,6 +29,7 @@ mod abi;
 mod context;
 mod device;
 mod file;
+mod pin;
 mod table;
 
 use device::{MnicDev, BAR0_SIZE};

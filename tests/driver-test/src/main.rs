@@ -106,6 +106,8 @@ fn proc_value(file: &str, key: &str) -> Result<u64, String> {
 
 /// FOLL_PIN pins held system-wide right now.
 fn pins_held() -> Result<i64, String> {
+    // vmstat counters are per-CPU and folded lazily; this folds them now.
+    fs::write("/proc/sys/vm/stat_refresh", "1").map_err(e("stat_refresh"))?;
     let acq = proc_value("/proc/vmstat", "nr_foll_pin_acquired")? as i64;
     let rel = proc_value("/proc/vmstat", "nr_foll_pin_released")? as i64;
     Ok(acq - rel)
@@ -663,6 +665,41 @@ fn bad_ioctls_refused() -> CaseResult {
     Ok(Pass)
 }
 
+fn pinned_baseline_pins_and_fills() -> CaseResult {
+    let ctx = open_with_queues()?;
+    let buf = DmaBuffer::new(128 << 10).map_err(e("buffer"))?;
+    pattern(&buf, 0x11);
+    let pages = (buf.len() / 4096) as u64;
+    let pins0 = pins_held()?;
+    let reg = ctx
+        .register(&buf, Access::READ_WRITE | Access::PINNED)
+        .map_err(e("register pinned"))?;
+    let q = ctx.query_buffer(&buf).map_err(e("query"))?;
+    check(q.valid() == pages, || {
+        format!("{} of {pages} entries filled", q.valid())
+    })?;
+    check(q.pinned == pages, || {
+        format!("{} of {pages} pages reported pinned", q.pinned)
+    })?;
+    let pinned = pins_held()? - pins0;
+    check(pinned == pages as i64, || {
+        format!("{pinned} FOLL_PIN pins for {pages} pages")
+    })?;
+    // Pinned memory cannot be paged out: that is the cost the on-demand mode avoids.
+    let _ = buf.pageout();
+    let (resident, _) = buf.resident_pages().map_err(e("mincore"))?;
+    check(resident as u64 == pages, || {
+        format!("only {resident} pinned pages resident")
+    })?;
+    reg.deregister().map_err(e("deregister"))?;
+    let left = pins_held()? - pins0;
+    check(left == 0, || {
+        format!("{left} pins left after deregistration")
+    })?;
+    no_stale(&ctx)?;
+    Ok(Pass)
+}
+
 fn module_reload() -> CaseResult {
     for (cmd, arg) in [("rmmod", "mnic"), ("insmod", MODULE)] {
         let out = Command::new(cmd)
@@ -709,6 +746,10 @@ fn main() {
         ),
         ("kill_with_dma_in_flight", kill_with_dma_in_flight),
         ("bad_ioctls_refused", bad_ioctls_refused),
+        (
+            "pinned_baseline_pins_and_fills",
+            pinned_baseline_pins_and_fills,
+        ),
         // Last: unloads the module (every context above is closed by now).
         ("module_reload", module_reload),
     ];
