@@ -35,6 +35,28 @@ pub(crate) const MAX_REGISTER_LEN: u64 = 1 << 30;
 /// Prefetch works in pieces of this size (bounds the hmm pfn buffer).
 const FILL_CHUNK: u64 = 32 << 20;
 
+/// Window of the fault-around (already present neighbours of a faulting page).
+const FAULT_AROUND: u64 = 64 << 10;
+
+/// How a fill gets the pages.
+#[derive(Clone, Copy)]
+enum Fill {
+    /// Fault every page in readable.
+    Read,
+    /// Fault every page in writable (breaks COW in the owning process).
+    Write,
+    /// Map only what is present, fault nothing.
+    Snapshot,
+}
+
+/// What a fill installed.
+#[derive(Default)]
+struct Filled {
+    leaves: Leaves,
+    /// Some page was backed by a huge (>= 2 MiB) CPU mapping.
+    huge_backed: bool,
+}
+
 /// Per-context counters (reported by `MNIC_IOC_CTX_STATS`).
 pub(crate) struct Stats {
     pub(crate) faults: Atomic<u64>,
@@ -384,7 +406,7 @@ impl Ctx {
         let mut at = start;
         while at < end {
             let stop = (at + FILL_CHUNK).min(end);
-            self.fill(region, mm, at, stop, write)?;
+            self.fill(region, mm, at, stop, if write { Fill::Write } else { Fill::Read })?;
             at = stop;
         }
         Ok(())
@@ -407,9 +429,13 @@ impl Ctx {
         mm: &MmWithUser,
         start: u64,
         end: u64,
-        write: bool,
-    ) -> Result<Leaves> {
-        let access = if write { Access::Write } else { Access::Read };
+        how: Fill,
+    ) -> Result<Filled> {
+        let access = match how {
+            Fill::Read => Access::Read,
+            Fill::Write => Access::Write,
+            Fill::Snapshot => Access::Snapshot,
+        };
         let may_write = region.data().flags & reg_flags::WRITE != 0;
         // Allocates: before any lock.
         let mut range = Range::new(region, start as usize, end as usize, access)?;
@@ -441,14 +467,15 @@ impl Ctx {
             // The proof that the pfns are current; they are then read by index below.
             let _ = range.pfns_checked(&current)?;
             let pfns = range.pfns();
-            let mut done = Leaves::default();
+            let mut done = Filled::default();
             let mut i = 0;
             while i < pfns.len() {
                 let va = start + i as u64 * pte::PAGE_SIZE;
                 if va % pte::HUGE_SIZE == 0 {
                     if let Some((pa, w)) = huge_block(pfns, i) {
                         st.table.set_2m(va, pa, w && may_write)?;
-                        done.huge += 1;
+                        done.leaves.huge += 1;
+                        done.huge_backed = true;
                         i += 512;
                         continue;
                     }
@@ -457,9 +484,13 @@ impl Ctx {
                 match pfn.phys_addr() {
                     Some(pa) => {
                         st.table.set_4k(va, pa, pfn.is_writable() && may_write)?;
-                        done.small += 1;
+                        done.leaves.small += 1;
+                        done.huge_backed |= pfn.map_order().unwrap_or(0) >= 9;
                     }
-                    None if pfn.is_error() => return Err(EFAULT),
+                    // A snapshot only maps what is there; a fault must get every page.
+                    None if pfn.is_error() && !matches!(how, Fill::Snapshot) => {
+                        return Err(EFAULT)
+                    }
                     None => {}
                 }
                 i += 1;
@@ -505,15 +536,26 @@ impl Ctx {
         let Some(region) = region else {
             return Err(if denied { EACCES } else { EFAULT });
         };
-        let done = self.fill(region, &mm, page, page + pte::PAGE_SIZE, write)?;
-        // Backed by a huge page: map the whole 2 MiB block if the registration covers it.
+        let how = if write { Fill::Write } else { Fill::Read };
+        let done = self.fill(region, &mm, page, page + pte::PAGE_SIZE, how)?;
+        let (reg_start, reg_end) = (region.start() as u64, region.end() as u64);
+        // Backed by a huge page: map the whole 2 MiB block with one leaf if the registration
+        // covers it (the block is present: this faults nothing in).
         let block = page & !(pte::HUGE_SIZE - 1);
-        if done.huge == 0
-            && region.start() as u64 <= block
-            && block + pte::HUGE_SIZE <= region.end() as u64
-            && self.state.lock().table.count(page, page + pte::PAGE_SIZE).small == 1
+        if done.huge_backed
+            && done.leaves.huge == 0
+            && reg_start <= block
+            && block + pte::HUGE_SIZE <= reg_end
         {
-            let _ = self.fill(region, &mm, block, block + pte::HUGE_SIZE, write);
+            let _ = self.fill(region, &mm, block, block + pte::HUGE_SIZE, how);
+            return Ok(());
+        }
+        // Fault-around without faulting: map the neighbours that are already present (a
+        // device streams through memory), never bring in pages it did not touch.
+        let lo = (page & !(FAULT_AROUND - 1)).max(reg_start);
+        let hi = ((page & !(FAULT_AROUND - 1)) + FAULT_AROUND).min(reg_end);
+        if hi - lo > pte::PAGE_SIZE {
+            let _ = self.fill(region, &mm, lo, hi, Fill::Snapshot);
         }
         Ok(())
     }

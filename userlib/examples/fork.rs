@@ -10,7 +10,8 @@
 //! Usage: `fork [N]`.
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::fs::File;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -43,11 +44,23 @@ fn all(buf: &DmaBuffer, off: usize, len: usize, v: u8) -> bool {
     tmp.iter().all(|&b| b == v)
 }
 
+/// A pipe as (read end, write end). Not a socket pair: the test kernel has no AF_UNIX.
+fn pipe() -> std::io::Result<(File, File)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid array of two ints for pipe(2) to fill.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe(2) succeeded: both fds are open and owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((File::from(r), File::from(w)))
+}
+
 /// The child: write our half, signal, wait, check. Never returns.
-fn child(dst: &DmaBuffer, mut chan: UnixStream) -> ! {
+fn child(dst: &DmaBuffer, (mut rx, mut tx): (File, File)) -> ! {
     dst.fill_range(0, HALF, CHILD);
-    let ok = chan.write_all(b"w").is_ok()
-        && chan.read_exact(&mut [0u8; 1]).is_ok()
+    let ok = tx.write_all(b"w").is_ok()
+        && rx.read_exact(&mut [0u8; 1]).is_ok()
         && all(dst, 0, HALF, CHILD)
         && all(dst, HALF, HALF, BEFORE);
     if !ok {
@@ -73,7 +86,8 @@ fn run() -> Res {
         rd.query()?.writable
     );
 
-    let (mut parent_end, child_end) = UnixStream::pair()?;
+    let (mut from_child, child_tx) = pipe()?;
+    let (child_rx, mut to_child) = pipe()?;
     // SAFETY: the process is single-threaded here (no threads were started), so the
     // child may run any code; it only touches its own copies and exits.
     let pid = unsafe { libc::fork() };
@@ -81,10 +95,10 @@ fn run() -> Res {
         return Err(std::io::Error::last_os_error().into());
     }
     if pid == 0 {
-        drop(parent_end);
-        child(&dst, child_end);
+        drop((from_child, to_child));
+        child(&dst, (child_rx, child_tx));
     }
-    drop(child_end);
+    drop((child_rx, child_tx));
 
     // Fork write-protected the parent's pages: the device lost its writable entries.
     println!(
@@ -92,14 +106,14 @@ fn run() -> Res {
         rd.query()?.writable
     );
     let mut b = [0u8; 1];
-    parent_end.read_exact(&mut b)?;
+    from_child.read_exact(&mut b)?;
     println!("child wrote its copy; device copies into the parent's dst");
     ctx.run(
         &Work::copy_buffers(&src, 0, &dst, 0, LEN)?,
         Some(Duration::from_secs(10)),
     )?;
     let parent_ok = all(&dst, 0, LEN, DEVICE);
-    parent_end.write_all(b"d")?;
+    to_child.write_all(b"d")?;
 
     let mut status = 0;
     // SAFETY: `pid` is our child; `status` is a valid out pointer.
