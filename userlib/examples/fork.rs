@@ -9,8 +9,8 @@
 //!
 //! Usage: `fork [N]`.
 
-use std::io::{Read, Write};
 use std::fs::File;
+use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::time::Duration;
