@@ -152,6 +152,16 @@ impl IntervalNotifierOps for Region {
         let mut st = inv.lock()?;
         let (start, end) = inv.clamped();
         let cleared = st.table.clear(start as u64, end as u64);
+        pr_debug!(
+            "mnic ctx {}: invalidate {:#x}..{:#x} {:?} blockable {}: {} + {} leaves\n",
+            ctx.index,
+            start,
+            end,
+            inv.event(),
+            inv.is_blockable(),
+            cleared.small,
+            cleared.huge
+        );
         ctx.stats.invalidations.add(1, Relaxed);
         ctx.stats.entries_invalidated.add(cleared.total(), Relaxed);
         let dev = &ctx.dev;
@@ -502,7 +512,16 @@ impl Ctx {
     /// Resolves a device fault (spec §12) and answers it with RESUME or ABORT.
     pub(crate) fn handle_fault(&self, va: u64, write: bool, id: u64) {
         self.stats.faults.add(1, Relaxed);
-        let cmd = match self.resolve(va, write) {
+        let result = self.resolve(va, write);
+        pr_debug!(
+            "mnic ctx {}: device fault {:#x} write {} id {}: {:?}\n",
+            self.index,
+            va,
+            write,
+            id,
+            result
+        );
+        let cmd = match result {
             Ok(()) => {
                 self.stats.resumes.add(1, Relaxed);
                 Command { opcode: abi::cmd::RESUME, ctx: self.index, arg0: id, ..Command::default() }
