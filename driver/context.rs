@@ -9,7 +9,9 @@
 use kernel::{
     mm::{
         hmm::{Access, FaultError, HmmPfn, Range},
-        mmu_notifier::{IntervalNotifier, IntervalNotifierOps, Invalidated, Invalidation, WouldBlock},
+        mmu_notifier::{
+            IntervalNotifier, IntervalNotifierOps, Invalidated, Invalidation, WouldBlock,
+        },
         Mm, MmWithUser,
     },
     new_condvar, new_mutex,
@@ -212,6 +214,7 @@ impl IntervalNotifierOps for Region {
         let stats = &self.ctx.stats;
         if let Ok(waited) = self.ctx.dev.wait_sync(ticket) {
             let ns = waited.as_nanos().max(0) as u64;
+            self.ctx.dev.record_sync_wait(ns);
             stats.sync_waits.add(1, Relaxed);
             stats.sync_wait_ns.add(ns, Relaxed);
             let mut max = stats.sync_wait_max_ns.load(Relaxed);
@@ -319,18 +322,32 @@ impl Ctx {
                 &mm,
                 start as usize,
                 len as usize,
-                Region { ctx: self.clone(), handle, flags: req.flags },
+                Region {
+                    ctx: self.clone(),
+                    handle,
+                    flags: req.flags,
+                },
             ),
             GFP_KERNEL,
         )?;
         // The baseline mode pins every page now (and keeps it pinned until deregistration).
         let pinned = if req.flags & reg_flags::PINNED != 0 {
-            Some(PinnedPages::pin(start, (len / pte::PAGE_SIZE) as usize, write)?)
+            Some(PinnedPages::pin(
+                start,
+                (len / pte::PAGE_SIZE) as usize,
+                write,
+            )?)
         } else {
             None
         };
         let mut list_entry = KVec::with_capacity(1, GFP_KERNEL)?;
-        list_entry.push(Registered { notifier: region, pinned }, GFP_KERNEL)?;
+        list_entry.push(
+            Registered {
+                notifier: region,
+                pinned,
+            },
+            GFP_KERNEL,
+        )?;
         {
             let mut regs = self.regs.lock();
             if regs.list.len() >= abi::MAX_REGISTRATIONS as usize {
@@ -416,7 +433,13 @@ impl Ctx {
         let mut at = start;
         while at < end {
             let stop = (at + FILL_CHUNK).min(end);
-            self.fill(region, mm, at, stop, if write { Fill::Write } else { Fill::Read })?;
+            self.fill(
+                region,
+                mm,
+                at,
+                stop,
+                if write { Fill::Write } else { Fill::Read },
+            )?;
             at = stop;
         }
         Ok(())
@@ -498,9 +521,7 @@ impl Ctx {
                         done.huge_backed |= pfn.map_order().unwrap_or(0) >= 9;
                     }
                     // A snapshot only maps what is there; a fault must get every page.
-                    None if pfn.is_error() && !matches!(how, Fill::Snapshot) => {
-                        return Err(EFAULT)
-                    }
+                    None if pfn.is_error() && !matches!(how, Fill::Snapshot) => return Err(EFAULT),
                     None => {}
                 }
                 i += 1;
@@ -524,7 +545,12 @@ impl Ctx {
         let cmd = match result {
             Ok(()) => {
                 self.stats.resumes.add(1, Relaxed);
-                Command { opcode: abi::cmd::RESUME, ctx: self.index, arg0: id, ..Command::default() }
+                Command {
+                    opcode: abi::cmd::RESUME,
+                    ctx: self.index,
+                    arg0: id,
+                    ..Command::default()
+                }
             }
             Err(e) => {
                 self.stats.aborts.add(1, Relaxed);
@@ -548,7 +574,13 @@ impl Ctx {
         let mut denied = false;
         let region = regs.list.iter().map(|r| &r.notifier).find(|r| {
             let covers = r.start() as u64 <= page && page < r.end() as u64;
-            let allowed = r.data().flags & if write { reg_flags::WRITE } else { reg_flags::READ } != 0;
+            let allowed = r.data().flags
+                & if write {
+                    reg_flags::WRITE
+                } else {
+                    reg_flags::READ
+                }
+                != 0;
             denied |= covers && !allowed;
             covers && allowed
         });
@@ -590,8 +622,11 @@ impl Ctx {
     /// then remove every registration.
     pub(crate) fn teardown(&self) {
         if self.enabled.load(Relaxed) {
-            let disable =
-                Command { opcode: abi::cmd::CTX_DISABLE, ctx: self.index, ..Command::default() };
+            let disable = Command {
+                opcode: abi::cmd::CTX_DISABLE,
+                ctx: self.index,
+                ..Command::default()
+            };
             if let Ok(t) = self.dev.post_sync(&[disable]) {
                 let _ = self.dev.wait_sync(t);
             }
@@ -628,6 +663,8 @@ impl Ctx {
 
 impl Registrations {
     fn position(&self, handle: u32) -> Option<usize> {
-        self.list.iter().position(|r| r.notifier.data().handle == handle)
+        self.list
+            .iter()
+            .position(|r| r.notifier.data().handle == handle)
     }
 }

@@ -50,6 +50,10 @@ pub(crate) fn store(mem: &Coherent<[u64]>, index: usize, value: u64) -> Result {
     Ok(())
 }
 
+/// Buckets of the SYNC wait histogram: bucket i counts waits below 2^(i+1) microseconds, the
+/// last one everything longer.
+pub(crate) const SYNC_HIST_BUCKETS: usize = 16;
+
 /// A SYNC ticket: the value the device writes to the sync word when it executes that SYNC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Ticket(pub(crate) u64);
@@ -98,6 +102,8 @@ pub(crate) struct MnicDev {
     contexts: SpinLock<KVec<Slot>>,
     pub(crate) hw_version: u32,
     pub(crate) caps: u32,
+    /// How long invalidations waited for their SYNC (see `SYNC_HIST_BUCKETS`).
+    sync_hist: [Atomic<u64>; SYNC_HIST_BUCKETS],
 }
 
 /// A hardware context index: free, being set up by `open`, or in use.
@@ -141,7 +147,11 @@ impl MnicDev {
         let dev: &Device<Bound> = pdev.as_ref();
         let bar = regs.access(dev)?;
         if bar.read32(reg::ID as usize) != abi::MNIC_ID_VALUE {
-            dev_err!(pdev, "not an mnic device (ID {:#x})\n", bar.read32(reg::ID as usize));
+            dev_err!(
+                pdev,
+                "not an mnic device (ID {:#x})\n",
+                bar.read32(reg::ID as usize)
+            );
             return Err(ENODEV);
         }
         let hw_version = bar.read32(reg::VERSION as usize);
@@ -152,7 +162,12 @@ impl MnicDev {
         let caps = bar.read32(reg::CAPS as usize);
         let nctx = bar.read32(reg::NUM_CONTEXTS as usize);
         if nctx < abi::NUM_CONTEXTS {
-            dev_err!(pdev, "device has {} contexts, need {}\n", nctx, abi::NUM_CONTEXTS);
+            dev_err!(
+                pdev,
+                "device has {} contexts, need {}\n",
+                nctx,
+                abi::NUM_CONTEXTS
+            );
             return Err(ENODEV);
         }
         // Start from a known state whatever a previous driver left behind.
@@ -184,7 +199,10 @@ impl MnicDev {
         bar.write32(0, reg::IRQ_MASK as usize);
         // Strict mode: a stale access halts the device instead of only being counted; the
         // driver must never cause one, so any halt is a driver bug worth stopping at.
-        bar.write32(abi::control::ENABLE | abi::control::STRICT, reg::CONTROL as usize);
+        bar.write32(
+            abi::control::ENABLE | abi::control::STRICT,
+            reg::CONTROL as usize,
+        );
         let status = bar.read32(reg::STATUS as usize);
         if status & abi::status::ENABLED == 0 {
             dev_err!(
@@ -213,6 +231,7 @@ impl MnicDev {
             contexts <- new_spinlock!(slots),
             hw_version,
             caps,
+            sync_hist: [const { Atomic::new(0) }; SYNC_HIST_BUCKETS],
         }? Error))
     }
 
@@ -227,7 +246,10 @@ impl MnicDev {
         if self.gone.load(Relaxed) {
             return Err(ENODEV);
         }
-        Ok(Access { dev: self, _srcu: guard })
+        Ok(Access {
+            dev: self,
+            _srcu: guard,
+        })
     }
 
     /// Whether the device was unbound or declared dead.
@@ -257,7 +279,10 @@ impl MnicDev {
     /// Reserves a free hardware context index.
     pub(crate) fn reserve(&self) -> Result<u16> {
         let mut slots = self.contexts.lock();
-        let index = slots.iter().position(|s| matches!(s, Slot::Free)).ok_or(EBUSY)?;
+        let index = slots
+            .iter()
+            .position(|s| matches!(s, Slot::Free))
+            .ok_or(EBUSY)?;
         slots[index] = Slot::Reserved;
         Ok(index as u16)
     }
@@ -304,7 +329,8 @@ impl MnicDev {
     pub(crate) fn post_sync(&self, cmds: &[Command]) -> Result<Ticket> {
         let access = self.enter()?;
         let mut q = self.cmdq.lock();
-        self.post_locked(&access, &mut q, cmds, true).map(|t| t.unwrap_or(Ticket(0)))
+        self.post_locked(&access, &mut q, cmds, true)
+            .map(|t| t.unwrap_or(Ticket(0)))
     }
 
     /// Posts `cmds` (no SYNC).
@@ -322,7 +348,8 @@ impl MnicDev {
         if free < cmds.len() + 1 {
             return Err(EAGAIN);
         }
-        self.post_locked(&access, &mut q, cmds, true).map(|t| t.unwrap_or(Ticket(0)))
+        self.post_locked(&access, &mut q, cmds, true)
+            .map(|t| t.unwrap_or(Ticket(0)))
     }
 
     fn free_slots(&self, access: &Access<'_>, q: &mut CmdQueue, refresh: bool) -> Result<usize> {
@@ -389,6 +416,30 @@ impl MnicDev {
         Ok(ticket)
     }
 
+    /// Counts one invalidation's SYNC wait in the histogram.
+    pub(crate) fn record_sync_wait(&self, ns: u64) {
+        let us = ns / 1000;
+        let bucket = (u64::BITS - us.leading_zeros()) as usize;
+        self.sync_hist[bucket.min(SYNC_HIST_BUCKETS - 1)].add(1, Relaxed);
+    }
+
+    /// The SYNC wait histogram.
+    pub(crate) fn sync_hist(&self) -> [u64; SYNC_HIST_BUCKETS] {
+        core::array::from_fn(|i| self.sync_hist[i].load(Relaxed))
+    }
+
+    /// The open contexts (for debugfs).
+    pub(crate) fn live_contexts(&self) -> Result<KVec<Arc<Ctx>>> {
+        let mut out = KVec::with_capacity(abi::NUM_CONTEXTS as usize, GFP_KERNEL)?;
+        for slot in self.contexts.lock().iter() {
+            if let Slot::Live(ctx) = slot {
+                // Cannot fail: the capacity covers every slot.
+                let _ = out.push_within_capacity(ctx.clone());
+            }
+        }
+        Ok(out)
+    }
+
     /// Whether the SYNC with `ticket` has executed.
     pub(crate) fn sync_done(&self, ticket: Ticket) -> bool {
         load(&self.sync_word, 0).is_ok_and(|v| v >= ticket.0)
@@ -452,7 +503,8 @@ impl MnicDev {
         if status != 0 {
             bar.write32(status, reg::IRQ_STATUS as usize);
         }
-        if status & abi::irq::ERROR != 0 || bar.read32(reg::STATUS as usize) & abi::status::HALTED != 0
+        if status & abi::irq::ERROR != 0
+            || bar.read32(reg::STATUS as usize) & abi::status::HALTED != 0
         {
             let code = bar.read32(reg::ERROR_CODE as usize);
             if bar.read32(reg::STATUS as usize) & abi::status::HALTED != 0 {

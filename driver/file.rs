@@ -8,10 +8,7 @@ use kernel::{
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
     mm::virt::VmaNew,
     prelude::*,
-    sync::{
-        atomic::Relaxed,
-        Arc, ArcBorrow, CondVarTimeoutResult,
-    },
+    sync::{atomic::Relaxed, Arc, ArcBorrow, CondVarTimeoutResult},
     time::msecs_to_jiffies,
     uaccess::{UserPtr, UserSlice, UserSliceReader, UserSliceWriter},
 };
@@ -202,8 +199,7 @@ impl MiscDevice for Ctx {
                 let (mut r, mut w) = user.reader_writer();
                 let mut req: abi::MnicQuery = read_user(&mut r)?;
                 let end = req.addr.checked_add(req.len).ok_or(EINVAL)?;
-                if req.len == 0 || req.addr % pte::PAGE_SIZE != 0 || req.len % pte::PAGE_SIZE != 0
-                {
+                if req.len == 0 || req.addr % pte::PAGE_SIZE != 0 || req.len % pte::PAGE_SIZE != 0 {
                     return Err(EINVAL);
                 }
                 let n = ctx.count(req.addr, end);
@@ -228,8 +224,14 @@ fn setup_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
         || req.cq_addr == 0
         || req.wq_addr % 64 != 0
         || req.cq_addr % 32 != 0
-        || req.wq_addr.checked_add(64 << req.wq_size_log2).is_none_or(|e| e > pte::VA_LIMIT)
-        || req.cq_addr.checked_add(32 << req.cq_size_log2).is_none_or(|e| e > pte::VA_LIMIT)
+        || req
+            .wq_addr
+            .checked_add(64 << req.wq_size_log2)
+            .is_none_or(|e| e > pte::VA_LIMIT)
+        || req
+            .cq_addr
+            .checked_add(32 << req.cq_size_log2)
+            .is_none_or(|e| e > pte::VA_LIMIT)
     {
         return Err(EINVAL);
     }
@@ -249,7 +251,11 @@ fn setup_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
         rsvd2: [0; 4],
     };
     ctx.dev.write_ctx_entry(ctx.index, &entry)?;
-    let enable = abi::Command { opcode: abi::cmd::CTX_ENABLE, ctx: ctx.index, ..Default::default() };
+    let enable = abi::Command {
+        opcode: abi::cmd::CTX_ENABLE,
+        ctx: ctx.index,
+        ..Default::default()
+    };
     let t = ctx.dev.post_sync(&[enable])?;
     ctx.dev.wait_sync(t)?;
     ctx.enabled.store(true, Relaxed);

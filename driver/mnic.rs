@@ -13,7 +13,7 @@
 
 use kernel::{
     device::Core,
-    dma::{DmaMask, Device as _},
+    dma::{Device as _, DmaMask},
     irq::{IrqReturn, ThreadedHandler, ThreadedIrqReturn, ThreadedRegistration},
     pci,
     prelude::*,
@@ -27,6 +27,7 @@ use kernel::{
 #[allow(dead_code, unreachable_pub, clippy::all)]
 mod abi;
 mod context;
+mod debugfs;
 mod device;
 mod file;
 mod pin;
@@ -126,6 +127,7 @@ impl ThreadedHandler for EventIrq {
 struct MnicPci<'bound> {
     #[pin]
     misc: MiscHandle,
+    _debugfs: debugfs::DebugDir,
     #[pin]
     irq: ThreadedRegistration<'bound, EventIrq>,
     vecs: pci::IrqVectorRegistration<'bound>,
@@ -213,6 +215,11 @@ impl pci::Driver for MnicDriver {
                         Ok::<_, Error>(EventIrq { dev }),
                     )
                 }
+            },
+            _debugfs: {
+                // SAFETY: `dev` and `name` were initialised above.
+                let (dev, name) = unsafe { (&(*this.as_ptr()).dev, (*this.as_ptr()).name) };
+                debugfs::DebugDir::new(dev, NAMES[name as usize])?
             },
             misc <- {
                 // SAFETY: `dev` and `name` were initialised above.

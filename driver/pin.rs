@@ -46,7 +46,11 @@ impl PinnedPages {
             if got <= 0 {
                 // Unpin what was pinned so far (through `this`'s drop).
                 this.pages = pages;
-                return Err(if got < 0 { Error::from_errno(got) } else { EFAULT });
+                return Err(if got < 0 {
+                    Error::from_errno(got)
+                } else {
+                    EFAULT
+                });
             }
             // SAFETY: the call initialised the first `got` slots of the spare capacity.
             unsafe { pages.inc_len(got as usize) };

@@ -100,7 +100,14 @@ impl PageTable {
         for k in keys {
             let t = Coherent::<u64>::zeroed_slice(dev, pte::ENTRIES, GFP_KERNEL)?;
             let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
-            out.push(NewTable { key: *k, table: t, node }, GFP_KERNEL)?;
+            out.push(
+                NewTable {
+                    key: *k,
+                    table: t,
+                    node,
+                },
+                GFP_KERNEL,
+            )?;
         }
         Ok(NewTables(out))
     }
@@ -242,7 +249,11 @@ impl PageTable {
                 break;
             }
             let base = key_base(*k);
-            let lo = if start > base { ((start - base) >> entry_shift) as usize } else { 0 };
+            let lo = if start > base {
+                ((start - base) >> entry_shift) as usize
+            } else {
+                0
+            };
             let hi_va = end.min(base + (1 << span_shift(level)));
             let hi = ((hi_va - base + (1 << entry_shift) - 1) >> entry_shift) as usize;
             for i in lo..hi.min(pte::ENTRIES) {

@@ -700,6 +700,41 @@ fn pinned_baseline_pins_and_fills() -> CaseResult {
     Ok(Pass)
 }
 
+fn debugfs_reports_contexts_and_sync_waits() -> CaseResult {
+    let ctx = open()?;
+    let buf = DmaBuffer::new(64 << 10).map_err(e("buffer"))?;
+    buf.fill(1);
+    let _r = ctx
+        .register(&buf, Access::READ_WRITE | Access::PREFETCH)
+        .map_err(e("register"))?;
+    let dir = "/sys/kernel/debug/mnic0";
+    let contexts = fs::read_to_string(format!("{dir}/contexts")).map_err(e("contexts"))?;
+    let mine = contexts
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(&ctx.info().ctx.to_string()))
+        .ok_or_else(|| format!("context {} not listed:\n{contexts}", ctx.info().ctx))?;
+    let cols: Vec<&str> = mine.split_whitespace().collect();
+    check(
+        cols.get(1) == Some(&"1") && cols.get(2) == Some(&"16"),
+        || format!("want 1 registration and 16 mapped pages: {mine}"),
+    )?;
+    buf.dontneed().map_err(e("MADV_DONTNEED"))?;
+    let hist = fs::read_to_string(format!("{dir}/sync_wait_us")).map_err(e("sync_wait_us"))?;
+    let waits: u64 = hist
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    check(waits > 0, || {
+        format!("no SYNC wait in the histogram:\n{hist}")
+    })?;
+    let device = fs::read_to_string(format!("{dir}/device")).map_err(e("device"))?;
+    check(device.lines().any(|l| l == "stale_accesses 0"), || {
+        format!("device counters: {device}")
+    })?;
+    Ok(Pass)
+}
+
 fn module_reload() -> CaseResult {
     for (cmd, arg) in [("rmmod", "mnic"), ("insmod", MODULE)] {
         let out = Command::new(cmd)
@@ -749,6 +784,10 @@ fn main() {
         (
             "pinned_baseline_pins_and_fills",
             pinned_baseline_pins_and_fills,
+        ),
+        (
+            "debugfs_reports_contexts_and_sync_waits",
+            debugfs_reports_contexts_and_sync_waits,
         ),
         // Last: unloads the module (every context above is closed by now).
         ("module_reload", module_reload),

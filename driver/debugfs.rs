@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `/sys/kernel/debug/mnicN/`: what the driver knows, for people and tests.
+//!
+//! - `contexts`: one line per open context (owner's registrations, mapped leaves, pinned pages,
+//!   faults, invalidations, SYNC waits);
+//! - `sync_wait_us`: histogram of how long invalidations waited for their SYNC (the cost of
+//!   coherence, per power of two microseconds);
+//! - `device`: the device's counters.
+
+use core::fmt;
+
+use kernel::{
+    debugfs::{Dir, File},
+    prelude::*,
+    sync::{atomic::Relaxed, Arc},
+};
+
+use crate::abi::{counter, pte};
+use crate::device::{MnicDev, SYNC_HIST_BUCKETS};
+
+/// Per-context table.
+pub(crate) struct Contexts(pub(crate) Arc<MnicDev>);
+/// SYNC wait histogram.
+pub(crate) struct SyncWaits(pub(crate) Arc<MnicDev>);
+/// Device counters.
+pub(crate) struct Counters(pub(crate) Arc<MnicDev>);
+
+impl fmt::Debug for Contexts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "ctx  regs  mapped_4k  mapped_2m  pinned  faults  aborts  invalidations  entries_inv  sync_waits  sync_avg_us  sync_max_us"
+        )?;
+        let Ok(contexts) = self.0.live_contexts() else {
+            return writeln!(f, "(out of memory)");
+        };
+        for ctx in contexts.iter() {
+            let s = &ctx.stats;
+            let valid = ctx.count(0, pte::VA_LIMIT);
+            let waits = s.sync_waits.load(Relaxed);
+            writeln!(
+                f,
+                "{:3}  {:4}  {:9}  {:9}  {:6}  {:6}  {:6}  {:13}  {:11}  {:10}  {:11}  {:11}",
+                ctx.index,
+                ctx.registrations(),
+                valid.small,
+                valid.huge,
+                ctx.pinned_pages(0, pte::VA_LIMIT),
+                s.faults.load(Relaxed),
+                s.aborts.load(Relaxed),
+                s.invalidations.load(Relaxed),
+                s.entries_invalidated.load(Relaxed),
+                waits,
+                s.sync_wait_ns.load(Relaxed) / waits.max(1) / 1000,
+                s.sync_wait_max_ns.load(Relaxed) / 1000,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SyncWaits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "wait_us  count")?;
+        for (i, n) in self.0.sync_hist().iter().enumerate() {
+            if i + 1 == SYNC_HIST_BUCKETS {
+                writeln!(f, ">={:<6} {n}", 1u64 << i)?;
+            } else {
+                writeln!(f, "<{:<7} {n}", 1u64 << (i + 1))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Counters {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut values = [0u64; counter::COUNT as usize];
+        if self.0.counters(&mut values).is_err() {
+            return writeln!(f, "(device gone)");
+        }
+        for (name, v) in counter::NAMES.iter().zip(values.iter()) {
+            writeln!(f, "{name} {v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// The directory and its files (removed when dropped; files first).
+pub(crate) struct DebugDir {
+    _contexts: Pin<KBox<File<Contexts>>>,
+    _sync_waits: Pin<KBox<File<SyncWaits>>>,
+    _counters: Pin<KBox<File<Counters>>>,
+    _dir: Dir,
+}
+
+impl DebugDir {
+    pub(crate) fn new(dev: &Arc<MnicDev>, name: &'static CStr) -> Result<Self> {
+        let dir = Dir::new(name);
+        Ok(DebugDir {
+            _contexts: KBox::pin_init(
+                dir.read_only_file(c"contexts", Contexts(dev.clone())),
+                GFP_KERNEL,
+            )?,
+            _sync_waits: KBox::pin_init(
+                dir.read_only_file(c"sync_wait_us", SyncWaits(dev.clone())),
+                GFP_KERNEL,
+            )?,
+            _counters: KBox::pin_init(
+                dir.read_only_file(c"device", Counters(dev.clone())),
+                GFP_KERNEL,
+            )?,
+            _dir: dir,
+        })
+    }
+}
