@@ -23,6 +23,7 @@ use kernel::{
 
 use crate::abi::{self, reg, Command};
 use crate::context::Ctx;
+use crate::regs;
 
 /// Size of BAR0 (registers), known at compile time so accesses are checked at build time.
 pub(crate) const BAR0_SIZE: usize = abi::BAR_REGS_SIZE as usize;
@@ -53,6 +54,11 @@ pub(crate) fn store(mem: &Coherent<[u64]>, index: usize, value: u64) -> Result {
 /// Buckets of the SYNC wait histogram: bucket i counts waits below 2^(i+1) microseconds, the
 /// last one everything longer.
 pub(crate) const SYNC_HIST_BUCKETS: usize = 16;
+
+/// Low and high halves of a 64-bit bus address, for the _LO/_HI register pairs.
+fn split(v: u64) -> (u32, u32) {
+    (v as u32, (v >> 32) as u32)
+}
 
 /// A SYNC ticket: the value the device writes to the sync word when it executes that SYNC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -146,21 +152,27 @@ impl MnicDev {
     ) -> Result<impl PinInit<Self, Error>> {
         let dev: &Device<Bound> = pdev.as_ref();
         let bar = regs.access(dev)?;
-        if bar.read32(reg::ID as usize) != abi::MNIC_ID_VALUE {
+        let id = bar.read(regs::ID).into_raw();
+        if id != abi::MNIC_ID_VALUE {
+            dev_err!(pdev, "not an mnic device (ID {:#x})\n", id);
+            return Err(ENODEV);
+        }
+        let version = bar.read(regs::VERSION);
+        if u32::from(version.major().get()) != abi::MNIC_VERSION_VALUE >> 16 {
             dev_err!(
                 pdev,
-                "not an mnic device (ID {:#x})\n",
-                bar.read32(reg::ID as usize)
+                "unsupported hardware version {:#x}\n",
+                version.into_raw()
             );
             return Err(ENODEV);
         }
-        let hw_version = bar.read32(reg::VERSION as usize);
-        if hw_version >> 16 != abi::MNIC_VERSION_VALUE >> 16 {
-            dev_err!(pdev, "unsupported hardware version {:#x}\n", hw_version);
-            return Err(ENODEV);
+        let hw_version = version.into_raw();
+        let caps = bar.read(regs::CAPS);
+        if !caps.stale_check() || !caps.doorbell_bar() {
+            dev_warn!(pdev, "device lacks capabilities {:#x}\n", caps.into_raw());
         }
-        let caps = bar.read32(reg::CAPS as usize);
-        let nctx = bar.read32(reg::NUM_CONTEXTS as usize);
+        let caps = caps.into_raw();
+        let nctx = bar.read(regs::NUM_CONTEXTS).into_raw();
         if nctx < abi::NUM_CONTEXTS {
             dev_err!(
                 pdev,
@@ -171,7 +183,7 @@ impl MnicDev {
             return Err(ENODEV);
         }
         // Start from a known state whatever a previous driver left behind.
-        bar.write32(abi::control::RESET, reg::CONTROL as usize);
+        bar.write_reg(regs::CONTROL::zeroed().with_reset(true));
 
         let cmd_ring = Coherent::<u64>::zeroed_slice(dev, (1 << CMDQ_LOG2) * WORDS, GFP_KERNEL)?;
         let ev_ring = Coherent::<u64>::zeroed_slice(dev, (1 << EVQ_LOG2) * WORDS, GFP_KERNEL)?;
@@ -186,30 +198,28 @@ impl MnicDev {
             slots.push(Slot::Free, GFP_KERNEL)?;
         }
 
-        // Offsets known only at run time: the checked accessors.
-        let write64 = |lo: u32, v: u64| -> Result {
-            bar.try_write32(v as u32, lo as usize)?;
-            bar.try_write32((v >> 32) as u32, lo as usize + 4)
-        };
-        write64(reg::CTX_TABLE_LO, ctx_table.dma_address())?;
-        write64(reg::CMDQ_BASE_LO, cmd_ring.dma_address())?;
-        bar.write32(CMDQ_LOG2, reg::CMDQ_SIZE_LOG2 as usize);
-        write64(reg::EVQ_BASE_LO, ev_ring.dma_address())?;
-        bar.write32(EVQ_LOG2, reg::EVQ_SIZE_LOG2 as usize);
-        bar.write32(0, reg::IRQ_MASK as usize);
+        let (lo, hi) = split(ctx_table.dma_address());
+        bar.write_reg(regs::CTX_TABLE_LO::from(lo));
+        bar.write_reg(regs::CTX_TABLE_HI::from(hi));
+        let (lo, hi) = split(cmd_ring.dma_address());
+        bar.write_reg(regs::CMDQ_BASE_LO::from(lo));
+        bar.write_reg(regs::CMDQ_BASE_HI::from(hi));
+        bar.write_reg(regs::CMDQ_SIZE_LOG2::from(CMDQ_LOG2));
+        let (lo, hi) = split(ev_ring.dma_address());
+        bar.write_reg(regs::EVQ_BASE_LO::from(lo));
+        bar.write_reg(regs::EVQ_BASE_HI::from(hi));
+        bar.write_reg(regs::EVQ_SIZE_LOG2::from(EVQ_LOG2));
+        bar.write_reg(regs::IRQ_MASK::from(0));
         // Strict mode: a stale access halts the device instead of only being counted; the
         // driver must never cause one, so any halt is a driver bug worth stopping at.
-        bar.write32(
-            abi::control::ENABLE | abi::control::STRICT,
-            reg::CONTROL as usize,
-        );
-        let status = bar.read32(reg::STATUS as usize);
-        if status & abi::status::ENABLED == 0 {
+        bar.write_reg(regs::CONTROL::zeroed().with_enable(true).with_strict(true));
+        let status = bar.read(regs::STATUS);
+        if !status.enabled() {
             dev_err!(
                 pdev,
                 "device refused to enable: status {:#x} error {}\n",
-                status,
-                bar.read32(reg::ERROR_CODE as usize)
+                status.into_raw(),
+                bar.read(regs::ERROR_CODE).into_raw()
             );
             return Err(EIO);
         }
@@ -263,7 +273,7 @@ impl MnicDev {
         self.gone.store(true, Relaxed);
         self.srcu.synchronize();
         if let Ok(bar) = self.regs.access(dev) {
-            bar.write32(abi::control::RESET, reg::CONTROL as usize);
+            bar.write_reg(regs::CONTROL::zeroed().with_reset(true));
         }
     }
 
@@ -356,7 +366,7 @@ impl MnicDev {
         let size = 1u32 << CMDQ_LOG2;
         let mut used = q.tail.wrapping_sub(q.head) % size;
         if refresh || used + 8 > size {
-            q.head = access.regs()?.read32(reg::CMDQ_HEAD as usize) % size;
+            q.head = access.regs()?.read(regs::CMDQ_HEAD).into_raw() % size;
             used = q.tail.wrapping_sub(q.head) % size;
         }
         // One slot stays empty so that head == tail means "empty".
@@ -412,7 +422,7 @@ impl MnicDev {
             q.next_ticket += 1;
         }
         // The MMIO write orders after the ring stores (writel has a write barrier).
-        access.regs()?.write32(q.tail, reg::CMDQ_TAIL as usize);
+        access.regs()?.write_reg(regs::CMDQ_TAIL::from(q.tail));
         Ok(ticket)
     }
 
@@ -491,7 +501,7 @@ impl MnicDev {
     /// Tells the device which event slots are free again.
     pub(crate) fn release_events(&self, q: &EventQueue) -> Result {
         let access = self.enter()?;
-        access.regs()?.write32(q.head, reg::EVQ_HEAD as usize);
+        access.regs()?.write_reg(regs::EVQ_HEAD::from(q.head));
         Ok(())
     }
 
@@ -499,18 +509,15 @@ impl MnicDev {
     pub(crate) fn ack_irq(&self) -> Result<u32> {
         let access = self.enter()?;
         let bar = access.regs()?;
-        let status = bar.read32(reg::IRQ_STATUS as usize);
-        if status != 0 {
-            bar.write32(status, reg::IRQ_STATUS as usize);
+        let status = bar.read(regs::IRQ_STATUS);
+        if status.into_raw() != 0 {
+            bar.write_reg(status);
         }
-        if status & abi::irq::ERROR != 0
-            || bar.read32(reg::STATUS as usize) & abi::status::HALTED != 0
-        {
-            let code = bar.read32(reg::ERROR_CODE as usize);
-            if bar.read32(reg::STATUS as usize) & abi::status::HALTED != 0 {
-                dev_err!(self.pdev, "device halted (error code {})\n", code);
-            }
+        if status.error() && bar.read(regs::STATUS).halted() {
+            let code = bar.read(regs::ERROR_CODE).into_raw();
+            dev_err!(self.pdev, "device halted (error code {})\n", code);
         }
+        let status = status.into_raw();
         Ok(status)
     }
 

@@ -31,6 +31,7 @@ mod debugfs;
 mod device;
 mod file;
 mod pin;
+mod regs;
 mod table;
 
 use device::{MnicDev, BAR0_SIZE};
