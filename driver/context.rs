@@ -93,6 +93,31 @@ pub(crate) struct CtxState {
     pub(crate) table: PageTable,
     /// The last SYNC posted by an invalidation of this context (see `Region::invalidate`).
     pending: Option<Ticket>,
+    /// Leaves were cleared but their INVALIDATE could not be posted (a non-blockable
+    /// invalidation found the command queue busy): the next invalidation of this context must
+    /// flush the whole context before anyone may rely on the entries being gone.
+    unflushed: bool,
+}
+
+impl CtxState {
+    /// The command that makes the device forget [start, end) and anything left unflushed.
+    fn invalidation(&self, ctx: u16, start: u64, end: u64) -> Command {
+        if self.unflushed {
+            Command {
+                opcode: abi::cmd::INVALIDATE_CTX,
+                ctx,
+                ..Command::default()
+            }
+        } else {
+            Command {
+                opcode: abi::cmd::INVALIDATE_RANGE,
+                ctx,
+                arg0: start,
+                arg1: end - start,
+                ..Command::default()
+            }
+        }
+    }
 }
 
 /// One registration: its notifier and, in the pinned baseline mode, its pinned pages.
@@ -168,7 +193,7 @@ impl IntervalNotifierOps for Region {
         ctx.stats.entries_invalidated.add(cleared.total(), Relaxed);
         let dev = &ctx.dev;
 
-        if cleared.total() == 0 {
+        if cleared.total() == 0 && !st.unflushed {
             // The device caches only valid leaves, and every leaf cleared so far had its SYNC
             // posted. If the last such SYNC has not executed yet (a concurrent invalidation is
             // still waiting for it), this range may still be cached: wait for it as well.
@@ -182,18 +207,18 @@ impl IntervalNotifierOps for Region {
                 _ => Ok(st.done()),
             };
         }
-        let cmd = Command {
-            opcode: abi::cmd::INVALIDATE_RANGE,
-            ctx: ctx.index,
-            arg0: start as u64,
-            arg1: (end - start) as u64,
-            ..Command::default()
-        };
+        let cmd = st.invalidation(ctx.index, start as u64, end as u64);
         if !st.is_blockable() {
             // OOM reaper: may not sleep. Post without waiting and ask to be called again; the
-            // retry finds the entries gone and waits (or not) for this SYNC above.
-            if let Ok(t) = dev.try_post_sync(&[cmd]) {
-                st.pending = Some(t);
+            // retry finds the entries gone and waits (or not) for this SYNC above. If even
+            // posting would have to wait, remember that the device still has to be told.
+            match dev.try_post_sync(&[cmd]) {
+                Ok(t) => {
+                    st.pending = Some(t);
+                    st.unflushed = false;
+                }
+                Err(_) if dev.is_gone() => st.unflushed = false,
+                Err(_) => st.unflushed = true,
             }
             return match st.would_block() {
                 Some(wb) => Err(wb),
@@ -203,10 +228,14 @@ impl IntervalNotifierOps for Region {
         match dev.post_sync(&[cmd]) {
             Ok(t) => {
                 st.pending = Some(t);
+                st.unflushed = false;
                 Ok(st.finish_later(t))
             }
             // The device is gone (reset at unbind, or dead): it performs no DMA any more.
-            Err(_) => Ok(st.done()),
+            Err(_) => {
+                st.unflushed = false;
+                Ok(st.done())
+            }
         }
     }
 
@@ -258,7 +287,7 @@ impl Ctx {
             dev,
             index,
             mm,
-            state <- new_mutex!(CtxState { table, pending: None }),
+            state <- new_mutex!(CtxState { table, pending: None, unflushed: false }),
             regs <- new_mutex!(Registrations { list: KVec::new(), next_handle: 1 }),
             enabled: Atomic::new(false),
             work_done: Atomic::new(0),
@@ -400,17 +429,13 @@ impl Ctx {
         let ticket = {
             let mut st = self.state.lock();
             let cleared = st.table.clear(start, end);
-            if cleared.total() == 0 {
+            if cleared.total() == 0 && !st.unflushed {
                 return Ok(());
             }
-            let t = self.dev.post_sync(&[Command {
-                opcode: abi::cmd::INVALIDATE_RANGE,
-                ctx: self.index,
-                arg0: start,
-                arg1: end - start,
-                ..Command::default()
-            }])?;
+            let cmd = st.invalidation(self.index, start, end);
+            let t = self.dev.post_sync(&[cmd])?;
             st.pending = Some(t);
+            st.unflushed = false;
             t
         };
         self.dev.wait_sync(ticket).map(|_| ())
