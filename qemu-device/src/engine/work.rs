@@ -288,20 +288,9 @@ impl Core {
         va: u64,
         buf: &mut [u8],
     ) -> Result<(), AccessErr> {
-        let mut off = 0usize;
-        while off < buf.len() {
-            let v = va + off as u64;
-            let (gpa, n) = self.piece(m, c, root, v, (buf.len() - off) as u64, false)?;
-            let n = n as usize;
-            mem::read(m, gpa, &mut buf[off..off + n]).map_err(|_| AccessErr::Bad {
-                va: v,
-                code: error::ADDRESS_ERROR,
-            })?;
-            self.sh.counters.inc(counter::DMA_OPS);
-            self.sh.counters.add(counter::DMA_BYTES, n as u64);
-            off += n;
-        }
-        Ok(())
+        self.dma_pieces(m, c, root, va, buf.len(), false, |gpa, off, n| {
+            mem::read(m, gpa, &mut buf[off..off + n])
+        })
     }
 
     /// Writes `buf` at `va` of context `c` (page by page).
@@ -313,12 +302,30 @@ impl Core {
         va: u64,
         buf: &[u8],
     ) -> Result<(), AccessErr> {
+        self.dma_pieces(m, c, root, va, buf.len(), true, |gpa, off, n| {
+            mem::write(m, gpa, &buf[off..off + n])
+        })
+    }
+
+    /// Translates [va, va+len) piece by piece (each piece inside one leaf) and hands each
+    /// piece's guest address, offset and length to `access`, counting the DMA.
+    #[allow(clippy::too_many_arguments)]
+    fn dma_pieces<E>(
+        &mut self,
+        m: &GuestMem,
+        c: u16,
+        root: u64,
+        va: u64,
+        len: usize,
+        write: bool,
+        mut access: impl FnMut(u64, usize, usize) -> Result<(), E>,
+    ) -> Result<(), AccessErr> {
         let mut off = 0usize;
-        while off < buf.len() {
+        while off < len {
             let v = va + off as u64;
-            let (gpa, n) = self.piece(m, c, root, v, (buf.len() - off) as u64, true)?;
+            let (gpa, n) = self.piece(m, c, root, v, (len - off) as u64, write)?;
             let n = n as usize;
-            mem::write(m, gpa, &buf[off..off + n]).map_err(|_| AccessErr::Bad {
+            access(gpa, off, n).map_err(|_| AccessErr::Bad {
                 va: v,
                 code: error::ADDRESS_ERROR,
             })?;
