@@ -69,7 +69,22 @@ fn le32(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap())
 }
 
-fn start(dir: &Path) -> (Child, Client, PathBuf) {
+/// The server process and its directory: killed (if still running) and removed on every
+/// path out of a test, panics included.
+struct Served {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn start(dir: &Path) -> (Served, Client, PathBuf) {
     let sock = dir.join("dev.sock");
     let ctl = dir.join("dev.ctl");
     let child = Command::new(env!("CARGO_BIN_EXE_mnic-device"))
@@ -92,7 +107,11 @@ fn start(dir: &Path) -> (Child, Client, PathBuf) {
         std::thread::sleep(Duration::from_millis(20));
     };
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    (child, Client { s, next_id: 0 }, ctl)
+    let served = Served {
+        child,
+        dir: dir.to_path_buf(),
+    };
+    (served, Client { s, next_id: 0 }, ctl)
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -105,7 +124,7 @@ fn tmpdir(name: &str) -> PathBuf {
 #[test]
 fn protocol_session() {
     let dir = tmpdir("proto");
-    let (mut child, mut c, ctl) = start(&dir);
+    let (mut srv, mut c, ctl) = start(&dir);
 
     // VERSION
     let mut v = vec![0, 0, 1, 0];
@@ -201,15 +220,14 @@ fn protocol_session() {
 
     // Disconnect: the server exits 0.
     drop(c);
-    let st = child.wait().unwrap();
+    let st = srv.child.wait().unwrap();
     assert!(st.success(), "{st:?}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn garbage_header_does_not_hang_or_panic() {
     let dir = tmpdir("garbage");
-    let (mut child, mut c, _) = start(&dir);
+    let (mut srv, mut c, _) = start(&dir);
     // Oversized message: drained and refused, then the session continues.
     let h = Header {
         msg_id: 1,
@@ -235,6 +253,5 @@ fn garbage_header_does_not_hang_or_panic() {
     c.s.write_all(&h.encode()).unwrap();
     let mut b = [0u8; 1];
     assert_eq!(c.s.read(&mut b).unwrap_or(0), 0);
-    let _ = child.wait().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = srv.child.wait().unwrap();
 }
