@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use mnic_abi::{caps, counter, reg, MNIC_ID_VALUE, MNIC_VERSION_VALUE, NUM_CONTEXTS};
+use mnic_abi::{caps, counter, irq, reg, MNIC_ID_VALUE, MNIC_VERSION_VALUE, NUM_CONTEXTS};
 
 use crate::shared::{Request, Shared};
 
@@ -70,6 +70,8 @@ enum Reg {
     Control,
     ErrorCode,
     IrqStatus,
+    /// Read-write; clearing a bit whose cause is pending signals its vector then.
+    IrqMask,
 }
 
 fn classify(off: u32) -> Option<Reg> {
@@ -90,8 +92,8 @@ fn classify(off: u32) -> Option<Reg> {
         | reg::CMDQ_SIZE_LOG2
         | reg::EVQ_BASE_LO
         | reg::EVQ_BASE_HI
-        | reg::EVQ_SIZE_LOG2
-        | reg::IRQ_MASK => Reg::ReadWrite,
+        | reg::EVQ_SIZE_LOG2 => Reg::ReadWrite,
+        reg::IRQ_MASK => Reg::IrqMask,
         _ => return None,
     })
 }
@@ -186,6 +188,19 @@ impl Device {
             }
             Some(Reg::ErrorCode) => self.sh.set_reg(off, 0),
             Some(Reg::IrqStatus) => self.sh.clear_reg(off, v),
+            Some(Reg::IrqMask) => {
+                let old = self.sh.reg(off);
+                self.sh.set_reg(off, v);
+                // An interrupt that was held back by the mask is delivered when unmasked,
+                // as a pending MSI-X message is.
+                let released = self.sh.reg(reg::IRQ_STATUS) & old & !v;
+                if released & (irq::EVENT | irq::ERROR) != 0 {
+                    self.sh.signal_msix(usize::from(mnic_abi::VECTOR_EVENT));
+                }
+                if released & irq::CMD_DONE != 0 {
+                    self.sh.signal_msix(usize::from(mnic_abi::VECTOR_CMD_DONE));
+                }
+            }
             Some(Reg::Control) => return Some(Request::Control(v)),
             Some(Reg::Const(_)) | Some(Reg::ReadOnly) | None => self.bad(),
         }
@@ -220,7 +235,7 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mnic_abi::{control, irq};
+    use mnic_abi::control;
 
     fn dev() -> Device {
         Device::new(Shared::new(Arc::new(Counters::default()), false))

@@ -289,6 +289,9 @@ fn sync_with_irq_flag_signals_vector_1() {
     h.run();
     assert_eq!(h.reg(reg::IRQ_STATUS) & irq::CMD_DONE, irq::CMD_DONE);
     assert!(efd.read().is_err(), "masked vector stays quiet");
+    // Unmasking delivers the interrupt that was held back.
+    h.write_reg(reg::IRQ_MASK, 0);
+    assert_eq!(efd.read().unwrap(), 1, "pending cause signalled on unmask");
 }
 
 /// A deliberately buggy TLB (range invalidations ignored) makes the checker fire:
