@@ -1,12 +1,72 @@
 #!/usr/bin/env bash
-# `make bench`: performance runs. The benchmarks need the device model (criterion benches
-# in qemu-device/benches) and the driver + `mnic bench` (userlib); until they exist this
-# says so and fails, rather than printing numbers that were not measured.
+# `make bench` (after `make initramfs`): the performance report of issue 8.
+#   1. host: the device-model criterion benches (qemu-device/benches/device.rs), native;
+#   2. guest: one boot with one NIC running images/guest/bench.sh (every `mnic bench`
+#      case, each against its baseline in the same boot), console kept;
+#   3. mnic-bench-report (tools/bench-report) turns both into results/report.md, SVG
+#      plots, results/results.json and a summary table of the targets (printed).
+# Environment: MNIC_BENCH_MODE=quick (fewer sizes/iterations), MNIC_BENCH_OUT=DIR
+# (default results), MNIC_BENCH_MEM_MIB (guest RAM, default 2048: pinning 1 GiB needs
+# the pages), MNIC_BENCH_SKIP_HOST=1 / MNIC_BENCH_SKIP_GUEST=1, CARGO_JOBS (default -j2).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-if ! ls qemu-device/benches/*.rs >/dev/null 2>&1; then
-	echo "make bench: no benchmarks yet (the device model's criterion benches and 'mnic bench' are not written; see issue 8)" >&2
-	exit 1
+# shellcheck source=scripts/env.sh
+source scripts/env.sh
+
+start=$(date +%s)
+mode=${MNIC_BENCH_MODE:-full}
+out=${MNIC_BENCH_OUT:-results}
+mem=${MNIC_BENCH_MEM_MIB:-2048}
+jobs=${CARGO_JOBS:--j2}
+mkdir -p "$out"
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnic-bench.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+
+echo "== make bench ($mode): building the report tool"
+# shellcheck disable=SC2086
+cargo build --release $jobs -q -p mnic-bench-report
+
+if [ "${MNIC_BENCH_SKIP_HOST:-0}" != 1 ]; then
+	echo "== host: device-model criterion benches (native, 2 s per benchmark)"
+	# Old estimates of benches that no longer exist would be read as current: start clean.
+	rm -rf target/criterion/translate target/criterion/copy target/criterion/invalidate
+	# shellcheck disable=SC2086
+	cargo bench $jobs -p mnic-device --bench device -- --noplot 2>&1 |
+		tee "$out/host-bench.txt" | grep -E '^[a-z_]+/|time:|thrpt:' || true
 fi
-mkdir -p results
-cargo bench -p mnic-device -- --quick 2>&1 | tee results/host-bench.txt
+
+guest_rc=0
+if [ "${MNIC_BENCH_SKIP_GUEST:-0}" != 1 ]; then
+	echo "== guest: one boot, 1 NIC, ${mem} MiB, TCG: images/guest/bench.sh $mode"
+	set +e
+	target/release/mnic-vm run --kernel "$KBUILD/arch/x86/boot/bzImage" \
+		--initrd target/images/initramfs.cpio --device-bin target/release/mnic-device \
+		--devices 1 --memory-mib "$mem" --timeout 1200 --quiet \
+		--log "$tmp/console.log" --cmd "sh /usr/share/mnic/bench.sh $mode" &
+	vm=$!
+	# Show the guest's progress lines while it runs.
+	tail -n +1 -F "$tmp/console.log" 2>/dev/null | grep --line-buffered -E '^# bench|@@MNIC-(FAIL|DONE)' &
+	tailer=$!
+	wait $vm
+	guest_rc=$?
+	sleep 1.5 # let tail -F show the last lines
+	kill "$tailer" 2>/dev/null
+	wait "$tailer" 2>/dev/null
+	set -e
+	cp "$tmp/console.log" "$out/guest-console.log"
+	[ $guest_rc -eq 0 ] || echo "make bench: the guest run ended with status $guest_rc (see $out/guest-console.log)" >&2
+fi
+
+elapsed=$(($(date +%s) - start))
+cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
+echo "== report"
+target/release/mnic-bench-report --criterion target/criterion \
+	$([ -f "$out/guest-console.log" ] && echo --guest "$out/guest-console.log") \
+	--out "$out" \
+	--meta "command=make bench (MNIC_BENCH_MODE=$mode)" \
+	--meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
+	--meta "host=$(nproc) cores, ${cpu:-unknown CPU}, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r), shared with other builds/VMs" \
+	--meta "toolchain=$(rustc --version), release profile" \
+	--meta "wall time=${elapsed} s (build excluded: make initramfs ran first)"
+echo "make bench: done in $(($(date +%s) - start)) s"
+exit $guest_rc

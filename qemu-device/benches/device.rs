@@ -1,15 +1,17 @@
 //! Device-model benchmarks (`cargo bench -p mnic-device`): translation lookups (TLB
-//! hit against a full 4-level walk) and device COPY bandwidth against a plain memcpy
-//! of the same size in the same run. Results and ratios: docs/performance.md.
+//! hit against a full 4-level walk), device COPY bandwidth against a plain memcpy of
+//! the same size, and the device side of an invalidation (INVALIDATE_RANGE + SYNC
+//! against a SYNC alone), each with its baseline in the same run. Results and ratios:
+//! docs/performance.md (`make bench` turns them into a report).
 
 use std::hint::black_box;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use mnic_abi::pte;
 use mnic_device::mem::{self, GuestRam};
 use mnic_device::testkit::{Harness, Tables};
-use mnic_device::translate::{walk, Tlb};
+use mnic_device::translate::{walk, Leaf, Tlb};
 
 const PAGES: u64 = 1024;
 const VA: u64 = 0x10_0000_0000;
@@ -73,6 +75,48 @@ fn copy(c: &mut Criterion) {
     g.finish();
 }
 
+/// The device's half of an invalidation: the command ring is read, the TLB entries of
+/// the range are dropped (and recorded for the stale checker), then SYNC writes its
+/// word. Baseline: a SYNC alone. Each iteration first caches `n` entries of the
+/// range (untimed), so the invalidation always has work to do.
+fn invalidate(c: &mut Criterion) {
+    let mut g = c.benchmark_group("invalidate");
+    let mut h = Harness::new(false);
+    h.setup_ctx(1, 6, 6);
+    let leaf = |i: u64| Leaf {
+        va: VA + i * pte::PAGE_SIZE,
+        gpa: 0x80_0000 + i * pte::PAGE_SIZE,
+        huge: false,
+        writable: true,
+    };
+    let mut value = 0u64;
+    g.bench_function("sync_only", |b| {
+        b.iter(|| {
+            value += 1;
+            assert_eq!(h.sync(value), value);
+        })
+    });
+    for n in [1u64, 64, 512] {
+        g.bench_with_input(BenchmarkId::new("range_sync", n), &n, |b, &n| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    for i in 0..n {
+                        h.core.tlb_mut().insert(1, leaf(i), 0);
+                    }
+                    value += 1;
+                    let t = Instant::now();
+                    h.command(mnic_abi::cmd::INVALIDATE_RANGE, 1, VA, n * pte::PAGE_SIZE);
+                    assert_eq!(h.sync(value), value);
+                    total += t.elapsed();
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .measurement_time(Duration::from_secs(2))
@@ -83,6 +127,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = translation, copy
+    targets = translation, copy, invalidate
 }
 criterion_main!(benches);

@@ -3,7 +3,8 @@
 //! The walk has a fixed depth of four loads, so no table layout can make it loop;
 //! every table and page address is checked against guest RAM before it is used.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 
 use mnic_abi::pte;
 
@@ -125,13 +126,83 @@ pub struct TlbEntry {
     stamp: u64,
 }
 
-/// Key inside one context: page start and whether it is a 2 MiB page.
-type Key = (u64, bool);
+/// Key inside one context: the page number (VA >> 12) shifted left by one, with bit 0
+/// set for a 2 MiB page. One `u64`, so hashing it is one multiply.
+type Key = u64;
+
+fn key(va: u64, huge: bool) -> Key {
+    (va >> pte::PAGE_SHIFT) << 1 | u64::from(huge)
+}
+
+fn key_va(k: Key) -> u64 {
+    (k >> 1) << pte::PAGE_SHIFT
+}
+
+fn key_huge(k: Key) -> bool {
+    k & 1 != 0
+}
+
+/// Hasher for [`Key`]s: a multiply by an odd constant (a bijection on the low bits, so
+/// consecutive pages land in distinct buckets) folded so the high bits the table uses
+/// for its control bytes depend on every key bit. Not DoS-resistant, and need not be:
+/// the TLB is bounded and the guest only chooses which of its own pages are cached.
+#[derive(Default, Clone, Copy)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used by `u64` keys; kept correct for completeness.
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, k: u64) {
+        let h = (self.0 ^ k).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 29);
+    }
+}
+
+type KeyMap = HashMap<Key, TlbEntry, BuildHasherDefault<KeyHasher>>;
+
+/// Slots of the direct-mapped front cache of 4 KiB entries (a power of two).
+const FRONT_SLOTS: usize = 2048;
+/// Tag of an empty front slot (no real tag has all bits set: page numbers < 2^36).
+const FRONT_EMPTY: u64 = u64::MAX;
+
+/// One front-cache slot: a copy of a 4 KiB entry held in the maps, tagged with its
+/// context and page.
+#[derive(Clone, Copy)]
+struct FrontSlot {
+    tag: u64,
+    entry: TlbEntry,
+}
+
+fn front_tag(ctx: u16, va: u64) -> u64 {
+    (va >> pte::PAGE_SHIFT) << 16 | u64::from(ctx)
+}
+
+fn front_index(ctx: u16, va: u64) -> usize {
+    // Consecutive pages of one context land in consecutive slots; contexts are spread.
+    ((va >> pte::PAGE_SHIFT) ^ u64::from(ctx).wrapping_mul(0x2f1)) as usize & (FRONT_SLOTS - 1)
+}
 
 /// The device TLB: leaf translations per (context, page), bounded, oldest evicted.
-/// Contexts are indexed directly (no hashing on the lookup path).
+///
+/// The entries live in per-context hash maps (contexts indexed directly) keyed by one
+/// `u64` (page number and size) with a one-multiply hasher. In front of them sits a
+/// direct-mapped cache of 4 KiB entries: a hit there is one index computation and one
+/// tag compare. The front cache only ever holds copies of entries that are in the
+/// maps: every path that removes an entry (invalidation, eviction, context disable,
+/// clear) clears its slot, and insertion overwrites it. A front miss falls back to
+/// the maps (4 KiB key, then the 2 MiB block), so a 4 KiB entry still wins over a
+/// 2 MiB one. Range invalidation probes the pages of the range when that is fewer
+/// than the context's entries, otherwise scans them: bounded by `TLB_CAPACITY`.
 pub struct Tlb {
-    per_ctx: Vec<BTreeMap<Key, TlbEntry>>,
+    front: Box<[FrontSlot]>,
+    per_ctx: Vec<KeyMap>,
     /// Insertion order for eviction: stamp -> (ctx, key).
     order: BTreeMap<u64, (u16, Key)>,
     next_stamp: u64,
@@ -142,9 +213,23 @@ pub struct Tlb {
 
 impl Default for Tlb {
     fn default() -> Self {
+        let empty = FrontSlot {
+            tag: FRONT_EMPTY,
+            entry: TlbEntry {
+                leaf: Leaf {
+                    va: 0,
+                    gpa: 0,
+                    huge: false,
+                    writable: false,
+                },
+                seq: 0,
+                stamp: 0,
+            },
+        };
         Tlb {
+            front: vec![empty; FRONT_SLOTS].into_boxed_slice(),
             per_ctx: (0..mnic_abi::NUM_CONTEXTS)
-                .map(|_| BTreeMap::new())
+                .map(|_| KeyMap::default())
                 .collect(),
             order: BTreeMap::new(),
             next_stamp: 0,
@@ -165,60 +250,111 @@ impl Tlb {
     }
 
     /// The entry of `ctx` covering `va` (a 4 KiB entry wins over a 2 MiB one).
+    #[inline]
     pub fn lookup(&self, ctx: u16, va: u64) -> Option<TlbEntry> {
+        let slot = &self.front[front_index(ctx, va)];
+        if slot.tag == front_tag(ctx, va) {
+            return Some(slot.entry);
+        }
+        self.lookup_maps(ctx, va)
+    }
+
+    fn lookup_maps(&self, ctx: u16, va: u64) -> Option<TlbEntry> {
         let m = self.per_ctx.get(usize::from(ctx))?;
-        m.get(&(va & !(pte::PAGE_SIZE - 1), false))
-            .or_else(|| m.get(&(va & !(pte::HUGE_SIZE - 1), true)))
+        m.get(&key(va, false))
+            .or_else(|| m.get(&key(va & !(pte::HUGE_SIZE - 1), true)))
             .copied()
     }
 
     /// Caches `leaf` for `ctx`, replacing an entry for the same page.
     pub fn insert(&mut self, ctx: u16, leaf: Leaf, seq: u64) -> TlbEntry {
-        let key = (leaf.va, leaf.huge);
+        let k = key(leaf.va, leaf.huge);
         let stamp = self.next_stamp;
         self.next_stamp += 1;
         let e = TlbEntry { leaf, seq, stamp };
         let Some(m) = self.per_ctx.get_mut(usize::from(ctx)) else {
             return e; // no such context: nothing cached
         };
-        if let Some(old) = m.insert(key, e) {
+        if let Some(old) = m.insert(k, e) {
             self.order.remove(&old.stamp);
         }
-        self.order.insert(stamp, (ctx, key));
+        self.order.insert(stamp, (ctx, k));
+        if !leaf.huge {
+            self.front[front_index(ctx, leaf.va)] = FrontSlot {
+                tag: front_tag(ctx, leaf.va),
+                entry: e,
+            };
+        }
         while self.order.len() > TLB_CAPACITY {
             if let Some((_, (c, k))) = self.order.pop_first() {
                 if let Some(m) = self.per_ctx.get_mut(usize::from(c)) {
                     m.remove(&k);
                 }
+                self.front_forget(c, k);
             }
         }
         e
     }
 
+    /// Clears the front slot of (`ctx`, `k`) if it holds that entry.
+    fn front_forget(&mut self, ctx: u16, k: Key) {
+        if key_huge(k) {
+            return;
+        }
+        let va = key_va(k);
+        let slot = &mut self.front[front_index(ctx, va)];
+        if slot.tag == front_tag(ctx, va) {
+            slot.tag = FRONT_EMPTY;
+        }
+    }
+
     /// Drops the entries of `ctx` overlapping `[start, end)`; returns how many.
     pub fn invalidate_range(&mut self, ctx: u16, start: u64, end: u64) -> usize {
-        if self.buggy_skip_invalidate {
+        if self.buggy_skip_invalidate || start >= end {
             return 0;
         }
         let Some(m) = self.per_ctx.get_mut(usize::from(ctx)) else {
             return 0;
         };
-        let lo = start & !(pte::HUGE_SIZE - 1);
-        let doomed: Vec<(Key, u64)> = m
-            .range((lo, false)..(end, false))
-            .filter(|((va, huge), _)| {
-                let size = if *huge {
-                    pte::HUGE_SIZE
-                } else {
-                    pte::PAGE_SIZE
-                };
-                va.saturating_add(size) > start && *va < end
-            })
-            .map(|(k, e)| (*k, e.stamp))
-            .collect();
+        if m.is_empty() {
+            return 0;
+        }
+        let overlaps = |k: Key| {
+            let va = key_va(k);
+            let size = if key_huge(k) {
+                pte::HUGE_SIZE
+            } else {
+                pte::PAGE_SIZE
+            };
+            va.saturating_add(size) > start && va < end
+        };
+        let first_4k = start >> pte::PAGE_SHIFT;
+        let last_4k = (end - 1) >> pte::PAGE_SHIFT;
+        let first_2m = start / pte::HUGE_SIZE;
+        let last_2m = (end - 1) / pte::HUGE_SIZE;
+        let probes = (last_4k - first_4k).saturating_add(last_2m - first_2m);
+        let mut doomed: Vec<(Key, u64)> = Vec::new();
+        if probes < m.len() as u64 {
+            // Few pages: look each one up (4 KiB pages, then the 2 MiB blocks).
+            let small = (first_4k..=last_4k).map(|p| key(p << pte::PAGE_SHIFT, false));
+            let huge = (first_2m..=last_2m).map(|b| key(b * pte::HUGE_SIZE, true));
+            for k in small.chain(huge) {
+                if let Some(e) = m.remove(&k) {
+                    doomed.push((k, e.stamp));
+                }
+            }
+        } else {
+            m.retain(|k, e| {
+                let hit = overlaps(*k);
+                if hit {
+                    doomed.push((*k, e.stamp));
+                }
+                !hit
+            });
+        }
         for (k, stamp) in &doomed {
-            m.remove(k);
             self.order.remove(stamp);
+            self.front_forget(ctx, *k);
         }
         doomed.len()
     }
@@ -228,16 +364,18 @@ impl Tlb {
         let Some(m) = self.per_ctx.get_mut(usize::from(ctx)).map(std::mem::take) else {
             return 0;
         };
-        for e in m.values() {
+        for (k, e) in &m {
             self.order.remove(&e.stamp);
+            self.front_forget(ctx, *k);
         }
         m.len()
     }
 
     /// Drops everything.
     pub fn clear(&mut self) {
-        self.per_ctx.iter_mut().for_each(BTreeMap::clear);
+        self.per_ctx.iter_mut().for_each(HashMap::clear);
         self.order.clear();
+        self.front.iter_mut().for_each(|s| s.tag = FRONT_EMPTY);
     }
 }
 
@@ -375,7 +513,13 @@ mod tests {
         }
         assert_eq!(tlb.len(), TLB_CAPACITY);
         assert!(tlb.lookup(3, 0).is_none(), "oldest evicted");
+        // Pages whose front slots were reused by later pages are still found.
+        for i in 10..(TLB_CAPACITY as u64 + 10) {
+            assert_eq!(tlb.lookup(3, i << 12).unwrap().seq, i);
+        }
         assert!(tlb.lookup(3, (TLB_CAPACITY as u64 + 9) << 12).is_some());
+        assert_eq!(tlb.invalidate_range(3, 0, u64::MAX), TLB_CAPACITY);
+        assert!(tlb.lookup(3, 20 << 12).is_none());
         tlb.clear();
         assert!(tlb.is_empty());
     }
@@ -460,6 +604,13 @@ mod tests {
                     }
                 }
                 prop_assert_eq!(tlb.len(), reference.len());
+                // The lookup (front cache included) agrees with the reference after
+                // every step: nothing removed is still found.
+                let want = reference
+                    .get(&(ctx, va & !(pte::PAGE_SIZE - 1), false))
+                    .or_else(|| reference.get(&(ctx, va & !(pte::HUGE_SIZE - 1), true)))
+                    .copied();
+                prop_assert_eq!(tlb.lookup(ctx, va).map(|e| e.seq), want);
             }
             for ((ctx, va, huge), seq) in &reference {
                 let e = tlb.lookup(*ctx, *va).unwrap();

@@ -5,6 +5,7 @@
 //! and the device and context counters that moved during the measurement.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand, ValueEnum};
@@ -16,6 +17,7 @@ use mnic::{
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::bench_mm;
 use crate::output::{human_bytes, parse_size, Fields, Table};
 use crate::CmdResult;
 
@@ -46,6 +48,30 @@ pub struct Common {
     /// Use 2 MiB-aligned buffers advised for transparent huge pages.
     #[arg(long)]
     pub huge: bool,
+    /// Smoke run: one timed iteration, no warmup, small sizes (for `make test`).
+    #[arg(long)]
+    pub smoke: bool,
+}
+
+impl Common {
+    /// `self` with the smoke settings applied.
+    fn effective(&self) -> Common {
+        let mut c = self.clone();
+        if c.smoke {
+            c.iters = 1;
+            c.warmup = 0;
+        }
+        c
+    }
+
+    /// `size`, capped to `smoke_cap` in a smoke run.
+    fn size(&self, size: u64, smoke_cap: u64) -> u64 {
+        if self.smoke {
+            size.min(smoke_cap)
+        } else {
+            size
+        }
+    }
 }
 
 /// `--doorbell` values.
@@ -90,7 +116,8 @@ pub enum BenchCmd {
         /// Bytes per copy (K/M/G suffixes); above 64 MiB it is split into COPY items.
         #[arg(long, short, default_value = "1M", value_parser = parse_size)]
         size: u64,
-        /// Do not prefetch translations: every iteration after a page-out pays faults.
+        /// Cold translations: register both buffers anew (on demand, no prefetch) before
+        /// every iteration, so each copy faults every page in (the pages stay resident).
         #[arg(long)]
         cold: bool,
     },
@@ -105,6 +132,30 @@ pub enum BenchCmd {
         /// register/deregister are timed).
         #[arg(long)]
         no_touch: bool,
+        /// Do not make the pages resident first (on-demand registration touches no
+        /// memory; pinning then also allocates every page).
+        #[arg(long)]
+        no_fill: bool,
+    },
+    /// First-touch device fault cost against prefetch and against CPU page faults.
+    Fault {
+        #[command(flatten)]
+        common: Common,
+        /// Bytes per pass (K/M/G suffixes).
+        #[arg(long, short, default_value = "4M", value_parser = parse_size)]
+        size: u64,
+    },
+    /// Invalidation cost: munmap and MADV_PAGEOUT of a registered range (device
+    /// entries present) against the same on an unregistered one, and SYNC wait times.
+    Invalidate {
+        #[command(flatten)]
+        common: Common,
+        /// Bytes unmapped / paged out per iteration (K/M/G suffixes).
+        #[arg(long, short, default_value = "16M", value_parser = parse_size)]
+        size: u64,
+        /// Skip the MADV_PAGEOUT half (it needs swap).
+        #[arg(long)]
+        no_pageout: bool,
     },
     /// A traffic-generator run against the CPU doing the same accesses.
     Traffic {
@@ -131,6 +182,10 @@ pub enum BenchCmd {
         /// MADV_PAGEOUT the range before each run (measures fault-back).
         #[arg(long)]
         pageout: bool,
+        /// Swap the range out every MS milliseconds *while* the generator runs (from a
+        /// second thread), and compare with the same runs without page-outs.
+        #[arg(long, value_name = "MS")]
+        pageout_every_ms: Option<u64>,
     },
 }
 
@@ -138,7 +193,7 @@ pub enum BenchCmd {
 #[derive(Debug, Serialize)]
 pub struct Row {
     pub name: String,
-    /// "measured" or "baseline".
+    /// "measured", "baseline" or "reference" (context only).
     pub side: &'static str,
     pub metrics: Fields<f64>,
 }
@@ -163,10 +218,12 @@ pub struct Report {
     pub device_counters: Fields<u64>,
     /// Driver counters of the benchmark's context at the end.
     pub context: Fields<u64>,
+    /// Remarks: a baseline that could not be measured, and why.
+    pub notes: Vec<String>,
 }
 
 impl Report {
-    fn new(bench: &'static str, c: &Common) -> Self {
+    pub(crate) fn new(bench: &'static str, c: &Common) -> Self {
         let mut params = Fields::default();
         params.push("iters", json!(c.iters));
         params.push("warmup", json!(c.warmup));
@@ -176,6 +233,7 @@ impl Report {
         );
         params.push("queue_log2", json!(c.queue_log2));
         params.push("huge", json!(c.huge));
+        params.push("smoke", json!(c.smoke));
         Self {
             bench,
             device: c.device,
@@ -184,10 +242,19 @@ impl Report {
             ratios: Vec::new(),
             device_counters: Fields::default(),
             context: Fields::default(),
+            notes: Vec::new(),
         }
     }
 
-    fn ratio(&mut self, name: &str, num: f64, den: f64, meaning: &str) {
+    pub(crate) fn row(&mut self, name: &str, side: &'static str, metrics: Fields<f64>) {
+        self.results.push(Row {
+            name: name.to_owned(),
+            side,
+            metrics,
+        });
+    }
+
+    pub(crate) fn ratio(&mut self, name: &str, num: f64, den: f64, meaning: &str) {
         self.ratios.push(Ratio {
             name: name.to_owned(),
             value: if den > 0.0 { num / den } else { f64::NAN },
@@ -195,7 +262,7 @@ impl Report {
         });
     }
 
-    fn counters(&mut self, ctx: &Context, before: &DevCounters) -> CmdResult {
+    pub(crate) fn counters(&mut self, ctx: &Context, before: &DevCounters) -> CmdResult {
         let delta = ctx.dev_stats()?.since(before);
         self.device_counters = delta.iter().filter(|(_, v)| *v != 0).collect();
         self.context = ctx_stats_fields(&ctx.ctx_stats()?).into_iter().collect();
@@ -248,6 +315,9 @@ impl Report {
             }
             out.push_str(&t.render());
         }
+        for n in &self.notes {
+            out.push_str(&format!("\nnote: {n}\n"));
+        }
         out
     }
 }
@@ -282,6 +352,9 @@ impl Timing {
         let i = ((v.len() - 1) as f64 * p).round() as usize;
         v[i].as_secs_f64() * 1e6
     }
+    pub fn p50_us(&self) -> f64 {
+        self.pct_us(0.5)
+    }
     pub fn total_s(&self) -> f64 {
         self.0.iter().map(Duration::as_secs_f64).sum()
     }
@@ -307,7 +380,7 @@ impl Timing {
     }
 }
 
-fn open(c: &Common) -> CmdResult<Context> {
+pub(crate) fn open(c: &Common) -> CmdResult<Context> {
     let ctx = Device::open_index(c.device)?;
     ctx.setup_queues(QueueConfig {
         wq_log2: c.queue_log2,
@@ -329,7 +402,7 @@ fn open(c: &Common) -> CmdResult<Context> {
     Ok(ctx)
 }
 
-fn alloc(c: &Common, len: u64) -> CmdResult<DmaBuffer> {
+pub(crate) fn alloc(c: &Common, len: u64) -> CmdResult<DmaBuffer> {
     let len = usize::try_from(len)?;
     Ok(if c.huge {
         DmaBuffer::new_huge(len)?
@@ -373,7 +446,7 @@ fn copies(src: &DmaBuffer, dst: &DmaBuffer, len: usize) -> CmdResult<Vec<Work>> 
         .collect()
 }
 
-fn progress(tag: &str, i: u32, n: u32) {
+pub(crate) fn progress(tag: &str, i: u32, n: u32) {
     if n >= 10 && (i + 1) % (n / 10) == 0 || i + 1 == n {
         eprintln!("[{tag}] {}/{n}", i + 1);
     }
@@ -388,36 +461,59 @@ fn bench_copy(c: &Common, size: u64, cold: bool) -> CmdResult<Report> {
         .map(|i| (i as u8).wrapping_mul(31) ^ 0x5a)
         .collect();
     src.write_from(0, &pattern);
-    let rs = ctx.register(&src, Access::READ)?;
-    let rd = ctx.register(&dst, Access::WRITE)?;
-    if !cold {
+    // Hot: registered once, every translation prefetched (and cached by the device
+    // after the warmup). Cold: registered anew before each iteration, nothing filled.
+    let hot = if cold {
+        None
+    } else {
+        let rs = ctx.register(&src, Access::READ)?;
+        let rd = ctx.register(&dst, Access::WRITE)?;
         rs.prefetch(false)?;
         rd.prefetch(true)?;
-    }
+        Some((rs, rd))
+    };
     let timeout = Duration::from_millis(c.timeout_ms);
     let items = copies(&src, &dst, len)?;
     eprintln!(
-        "[copy] {} per copy in {} COPY item(s), warmup {}",
+        "[copy] {} per copy in {} COPY item(s), {} translations, warmup {}",
         human_bytes(size),
         items.len(),
+        if cold { "cold" } else { "hot" },
         c.warmup
     );
-    for _ in 0..c.warmup {
-        drive(&ctx, items.iter().copied(), timeout)?;
-    }
-    let before = ctx.dev_stats()?;
+    let mut before = ctx.dev_stats()?;
     let mut dev = Timing::default();
-    for i in 0..c.iters {
+    let mut faults = 0;
+    for i in 0..c.warmup + c.iters {
+        if i == c.warmup {
+            before = ctx.dev_stats()?;
+        }
+        let regs = if cold {
+            Some((
+                ctx.register(&src, Access::READ)?,
+                ctx.register(&dst, Access::WRITE)?,
+            ))
+        } else {
+            None
+        };
+        let f0 = ctx.ctx_stats()?.faults;
         let t = Instant::now();
         let moved = drive(&ctx, items.iter().copied(), timeout)?;
-        dev.0.push(t.elapsed());
+        let took = t.elapsed();
+        let f1 = ctx.ctx_stats()?.faults;
+        drop(regs);
         if moved != size {
             return Err(format!("device copied {moved} bytes, expected {size}").into());
         }
-        progress("copy", i, c.iters);
+        if i >= c.warmup {
+            dev.0.push(took);
+            faults += f1 - f0;
+            progress("copy", i - c.warmup, c.iters);
+        }
     }
     let mut report = Report::new("copy", c);
     report.counters(&ctx, &before)?;
+    drop(hot);
     if dst.to_vec() != pattern {
         return Err("device copy: destination differs from source".into());
     }
@@ -435,21 +531,21 @@ fn bench_copy(c: &Common, size: u64, cold: bool) -> CmdResult<Report> {
     }
     report.params.push("size", json!(size));
     report.params.push("cold", json!(cold));
-    report.results.push(Row {
-        name: "device_copy".into(),
-        side: "measured",
-        metrics: dev.metrics(size),
-    });
-    report.results.push(Row {
-        name: "memcpy".into(),
-        side: "baseline",
-        metrics: cpu.metrics(size),
-    });
+    let mut dm = dev.metrics(size);
+    dm.push("faults_per_iter", faults as f64 / f64::from(c.iters.max(1)));
+    report.row("device_copy", "measured", dm);
+    report.row("memcpy", "baseline", cpu.metrics(size));
     report.ratio(
         "device_over_memcpy_time",
         dev.mean_us(),
         cpu.mean_us(),
         "mean device COPY time / mean memcpy time (>1: device slower)",
+    );
+    report.ratio(
+        "device_over_memcpy_bandwidth",
+        cpu.p50_us(),
+        dev.p50_us(),
+        "device COPY bandwidth / memcpy bandwidth, medians (<1: device slower)",
     );
     Ok(report)
 }
@@ -469,6 +565,7 @@ impl RegTimes {
         m.push("iters", f64::from(iters));
         m.push("bytes", size as f64);
         m.push("register_us", self.register.mean_us());
+        m.push("register_p50_us", self.register.p50_us());
         m.push("first_touch_us", self.touch.mean_us());
         m.push("deregister_us", self.deregister.mean_us());
         m.push("total_us", self.total.mean_us());
@@ -480,11 +577,20 @@ impl RegTimes {
     }
 }
 
-fn bench_register(c: &Common, size: u64, no_touch: bool) -> CmdResult<Report> {
+/// True if `e` is the driver refusing `REG_PINNED` (`EOPNOTSUPP`).
+fn pinned_unsupported(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<mnic::Error>()
+        .and_then(mnic::Error::errno)
+        .is_some_and(|n| n == libc::EOPNOTSUPP)
+}
+
+fn bench_register(c: &Common, size: u64, no_touch: bool, no_fill: bool) -> CmdResult<Report> {
     let ctx = open(c)?;
     let buf = alloc(c, size)?;
     // Resident pages on both sides, so pinning measures pinning, not page allocation.
-    buf.fill(0x11);
+    if !no_fill {
+        buf.fill(0x11);
+    }
     let timeout = Duration::from_millis(c.timeout_ms);
     let pages = buf.len() as u64 / mnic::abi::pte::PAGE_SIZE;
     let touch = Traffic::over(&buf)
@@ -526,40 +632,52 @@ fn bench_register(c: &Common, size: u64, no_touch: bool) -> CmdResult<Report> {
     );
     let od = run("register on-demand", Access::READ)?;
     eprintln!("[register] pinned (REG_PINNED)");
-    let pin = run("register pinned", Access::READ | Access::PINNED)?;
+    let pin = match run("register pinned", Access::READ | Access::PINNED) {
+        Ok(p) => Some(p),
+        Err(e) if pinned_unsupported(e.as_ref()) => {
+            eprintln!(
+                "[register] REG_PINNED is not supported by this driver (EOPNOTSUPP): \
+                 the pinned baseline is skipped, only on-demand is reported"
+            );
+            None
+        }
+        Err(e) => return Err(e),
+    };
     let mut report = Report::new("register", c);
     report.counters(&ctx, &before)?;
     report.params.push("size", json!(size));
     report.params.push("first_touch", json!(!no_touch));
-    report.results.push(Row {
-        name: "on_demand".into(),
-        side: "measured",
-        metrics: od.metrics(size, c.iters),
-    });
-    report.results.push(Row {
-        name: "pinned".into(),
-        side: "baseline",
-        metrics: pin.metrics(size, c.iters),
-    });
+    report.params.push("fill", json!(!no_fill));
+    report.params.push("pinned_supported", json!(pin.is_some()));
+    report.row("on_demand", "measured", od.metrics(size, c.iters));
+    let Some(pin) = pin else {
+        report.notes.push(
+            "REG_PINNED returned EOPNOTSUPP: this driver has no pinned mode, so there is \
+             no pinned baseline and no ratio"
+                .into(),
+        );
+        return Ok(report);
+    };
+    report.row("pinned", "baseline", pin.metrics(size, c.iters));
     report.ratio(
         "pinned_over_on_demand_register",
-        pin.register.mean_us(),
-        od.register.mean_us(),
-        "registration time, pinned / on-demand (>1: pinning costs more)",
+        pin.register.p50_us(),
+        od.register.p50_us(),
+        "registration time, pinned / on-demand, medians (>1: pinning costs more)",
     );
     if !no_touch {
         report.ratio(
             "pinned_over_on_demand_first_touch",
-            pin.touch.mean_us(),
-            od.touch.mean_us(),
-            "first device pass, pinned / on-demand (<1: on-demand pays its faults here)",
+            pin.touch.p50_us(),
+            od.touch.p50_us(),
+            "first device pass, pinned / on-demand, medians (<1: on-demand pays its faults here)",
         );
     }
     report.ratio(
         "pinned_over_on_demand_total",
-        pin.total.mean_us(),
-        od.total.mean_us(),
-        "register + first pass + deregister, pinned / on-demand",
+        pin.total.p50_us(),
+        od.total.p50_us(),
+        "register + first pass + deregister, pinned / on-demand, medians",
     );
     Ok(report)
 }
@@ -593,6 +711,59 @@ pub fn cpu_traffic(region: &mut [u8], op_size: usize, ops: u64, pattern: Pattern
     black_box(&scratch);
 }
 
+/// Timed generator runs; with `pageout_every`, a second thread swaps the buffer out
+/// at that period while they run. Returns the times and how many page-outs happened.
+fn traffic_runs(
+    ctx: &Context,
+    buf: &DmaBuffer,
+    w: Work,
+    c: &Common,
+    ops: u64,
+    pageout_before: bool,
+    pageout_every: Option<Duration>,
+) -> CmdResult<(Timing, u64)> {
+    let timeout = Duration::from_millis(c.timeout_ms);
+    let stop = AtomicBool::new(false);
+    let pageouts = AtomicU64::new(0);
+    let (va, len) = (buf.va() as usize, buf.len());
+    let (stop, pageouts) = (&stop, &pageouts);
+    std::thread::scope(|s| {
+        if let Some(every) = pageout_every {
+            s.spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    // SAFETY: `[va, va + len)` is the live mapping of `buf`, which outlives
+                    // this scope; MADV_PAGEOUT only swaps pages out (their contents are
+                    // kept), so no memory a Rust reference could see changes.
+                    let rc =
+                        unsafe { libc::madvise(va as *mut libc::c_void, len, libc::MADV_PAGEOUT) };
+                    if rc == 0 {
+                        pageouts.fetch_add(1, Ordering::Relaxed);
+                    }
+                    std::thread::sleep(every);
+                }
+            });
+        }
+        let result = (|| -> CmdResult<Timing> {
+            let mut dev = Timing::default();
+            for i in 0..c.iters {
+                if pageout_before {
+                    buf.pageout()?;
+                }
+                let t = Instant::now();
+                let done = drive(ctx, [w], timeout)?;
+                dev.0.push(t.elapsed());
+                if done != ops {
+                    return Err(format!("traffic did {done} ops, expected {ops}").into());
+                }
+                progress("traffic", i, c.iters);
+            }
+            Ok(dev)
+        })();
+        stop.store(true, Ordering::Relaxed);
+        result.map(|t| (t, pageouts.load(Ordering::Relaxed)))
+    })
+}
+
 #[allow(clippy::too_many_arguments)]
 fn bench_traffic(
     c: &Common,
@@ -603,6 +774,7 @@ fn bench_traffic(
     rate: u64,
     seed: u64,
     pageout: bool,
+    pageout_every_ms: Option<u64>,
 ) -> CmdResult<Report> {
     let len = u32::try_from(size).map_err(|_| "--size must be below 4 GiB")?;
     let ops = ops.unwrap_or(u64::from(len / op_size.max(1)));
@@ -635,22 +807,25 @@ fn bench_traffic(
     for _ in 0..c.warmup {
         drive(&ctx, [w], timeout)?;
     }
-    let before = ctx.dev_stats()?;
-    let mut dev = Timing::default();
-    for i in 0..c.iters {
-        if pageout {
-            buf.pageout()?;
+    let every = pageout_every_ms.map(Duration::from_millis);
+    // With page-outs during the runs, the same runs without them are the baseline.
+    let quiet = match every {
+        Some(_) => {
+            eprintln!("[traffic] baseline: no page-outs");
+            Some(traffic_runs(&ctx, &buf, w, c, ops, pageout, None)?.0)
         }
-        let t = Instant::now();
-        let done = drive(&ctx, [w], timeout)?;
-        dev.0.push(t.elapsed());
-        if done != ops {
-            return Err(format!("traffic did {done} ops, expected {ops}").into());
-        }
-        progress("traffic", i, c.iters);
+        None => None,
+    };
+    if let Some(ms) = pageout_every_ms {
+        eprintln!("[traffic] swapping the range out every {ms} ms while it runs");
     }
+    let before = ctx.dev_stats()?;
+    let cs0 = ctx.ctx_stats()?;
+    let (dev, pageouts) = traffic_runs(&ctx, &buf, w, c, ops, pageout, every)?;
+    let cs1 = ctx.ctx_stats()?;
     let mut report = Report::new("traffic", c);
     report.counters(&ctx, &before)?;
+    let delta = ctx.dev_stats()?.since(&before);
     drop(reg);
     eprintln!("[traffic] CPU baseline");
     let mut region = vec![0x22u8; buf.len()];
@@ -673,6 +848,20 @@ fn bench_traffic(
     };
     let mut dm = dev.metrics(bytes);
     dm.push("ops_per_s", ops_rate(&dev));
+    // Always present (also when zero): the stale-access count must stay 0.
+    dm.push("stale_accesses", delta.get(counter::STALE_ACCESSES) as f64);
+    dm.push("device_faults", delta.get(counter::FAULTS) as f64);
+    dm.push(
+        "device_invalidations",
+        delta.get(counter::INVALIDATIONS) as f64,
+    );
+    dm.push("driver_faults", (cs1.faults - cs0.faults) as f64);
+    dm.push(
+        "driver_invalidations",
+        (cs1.invalidations - cs0.invalidations) as f64,
+    );
+    dm.push("sync_waits", (cs1.sync_waits - cs0.sync_waits) as f64);
+    dm.push("pageouts", pageouts as f64);
     let mut cm = cpu.metrics(bytes);
     cm.push("ops_per_s", ops_rate(&cpu));
     report.params.push("size", json!(size));
@@ -682,16 +871,25 @@ fn bench_traffic(
     report.params.push("rate", json!(rate));
     report.params.push("seed", json!(seed));
     report.params.push("pageout", json!(pageout));
-    report.results.push(Row {
-        name: "device_traffic".into(),
-        side: "measured",
-        metrics: dm,
-    });
-    report.results.push(Row {
-        name: "cpu_same_pattern".into(),
-        side: "baseline",
-        metrics: cm,
-    });
+    report
+        .params
+        .push("pageout_every_ms", json!(pageout_every_ms));
+    if let Some(q) = &quiet {
+        report.row("device_traffic_pageout", "measured", dm);
+        let mut qm = q.metrics(bytes);
+        qm.push("ops_per_s", ops_rate(q));
+        report.row("device_traffic", "baseline", qm);
+        report.row("cpu_same_pattern", "reference", cm);
+        report.ratio(
+            "pageout_over_quiet_throughput",
+            ops_rate(&dev),
+            ops_rate(q),
+            "ops/s with page-outs during the runs / ops/s without (<1: swapping slows the device)",
+        );
+    } else {
+        report.row("device_traffic", "measured", dm);
+        report.row("cpu_same_pattern", "baseline", cm);
+    }
     report.ratio(
         "device_over_cpu_time",
         dev.mean_us(),
@@ -709,12 +907,33 @@ fn bench_traffic(
 
 pub fn run(cmd: BenchCmd) -> CmdResult {
     let (report, json) = match cmd {
-        BenchCmd::Copy { common, size, cold } => (bench_copy(&common, size, cold)?, common.json),
+        BenchCmd::Copy { common, size, cold } => {
+            let c = common.effective();
+            (bench_copy(&c, c.size(size, 64 << 10), cold)?, c.json)
+        }
         BenchCmd::Register {
             common,
             size,
             no_touch,
-        } => (bench_register(&common, size, no_touch)?, common.json),
+            no_fill,
+        } => {
+            let c = common.effective();
+            let size = c.size(size, 1 << 20);
+            (bench_register(&c, size, no_touch, no_fill)?, c.json)
+        }
+        BenchCmd::Fault { common, size } => {
+            let c = common.effective();
+            (bench_mm::fault(&c, c.size(size, 256 << 10))?, c.json)
+        }
+        BenchCmd::Invalidate {
+            common,
+            size,
+            no_pageout,
+        } => {
+            let c = common.effective();
+            let size = c.size(size, 1 << 20);
+            (bench_mm::invalidate(&c, size, no_pageout)?, c.json)
+        }
         BenchCmd::Traffic {
             common,
             size,
@@ -724,9 +943,17 @@ pub fn run(cmd: BenchCmd) -> CmdResult {
             rate,
             seed,
             pageout,
-        } => (
-            bench_traffic(
-                &common,
+            pageout_every_ms,
+        } => {
+            let c = common.effective();
+            let size = c.size(size, 1 << 20);
+            let ops = if c.smoke {
+                Some(ops.unwrap_or(64).min(64))
+            } else {
+                ops
+            };
+            let report = bench_traffic(
+                &c,
                 size,
                 op_size,
                 ops,
@@ -734,9 +961,10 @@ pub fn run(cmd: BenchCmd) -> CmdResult {
                 rate,
                 seed,
                 pageout,
-            )?,
-            common.json,
-        ),
+                pageout_every_ms,
+            )?;
+            (report, c.json)
+        }
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -755,6 +983,19 @@ mod tests {
         crate::Cli::parse_from(["mnic", "bench", "copy"])
             .bench_common()
             .unwrap()
+    }
+
+    #[test]
+    fn smoke_shrinks_the_run() {
+        let c = crate::Cli::parse_from(["mnic", "bench", "fault", "--smoke", "-n", "9"])
+            .bench_common()
+            .unwrap();
+        let e = c.effective();
+        assert_eq!((e.iters, e.warmup), (1, 0));
+        assert_eq!(e.size(64 << 20, 1 << 20), 1 << 20);
+        let c = common();
+        assert_eq!(c.effective().iters, 20);
+        assert_eq!(c.size(64 << 20, 1 << 20), 64 << 20);
     }
 
     #[test]

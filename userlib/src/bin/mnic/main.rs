@@ -3,10 +3,11 @@
 //! ```text
 //! mnic info [--device N] [--json]
 //! mnic stats [--device N] [--interval SECS [--count N]] [--json]
-//! mnic bench copy|register|traffic [--device N] [--json] [options]
+//! mnic bench copy|register|fault|invalidate|traffic [--device N] [--json] [--smoke] [options]
 //! ```
 
 mod bench;
+mod bench_mm;
 mod info;
 mod output;
 mod stats;
@@ -70,6 +71,8 @@ impl Cli {
             Cmd::Bench { which } => Some(match which {
                 bench::BenchCmd::Copy { common, .. }
                 | bench::BenchCmd::Register { common, .. }
+                | bench::BenchCmd::Fault { common, .. }
+                | bench::BenchCmd::Invalidate { common, .. }
                 | bench::BenchCmd::Traffic { common, .. } => common,
             }),
             _ => None,
