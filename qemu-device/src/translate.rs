@@ -185,8 +185,12 @@ fn front_tag(ctx: u16, va: u64) -> u64 {
 }
 
 fn front_index(ctx: u16, va: u64) -> usize {
-    // Consecutive pages of one context land in consecutive slots; contexts are spread.
-    ((va >> pte::PAGE_SHIFT) ^ u64::from(ctx).wrapping_mul(0x2f1)) as usize & (FRONT_SLOTS - 1)
+    // Consecutive pages of one context land in consecutive slots; contexts are spread, and
+    // so are buffers a multiple of 8 MiB apart (folding the higher page-number bits in:
+    // without it, a copy between two buffers 1 GiB apart thrashes the same slots).
+    let vpn = va >> pte::PAGE_SHIFT;
+    let folded = vpn ^ (vpn >> 11).wrapping_mul(0x9e5) ^ u64::from(ctx).wrapping_mul(0x2f1);
+    folded as usize & (FRONT_SLOTS - 1)
 }
 
 /// The device TLB: leaf translations per (context, page), bounded, oldest evicted.

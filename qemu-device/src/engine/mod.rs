@@ -267,7 +267,11 @@ impl Core {
             if self.halted {
                 break;
             }
-            let c = (self.rr + i) % n;
+            let c = if self.rr + i < n {
+                self.rr + i
+            } else {
+                self.rr + i - n
+            };
             match self.step_ctx(m, c) {
                 work::Step::Progress => busy = true,
                 work::Step::Idle => {}

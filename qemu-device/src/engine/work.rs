@@ -355,7 +355,11 @@ impl Core {
 
     /// One step of context `i`.
     pub(super) fn step_ctx(&mut self, m: &GuestMem, i: usize) -> Step {
-        let Some(mut x) = self.ctxs.get_mut(i).and_then(Option::take) else {
+        // Checked before `take`: taking moves the whole slot, and most slots are empty.
+        let Some(slot) = self.ctxs.get_mut(i).filter(|s| s.is_some()) else {
+            return Step::Idle;
+        };
+        let Some(mut x) = slot.take() else {
             return Step::Idle;
         };
         let c = i as u16;
@@ -494,12 +498,33 @@ impl Core {
         }
     }
 
-    /// One step of a COPY: up to [`COPY_STEP`] bytes, split at page boundaries of
-    /// both sides.
+    /// Copies one run of a COPY (translated and judged already) and counts it.
+    fn copy_run(
+        &mut self,
+        m: &GuestMem,
+        run: Option<(u64, u64, u64, u64)>,
+    ) -> Result<(), AccessErr> {
+        let Some((sg, dg, n, va)) = run else {
+            return Ok(());
+        };
+        mem::copy(m, sg, dg, n as usize, &mut self.scratch).map_err(|_| AccessErr::Bad {
+            va,
+            code: error::ADDRESS_ERROR,
+        })?;
+        self.sh.counters.inc(counter::DMA_OPS);
+        self.sh.counters.add(counter::DMA_BYTES, n);
+        Ok(())
+    }
+
+    /// One step of a COPY: up to [`COPY_STEP`] bytes, translated page by page (or leaf by
+    /// leaf) on both sides.
     fn copy_step(&mut self, m: &GuestMem, c: u16, root: u64, item: &mut Item) -> Outcome {
         let d = item.desc;
         let total = u64::from(d.len);
         let mut budget = COPY_STEP;
+        // Pieces that continue each other on both sides (same leaf, or guest-physically
+        // contiguous pages) are copied as one run: one memcpy instead of one per page.
+        let mut run: Option<(u64, u64, u64, u64)> = None; // (src gpa, dst gpa, len, src va)
         while item.done < total && budget > 0 {
             let (s, t) = (d.src + item.done, d.dst + item.done);
             let want = (total - item.done).min(budget);
@@ -509,18 +534,30 @@ impl Core {
             });
             let (sg, dg, n) = match r {
                 Ok(v) => v,
-                Err(e) => return Outcome::Err(e),
+                Err(e) => {
+                    // What was translated before the fault is still copied.
+                    if let Err(e) = self.copy_run(m, run.take()) {
+                        return Outcome::Err(e);
+                    }
+                    return Outcome::Err(e);
+                }
             };
-            if mem::copy(m, sg, dg, n as usize, &mut self.scratch).is_err() {
-                return Outcome::Err(AccessErr::Bad {
-                    va: s,
-                    code: error::ADDRESS_ERROR,
-                });
-            }
-            self.sh.counters.inc(counter::DMA_OPS);
-            self.sh.counters.add(counter::DMA_BYTES, n);
+            run = match run {
+                Some((rs, rd, rn, va)) if rs + rn == sg && rd + rn == dg => {
+                    Some((rs, rd, rn + n, va))
+                }
+                prev => {
+                    if let Err(e) = self.copy_run(m, prev) {
+                        return Outcome::Err(e);
+                    }
+                    Some((sg, dg, n, s))
+                }
+            };
             item.done += n;
             budget -= n;
+        }
+        if let Err(e) = self.copy_run(m, run) {
+            return Outcome::Err(e);
         }
         if item.done >= total {
             Outcome::Done(completion(&d, completion::OK, 0, total, 0))
