@@ -145,6 +145,9 @@ pub(crate) struct Ctx {
     pub(crate) regs: Mutex<Registrations>,
     /// Set once the queues are given and the context is enabled on the device.
     pub(crate) enabled: Atomic<bool>,
+    /// The owning mm is being reaped (a non-blockable invalidation was seen): device faults
+    /// are refused from now on, or they would map back what the OOM reaper takes away.
+    reaped: Atomic<bool>,
     pub(crate) work_done: Atomic<u64>,
     #[pin]
     pub(crate) done_lock: Mutex<()>,
@@ -192,6 +195,10 @@ impl IntervalNotifierOps for Region {
         ctx.stats.invalidations.add(1, Relaxed);
         ctx.stats.entries_invalidated.add(cleared.total(), Relaxed);
         let dev = &ctx.dev;
+        if !inv.is_blockable() {
+            // Only the OOM reaper invalidates without blocking: the mm is going away.
+            ctx.reaped.store(true, Relaxed);
+        }
 
         if cleared.total() == 0 && !st.unflushed {
             // The device caches only valid leaves, and every leaf cleared so far had its SYNC
@@ -290,6 +297,7 @@ impl Ctx {
             state <- new_mutex!(CtxState { table, pending: None, unflushed: false }),
             regs <- new_mutex!(Registrations { list: KVec::new(), next_handle: 1 }),
             enabled: Atomic::new(false),
+            reaped: Atomic::new(false),
             work_done: Atomic::new(0),
             done_lock <- new_mutex!(()),
             done_cv <- new_condvar!(),
@@ -525,6 +533,17 @@ impl Ctx {
             // The proof that the pfns are current; they are then read by index below.
             let _ = range.pfns_checked(&current)?;
             let pfns = range.pfns();
+            // A writable device entry lets the device write without the CPU's dirty bit ever
+            // being set: mark those pages dirty first, or reclaim could drop a clean page
+            // (MADV_FREE, a written-back file page) that the device then writes. Cleaning a
+            // page later invalidates the device entry first.
+            if may_write {
+                for (i, pfn) in pfns.iter().enumerate() {
+                    if pfn.is_writable() {
+                        range.set_dirty(&current, i)?;
+                    }
+                }
+            }
             let mut done = Filled::default();
             let mut i = 0;
             while i < pfns.len() {
@@ -593,7 +612,10 @@ impl Ctx {
 
     fn resolve(&self, va: u64, write: bool) -> Result {
         let page = va & !(pte::PAGE_SIZE - 1);
-        // The process may be exiting: then there is nothing to map.
+        // The process may be exiting (or being reaped): then there is nothing to map.
+        if self.reaped.load(Relaxed) {
+            return Err(EFAULT);
+        }
         let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
         let regs = self.regs.lock();
         let mut denied = false;

@@ -271,6 +271,7 @@ impl MnicDev {
     /// it performs no more DMA into memory the driver is about to free.
     pub(crate) fn unbind(&self, dev: &Device<Bound>) {
         self.gone.store(true, Relaxed);
+        self.wake_waiters();
         self.srcu.synchronize();
         if let Ok(bar) = self.regs.access(dev) {
             bar.write_reg(regs::CONTROL::zeroed().with_reset(true));
@@ -281,6 +282,17 @@ impl MnicDev {
     fn declare_dead(&self, why: &str) {
         if !self.gone.xchg(true, Relaxed) {
             dev_err!(self.pdev, "device not responding ({}); disabled\n", why);
+            self.wake_waiters();
+        }
+    }
+
+    /// Wakes every `MNIC_IOC_WAIT` sleeper (they see the device gone). Allocates nothing: it
+    /// may run inside an invalidation.
+    fn wake_waiters(&self) {
+        for slot in self.contexts.lock().iter() {
+            if let Slot::Live(ctx) = slot {
+                ctx.done_cv.notify_all();
+            }
         }
     }
 

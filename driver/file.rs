@@ -155,6 +155,7 @@ impl MiscDevice for Ctx {
                 if !ctx.enabled.load(Relaxed) {
                     return Err(EINVAL);
                 }
+                ctx.check_owner()?;
                 ctx.dev.ring_doorbell(ctx.index, req.wq_tail)?;
             }
             abi::MNIC_IOC_WAIT => {

@@ -483,13 +483,19 @@ fn kill_with_dma_in_flight() -> CaseResult {
         // SAFETY: leave the child.
         unsafe { libc::_exit(1) };
     }
-    // SAFETY: pipe fd; then kill and reap our child.
-    let n = unsafe { libc::read(p[0], b.as_mut_ptr().cast(), 1) };
+    // SAFETY: pipe fds. The parent closes its write end first, so the read ends (0 bytes)
+    // if the child fails before signalling instead of blocking forever.
+    let n = unsafe {
+        libc::close(p[1]);
+        libc::read(p[0], b.as_mut_ptr().cast(), 1)
+    };
     std::thread::sleep(Duration::from_millis(300));
     let mut status = 0;
+    // SAFETY: killing and reaping our own child; closing our read end.
     unsafe {
         libc::kill(pid, libc::SIGKILL);
         libc::waitpid(pid, &mut status, 0);
+        libc::close(p[0]);
     }
     check(n == 1, || "the child could not start its DMA".into())?;
     // The device and the driver are healthy: a new context copies correctly.
