@@ -1,0 +1,118 @@
+//! `mnic-matrix-test`: the correctness matrix of issue 7, run in the guest (KTAP on stdout).
+//!
+//! Every page-table event Linux can apply to registered memory, with the device using it: each
+//! case checks the data (patterns), the device table entries before and after the event (QUERY:
+//! gone when the syscall returns), residency / swap / meminfo where relevant, the driver's
+//! counters, and that the device's stale-access counter stays 0. Then concurrency, isolation,
+//! hostile input, module unload, unbind and device death.
+//!
+//! Usage: `mnic-matrix-test [--soak] [CASE...]`. Without case names every default case runs;
+//! cases marked explicit (device death) run only when named. `--soak` or `MNIC_SOAK=1` makes
+//! the bounded loops long.
+
+mod mm;
+mod stress;
+mod util;
+
+use util::{CaseResult, Outcome};
+
+type Case = (&'static str, fn() -> CaseResult, bool);
+
+fn main() {
+    // (name, case, runs by default)
+    let cases: &[Case] = &[
+        ("anon_read_write", mm::anon_read_write, true),
+        ("pageout_memcg_pressure", mm::pageout_memcg_pressure, true),
+        ("anon_dontneed", mm::anon_dontneed, true),
+        ("munmap_partial_spanning", mm::munmap_partial_spanning, true),
+        ("mremap_move_grow", mm::mremap_move_grow, true),
+        ("mprotect_ro_rw", mm::mprotect_ro_rw, true),
+        ("fork_cow_both", mm::fork_cow_both, true),
+        (
+            "fork_dontfork_wipeonfork",
+            mm::fork_dontfork_wipeonfork,
+            true,
+        ),
+        ("thp_huge_split_collapse", mm::thp_huge_split_collapse, true),
+        ("migrate_numa", mm::migrate_numa, true),
+        (
+            "shared_memfd_two_processes",
+            mm::shared_memfd_two_processes,
+            true,
+        ),
+        ("file_read_write", mm::file_read_write, true),
+        ("mixedmap", mm::mixedmap, true),
+        ("exit_exec_dma_in_flight", mm::exit_exec_dma_in_flight, true),
+        ("anon_teardown", stress::anon_teardown, true),
+        ("hammer_concurrent", stress::hammer_concurrent, true),
+        ("many_contexts", stress::many_contexts, true),
+        ("two_process_isolation", stress::two_process_isolation, true),
+        (
+            "oom_kill_registered_idle",
+            mm::oom_kill_registered_idle,
+            true,
+        ),
+        ("oom_kill_registered", mm::oom_kill_registered, true),
+        ("anon_madv_free", mm::anon_madv_free, true),
+        ("ioctl_fuzz", stress::ioctl_fuzz, true),
+        ("hostile_descriptors", stress::hostile_descriptors, true),
+        // Last: they unload the module / unbind the device.
+        (
+            "rmmod_with_open_context",
+            stress::rmmod_with_open_context,
+            true,
+        ),
+        (
+            "unbind_with_open_context",
+            stress::unbind_with_open_context,
+            true,
+        ),
+        // Only in its own boot (mnic-vm run --kill-device-after).
+        ("device_killed", stress::device_killed, false),
+    ];
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    for o in &only {
+        if !cases.iter().any(|(n, _, _)| n == o) {
+            eprintln!("mnic-matrix-test: unknown case '{o}'");
+            std::process::exit(2);
+        }
+    }
+    let cases: Vec<&Case> = cases
+        .iter()
+        .filter(|(n, _, default)| {
+            if only.is_empty() {
+                *default
+            } else {
+                only.iter().any(|o| o == n)
+            }
+        })
+        .collect();
+    println!("KTAP version 1");
+    println!("1..{}", cases.len());
+    if util::soak() {
+        println!("# soak mode: long loops");
+    }
+    let mut failed = 0;
+    for (i, (name, case, _)) in cases.iter().enumerate() {
+        let n = i + 1;
+        let t = std::time::Instant::now();
+        let r = case();
+        println!("# {name}: {:.1} s", t.elapsed().as_secs_f64());
+        match r {
+            Ok(Outcome::Pass) => println!("ok {n} {name}"),
+            Ok(Outcome::Skip(why)) => println!("ok {n} {name} # SKIP {why}"),
+            Err(why) => {
+                failed += 1;
+                println!("not ok {n} {name} # {}", why.replace('\n', " "));
+            }
+        }
+    }
+    println!(
+        "# mnic-matrix-test: {} passed or skipped, {failed} failed",
+        cases.len() - failed
+    );
+    std::process::exit(if failed == 0 { 0 } else { 1 });
+}
