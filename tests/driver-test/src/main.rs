@@ -10,62 +10,14 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::Duration;
 
-use mnic::{Access, Context, DmaBuffer, Error, QueueConfig, Traffic, Work, WorkError};
+use mnic::{Access, DmaBuffer, Error, Work, WorkError};
 use mnic_abi as abi;
-
-type CaseResult = Result<Outcome, String>;
-enum Outcome {
-    Pass,
-    Skip(String),
-}
-use Outcome::*;
-
-const DEV: &str = "/dev/mnic0";
-const MODULE: &str = "/lib/modules/mnic.ko";
-const TIMEOUT: Option<Duration> = Some(Duration::from_secs(20));
-
-fn check(cond: bool, what: impl FnOnce() -> String) -> Result<(), String> {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
-}
-
-fn e<E: std::fmt::Display>(ctx: &'static str) -> impl FnOnce(E) -> String {
-    move |err| format!("{ctx}: {err}")
-}
-
-fn ensure_module() -> Result<(), String> {
-    if fs::metadata(DEV).is_ok() {
-        return Ok(());
-    }
-    let out = Command::new("insmod")
-        .arg(MODULE)
-        .output()
-        .map_err(e("insmod"))?;
-    check(out.status.success(), || {
-        format!(
-            "insmod {MODULE}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })?;
-    check(fs::metadata(DEV).is_ok(), || {
-        format!("{DEV} missing after insmod")
-    })
-}
-
-fn open() -> Result<Context, String> {
-    ensure_module()?;
-    Context::open(DEV.as_ref()).map_err(e("open"))
-}
-
-fn open_with_queues() -> Result<Context, String> {
-    let ctx = open()?;
-    ctx.setup_queues(QueueConfig::default())
-        .map_err(e("setup_queues"))?;
-    Ok(ctx)
-}
+use mnic_guest_util::nic::{
+    ensure_module, no_stale, open, open_with_queues, post_long_traffic, DEV, MODULE, TIMEOUT,
+};
+use mnic_guest_util::{
+    check, e, ensure_swap, in_child, pins_held, proc_value, raw_ioctl, Case, CaseResult, Outcome::*,
+};
 
 fn pattern(buf: &DmaBuffer, seed: u8) {
     let data: Vec<u8> = (0..buf.len())
@@ -81,93 +33,12 @@ fn has_pattern(buf: &DmaBuffer, seed: u8) -> bool {
         .all(|(i, b)| *b == (i as u8).wrapping_mul(31) ^ seed)
 }
 
-fn stale_accesses(ctx: &Context) -> Result<u64, String> {
-    Ok(ctx
-        .dev_stats()
-        .map_err(e("DEV_STATS"))?
-        .get(abi::counter::STALE_ACCESSES))
-}
-
-fn no_stale(ctx: &Context) -> Result<(), String> {
-    let n = stale_accesses(ctx)?;
-    check(n == 0, || format!("device counted {n} stale accesses"))
-}
-
-/// `name value` of /proc/meminfo in KiB, or /proc/vmstat counters.
-fn proc_value(file: &str, key: &str) -> Result<u64, String> {
-    let text = fs::read_to_string(file).map_err(e("read /proc"))?;
-    text.lines()
-        .find_map(|l| {
-            let mut it = l.split_whitespace();
-            (it.next()?.trim_end_matches(':') == key).then(|| it.next()?.parse().ok())?
-        })
-        .ok_or_else(|| format!("{key} not in {file}"))
-}
-
-/// FOLL_PIN pins held system-wide right now.
-fn pins_held() -> Result<i64, String> {
-    // vmstat counters are per-CPU and folded lazily; this folds them now.
-    fs::write("/proc/sys/vm/stat_refresh", "1").map_err(e("stat_refresh"))?;
-    let acq = proc_value("/proc/vmstat", "nr_foll_pin_acquired")? as i64;
-    let rel = proc_value("/proc/vmstat", "nr_foll_pin_released")? as i64;
-    Ok(acq - rel)
-}
-
-fn ensure_swap() -> Result<bool, String> {
-    let swaps = fs::read_to_string("/proc/swaps").map_err(e("/proc/swaps"))?;
-    if swaps.lines().count() > 1 {
-        return Ok(true);
-    }
-    if fs::metadata("/sys/block/zram0").is_err() {
-        return Ok(false);
-    }
-    fs::write("/sys/block/zram0/disksize", "64M").map_err(e("zram disksize"))?;
-    for (cmd, arg) in [("mkswap", "/dev/zram0"), ("swapon", "/dev/zram0")] {
-        let out = Command::new(cmd)
-            .arg(arg)
-            .output()
-            .map_err(e("swap setup"))?;
-        check(out.status.success(), || format!("{cmd} failed"))?;
-    }
-    Ok(true)
-}
-
-/// Raw ioctl for the malformed-request cases: `Err(errno)`.
-fn raw_ioctl<T>(fd: &File, cmd: u32, arg: *mut T) -> Result<(), i32> {
-    // SAFETY: `arg` points at a live `T` of the size encoded in `cmd` (or is deliberately
-    // invalid, which the kernel must reject with EFAULT without touching our memory).
-    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), cmd as _, arg) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
-    }
-}
-
 fn expect_errno<T>(fd: &File, what: &str, cmd: u32, arg: *mut T, want: i32) -> Result<(), String> {
     match raw_ioctl(fd, cmd, arg) {
         Err(got) if got == want => Ok(()),
         Err(got) => Err(format!("{what}: errno {got}, want {want}")),
-        Ok(()) => Err(format!("{what}: succeeded, want errno {want}")),
+        Ok(_) => Err(format!("{what}: succeeded, want errno {want}")),
     }
-}
-
-/// Runs `child` in a forked process; returns its exit status (0 = success).
-fn in_child(child: impl FnOnce() -> bool) -> Result<i32, String> {
-    // SAFETY: the test is single-threaded; the child only runs `child` and `_exit`s.
-    let pid = unsafe { libc::fork() };
-    if pid < 0 {
-        return Err("fork failed".into());
-    }
-    if pid == 0 {
-        let ok = child();
-        // SAFETY: leaving the child without running the parent's destructors twice.
-        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
-    }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    Ok(status)
 }
 
 // ---------------------------------------------------------------------------- cases
@@ -442,12 +313,10 @@ fn fork_cow_parent_keeps_device_writes() -> CaseResult {
 fn child_uses_parent_context_refused() -> CaseResult {
     let ctx = open()?;
     let buf = DmaBuffer::new(4096).map_err(e("buffer"))?;
-    let status = in_child(|| match ctx.register(&buf, Access::READ) {
-        Err(err) => err.errno() == Some(libc::EPERM),
-        Ok(_) => false,
-    })?;
-    check(status == 0, || {
-        "a forked child could register in its parent's context".into()
+    in_child(|| match ctx.register(&buf, Access::READ) {
+        Err(err) if err.errno() == Some(libc::EPERM) => Ok(()),
+        Err(err) => Err(format!("want EPERM, got {err}")),
+        Ok(_) => Err("a forked child could register in its parent's context".into()),
     })?;
     Ok(Pass)
 }
@@ -465,15 +334,7 @@ fn kill_with_dma_in_flight() -> CaseResult {
             let _r = ctx
                 .register(&buf, Access::READ_WRITE)
                 .map_err(e("register"))?;
-            for i in 0..4 {
-                let w = Traffic::over(&buf)
-                    .op_size(4096)
-                    .ops(1 << 20)
-                    .seed(i)
-                    .build()
-                    .map_err(e("traffic"))?;
-                ctx.post(&w).map_err(e("post"))?;
-            }
+            post_long_traffic(&ctx, &buf, mnic::Pattern::SeqRead)?;
             // SAFETY: pipe fd from above.
             unsafe { libc::write(p[1], [1u8].as_ptr().cast(), 1) };
             std::thread::sleep(Duration::from_secs(60));
@@ -763,63 +624,44 @@ fn module_reload() -> CaseResult {
     Ok(Pass)
 }
 
-type Case = (&'static str, fn() -> CaseResult);
-
 fn main() {
     let cases: &[Case] = &[
-        ("probe_identity", probe_identity),
-        ("copy_on_demand_unpinned", copy_on_demand_unpinned),
+        ("probe_identity", probe_identity, true),
+        ("copy_on_demand_unpinned", copy_on_demand_unpinned, true),
         (
             "pageout_frees_and_faults_back",
             pageout_frees_and_faults_back,
+            true,
         ),
         (
             "munmap_then_dma_fails_cleanly",
             munmap_then_dma_fails_cleanly,
+            true,
         ),
         (
             "fork_cow_parent_keeps_device_writes",
             fork_cow_parent_keeps_device_writes,
+            true,
         ),
         (
             "child_uses_parent_context_refused",
             child_uses_parent_context_refused,
+            true,
         ),
-        ("kill_with_dma_in_flight", kill_with_dma_in_flight),
-        ("bad_ioctls_refused", bad_ioctls_refused),
+        ("kill_with_dma_in_flight", kill_with_dma_in_flight, true),
+        ("bad_ioctls_refused", bad_ioctls_refused, true),
         (
             "pinned_baseline_pins_and_fills",
             pinned_baseline_pins_and_fills,
+            true,
         ),
         (
             "debugfs_reports_contexts_and_sync_waits",
             debugfs_reports_contexts_and_sync_waits,
+            true,
         ),
         // Last: unloads the module (every context above is closed by now).
-        ("module_reload", module_reload),
+        ("module_reload", module_reload, true),
     ];
-    let only: Vec<String> = std::env::args().skip(1).collect();
-    let cases: Vec<&Case> = cases
-        .iter()
-        .filter(|(n, _)| only.is_empty() || only.iter().any(|o| o == n))
-        .collect();
-    println!("KTAP version 1");
-    println!("1..{}", cases.len());
-    let mut failed = 0;
-    for (i, (name, case)) in cases.iter().enumerate() {
-        let n = i + 1;
-        match case() {
-            Ok(Pass) => println!("ok {n} {name}"),
-            Ok(Skip(why)) => println!("ok {n} {name} # SKIP {why}"),
-            Err(why) => {
-                failed += 1;
-                println!("not ok {n} {name} # {}", why.replace('\n', " "));
-            }
-        }
-    }
-    println!(
-        "# mnic-driver-test: {} passed or skipped, {failed} failed",
-        cases.len() - failed
-    );
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    mnic_guest_util::run("mnic-driver-test", cases);
 }

@@ -14,9 +14,7 @@ mod mm;
 mod stress;
 mod util;
 
-use util::{CaseResult, Outcome};
-
-type Case = (&'static str, fn() -> CaseResult, bool);
+use mnic_guest_util::Case;
 
 fn main() {
     // (name, case, runs by default)
@@ -70,49 +68,5 @@ fn main() {
         // Only in its own boot (mnic-vm run --kill-device-after).
         ("device_killed", stress::device_killed, false),
     ];
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    for o in &only {
-        if !cases.iter().any(|(n, _, _)| n == o) {
-            eprintln!("mnic-matrix-test: unknown case '{o}'");
-            std::process::exit(2);
-        }
-    }
-    let cases: Vec<&Case> = cases
-        .iter()
-        .filter(|(n, _, default)| {
-            if only.is_empty() {
-                *default
-            } else {
-                only.iter().any(|o| o == n)
-            }
-        })
-        .collect();
-    println!("KTAP version 1");
-    println!("1..{}", cases.len());
-    if util::soak() {
-        println!("# soak mode: long loops");
-    }
-    let mut failed = 0;
-    for (i, (name, case, _)) in cases.iter().enumerate() {
-        let n = i + 1;
-        let t = std::time::Instant::now();
-        let r = case();
-        println!("# {name}: {:.1} s", t.elapsed().as_secs_f64());
-        match r {
-            Ok(Outcome::Pass) => println!("ok {n} {name}"),
-            Ok(Outcome::Skip(why)) => println!("ok {n} {name} # SKIP {why}"),
-            Err(why) => {
-                failed += 1;
-                println!("not ok {n} {name} # {}", why.replace('\n', " "));
-            }
-        }
-    }
-    println!(
-        "# mnic-matrix-test: {} passed or skipped, {failed} failed",
-        cases.len() - failed
-    );
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    mnic_guest_util::run("mnic-matrix-test", cases);
 }

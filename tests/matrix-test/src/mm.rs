@@ -986,16 +986,7 @@ pub fn exit_exec_dma_in_flight() -> CaseResult {
             let _r = ctx
                 .register(&buf, Access::READ_WRITE)
                 .map_err(e("register"))?;
-            for i in 0..4 {
-                let w = Traffic::over(&buf)
-                    .op_size(4096)
-                    .ops(1 << 20)
-                    .pattern(mnic::Pattern::RandomRw)
-                    .seed(i)
-                    .build()
-                    .map_err(e("traffic"))?;
-                ctx.post(&w).map_err(e("post"))?;
-            }
+            post_long_traffic(&ctx, &buf, mnic::Pattern::RandomRw)?;
             std::thread::sleep(Duration::from_millis(100));
             if exec {
                 // A duplicate without CLOEXEC keeps the context open across exec: the old mm

@@ -513,7 +513,7 @@ fn fuzz(dur: Duration) -> Result<(), String> {
                 // SAFETY: the doorbell page (the only mapping the driver allows) takes any
                 // 32-bit store; then it is unmapped.
                 unsafe {
-                    std::ptr::write_volatile(p.cast::<u32>(), rng.next() as u32);
+                    std::ptr::write_volatile(p.cast::<u32>(), rng.next_u64() as u32);
                     libc::munmap(p, len);
                 }
             }
@@ -523,13 +523,13 @@ fn fuzz(dur: Duration) -> Result<(), String> {
         let cmd = match (rng.below(10), nr) {
             (0..=6, 0..=9) => ioc(dirs[nr as usize], nr, sizes[nr as usize]),
             (7, _) => ioc(rng.below(4) as u32, nr, rng.below(0x4000) as u32),
-            (8, _) => rng.next() as u32,
+            (8, _) => rng.next_u64() as u32,
             (_, 0..=9) => ioc(rng.below(4) as u32, nr, sizes[nr as usize]),
             _ => ioc(3, nr, 8),
         };
         for w in buf.iter_mut() {
             *w = if rng.below(4) == 0 {
-                rng.next()
+                rng.next_u64()
             } else {
                 interesting[rng.below(interesting.len() as u64) as usize]
             };

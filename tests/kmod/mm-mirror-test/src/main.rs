@@ -18,16 +18,9 @@ use std::process::Command;
 
 const DEVICE: &str = "/dev/mm_mirror_test";
 
-/// The outcome of one case that did not fail (a failure is an `Err` with the reason).
-enum Outcome {
-    Pass,
-    Skip(String),
-}
-
-type CaseResult = Result<Outcome, String>;
-
-/// A named case.
-type Case = (&'static str, fn() -> CaseResult);
+use mnic_guest_util::{
+    ensure_swap, errno, kernel_problems, Case, CaseResult, KlogWindow, MemCg, Outcome,
+};
 
 /// Fails the case with a formatted reason unless `cond` holds.
 macro_rules! ensure {
@@ -41,10 +34,6 @@ macro_rules! ensure {
 fn page_size() -> usize {
     // SAFETY: sysconf has no memory-safety preconditions.
     unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
-}
-
-fn errno() -> i32 {
-    io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// An open file of the test device: one registration at most.
@@ -319,120 +308,6 @@ fn fork_child(child: impl FnOnce() -> bool) -> Result<bool, String> {
     Ok(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
 }
 
-/// A memory cgroup (v2) with a memory limit and no swap, removed on drop.
-struct MemCg {
-    path: String,
-}
-
-impl MemCg {
-    /// `Ok(None)`: this kernel or guest has no memory controller.
-    fn new(name: &str, max: &str) -> Result<Option<MemCg>, String> {
-        let root = "/sys/fs/cgroup";
-        if fs::metadata(format!("{root}/cgroup.controllers")).is_err() {
-            let _ = fs::create_dir_all(root);
-            let (src, dst, ty) = (
-                CString::new("none").unwrap_or_default(),
-                CString::new(root).unwrap_or_default(),
-                CString::new("cgroup2").unwrap_or_default(),
-            );
-            // SAFETY: Valid NUL-terminated strings; no mount data.
-            let ret = unsafe {
-                libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null())
-            };
-            if ret != 0 {
-                return Ok(None);
-            }
-        }
-        let controllers =
-            fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
-        if !controllers.split_whitespace().any(|c| c == "memory") {
-            return Ok(None);
-        }
-        fs::write(format!("{root}/cgroup.subtree_control"), "+memory")
-            .map_err(|e| format!("enable memory controller: {e}"))?;
-        let path = format!("{root}/{name}");
-        let _ = fs::create_dir(&path);
-        let cg = MemCg { path };
-        fs::write(format!("{}/memory.max", cg.path), max)
-            .map_err(|e| format!("memory.max: {e}"))?;
-        // Anonymous memory must not be swapped out instead of OOM-killing (if swap accounting exists).
-        let _ = fs::write(format!("{}/memory.swap.max", cg.path), "0");
-        Ok(Some(cg))
-    }
-
-    /// Moves the calling process into the group.
-    fn join(&self) -> bool {
-        fs::write(
-            format!("{}/cgroup.procs", self.path),
-            std::process::id().to_string(),
-        )
-        .is_ok()
-    }
-}
-
-impl Drop for MemCg {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir(&self.path);
-    }
-}
-
-/// Kernel log lines that mean something went wrong (the host harness's list, minus the stack
-/// traces that an OOM report prints by design).
-const KERNEL_PROBLEMS: [&str; 7] = [
-    "WARNING:",
-    "BUG:",
-    "Oops",
-    "Kernel panic",
-    "general protection fault",
-    "UBSAN:",
-    "possible circular locking",
-];
-
-/// Silences the console below KERN_ALERT while an OOM case runs (an OOM report prints a stack
-/// trace, which the host harness would read as a kernel problem), and checks the kernel log of
-/// that window itself for real problems. Restores the console level on drop.
-struct QuietConsole {
-    saved: String,
-    marker: String,
-}
-
-impl QuietConsole {
-    fn new(case: &str) -> Result<QuietConsole, String> {
-        let printk =
-            fs::read_to_string("/proc/sys/kernel/printk").map_err(|e| format!("printk: {e}"))?;
-        let saved = printk.split_whitespace().next().unwrap_or("7").to_string();
-        let marker = format!("mm-mirror-test: {case} begins");
-        fs::write("/dev/kmsg", &marker).map_err(|e| format!("/dev/kmsg: {e}"))?;
-        fs::write("/proc/sys/kernel/printk", "1").map_err(|e| format!("printk: {e}"))?;
-        Ok(QuietConsole { saved, marker })
-    }
-
-    /// The kernel log lines written since the marker.
-    fn log(&self) -> Result<Vec<String>, String> {
-        let out = Command::new("dmesg")
-            .output()
-            .map_err(|e| format!("dmesg: {e}"))?;
-        let log = String::from_utf8_lossy(&out.stdout);
-        let Some(start) = log.rfind(&self.marker) else {
-            return Err("marker not found in the kernel log".into());
-        };
-        Ok(log[start..].lines().map(str::to_string).collect())
-    }
-}
-
-/// The lines of `log` that show a kernel problem.
-fn problems(log: &[String]) -> Vec<&String> {
-    log.iter()
-        .filter(|l| KERNEL_PROBLEMS.iter().any(|p| l.contains(p)))
-        .collect()
-}
-
-impl Drop for QuietConsole {
-    fn drop(&mut self) {
-        let _ = fs::write("/proc/sys/kernel/printk", &self.saved);
-    }
-}
-
 // ---- the cases ----
 
 fn fault_write_present_writable() -> CaseResult {
@@ -522,27 +397,6 @@ fn madv_dontneed_clear() -> CaseResult {
 }
 
 /// Turns zram swap on unless some swap is on already. `Ok(false)`: no zram in this kernel.
-fn ensure_swap() -> Result<bool, String> {
-    let swaps = fs::read_to_string("/proc/swaps").map_err(|e| format!("/proc/swaps: {e}"))?;
-    if swaps.lines().count() > 1 {
-        return Ok(true);
-    }
-    if fs::metadata("/sys/block/zram0").is_err() {
-        return Ok(false);
-    }
-    fs::write("/sys/block/zram0/disksize", "64M").map_err(|e| format!("zram disksize: {e}"))?;
-    for (cmd, arg) in [("mkswap", "/dev/zram0"), ("swapon", "/dev/zram0")] {
-        // Their chatter would interleave with the KTAP output.
-        let status = Command::new(cmd)
-            .arg(arg)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .map_err(|e| format!("{cmd}: {e}"))?;
-        ensure!(status.success(), "{cmd} {arg}: {status}");
-    }
-    Ok(true)
-}
-
 fn madv_pageout_swap_clear() -> CaseResult {
     if !ensure_swap()? {
         return Ok(Outcome::Skip("no swap and no zram device".into()));
@@ -702,14 +556,15 @@ fn fault_bad_range_refused() -> CaseResult {
 /// thread holds the notifier's lock, so the non-blockable callback must give up
 /// (`WouldBlock`) instead of waiting.
 fn oom_reaper_case(case: &str, hold_lock: bool) -> CaseResult {
-    let Some(cg) = MemCg::new("mm-mirror-test", "32M")? else {
+    // No swap in the group: the OOM killer must act instead.
+    let Some(cg) = MemCg::new("mm-mirror-test", "32M", false)? else {
         return Ok(Outcome::Skip("no memory cgroup controller".into()));
     };
     let dev = Dev::open()?;
     let fd = dev.fd;
-    let quiet = QuietConsole::new(case)?;
+    let quiet = KlogWindow::new(case, true)?;
     let status = fork_status(|| {
-        if !cg.join() {
+        if cg.join().is_err() {
             return false;
         }
         let Ok(map) = Mapping::pages(4) else {
@@ -748,7 +603,7 @@ fn oom_reaper_case(case: &str, hold_lock: bool) -> CaseResult {
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
         "child was not OOM-killed: wait status {status:#x}"
     );
-    let problems = problems(&klog);
+    let problems = kernel_problems(&klog);
     ensure!(problems.is_empty(), "kernel problems: {problems:?}");
     // What the OOM reaper itself reported: it reaped, or gave up after its retries.
     let reaper = if hold_lock {
@@ -844,44 +699,35 @@ fn ensure_module() {
 
 fn main() {
     let cases: &[Case] = &[
-        ("fault_write_present_writable", fault_write_present_writable),
-        ("fault_unlocked_write", fault_unlocked_write),
+        (
+            "fault_write_present_writable",
+            fault_write_present_writable,
+            true,
+        ),
+        ("fault_unlocked_write", fault_unlocked_write, true),
         (
             "snapshot_untouched_not_present",
             snapshot_untouched_not_present,
+            true,
         ),
-        ("seq_unchanged_is_current", seq_unchanged_is_current),
-        ("munmap_unmap", munmap_unmap),
-        ("madv_dontneed_clear", madv_dontneed_clear),
-        ("madv_pageout_swap_clear", madv_pageout_swap_clear),
-        ("fork_cow_protection_page", fork_cow_protection_page),
-        ("mprotect_protection_vma", mprotect_protection_vma),
-        ("seq_stale_after_invalidation", seq_stale_after_invalidation),
-        ("exit_release", exit_release),
-        ("fault_foreign_mm_refused", fault_foreign_mm_refused),
-        ("fault_bad_range_refused", fault_bad_range_refused),
-        ("thp_map_order", thp_map_order),
-        ("oom_reaper_nonblocking", oom_reaper_nonblocking),
-        ("oom_reaper_would_block", oom_reaper_would_block),
+        ("seq_unchanged_is_current", seq_unchanged_is_current, true),
+        ("munmap_unmap", munmap_unmap, true),
+        ("madv_dontneed_clear", madv_dontneed_clear, true),
+        ("madv_pageout_swap_clear", madv_pageout_swap_clear, true),
+        ("fork_cow_protection_page", fork_cow_protection_page, true),
+        ("mprotect_protection_vma", mprotect_protection_vma, true),
+        (
+            "seq_stale_after_invalidation",
+            seq_stale_after_invalidation,
+            true,
+        ),
+        ("exit_release", exit_release, true),
+        ("fault_foreign_mm_refused", fault_foreign_mm_refused, true),
+        ("fault_bad_range_refused", fault_bad_range_refused, true),
+        ("thp_map_order", thp_map_order, true),
+        ("oom_reaper_nonblocking", oom_reaper_nonblocking, true),
+        ("oom_reaper_would_block", oom_reaper_would_block, true),
     ];
     ensure_module();
-    println!("KTAP version 1");
-    println!("1..{}", cases.len());
-    let mut failed = 0;
-    for (i, (name, case)) in cases.iter().enumerate() {
-        let n = i + 1;
-        match case() {
-            Ok(Outcome::Pass) => println!("ok {n} {name}"),
-            Ok(Outcome::Skip(why)) => println!("ok {n} {name} # SKIP {why}"),
-            Err(why) => {
-                failed += 1;
-                println!("not ok {n} {name} # {}", why.replace('\n', " "));
-            }
-        }
-    }
-    println!(
-        "# mm-mirror-test: {} passed or skipped, {failed} failed",
-        cases.len() - failed
-    );
-    std::process::exit(if failed == 0 { 0 } else { 1 });
+    mnic_guest_util::run("mm-mirror-test", cases);
 }
