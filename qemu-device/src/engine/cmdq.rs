@@ -202,7 +202,7 @@ impl Core {
             return Err((error::BAD_CONTEXT, u64::from(c.ctx)));
         }
         mem::check(m, e.root, pte::PAGE_SIZE, false).map_err(|_| (error::ADDRESS_ERROR, e.root))?;
-        self.ctxs[i] = Some(Ctx::new(e));
+        self.ctxs[i] = Some(Box::new(Ctx::new(e)));
         self.sh.set_ctx_live(i, true);
         tracing::debug!(
             ctx = i,

@@ -60,7 +60,8 @@ pub struct Core {
     seq: u64,
     tlb: Tlb,
     checker: StaleChecker,
-    ctxs: Vec<Option<Ctx>>,
+    // Boxed: the poll loop walks every slot, and 256 pointers stay in a few cache lines.
+    ctxs: Vec<Option<Box<Ctx>>>,
     /// Next fault id; unique per device (never reset, never 0).
     next_fault_id: u64,
     /// Round-robin start among contexts.
