@@ -9,7 +9,10 @@ KBUILD     := $(shell $(ENV) && echo $$KBUILD)
 KERNEL     := $(KBUILD)/arch/x86/boot/bzImage
 GUEST_TARGET := x86_64-unknown-linux-gnu
 GUEST_DIR  := target/guest/$(GUEST_TARGET)/release
-IMAGES     := target/images
+# MNIC_KERNEL_FLAVOR=debug: the lockdep/DEBUG_VM/kmemleak kernel (images/kernel-debug.config),
+# its own build directory and image directory (see scripts/env.sh).
+export MNIC_KERNEL_FLAVOR
+IMAGES     := target/images$(if $(filter debug,$(MNIC_KERNEL_FLAVOR)),-debug)
 INITRD     := $(IMAGES)/initramfs.cpio
 DEVICE_BIN := target/release/mnic-device
 VMRUN      := target/release/mnic-vm
@@ -23,7 +26,7 @@ RUN        := $(VMRUN) run --kernel $(KERNEL) --initrd $(INITRD) --device-bin $(
 MODULE_DIRS := images/smoke $(patsubst %/Kbuild,%,$(wildcard driver/Kbuild tests/kmod/*/Kbuild))
 
 .PHONY: help setup host-bins guest-bins modules initramfs image vm run-guest demo test \
-        test-host test-guest lint bench soak clean
+        test-host test-guest lint bench soak soak-debug clean
 
 help:
 	@echo "make demo   - set up, build, boot the guest with the mnic device and run the demo"
@@ -31,6 +34,8 @@ help:
 	@echo "make vm     - a shell in the guest (driver and tools inside)"
 	@echo "make run-guest GUEST_CMD='...'  - run one command in the guest"
 	@echo "make bench  - performance runs (host and guest), report in results/"
+	@echo "make soak   - the long variants of the guest tests (tests/soak.txt)"
+	@echo "make soak-debug - the soak on the lockdep/DEBUG_VM/kmemleak kernel"
 	@echo "make setup  - only the set-up (packages, QEMU, rust-src, bindgen, kernel)"
 
 setup:
@@ -93,6 +98,11 @@ bench: initramfs
 
 soak: initramfs
 	MNIC_SOAK=1 $(MAKE) test-guest
+
+# The soak on the debug kernel (lockdep, sleep-in-atomic, DEBUG_VM, kmemleak). The modules are
+# rebuilt against it in place; the next normal build rebuilds them again.
+soak-debug:
+	MNIC_KERNEL_FLAVOR=debug $(MAKE) soak
 
 clean:
 	cargo clean

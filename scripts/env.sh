@@ -15,8 +15,15 @@ RUSTSRC_PREFIX=$MNIC_CACHE/rust-src-$RUSTC_VERSION
 RUST_LIB_SRC=$RUSTSRC_PREFIX/usr/src/rustc-$RUSTC_VERSION/library
 BINDGEN_PREFIX=$MNIC_CACHE/bindgen-$BINDGEN_VERSION
 KSRC=$MNIC_CACHE/linux-$KERNEL_DEB_VERSION/src
-KBUILD=$MNIC_CACHE/linux-$KERNEL_DEB_VERSION/build
-export QEMU_PREFIX RUST_LIB_SRC KSRC KBUILD
+# Kernel flavors share the source tree and differ in config fragments and build directory:
+# "normal" (images/kernel.config) and "debug" (+ images/kernel-debug.config, for the soak).
+KERNEL_FLAVOR=${MNIC_KERNEL_FLAVOR:-normal}
+case "$KERNEL_FLAVOR" in
+	normal) KBUILD=$MNIC_CACHE/linux-$KERNEL_DEB_VERSION/build ;;
+	debug) KBUILD=$MNIC_CACHE/linux-$KERNEL_DEB_VERSION/build-debug ;;
+	*) echo "MNIC_KERNEL_FLAVOR must be normal or debug, not '$KERNEL_FLAVOR'" >&2; return 1 ;;
+esac
+export QEMU_PREFIX RUST_LIB_SRC KSRC KBUILD KERNEL_FLAVOR
 
 # The kernel is built with LLVM 19 (bindgen needs libclang >= 15; the recipe verified 19).
 kmake() {

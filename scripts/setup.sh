@@ -163,8 +163,15 @@ sync_patches() {
 	mv "$applied.new" "$applied"
 }
 
+# The config fragments of this flavor, in merge order.
+config_fragments() {
+	echo "$here/images/kernel.config"
+	[ "$KERNEL_FLAVOR" = debug ] && echo "$here/images/kernel-debug.config"
+	return 0
+}
+
 kernel_inputs_hash() {
-	{ cat "$here/images/kernel.config" "$here"/images/patches/*.patch 2>/dev/null
+	{ cat $(config_fragments) "$here"/images/patches/*.patch 2>/dev/null
 	  echo "$KERNEL_DEB_VERSION $RUSTC_VERSION $(clang-19 --version | head -n1) $BINDGEN_VERSION"
 	} | sha256sum | cut -c1-16
 }
@@ -175,18 +182,21 @@ setup_kernel() {
 	if [ -f "$KBUILD/.mnic-built" ] && [ "$(cat "$KBUILD/.mnic-built")" = "$key" ]; then return 0; fi
 	sync_patches
 	mkdir -p "$KBUILD"
-	local frag_key; frag_key=$(sha256sum "$here/images/kernel.config" | cut -c1-16)
+	local frag_key; frag_key=$(cat $(config_fragments) | sha256sum | cut -c1-16)
 	if [ ! -f "$KBUILD/.config" ] || [ "$(cat "$KBUILD/.mnic-config" 2>/dev/null)" != "$frag_key" ]; then
-		log "configuring the kernel (tinyconfig + images/kernel.config)"
+		log "configuring the $KERNEL_FLAVOR kernel (tinyconfig + $(config_fragments | xargs -n1 basename | tr '\n' ' '))"
 		kmake tinyconfig >/dev/null
-		"$KSRC/scripts/kconfig/merge_config.sh" -m -O "$KBUILD" "$KBUILD/.config" "$here/images/kernel.config" >/dev/null
+		"$KSRC/scripts/kconfig/merge_config.sh" -m -O "$KBUILD" "$KBUILD/.config" $(config_fragments) >/dev/null
 		kmake olddefconfig >/dev/null
 		# Every fragment line must have survived olddefconfig, or a dependency is missing.
 		local bad=0
 		while IFS= read -r line; do
-			case "$line" in CONFIG_*=*) grep -qx "$line" "$KBUILD/.config" || { log "config lost: $line"; bad=1; };; esac
-		done <"$here/images/kernel.config"
-		[ $bad -eq 0 ] || die "images/kernel.config asks for options the kernel did not keep (see above)"
+			case "$line" in
+			*=n) grep -qx "# ${line%=n} is not set" "$KBUILD/.config" || { log "config lost: $line"; bad=1; };;
+			CONFIG_*=*) grep -qx "$line" "$KBUILD/.config" || { log "config lost: $line"; bad=1; };;
+			esac
+		done < <(cat $(config_fragments))
+		[ $bad -eq 0 ] || die "the config fragments ask for options the kernel did not keep (see above)"
 		echo "$frag_key" >"$KBUILD/.mnic-config"
 	fi
 	kmake rustavailable >/dev/null || die "Rust is not available to the kernel build (kmake rustavailable)"
