@@ -65,6 +65,7 @@ fn main() {
             stress::unbind_with_open_context,
             true,
         ),
+        ("garbage_registers", stress::garbage_registers, true),
         // Only in its own boot (mnic-vm run --kill-device-after).
         ("device_killed", stress::device_killed, false),
     ];
