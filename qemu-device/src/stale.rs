@@ -8,7 +8,7 @@
 //! invalidation with sequence `> w` covers the accessed range: the driver has been
 //! told that no such access can happen any more.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
 /// Invalidations remembered per context.
 pub const WINDOW: usize = 4096;
@@ -46,7 +46,8 @@ pub enum Verdict {
 /// The checker's state.
 #[derive(Default)]
 pub struct StaleChecker {
-    logs: HashMap<u16, CtxLog>,
+    /// Indexed by context (a vector, not a hash map: `check` runs for every DMA piece).
+    logs: Vec<CtxLog>,
     /// Sequence number of the last completed SYNC (0: none).
     last_sync: u64,
 }
@@ -54,7 +55,11 @@ pub struct StaleChecker {
 impl StaleChecker {
     /// Records an invalidation of `[start, end)` of `ctx` at command `seq`.
     pub fn record(&mut self, ctx: u16, seq: u64, start: u64, end: u64) {
-        let log = self.logs.entry(ctx).or_default();
+        let i = usize::from(ctx);
+        if self.logs.len() <= i {
+            self.logs.resize_with(i + 1, CtxLog::default);
+        }
+        let log = &mut self.logs[i];
         log.invals.push_back(Inval { seq, start, end });
         if log.invals.len() > WINDOW {
             if let Some(old) = log.invals.pop_front() {
@@ -70,7 +75,7 @@ impl StaleChecker {
 
     /// Judges an access of `[start, end)` by `ctx` through a translation walked at `w`.
     pub fn check(&self, ctx: u16, start: u64, end: u64, w: u64) -> Verdict {
-        let Some(log) = self.logs.get(&ctx) else {
+        let Some(log) = self.logs.get(usize::from(ctx)) else {
             return Verdict::Fresh;
         };
         // Newest first; only invalidations after the walk matter.

@@ -64,6 +64,9 @@ pub struct Core {
     ctxs: Vec<Option<Box<Ctx>>>,
     /// Next fault id; unique per device (never reset, never 0).
     next_fault_id: u64,
+    /// TLB hits not yet added to the shared counter: one atomic add per poll round instead
+    /// of one per DMA piece.
+    tlb_hits: u64,
     /// Round-robin start among contexts.
     rr: usize,
     scratch: Vec<u8>,
@@ -88,6 +91,7 @@ impl Core {
             checker: StaleChecker::default(),
             ctxs: (0..NUM_CONTEXTS).map(|_| None).collect(),
             next_fault_id: 1,
+            tlb_hits: 0,
             rr: 0,
             scratch: Vec::new(),
             irq_pending: 0,
@@ -257,6 +261,16 @@ impl Core {
     /// context, events again, interrupts. Bounded work; holds no state in `m` after
     /// it returns.
     pub fn poll(&mut self, m: &GuestMem) -> Activity {
+        let a = self.poll_round(m);
+        if self.tlb_hits != 0 {
+            self.sh
+                .counters
+                .add(counter::TLB_HITS, std::mem::take(&mut self.tlb_hits));
+        }
+        a
+    }
+
+    fn poll_round(&mut self, m: &GuestMem) -> Activity {
         if !self.enabled || self.halted {
             return Activity::Idle(None);
         }

@@ -202,7 +202,7 @@ impl Core {
             // A read-only hit for a write walks again: the driver may have made the
             // page writable since (a RESUME after a permission fault).
             if !write || e.leaf.writable {
-                counters.inc(counter::TLB_HITS);
+                self.tlb_hits += 1;
                 return Ok(e);
             }
         }
