@@ -522,8 +522,11 @@ fn event_backlog_waits_for_room() {
 #[test]
 fn long_copy_does_not_starve_sync() {
     let mut h = Harness::new(true);
-    let (s, d) = ctx_with_buffers(&mut h, 1, 256);
-    h.post(1, Harness::copy_desc(SRC, DST, 256 * 4096, 1));
+    // Two steps' worth: the SYNC must run between them.
+    let pages = (2 * crate::engine::COPY_STEP / 4096) as usize;
+    let len = pages * 4096;
+    let (s, d) = ctx_with_buffers(&mut h, 1, pages as u64);
+    h.post(1, Harness::copy_desc(SRC, DST, len as u32, 1));
     let m = h.mem();
     h.core.poll(&m); // fetch
     h.core.poll(&m); // first step
@@ -536,8 +539,8 @@ fn long_copy_does_not_starve_sync() {
     );
     assert!(h.completions(1).is_empty(), "the copy is still going");
     h.run();
-    assert_eq!(h.completions(1)[0].bytes, 256 * 4096);
-    assert_eq!(read(&h, d, 256 * 4096), read(&h, s, 256 * 4096));
+    assert_eq!(h.completions(1)[0].bytes, len as u64);
+    assert_eq!(read(&h, d, len), read(&h, s, len));
 }
 
 #[test]
