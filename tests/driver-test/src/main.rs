@@ -16,7 +16,8 @@ use mnic_guest_util::nic::{
     ensure_module, no_stale, open, open_with_queues, post_long_traffic, DEV, MODULE, TIMEOUT,
 };
 use mnic_guest_util::{
-    check, e, ensure_swap, in_child, pins_held, proc_value, raw_ioctl, Case, CaseResult, Outcome::*,
+    check, e, ensure_swap, in_child, pins_held, proc_value, raw_ioctl, Case, CaseResult, Map,
+    Outcome::*,
 };
 
 fn pattern(buf: &DmaBuffer, seed: u8) {
@@ -190,37 +191,23 @@ fn pageout_frees_and_faults_back() -> CaseResult {
 fn munmap_then_dma_fails_cleanly() -> CaseResult {
     let ctx = open_with_queues()?;
     let len = 4 * 4096;
-    // SAFETY: a fresh private anonymous mapping, used only through raw addresses here.
-    let addr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if addr == libc::MAP_FAILED {
-        return Err("mmap failed".into());
-    }
-    // SAFETY: the mapping is ours and `len` bytes long.
-    unsafe { std::ptr::write_bytes(addr.cast::<u8>(), 0x77, len) };
+    let map = Map::anon(len)?;
+    map.fill_byte(0, len, 0x77);
+    let addr = map.va();
     let dst = DmaBuffer::new(len).map_err(e("buffer"))?;
     let _rd = ctx
         .register(&dst, Access::WRITE)
         .map_err(e("register dst"))?;
     // SAFETY: [addr, addr+len) is our mapping; no Rust reference into it exists.
-    let raw = unsafe { ctx.register_raw(addr as u64, len as u64, Access::READ) }
-        .map_err(e("register_raw"))?;
-    let copy = Work::copy(addr as u64, dst.va(), len as u32).map_err(e("work"))?;
+    let raw =
+        unsafe { ctx.register_raw(addr, len as u64, Access::READ) }.map_err(e("register_raw"))?;
+    let copy = Work::copy(addr, dst.va(), len as u32).map_err(e("work"))?;
     ctx.run(&copy, TIMEOUT).map_err(e("copy before munmap"))?;
     check(dst.to_vec().iter().all(|b| *b == 0x77), || {
         "copy before munmap wrong".into()
     })?;
-    // SAFETY: unmapping our own mapping; nothing refers to it any more.
-    unsafe { libc::munmap(addr, len) };
-    let q = ctx.query(addr as u64, len as u64).map_err(e("query"))?;
+    map.munmap(0, len)?;
+    let q = ctx.query(addr, len as u64).map_err(e("query"))?;
     check(q.valid() == 0, || {
         format!("{} entries survived munmap", q.valid())
     })?;

@@ -14,6 +14,9 @@ use std::time::Duration;
 
 pub mod nic;
 
+/// The guest's page size.
+pub const PAGE: usize = 4096;
+
 pub type CaseResult = Result<Outcome, String>;
 pub enum Outcome {
     Pass,
@@ -442,4 +445,203 @@ pub fn pins_held() -> Result<i64, String> {
     let acq = proc_value("/proc/vmstat", "nr_foll_pin_acquired")? as i64;
     let rel = proc_value("/proc/vmstat", "nr_foll_pin_released")? as i64;
     Ok(acq - rel)
+}
+
+// ------------------------------------------------------------------ patterns
+
+/// The 8-byte word at byte offset `off` (a multiple of 8) of pattern `seed`.
+pub fn word(off: usize, seed: u64) -> u64 {
+    let mut z = (off as u64 / 8)
+        .wrapping_add(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .wrapping_add(1);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Pattern bytes for `[off, off+len)`.
+pub fn pattern(off: usize, len: usize, seed: u64) -> Vec<u8> {
+    (off / 8 * 8..(off + len).div_ceil(8) * 8)
+        .step_by(8)
+        .flat_map(|o| word(o, seed).to_le_bytes())
+        .skip(off % 8)
+        .take(len)
+        .collect()
+}
+
+/// `Ok` if `data` (which sits at offset `off`) is pattern `seed`; else where it differs.
+pub fn is_pattern(data: &[u8], off: usize, seed: u64) -> Result<(), String> {
+    let want = pattern(off, data.len(), seed);
+    match data.iter().zip(&want).position(|(a, b)| a != b) {
+        None => Ok(()),
+        Some(i) => Err(format!(
+            "byte {:#x} is {:#04x}, pattern {seed:#x} wants {:#04x}{}",
+            off + i,
+            data[i],
+            want[i],
+            if data[i..].iter().take(PAGE).all(|b| *b == 0) {
+                " (zeroes)"
+            } else {
+                ""
+            }
+        )),
+    }
+}
+
+pub fn is_zero(data: &[u8], what: &str) -> Result<(), String> {
+    match data.iter().position(|b| *b != 0) {
+        None => Ok(()),
+        Some(i) => Err(format!("{what}: byte {i:#x} is {:#04x}, want 0", data[i])),
+    }
+}
+
+// ------------------------------------------------------------------ raw mappings
+
+/// A raw mapping, accessed only with volatile copies (the device may write it at any time).
+/// Parts may be unmapped (`munmap`), moved or re-protected by the case; on drop only what is
+/// still its own is unmapped: a hole may hold somebody else's mapping by then (the kernel
+/// reuses freed ranges, the allocator included).
+pub struct Map {
+    pub ptr: usize,
+    pub len: usize,
+    /// Ranges (offset, length) unmapped through [`Map::munmap`].
+    holes: std::cell::RefCell<Vec<(usize, usize)>>,
+}
+
+impl Map {
+    pub fn new(len: usize, prot: i32, flags: i32, fd: i32, off: i64) -> Result<Map, String> {
+        // SAFETY: a fresh mapping at an address the kernel chooses (or MAP_FIXED over a range
+        // the case owns); checked below.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, off) };
+        if p == libc::MAP_FAILED {
+            return Err(os_err("mmap"));
+        }
+        Ok(Map {
+            ptr: p as usize,
+            len,
+            holes: Default::default(),
+        })
+    }
+
+    pub fn anon(len: usize) -> Result<Map, String> {
+        Self::new(
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    }
+
+    /// A mapping exactly at `addr` that must not replace anything (MAP_FIXED_NOREPLACE).
+    pub fn fixed_noreplace(addr: usize, len: usize, prot: i32) -> Result<Map, String> {
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces an existing mapping; checked below.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut _,
+                len,
+                prot,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                -1,
+                0,
+            )
+        };
+        check(p != libc::MAP_FAILED && p as usize == addr, || {
+            os_err("mmap(MAP_FIXED_NOREPLACE)")
+        })?;
+        Ok(Map {
+            ptr: addr,
+            len,
+            holes: Default::default(),
+        })
+    }
+
+    /// Takes over an existing mapping (e.g. the result of mremap).
+    pub fn adopt(ptr: usize, len: usize) -> Map {
+        Map {
+            ptr,
+            len,
+            holes: Default::default(),
+        }
+    }
+
+    pub fn va(&self) -> u64 {
+        self.ptr as u64
+    }
+
+    pub fn at(&self, off: usize) -> u64 {
+        (self.ptr + off) as u64
+    }
+
+    /// Writes pattern `seed` over `[off, off+len)` (offsets relative to the mapping).
+    pub fn fill(&self, off: usize, len: usize, seed: u64) {
+        assert!(off.is_multiple_of(8) && len.is_multiple_of(8) && off + len <= self.len);
+        for o in (off..off + len).step_by(8) {
+            // SAFETY: inside the mapping, 8-byte aligned; volatile (the device may also write).
+            unsafe { std::ptr::write_volatile((self.ptr + o) as *mut u64, word(o, seed)) };
+        }
+    }
+
+    pub fn fill_byte(&self, off: usize, len: usize, b: u8) {
+        for o in off..off + len {
+            // SAFETY: inside the mapping (the caller keeps it mapped and writable).
+            unsafe { std::ptr::write_volatile((self.ptr + o) as *mut u8, b) };
+        }
+    }
+
+    pub fn read(&self, off: usize, len: usize) -> Vec<u8> {
+        assert!(off + len <= self.len);
+        (off..off + len)
+            // SAFETY: inside the mapping (the caller keeps that part mapped and readable).
+            .map(|o| unsafe { std::ptr::read_volatile((self.ptr + o) as *const u8) })
+            .collect()
+    }
+
+    pub fn check(&self, off: usize, len: usize, seed: u64) -> Result<(), String> {
+        is_pattern(&self.read(off, len), off, seed)
+    }
+
+    pub fn madvise(&self, off: usize, len: usize, advice: i32) -> Result<(), String> {
+        // SAFETY: a range of our own mapping; nothing holds references into it.
+        let rc = unsafe { libc::madvise((self.ptr + off) as *mut _, len, advice) };
+        check(rc == 0, || os_err(&format!("madvise({advice})")))
+    }
+
+    pub fn mprotect(&self, off: usize, len: usize, prot: i32) -> Result<(), String> {
+        // SAFETY: as in `madvise`.
+        let rc = unsafe { libc::mprotect((self.ptr + off) as *mut _, len, prot) };
+        check(rc == 0, || os_err("mprotect"))
+    }
+
+    pub fn munmap(&self, off: usize, len: usize) -> Result<(), String> {
+        // SAFETY: as in `madvise`; the rest of the mapping stays ours.
+        let rc = unsafe { libc::munmap((self.ptr + off) as *mut _, len) };
+        check(rc == 0, || os_err("munmap"))?;
+        self.holes.borrow_mut().push((off, len.div_ceil(PAGE) * PAGE));
+        Ok(())
+    }
+
+    /// Resident pages of `[off, off+len)` (mincore), page by page.
+    pub fn resident(&self, off: usize, len: usize) -> Result<Vec<bool>, String> {
+        let mut v = vec![0u8; len / PAGE];
+        // SAFETY: our own mapping; one byte per page.
+        let rc = unsafe { libc::mincore((self.ptr + off) as *mut _, len, v.as_mut_ptr()) };
+        check(rc == 0, || os_err("mincore"))?;
+        Ok(v.iter().map(|b| b & 1 != 0).collect())
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        let mut holes = std::mem::take(self.holes.get_mut());
+        holes.sort_unstable();
+        let mut at = 0;
+        for (off, len) in holes.into_iter().chain([(self.len, 0)]) {
+            if off > at {
+                // SAFETY: [at, off) of our mapping was never unmapped by the case: still ours.
+                unsafe { libc::munmap((self.ptr + at) as *mut _, off - at) };
+            }
+            at = at.max(off + len);
+        }
+    }
 }
