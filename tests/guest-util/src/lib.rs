@@ -617,7 +617,9 @@ impl Map {
         // SAFETY: as in `madvise`; the rest of the mapping stays ours.
         let rc = unsafe { libc::munmap((self.ptr + off) as *mut _, len) };
         check(rc == 0, || os_err("munmap"))?;
-        self.holes.borrow_mut().push((off, len.div_ceil(PAGE) * PAGE));
+        self.holes
+            .borrow_mut()
+            .push((off, len.div_ceil(PAGE) * PAGE));
         Ok(())
     }
 
