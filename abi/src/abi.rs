@@ -529,7 +529,10 @@ const IOC_DIRSHIFT: u32 = IOC_SIZESHIFT + IOC_SIZEBITS;
 const IOC_WRITE: u32 = 1;
 const IOC_READ: u32 = 2;
 
-const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+/// The ioctl number of direction `dir` (bit 0 write, bit 1 read), number `nr` and argument
+/// size `size` in mnic's type (Linux `_IOC` encoding); public for tests that build malformed
+/// ioctls.
+pub const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
     (dir << IOC_DIRSHIFT)
         | (IOC_TYPE << IOC_TYPESHIFT)
         | (nr << IOC_NRSHIFT)

@@ -485,7 +485,13 @@ fn bad_ioctls_refused() -> CaseResult {
         libc::EINVAL,
     )?;
     let mut dummy = 0u64;
-    expect_errno(&fd, "unknown ioctl", 0xb7ff, &mut dummy, libc::ENOTTY)?;
+    expect_errno(
+        &fd,
+        "unknown ioctl",
+        abi::ioc(0, 0xff, 0),
+        &mut dummy,
+        libc::ENOTTY,
+    )?;
     expect_errno(
         &fd,
         "bad pointer",

@@ -391,7 +391,7 @@ fn open_raw() -> Result<File, String> {
 }
 
 const fn ioc(dir: u32, nr: u32, size: u32) -> u32 {
-    (dir << 30) | (0xb7 << 8) | nr | (size << 16)
+    abi::ioc(dir, nr, size as usize)
 }
 
 /// The ioctl fuzzer (in a child process, for a bounded time): random and near-valid commands,
