@@ -63,6 +63,13 @@ fn copy(c: &mut Criterion) {
                 assert_eq!(h.completions(1).len(), 1);
             })
         });
+        // Not the ratio's baseline (that is a plain memcpy, below): the CPU copying the
+        // same guest buffers, to tell the device's overhead from the memory's.
+        let gm = h.mem();
+        let mut scratch = Vec::new();
+        g.bench_with_input(BenchmarkId::new("guest_memcpy", len), &len, |b, &len| {
+            b.iter(|| mem::copy(&gm, s, d, len as usize, &mut scratch).unwrap())
+        });
         let src = vec![7u8; len as usize];
         let mut dst = vec![0u8; len as usize];
         g.bench_with_input(BenchmarkId::new("memcpy", len), &len, |b, _| {

@@ -263,6 +263,14 @@ impl Tlb {
         self.lookup_maps(ctx, va)
     }
 
+    /// The front-cache entry of `ctx` for the 4 KiB page of `va`, if it is there: the hit
+    /// path alone, by reference, for callers that scan consecutive pages (a COPY).
+    #[inline]
+    pub fn front_hit(&self, ctx: u16, va: u64) -> Option<&TlbEntry> {
+        let slot = &self.front[front_index(ctx, va)];
+        (slot.tag == front_tag(ctx, va)).then_some(&slot.entry)
+    }
+
     fn lookup_maps(&self, ctx: u16, va: u64) -> Option<TlbEntry> {
         let m = self.per_ctx.get(usize::from(ctx))?;
         m.get(&key(va, false))

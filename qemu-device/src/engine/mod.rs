@@ -37,6 +37,28 @@ pub use work::{Ctx, COPY_STEP};
 /// Commands executed per poll before the contexts get a turn.
 const CMD_BUDGET: usize = 64;
 
+/// Words of the bitmap of enabled contexts.
+const LIVE_WORDS: usize = NUM_CONTEXTS as usize / 64;
+const _: () = assert!((NUM_CONTEXTS as usize).is_multiple_of(64));
+
+/// The set bits of `live` at or above `from`, then those below it: one round-robin pass
+/// over the enabled contexts.
+fn round_robin(live: [u64; LIVE_WORDS], from: usize) -> impl Iterator<Item = usize> {
+    let ones = move |lo: usize, hi: usize| {
+        (0..LIVE_WORDS)
+            .flat_map(move |w| {
+                let mut bits = live[w];
+                std::iter::from_fn(move || {
+                    let t = bits.trailing_zeros() as usize;
+                    bits &= bits.checked_sub(1)?;
+                    Some(w * 64 + t)
+                })
+            })
+            .filter(move |&i| (lo..hi).contains(&i))
+    };
+    ones(from, NUM_CONTEXTS as usize).chain(ones(0, from))
+}
+
 /// What a poll achieved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activity {
@@ -62,6 +84,9 @@ pub struct Core {
     checker: StaleChecker,
     // Boxed: the poll loop walks every slot, and 256 pointers stay in a few cache lines.
     ctxs: Vec<Option<Box<Ctx>>>,
+    /// Which `ctxs` slots are occupied: a poll round visits only those (walking all 256
+    /// slots after a large copy had pushed them out of the cache cost microseconds).
+    live: [u64; LIVE_WORDS],
     /// Next fault id; unique per device (never reset, never 0).
     next_fault_id: u64,
     /// TLB hits not yet added to the shared counter: one atomic add per poll round instead
@@ -90,6 +115,7 @@ impl Core {
             tlb: Tlb::default(),
             checker: StaleChecker::default(),
             ctxs: (0..NUM_CONTEXTS).map(|_| None).collect(),
+            live: [0; LIVE_WORDS],
             next_fault_id: 1,
             tlb_hits: 0,
             rr: 0,
@@ -152,9 +178,22 @@ impl Core {
         for c in self.ctxs.iter_mut() {
             *c = None;
         }
+        self.live = [0; LIVE_WORDS];
         self.sh.clear_ctxs();
         self.tlb.clear();
         self.sh.counters.set(counter::TLB_ENTRIES, 0);
+    }
+
+    /// Records whether slot `i` holds a context.
+    fn set_live(&mut self, i: usize, on: bool) {
+        if let Some(w) = self.live.get_mut(i / 64) {
+            let bit = 1u64 << (i % 64);
+            if on {
+                *w |= bit;
+            } else {
+                *w &= !bit;
+            }
+        }
     }
 
     fn reg64(&self, lo: u32, hi: u32) -> u64 {
@@ -278,15 +317,10 @@ impl Core {
         busy |= self.run_commands(m);
         let mut deadline: Option<Instant> = None;
         let n = self.ctxs.len();
-        for i in 0..n {
+        for c in round_robin(self.live, self.rr) {
             if self.halted {
                 break;
             }
-            let c = if self.rr + i < n {
-                self.rr + i
-            } else {
-                self.rr + i - n
-            };
             match self.step_ctx(m, c) {
                 work::Step::Progress => busy = true,
                 work::Step::Idle => {}

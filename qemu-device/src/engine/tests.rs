@@ -96,6 +96,94 @@ fn copy_across_pages() {
     assert!(h.counter(counter::TLB_HITS) >= hits + 2);
 }
 
+/// A hot COPY (every page in the TLB's front cache) goes through runs of pages that are
+/// contiguous on both sides; scattered pages must still land where the tables say.
+#[test]
+fn hot_copy_over_scattered_pages() {
+    let mut h = Harness::new(true);
+    h.setup_ctx(2, 4, 4);
+    let pages = 8u64;
+    let s = h.alloc(pages * 4096, false);
+    let d = h.alloc(pages * 4096, false);
+    // Source pages in reverse guest-physical order, pages 0..4 of the destination
+    // contiguous and 4..8 swapped pairwise: runs break at different places per side.
+    for p in 0..pages {
+        h.map(2, SRC + p * 4096, s + (pages - 1 - p) * 4096, 4096, false);
+        let q = if p < 4 { p } else { p ^ 1 };
+        h.map(2, DST + p * 4096, d + q * 4096, 4096, true);
+    }
+    let data: Vec<u8> = (0..pages * 4096).map(|i| (i * 13 % 251) as u8).collect();
+    mem::write(&h.mem(), s, &data).unwrap();
+    let len = (pages - 1) * 4096 + 3;
+    for tag in [1, 2] {
+        let (hits, misses) = (h.counter(counter::TLB_HITS), h.counter(counter::TLB_MISSES));
+        h.post(2, Harness::copy_desc(SRC + 5, DST + 2, len as u32, tag));
+        h.run();
+        let c = h.completions(2);
+        assert_eq!((c[0].tag, c[0].status), (tag, completion::OK));
+        if tag == 2 {
+            assert_eq!(h.counter(counter::TLB_MISSES), misses, "all hot");
+            // At least every page of each side, the descriptor and the completion (a
+            // page split between two runs is looked up once per run).
+            assert!(h.counter(counter::TLB_HITS) - hits >= 8 + 8 + 2);
+        }
+        // Byte by byte through the tables: VA x of the source holds what VA x of the
+        // destination (shifted by 3) must hold now.
+        let at = |base: u64, va_off: u64, rev: bool| {
+            let p = va_off / 4096;
+            let q = if rev {
+                pages - 1 - p
+            } else if p < 4 {
+                p
+            } else {
+                p ^ 1
+            };
+            base + q * 4096 + va_off % 4096
+        };
+        for off in (0..len).step_by(97).chain([len - 1]) {
+            let want = read(&h, at(s, 5 + off, true), 1);
+            assert_eq!(read(&h, at(d, 2 + off, false), 1), want, "byte {off}");
+        }
+        mem::write(&h.mem(), d, &vec![0u8; (pages * 4096) as usize]).unwrap();
+    }
+}
+
+/// A hot run of pages is judged as a whole: an invalidation the (buggy) TLB skipped in
+/// the middle of it is still caught.
+#[test]
+fn stale_page_inside_a_hot_run_is_caught() {
+    let mut h = Harness::new(false);
+    let (_, _) = ctx_with_buffers(&mut h, 1, 8);
+    h.core.tlb_mut().buggy_skip_invalidate = true;
+    h.post(1, Harness::copy_desc(SRC, DST, 8 * 4096, 1));
+    h.run();
+    assert_eq!(h.completions(1)[0].status, completion::OK);
+    h.command(cmd::INVALIDATE_RANGE, 1, DST + 5 * 4096, 4096);
+    assert_eq!(h.sync(1), 1);
+    h.post(1, Harness::copy_desc(SRC, DST, 8 * 4096, 2));
+    h.run();
+    assert_eq!(h.completions(1)[0].status, completion::OK);
+    assert_eq!(h.counter(counter::STALE_ACCESSES), 1);
+}
+
+/// A page cached read-only (it was a COPY source) and then written by a COPY walks
+/// again rather than passing through the hot path.
+#[test]
+fn hot_read_only_page_is_not_written() {
+    let mut h = Harness::new(true);
+    let (s, _) = ctx_with_buffers(&mut h, 1, 2);
+    h.post(1, Harness::copy_desc(SRC, DST, 2 * 4096, 1));
+    h.run();
+    assert_eq!(h.completions(1)[0].status, completion::OK);
+    let before = read(&h, s, 2 * 4096);
+    h.post(1, Harness::copy_desc(DST, SRC, 2 * 4096, 2));
+    h.run();
+    let f = h.events().into_iter().find(|e| e.kind == event::FAULT);
+    let f = f.expect("a permission fault");
+    assert_eq!((f.code, f.addr), (event::FAULT_NOT_WRITABLE, SRC));
+    assert_eq!(read(&h, s, 2 * 4096), before, "nothing written");
+}
+
 #[test]
 fn huge_page_copy() {
     let mut h = Harness::new(true);

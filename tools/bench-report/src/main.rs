@@ -434,6 +434,17 @@ fn host_section(md: &mut String, host: &Host) {
                 f(Some(m / d))
             );
         }
+        // The CPU copying the very guest buffers the device copies: shows whether a gap
+        // to memcpy is the device's overhead or the memory's.
+        if let Some(g) = get(&format!("copy/guest_memcpy/{len}")) {
+            let _ = writeln!(
+                md,
+                "| CPU memcpy of the same guest buffers {} | {} µs | {} GiB/s | | |",
+                human(len),
+                f(Some(g / 1e3)),
+                f(Some(len as f64 / g / 1.073_741_824)),
+            );
+        }
     }
     if let Some(s) = get("invalidate/sync_only") {
         for n in [1, 64, 512] {
