@@ -12,7 +12,7 @@ use kernel::{
         mmu_notifier::{
             IntervalNotifier, IntervalNotifierOps, Invalidated, Invalidation, WouldBlock,
         },
-        Mm, MmWithUser,
+        Mm, MmWithUser, MmapReadGuard,
     },
     new_condvar, new_mutex,
     prelude::*,
@@ -49,6 +49,26 @@ enum Fill {
     Write,
     /// Map only what is present, fault nothing.
     Snapshot,
+}
+
+/// Whether userfaultfd is armed on any area of `[start, end)`.
+///
+/// Faults there are user space's to resolve. The driver takes them with the mmap lock held
+/// (no `FAULT_FLAG_ALLOW_RETRY`), so the kernel would refuse them with `SIGBUS` and, with
+/// `CONFIG_DEBUG_VM`, a stack dump; and they must never wait for the process's handler: device
+/// faults are resolved in the one event thread the invalidations of every context depend on.
+/// So on such areas a fill maps what is present and fails with `EFAULT` for the rest.
+fn userfaultfd_armed(mmap: &MmapReadGuard<'_>, start: u64, end: u64) -> bool {
+    let mut at = start as usize;
+    while at < end as usize {
+        match mmap.vma_lookup(at) {
+            Some(vma) if vma.userfaultfd_armed() => return true,
+            Some(vma) => at = vma.end(),
+            // A hole: the fill fails there anyway.
+            None => at += pte::PAGE_SIZE as usize,
+        }
+    }
+    false
 }
 
 /// What a fill installed.
@@ -506,6 +526,9 @@ impl Ctx {
         // Allocates: before any lock.
         let mut range = Range::new(region, start as usize, end as usize, access)?;
         let mut retries = 0;
+        // Set when the range lies on a userfaultfd area: faults nothing, yet every page must be
+        // there (writable for a write).
+        let mut snapshot_only;
         loop {
             if retries > MAX_FILL_RETRIES {
                 return Err(EBUSY);
@@ -513,6 +536,14 @@ impl Ctx {
             let seq = region.read_begin();
             let faulted = {
                 let mmap = mm.mmap_read_lock();
+                // Checked under the same lock as the fault: the flags cannot change between.
+                snapshot_only = !matches!(how, Fill::Snapshot)
+                    && userfaultfd_armed(&mmap, start, end);
+                range.set_access(if snapshot_only {
+                    Access::Snapshot
+                } else {
+                    access
+                });
                 range.fault(&seq, &mmap).map(|_| ())
             };
             match faulted {
@@ -533,6 +564,15 @@ impl Ctx {
             // The proof that the pfns are current; they are then read by index below.
             let _ = range.pfns_checked(&current)?;
             let pfns = range.pfns();
+            // On a userfaultfd area nothing was faulted in: every page must be there already,
+            // writable for a write.
+            let present = |p: &HmmPfn| match how {
+                Fill::Write => p.is_writable(),
+                _ => p.is_valid(),
+            };
+            if snapshot_only && !pfns.iter().all(present) {
+                return Err(EFAULT);
+            }
             // A writable device entry lets the device write without the CPU's dirty bit ever
             // being set: mark those pages dirty first, or reclaim could drop a clean page
             // (MADV_FREE, a written-back file page) that the device then writes. Cleaning a

@@ -355,7 +355,9 @@ pub struct KlogWindow {
 impl KlogWindow {
     pub fn new(case: &str, quiet: bool) -> Result<KlogWindow, String> {
         let marker = format!("mnic guest test: {case} begins");
-        fs::write("/dev/kmsg", &marker).map_err(e("/dev/kmsg"))?;
+        // With its newline: a record without one stays open for continuation, and readers
+        // (dmesg) do not see it until some later message closes it.
+        fs::write("/dev/kmsg", format!("{marker}\n")).map_err(e("/dev/kmsg"))?;
         let mut saved = None;
         if quiet {
             let printk = fs::read_to_string("/proc/sys/kernel/printk").map_err(e("printk"))?;
@@ -368,10 +370,17 @@ impl KlogWindow {
     /// Kernel log lines since the marker.
     pub fn log(&self) -> Result<Vec<String>, String> {
         let out = Command::new("dmesg").output().map_err(e("dmesg"))?;
+        check(out.status.success(), || {
+            format!(
+                "dmesg: {} {}",
+                describe_status(std::os::unix::process::ExitStatusExt::into_raw(out.status)),
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
         let log = String::from_utf8_lossy(&out.stdout);
         let start = log
             .rfind(&self.marker)
-            .ok_or("marker not found in the kernel log")?;
+            .ok_or_else(|| format!("marker not found in the kernel log ({} bytes)", log.len()))?;
         Ok(log[start..].lines().map(str::to_string).collect())
     }
 
@@ -390,6 +399,13 @@ impl Drop for KlogWindow {
             let _ = fs::write("/proc/sys/kernel/printk", s);
         }
     }
+}
+
+/// A Linux ioctl number (`_IOC`): direction `dir` (1 write, 2 read, 3 both), type `ty`,
+/// number `nr`, argument size `size`; for the other drivers the tests talk to (mnic's own
+/// numbers come from `mnic_abi`).
+pub const fn linux_ioc(dir: u32, ty: u32, nr: u32, size: usize) -> u32 {
+    (dir << 30) | ((size as u32) << 16) | (ty << 8) | nr
 }
 
 /// Raw ioctl: `Err(errno)`. `arg` may be any pointer, valid or not: only the kernel reads it

@@ -7,11 +7,13 @@
 //! hostile input, module unload, unbind and device death.
 //!
 //! Usage: `mnic-matrix-test [--soak] [CASE...]`. Without case names every default case runs;
-//! cases marked explicit (device death) run only when named. `--soak` or `MNIC_SOAK=1` makes
+//! cases marked explicit (device death, two NICs) run only when named. `--soak` or `MNIC_SOAK=1` makes
 //! the bounded loops long.
 
+mod devices;
 mod mm;
 mod stress;
+mod uffd;
 mod util;
 
 use mnic_guest_util::Case;
@@ -33,6 +35,9 @@ fn main() {
         ),
         ("thp_huge_split_collapse", mm::thp_huge_split_collapse, true),
         ("migrate_numa", mm::migrate_numa, true),
+        ("mlock_migrate", mm::mlock_migrate, true),
+        ("ksm_merge_cow", mm::ksm_merge_cow, true),
+        ("userfaultfd_missing_wp", uffd::userfaultfd_missing_wp, true),
         (
             "shared_memfd_two_processes",
             mm::shared_memfd_two_processes,
@@ -66,8 +71,9 @@ fn main() {
             true,
         ),
         ("garbage_registers", stress::garbage_registers, true),
-        // Only in its own boot (mnic-vm run --kill-device-after).
+        // Only in their own boots (mnic-vm run --kill-device-after; --devices 2).
         ("device_killed", stress::device_killed, false),
+        ("two_nics", devices::two_nics, false),
     ];
     mnic_guest_util::run("mnic-matrix-test", cases);
 }

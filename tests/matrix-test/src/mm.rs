@@ -767,6 +767,164 @@ pub fn migrate_numa() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// mlock is not pinning: a locked, registered page may still migrate (move_pages), and its
+/// device entry goes with it before the syscall returns; the device then faults the new page
+/// in. munlock changes no PTE, so it leaves the device entries alone.
+pub fn mlock_migrate() -> CaseResult {
+    if fs::metadata("/sys/devices/system/node/node1").is_err() {
+        return Ok(Outcome::Skip("one NUMA node (numa=fake=2 missing)".into()));
+    }
+    let ctx = ctxq()?;
+    let n = 8;
+    let len = n * PAGE;
+    let m = Map::anon(len)?;
+    m.fill(0, len, 55);
+    // SAFETY: mlock(2) of a mapping this case owns; it only changes residency policy.
+    let rc = unsafe { libc::mlock(m.ptr as *const libc::c_void, len) };
+    check(rc == 0, || os_err("mlock"))?;
+    let locked = proc_value("/proc/self/status", "VmLck")?;
+    check(locked >= (len / 1024) as u64, || {
+        format!("VmLck {locked} kB after mlock of {} kB", len / 1024)
+    })?;
+    let _r = reg_raw(&ctx, m.va(), len, Access::READ_WRITE | Access::PREFETCH)?;
+    check(query(&ctx, m.va(), len)?.writable == n as u64, || {
+        "prefetch did not map every locked page writable".into()
+    })?;
+    let pages: Vec<usize> = (0..n).map(|i| m.ptr + i * PAGE).collect();
+    let mut status = vec![-1i32; n];
+    move_pages(&pages, None, &mut status)?;
+    let to = if status[0] == 0 { 1 } else { 0 };
+    let s0 = stats(&ctx)?;
+    move_pages(&pages, Some(&vec![to; n]), &mut status)?;
+    let moved: Vec<usize> = (0..n).filter(|&i| status[i] == to).collect();
+    check(!moved.is_empty(), || {
+        format!("no locked page migrated: status {status:?}")
+    })?;
+    for &i in &moved {
+        let q = query(&ctx, m.at(i * PAGE), PAGE)?;
+        check(q.valid() == 0, || {
+            format!("locked page {i} migrated but its device entry survived")
+        })?;
+    }
+    let s1 = stats(&ctx)?;
+    is_pattern(&dev_read(&ctx, m.va(), len).map_err(e("read"))?, 0, 55)?;
+    dev_write(&ctx, m.va(), &pattern(0, len, 56)).map_err(e("write"))?;
+    m.check(0, len, 56)?;
+    let before_munlock = query(&ctx, m.va(), len)?;
+    // SAFETY: as for mlock above.
+    let rc = unsafe { libc::munlock(m.ptr as *const libc::c_void, len) };
+    check(rc == 0, || os_err("munlock"))?;
+    let after_munlock = query(&ctx, m.va(), len)?;
+    check(after_munlock.valid() == before_munlock.valid(), || {
+        format!("munlock dropped device entries: {before_munlock:?} -> {after_munlock:?}")
+    })?;
+    note(format!(
+        "{}/{n} locked pages moved to node {to}: {} invalidations",
+        moved.len(),
+        s1.invalidations - s0.invalidations
+    ));
+    no_stale(&ctx)?;
+    Ok(Outcome::Pass)
+}
+
+/// KSM's tunables, restored (and its merged pages unmerged) on drop, whatever the case did.
+struct Ksm {
+    saved: Vec<(&'static str, String)>,
+}
+
+const KSM: &str = "/sys/kernel/mm/ksm";
+
+impl Ksm {
+    /// Starts ksmd scanning as fast as it can.
+    fn start() -> Result<Ksm, String> {
+        let mut saved = Vec::new();
+        for (knob, value) in [
+            ("pages_to_scan", "4096"),
+            ("sleep_millisecs", "0"),
+            ("run", "1"),
+        ] {
+            let path = format!("{KSM}/{knob}");
+            let old = fs::read_to_string(&path).map_err(e("KSM knob (CONFIG_KSM?)"))?;
+            saved.push((knob, old.trim().to_string()));
+            fs::write(&path, value).map_err(e("KSM knob"))?;
+        }
+        Ok(Ksm { saved })
+    }
+}
+
+impl Drop for Ksm {
+    fn drop(&mut self) {
+        // run=2 unmerges everything, so no merged page outlives the case.
+        let _ = fs::write(format!("{KSM}/run"), "2");
+        for (knob, old) in self.saved.iter().rev() {
+            let _ = fs::write(format!("{KSM}/{knob}"), old);
+        }
+    }
+}
+
+/// KSM merges identical registered pages into one write-protected page. Pages are not pinned,
+/// so KSM can merge them at all; when it does, every device entry of a merged page is gone (or
+/// read-only) by the time ksmd swaps the PTE, the device reads the shared page, and a device
+/// write breaks COW into a private page like a CPU write does: the other merged pages keep
+/// their content.
+pub fn ksm_merge_cow() -> CaseResult {
+    let ctx = ctxq()?;
+    let n = 8;
+    let len = n * PAGE;
+    let m = Map::anon(len)?;
+    m.madvise(0, len, libc::MADV_MERGEABLE)?;
+    m.fill_byte(0, len, 0x5a);
+    let _r = reg_raw(&ctx, m.va(), len, Access::READ_WRITE | Access::PREFETCH)?;
+    check(query(&ctx, m.va(), len)?.writable == n as u64, || {
+        "prefetch did not map every page writable".into()
+    })?;
+    let s0 = stats(&ctx)?;
+    let ksm = Ksm::start()?;
+    let merged = || proc_value("/proc/self/ksm_stat", "ksm_merging_pages");
+    let t0 = std::time::Instant::now();
+    while merged()? < n as u64 {
+        check(t0.elapsed() < Duration::from_secs(60), || {
+            format!(
+                "ksmd merged {} of {n} identical pages in 60 s",
+                merged().unwrap_or(0)
+            )
+        })?;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let merge_time = t0.elapsed();
+    let q = query(&ctx, m.va(), len)?;
+    check(q.writable == 0, || {
+        format!("merged pages still device-writable: {q:?}")
+    })?;
+    let s1 = stats(&ctx)?;
+    check(s1.invalidations > s0.invalidations, || {
+        "KSM merged registered pages without invalidating the device".into()
+    })?;
+    let got = dev_read(&ctx, m.va(), len).map_err(e("device read of merged pages"))?;
+    check(got.iter().all(|b| *b == 0x5a), || {
+        "device read of the merged pages differs".into()
+    })?;
+    // The device writes page 3: COW must give this process a private page for it.
+    dev_write(&ctx, m.at(3 * PAGE), &pattern(3 * PAGE, PAGE, 57)).map_err(e("device write"))?;
+    m.check(3 * PAGE, PAGE, 57)?;
+    for i in (0..n).filter(|&i| i != 3) {
+        check(m.read(i * PAGE, PAGE).iter().all(|b| *b == 0x5a), || {
+            format!("page {i} changed: the device wrote the shared KSM page")
+        })?;
+    }
+    // ksmd drops the written page from its count on its next pass: a figure, not a check.
+    let still = merged()?;
+    drop(ksm);
+    note(format!(
+        "{n} pages merged in {} ms ({} invalidations); device write broke COW ({still} counted \
+         merged right after)",
+        merge_time.as_millis(),
+        s1.invalidations - s0.invalidations
+    ));
+    no_stale(&ctx)?;
+    Ok(Outcome::Pass)
+}
+
 fn memfd(name: &str, len: usize) -> Result<i32, String> {
     let cname = std::ffi::CString::new(name).unwrap_or_default();
     // SAFETY: memfd_create with a NUL-terminated name.
@@ -1159,8 +1317,8 @@ fn stall_thread(buf: &DmaBuffer) -> bool {
         return false;
     };
     // The module's ABI (tests/kmod/mm_mirror_abi.rs): REGISTER {addr, len}, STALL {ms, hold}.
-    const fn ioc(dir: u32, nr: u32, size: u32) -> u32 {
-        (dir << 30) | (size << 16) | (0xe7 << 8) | nr
+    const fn ioc(dir: u32, nr: u32, size: usize) -> u32 {
+        linux_ioc(dir, 0xe7, nr, size)
     }
     let mut reg = [buf.va(), PAGE as u64];
     if raw_ioctl(&f, ioc(1, 1, 16), reg.as_mut_ptr()).is_err() {
