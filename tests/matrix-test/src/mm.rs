@@ -694,12 +694,31 @@ fn move_pages(pages: &[usize], nodes: Option<&[i32]>, status: &mut [i32]) -> Res
     Ok(rc)
 }
 
+/// The skip of a migration case on a guest with one NUMA node (numa=fake=2 gives two).
+fn one_numa_node() -> Option<Outcome> {
+    fs::metadata("/sys/devices/system/node/node1")
+        .is_err()
+        .then(|| Outcome::Skip("one NUMA node (numa=fake=2 missing)".into()))
+}
+
+/// Moves the first `n` pages of `m` to the node page 0 is not on: (from, to, per-page node or
+/// -errno after the move).
+fn move_to_other_node(m: &Map, n: usize) -> Result<(i32, i32, Vec<i32>), String> {
+    let pages: Vec<usize> = (0..n).map(|i| m.ptr + i * PAGE).collect();
+    let mut status = vec![-1i32; n];
+    move_pages(&pages, None, &mut status)?;
+    let from = status[0];
+    let to = if from == 0 { 1 } else { 0 };
+    move_pages(&pages, Some(&vec![to; n]), &mut status)?;
+    Ok((from, to, status))
+}
+
 /// Page migration between the two fake NUMA nodes (move_pages): device entries of migrated
 /// pages are gone when the syscall returns, the device faults the new pages in with the same
 /// data; then compaction with device traffic running.
 pub fn migrate_numa() -> CaseResult {
-    if fs::metadata("/sys/devices/system/node/node1").is_err() {
-        return Ok(Outcome::Skip("one NUMA node (numa=fake=2 missing)".into()));
+    if let Some(skip) = one_numa_node() {
+        return Ok(skip);
     }
     let ctx = ctxq()?;
     let n = 16;
@@ -707,13 +726,8 @@ pub fn migrate_numa() -> CaseResult {
     let m = Map::anon(len)?;
     m.fill(0, len, 50);
     let _r = reg_raw(&ctx, m.va(), len, Access::READ_WRITE | Access::PREFETCH)?;
-    let pages: Vec<usize> = (0..n).map(|i| m.ptr + i * PAGE).collect();
-    let mut status = vec![-1i32; n];
-    move_pages(&pages, None, &mut status)?;
-    let from = status[0];
-    let to = if from == 0 { 1 } else { 0 };
     let s0 = stats(&ctx)?;
-    move_pages(&pages, Some(&vec![to; n]), &mut status)?;
+    let (from, to, status) = move_to_other_node(&m, n)?;
     let moved = status.iter().filter(|s| **s == to).count();
     check(moved > 0, || format!("no page migrated: status {status:?}"))?;
     let mut survivors = 0;
@@ -771,8 +785,8 @@ pub fn migrate_numa() -> CaseResult {
 /// device entry goes with it before the syscall returns; the device then faults the new page
 /// in. munlock changes no PTE, so it leaves the device entries alone.
 pub fn mlock_migrate() -> CaseResult {
-    if fs::metadata("/sys/devices/system/node/node1").is_err() {
-        return Ok(Outcome::Skip("one NUMA node (numa=fake=2 missing)".into()));
+    if let Some(skip) = one_numa_node() {
+        return Ok(skip);
     }
     let ctx = ctxq()?;
     let n = 8;
@@ -790,12 +804,8 @@ pub fn mlock_migrate() -> CaseResult {
     check(query(&ctx, m.va(), len)?.writable == n as u64, || {
         "prefetch did not map every locked page writable".into()
     })?;
-    let pages: Vec<usize> = (0..n).map(|i| m.ptr + i * PAGE).collect();
-    let mut status = vec![-1i32; n];
-    move_pages(&pages, None, &mut status)?;
-    let to = if status[0] == 0 { 1 } else { 0 };
     let s0 = stats(&ctx)?;
-    move_pages(&pages, Some(&vec![to; n]), &mut status)?;
+    let (_, to, status) = move_to_other_node(&m, n)?;
     let moved: Vec<usize> = (0..n).filter(|&i| status[i] == to).collect();
     check(!moved.is_empty(), || {
         format!("no locked page migrated: status {status:?}")
