@@ -184,6 +184,35 @@ fn hot_read_only_page_is_not_written() {
     assert_eq!(read(&h, s, 2 * 4096), before, "nothing written");
 }
 
+/// Guest RAM taken away (DMA_UNMAP) under a cached translation: the COPY stops with
+/// TABLE_ERROR at that page, and its completion counts only the bytes really copied.
+#[test]
+fn copy_into_removed_ram_reports_what_was_copied() {
+    use crate::testkit::RAM_SIZE;
+    let extra = RAM_SIZE as u64;
+    let ram = mem::GuestRam::anonymous(&[(0, RAM_SIZE), (extra, 0x1000)]).unwrap();
+    let mut h = Harness::with_ram(ram, false);
+    h.setup_ctx(1, 4, 4);
+    let s = h.alloc(2 * 4096, false);
+    let d = h.alloc(4096, false);
+    h.map(1, SRC, s, 2 * 4096, false);
+    h.map(1, DST, d, 4096, true);
+    h.map(1, DST + 4096, extra, 4096, true);
+    mem::write(&h.mem(), s, &[3u8; 2 * 4096]).unwrap();
+    h.post(1, Harness::copy_desc(SRC, DST, 2 * 4096, 1));
+    h.run();
+    assert_eq!(h.completions(1)[0].status, completion::OK);
+    assert_eq!(h.ram.unmap(extra, 0x1000), 1);
+    h.post(1, Harness::copy_desc(SRC, DST, 2 * 4096, 2));
+    h.run();
+    let c = h.completions(1);
+    assert_eq!(
+        (c[0].status, c[0].bytes, c[0].fault_va),
+        (completion::TABLE_ERROR, 4096, SRC + 4096)
+    );
+    assert_eq!(read(&h, d, 4096), vec![3; 4096]);
+}
+
 #[test]
 fn huge_page_copy() {
     let mut h = Harness::new(true);

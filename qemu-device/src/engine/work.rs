@@ -501,11 +501,13 @@ impl Core {
         }
     }
 
-    /// Copies one run of a COPY (translated and judged already) and counts it.
+    /// Copies one run of a COPY (translated and judged already), counts it, and adds it to
+    /// `done` (the bytes a completion reports: only what was really copied).
     fn copy_run(
         &mut self,
         m: &GuestMem,
         run: Option<(u64, u64, u64, u64)>,
+        done: &mut u64,
     ) -> Result<(), AccessErr> {
         let Some((sg, dg, n, va)) = run else {
             return Ok(());
@@ -516,6 +518,7 @@ impl Core {
         })?;
         self.sh.counters.inc(counter::DMA_OPS);
         self.sh.counters.add(counter::DMA_BYTES, n);
+        *done += n;
         Ok(())
     }
 
@@ -587,9 +590,11 @@ impl Core {
         // Pieces that continue each other on both sides (same leaf, or guest-physically
         // contiguous pages) are copied as one run: one memcpy instead of one per page.
         let mut run: Option<(u64, u64, u64, u64)> = None; // (src gpa, dst gpa, len, src va)
-        while item.done < total && budget > 0 {
-            let (s, t) = (d.src + item.done, d.dst + item.done);
-            let want = (total - item.done).min(budget);
+                                                          // Bytes translated: copied (`item.done`) or pending in `run`.
+        let mut pos = item.done;
+        while pos < total && budget > 0 {
+            let (s, t) = (d.src + pos, d.dst + pos);
+            let want = (total - pos).min(budget);
             let r = self.front_pair(c, s, t, want).unwrap_or_else(|| {
                 self.piece(m, c, root, s, want, false).and_then(|(sg, sn)| {
                     let (dg, dn) = self.piece(m, c, root, t, sn, true)?;
@@ -600,7 +605,7 @@ impl Core {
                 Ok(v) => v,
                 Err(e) => {
                     // What was translated before the fault is still copied.
-                    if let Err(e) = self.copy_run(m, run.take()) {
+                    if let Err(e) = self.copy_run(m, run.take(), &mut item.done) {
                         return Outcome::Err(e);
                     }
                     return Outcome::Err(e);
@@ -611,16 +616,16 @@ impl Core {
                     Some((rs, rd, rn + n, va))
                 }
                 prev => {
-                    if let Err(e) = self.copy_run(m, prev) {
+                    if let Err(e) = self.copy_run(m, prev, &mut item.done) {
                         return Outcome::Err(e);
                     }
                     Some((sg, dg, n, s))
                 }
             };
-            item.done += n;
+            pos += n;
             budget -= n;
         }
-        if let Err(e) = self.copy_run(m, run) {
+        if let Err(e) = self.copy_run(m, run, &mut item.done) {
             return Outcome::Err(e);
         }
         if item.done >= total {
