@@ -82,7 +82,8 @@ pub fn two_nics() -> CaseResult {
         )?;
     }
     drop((ra, rb));
-    // Both generators over one buffer while it is swapped out under them.
+    // Both generators over one buffer while it is swapped out under them (rate-limited:
+    // they run for at least 0.8 s, longer than the page-outs).
     let swap = ensure_swap()?;
     let t = Map::anon(1 << 20)?;
     t.fill(0, t.len, 73);
@@ -91,7 +92,8 @@ pub fn two_nics() -> CaseResult {
     for (i, ctx) in [&a, &b].into_iter().enumerate() {
         let w = Traffic::new(t.va(), t.len as u32)
             .op_size(4096)
-            .ops(3000)
+            .ops(4000)
+            .rate(5000)
             .pattern(Pattern::RandomRw)
             .seed(i as u64)
             .build()
@@ -101,10 +103,10 @@ pub fn two_nics() -> CaseResult {
     let (sa, sb) = (stats(&a)?, stats(&b)?);
     let mut pageouts = 0;
     if swap {
-        for _ in 0..4 {
+        for _ in 0..6 {
+            thread::sleep(Duration::from_millis(100));
             t.madvise(0, t.len, libc::MADV_PAGEOUT)?;
             pageouts += 1;
-            thread::sleep(Duration::from_millis(100));
         }
     }
     for (name, ctx) in [("NIC 0", &a), ("NIC 1", &b)] {
@@ -114,6 +116,12 @@ pub fn two_nics() -> CaseResult {
             .map_err(|err| format!("{name} traffic: {err}"))?;
     }
     let (da, db) = (stats(&a)?, stats(&b)?);
+    if swap {
+        check(
+            da.invalidations > sa.invalidations && db.invalidations > sb.invalidations,
+            || "a page-out under traffic did not reach both devices' tables".into(),
+        )?;
+    }
     note(format!(
         "under {pageouts} page-outs: NIC 0 {} faults / {} invalidations, NIC 1 {} / {}",
         da.faults - sa.faults,
