@@ -537,8 +537,8 @@ impl Ctx {
             let faulted = {
                 let mmap = mm.mmap_read_lock();
                 // Checked under the same lock as the fault: the flags cannot change between.
-                snapshot_only = !matches!(how, Fill::Snapshot)
-                    && userfaultfd_armed(&mmap, start, end);
+                snapshot_only =
+                    !matches!(how, Fill::Snapshot) && userfaultfd_armed(&mmap, start, end);
                 range.set_access(if snapshot_only {
                     Access::Snapshot
                 } else {
