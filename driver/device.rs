@@ -481,10 +481,10 @@ impl MnicDev {
                 return Err(ENODEV);
             }
             fsleep(Delta::from_micros(pause));
-            // Capped low: a SYNC takes 0.1-0.3 ms through QEMU under TCG, and a 200 us cap
-            // could overshoot a wait by about that much. Measured, noisy: mean SYNC wait of a
-            // registered page-out 216/178 us with the 200 us cap, 100/176/177 us with this one
-            // (`mnic bench invalidate --size 1M`, one boot each).
+            // Capped low so that a wait is overshot by at most 40 us (a SYNC takes 0.1-0.3 ms
+            // through QEMU under TCG; a 200 us cap could overshoot it by about that much). The
+            // effect is within the noise of `make bench`: mean SYNC wait of a registered 1 MiB
+            // page-out 130 us, against 131-146 us with the 200 us cap.
             pause = (pause * 2).min(40);
         }
         Ok(start.elapsed())
