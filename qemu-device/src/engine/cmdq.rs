@@ -167,7 +167,6 @@ impl Core {
         if self.ctxs.get_mut(i).and_then(Option::take).is_some() {
             tracing::debug!(ctx = i, "context disabled");
         }
-        self.sh.set_ctx_live(i, false);
         self.set_live(i, false);
         self.tlb.invalidate_ctx(i as u16);
         self.sh
@@ -204,7 +203,6 @@ impl Core {
         }
         mem::check(m, e.root, pte::PAGE_SIZE, false).map_err(|_| (error::ADDRESS_ERROR, e.root))?;
         self.ctxs[i] = Some(Box::new(Ctx::new(e)));
-        self.sh.set_ctx_live(i, true);
         self.set_live(i, true);
         tracing::debug!(
             ctx = i,

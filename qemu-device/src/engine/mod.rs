@@ -184,8 +184,10 @@ impl Core {
         self.sh.counters.set(counter::TLB_ENTRIES, 0);
     }
 
-    /// Records whether slot `i` holds a context.
+    /// Records whether slot `i` holds a context: for the server (doorbells of stopped
+    /// contexts are refused) and for the poll loop (which visits only live slots).
     fn set_live(&mut self, i: usize, on: bool) {
+        self.sh.set_ctx_live(i, on);
         if let Some(w) = self.live.get_mut(i / 64) {
             let bit = 1u64 << (i % 64);
             if on {

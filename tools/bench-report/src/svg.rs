@@ -128,17 +128,7 @@ pub fn line_chart(
             tick_label(t, x_bytes)
         );
     }
-    for t in log_ticks(y0, y1, false) {
-        let y = sy(t);
-        let _ = writeln!(
-            out,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT + pw,
-            LEFT - 6.0,
-            y + 4.0,
-            tick_label(t, false)
-        );
-    }
+    y_grid(&mut out, y0, y1, pw, sy);
     for (i, s) in series.iter().enumerate() {
         let c = COLORS[i % COLORS.len()];
         let p: Vec<String> = s
@@ -160,6 +150,22 @@ pub fn line_chart(
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// Horizontal grid lines with their labels at the decades of the log y axis `[y0, y1]`
+/// (`sy` maps a value to its pixel row; `pw` is the plot width).
+fn y_grid(out: &mut String, y0: f64, y1: f64, pw: f64, sy: impl Fn(f64) -> f64) {
+    for t in log_ticks(y0, y1, false) {
+        let y = sy(t);
+        let _ = writeln!(
+            out,
+            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + pw,
+            LEFT - 6.0,
+            y + 4.0,
+            tick_label(t, false)
+        );
+    }
 }
 
 fn axes(out: &mut String, xlabel: &str, ylabel: &str) {
@@ -221,17 +227,7 @@ pub fn bar_chart(
     let ph = H - TOP - BOTTOM;
     let sy = |y: f64| TOP + ph - (y.ln() - y0.ln()) / (y1.ln() - y0.ln()) * ph;
     axes(&mut out, "", ylabel);
-    for t in log_ticks(y0, y1, false) {
-        let y = sy(t);
-        let _ = writeln!(
-            out,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT + pw,
-            LEFT - 6.0,
-            y + 4.0,
-            tick_label(t, false)
-        );
-    }
+    y_grid(&mut out, y0, y1, pw, sy);
     let gw = pw / categories.len() as f64;
     let bw = (gw * 0.8) / series.len().max(1) as f64;
     for (ci, cat) in categories.iter().enumerate() {

@@ -19,7 +19,7 @@ use std::process::Command;
 const DEVICE: &str = "/dev/mm_mirror_test";
 
 use mnic_guest_util::{
-    ensure_swap, errno, kernel_problems, Case, CaseResult, KlogWindow, MemCg, Outcome,
+    ensure_swap, errno, kernel_problems, Case, CaseResult, KlogWindow, Map, MemCg, Outcome, PAGE,
 };
 
 /// Fails the case with a formatted reason unless `cond` holds.
@@ -29,11 +29,6 @@ macro_rules! ensure {
             return Err(format!($($fmt)+));
         }
     };
-}
-
-fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
 }
 
 /// An open file of the test device: one registration at most.
@@ -72,7 +67,7 @@ impl Dev {
 
     /// Faults (or snapshots) `[addr, addr + len)`; returns the reply and the per-page bytes.
     fn fault_raw(&self, addr: u64, len: u64, access: u32) -> Result<(abi::Fault, Vec<u8>), i32> {
-        let mut pages = vec![0u8; len as usize / page_size()];
+        let mut pages = vec![0u8; len as usize / PAGE];
         let mut req = abi::Fault {
             addr,
             len,
@@ -129,95 +124,13 @@ impl Drop for Dev {
     }
 }
 
-/// An anonymous private read-write mapping, unmapped on drop.
-struct Mapping {
-    addr: usize,
-    len: usize,
-}
-
-impl Mapping {
-    fn new(len: usize) -> Result<Mapping, String> {
-        // SAFETY: A new anonymous mapping; no existing memory is affected.
-        let addr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if addr == libc::MAP_FAILED {
-            return Err(format!("mmap: {}", io::Error::last_os_error()));
-        }
-        Ok(Mapping {
-            addr: addr as usize,
-            len,
-        })
-    }
-
-    fn pages(pages: usize) -> Result<Mapping, String> {
-        Mapping::new(pages * page_size())
-    }
-
-    fn start(&self) -> u64 {
-        self.addr as u64
-    }
-
-    fn page(&self, i: usize) -> u64 {
-        (self.addr + i * page_size()) as u64
-    }
-
-    /// Fills page `i` with the byte `i + 1`, so that the data can be checked after swap-in.
-    fn write_pattern(&self) {
-        let ps = page_size();
-        for i in 0..self.len / ps {
-            // SAFETY: The page is inside this read-write mapping.
-            unsafe { std::ptr::write_bytes((self.addr + i * ps) as *mut u8, (i + 1) as u8, ps) };
-        }
-    }
-
-    fn pattern_intact(&self) -> bool {
-        let ps = page_size();
-        (0..self.len / ps).all(|i| {
-            // SAFETY: The page is inside this mapping, readable.
-            let page = unsafe { std::slice::from_raw_parts((self.addr + i * ps) as *const u8, ps) };
-            page.iter().all(|b| *b == (i + 1) as u8)
-        })
-    }
-
-    fn madvise(&self, first: usize, count: usize, advice: libc::c_int) -> Result<(), String> {
-        let ps = page_size();
-        // SAFETY: The range is inside this mapping.
-        let ret = unsafe {
-            libc::madvise(
-                (self.addr + first * ps) as *mut libc::c_void,
-                count * ps,
-                advice,
-            )
-        };
-        if ret != 0 {
-            return Err(format!("madvise({advice}): {}", io::Error::last_os_error()));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: Unmapping our own mapping (or what is left of it).
-        unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
-    }
-}
-
 /// A mapping of `pages` pages, registered on a fresh device file and faulted in writable.
-fn mirrored(pages: usize) -> Result<(Dev, Mapping), String> {
-    let map = Mapping::pages(pages)?;
-    map.write_pattern();
+fn mirrored(pages: usize) -> Result<(Dev, Map), String> {
+    let map = Map::anon(pages * PAGE)?;
+    map.fill(0, map.len, 1);
     let dev = Dev::open()?;
-    dev.register(map.start(), map.len as u64)?;
-    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_WRITE)?;
+    dev.register(map.va(), map.len as u64)?;
+    let (reply, _) = dev.fault(map.va(), map.len as u64, abi::ACCESS_WRITE)?;
     ensure!(
         reply.present == pages as u64 && reply.writable == pages as u64,
         "write fault: present {} writable {} of {pages}",
@@ -312,7 +225,7 @@ fn fork_child(child: impl FnOnce() -> bool) -> Result<bool, String> {
 
 fn fault_write_present_writable() -> CaseResult {
     let (dev, map) = mirrored(16)?;
-    let (reply, pages) = dev.fault(map.start(), map.len as u64, abi::ACCESS_WRITE)?;
+    let (reply, pages) = dev.fault(map.va(), map.len as u64, abi::ACCESS_WRITE)?;
     let want = abi::PAGE_VALID | abi::PAGE_WRITE;
     ensure!(
         pages.iter().all(|p| p & want == want),
@@ -328,31 +241,36 @@ fn fault_write_present_writable() -> CaseResult {
 }
 
 fn fault_unlocked_write() -> CaseResult {
-    let map = Mapping::pages(8)?;
+    let map = Map::anon(8 * PAGE)?;
     let dev = Dev::open()?;
-    dev.register(map.start(), map.len as u64)?;
+    dev.register(map.va(), map.len as u64)?;
     let access = abi::ACCESS_WRITE | abi::ACCESS_UNLOCKED;
-    let (reply, _) = dev.fault(map.start(), map.len as u64, access)?;
+    let (reply, _) = dev.fault(map.va(), map.len as u64, access)?;
     ensure!(reply.present == 8 && reply.writable == 8, "reply {reply:?}");
     ensure!(dev.table()?.valid == 8, "table not programmed");
-    map.madvise(0, 8, libc::MADV_DONTNEED)?;
-    expect_event(&dev.read_log()?, abi::EVENT_CLEAR, map.page(0), map.page(8))?;
+    map.madvise(0, 8 * PAGE, libc::MADV_DONTNEED)?;
+    expect_event(
+        &dev.read_log()?,
+        abi::EVENT_CLEAR,
+        map.va(),
+        map.at(8 * PAGE),
+    )?;
     ensure!(dev.table()?.valid == 0, "table entries survived DONTNEED");
     Ok(Outcome::Pass)
 }
 
 fn snapshot_untouched_not_present() -> CaseResult {
-    let map = Mapping::pages(8)?;
+    let map = Map::anon(8 * PAGE)?;
     let dev = Dev::open()?;
-    dev.register(map.start(), map.len as u64)?;
-    let (reply, pages) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    dev.register(map.va(), map.len as u64)?;
+    let (reply, pages) = dev.fault(map.va(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
     ensure!(
         reply.present == 0 && pages.iter().all(|p| p & abi::PAGE_VALID == 0),
         "snapshot of untouched memory: {reply:?}"
     );
     ensure!(dev.table()?.valid == 0, "table not empty");
     // A read fault maps the zero page: present, not writable.
-    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_READ)?;
+    let (reply, _) = dev.fault(map.va(), map.len as u64, abi::ACCESS_READ)?;
     ensure!(
         reply.present == 8 && reply.writable == 0,
         "read fault: {reply:?}"
@@ -370,11 +288,13 @@ fn seq_unchanged_is_current() -> CaseResult {
 fn munmap_unmap() -> CaseResult {
     let (dev, map) = mirrored(16)?;
     dev.seq_begin()?;
-    let ps = page_size();
-    // SAFETY: Pages 4..8 of our own mapping.
-    let ret = unsafe { libc::munmap(map.page(4) as *mut libc::c_void, 4 * ps) };
-    ensure!(ret == 0, "munmap: {}", io::Error::last_os_error());
-    expect_event(&dev.read_log()?, abi::EVENT_UNMAP, map.page(4), map.page(8))?;
+    map.munmap(4 * PAGE, 4 * PAGE)?;
+    expect_event(
+        &dev.read_log()?,
+        abi::EVENT_UNMAP,
+        map.at(4 * PAGE),
+        map.at(8 * PAGE),
+    )?;
     ensure!(dev.seq_stale()?, "read sequence not stale after munmap");
     let table = dev.table()?;
     ensure!(table.valid == 12, "table {table:?}, want 12 valid entries");
@@ -383,11 +303,16 @@ fn munmap_unmap() -> CaseResult {
 
 fn madv_dontneed_clear() -> CaseResult {
     let (dev, map) = mirrored(8)?;
-    map.madvise(2, 2, libc::MADV_DONTNEED)?;
-    expect_event(&dev.read_log()?, abi::EVENT_CLEAR, map.page(2), map.page(4))?;
+    map.madvise(2 * PAGE, 2 * PAGE, libc::MADV_DONTNEED)?;
+    expect_event(
+        &dev.read_log()?,
+        abi::EVENT_CLEAR,
+        map.at(2 * PAGE),
+        map.at(4 * PAGE),
+    )?;
     let table = dev.table()?;
     ensure!(table.valid == 6, "table {table:?}, want 6 valid entries");
-    let (_, pages) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    let (_, pages) = dev.fault(map.va(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
     let present: Vec<bool> = pages.iter().map(|p| p & abi::PAGE_VALID != 0).collect();
     ensure!(
         present == [true, true, false, false, true, true, true, true],
@@ -403,11 +328,11 @@ fn madv_pageout_swap_clear() -> CaseResult {
     }
     let (dev, map) = mirrored(8)?;
     dev.seq_begin()?;
-    map.madvise(0, 8, libc::MADV_PAGEOUT)?;
+    map.madvise(0, 8 * PAGE, libc::MADV_PAGEOUT)?;
     let log = dev.read_log()?;
-    expect_event(&log, abi::EVENT_CLEAR, map.page(0), map.page(1))?;
+    expect_event(&log, abi::EVENT_CLEAR, map.va(), map.at(PAGE))?;
     // hmm took no page reference: reclaim could swap every page out.
-    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    let (reply, _) = dev.fault(map.va(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
     ensure!(
         reply.present == 0,
         "{} of 8 pages still present after MADV_PAGEOUT; {}",
@@ -417,8 +342,11 @@ fn madv_pageout_swap_clear() -> CaseResult {
     ensure!(dev.table()?.valid == 0, "table entries survived swap-out");
     ensure!(dev.seq_stale()?, "read sequence not stale after swap-out");
     // Swap-in brings the data back, and the mirror can fault it again.
-    ensure!(map.pattern_intact(), "data changed across swap-out/in");
-    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_WRITE)?;
+    ensure!(
+        map.check(0, map.len, 1).is_ok(),
+        "data changed across swap-out/in"
+    );
+    let (reply, _) = dev.fault(map.va(), map.len as u64, abi::ACCESS_WRITE)?;
     ensure!(reply.writable == 8, "fault after swap-in: {reply:?}");
     Ok(Outcome::Pass)
 }
@@ -430,8 +358,8 @@ fn fork_cow_protection_page() -> CaseResult {
     expect_event(
         &dev.read_log()?,
         abi::EVENT_PROTECTION_PAGE,
-        map.page(0),
-        map.page(8),
+        map.va(),
+        map.at(8 * PAGE),
     )?;
     ensure!(dev.seq_stale()?, "read sequence not stale after fork");
     ensure!(
@@ -439,7 +367,7 @@ fn fork_cow_protection_page() -> CaseResult {
         "table entries survived write-protection"
     );
     // The parent's pages are now write-protected for copy-on-write.
-    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    let (reply, _) = dev.fault(map.va(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
     ensure!(
         reply.present == 8 && reply.writable == 0,
         "after fork: {reply:?}"
@@ -449,23 +377,21 @@ fn fork_cow_protection_page() -> CaseResult {
 
 fn mprotect_protection_vma() -> CaseResult {
     let (dev, map) = mirrored(8)?;
-    // SAFETY: Our own mapping.
-    let ret = unsafe { libc::mprotect(map.addr as *mut libc::c_void, map.len, libc::PROT_READ) };
-    ensure!(ret == 0, "mprotect: {}", io::Error::last_os_error());
+    map.mprotect(0, map.len, libc::PROT_READ)?;
     expect_event(
         &dev.read_log()?,
         abi::EVENT_PROTECTION_VMA,
-        map.page(0),
-        map.page(8),
+        map.va(),
+        map.at(8 * PAGE),
     )?;
-    let (reply, _) = dev.fault(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
+    let (reply, _) = dev.fault(map.va(), map.len as u64, abi::ACCESS_SNAPSHOT)?;
     ensure!(
         reply.present == 8 && reply.writable == 0,
         "after mprotect: {reply:?}"
     );
     // A write fault on a read-only mapping is refused.
     let errno = dev
-        .fault_raw(map.start(), map.len as u64, abi::ACCESS_WRITE)
+        .fault_raw(map.va(), map.len as u64, abi::ACCESS_WRITE)
         .err();
     ensure!(
         errno == Some(libc::EPERM),
@@ -477,7 +403,7 @@ fn mprotect_protection_vma() -> CaseResult {
 fn seq_stale_after_invalidation() -> CaseResult {
     let (dev, map) = mirrored(4)?;
     dev.seq_begin()?;
-    map.madvise(0, 1, libc::MADV_DONTNEED)?;
+    map.madvise(0, PAGE, libc::MADV_DONTNEED)?;
     ensure!(
         dev.seq_stale()?,
         "read sequence not stale after MADV_DONTNEED"
@@ -492,13 +418,13 @@ fn exit_release() -> CaseResult {
     let dev = Dev::open()?;
     // The child registers its own address space on the shared file, then exits.
     let child_ok = fork_child(|| {
-        let Ok(map) = Mapping::pages(4) else {
+        let Ok(map) = Map::anon(4 * PAGE) else {
             return false;
         };
-        map.write_pattern();
-        dev.register(map.start(), map.len as u64).is_ok()
+        map.fill(0, map.len, 1);
+        dev.register(map.va(), map.len as u64).is_ok()
             && dev
-                .fault(map.start(), map.len as u64, abi::ACCESS_WRITE)
+                .fault(map.va(), map.len as u64, abi::ACCESS_WRITE)
                 .is_ok_and(|(r, _)| r.writable == 4)
     })?;
     ensure!(child_ok, "child could not register and fault");
@@ -520,7 +446,7 @@ fn fault_foreign_mm_refused() -> CaseResult {
     let (dev, map) = mirrored(4)?;
     // The child inherits the file but has its own address space: hmm must not walk it.
     let refused = fork_child(|| {
-        dev.fault_raw(map.start(), map.len as u64, abi::ACCESS_SNAPSHOT)
+        dev.fault_raw(map.va(), map.len as u64, abi::ACCESS_SNAPSHOT)
             .err()
             == Some(libc::EINVAL)
     })?;
@@ -533,17 +459,17 @@ fn fault_foreign_mm_refused() -> CaseResult {
 
 fn fault_bad_range_refused() -> CaseResult {
     let (dev, map) = mirrored(4)?;
-    let ps = page_size() as u64;
-    let outside = dev.fault_raw(map.page(4), ps, abi::ACCESS_READ).err();
+    let ps = PAGE as u64;
+    let outside = dev.fault_raw(map.at(4 * PAGE), ps, abi::ACCESS_READ).err();
     ensure!(
         outside == Some(libc::EINVAL),
         "outside the registration: {outside:?}"
     );
-    let unaligned = dev.fault_raw(map.start() + 1, ps, abi::ACCESS_READ).err();
+    let unaligned = dev.fault_raw(map.va() + 1, ps, abi::ACCESS_READ).err();
     ensure!(unaligned == Some(libc::EINVAL), "unaligned: {unaligned:?}");
-    let empty = dev.fault_raw(map.start(), 0, abi::ACCESS_READ).err();
+    let empty = dev.fault_raw(map.va(), 0, abi::ACCESS_READ).err();
     ensure!(empty == Some(libc::EINVAL), "empty: {empty:?}");
-    let bad_access = dev.fault_raw(map.start(), ps, 7).err();
+    let bad_access = dev.fault_raw(map.va(), ps, 7).err();
     ensure!(
         bad_access == Some(libc::EINVAL),
         "bad access mode: {bad_access:?}"
@@ -567,13 +493,13 @@ fn oom_reaper_case(case: &str, hold_lock: bool) -> CaseResult {
         if cg.join().is_err() {
             return false;
         }
-        let Ok(map) = Mapping::pages(4) else {
+        let Ok(map) = Map::anon(4 * PAGE) else {
             return false;
         };
-        map.write_pattern();
-        if dev.register(map.start(), map.len as u64).is_err()
+        map.fill(0, map.len, 1);
+        if dev.register(map.va(), map.len as u64).is_err()
             || dev
-                .fault(map.start(), map.len as u64, abi::ACCESS_WRITE)
+                .fault(map.va(), map.len as u64, abi::ACCESS_WRITE)
                 .is_err()
         {
             return false;
@@ -590,10 +516,10 @@ fn oom_reaper_case(case: &str, hold_lock: bool) -> CaseResult {
         std::thread::sleep(std::time::Duration::from_millis(300));
         // Exceed the group's limit: the OOM killer kills this process.
         loop {
-            let Ok(chunk) = Mapping::new(1 << 20) else {
+            let Ok(chunk) = Map::anon(1 << 20) else {
                 continue;
             };
-            chunk.write_pattern();
+            chunk.fill(0, chunk.len, 1);
             std::mem::forget(chunk);
         }
     })?;
@@ -654,13 +580,11 @@ fn thp_map_order() -> CaseResult {
         return Ok(Outcome::Skip(format!("THP off: {}", enabled.trim())));
     }
     const HUGE: usize = 2 << 20;
-    let map = Mapping::new(2 * HUGE)?;
-    let base = (map.addr + HUGE - 1) & !(HUGE - 1);
-    // SAFETY: `[base, base + HUGE)` is inside the mapping.
-    let ret = unsafe { libc::madvise(base as *mut libc::c_void, HUGE, libc::MADV_HUGEPAGE) };
-    ensure!(ret == 0, "MADV_HUGEPAGE: {}", io::Error::last_os_error());
-    // SAFETY: Inside the mapping.
-    unsafe { std::ptr::write_bytes(base as *mut u8, 1, HUGE) };
+    let map = Map::anon(2 * HUGE)?;
+    let base = (map.ptr + HUGE - 1) & !(HUGE - 1);
+    let off = base - map.ptr;
+    map.madvise(off, HUGE, libc::MADV_HUGEPAGE)?;
+    map.fill_byte(off, HUGE, 1);
     let smaps = fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
     let thp_kb: u64 = smaps
         .lines()

@@ -4,7 +4,6 @@
 //! with the driver's SYNC wait times.
 
 use std::hint::black_box;
-use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
 use mnic::abi::{pte, MnicCtxStats};
@@ -17,60 +16,11 @@ use crate::CmdResult;
 
 const PAGE: usize = pte::PAGE_SIZE as usize;
 
-/// A private anonymous mapping this module unmaps itself (to time `munmap`).
-///
-/// # Invariants
-/// `ptr..ptr+len` is a live mapping owned by this value until `unmap` or drop.
-struct Anon {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Anon {
-    fn new(len: usize) -> CmdResult<Anon> {
-        // SAFETY: a fresh private anonymous mapping at a kernel-chosen address; it
-        // overlaps nothing. Checked below.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error().into());
-        }
-        let ptr = NonNull::new(p.cast::<u8>()).ok_or("mmap returned NULL")?;
-        Ok(Anon { ptr, len })
-    }
-
-    fn va(&self) -> u64 {
-        self.ptr.as_ptr() as u64
-    }
-
-    /// One volatile store per page: every page faults in (allocated and zeroed).
-    fn touch(&self, byte: u8) {
-        for off in (0..self.len).step_by(PAGE) {
-            // SAFETY: inside the live mapping (invariant); no reference to it exists.
-            unsafe { std::ptr::write_volatile(self.ptr.as_ptr().add(off), byte) };
-        }
-    }
-
-    /// `munmap`s the whole mapping.
-    fn unmap(self) {
-        let me = std::mem::ManuallyDrop::new(self);
-        // SAFETY: the live mapping owned by `me` (invariant), never used again.
-        unsafe { libc::munmap(me.ptr.as_ptr().cast(), me.len) };
-    }
-}
-
-impl Drop for Anon {
-    fn drop(&mut self) {
-        // SAFETY: as in `unmap`.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+/// One store per page: every page of `buf` faults in (allocated and zeroed) without the
+/// cost of writing whole pages.
+fn touch(buf: &DmaBuffer, byte: u8) {
+    for off in (0..buf.len()).step_by(PAGE) {
+        buf.write_from(off, &[byte]);
     }
 }
 
@@ -155,9 +105,9 @@ pub fn fault(c: &Common, size: u64) -> CmdResult<Report> {
         let f3 = ctx.ctx_stats()?.faults;
         reg.deregister()?;
         // CPU: first touch of fresh anonymous memory (allocate + zero + map).
-        let a = Anon::new(len)?;
+        let a = DmaBuffer::new(len)?;
         let t = Instant::now();
-        a.touch(1);
+        touch(&a, 1);
         keep(&mut cpu_fresh, t.elapsed(), i);
         drop(a);
         // CPU swap-in: page out, then one load per page.
@@ -328,10 +278,10 @@ pub fn invalidate(c: &Common, size: u64, no_pageout: bool) -> CmdResult<Report> 
     for i in 0..c.warmup + c.iters {
         let keep = i >= c.warmup;
         // munmap, unregistered.
-        let a = Anon::new(len)?;
-        a.touch(1);
+        let a = DmaBuffer::new(len)?;
+        touch(&a, 1);
         let t = Instant::now();
-        a.unmap();
+        a.unmap()?;
         let d = t.elapsed();
         if keep {
             un_plain.0.push(d);
@@ -342,10 +292,10 @@ pub fn invalidate(c: &Common, size: u64, no_pageout: bool) -> CmdResult<Report> 
             (true, &mut un_reg, &mut s_un),
             (false, &mut un_empty, &mut s_empty),
         ] {
-            let a = Anon::new(len)?;
-            a.touch(2);
-            // SAFETY: the mapping is only touched through raw pointers (above, before
-            // registering) and no work is posted on it; it is unmapped while still
+            let a = DmaBuffer::new(len)?;
+            touch(&a, 2);
+            // SAFETY: the buffer is only written before registering (above) and no work is
+            // posted on it; it is unmapped while still
             // registered (what is being measured) and nothing is mapped at that
             // address before the registration is removed right after.
             let reg = unsafe { ctx.register_raw(a.va(), len as u64, Access::READ)? };
@@ -354,7 +304,7 @@ pub fn invalidate(c: &Common, size: u64, no_pageout: bool) -> CmdResult<Report> 
             }
             let s0 = ctx.ctx_stats()?;
             let t = Instant::now();
-            a.unmap();
+            a.unmap()?;
             let d = t.elapsed();
             let s1 = ctx.ctx_stats()?;
             reg.deregister()?;
