@@ -100,6 +100,25 @@ pub mod reg {
     pub const IRQ_STATUS: u32 = 0x070;
     /// Interrupt mask (`irq::*`).
     pub const IRQ_MASK: u32 = 0x074;
+    /// Oracle (spec §8a): context index the next `ORACLE_OP` is about.
+    pub const ORACLE_CTX: u32 = 0x080;
+    /// Oracle: the generation `ORACLE_OP_ARM` handed out (read), or the one an
+    /// `ORACLE_OP_INVALIDATE` claims (written).
+    pub const ORACLE_GEN: u32 = 0x084;
+    /// Oracle: first VA of the range, low half.
+    pub const ORACLE_START_LO: u32 = 0x088;
+    /// Oracle: first VA of the range, high half.
+    pub const ORACLE_START_HI: u32 = 0x08c;
+    /// Oracle: end VA (exclusive) of the range, low half.
+    pub const ORACLE_END_LO: u32 = 0x090;
+    /// Oracle: end VA (exclusive) of the range, high half.
+    pub const ORACLE_END_HI: u32 = 0x094;
+    /// Oracle: writing an `oracle_op::*` value carries it out (reads 0).
+    pub const ORACLE_OP: u32 = 0x098;
+    /// Fault injection: the next DMA access of the engine stalls this many milliseconds
+    /// after its translation and before it touches memory (at most `STALL_MS_MAX`; reads
+    /// back what is still armed).
+    pub const DEBUG_STALL_MS: u32 = 0x0a0;
     /// First 64-bit counter; counter `i` is at `COUNTERS + 8 * i`.
     pub const COUNTERS: u32 = 0x100;
     /// Offset of 64-bit counter `i`.
@@ -125,8 +144,10 @@ pub mod caps {
     pub const STALE_CHECK: u32 = 1 << 2;
     /// Per-context doorbells in BAR2.
     pub const DOORBELL_BAR: u32 = 1 << 3;
+    /// The stale-access oracle registers and `DEBUG_STALL_MS` (spec §8a).
+    pub const ORACLE: u32 = 1 << 4;
     /// Everything this version implements.
-    pub const ALL: u32 = HUGE_2M | TRAFFIC_GEN | STALE_CHECK | DOORBELL_BAR;
+    pub const ALL: u32 = HUGE_2M | TRAFFIC_GEN | STALE_CHECK | DOORBELL_BAR | ORACLE;
 }
 
 /// `CONTROL` bits.
@@ -138,6 +159,21 @@ pub mod control {
     /// A stale access halts the device.
     pub const STRICT: u32 = 1 << 2;
 }
+
+/// `ORACLE_OP` values (spec §8a).
+pub mod oracle_op {
+    /// Arm the oracle for `ORACLE_CTX`: a new generation is handed out in `ORACLE_GEN`.
+    pub const ARM: u32 = 1;
+    /// The kernel is about to change `[ORACLE_START, ORACLE_END)` of the address space of
+    /// `ORACLE_CTX` (armed with generation `ORACLE_GEN`): every translation the device took
+    /// before this moment for that range is dead.
+    pub const INVALIDATE: u32 = 2;
+    /// Forget `ORACLE_CTX` (its generation `ORACLE_GEN`).
+    pub const DISARM: u32 = 3;
+}
+
+/// Longest `DEBUG_STALL_MS` the device accepts (larger values are clamped).
+pub const STALL_MS_MAX: u32 = 60_000;
 
 /// `STATUS` bits.
 pub mod status {
@@ -180,6 +216,8 @@ pub mod error {
     pub const STALE_ACCESS: u32 = 7;
     /// A work descriptor was refused.
     pub const BAD_DESCRIPTOR: u32 = 8;
+    /// Strict mode: the oracle (spec §8a) saw the invariant violated.
+    pub const ORACLE_VIOLATION: u32 = 9;
 }
 
 /// Device counters (spec §10): index into `COUNTERS`.
@@ -224,8 +262,14 @@ pub mod counter {
     pub const TRAFFIC_OPS: u32 = 18;
     /// Commands executed.
     pub const COMMANDS: u32 = 19;
+    /// Oracle invalidations accepted (spec §8a).
+    pub const ORACLE_INVALIDATIONS: u32 = 20;
+    /// Accesses, or table entries, that the oracle found to outlive an invalidation.
+    pub const ORACLE_VIOLATIONS: u32 = 21;
+    /// DMA refused because bus mastering was off (PCI command register).
+    pub const DMA_REFUSED: u32 = 22;
     /// Number of defined counters.
-    pub const COUNT: u32 = 20;
+    pub const COUNT: u32 = 23;
     /// Counter register slots in BAR0.
     pub const SLOTS: u32 = 32;
     /// Names, indexed by counter number (for tools and the stats socket).
@@ -250,6 +294,9 @@ pub mod counter {
         "stale_unchecked",
         "traffic_ops",
         "commands",
+        "oracle_invalidations",
+        "oracle_violations",
+        "dma_refused",
     ];
 }
 
