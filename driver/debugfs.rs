@@ -5,14 +5,20 @@
 //!   faults, invalidations, SYNC waits);
 //! - `sync_wait_us`: histogram of how long invalidations waited for their SYNC (the cost of
 //!   coherence, per power of two microseconds);
-//! - `device`: the device's counters.
+//! - `device`: the device's counters;
+//! - `fault_deregister_delay_ms` (read-write): fault injection for tests: deregistration sleeps
+//!   this long between its two steps (taking the translations down, removing the notifier), so a
+//!   test can land an munmap between them deterministically;
+//! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
+//!   oracle find the PCI function behind `/dev/mnicN`).
 
 use core::fmt;
 
 use kernel::{
-    debugfs::{Dir, File},
+    debugfs::{Dir, File, Reader},
     prelude::*,
     sync::{atomic::Relaxed, Arc},
+    uaccess::UserSliceReader,
 };
 
 use crate::abi::{counter, pte};
@@ -24,6 +30,41 @@ pub(crate) struct Contexts(pub(crate) Arc<MnicDev>);
 pub(crate) struct SyncWaits(pub(crate) Arc<MnicDev>);
 /// Device counters.
 pub(crate) struct Counters(pub(crate) Arc<MnicDev>);
+/// BAR0 bus address.
+pub(crate) struct Bar0(pub(crate) u64);
+/// The deregistration delay of fault injection.
+pub(crate) struct DeregisterDelay(pub(crate) Arc<MnicDev>);
+
+impl fmt::Debug for DeregisterDelay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", self.0.deregister_delay_ms.load(Relaxed))
+    }
+}
+
+impl Reader for DeregisterDelay {
+    fn read_from_slice(&self, reader: &mut UserSliceReader) -> Result {
+        let mut buf = [0u8; 12];
+        let n = reader.len();
+        if n > buf.len() {
+            return Err(EINVAL);
+        }
+        reader.read_slice(&mut buf[..n])?;
+        let text = core::str::from_utf8(&buf[..n]).map_err(|_| EINVAL)?;
+        let ms: u32 = text.trim().parse().map_err(|_| EINVAL)?;
+        // A test knob, not a way to hang a process for good.
+        if ms > 10_000 {
+            return Err(EINVAL);
+        }
+        self.0.deregister_delay_ms.store(ms, Relaxed);
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Bar0 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{:#x}", self.0)
+    }
+}
 
 impl fmt::Debug for Contexts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -91,6 +132,8 @@ pub(crate) struct DebugDir {
     _contexts: Pin<KBox<File<Contexts>>>,
     _sync_waits: Pin<KBox<File<SyncWaits>>>,
     _counters: Pin<KBox<File<Counters>>>,
+    _bar0: Pin<KBox<File<Bar0>>>,
+    _deregister_delay: Pin<KBox<File<DeregisterDelay>>>,
     _dir: Dir,
 }
 
@@ -108,6 +151,17 @@ impl DebugDir {
             )?,
             _counters: KBox::pin_init(
                 dir.read_only_file(c"device", Counters(dev.clone())),
+                GFP_KERNEL,
+            )?,
+            _bar0: KBox::pin_init(
+                dir.read_only_file(c"bar0", Bar0(dev.regs_phys)),
+                GFP_KERNEL,
+            )?,
+            _deregister_delay: KBox::pin_init(
+                dir.read_write_file(
+                    c"fault_deregister_delay_ms",
+                    DeregisterDelay(dev.clone()),
+                ),
                 GFP_KERNEL,
             )?,
             _dir: dir,

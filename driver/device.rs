@@ -91,6 +91,11 @@ pub(crate) struct MnicDev {
     doorbells: pci::DevresBar,
     /// Bus address of BAR2 (the per-context doorbell pages), for mmap.
     pub(crate) doorbell_phys: u64,
+    /// Bus address of BAR0 (debugfs `bar0`: how test tools find this function).
+    pub(crate) regs_phys: u64,
+    /// Fault injection (debugfs `fault_deregister_delay_ms`): deregistration sleeps this long
+    /// between its two steps. 0 in normal use.
+    pub(crate) deregister_delay_ms: Atomic<u32>,
     /// `/dev/mnicN` number.
     pub(crate) minor_index: u32,
     #[pin]
@@ -224,6 +229,7 @@ impl MnicDev {
             return Err(EIO);
         }
         let doorbell_phys = pdev.resource_start(abi::BAR_DOORBELLS)?;
+        let regs_phys = pdev.resource_start(abi::BAR_REGS)?;
         let pdev: ARef<pci::Device> = pdev.into();
 
         Ok(try_pin_init!(MnicDev {
@@ -231,6 +237,8 @@ impl MnicDev {
             regs,
             doorbells,
             doorbell_phys,
+            regs_phys,
+            deregister_delay_ms: Atomic::new(0),
             minor_index,
             srcu <- new_srcu!(),
             gone: Atomic::new(false),

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 pub mod nic;
+pub mod oracle;
 
 /// The guest's page size.
 pub const PAGE: usize = 4096;

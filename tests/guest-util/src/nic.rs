@@ -7,7 +7,7 @@ use std::time::Duration;
 use mnic::{Context, DmaBuffer, Pattern, QueueConfig, Traffic};
 use mnic_abi as abi;
 
-use crate::{check, e};
+use crate::{check, e, oracle};
 
 /// The first NIC's device node.
 pub const DEV: &str = "/dev/mnic0";
@@ -36,34 +36,72 @@ pub fn ensure_module() -> Result<(), String> {
     })
 }
 
-pub fn open() -> Result<Context, String> {
+/// A context opened by a test, watched by the stale-access oracle when it is available
+/// ([`crate::oracle`]). Derefs to the library's [`Context`]. The oracle is disarmed before the
+/// context closes (fields drop in declaration order): work still running on the context when
+/// the test lets go of it must not be judged against the invalidations of its teardown.
+pub struct Nic {
+    _oracle: Option<oracle::Armed>,
+    ctx: Context,
+}
+
+impl std::ops::Deref for Nic {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+/// Opens a context of the NIC at `path` (armed, see [`Nic`]).
+pub fn open_path(path: &str) -> Result<Nic, String> {
     ensure_module()?;
-    Context::open(DEV.as_ref()).map_err(e("open"))
+    let ctx = Context::open(path.as_ref()).map_err(e("open"))?;
+    let oracle = if oracle::wanted() {
+        Some(oracle::arm(&ctx)?)
+    } else {
+        None
+    };
+    Ok(Nic {
+        _oracle: oracle,
+        ctx,
+    })
+}
+
+/// Opens a context of the first NIC (armed, see [`Nic`]).
+pub fn open() -> Result<Nic, String> {
+    open_path(DEV)
 }
 
 /// A context with queues set up.
-pub fn open_with_queues() -> Result<Context, String> {
+pub fn open_with_queues() -> Result<Nic, String> {
     let ctx = open()?;
     ctx.setup_queues(QueueConfig::default())
         .map_err(e("setup_queues"))?;
     Ok(ctx)
 }
 
+/// Stale accesses the device found: by its own checker plus those the oracle saw.
 pub fn stale(ctx: &Context) -> Result<u64, String> {
-    Ok(ctx
-        .dev_stats()
-        .map_err(e("DEV_STATS"))?
-        .get(abi::counter::STALE_ACCESSES))
+    let c = ctx.dev_stats().map_err(e("DEV_STATS"))?;
+    Ok(c.get(abi::counter::STALE_ACCESSES) + c.get(abi::counter::ORACLE_VIOLATIONS))
 }
 
+/// Neither the device's checker nor the oracle saw a stale access.
 pub fn no_stale(ctx: &Context) -> Result<(), String> {
-    let n = stale(ctx)?;
-    check(n == 0, || format!("device counted {n} stale accesses"))
+    let c = ctx.dev_stats().map_err(e("DEV_STATS"))?;
+    let (own, oracle) = (
+        c.get(abi::counter::STALE_ACCESSES),
+        c.get(abi::counter::ORACLE_VIOLATIONS),
+    );
+    check(own == 0 && oracle == 0, || {
+        format!("device counted {own} stale accesses, the oracle {oracle} violations")
+    })
 }
 
 /// Checks the device counter with a fresh context (for cases whose own context is gone).
 pub fn no_stale_fresh() -> Result<(), String> {
-    no_stale(&open()?)
+    let ctx = open()?;
+    no_stale(&ctx)
 }
 
 /// Keeps the device busy on `buf` for a long while: four traffic items of 2^20 4 KiB

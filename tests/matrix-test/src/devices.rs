@@ -9,14 +9,15 @@ use mnic::{Access, Context, Pattern, QueueConfig, Traffic};
 use mnic_abi as abi;
 
 use crate::util::*;
+use mnic_guest_util::nic::Nic;
 
 const NICS: [&str; 2] = ["/dev/mnic0", "/dev/mnic1"];
 
-fn open_nic(path: &str) -> Result<Context, String> {
+fn open_nic(path: &str) -> Result<Nic, String> {
     check(fs::metadata(path).is_ok(), || {
         format!("{path} missing: this case needs two NICs (mnic-vm run --devices 2)")
     })?;
-    let ctx = Context::open(path.as_ref()).map_err(e("open"))?;
+    let ctx = mnic_guest_util::nic::open_path(path)?;
     ctx.setup_queues(QueueConfig::default())
         .map_err(e("setup_queues"))?;
     Ok(ctx)

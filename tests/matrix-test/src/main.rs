@@ -11,6 +11,7 @@
 //! the bounded loops long.
 
 mod devices;
+mod holes;
 mod mm;
 mod stress;
 mod uffd;
@@ -74,6 +75,17 @@ fn main() {
         // Only in their own boots (mnic-vm run --kill-device-after; --devices 2).
         ("device_killed", stress::device_killed, false),
         ("two_nics", devices::two_nics, false),
+        // The invariant's holes (holes.rs): in their own boot, a strict device halts on one.
+        (
+            "huge_leaf_over_cached_small",
+            holes::huge_leaf_over_cached_small,
+            false,
+        ),
+        (
+            "deregister_races_munmap",
+            holes::deregister_races_munmap,
+            false,
+        ),
     ];
     mnic_guest_util::run("mnic-matrix-test", cases);
 }

@@ -1,0 +1,82 @@
+//! The stale-access oracle (`tests/kmod/mnic-oracle`, spec §8a) from the tests' side.
+//!
+//! Every context a test opens through [`crate::nic`] is armed: the oracle module watches the
+//! process's address space with a notifier of its own and reports each invalidation to the
+//! device, which then flags any access through a translation taken before it, and any leaf the
+//! driver left in the table. The device counts both in `ORACLE_VIOLATIONS` (strict mode halts
+//! it), and `nic::no_stale` checks that counter next to the device's own checker.
+//!
+//! `MNIC_ORACLE=0` in the environment turns arming off (the device-death boot: a report to a
+//! dead device would be an MMIO request that QEMU cannot answer).
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::process::Command;
+
+use mnic::Context;
+
+use crate::{check, e};
+
+/// The oracle's device node.
+pub const NODE: &str = "/dev/mnic_oracle";
+/// Where the image puts the oracle module.
+pub const MODULE: &str = "/lib/modules/mnic_oracle.ko";
+
+/// Whether tests arm the oracle (the module is in the image and `MNIC_ORACLE` is not 0).
+pub fn wanted() -> bool {
+    std::env::var("MNIC_ORACLE").map_or(true, |v| v != "0") && fs::metadata(MODULE).is_ok()
+}
+
+/// Loads the oracle module unless its node exists.
+pub fn ensure_module() -> Result<(), String> {
+    if fs::metadata(NODE).is_ok() {
+        return Ok(());
+    }
+    let out = Command::new("insmod")
+        .arg(MODULE)
+        .output()
+        .map_err(e("insmod oracle"))?;
+    check(out.status.success(), || {
+        format!(
+            "insmod {MODULE}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
+/// BAR0 bus address of `/dev/mnicN` (the driver's debugfs `bar0` file).
+pub fn bar0(minor: u32) -> Result<u64, String> {
+    let path = format!("/sys/kernel/debug/mnic{minor}/bar0");
+    let text = fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
+    let hex = text.trim().trim_start_matches("0x");
+    u64::from_str_radix(hex, 16).map_err(|err| format!("{path}: {err}"))
+}
+
+/// One armed context: disarmed (then the notifier removed) when dropped.
+pub struct Armed(#[allow(dead_code)] File);
+
+/// Arms the oracle for `ctx`, which the calling process opened.
+pub fn arm(ctx: &Context) -> Result<Armed, String> {
+    ensure_module()?;
+    let bar0 = bar0(ctx.info().minor)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(NODE)
+        .map_err(e("open oracle"))?;
+    f.write_all(format!("arm {bar0:#x} {}\n", ctx.info().ctx).as_bytes())
+        .map_err(e("arm oracle"))?;
+    Ok(Armed(f))
+}
+
+/// Stalls the next DMA access of `/dev/mnicN`'s engine for `ms` milliseconds (spec §8a
+/// `DEBUG_STALL_MS`): a hung, not dead, device.
+pub fn stall(minor: u32, ms: u32) -> Result<(), String> {
+    ensure_module()?;
+    let bar0 = bar0(minor)?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .open(NODE)
+        .map_err(e("open oracle"))?;
+    f.write_all(format!("stall {bar0:#x} {ms}\n").as_bytes())
+        .map_err(e("stall"))
+}

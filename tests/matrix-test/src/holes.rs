@@ -1,0 +1,116 @@
+//! The invariant's known holes, each reproduced deterministically (docs/testing.md, "Holes").
+//!
+//! Every case here once let the device touch a page after the kernel's invalidate callback had
+//! returned, and the device's own checker could not see it (it only judges the invalidations
+//! the driver posts). The stale-access oracle (tests/kmod/mnic-oracle, spec §8a) sees them: it
+//! reports every invalidation of the process's address space to the device independently of
+//! the driver, so `no_stale` fails on a driver with the hole. They run in their own boot
+//! (`invariant` in tests/suites.txt): a strict device halts on the first violation.
+
+use std::fs;
+use std::thread;
+use std::time::Duration;
+
+use mnic::{Access, DmaBuffer};
+
+use crate::util::*;
+
+fn thp_enabled() -> bool {
+    fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+        .is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
+}
+
+/// A 2 MiB device leaf installed over a 4 KiB leaf the device had cached.
+///
+/// The device caches the 4 KiB translation of page P of a THP block; a device fault elsewhere
+/// in the block makes the driver install one 2 MiB leaf over the block. MADV_DONTNEED of the
+/// half without P takes the 2 MiB leaf down (the device drops what overlaps that half), then
+/// MADV_DONTNEED of P itself: the driver must make the device forget P's 4 KiB translation
+/// too. With the hole, the table no longer showed it, nothing was invalidated, and the device
+/// read the freed page.
+pub fn huge_leaf_over_cached_small() -> CaseResult {
+    if !thp_enabled() {
+        return Ok(Outcome::Skip("THP disabled".into()));
+    }
+    let ctx = ctxq()?;
+    let huge = 2 << 20;
+    let buf = DmaBuffer::new_huge(huge).map_err(e("huge buffer"))?;
+    let m = Map::adopt(buf.as_mut_ptr() as usize, huge);
+    m.fill(0, huge, 50);
+    let _r = reg_raw(&ctx, m.va(), huge, Access::READ_WRITE)?;
+    let p = PAGE * 384;
+    // P alone: a 4 KiB leaf, and the device caches it.
+    ctx.prefetch(m.at(p), PAGE as u64, false)
+        .map_err(e("prefetch P"))?;
+    is_pattern(&dev_read(&ctx, m.at(p), PAGE).map_err(e("read P"))?, p, 50)?;
+    // A device fault on page 0 maps the whole block with one 2 MiB leaf.
+    is_pattern(&dev_read(&ctx, m.va(), PAGE).map_err(e("read 0"))?, 0, 50)?;
+    let q = query(&ctx, m.va(), huge)?;
+    if q.valid_2m != 1 {
+        std::mem::forget(m);
+        return Ok(Outcome::Skip(format!("no 2 MiB leaf for the block: {q:?}")));
+    }
+    // The half without P goes; then P.
+    m.madvise(0, huge / 2, libc::MADV_DONTNEED)?;
+    m.madvise(p, PAGE, libc::MADV_DONTNEED)?;
+    // The CPU sees a fresh zero page at P; the device must see the same.
+    let seen = dev_read(&ctx, m.at(p), PAGE).map_err(e("read P after DONTNEED"))?;
+    is_zero(&seen, "device read of P after MADV_DONTNEED")?;
+    no_stale(&ctx)?;
+    std::mem::forget(m);
+    Ok(Outcome::Pass)
+}
+
+/// The driver's fault-injection knob (debugfs) that widens deregistration's window.
+fn set_deregister_delay(minor: u32, ms: u32) -> Result<(), String> {
+    let path = format!("/sys/kernel/debug/mnic{minor}/fault_deregister_delay_ms");
+    fs::write(&path, format!("{ms}\n")).map_err(|err| format!("{path}: {err}"))
+}
+
+/// Deregistration racing an munmap of the same range on another thread.
+///
+/// Deregistration has two steps: take the translations down behind a SYNC, and remove the
+/// notifier. In the wrong order (the hole), an munmap landing between them frees pages that the
+/// table (and so the device) still maps, and no notifier of the context hears of it. The
+/// driver's fault-injection delay puts the munmap between the two steps every time.
+pub fn deregister_races_munmap() -> CaseResult {
+    let ctx = ctxq()?;
+    let minor = ctx.info().minor;
+    let len = 16 * PAGE;
+    let m = Map::anon(len)?;
+    m.fill(0, len, 60);
+    let r = reg_raw(&ctx, m.va(), len, Access::READ_WRITE)?;
+    r.prefetch(true).map_err(e("prefetch"))?;
+    let q = query(&ctx, m.va(), len)?;
+    check(q.valid_4k == 16, || format!("prefetch mapped {q:?}"))?;
+    set_deregister_delay(minor, 400)?;
+    // The other thread unmaps the range itself; `m` must not unmap it again later.
+    let va = m.va();
+    std::mem::forget(m);
+    let raced = thread::scope(|s| {
+        let unmapper = s.spawn(move || {
+            // Deregistration is inside its delay by now.
+            thread::sleep(Duration::from_millis(150));
+            // SAFETY: the range is this case's own anonymous mapping, touched by nothing else.
+            if unsafe { libc::munmap(va as *mut libc::c_void, len) } == 0 {
+                Ok(())
+            } else {
+                Err(os_err("munmap"))
+            }
+        });
+        let dereg = r.deregister().map_err(e("deregister"));
+        let unmapped = unmapper
+            .join()
+            .map_err(|_| "munmap thread panicked".to_string())
+            .and_then(|r| r);
+        dereg.and(unmapped)
+    });
+    set_deregister_delay(minor, 0)?;
+    raced?;
+    let q = query(&ctx, va, len)?;
+    check(q.valid_4k + q.valid_2m == 0, || {
+        format!("entries left after deregistration: {q:?}")
+    })?;
+    no_stale(&ctx)?;
+    Ok(Outcome::Pass)
+}
