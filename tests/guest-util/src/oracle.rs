@@ -10,7 +10,7 @@
 //! dead device would be an MMIO request that QEMU cannot answer).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::process::Command;
 
 use mnic::Context;
@@ -79,4 +79,22 @@ pub fn stall(minor: u32, ms: u32) -> Result<(), String> {
         .map_err(e("open oracle"))?;
     f.write_all(format!("stall {bar0:#x} {ms}\n").as_bytes())
         .map_err(e("stall"))
+}
+
+/// Reads device counter `counter` of the function at `bar0` straight from its registers
+/// (works after the driver declared the device dead or let it go).
+pub fn peek_counter(bar0: u64, counter: u32) -> Result<u64, String> {
+    ensure_module()?;
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(NODE)
+        .map_err(e("open oracle"))?;
+    let off = mnic_abi::reg::counter(counter);
+    f.write_all(format!("peek {bar0:#x} {off:x}\n").as_bytes())
+        .map_err(e("peek"))?;
+    f.rewind().map_err(e("rewind"))?;
+    let mut text = String::new();
+    f.read_to_string(&mut text).map_err(e("read peek"))?;
+    text.trim().parse().map_err(e("peek value"))
 }

@@ -20,6 +20,9 @@
  *   "arm BAR0 CTX"   BAR0 = the device's BAR0 bus address (hex, 0x...), CTX = context index:
  *                    arm the oracle for that context of the calling process's address space.
  *   "stall BAR0 MS"  arm the device's DEBUG_STALL_MS fault injection (any file).
+ *   "peek BAR0 OFF"  read the 64-bit register (counter) at BAR0 offset OFF (hex); the next
+ *                    read() of the file returns it in decimal. For tests whose driver declared
+ *                    the device dead: its ioctls say ENODEV, the device still counts.
  * Closing the file disarms the device first, then removes the notifier.
  */
 
@@ -48,7 +51,8 @@ struct oracle_arm {
 	void __iomem *regs;
 	u32 ctx;
 	u32 gen;
-	struct mutex lock; /* arming vs close */
+	u64 peeked; /* last "peek" */
+	struct mutex lock; /* arming vs close, peeked */
 };
 
 /* Ends a register sequence with a read: the device has acted on it when the read returns. */
@@ -169,6 +173,35 @@ static int oracle_stall(u64 bar0, u32 ms)
 	return 0;
 }
 
+static int oracle_peek(u64 bar0, u32 off, u64 *out)
+{
+	struct pci_dev *pdev;
+	void __iomem *regs;
+	int ret;
+
+	if (off % 4 || off + 8 > MNIC_BAR_REGS_SIZE)
+		return -EINVAL;
+	ret = oracle_find(bar0, &pdev, &regs);
+	if (ret)
+		return ret;
+	*out = readl(regs + off) | (u64)readl(regs + off + 4) << 32;
+	iounmap(regs);
+	pci_dev_put(pdev);
+	return 0;
+}
+
+static ssize_t oracle_read(struct file *file, char __user *ubuf, size_t len, loff_t *pos)
+{
+	struct oracle_arm *arm = file->private_data;
+	char buf[24];
+	int n;
+
+	mutex_lock(&arm->lock);
+	n = scnprintf(buf, sizeof(buf), "%llu\n", arm->peeked);
+	mutex_unlock(&arm->lock);
+	return simple_read_from_buffer(ubuf, len, pos, buf, n);
+}
+
 static ssize_t oracle_write(struct file *file, const char __user *ubuf, size_t len,
 			    loff_t *pos)
 {
@@ -189,6 +222,16 @@ static ssize_t oracle_write(struct file *file, const char __user *ubuf, size_t l
 		mutex_unlock(&arm->lock);
 	} else if (sscanf(buf, "stall %llx %u", &bar0, &arg) == 2) {
 		ret = oracle_stall(bar0, arg);
+	} else if (sscanf(buf, "peek %llx %x", &bar0, &arg) == 2) {
+		u64 v;
+
+		ret = oracle_peek(bar0, arg, &v);
+		if (!ret) {
+			mutex_lock(&arm->lock);
+			arm->peeked = v;
+			mutex_unlock(&arm->lock);
+			*pos = 0;
+		}
 	} else {
 		ret = -EINVAL;
 	}
@@ -235,6 +278,7 @@ static const struct file_operations oracle_fops = {
 	.open = oracle_open,
 	.release = oracle_close,
 	.write = oracle_write,
+	.read = oracle_read,
 	.llseek = noop_llseek,
 };
 

@@ -114,3 +114,85 @@ pub fn deregister_races_munmap() -> CaseResult {
     no_stale(&ctx)?;
     Ok(Outcome::Pass)
 }
+
+/// Unloads and loads the driver again: probe resets the device (a halted or stopped device
+/// works again) and turns bus mastering back on.
+fn reload_driver() -> Result<(), String> {
+    for (cmd, arg) in [("rmmod", "mnic"), ("insmod", MODULE)] {
+        let out = std::process::Command::new(cmd)
+            .arg(arg)
+            .output()
+            .map_err(e("reload"))?;
+        check(out.status.success(), || {
+            format!(
+                "{cmd} {arg}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// A slow device, not a dead one: its engine stalls with a translation in hand while an
+/// invalidation waits for its SYNC.
+///
+/// The driver's SYNC wait gives up after its timeout. With the hole it then only marked the
+/// device dead and let MADV_DONTNEED return, and the device, waking up, wrote into the freed
+/// pages through the translation it had taken before. Now the driver stops the device (bus
+/// mastering off, confirmed by a read back) before the callback returns, and the device
+/// refuses the late DMA (`DMA_REFUSED`).
+pub fn sync_timeout_slow_device() -> CaseResult {
+    let stall_ms = 5000;
+    let (minor, bar0) = {
+        let ctx = ctxq()?;
+        let minor = ctx.info().minor;
+        let bar0 = mnic_guest_util::oracle::bar0(minor)?;
+        let len = 1 << 20;
+        let src = DmaBuffer::new(len).map_err(e("src"))?;
+        src.write_from(0, &pattern(0, len, 70));
+        let dst = Map::anon(len)?;
+        dst.fill(0, len, 71);
+        let rs = ctx
+            .register(&src, Access::READ)
+            .map_err(e("register src"))?;
+        let rd = reg_raw(&ctx, dst.va(), len, Access::READ_WRITE)?;
+        rs.prefetch(false).map_err(e("prefetch src"))?;
+        rd.prefetch(true).map_err(e("prefetch dst"))?;
+        mnic_guest_util::oracle::stall(minor, stall_ms)?;
+        ctx.post(&mnic::Work::copy(src.va(), dst.va(), len as u32).map_err(e("copy"))?)
+            .map_err(e("post"))?;
+        // The engine has translated the first piece of the copy and sleeps.
+        thread::sleep(Duration::from_millis(300));
+        let t = std::time::Instant::now();
+        dst.madvise(0, len, libc::MADV_DONTNEED)?;
+        note(format!(
+            "MADV_DONTNEED returned after {:?} (SYNC timeout, then the device was stopped)",
+            t.elapsed()
+        ));
+        // The stall ends; a device nobody stopped writes into the freed pages now.
+        thread::sleep(Duration::from_millis(u64::from(stall_ms) + 1000));
+        (minor, bar0)
+    };
+    let _ = minor;
+    let peek = |c| mnic_guest_util::oracle::peek_counter(bar0, c);
+    let violations = peek(mnic_abi::counter::ORACLE_VIOLATIONS)?;
+    let refused = peek(mnic_abi::counter::DMA_REFUSED)?;
+    note(format!(
+        "oracle violations {violations}, DMA refused {refused}"
+    ));
+    reload_driver()?;
+    check(violations == 0, || {
+        format!("the oracle saw {violations} accesses to pages freed after the SYNC timeout")
+    })?;
+    check(refused > 0, || {
+        "the stalled DMA was neither refused nor flagged: did the stall happen?".into()
+    })?;
+    // The reloaded driver works.
+    let ctx = ctxq()?;
+    let m = Map::anon(4 * PAGE)?;
+    m.fill(0, m.len, 72);
+    let _r = reg_raw(&ctx, m.va(), m.len, Access::READ)?;
+    is_pattern(&dev_read(&ctx, m.va(), m.len).map_err(e("read"))?, 0, 72)?;
+    no_stale(&ctx)?;
+    Ok(Outcome::Pass)
+}

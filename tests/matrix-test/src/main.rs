@@ -86,6 +86,11 @@ fn main() {
             holes::deregister_races_munmap,
             false,
         ),
+        (
+            "sync_timeout_slow_device",
+            holes::sync_timeout_slow_device,
+            false,
+        ),
     ];
     mnic_guest_util::run("mnic-matrix-test", cases);
 }
