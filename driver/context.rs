@@ -447,19 +447,11 @@ impl Ctx {
         // registrations over the same pages fault them back on demand). Pinned pages are
         // released only once the device cannot use them any more.
         drop(notifier);
-        self.fault_injection_delay();
+        // Fault injection (debugfs): widens the window between the two steps for tests.
+        crate::device::fault_delay(&self.dev.deregister_delay_ms);
         let result = self.shoot_down(start, end);
         drop(pinned);
         result
-    }
-
-    /// Fault injection for tests (debugfs `fault_deregister_delay_ms`): widens the window
-    /// between the two steps of deregistration.
-    fn fault_injection_delay(&self) {
-        let ms = self.dev.deregister_delay_ms.load(Relaxed);
-        if ms != 0 {
-            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(i64::from(ms)));
-        }
     }
 
     /// Clears [start, end) and waits until the device dropped it.

@@ -9,6 +9,8 @@
 //! - `fault_deregister_delay_ms` (read-write): fault injection for tests: deregistration sleeps
 //!   this long between its two steps (taking the translations down, removing the notifier), so a
 //!   test can land an munmap between them deterministically;
+//! - `fault_unbind_delay_ms` (read-write): unbind sleeps this long once it has stopped new
+//!   submissions, before the device is stopped (the window of an invalidation racing unbind);
 //! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
 //!   oracle find the PCI function behind `/dev/mnicN`).
 
@@ -17,7 +19,10 @@ use core::fmt;
 use kernel::{
     debugfs::{Dir, File, Reader},
     prelude::*,
-    sync::{atomic::Relaxed, Arc},
+    sync::{
+        atomic::{Atomic, Relaxed},
+        Arc,
+    },
     uaccess::UserSliceReader,
 };
 
@@ -32,16 +37,22 @@ pub(crate) struct SyncWaits(pub(crate) Arc<MnicDev>);
 pub(crate) struct Counters(pub(crate) Arc<MnicDev>);
 /// BAR0 bus address.
 pub(crate) struct Bar0(pub(crate) u64);
-/// The deregistration delay of fault injection.
-pub(crate) struct DeregisterDelay(pub(crate) Arc<MnicDev>);
+/// A fault-injection delay of the device (milliseconds), read and written as text.
+pub(crate) struct Delay(pub(crate) Arc<MnicDev>, fn(&MnicDev) -> &Atomic<u32>);
 
-impl fmt::Debug for DeregisterDelay {
+impl fmt::Debug for Bar0 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}", self.0.deregister_delay_ms.load(Relaxed))
+        writeln!(f, "{:#x}", self.0)
     }
 }
 
-impl Reader for DeregisterDelay {
+impl fmt::Debug for Delay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{}", (self.1)(&self.0).load(Relaxed))
+    }
+}
+
+impl Reader for Delay {
     fn read_from_slice(&self, reader: &mut UserSliceReader) -> Result {
         let mut buf = [0u8; 12];
         let n = reader.len();
@@ -55,14 +66,8 @@ impl Reader for DeregisterDelay {
         if ms > 10_000 {
             return Err(EINVAL);
         }
-        self.0.deregister_delay_ms.store(ms, Relaxed);
+        (self.1)(&self.0).store(ms, Relaxed);
         Ok(())
-    }
-}
-
-impl fmt::Debug for Bar0 {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:#x}", self.0)
     }
 }
 
@@ -133,7 +138,8 @@ pub(crate) struct DebugDir {
     _sync_waits: Pin<KBox<File<SyncWaits>>>,
     _counters: Pin<KBox<File<Counters>>>,
     _bar0: Pin<KBox<File<Bar0>>>,
-    _deregister_delay: Pin<KBox<File<DeregisterDelay>>>,
+    _deregister_delay: Pin<KBox<File<Delay>>>,
+    _unbind_delay: Pin<KBox<File<Delay>>>,
     _dir: Dir,
 }
 
@@ -160,7 +166,14 @@ impl DebugDir {
             _deregister_delay: KBox::pin_init(
                 dir.read_write_file(
                     c"fault_deregister_delay_ms",
-                    DeregisterDelay(dev.clone()),
+                    Delay(dev.clone(), |d| &d.deregister_delay_ms),
+                ),
+                GFP_KERNEL,
+            )?,
+            _unbind_delay: KBox::pin_init(
+                dir.read_write_file(
+                    c"fault_unbind_delay_ms",
+                    Delay(dev.clone(), |d| &d.unbind_delay_ms),
                 ),
                 GFP_KERNEL,
             )?,

@@ -51,6 +51,14 @@ pub(crate) fn store(mem: &Coherent<[u64]>, index: usize, value: u64) -> Result {
     Ok(())
 }
 
+/// Fault injection for tests: sleeps for the delay a debugfs knob holds (0: not at all).
+pub(crate) fn fault_delay(ms: &Atomic<u32>) {
+    let ms = ms.load(Relaxed);
+    if ms != 0 {
+        fsleep(Delta::from_millis(i64::from(ms)));
+    }
+}
+
 /// Buckets of the SYNC wait histogram: bucket i counts waits below 2^(i+1) microseconds, the
 /// last one everything longer.
 pub(crate) const SYNC_HIST_BUCKETS: usize = 16;
@@ -96,6 +104,9 @@ pub(crate) struct MnicDev {
     /// Fault injection (debugfs `fault_deregister_delay_ms`): deregistration sleeps this long
     /// between its two steps. 0 in normal use.
     pub(crate) deregister_delay_ms: Atomic<u32>,
+    /// Fault injection (debugfs `fault_unbind_delay_ms`): unbind sleeps this long between
+    /// refusing new submissions and stopping the device. 0 in normal use.
+    pub(crate) unbind_delay_ms: Atomic<u32>,
     /// `/dev/mnicN` number.
     pub(crate) minor_index: u32,
     #[pin]
@@ -239,6 +250,7 @@ impl MnicDev {
             doorbell_phys,
             regs_phys,
             deregister_delay_ms: Atomic::new(0),
+            unbind_delay_ms: Atomic::new(0),
             minor_index,
             srcu <- new_srcu!(),
             gone: Atomic::new(false),
@@ -281,6 +293,7 @@ impl MnicDev {
         self.gone.store(true, Relaxed);
         self.wake_waiters();
         self.srcu.synchronize();
+        fault_delay(&self.unbind_delay_ms);
         if let Ok(bar) = self.regs.access(dev) {
             bar.write_reg(regs::CONTROL::zeroed().with_reset(true));
         }

@@ -24,7 +24,7 @@ fn translation(c: &mut Criterion) {
     let mut tlb = Tlb::default();
     for i in 0..PAGES {
         let va = VA + i * pte::PAGE_SIZE;
-        tlb.insert(1, walk(&m, t.root, va).unwrap(), 0);
+        tlb.insert(1, walk(&m, t.root, va).unwrap(), 0, 0);
     }
     let mut g = c.benchmark_group("translate");
     g.throughput(Throughput::Elements(PAGES));
@@ -109,7 +109,7 @@ fn invalidate(c: &mut Criterion) {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
                     for i in 0..n {
-                        h.core.tlb_mut().insert(1, leaf(i), 0);
+                        h.core.tlb_mut().insert(1, leaf(i), 0, 0);
                     }
                     value += 1;
                     let t = Instant::now();

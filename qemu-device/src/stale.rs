@@ -94,6 +94,13 @@ impl StaleChecker {
         }
     }
 
+    /// Forgets what was recorded for `ctx`.
+    pub fn forget(&mut self, ctx: u16) {
+        if let Some(log) = self.logs.get_mut(usize::from(ctx)) {
+            *log = CtxLog::default();
+        }
+    }
+
     /// Forgets everything (device reset).
     pub fn clear(&mut self) {
         self.logs.clear();
@@ -127,8 +134,14 @@ mod tests {
             Verdict::Fresh,
             "walked after"
         );
+        c.record(2, 7, 0x1000, 0x2000);
+        c.sync_completed(8);
+        c.forget(1);
+        assert_eq!(c.check(1, 0x1000, 0x1008, 3), Verdict::Fresh, "forgotten");
+        assert_eq!(c.check(2, 0x1000, 0x1008, 3), Verdict::Stale { inval_seq: 7 });
+        c.forget(200);
         c.clear();
-        assert_eq!(c.check(1, 0x1000, 0x1008, 3), Verdict::Fresh);
+        assert_eq!(c.check(2, 0x1000, 0x1008, 3), Verdict::Fresh);
     }
 
     #[test]

@@ -73,6 +73,45 @@ pub enum WalkError {
     NonCanonical,
 }
 
+/// What one well-formed present entry says.
+enum Entry {
+    /// The GPA of the next level's table.
+    Table(u64),
+    /// A leaf the walker would use.
+    Leaf(Leaf),
+}
+
+/// Decodes `entry`, loaded from `at` at `level` on the way to `va`: the single place that
+/// decides what a table entry means, for the walker and the range scan alike.
+#[inline]
+fn decode(mem: &GuestMem, at: u64, entry: u64, level: u32, va: u64) -> Result<Entry, WalkError> {
+    if entry & pte::P == 0 {
+        return Err(WalkError::NotPresent { level });
+    }
+    if entry & pte::RESERVED_MASK != 0 {
+        return Err(WalkError::Table { at, entry });
+    }
+    let addr = entry & pte::ADDR_MASK;
+    let huge = entry & pte::H != 0;
+    if huge && level != 2 {
+        return Err(WalkError::Table { at, entry });
+    }
+    if !(huge || level == 1) {
+        return Ok(Entry::Table(addr));
+    }
+    if huge && !addr.is_multiple_of(pte::HUGE_SIZE) {
+        return Err(WalkError::Table { at, entry });
+    }
+    let leaf = Leaf {
+        va: va & !(if huge { pte::HUGE_SIZE } else { pte::PAGE_SIZE } - 1),
+        gpa: addr,
+        huge,
+        writable: entry & pte::W != 0,
+    };
+    mem::check(mem, addr, leaf.size(), false).map_err(|e| WalkError::Address { addr: e.addr })?;
+    Ok(Entry::Leaf(leaf))
+}
+
 /// Walks the tables rooted at `root` for `va`. Permissions are the caller's business.
 pub fn walk(mem: &GuestMem, root: u64, va: u64) -> Result<Leaf, WalkError> {
     if va >= pte::VA_LIMIT {
@@ -85,35 +124,92 @@ pub fn walk(mem: &GuestMem, root: u64, va: u64) -> Result<Leaf, WalkError> {
         }
         let at = table + 8 * pte::index(va, level) as u64;
         let entry = mem::load_u64(mem, at).map_err(|_| WalkError::Address { addr: table })?;
-        if entry & pte::P == 0 {
-            return Err(WalkError::NotPresent { level });
+        match decode(mem, at, entry, level, va)? {
+            Entry::Leaf(leaf) => return Ok(leaf),
+            Entry::Table(next) => table = next,
         }
-        if entry & pte::RESERVED_MASK != 0 {
-            return Err(WalkError::Table { at, entry });
-        }
-        let addr = entry & pte::ADDR_MASK;
-        let huge = entry & pte::H != 0;
-        if huge && level != 2 {
-            return Err(WalkError::Table { at, entry });
-        }
-        if huge || level == 1 {
-            if huge && !addr.is_multiple_of(pte::HUGE_SIZE) {
-                return Err(WalkError::Table { at, entry });
-            }
-            let leaf = Leaf {
-                va: va & !(if huge { pte::HUGE_SIZE } else { pte::PAGE_SIZE } - 1),
-                gpa: addr,
-                huge,
-                writable: entry & pte::W != 0,
-            };
-            mem::check(mem, addr, leaf.size(), false)
-                .map_err(|e| WalkError::Address { addr: e.addr })?;
-            return Ok(leaf);
-        }
-        table = addr;
     }
     // The level-1 entry is always a leaf; the loop cannot fall through.
     Err(WalkError::NotPresent { level: 1 })
+}
+
+/// Most table entries one [`find_leaf`] reads: bounds the work of one oracle report (a
+/// fully populated 1 GiB registration is 2^18 leaf entries).
+pub const SCAN_BUDGET: u64 = 1 << 20;
+
+/// What a range scan found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scan {
+    /// A leaf the walker would use overlaps the range (the first one, in VA order).
+    Leaf(Leaf),
+    /// No such leaf.
+    Clear,
+    /// The budget ran out before the whole range was looked at.
+    Incomplete,
+}
+
+/// The budget of a scan ran out.
+struct OutOfBudget;
+
+/// Looks for a leaf that [`walk`] would return for some VA in `[start, end)` (the range
+/// is cut at `VA_LIMIT`). Descends only through present, well-formed entries, reads at
+/// most `budget` entries and checks every address against guest RAM, so garbage tables
+/// (loops, addresses outside RAM) cost bounded work and never fail.
+pub fn find_leaf(mem: &GuestMem, root: u64, start: u64, end: u64, budget: u64) -> Scan {
+    let end = end.min(pte::VA_LIMIT);
+    if start >= end {
+        return Scan::Clear;
+    }
+    let mut left = budget;
+    match scan(mem, root, pte::LEVELS, 0, (start, end), &mut left) {
+        Ok(Some(leaf)) => Scan::Leaf(leaf),
+        Ok(None) => Scan::Clear,
+        Err(OutOfBudget) => Scan::Incomplete,
+    }
+}
+
+/// Scans the entries of the `level` table at `table` (mapping VAs from `base`) that
+/// overlap `range`. Recursion depth is at most [`pte::LEVELS`].
+fn scan(
+    mem: &GuestMem,
+    table: u64,
+    level: u32,
+    base: u64,
+    range: (u64, u64),
+    left: &mut u64,
+) -> Result<Option<Leaf>, OutOfBudget> {
+    if !table.is_multiple_of(pte::PAGE_SIZE) {
+        return Ok(None); // the walker refuses it: nothing below is usable
+    }
+    let shift = pte::PAGE_SHIFT + 9 * (level - 1);
+    let (lo, hi) = (range.0.max(base), range.1);
+    if hi <= lo {
+        return Ok(None);
+    }
+    let first = (lo - base) >> shift;
+    let last = ((hi - 1 - base) >> shift).min(511);
+    for i in first..=last {
+        if *left == 0 {
+            return Err(OutOfBudget);
+        }
+        *left -= 1;
+        let va = base + (i << shift);
+        let at = table + 8 * i;
+        let Ok(entry) = mem::load_u64(mem, at) else {
+            return Ok(None); // the table is outside RAM
+        };
+        match decode(mem, at, entry, level, va) {
+            Ok(Entry::Leaf(leaf)) => return Ok(Some(leaf)),
+            Ok(Entry::Table(next)) if level > 1 => {
+                if let Some(leaf) = scan(mem, next, level - 1, va, range, left)? {
+                    return Ok(Some(leaf));
+                }
+            }
+            // Not present or malformed: the walker finds nothing below it.
+            Ok(Entry::Table(_)) | Err(_) => {}
+        }
+    }
+    Ok(None)
 }
 
 /// A cached leaf with the command sequence number current when it was walked.
@@ -123,6 +219,8 @@ pub struct TlbEntry {
     pub leaf: Leaf,
     /// Command sequence number at walk time (spec §8).
     pub seq: u64,
+    /// The oracle clock read before the walk began (spec §8a).
+    pub oracle: u64,
     stamp: u64,
 }
 
@@ -227,6 +325,7 @@ impl Default for Tlb {
                     writable: false,
                 },
                 seq: 0,
+                oracle: 0,
                 stamp: 0,
             },
         };
@@ -278,12 +377,18 @@ impl Tlb {
             .copied()
     }
 
-    /// Caches `leaf` for `ctx`, replacing an entry for the same page.
-    pub fn insert(&mut self, ctx: u16, leaf: Leaf, seq: u64) -> TlbEntry {
+    /// Caches `leaf` for `ctx`, walked at command `seq` and oracle time `oracle`,
+    /// replacing an entry for the same page.
+    pub fn insert(&mut self, ctx: u16, leaf: Leaf, seq: u64, oracle: u64) -> TlbEntry {
         let k = key(leaf.va, leaf.huge);
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        let e = TlbEntry { leaf, seq, stamp };
+        let e = TlbEntry {
+            leaf,
+            seq,
+            oracle,
+            stamp,
+        };
         let Some(m) = self.per_ctx.get_mut(usize::from(ctx)) else {
             return e; // no such context: nothing cached
         };
@@ -495,6 +600,78 @@ mod tests {
     }
 
     #[test]
+    fn find_leaf_over_ranges() {
+        let (ram, mut t) = ram();
+        let m = ram.snapshot();
+        let scan = |t: &Tables, a: u64, b: u64| find_leaf(&m, t.root, a, b, SCAN_BUDGET);
+        assert_eq!(scan(&t, 0, 0), Scan::Clear, "empty range");
+        assert_eq!(scan(&t, 0, u64::MAX), Scan::Clear, "empty tables");
+        t.map_4k(&m, 0x7000_3000, 0x40_3000, false);
+        t.map_2m(&m, 0x4000_0000, 0x60_0000, true);
+        let small = walk(&m, t.root, 0x7000_3000).unwrap();
+        let huge = walk(&m, t.root, 0x4000_0000).unwrap();
+        assert_eq!(scan(&t, 0x7000_3fff, 0x7000_4000), Scan::Leaf(small));
+        assert_eq!(scan(&t, 0x7000_2000, 0x7000_3000), Scan::Clear, "touching");
+        assert_eq!(scan(&t, 0x7000_4000, 0x8000_0000), Scan::Clear);
+        assert_eq!(scan(&t, 0x401f_ffff, 0x4020_0000), Scan::Leaf(huge));
+        assert_eq!(scan(&t, 0, u64::MAX), Scan::Leaf(huge), "first in VA order");
+        assert_eq!(scan(&t, 0x5000_0000, u64::MAX), Scan::Leaf(small));
+        assert_eq!(scan(&t, pte::VA_LIMIT, u64::MAX), Scan::Clear, "cut");
+        // Entries the walker refuses are not leaves: reserved bits, a page outside RAM.
+        let l1 = t.entry_addr(&m, 0x7000_3000, 1).unwrap();
+        mem::store_u64(&m, l1, pte::leaf_4k(0x40_3000, true) | 1 << 9).unwrap();
+        assert_eq!(scan(&t, 0x7000_0000, 0x8000_0000), Scan::Clear);
+        mem::store_u64(&m, l1, pte::leaf_4k(RAM as u64, true)).unwrap();
+        assert_eq!(scan(&t, 0x7000_0000, 0x8000_0000), Scan::Clear);
+        // A table pointer outside RAM, and one that loops back to the root.
+        let l2 = t.entry_addr(&m, 0x7000_3000, 2).unwrap();
+        mem::store_u64(&m, l2, pte::table(0x8000_0000)).unwrap();
+        assert_eq!(scan(&t, 0x7000_0000, 0x8000_0000), Scan::Clear);
+        let l3 = t.entry_addr(&m, 0x7000_3000, 3).unwrap();
+        mem::store_u64(&m, l3, pte::table(t.root)).unwrap();
+        match scan(&t, 0, pte::VA_LIMIT) {
+            // Table pages read as leaves one level down: what the walker does too.
+            Scan::Leaf(l) => assert_eq!(walk(&m, t.root, l.va), Ok(l)),
+            s => panic!("{s:?}"),
+        }
+        // Misaligned or absent root.
+        assert_eq!(find_leaf(&m, t.root + 8, 0, u64::MAX, 100), Scan::Clear);
+        assert_eq!(find_leaf(&m, 1 << 40, 0, u64::MAX, 100), Scan::Clear);
+    }
+
+    #[test]
+    fn find_leaf_work_is_bounded() {
+        let (ram, mut t) = ram();
+        let m = ram.snapshot();
+        // Every L2 entry of one L3 slot points at the same full L1 table: 512 * 512
+        // leaves to look at, all in a few table pages.
+        t.map_4k(&m, 0, 0x40_0000, true);
+        let l1 = t.entry_addr(&m, 0, 1).unwrap() & !0xfff;
+        for i in 0..512 {
+            mem::store_u64(&m, l1 + 8 * i, 0).unwrap();
+        }
+        let l2 = t.entry_addr(&m, 0, 2).unwrap();
+        for i in 0..512 {
+            mem::store_u64(&m, l2 + 8 * i, pte::table(l1)).unwrap();
+        }
+        assert_eq!(
+            find_leaf(&m, t.root, 0, pte::VA_LIMIT, 10_000),
+            Scan::Incomplete
+        );
+        assert_eq!(
+            find_leaf(&m, t.root, 0, pte::VA_LIMIT, SCAN_BUDGET),
+            Scan::Clear
+        );
+        // The very last L1 entry of the last table.
+        mem::store_u64(&m, l1 + 8 * 511, pte::leaf_4k(0x40_0000, false)).unwrap();
+        let va = 511 * pte::HUGE_SIZE + 511 * pte::PAGE_SIZE;
+        assert_eq!(
+            find_leaf(&m, t.root, va, va + 1, SCAN_BUDGET),
+            Scan::Leaf(walk(&m, t.root, va).unwrap())
+        );
+    }
+
+    #[test]
     fn tlb_lookup_invalidate_evict() {
         let mut tlb = Tlb::default();
         let leaf = |va, huge| Leaf {
@@ -503,9 +680,9 @@ mod tests {
             huge,
             writable: true,
         };
-        tlb.insert(1, leaf(0x1000, false), 5);
-        tlb.insert(1, leaf(0x20_0000, true), 6);
-        tlb.insert(2, leaf(0x1000, false), 7);
+        tlb.insert(1, leaf(0x1000, false), 5, 0);
+        tlb.insert(1, leaf(0x20_0000, true), 6, 0);
+        tlb.insert(2, leaf(0x1000, false), 7, 0);
         assert_eq!(tlb.lookup(1, 0x1fff).unwrap().seq, 5);
         assert_eq!(tlb.lookup(1, 0x3f_ffff).unwrap().seq, 6);
         assert!(tlb.lookup(1, 0x40_0000).is_none());
@@ -521,7 +698,7 @@ mod tests {
         assert_eq!(tlb.invalidate_ctx(2), 1);
         assert!(tlb.is_empty());
         for i in 0..(TLB_CAPACITY as u64 + 10) {
-            tlb.insert(3, leaf(i << 12, false), i);
+            tlb.insert(3, leaf(i << 12, false), i, 0);
         }
         assert_eq!(tlb.len(), TLB_CAPACITY);
         assert!(tlb.lookup(3, 0).is_none(), "oldest evicted");
@@ -544,6 +721,7 @@ mod tests {
         fn walker_matches_reference(
             maps in prop::collection::vec((0u64..64, 0u64..8, any::<bool>(), any::<bool>()), 1..40),
             probes in prop::collection::vec((0u64..64, 0u64..8, 0u64..0x20_0000), 1..60),
+            ranges in prop::collection::vec((0u64..64, 0u64..0x20_0000, 1u64..0x40_0000), 1..8),
         ) {
             let (ram, mut t) = ram();
             let m = ram.snapshot();
@@ -585,6 +763,21 @@ mod tests {
                     prop_assert!(matches!(got, Err(WalkError::NotPresent { .. })), "{:?}", got);
                 }
             }
+            // A range scan finds a leaf exactly when a mapped page overlaps the range.
+            for (slot, off, len) in ranges {
+                let (a, b) = (slot_va(slot) + off, slot_va(slot) + off + len);
+                let overlaps = |va: u64, size: u64| va < b && a < va + size;
+                let want = reference.keys().any(|&va| overlaps(va, pte::PAGE_SIZE))
+                    || huge_slots.keys().any(|&s| overlaps(slot_va(s), pte::HUGE_SIZE));
+                match find_leaf(&m, t.root, a, b, SCAN_BUDGET) {
+                    Scan::Leaf(l) => {
+                        prop_assert!(want);
+                        prop_assert!(overlaps(l.va, l.size()));
+                        prop_assert_eq!(walk(&m, t.root, l.va), Ok(l));
+                    }
+                    got => prop_assert_eq!((got, want), (Scan::Clear, false)),
+                }
+            }
         }
 
         /// TLB against a reference set under random inserts and invalidations.
@@ -597,7 +790,7 @@ mod tests {
                 let va = (page * pte::PAGE_SIZE * 37) & !(size - 1);
                 match op {
                     0 => {
-                        tlb.insert(ctx, Leaf { va, gpa: 0, huge, writable: false }, i as u64);
+                        tlb.insert(ctx, Leaf { va, gpa: 0, huge, writable: false }, i as u64, 0);
                         reference.insert((ctx, va, huge), i as u64);
                     }
                     1 => {
