@@ -141,58 +141,142 @@ fn reload_driver() -> Result<(), String> {
 /// pages through the translation it had taken before. Now the driver stops the device (bus
 /// mastering off, confirmed by a read back) before the callback returns, and the device
 /// refuses the late DMA (`DMA_REFUSED`).
-pub fn sync_timeout_slow_device() -> CaseResult {
-    let stall_ms = 5000;
-    let (minor, bar0) = {
-        let ctx = ctxq()?;
-        let minor = ctx.info().minor;
-        let bar0 = mnic_guest_util::oracle::bar0(minor)?;
-        let len = 1 << 20;
-        let src = DmaBuffer::new(len).map_err(e("src"))?;
-        src.write_from(0, &pattern(0, len, 70));
-        let dst = Map::anon(len)?;
-        dst.fill(0, len, 71);
-        let rs = ctx
-            .register(&src, Access::READ)
-            .map_err(e("register src"))?;
-        let rd = reg_raw(&ctx, dst.va(), len, Access::READ_WRITE)?;
-        rs.prefetch(false).map_err(e("prefetch src"))?;
-        rd.prefetch(true).map_err(e("prefetch dst"))?;
-        mnic_guest_util::oracle::stall(minor, stall_ms)?;
-        ctx.post(&mnic::Work::copy(src.va(), dst.va(), len as u32).map_err(e("copy"))?)
-            .map_err(e("post"))?;
-        // The engine has translated the first piece of the copy and sleeps.
-        thread::sleep(Duration::from_millis(300));
-        let t = std::time::Instant::now();
-        dst.madvise(0, len, libc::MADV_DONTNEED)?;
-        note(format!(
-            "MADV_DONTNEED returned after {:?} (SYNC timeout, then the device was stopped)",
-            t.elapsed()
-        ));
-        // The stall ends; a device nobody stopped writes into the freed pages now.
-        thread::sleep(Duration::from_millis(u64::from(stall_ms) + 1000));
-        (minor, bar0)
-    };
-    let _ = minor;
+/// Starts a 1 MiB device COPY into a fresh registered mapping and makes the engine stall
+/// `stall_ms` with its first translation in hand. Returns the destination (the caller frees
+/// its pages while the engine sleeps) and the registrations.
+struct StalledCopy<'a> {
+    dst: Map,
+    _regs: [mnic::Registration<'a>; 2],
+}
+
+fn stalled_copy<'a>(
+    ctx: &'a mnic::Context,
+    src: &'a DmaBuffer,
+    stall_ms: u32,
+) -> Result<StalledCopy<'a>, String> {
+    let len = src.len();
+    src.write_from(0, &pattern(0, len, 70));
+    let dst = Map::anon(len)?;
+    dst.fill(0, len, 71);
+    let rs = ctx.register(src, Access::READ).map_err(e("register src"))?;
+    let rd = reg_raw(ctx, dst.va(), len, Access::READ_WRITE)?;
+    rs.prefetch(false).map_err(e("prefetch src"))?;
+    rd.prefetch(true).map_err(e("prefetch dst"))?;
+    mnic_guest_util::oracle::stall(ctx.info().minor, stall_ms)?;
+    ctx.post(&mnic::Work::copy(src.va(), dst.va(), len as u32).map_err(e("copy"))?)
+        .map_err(e("post"))?;
+    // The engine has translated the first piece of the copy and sleeps.
+    thread::sleep(Duration::from_millis(300));
+    Ok(StalledCopy {
+        dst,
+        _regs: [rs, rd],
+    })
+}
+
+/// What the oracle and the bus-master check counted (read from the registers: the driver may
+/// have let the device go).
+fn violations_and_refusals(bar0: u64) -> Result<(u64, u64), String> {
     let peek = |c| mnic_guest_util::oracle::peek_counter(bar0, c);
-    let violations = peek(mnic_abi::counter::ORACLE_VIOLATIONS)?;
-    let refused = peek(mnic_abi::counter::DMA_REFUSED)?;
-    note(format!(
-        "oracle violations {violations}, DMA refused {refused}"
-    ));
-    reload_driver()?;
+    let v = peek(mnic_abi::counter::ORACLE_VIOLATIONS)?;
+    let r = peek(mnic_abi::counter::DMA_REFUSED)?;
+    note(format!("oracle violations {v}, DMA refused {r}"));
+    Ok((v, r))
+}
+
+fn no_late_dma(violations: u64, refused: u64) -> Result<(), String> {
     check(violations == 0, || {
-        format!("the oracle saw {violations} accesses to pages freed after the SYNC timeout")
+        format!("the oracle saw {violations} accesses to pages freed while the device was stalled")
     })?;
     check(refused > 0, || {
         "the stalled DMA was neither refused nor flagged: did the stall happen?".into()
-    })?;
-    // The reloaded driver works.
+    })
+}
+
+/// The device works (after a reload or a rebind).
+fn works_again() -> Result<(), String> {
     let ctx = ctxq()?;
     let m = Map::anon(4 * PAGE)?;
     m.fill(0, m.len, 72);
     let _r = reg_raw(&ctx, m.va(), m.len, Access::READ)?;
     is_pattern(&dev_read(&ctx, m.va(), m.len).map_err(e("read"))?, 0, 72)?;
-    no_stale(&ctx)?;
+    no_stale(&ctx)
+}
+
+const STALL_MS: u32 = 5000;
+
+/// A slow device, not a dead one: its engine stalls with a translation in hand while an
+/// invalidation waits for its SYNC.
+///
+/// The driver's SYNC wait gives up after its timeout. With the hole it then only marked the
+/// device dead and let MADV_DONTNEED return, and the device, waking up, wrote into the freed
+/// pages through the translation it had taken before. Now the driver stops the device (bus
+/// mastering off, confirmed by a read back) before the callback returns, and the device
+/// refuses the late DMA (`DMA_REFUSED`).
+pub fn sync_timeout_slow_device() -> CaseResult {
+    let bar0 = {
+        let ctx = ctxq()?;
+        let bar0 = mnic_guest_util::oracle::bar0(ctx.info().minor)?;
+        let src = DmaBuffer::new(1 << 20).map_err(e("src"))?;
+        let c = stalled_copy(&ctx, &src, STALL_MS)?;
+        let t = std::time::Instant::now();
+        c.dst.madvise(0, c.dst.len, libc::MADV_DONTNEED)?;
+        note(format!("MADV_DONTNEED returned after {:?}", t.elapsed()));
+        // The stall ends; a device nobody stopped writes into the freed pages now.
+        thread::sleep(Duration::from_millis(u64::from(STALL_MS) + 1000));
+        bar0
+    };
+    let (violations, refused) = violations_and_refusals(bar0)?;
+    reload_driver()?;
+    no_late_dma(violations, refused)?;
+    works_again()?;
+    Ok(Outcome::Pass)
+}
+
+/// An invalidation racing unbind, with the device stalled holding a translation.
+///
+/// Unbind first refuses new submissions, then stops the device. With the hole, an
+/// invalidation in between saw "gone", returned at once, and the device (reset only later, by
+/// a posted write it had not yet carried out) wrote into the freed pages. Now invalidations
+/// wait until the device is stopped. The driver's fault-injection delay holds unbind in that
+/// window.
+pub fn unbind_races_invalidation() -> CaseResult {
+    let (bdf, drv) = crate::stress::mnic_pci()?;
+    check(!drv.is_empty(), || "device not bound".into())?;
+    let ctx = ctxq()?;
+    let minor = ctx.info().minor;
+    let bar0 = mnic_guest_util::oracle::bar0(minor)?;
+    let knob = format!("/sys/kernel/debug/mnic{minor}/fault_unbind_delay_ms");
+    fs::write(&knob, "1000\n").map_err(|err| format!("{knob}: {err}"))?;
+    let src = DmaBuffer::new(1 << 20).map_err(e("src"))?;
+    let c = stalled_copy(&ctx, &src, STALL_MS)?;
+    let unbind = format!("/sys/bus/pci/drivers/{drv}/unbind");
+    let raced = thread::scope(|s| {
+        let unbinder = s.spawn(|| fs::write(&unbind, &bdf).map_err(e("unbind")));
+        // Wait until unbind refuses submissions (ioctls say the device is gone).
+        let t = std::time::Instant::now();
+        while ctx.ctx_stats().is_ok() && t.elapsed() < Duration::from_secs(3) {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let t = std::time::Instant::now();
+        let freed = c.dst.madvise(0, c.dst.len, libc::MADV_DONTNEED);
+        note(format!(
+            "MADV_DONTNEED during unbind returned after {:?}",
+            t.elapsed()
+        ));
+        let unbound = unbinder
+            .join()
+            .map_err(|_| "unbind thread panicked".to_string())
+            .and_then(|r| r);
+        freed.and(unbound)
+    });
+    thread::sleep(Duration::from_millis(u64::from(STALL_MS) + 1000));
+    let counted = violations_and_refusals(bar0);
+    drop(c);
+    drop(ctx);
+    fs::write(format!("/sys/bus/pci/drivers/{drv}/bind"), &bdf).map_err(e("bind"))?;
+    raced?;
+    let (violations, refused) = counted?;
+    no_late_dma(violations, refused)?;
+    works_again()?;
     Ok(Outcome::Pass)
 }

@@ -91,6 +91,11 @@ fn main() {
             holes::sync_timeout_slow_device,
             false,
         ),
+        (
+            "unbind_races_invalidation",
+            holes::unbind_races_invalidation,
+            false,
+        ),
     ];
     mnic_guest_util::run("mnic-matrix-test", cases);
 }

@@ -856,7 +856,7 @@ pub fn rmmod_with_open_context() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
-fn mnic_pci() -> Result<(String, String), String> {
+pub(crate) fn mnic_pci() -> Result<(String, String), String> {
     for d in fs::read_dir("/sys/bus/pci/devices")
         .map_err(e("sysfs"))?
         .flatten()
