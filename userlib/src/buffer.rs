@@ -1,5 +1,6 @@
 //! [`DmaBuffer`]: page-aligned anonymous memory that the device may access.
 
+use std::cell::Cell;
 use std::fmt;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
@@ -88,8 +89,14 @@ pub struct DmaBuffer {
     map: NonNull<u8>,
     map_len: usize,
     huge: bool,
+    /// Registrations made by [`Context::register`](crate::Context::register) that are not
+    /// deregistered yet. A registration borrows the buffer, but safe code can end a borrow
+    /// without running the registration's drop (`mem::forget`): then this count stays up, and
+    /// the buffer keeps its mapping when dropped (leaks it) rather than let the allocator reuse
+    /// addresses the device may still write.
+    registrations: Cell<usize>,
     /// Not `Sync`: `&self` methods write the contents.
-    _not_sync: PhantomData<std::cell::Cell<u8>>,
+    _not_sync: PhantomData<Cell<u8>>,
 }
 
 // SAFETY: the buffer owns its mapping exclusively (no aliasing handles); moving the
@@ -146,6 +153,7 @@ impl DmaBuffer {
             map,
             map_len: len,
             huge: false,
+            registrations: Cell::new(0),
             _not_sync: PhantomData,
         })
     }
@@ -176,6 +184,7 @@ impl DmaBuffer {
             map,
             map_len,
             huge: true,
+            registrations: Cell::new(0),
             _not_sync: PhantomData,
         };
         // Best effort: THP may be disabled (EINVAL); the buffer still works.
@@ -362,13 +371,35 @@ impl DmaBuffer {
 }
 
 impl DmaBuffer {
+    /// Counts a registration of this buffer (see `registrations`).
+    pub(crate) fn hold(&self) {
+        self.registrations.set(self.registrations.get() + 1);
+    }
+
+    /// A registration of this buffer is gone from the driver.
+    pub(crate) fn release(&self) {
+        self.registrations
+            .set(self.registrations.get().saturating_sub(1));
+    }
+
+    /// Whether some registration of this buffer may still be live in the driver.
+    pub fn is_registered(&self) -> bool {
+        self.registrations.get() != 0
+    }
+
     /// Unmaps the buffer now, as dropping it would, and reports `munmap`'s result: for
     /// callers that time or check the unmap itself (the `mnic bench invalidate` baseline).
     ///
     /// # Errors
-    /// The errno of `munmap`.
+    /// [`Error::InvalidInput`] if a registration of it may still be live (a forgotten one):
+    /// the mapping is then kept, as dropping would; else the errno of `munmap`.
     pub fn unmap(self) -> Result<()> {
         let me = std::mem::ManuallyDrop::new(self);
+        if me.is_registered() {
+            return Err(Error::InvalidInput(
+                "buffer still registered: its mapping is kept",
+            ));
+        }
         // SAFETY: as in `drop`: the live mapping owned by `me`, which is never used or
         // dropped again.
         let rc = unsafe { libc::munmap(me.map.as_ptr().cast(), me.map_len) };
@@ -381,8 +412,15 @@ impl DmaBuffer {
 
 impl Drop for DmaBuffer {
     fn drop(&mut self) {
-        // SAFETY: by the invariant the mapping is live and owned by us. Any registration
-        // of it borrows `self`, so none outlives this point (see `Registration`).
+        // A registration that was forgotten instead of dropped still covers the range in
+        // the driver: keep the mapping (leak it) so that no Rust object is ever placed where
+        // the device may write.
+        if self.is_registered() {
+            return;
+        }
+        // SAFETY: by the invariant the mapping is live and owned by us, and no registration
+        // of it is left (every live `Registration` borrows `self`; one that was forgotten
+        // kept `registrations` up and we returned above).
         unsafe { libc::munmap(self.map.as_ptr().cast(), self.map_len) };
     }
 }
@@ -466,6 +504,36 @@ unsafe fn volatile_fill(dst: *mut u8, len: usize, byte: u8) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Whether the page at `va` is mapped (mincore fails with ENOMEM on a hole).
+    fn mapped(va: u64) -> bool {
+        let mut v = [0u8; 1];
+        // SAFETY: mincore only reads page-table state of the range; `v` has one byte.
+        unsafe { libc::mincore(va as *mut libc::c_void, 1, v.as_mut_ptr()) == 0 }
+    }
+
+    #[test]
+    fn a_buffer_still_registered_keeps_its_mapping() {
+        // What `mem::forget(registration)` leaves: the count up, no release.
+        let held = DmaBuffer::new(4096).unwrap();
+        let va = held.va();
+        held.hold();
+        assert!(held.is_registered());
+        drop(held);
+        assert!(mapped(va), "a registered buffer gave its memory back");
+        // Released again: dropping unmaps as usual (not checked through the address: another
+        // test thread may map something there at once).
+        let b = DmaBuffer::new(4096).unwrap();
+        b.hold();
+        b.release();
+        assert!(!b.is_registered());
+        // `unmap` refuses too, and keeps the mapping.
+        let b = DmaBuffer::new(4096).unwrap();
+        let va = b.va();
+        b.hold();
+        assert!(b.unmap().is_err());
+        assert!(mapped(va));
+    }
 
     #[test]
     fn new_rounds_to_pages_and_is_zeroed() {

@@ -3,9 +3,8 @@
 use std::cell::OnceCell;
 use std::fs::OpenOptions;
 use std::io;
-use std::marker::PhantomData;
 use std::ops::BitOr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -63,11 +62,12 @@ pub struct Caps(pub u32);
 
 impl Caps {
     /// Names of the known capability bits.
-    pub const NAMES: [(u32, &'static str); 4] = [
+    pub const NAMES: [(u32, &'static str); 5] = [
         (caps::HUGE_2M, "huge_2m"),
         (caps::TRAFFIC_GEN, "traffic_gen"),
         (caps::STALE_CHECK, "stale_check"),
         (caps::DOORBELL_BAR, "doorbell_bar"),
+        (caps::ORACLE, "oracle"),
     ];
     /// True if `bit` (a `mnic_abi::caps` constant) is set.
     pub fn has(self, bit: u32) -> bool {
@@ -326,9 +326,13 @@ impl Context {
             ));
         }
         // SAFETY: the range is inside `buf`, whose contents Rust only touches through
-        // volatile copies, and the returned registration borrows `buf` for 'a, so the
-        // memory stays mapped (and is not reused) while it is registered.
-        unsafe { self.register_raw(buf.va_at(offset), len as u64, access) }
+        // volatile copies. The returned registration borrows `buf` for 'a and is counted in
+        // it: the buffer keeps its mapping while the count is up, even if the registration
+        // is forgotten instead of dropped, so the memory is never reused while registered.
+        let mut reg = unsafe { self.register_raw(buf.va_at(offset), len as u64, access) }?;
+        buf.hold();
+        reg.buf = Some(buf);
+        Ok(reg)
     }
 
     /// Registers `[addr, addr + len)` (page aligned, whole pages) of this process.
@@ -392,7 +396,7 @@ impl Context {
             addr,
             len,
             access,
-            _mem: PhantomData,
+            buf: None,
         })
     }
 
@@ -679,9 +683,21 @@ impl Context {
     }
 }
 
-impl AsFd for Context {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+/// The raw descriptor, for `poll`/`epoll` and diagnostics. There is deliberately no `AsFd`:
+/// with it safe code could duplicate the descriptor (`try_clone_to_owned`), the file (and so
+/// the hardware context) would outlive this `Context`, and the device could write
+/// completions into queue memory that dropping the `Context` unmapped and the allocator
+/// reused. Duplicating a raw descriptor takes `unsafe`, whose caller answers for that.
+///
+/// ```compile_fail
+/// use std::os::fd::AsFd;
+/// fn dup(ctx: &mnic::Context) -> std::io::Result<std::os::fd::OwnedFd> {
+///     ctx.as_fd().try_clone_to_owned()
+/// }
+/// ```
+impl AsRawFd for Context {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
@@ -699,7 +715,9 @@ pub struct Registration<'a> {
     addr: u64,
     len: u64,
     access: Access,
-    _mem: PhantomData<&'a DmaBuffer>,
+    /// The buffer it covers ([`Context::register`]), which counts it until the driver has
+    /// dropped it.
+    buf: Option<&'a DmaBuffer>,
 }
 
 impl Registration<'_> {
@@ -733,16 +751,29 @@ impl Registration<'_> {
     }
     /// Deregisters now and reports the driver's answer (dropping ignores it).
     pub fn deregister(mut self) -> Result<()> {
-        let h = std::mem::take(&mut self.handle);
-        self.ctx.deregister_handle(h)
+        let r = self.ctx.deregister_handle(self.handle);
+        if r.is_ok() {
+            self.handle = 0;
+        }
+        r
     }
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
         // In a forked child the file is the parent's context: leave it alone.
-        if self.handle != 0 && self.ctx.is_owner() {
-            let _ = self.ctx.deregister_handle(self.handle);
+        if self.handle != 0
+            && self.ctx.is_owner()
+            && self.ctx.deregister_handle(self.handle).is_ok()
+        {
+            self.handle = 0;
+        }
+        // Only a registration the driver no longer has lets the buffer go; otherwise the
+        // buffer keeps its mapping for good (see `DmaBuffer`).
+        if self.handle == 0 {
+            if let Some(buf) = self.buf {
+                buf.release();
+            }
         }
     }
 }
@@ -786,6 +817,7 @@ mod tests {
                 "traffic_gen",
                 "stale_check",
                 "doorbell_bar",
+                "oracle",
                 "bit9"
             ]
         );

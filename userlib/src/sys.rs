@@ -70,6 +70,9 @@ pub(crate) fn ioctl<T: Request>(fd: BorrowedFd<'_>, arg: &mut T) -> Result<()> {
 #[derive(Debug)]
 pub(crate) struct DoorbellPage {
     ptr: NonNull<u8>,
+    /// The process that mapped it: the driver marks the mapping "do not copy on fork", so in
+    /// a forked child the address holds whatever the child maps there, never this page.
+    owner: i32,
 }
 
 impl DoorbellPage {
@@ -91,7 +94,10 @@ impl DoorbellPage {
             return Err(Error::last_os("mmap doorbell"));
         }
         let ptr = NonNull::new(p.cast::<u8>()).ok_or(Error::InvalidInput("mmap returned NULL"))?;
-        Ok(Self { ptr })
+        Ok(Self {
+            ptr,
+            owner: getpid(),
+        })
     }
 
     /// Stores `tail` to `WQ_TAIL` with one 32-bit write.
@@ -112,8 +118,13 @@ impl DoorbellPage {
 
 impl Drop for DoorbellPage {
     fn drop(&mut self) {
-        // SAFETY: by the invariant the mapping is live and owned by us; nothing else
-        // refers to it once we are dropped.
+        // In a forked child the page was never there (not copied at fork): unmapping the
+        // address would unmap whatever the child put there since.
+        if getpid() != self.owner {
+            return;
+        }
+        // SAFETY: by the invariant the mapping is live and owned by us (we are the process
+        // that mapped it); nothing else refers to it once we are dropped.
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), abi::DOORBELL_PAGE_SIZE as usize) };
     }
 }

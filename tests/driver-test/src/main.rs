@@ -617,6 +617,34 @@ fn module_reload() -> CaseResult {
     Ok(Pass)
 }
 
+/// Safe code that forgets a registration and then drops its buffer must not get the memory
+/// reused while the driver still has the range registered: the library keeps the mapping (and
+/// the device can still write there, into memory nothing else uses).
+fn forgotten_registration_keeps_memory() -> CaseResult {
+    let ctx = open_with_queues()?;
+    let src = DmaBuffer::new(8192).map_err(e("buffer"))?;
+    pattern(&src, 9);
+    let _rs = ctx.register(&src, Access::READ).map_err(e("register"))?;
+    let dst = DmaBuffer::new(8192).map_err(e("buffer"))?;
+    let va = dst.va();
+    let reg = ctx.register(&dst, Access::WRITE).map_err(e("register"))?;
+    std::mem::forget(reg);
+    drop(dst);
+    // The range is still mapped: nothing new can be placed there.
+    let reuse = mnic_guest_util::Map::fixed_noreplace(va as usize, 8192, libc::PROT_READ);
+    check(reuse.is_err(), || {
+        format!("the registered buffer's memory at {va:#x} was given back after drop")
+    })?;
+    // The device writes there, and the registration still works.
+    ctx.run(&Work::copy(src.va(), va, 8192).map_err(e("work"))?, TIMEOUT)
+        .map_err(e("copy into the forgotten registration"))?;
+    let stats = ctx.ctx_stats().map_err(e("stats"))?;
+    check(stats.registrations == 2, || {
+        format!("{} registrations, want 2", stats.registrations)
+    })?;
+    Ok(Pass)
+}
+
 fn main() {
     let cases: &[Case] = &[
         ("probe_identity", probe_identity, true),
@@ -651,6 +679,11 @@ fn main() {
         (
             "debugfs_reports_contexts_and_sync_waits",
             debugfs_reports_contexts_and_sync_waits,
+            true,
+        ),
+        (
+            "forgotten_registration_keeps_memory",
+            forgotten_registration_keeps_memory,
             true,
         ),
         // Last: unloads the module (every context above is closed by now).

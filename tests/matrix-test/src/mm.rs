@@ -1159,9 +1159,9 @@ pub fn exit_exec_dma_in_flight() -> CaseResult {
             if exec {
                 // A duplicate without CLOEXEC keeps the context open across exec: the old mm
                 // goes away (RELEASE) while the file and its DMA live on in the new program.
-                use std::os::fd::{AsFd, AsRawFd};
+                use std::os::fd::AsRawFd;
                 // SAFETY: dup of our open context fd.
-                let keep = unsafe { libc::dup(ctx.as_fd().as_raw_fd()) };
+                let keep = unsafe { libc::dup(ctx.as_raw_fd()) };
                 check(keep >= 0, || os_err("dup"))?;
                 let prog = c"/bin/sleep";
                 let args = [prog.as_ptr(), c"1".as_ptr(), std::ptr::null()];

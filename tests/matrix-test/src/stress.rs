@@ -952,9 +952,9 @@ pub fn device_killed() -> CaseResult {
     let r = reg_raw(&ctx, m.va(), len, Access::READ_WRITE)?;
     // A waiter with a long timeout on a second fd of the same context (raw: the library
     // context is not shared between threads).
-    use std::os::fd::{AsFd, AsRawFd};
+    use std::os::fd::AsRawFd;
     // SAFETY: dup of our context fd; owned by the File below.
-    let dupfd = unsafe { libc::dup(ctx.as_fd().as_raw_fd()) };
+    let dupfd = unsafe { libc::dup(ctx.as_raw_fd()) };
     check(dupfd >= 0, || os_err("dup"))?;
     // SAFETY: a fresh fd we own.
     let dup: File = unsafe { std::os::fd::FromRawFd::from_raw_fd(dupfd) };
