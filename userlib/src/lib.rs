@@ -72,11 +72,24 @@
 //! The device is another writer of process memory that the compiler cannot see. The
 //! safe API keeps that sound by construction: the only memory a safe program can
 //! register is a [`DmaBuffer`] (accessed only with volatile copies) and the queue
-//! memory (owned by the [`Context`]); a [`Registration`] cannot outlive what it
-//! covers; and a [`Context`] closes its file before unmapping its queues. Work
-//! descriptors carry plain addresses, but the device can only reach memory through
-//! this context's registrations, so a wrong address fails with
-//! [`WorkError::FaultAborted`] instead of corrupting anything.
+//! memory (owned by the [`Context`]). The argument, one way of misuse at a time:
+//!
+//! - **A registration outliving its memory.** A [`Registration`] borrows its buffer,
+//!   and the buffer also *counts* it until the driver has dropped it. Safe code can end
+//!   the borrow without the drop (`mem::forget`); the count then stays up and the
+//!   buffer keeps its mapping when dropped (it leaks it), so the allocator never places
+//!   a Rust object where the device may still write.
+//! - **A hardware context outliving its queue memory.** A [`Context`] closes its file
+//!   (the driver stops the context behind a SYNC) before it unmaps its queues. That
+//!   holds only while this `Context` owns the only descriptor: it implements
+//!   `AsRawFd`, not `AsFd`, so duplicating the descriptor (which keeps the hardware
+//!   context alive) takes `unsafe`, and the file is opened close-on-exec.
+//! - **Fork.** A forked child's copies of the library's objects never unmap the
+//!   doorbell address (the page is not copied to the child; the address is the
+//!   child's to reuse) and never deregister the parent's registrations.
+//! - **Wrong addresses in work.** Descriptors carry plain addresses, but the device can
+//!   only reach memory through this context's registrations, so a wrong address fails
+//!   with [`WorkError::FaultAborted`] instead of corrupting anything.
 //!
 //! # Fork
 //!
