@@ -27,8 +27,10 @@ pub const PCI_BAR0: usize = 0x10;
 pub const PCI_CAP_PTR: usize = 0x34;
 /// Status bit: the function has a capability list.
 pub const STATUS_CAP_LIST: u16 = 1 << 4;
+/// Command register bit: bus master enable (spec §3: no DMA, no MSI-X without it).
+pub const COMMAND_BUS_MASTER: u16 = 0x0004;
 /// Writable command bits: I/O, memory, bus master, parity, SERR, INTx disable.
-pub const COMMAND_WMASK: u16 = 0x0001 | 0x0002 | 0x0004 | 0x0040 | 0x0100 | 0x0400;
+pub const COMMAND_WMASK: u16 = 0x0001 | 0x0002 | COMMAND_BUS_MASTER | 0x0040 | 0x0100 | 0x0400;
 /// Writable MSI-X message-control bits: function mask and enable.
 pub const MSIX_CTRL_WMASK: u16 = 0xc000;
 
@@ -150,6 +152,11 @@ impl ConfigSpace {
         }
     }
 
+    /// Whether the guest set bus master enable in the command register.
+    pub fn bus_master(&self) -> bool {
+        self.read16(PCI_COMMAND) & COMMAND_BUS_MASTER != 0
+    }
+
     /// Whether the guest enabled MSI-X in the capability's message control.
     pub fn msix_enabled(&self) -> bool {
         self.read16(MSIX_CAP_OFFSET + 2) & 0x8000 != 0
@@ -232,8 +239,12 @@ mod tests {
         assert!(c.write(0x2c, &[0xff; 4]));
         assert!(c.write(0x80, &[0xff; 0x80]));
         assert_eq!(c.bytes, before);
+        assert!(!c.bus_master(), "off after reset");
         assert!(c.write(PCI_COMMAND as u64, &0xffffu16.to_le_bytes()));
         assert_eq!(c.read16(PCI_COMMAND), COMMAND_WMASK);
+        assert!(c.bus_master());
+        assert!(c.write(PCI_COMMAND as u64, &[0x02]));
+        assert!(!c.bus_master());
         let mut b = [0u8; 4];
         assert!(!c.read(254, &mut b));
         assert!(!c.read(u64::MAX, &mut b));

@@ -3,8 +3,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use mnic_abi::{caps, counter, irq, reg, MNIC_ID_VALUE, MNIC_VERSION_VALUE, NUM_CONTEXTS};
+use mnic_abi::{caps, counter, oracle_op, reg, NUM_CONTEXTS, STALL_MS_MAX};
+use mnic_abi::{MNIC_ID_VALUE, MNIC_VERSION_VALUE};
 
+use crate::mem::GuestMem;
 use crate::shared::{Request, Shared};
 
 /// The device counters, shared with the control socket.
@@ -72,6 +74,20 @@ enum Reg {
     IrqStatus,
     /// Read-write; clearing a bit whose cause is pending signals its vector then.
     IrqMask,
+    /// Write-only (reads 0): a defined value is an oracle operation.
+    OracleOp,
+    /// Read-write, clamped to `STALL_MS_MAX`; the data thread takes the value.
+    Stall,
+}
+
+/// What the caller of [`Device::bar0_write`] still has to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Followup {
+    /// Hand this to the data thread and wait for it.
+    Request(Request),
+    /// Carry out this `ORACLE_OP` now, on the socket thread, with
+    /// [`Device::oracle_op`] (it needs guest memory).
+    Oracle(u32),
 }
 
 fn classify(off: u32) -> Option<Reg> {
@@ -92,17 +108,25 @@ fn classify(off: u32) -> Option<Reg> {
         | reg::CMDQ_SIZE_LOG2
         | reg::EVQ_BASE_LO
         | reg::EVQ_BASE_HI
-        | reg::EVQ_SIZE_LOG2 => Reg::ReadWrite,
+        | reg::EVQ_SIZE_LOG2
+        | reg::ORACLE_CTX
+        | reg::ORACLE_GEN
+        | reg::ORACLE_START_LO
+        | reg::ORACLE_START_HI
+        | reg::ORACLE_END_LO
+        | reg::ORACLE_END_HI => Reg::ReadWrite,
         reg::IRQ_MASK => Reg::IrqMask,
+        reg::ORACLE_OP => Reg::OracleOp,
+        reg::DEBUG_STALL_MS => Reg::Stall,
         _ => return None,
     })
 }
 
 const COUNTERS_END: u32 = reg::COUNTERS + 8 * counter::SLOTS;
 
-/// The MMIO decode of BAR0 and BAR2 over the shared register file. It only records
-/// values and wakes the data thread; CONTROL writes come back as a [`Request`] for
-/// the caller to hand to the data thread.
+/// The MMIO decode of BAR0 and BAR2 over the shared register file. It records values
+/// and wakes the data thread; CONTROL writes and oracle operations come back as a
+/// [`Followup`] for the caller.
 pub struct Device {
     sh: Arc<Shared>,
 }
@@ -159,6 +183,7 @@ impl Device {
                 }
                 let v = match classify(off)? {
                     Reg::Const(v) => v,
+                    Reg::OracleOp => 0,
                     _ => self.sh.reg(off),
                 };
                 Some(u64::from(v))
@@ -171,9 +196,9 @@ impl Device {
     }
 
     /// Writes `data` to BAR0 at `off`. Bad accesses are ignored and counted. A CONTROL
-    /// write is returned as a request for the data thread.
-    #[must_use = "a CONTROL write must be handed to the data thread"]
-    pub fn bar0_write(&self, off: u64, data: &[u8]) -> Option<Request> {
+    /// write or an oracle operation is returned for the caller to carry out.
+    #[must_use = "a CONTROL write must be handed to the data thread, an oracle op carried out"]
+    pub fn bar0_write(&self, off: u64, data: &[u8]) -> Option<Followup> {
         let (Ok(off), Ok(bytes)) = (u32::try_from(off), <[u8; 4]>::try_from(data)) else {
             self.bad();
             return None;
@@ -193,18 +218,29 @@ impl Device {
                 self.sh.set_reg(off, v);
                 // An interrupt that was held back by the mask is delivered when unmasked,
                 // as a pending MSI-X message is.
-                let released = self.sh.reg(reg::IRQ_STATUS) & old & !v;
-                if released & (irq::EVENT | irq::ERROR) != 0 {
-                    self.sh.signal_msix(usize::from(mnic_abi::VECTOR_EVENT));
-                }
-                if released & irq::CMD_DONE != 0 {
-                    self.sh.signal_msix(usize::from(mnic_abi::VECTOR_CMD_DONE));
-                }
+                self.sh
+                    .signal_causes(self.sh.reg(reg::IRQ_STATUS) & old & !v);
             }
-            Some(Reg::Control) => return Some(Request::Control(v)),
-            Some(Reg::Const(_)) | Some(Reg::ReadOnly) | None => self.bad(),
+            Some(Reg::Control) => return Some(Followup::Request(Request::Control(v))),
+            Some(Reg::OracleOp)
+                if matches!(
+                    v,
+                    oracle_op::ARM | oracle_op::INVALIDATE | oracle_op::DISARM
+                ) =>
+            {
+                return Some(Followup::Oracle(v))
+            }
+            Some(Reg::Stall) => self.sh.set_reg(off, v.min(STALL_MS_MAX)),
+            Some(Reg::Const(_) | Reg::ReadOnly | Reg::OracleOp) | None => self.bad(),
         }
         None
+    }
+
+    /// Carries out an oracle operation that [`Self::bar0_write`] returned, with `m` the
+    /// guest memory (for the table check). Synchronous, on the caller's thread: the oracle
+    /// must act even while the data thread is stalled in a DMA step.
+    pub fn oracle_op(&self, op: u32, m: &GuestMem) {
+        crate::oracle::carry_out(&self.sh, op, m);
     }
 
     /// Reads BAR2 (doorbells read back 0).
@@ -235,7 +271,7 @@ impl Device {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mnic_abi::control;
+    use mnic_abi::{control, irq};
 
     fn dev() -> Device {
         Device::new(Shared::new(Arc::new(Counters::default()), false))
@@ -275,7 +311,7 @@ mod tests {
         // CONTROL is the data thread's business.
         assert_eq!(
             d.bar0_write(reg::CONTROL.into(), &control::STRICT.to_le_bytes()),
-            Some(Request::Control(control::STRICT))
+            Some(Followup::Request(Request::Control(control::STRICT)))
         );
         d.shared().set_reg(reg::IRQ_STATUS, irq::EVENT | irq::ERROR);
         let _ = d.bar0_write(reg::IRQ_STATUS.into(), &irq::EVENT.to_le_bytes());
@@ -286,6 +322,44 @@ mod tests {
         let _ = d.bar0_write(reg::CMDQ_TAIL.into(), &3u32.to_le_bytes());
         assert_eq!(rd32(&d, reg::CMDQ_TAIL), 3);
         assert_eq!(bad(&d), 0);
+    }
+
+    #[test]
+    fn oracle_registers() {
+        let d = dev();
+        let w = |off: u32, v: u32| d.bar0_write(off.into(), &v.to_le_bytes());
+        for (i, r) in [
+            reg::ORACLE_CTX,
+            reg::ORACLE_GEN,
+            reg::ORACLE_START_LO,
+            reg::ORACLE_START_HI,
+            reg::ORACLE_END_LO,
+            reg::ORACLE_END_HI,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            assert_eq!(w(r, 0x100 + i as u32), None);
+            assert_eq!(rd32(&d, r), 0x100 + i as u32, "register {r:#x}");
+        }
+        // Defined ops are the caller's to carry out; ORACLE_OP reads 0.
+        for op in [oracle_op::ARM, oracle_op::INVALIDATE, oracle_op::DISARM] {
+            assert_eq!(w(reg::ORACLE_OP, op), Some(Followup::Oracle(op)));
+        }
+        assert_eq!(rd32(&d, reg::ORACLE_OP), 0);
+        assert_eq!(bad(&d), 0);
+        assert_eq!(w(reg::ORACLE_OP, 0), None);
+        assert_eq!(w(reg::ORACLE_OP, 4), None);
+        assert_eq!(bad(&d), 2, "unknown ops");
+        // DEBUG_STALL_MS: clamped, read back until the data thread takes it.
+        assert_eq!(w(reg::DEBUG_STALL_MS, 25), None);
+        assert_eq!(rd32(&d, reg::DEBUG_STALL_MS), 25);
+        assert_eq!(d.shared().take_stall(), 25);
+        assert_eq!(rd32(&d, reg::DEBUG_STALL_MS), 0);
+        assert_eq!(d.shared().take_stall(), 0);
+        let _ = w(reg::DEBUG_STALL_MS, u32::MAX);
+        assert_eq!(rd32(&d, reg::DEBUG_STALL_MS), STALL_MS_MAX);
+        assert_eq!(bad(&d), 2);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod control;
 pub mod device;
 pub mod engine;
 pub mod mem;
+pub mod oracle;
 pub mod proto;
 pub mod server;
 pub mod shared;

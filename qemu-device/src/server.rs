@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mnic_abi::{BAR_DOORBELLS, BAR_MSIX, BAR_REGS, MSIX_VECTORS};
 
 use crate::config::{bar_size, ConfigSpace, CONFIG_SIZE};
-use crate::device::Device;
+use crate::device::{Device, Followup};
 use crate::engine::Engine;
 use crate::mem::GuestRam;
 use crate::proto::*;
@@ -18,8 +18,9 @@ use crate::shared::Request;
 /// Why a request failed: the errno of the error reply.
 type Errno = i32;
 
-/// The per-client server state. The loop only decodes messages, records register
-/// values and wakes the data thread ([`Engine`]); it never touches guest memory.
+/// The per-client server state. The loop decodes messages, records register values and
+/// wakes the data thread ([`Engine`]); it never writes guest memory (an oracle report
+/// reads a translation table: see `oracle`).
 pub struct Server {
     stream: UnixStream,
     config: ConfigSpace,
@@ -368,12 +369,14 @@ impl Server {
         let data = r.bytes(len).ok_or(libc::EINVAL)?;
         match region {
             PCI_CONFIG_REGION_INDEX if !self.config.write(offset, data) => return einval(),
-            PCI_CONFIG_REGION_INDEX => {}
-            BAR_REGS => {
-                if let Some(req) = self.dev.bar0_write(offset, data) {
-                    self.engine.request(req);
-                }
-            }
+            // Applied before the reply (spec §3): once the driver has it, a cleared bit
+            // means no more DMA.
+            PCI_CONFIG_REGION_INDEX => self.dev.shared().set_bus_master(self.config.bus_master()),
+            BAR_REGS => match self.dev.bar0_write(offset, data) {
+                Some(Followup::Request(req)) => self.engine.request(req),
+                Some(Followup::Oracle(op)) => self.dev.oracle_op(op, &self.ram.snapshot()),
+                None => {}
+            },
             BAR_DOORBELLS => self.dev.bar2_write(offset, data),
             _ => {}
         }

@@ -1,11 +1,13 @@
 //! State shared by the socket thread and the data thread: the BAR0 register values,
-//! the doorbells, the MSI-X eventfds, and the wake-up/request channel.
+//! the doorbells, the MSI-X eventfds, bus mastering, the oracle, and the
+//! wake-up/request channel.
 //!
-//! The socket thread only records values here and wakes the data thread; it never
-//! walks tables or touches guest memory. CONTROL writes and resets are *requests*:
-//! the socket thread waits until the data thread has carried them out (between two
-//! work steps), so a reset "waits for in-flight DMA" and a STATUS read after an
-//! ENABLE write sees the result.
+//! The socket thread records values here and wakes the data thread; it never writes
+//! guest memory. (The one thing it reads there is a context's translation table, for an
+//! oracle report: see `oracle`.) CONTROL writes and resets are *requests*: the socket
+//! thread waits until the data thread has carried them out (between two work steps), so
+//! a reset "waits for in-flight DMA" and a STATUS read after an ENABLE write sees the
+//! result.
 
 use std::fs::File;
 use std::io::Write;
@@ -13,9 +15,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use mnic_abi::{reg, MSIX_VECTORS, NUM_CONTEXTS};
+use mnic_abi::{control, irq, reg, MSIX_VECTORS, NUM_CONTEXTS};
 
 use crate::device::Counters;
+use crate::oracle::Oracle;
 
 /// Number of 32-bit register slots below the counters.
 pub const NREGS: usize = (reg::COUNTERS / 4) as usize;
@@ -51,6 +54,14 @@ pub struct Shared {
     ctx_live: [AtomicBool; NUM_CONTEXTS as usize],
     /// `--strict` on the command line.
     pub cli_strict: bool,
+    /// The oracle (spec §8a).
+    pub oracle: Oracle,
+    /// Bus master enable (PCI command register bit 2): without it, no DMA and no MSI-X.
+    bus_master: AtomicBool,
+    /// The data thread is inside a poll round, where it may touch guest memory (it
+    /// leaves it while an injected stall sleeps). SeqCst, with `bus_master`: see
+    /// [`Self::set_bus_master`].
+    in_round: AtomicBool,
     msix: Mutex<Vec<Option<File>>>,
     sig: Mutex<Signal>,
     wake: Condvar,
@@ -62,7 +73,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Shared {
-    /// Shared state in the reset state.
+    /// Shared state in the reset state. Bus mastering is off, as on real hardware after
+    /// reset: the driver turns it on (`pci_set_master`), tests with [`Self::set_bus_master`].
     pub fn new(counters: Arc<Counters>, cli_strict: bool) -> Arc<Self> {
         Arc::new(Shared {
             regs: std::array::from_fn(|_| AtomicU32::new(0)),
@@ -70,11 +82,19 @@ impl Shared {
             doorbells: std::array::from_fn(|_| AtomicU32::new(0)),
             ctx_live: std::array::from_fn(|_| AtomicBool::new(false)),
             cli_strict,
+            oracle: Oracle::default(),
+            bus_master: AtomicBool::new(false),
+            in_round: AtomicBool::new(false),
             msix: Mutex::new((0..MSIX_VECTORS).map(|_| None).collect()),
             sig: Mutex::new(Signal::default()),
             wake: Condvar::new(),
             acked: Condvar::new(),
         })
+    }
+
+    /// Whether a stale access or an oracle violation halts the device.
+    pub fn strict(&self) -> bool {
+        self.cli_strict || self.reg(reg::CONTROL) & control::STRICT != 0
     }
 
     fn slot(&self, off: u32) -> Option<&AtomicU32> {
@@ -84,6 +104,21 @@ impl Shared {
     /// The value of the 32-bit register at `off` (0 for unknown offsets).
     pub fn reg(&self, off: u32) -> u32 {
         self.slot(off).map_or(0, |r| r.load(Ordering::Acquire))
+    }
+
+    /// The 64-bit value of a register pair.
+    pub fn reg64(&self, lo: u32, hi: u32) -> u64 {
+        u64::from(self.reg(lo)) | u64::from(self.reg(hi)) << 32
+    }
+
+    /// Data thread: takes the armed `DEBUG_STALL_MS` (0 if none), disarming it.
+    #[inline]
+    pub fn take_stall(&self) -> u32 {
+        match self.slot(reg::DEBUG_STALL_MS) {
+            // A load first: the common case (nothing armed) stays a plain read.
+            Some(r) if r.load(Ordering::Relaxed) != 0 => r.swap(0, Ordering::AcqRel),
+            _ => 0,
+        }
     }
 
     /// Stores `v` into the register at `off`.
@@ -172,11 +207,82 @@ impl Shared {
         }
     }
 
-    /// Signals MSI-X vector `v` (writes 1 to its eventfd, if QEMU gave one).
+    /// Signals MSI-X vector `v` (writes 1 to its eventfd, if QEMU gave one). An MSI-X
+    /// message is a memory write: nothing is sent without bus mastering.
     pub fn signal_msix(&self, v: usize) {
+        if !self.bus_master() {
+            return;
+        }
         if let Some(Some(f)) = lock(&self.msix).get(v) {
             // EAGAIN (counter saturated) only means the interrupt is pending anyway.
             let _ = (&*f).write(&1u64.to_ne_bytes());
+        }
+    }
+
+    /// Signals the vectors of the interrupt causes `bits` that `IRQ_MASK` lets through.
+    pub fn signal_causes(&self, bits: u32) {
+        let unmasked = bits & !self.reg(reg::IRQ_MASK);
+        if unmasked & (irq::EVENT | irq::ERROR) != 0 {
+            self.signal_msix(usize::from(mnic_abi::VECTOR_EVENT));
+        }
+        if unmasked & irq::CMD_DONE != 0 {
+            self.signal_msix(usize::from(mnic_abi::VECTOR_CMD_DONE));
+        }
+    }
+
+    /// Whether the device may master the bus (DMA, MSI-X).
+    #[inline]
+    pub fn bus_master(&self) -> bool {
+        self.bus_master.load(Ordering::SeqCst)
+    }
+
+    /// The bus-master bit was written (spec §3). Setting it wakes the data thread and
+    /// delivers the interrupts held back while it was clear. Clearing it returns once the
+    /// data thread is outside a poll round (a stalled access does not count: it checks
+    /// the bit after its stall), so that when the config write is answered, no DMA
+    /// happens any more.
+    pub fn set_bus_master(&self, on: bool) {
+        let was = self.bus_master.swap(on, Ordering::SeqCst);
+        if on && !was {
+            self.kick();
+            self.signal_causes(self.reg(reg::IRQ_STATUS));
+        } else if was && !on {
+            // Store-then-load on both sides, all SeqCst (`dma_begin` stores `in_round`,
+            // then the round loads `bus_master`): either the round sees the bit clear, or
+            // we see the round and wait for it. Polled: clearing the bit is rare, rounds
+            // are short, and the data thread then pays no wake-up per round.
+            let t = Instant::now();
+            while self.in_round.load(Ordering::SeqCst) && !self.shutting_down() {
+                if t.elapsed() > REQUEST_TIMEOUT {
+                    tracing::error!("bus master off: the data thread did not leave its round");
+                    return;
+                }
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+    }
+
+    /// Data thread: a poll round begins (it may touch guest memory until `dma_end`).
+    /// The engine thread brackets its rounds; a `Core` polled directly (tests, benches)
+    /// has no socket thread to coordinate with and need not.
+    #[inline]
+    pub fn dma_begin(&self) {
+        self.in_round.store(true, Ordering::SeqCst);
+    }
+
+    /// Data thread: the poll round is over.
+    #[inline]
+    pub fn dma_end(&self) {
+        self.in_round.store(false, Ordering::Release);
+    }
+
+    /// Data thread: an injected stall. Sleeps outside the round (if it was in one), so
+    /// clearing bus mastering does not wait for it; the caller checks the bit afterwards.
+    pub fn stall(&self, d: Duration) {
+        let inside = self.in_round.swap(false, Ordering::SeqCst);
+        std::thread::sleep(d);
+        if inside {
+            self.dma_begin();
         }
     }
 
@@ -248,5 +354,47 @@ impl Shared {
     /// Whether shutdown was asked for.
     pub fn shutting_down(&self) -> bool {
         lock(&self.sig).shutdown
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shared() -> Arc<Shared> {
+        Shared::new(Arc::new(Counters::default()), false)
+    }
+
+    #[test]
+    fn bus_master_on_wakes_the_engine() {
+        let sh = shared();
+        sh.set_bus_master(true);
+        let t = Instant::now();
+        sh.wait_for_work(Some(t + Duration::from_secs(5)));
+        assert!(t.elapsed() < Duration::from_secs(1), "kicked");
+    }
+
+    #[test]
+    fn bus_master_off_waits_for_the_round() {
+        let sh = shared();
+        assert!(!sh.bus_master(), "off after reset");
+        sh.set_bus_master(true);
+        sh.dma_begin();
+        let sh2 = sh.clone();
+        let t = std::thread::spawn(move || sh2.set_bus_master(false));
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(!t.is_finished(), "a round is touching memory");
+        assert!(!sh.bus_master(), "the bit is clear at once");
+        sh.dma_end();
+        t.join().unwrap();
+        // Outside a round (or in a stall) it returns at once.
+        sh.set_bus_master(true);
+        sh.dma_begin();
+        let sh2 = sh.clone();
+        let t = std::thread::spawn(move || sh2.set_bus_master(false));
+        sh.stall(Duration::from_millis(100));
+        assert!(t.is_finished());
+        t.join().unwrap();
+        sh.dma_end();
     }
 }

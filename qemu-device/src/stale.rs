@@ -138,7 +138,10 @@ mod tests {
         c.sync_completed(8);
         c.forget(1);
         assert_eq!(c.check(1, 0x1000, 0x1008, 3), Verdict::Fresh, "forgotten");
-        assert_eq!(c.check(2, 0x1000, 0x1008, 3), Verdict::Stale { inval_seq: 7 });
+        assert_eq!(
+            c.check(2, 0x1000, 0x1008, 3),
+            Verdict::Stale { inval_seq: 7 }
+        );
         c.forget(200);
         c.clear();
         assert_eq!(c.check(2, 0x1000, 0x1008, 3), Verdict::Fresh);

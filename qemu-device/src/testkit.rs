@@ -123,6 +123,39 @@ impl Tables {
     }
 }
 
+/// An oracle operation as the guest's oracle module does it (spec §8a), through `dev` as
+/// the socket thread would (any thread may call it): the argument registers, `ORACLE_OP`,
+/// then `ORACLE_GEN` read back (the generation after `ARM`).
+pub fn oracle_call(
+    dev: &crate::device::Device,
+    m: &GuestMem,
+    op: u32,
+    ctx: u16,
+    gen: u32,
+    start: u64,
+    end: u64,
+) -> u32 {
+    use crate::device::Followup;
+    use mnic_abi::reg;
+    for (r, v) in [
+        (reg::ORACLE_CTX, u32::from(ctx)),
+        (reg::ORACLE_GEN, gen),
+        (reg::ORACLE_START_LO, start as u32),
+        (reg::ORACLE_START_HI, (start >> 32) as u32),
+        (reg::ORACLE_END_LO, end as u32),
+        (reg::ORACLE_END_HI, (end >> 32) as u32),
+        (reg::ORACLE_OP, op),
+    ] {
+        // The oracle registers never ask for the data thread.
+        if let Some(Followup::Oracle(op)) = dev.bar0_write(r.into(), &v.to_le_bytes()) {
+            dev.oracle_op(op, m);
+        }
+    }
+    let mut b = [0u8; 4];
+    dev.bar0_read(reg::ORACLE_GEN.into(), &mut b);
+    u32::from_le_bytes(b)
+}
+
 /// Guest RAM of a [`Harness`].
 pub const RAM_SIZE: usize = 32 << 20;
 /// GPA of the harness's context table.
@@ -176,13 +209,15 @@ impl Harness {
         Self::with_ram(ram, strict)
     }
 
-    /// An enabled device over `ram`, which must cover `[0, RAM_SIZE)`.
+    /// An enabled device over `ram`, which must cover `[0, RAM_SIZE)`, with bus
+    /// mastering on (as the driver's probe leaves it).
     pub fn with_ram(ram: crate::mem::GuestRam, strict: bool) -> Self {
         use mnic_abi::{control, reg};
         let sh = crate::shared::Shared::new(
             std::sync::Arc::new(crate::device::Counters::default()),
             strict,
         );
+        sh.set_bus_master(true);
         let mut h = Harness {
             ram,
             core: crate::engine::Core::new(sh.clone()),
@@ -213,10 +248,20 @@ impl Harness {
 
     /// A BAR0 register write, as the server would do it.
     pub fn write_reg(&mut self, off: u32, v: u32) {
-        if let Some(r) = self.dev.bar0_write(off.into(), &v.to_le_bytes()) {
-            let m = self.mem();
-            self.core.handle(r, &m);
+        use crate::device::Followup;
+        match self.dev.bar0_write(off.into(), &v.to_le_bytes()) {
+            Some(Followup::Request(r)) => {
+                let m = self.mem();
+                self.core.handle(r, &m);
+            }
+            Some(Followup::Oracle(op)) => self.dev.oracle_op(op, &self.mem()),
+            None => {}
         }
+    }
+
+    /// An oracle operation as the guest's oracle module does it: see [`oracle_call`].
+    pub fn oracle(&mut self, op: u32, ctx: u16, gen: u32, start: u64, end: u64) -> u32 {
+        oracle_call(&self.dev, &self.mem(), op, ctx, gen, start, end)
     }
 
     /// A BAR0 register read.

@@ -212,7 +212,8 @@ fn scan(
     Ok(None)
 }
 
-/// A cached leaf with the command sequence number current when it was walked.
+/// A cached leaf with the command sequence number and oracle time of its walk. Kept at
+/// 40 bytes: lookups copy it, and the front cache is scanned slot after slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TlbEntry {
     /// The translation.
@@ -221,8 +222,8 @@ pub struct TlbEntry {
     pub seq: u64,
     /// The oracle clock read before the walk began (spec §8a).
     pub oracle: u64,
-    stamp: u64,
 }
+const _: () = assert!(std::mem::size_of::<TlbEntry>() == 40);
 
 /// Key inside one context: the page number (VA >> 12) shifted left by one, with bit 0
 /// set for a 2 MiB page. One `u64`, so hashing it is one multiply.
@@ -263,7 +264,14 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-type KeyMap = HashMap<Key, TlbEntry, BuildHasherDefault<KeyHasher>>;
+/// An entry in the maps, with its insertion stamp (its key in the eviction order).
+#[derive(Clone, Copy)]
+struct Stamped {
+    entry: TlbEntry,
+    stamp: u64,
+}
+
+type KeyMap = HashMap<Key, Stamped, BuildHasherDefault<KeyHasher>>;
 
 /// Slots of the direct-mapped front cache of 4 KiB entries (a power of two).
 const FRONT_SLOTS: usize = 2048;
@@ -326,7 +334,6 @@ impl Default for Tlb {
                 },
                 seq: 0,
                 oracle: 0,
-                stamp: 0,
             },
         };
         Tlb {
@@ -374,7 +381,7 @@ impl Tlb {
         let m = self.per_ctx.get(usize::from(ctx))?;
         m.get(&key(va, false))
             .or_else(|| m.get(&key(va & !(pte::HUGE_SIZE - 1), true)))
-            .copied()
+            .map(|s| s.entry)
     }
 
     /// Caches `leaf` for `ctx`, walked at command `seq` and oracle time `oracle`,
@@ -383,16 +390,11 @@ impl Tlb {
         let k = key(leaf.va, leaf.huge);
         let stamp = self.next_stamp;
         self.next_stamp += 1;
-        let e = TlbEntry {
-            leaf,
-            seq,
-            oracle,
-            stamp,
-        };
+        let e = TlbEntry { leaf, seq, oracle };
         let Some(m) = self.per_ctx.get_mut(usize::from(ctx)) else {
             return e; // no such context: nothing cached
         };
-        if let Some(old) = m.insert(k, e) {
+        if let Some(old) = m.insert(k, Stamped { entry: e, stamp }) {
             self.order.remove(&old.stamp);
         }
         self.order.insert(stamp, (ctx, k));
@@ -481,8 +483,8 @@ impl Tlb {
         let Some(m) = self.per_ctx.get_mut(usize::from(ctx)).map(std::mem::take) else {
             return 0;
         };
-        for (k, e) in &m {
-            self.order.remove(&e.stamp);
+        for (k, s) in &m {
+            self.order.remove(&s.stamp);
             self.front_forget(ctx, *k);
         }
         m.len()

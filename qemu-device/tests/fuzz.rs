@@ -93,10 +93,36 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
     for _ in 0..steps {
         beat.fetch_add(1, Ordering::Relaxed);
         match r.below(12) {
+            0 if r.chance(25) => {
+                // A whole oracle operation with plausible arguments, often right after
+                // an ARM of the same context.
+                use mnic_abi::oracle_op;
+                let ctx = r.below(4) as u16;
+                let mut gen = h.reg(reg::ORACLE_GEN);
+                if r.chance(30) {
+                    gen = h.oracle(oracle_op::ARM, ctx, 0, 0, 0);
+                }
+                let op = match r.below(10) {
+                    0 => oracle_op::DISARM,
+                    1 => r.below(8) as u32,
+                    _ => oracle_op::INVALIDATE,
+                };
+                if r.chance(10) {
+                    gen = r.next() as u32;
+                }
+                let start = r.va();
+                let end = match r.below(4) {
+                    0 => 0,
+                    1 => r.next(),
+                    _ => start.wrapping_add(r.below(1 << 22)),
+                };
+                h.oracle(op, ctx, gen, start, end);
+            }
             0 => {
-                // Any BAR0 register, any value; CONTROL favours sensible bits.
+                // Any BAR0 register, any value; CONTROL favours sensible bits, the
+                // oracle registers favour real ops on the good contexts.
                 let off = if r.chance(80) {
-                    r.below(0x80) & !3
+                    r.below(u64::from(reg::DEBUG_STALL_MS) + 4) & !3
                 } else {
                     r.below(0x1000)
                 };
@@ -106,6 +132,13 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
                             | if r.chance(5) { control::RESET } else { 0 }
                     }
                     reg::CMDQ_SIZE_LOG2 | reg::EVQ_SIZE_LOG2 => r.below(16) as u32,
+                    // A few milliseconds at most: the watchdog wants progress.
+                    reg::DEBUG_STALL_MS => r.below(3) as u32,
+                    reg::ORACLE_OP => r.below(5) as u32,
+                    reg::ORACLE_CTX if r.chance(90) => r.below(4) as u32,
+                    reg::ORACLE_START_HI | reg::ORACLE_END_HI if r.chance(50) => {
+                        r.below(0x20) as u32
+                    }
                     _ => r.next() as u32,
                 };
                 h.write_reg(off as u32, v);
@@ -235,8 +268,11 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
     }
     h.run();
     assert_eq!(h.counter(counter::STALE_ACCESSES), 0, "seed {seed}");
-    // A halted device can only come from a stale access.
-    assert_eq!(h.reg(reg::STATUS) & status::HALTED, 0, "seed {seed}");
+    // A halted device can only come from a stale access (none, above) or from the
+    // oracle, which the fuzzer feeds reports that no driver followed.
+    if h.reg(reg::STATUS) & status::HALTED != 0 {
+        assert!(h.counter(counter::ORACLE_VIOLATIONS) > 0, "seed {seed}");
+    }
     let mut b = vec![0u8; RO_LEN as usize];
     mem::read(&h.mem(), RO, &mut b).unwrap();
     assert!(
@@ -249,15 +285,17 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
 }
 
 /// Counters summed over episodes, to see that the inputs reach deep states.
-const DEPTH_COUNTERS: [u32; 6] = [
+const DEPTH_COUNTERS: [u32; 8] = [
     counter::COMMANDS,
     counter::WORK_COMPLETED,
     counter::FAULTS,
     counter::RESUMES,
     counter::TRAFFIC_OPS,
     counter::ERRORS,
+    counter::ORACLE_INVALIDATIONS,
+    counter::ORACLE_VIOLATIONS,
 ];
-static DEPTH: [AtomicU64; 6] = [const { AtomicU64::new(0) }; 6];
+static DEPTH: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
 
 #[test]
 fn fuzz_engine() {
@@ -299,9 +337,9 @@ fn fuzz_engine() {
     assert!(episodes > 0);
     let d: Vec<u64> = DEPTH.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     eprintln!(
-        "fuzz: {episodes} episodes, {} actions; commands {} work {} faults {} resumes {} traffic_ops {} errors {}",
+        "fuzz: {episodes} episodes, {} actions; commands {} work {} faults {} resumes {} traffic_ops {} errors {} oracle_invalidations {} oracle_violations {}",
         beat.load(Ordering::Relaxed),
-        d[0], d[1], d[2], d[3], d[4], d[5]
+        d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
     );
     assert!(
         d[1] > 0 && d[2] > 0,

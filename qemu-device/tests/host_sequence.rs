@@ -191,13 +191,26 @@ struct Cmdq {
 }
 
 impl Cmdq {
-    fn post(&mut self, c: &mut Client, m: &GuestMem, cm: mnic_abi::Command) {
+    /// Writes the command and rings CMDQ_TAIL.
+    fn ring(&mut self, c: &mut Client, m: &GuestMem, cm: mnic_abi::Command) {
         mem::write(m, CMDQ + 32 * u64::from(self.tail), cm.as_bytes()).unwrap();
         self.tail = (self.tail + 1) % 16;
         c.write(BAR_REGS, reg::CMDQ_TAIL.into(), self.tail);
+    }
+    /// Rings the command and waits until the device has executed it.
+    fn post(&mut self, c: &mut Client, m: &GuestMem, cm: mnic_abi::Command) {
+        self.ring(c, m, cm);
+        self.wait(c);
+    }
+    fn wait(&mut self, c: &mut Client) {
         let want = self.tail;
         wait_until("CMDQ_HEAD", || c.read(reg::CMDQ_HEAD) == want);
     }
+}
+
+/// Writes the PCI command register (config space offset 4).
+fn pci_command(c: &mut Client, v: u16) {
+    c.write(proto::PCI_CONFIG_REGION_INDEX, 4, u32::from(v));
 }
 
 fn command(opcode: u8, ctx: u16, arg0: u64, arg1: u64) -> mnic_abi::Command {
@@ -298,8 +311,21 @@ fn fault_resume_sync_and_hostile_tables() {
         c.write(BAR_REGS, r.into(), v);
     }
     assert_eq!(c.read(reg::STATUS), status::ENABLED);
+    // Bus mastering is off after reset (spec §3): with memory decoding alone, a doorbell
+    // makes the device do nothing at all.
+    pci_command(&mut c, 0x0002);
     let mut q = Cmdq { tail: 0 };
-    q.post(&mut c, &m, command(cmd::CTX_ENABLE, 1, 0, 0));
+    q.ring(&mut c, &m, command(cmd::CTX_ENABLE, 1, 0, 0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        c.read(reg::CMDQ_HEAD),
+        0,
+        "a command ran without bus mastering"
+    );
+    assert!(stat(&stats(&ctl), "dma_refused") >= 1);
+    // What the driver's probe does (pci_set_master): the command runs now.
+    pci_command(&mut c, 0x0006);
+    q.wait(&mut c);
 
     // COPY of two pages through the doorbell: the second destination page faults.
     let d = WorkDesc {

@@ -22,7 +22,7 @@ impl Core {
         let n = 1u32 << self.cmdq_log2;
         let tail = self.sh.reg(reg::CMDQ_TAIL) % n;
         let mut ran = 0;
-        while self.cmd_head != tail && ran < super::CMD_BUDGET && !self.halted {
+        while self.cmd_head != tail && ran < super::CMD_BUDGET && !self.stopped() {
             let at = self.cmdq_base + u64::from(self.cmd_head) * ENTRY;
             let mut b = [0u8; ENTRY as usize];
             self.seq += 1;
@@ -120,6 +120,8 @@ impl Core {
                 let i = Self::ctx_index(c)?;
                 self.disable_ctx(i);
                 self.checker.record(c.ctx, seq, 0, u64::MAX);
+                // The context's process is gone or going: its oracle watch ends too.
+                self.sh.oracle.forget(c.ctx);
                 Ok(())
             }
             op => Err((error::BAD_COMMAND, u64::from(op))),

@@ -12,7 +12,11 @@
 //! invalidation before it has dropped its TLB entries, and no DMA that used one of
 //! them is still in flight. Steps are bounded (a long COPY is split), so a SYNC is
 //! never starved.
+//!
+//! The engine runs only while bus mastering is on (spec §3), and a work step checks it
+//! again right before each access touches memory (`check`).
 
+mod check;
 mod cmdq;
 mod evq;
 mod traffic;
@@ -26,6 +30,7 @@ use mnic_abi::{control, counter, event, irq, reg, status, Event, NUM_CONTEXTS};
 use mnic_abi::{RING_LOG2_MAX, RING_LOG2_MIN};
 
 use crate::mem::{self, GuestMem, GuestRam};
+use crate::oracle::Access;
 use crate::shared::{Request, Shared};
 use crate::stale::StaleChecker;
 use crate::translate::Tlb;
@@ -97,6 +102,9 @@ pub struct Core {
     scratch: Vec<u8>,
     /// Interrupt causes raised during this poll, signalled at its end.
     irq_pending: u32,
+    /// Accesses of armed contexts in the current work step, for the oracle to judge
+    /// when the step ends (spec §8a).
+    oracle_pieces: Vec<Access>,
 }
 
 impl Core {
@@ -121,6 +129,7 @@ impl Core {
             rr: 0,
             scratch: Vec::new(),
             irq_pending: 0,
+            oracle_pieces: Vec::new(),
         }
     }
 
@@ -135,9 +144,9 @@ impl Core {
         &mut self.tlb
     }
 
-    /// Whether a stale access halts the device.
+    /// Whether a stale access or an oracle violation halts the device.
     fn strict(&self) -> bool {
-        self.sh.cli_strict || self.sh.reg(reg::CONTROL) & control::STRICT != 0
+        self.sh.strict()
     }
 
     /// Carries out a CONTROL write or a reset.
@@ -172,6 +181,7 @@ impl Core {
         self.sh.clear_regs();
         self.sh.clear_ctxs();
         self.sh.counters.clear();
+        self.sh.oracle.clear();
     }
 
     fn stop_all(&mut self) {
@@ -198,15 +208,11 @@ impl Core {
         }
     }
 
-    fn reg64(&self, lo: u32, hi: u32) -> u64 {
-        u64::from(self.sh.reg(lo)) | u64::from(self.sh.reg(hi)) << 32
-    }
-
     /// ENABLE 0→1: latch and validate the table and ring registers.
     fn enable(&mut self, m: &GuestMem) {
-        let ctx_table = self.reg64(reg::CTX_TABLE_LO, reg::CTX_TABLE_HI);
-        let cmdq = self.reg64(reg::CMDQ_BASE_LO, reg::CMDQ_BASE_HI);
-        let evq = self.reg64(reg::EVQ_BASE_LO, reg::EVQ_BASE_HI);
+        let ctx_table = self.sh.reg64(reg::CTX_TABLE_LO, reg::CTX_TABLE_HI);
+        let cmdq = self.sh.reg64(reg::CMDQ_BASE_LO, reg::CMDQ_BASE_HI);
+        let evq = self.sh.reg64(reg::EVQ_BASE_LO, reg::EVQ_BASE_HI);
         let cmd_log2 = self.sh.reg(reg::CMDQ_SIZE_LOG2);
         let ev_log2 = self.sh.reg(reg::EVQ_SIZE_LOG2);
         let ring_ok = |base: u64, log2: u32, entry: u64| {
@@ -258,19 +264,14 @@ impl Core {
         self.evq.post(ev, &self.sh.counters);
     }
 
-    /// Raises interrupt causes: IRQ_STATUS bits, then MSI-X unless masked.
+    /// Raises interrupt causes: IRQ_STATUS bits, then MSI-X unless masked (and never
+    /// without bus mastering).
     fn raise(&mut self, bits: u32) {
         if bits == 0 {
             return;
         }
         self.sh.or_reg(reg::IRQ_STATUS, bits);
-        let unmasked = bits & !self.sh.reg(reg::IRQ_MASK);
-        if unmasked & (irq::EVENT | irq::ERROR) != 0 {
-            self.sh.signal_msix(usize::from(mnic_abi::VECTOR_EVENT));
-        }
-        if unmasked & irq::CMD_DONE != 0 {
-            self.sh.signal_msix(usize::from(mnic_abi::VECTOR_CMD_DONE));
-        }
+        self.sh.signal_causes(bits);
     }
 
     fn flush_events(&mut self, m: &GuestMem) -> bool {
@@ -290,12 +291,25 @@ impl Core {
         n > 0
     }
 
-    /// Halts the device after a stale access in strict mode.
-    fn halt(&mut self, ctx: u16, va: u64) {
-        tracing::warn!(ctx, va, "stale access: device halted");
-        self.error(mnic_abi::error::STALE_ACCESS, ctx, va, self.seq);
+    /// Halts the device in strict mode: `code` is `STALE_ACCESS` or `ORACLE_VIOLATION`.
+    fn halt(&mut self, code: u32, ctx: u16, va: u64) {
+        tracing::warn!(code, ctx, va, "device halted");
+        self.error(code, ctx, va, self.seq);
         self.halted = true;
         self.sh.or_reg(reg::STATUS, status::HALTED);
+    }
+
+    /// Carries out a halt the oracle asked for from the socket thread (a table violation
+    /// in strict mode); returns whether the device is halted.
+    fn stopped(&mut self) -> bool {
+        if self.sh.oracle.halt_pending() {
+            if let Some((ctx, va)) = self.sh.oracle.take_halt() {
+                if !self.halted {
+                    self.halt(mnic_abi::error::ORACLE_VIOLATION, ctx, va);
+                }
+            }
+        }
+        self.halted
     }
 
     /// One round: events, up to [`CMD_BUDGET`] commands, one step of each runnable
@@ -315,12 +329,19 @@ impl Core {
         if !self.enabled || self.halted {
             return Activity::Idle(None);
         }
+        if !self.sh.bus_master() {
+            // No DMA at all (spec §3); setting the bit kicks us.
+            self.sh.counters.inc(counter::DMA_REFUSED);
+            return Activity::Idle(None);
+        }
+        // An oracle halt is applied here so that its ERROR event is flushed below.
+        self.stopped();
         let mut busy = self.flush_events(m);
         busy |= self.run_commands(m);
         let mut deadline: Option<Instant> = None;
         let n = self.ctxs.len();
         for c in round_robin(self.live, self.rr) {
-            if self.halted {
+            if self.stopped() {
                 break;
             }
             match self.step_ctx(m, c) {
@@ -330,6 +351,8 @@ impl Core {
             }
         }
         self.rr = (self.rr + 1) % n;
+        // A halt asked for during the last step gets its ERROR event out with this round.
+        self.stopped();
         busy |= self.flush_events(m);
         let bits = std::mem::take(&mut self.irq_pending);
         self.raise(bits);
@@ -376,9 +399,12 @@ impl Engine {
                     if sh.shutting_down() {
                         break;
                     }
-                    // A snapshot per round only: DMA_UNMAP waits for it.
+                    // A snapshot per round only: DMA_UNMAP waits for it. The round is
+                    // bracketed for bus mastering: clearing it waits for the round to end.
                     let m = ram.snapshot();
+                    sh.dma_begin();
                     let act = core.poll(&m);
+                    sh.dma_end();
                     drop(m);
                     if let Activity::Idle(until) = act {
                         sh.wait_for_work(until);

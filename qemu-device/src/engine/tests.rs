@@ -2,17 +2,22 @@
 
 use std::fs::File;
 use std::os::fd::{FromRawFd, IntoRawFd};
+use std::time::{Duration, Instant};
 
-use mnic_abi::{cmd, completion, control, counter, error, event, irq, reg, status, work};
-use mnic_abi::{Command, WorkDesc, CMD_FLAG_IRQ};
+use mnic_abi::{
+    cmd, completion, control, counter, error, event, irq, oracle_op, reg, status, work,
+};
+use mnic_abi::{Command, WorkDesc, CMD_FLAG_IRQ, NUM_CONTEXTS};
 
 use super::Activity;
+use crate::device::Device;
 use crate::mem;
-use crate::testkit::{Harness, CTX_TABLE, SYNC_WORD};
+use crate::testkit::{oracle_call, Harness, CTX_TABLE, SYNC_WORD};
 
-/// Source and destination VAs used by the tests.
+/// Source and destination VAs used by the tests. 1 GiB apart: their pages take distinct
+/// slots of the TLB's front cache, so a repeated COPY goes through the hot path.
 const SRC: u64 = 0x10_0000_0000;
-const DST: u64 = 0x20_0000_0000;
+const DST: u64 = SRC + (1 << 30);
 
 /// A context with `pages` source pages (filled with a pattern) and `pages` writable
 /// destination pages, all mapped. Returns (src_gpa, dst_gpa).
@@ -768,4 +773,414 @@ fn traffic_rate_is_throttled() {
     }
     // Ops at 0, 50 and 100 ms.
     assert!(t.elapsed().as_millis() >= 100);
+}
+
+/// Arms the oracle for `ctx` and returns the generation.
+fn arm(h: &mut Harness, ctx: u16) -> u32 {
+    let g = h.oracle(oracle_op::ARM, ctx, 0, 0, 0);
+    assert_ne!(g, 0);
+    g
+}
+
+/// An oracle report that `[start, end)` of `ctx` is being invalidated.
+fn report(h: &mut Harness, ctx: u16, gen: u32, start: u64, end: u64) {
+    h.oracle(oracle_op::INVALIDATE, ctx, gen, start, end);
+}
+
+/// COPY of `len` bytes from SRC to DST on context 1, run to completion (or halt).
+fn copy(h: &mut Harness, len: u32, tag: u64) {
+    h.post(1, Harness::copy_desc(SRC, DST, len, tag));
+    h.run();
+}
+
+fn halted(h: &Harness) -> bool {
+    h.reg(reg::STATUS) & status::HALTED != 0
+}
+
+/// Check 2 of the oracle: the driver cleared its table entry but never told the device,
+/// whose TLB still holds the translation. The next access through it is a violation
+/// (counted; in strict mode the device halts with ORACLE_VIOLATION), though the driver's
+/// own stale checker sees nothing.
+#[test]
+fn oracle_catches_access_through_translation_older_than_report() {
+    for strict in [false, true] {
+        let mut h = Harness::new(strict);
+        ctx_with_buffers(&mut h, 1, 2);
+        let g = arm(&mut h, 1);
+        copy(&mut h, 64, 1);
+        assert_eq!(h.completions(1)[0].status, completion::OK);
+        h.unmap(1, SRC);
+        report(&mut h, 1, g, SRC, SRC + 4096);
+        assert_eq!(h.counter(counter::ORACLE_INVALIDATIONS), 1);
+        assert_eq!(
+            h.counter(counter::ORACLE_VIOLATIONS),
+            0,
+            "the table is clean"
+        );
+        h.events();
+        copy(&mut h, 64, 2);
+        assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 1, "strict={strict}");
+        assert_eq!(h.counter(counter::STALE_ACCESSES), 0);
+        if strict {
+            assert!(halted(&h));
+            assert_eq!(h.reg(reg::ERROR_CODE), error::ORACLE_VIOLATION);
+            let e = h.events();
+            assert_eq!(
+                (e[0].kind, e[0].code, e[0].ctx, e[0].addr),
+                (event::ERROR, error::ORACLE_VIOLATION, 1, SRC)
+            );
+            assert!(h.completions(1).is_empty(), "halted before the completion");
+        } else {
+            assert!(!halted(&h));
+            assert_eq!(h.completions(1)[0].status, completion::OK);
+        }
+    }
+}
+
+/// A correct driver: table entry cleared, INVALIDATE_RANGE + SYNC, then the oracle's
+/// report, then a new mapping. The translation walked after the report is fine.
+#[test]
+fn oracle_accepts_translation_walked_after_report() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 2);
+    let g = arm(&mut h, 1);
+    copy(&mut h, 2 * 4096, 1);
+    h.unmap(1, SRC);
+    h.command(cmd::INVALIDATE_RANGE, 1, SRC, 4096);
+    assert_eq!(h.sync(1), 1);
+    report(&mut h, 1, g, SRC, SRC + 4096);
+    let s2 = h.alloc(4096, false);
+    h.map(1, SRC, s2, 4096, false);
+    copy(&mut h, 2 * 4096, 2);
+    let c = h.completions(1);
+    assert_eq!((c.len(), c[1].status), (2, completion::OK));
+    assert_eq!(h.counter(counter::ORACLE_INVALIDATIONS), 1);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 0);
+    assert!(!halted(&h));
+}
+
+/// Reports that do not cover the access: another range, another context, a stale or
+/// missing generation, a malformed range, a disarmed context.
+#[test]
+fn oracle_ignores_reports_that_do_not_cover_the_access() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 2);
+    ctx_with_buffers(&mut h, 2, 2);
+    let old = arm(&mut h, 1);
+    let g = arm(&mut h, 1);
+    assert_ne!(old, g, "re-arming hands out a new generation");
+    let g2 = arm(&mut h, 2);
+    copy(&mut h, 64, 1);
+    h.unmap(1, SRC);
+    h.unmap(2, SRC);
+    report(&mut h, 1, g, SRC + 0x10_0000, SRC + 0x20_0000); // another range
+    report(&mut h, 2, g2, SRC, SRC + 4096); // another context
+    report(&mut h, 1, old, SRC, SRC + 4096); // the old generation: ignored
+    report(&mut h, 3, 0, SRC, SRC + 4096); // not armed: ignored
+    assert_eq!(h.counter(counter::ORACLE_INVALIDATIONS), 2);
+    assert_eq!(h.counter(counter::BAD_MMIO), 0, "ignored, not counted");
+    report(&mut h, 1, g, SRC + 4096, SRC); // end before start
+    h.oracle(oracle_op::ARM, NUM_CONTEXTS as u16, 0, 0, 0); // no such context
+    assert_eq!(h.reg(reg::ORACLE_GEN), 0);
+    assert_eq!(h.counter(counter::BAD_MMIO), 2);
+    // DISARM with the old generation changes nothing; with the current one the watch
+    // ends and a later report is ignored.
+    h.oracle(oracle_op::DISARM, 1, old, 0, 0);
+    h.oracle(oracle_op::DISARM, 1, g, 0, 0);
+    report(&mut h, 1, g, SRC, SRC + 4096);
+    assert_eq!(h.counter(counter::ORACLE_INVALIDATIONS), 2);
+    copy(&mut h, 64, 2);
+    assert_eq!(h.completions(1).len(), 2);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 0);
+    assert!(!halted(&h));
+}
+
+/// CTX_DISABLE and a device reset end the watch: generation 0, reports forgotten.
+#[test]
+fn oracle_watch_ends_with_ctx_disable_and_reset() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 1);
+    let g = arm(&mut h, 1);
+    let g2 = arm(&mut h, 2);
+    h.command(cmd::CTX_DISABLE, 1, 0, 0);
+    h.run();
+    let o = &h.core.shared().oracle;
+    assert!(!o.armed(1) && o.armed(2));
+    report(&mut h, 1, g, SRC, SRC + 4096);
+    assert_eq!(h.counter(counter::ORACLE_INVALIDATIONS), 0);
+    h.write_reg(reg::CONTROL, control::RESET);
+    assert!(!h.core.shared().oracle.armed(2));
+    report(&mut h, 2, g2, SRC, SRC + 4096);
+    assert_eq!(h.counter(counter::ORACLE_INVALIDATIONS), 0);
+    assert!(arm(&mut h, 2) > g2, "generations are not handed out twice");
+}
+
+/// Check 1 of the oracle: at a report, no valid leaf of the context's table may overlap
+/// the range (4 KiB or 2 MiB), counted once per report.
+#[test]
+fn oracle_table_check() {
+    let mut h = Harness::new(false);
+    ctx_with_buffers(&mut h, 1, 2);
+    let g = arm(&mut h, 1);
+    h.unmap(1, DST);
+    report(&mut h, 1, g, DST, DST + 4096);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 0, "leaf cleared");
+    report(&mut h, 1, g, DST, DST + 2 * 4096);
+    assert_eq!(
+        h.counter(counter::ORACLE_VIOLATIONS),
+        1,
+        "DST + 4096 is still there"
+    );
+    report(&mut h, 1, g, 0, 0); // the whole address space: once per report
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 2);
+    h.unmap(1, DST + 4096);
+    report(&mut h, 1, g, DST, DST + 2 * 4096);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 2, "all cleared");
+    let huge = h.alloc(2 << 20, true);
+    let m = h.mem();
+    h.tables(1).map_2m(&m, 0x4000_0000, huge, true);
+    report(&mut h, 1, g, 0x401f_f000, 0x4020_0000);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 3, "a 2 MiB leaf");
+    h.tables(1).unmap(&m, 0x4000_0000, true);
+    report(&mut h, 1, g, 0x4000_0000, 0x4020_0000);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 3);
+    assert_eq!(h.counter(counter::ORACLE_INVALIDATIONS), 6);
+    assert!(!halted(&h));
+}
+
+/// In strict mode a table violation halts the device: the socket thread makes it visible
+/// at once (STATUS, ERROR_CODE, doorbells refused), the engine does the rest at its next
+/// round (ERROR event, counters).
+#[test]
+fn oracle_table_violation_halts_in_strict_mode() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 1);
+    let g = arm(&mut h, 1);
+    report(&mut h, 1, g, DST, DST + 4096);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 1);
+    assert!(halted(&h), "before the engine ran");
+    assert_eq!(h.reg(reg::ERROR_CODE), error::ORACLE_VIOLATION);
+    h.post(1, Harness::copy_desc(SRC, DST, 64, 1));
+    h.run();
+    assert!(h.completions(1).is_empty(), "a halted device does no work");
+    let e = h.events();
+    assert_eq!(
+        (e[0].kind, e[0].code, e[0].ctx, e[0].addr),
+        (event::ERROR, error::ORACLE_VIOLATION, 1, DST)
+    );
+    assert_eq!(h.reg(reg::ERROR_COUNT), 1);
+}
+
+/// Bus mastering off: no command, no work, no event; each round counts DMA_REFUSED. The
+/// work continues when the bit is set again.
+#[test]
+fn bus_master_off_stops_the_engine() {
+    let mut h = Harness::new(true);
+    let (s, d) = ctx_with_buffers(&mut h, 1, 1);
+    h.core.shared().set_bus_master(false);
+    h.post(1, Harness::copy_desc(SRC, DST, 4096, 1));
+    h.command(cmd::SYNC, 0, SYNC_WORD, 7);
+    let head = h.reg(reg::CMDQ_HEAD);
+    assert_eq!(h.run(), Activity::Idle(None));
+    assert_eq!(h.reg(reg::CMDQ_HEAD), head, "no command fetched");
+    assert_eq!(mem::load_u64(&h.mem(), SYNC_WORD).unwrap(), 0);
+    assert!(h.completions(1).is_empty());
+    assert_eq!(read(&h, d, 4096), vec![0; 4096]);
+    assert_eq!(h.counter(counter::DMA_REFUSED), 1, "one per round");
+    h.run();
+    assert_eq!(h.counter(counter::DMA_REFUSED), 2);
+    h.core.shared().set_bus_master(true);
+    h.run();
+    assert_eq!(mem::load_u64(&h.mem(), SYNC_WORD).unwrap(), 7);
+    assert_eq!(h.completions(1)[0].status, completion::OK);
+    assert_eq!(read(&h, d, 4096), read(&h, s, 4096));
+    assert_eq!(h.counter(counter::DMA_REFUSED), 2);
+}
+
+/// Bus mastering cleared (by another thread, as the socket thread would) while a step is
+/// stalled before its access: the access is refused, never judged by the oracle (it did
+/// not happen), and the item stays, to continue when the bit is set again.
+#[test]
+fn bus_master_cleared_during_a_step_refuses_its_access() {
+    let mut h = Harness::new(true);
+    let (s, d) = ctx_with_buffers(&mut h, 1, 2);
+    let g = arm(&mut h, 1);
+    h.post(1, Harness::copy_desc(SRC, DST, 2 * 4096, 1));
+    let m = h.mem();
+    h.core.poll(&m); // fetch the descriptor
+    h.write_reg(reg::DEBUG_STALL_MS, 300);
+    let leaves = [DST, DST + 4096].map(|va| h.tables(1).entry_addr(&m, va, 1).unwrap());
+    let sh = h.core.shared().clone();
+    let dev = Device::new(sh.clone());
+    let m2 = m.clone();
+    let clearer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        // The kernel takes DST away while the engine sleeps, and the device is stopped.
+        for at in leaves {
+            mem::store_u64(&m2, at, 0).unwrap();
+        }
+        oracle_call(&dev, &m2, oracle_op::INVALIDATE, 1, g, DST, DST + 2 * 4096);
+        // Returns at once: the stalled engine is outside its round.
+        let t = Instant::now();
+        sh.set_bus_master(false);
+        t.elapsed()
+    });
+    h.core.poll(&m); // the copy step: stalls, then finds the bit clear
+    assert!(clearer.join().unwrap() < Duration::from_millis(200));
+    assert_eq!(h.reg(reg::DEBUG_STALL_MS), 0, "the step took the stall");
+    assert_eq!(h.counter(counter::DMA_REFUSED), 1);
+    assert!(h.completions(1).is_empty());
+    assert_eq!(read(&h, d, 2 * 4096), vec![0; 2 * 4096], "nothing written");
+    assert_eq!(h.counter(counter::ORACLE_INVALIDATIONS), 1);
+    assert_eq!(
+        h.counter(counter::ORACLE_VIOLATIONS),
+        0,
+        "no access happened"
+    );
+    // The driver catches up (invalidation, new pages), then turns bus mastering back on.
+    h.command(cmd::INVALIDATE_RANGE, 1, DST, 2 * 4096);
+    let d2 = h.alloc(2 * 4096, false);
+    h.map(1, DST, d2, 2 * 4096, true);
+    h.core.shared().set_bus_master(true);
+    h.run();
+    let c = h.completions(1);
+    assert_eq!((c[0].status, c[0].bytes), (completion::OK, 2 * 4096));
+    assert_eq!(read(&h, d2, 2 * 4096), read(&h, s, 2 * 4096));
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 0);
+    assert!(!halted(&h));
+}
+
+/// A strict-mode table violation found while the engine is stalled before an access:
+/// the access does not happen after the stall.
+#[test]
+fn oracle_halt_during_a_stall_stops_the_access() {
+    let mut h = Harness::new(true);
+    let (_, d) = ctx_with_buffers(&mut h, 1, 1);
+    let g = arm(&mut h, 1);
+    h.post(1, Harness::copy_desc(SRC, DST, 4096, 1));
+    let m = h.mem();
+    h.core.poll(&m); // fetch the descriptor
+    h.write_reg(reg::DEBUG_STALL_MS, 200);
+    let dev = Device::new(h.core.shared().clone());
+    let m2 = m.clone();
+    let reporter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        // The driver forgot to clear DST: a table violation.
+        oracle_call(&dev, &m2, oracle_op::INVALIDATE, 1, g, DST, DST + 4096);
+    });
+    h.core.poll(&m);
+    reporter.join().unwrap();
+    assert!(halted(&h));
+    assert_eq!(read(&h, d, 4096), vec![0; 4096], "no access after the halt");
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 1, "the table only");
+    let e = h.events();
+    assert_eq!(
+        (e[0].kind, e[0].code),
+        (event::ERROR, error::ORACLE_VIOLATION)
+    );
+}
+
+/// A hot COPY stretch shares one walk time per side: a page walked before a report next
+/// to one walked after it is judged on its own.
+#[test]
+fn oracle_hot_stretch_keeps_walk_times_apart() {
+    let mut h = Harness::new(false);
+    ctx_with_buffers(&mut h, 1, 2);
+    let g = arm(&mut h, 1);
+    // The second pages, walked now; then the driver clears SRC's second page without
+    // telling the device, and the oracle reports it.
+    h.post(1, Harness::copy_desc(SRC + 4096, DST + 4096, 4096, 1));
+    h.run();
+    h.unmap(1, SRC + 4096);
+    report(&mut h, 1, g, SRC + 4096, SRC + 2 * 4096);
+    // The first pages, walked after the report.
+    copy(&mut h, 4096, 2);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 0);
+    // Both pages of both sides hot and guest-physically contiguous: one stretch, were it
+    // not for the walk times.
+    let (misses, hits) = (h.counter(counter::TLB_MISSES), h.counter(counter::TLB_HITS));
+    copy(&mut h, 2 * 4096, 3);
+    assert_eq!(h.counter(counter::TLB_MISSES), misses, "all hot");
+    let pages_wq_cq = 4 + 1 + 1;
+    assert_eq!(h.counter(counter::TLB_HITS) - hits, pages_wq_cq);
+    assert_eq!(h.completions(1).len(), 3);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 1);
+}
+
+/// MSI-X messages are memory writes: none while bus mastering is off; the causes stay in
+/// IRQ_STATUS and are delivered when the bit is set again.
+#[test]
+fn msix_waits_for_bus_master() {
+    let h = Harness::new(true);
+    let efd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+    let dup = efd.try_clone().unwrap();
+    // SAFETY: the duplicated eventfd is owned by nobody else.
+    let f = unsafe { File::from_raw_fd(dup.into_raw_fd()) };
+    let sh = h.core.shared().clone();
+    sh.set_msix(0, Some(f));
+    sh.set_bus_master(false);
+    sh.set_reg(reg::IRQ_STATUS, irq::EVENT);
+    sh.signal_causes(irq::EVENT);
+    assert!(efd.read().is_err(), "no MSI-X without bus mastering");
+    sh.set_bus_master(true);
+    assert_eq!(efd.read().unwrap(), 1, "held-back cause delivered");
+    sh.signal_causes(irq::EVENT);
+    assert_eq!(efd.read().unwrap(), 1);
+}
+
+/// DEBUG_STALL_MS: clamped, and the next access of the engine sleeps that long.
+#[test]
+fn debug_stall_delays_the_next_access() {
+    let mut h = Harness::new(true);
+    let (s, d) = ctx_with_buffers(&mut h, 1, 1);
+    h.write_reg(reg::DEBUG_STALL_MS, 100_000);
+    assert_eq!(h.reg(reg::DEBUG_STALL_MS), mnic_abi::STALL_MS_MAX);
+    h.write_reg(reg::DEBUG_STALL_MS, 200);
+    assert_eq!(h.reg(reg::DEBUG_STALL_MS), 200);
+    h.post(1, Harness::copy_desc(SRC, DST, 4096, 1));
+    let t = Instant::now();
+    h.run();
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(h.reg(reg::DEBUG_STALL_MS), 0, "taken");
+    assert_eq!(h.completions(1)[0].status, completion::OK);
+    assert_eq!(read(&h, d, 4096), read(&h, s, 4096));
+}
+
+/// The case the oracle exists for: the engine is stalled in a COPY step holding a
+/// translation of DST; meanwhile the kernel unmaps DST (the driver clears its entry; its
+/// SYNC would time out behind the stalled engine) and the oracle reports it from the
+/// socket thread. The access, made after the report, is a violation.
+#[test]
+fn oracle_report_during_a_stalled_step_is_caught() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 1);
+    let g = arm(&mut h, 1);
+    h.post(1, Harness::copy_desc(SRC, DST, 4096, 1));
+    let m = h.mem();
+    h.core.poll(&m); // fetch the descriptor
+    h.write_reg(reg::DEBUG_STALL_MS, 300);
+    let l1 = h.tables(1).entry_addr(&m, DST, 1).unwrap();
+    let dev = Device::new(h.core.shared().clone());
+    let m2 = m.clone();
+    let reporter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        mem::store_u64(&m2, l1, 0).unwrap();
+        oracle_call(&dev, &m2, oracle_op::INVALIDATE, 1, g, DST, DST + 4096);
+        // The socket thread keeps serving while the engine sleeps.
+        Instant::now()
+    });
+    let t = Instant::now();
+    h.core.poll(&m); // the copy step: walk, stall, access
+    let stalled = t.elapsed();
+    let reported = reporter.join().unwrap();
+    assert!(stalled >= Duration::from_millis(300), "{stalled:?}");
+    assert!(reported < t + stalled, "the report came during the step");
+    assert_eq!(h.counter(counter::ORACLE_INVALIDATIONS), 1);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 1);
+    assert!(halted(&h));
+    assert_eq!(h.reg(reg::ERROR_CODE), error::ORACLE_VIOLATION);
 }

@@ -1,9 +1,11 @@
 //! Contexts and their work (spec §11, §12): descriptor fetch, COPY/NOP/TRAFFIC
 //! execution in bounded steps, completions, and faults that park a context.
 //!
-//! Every access of a context goes through [`Core::xlate`] (TLB, then walk) and is
-//! judged by the stale checker right before the memory access, one page piece at a
-//! time. Nothing translated is kept across steps.
+//! Every access of a context goes through [`Core::xlate`] (TLB, then walk), is judged
+//! by the stale checker, and passes the DMA gate (injected stall, bus mastering) right
+//! before the memory access, one page piece (or hot stretch) at a time (`check`).
+//! Nothing translated is kept across steps; the oracle judges a step's accesses when
+//! the step ends.
 //!
 //! Ring indices: `WQ_TAIL` is taken modulo the ring size; the device's consumer index
 //! advances when an item's completion is written. So at most `wq_entries - 1` items
@@ -19,7 +21,6 @@ use zerocopy::{FromBytes, IntoBytes};
 use super::traffic;
 use super::Core;
 use crate::mem::{self, GuestMem};
-use crate::stale::Verdict;
 use crate::translate::{walk, TlbEntry, WalkError};
 
 /// Most bytes one COPY step moves before the data thread looks at commands again: bounds how
@@ -144,8 +145,27 @@ pub enum AccessErr {
         /// `error::TABLE_ERROR` or `error::ADDRESS_ERROR`.
         code: u32,
     },
-    /// A stale access halted the device.
+    /// A stale access or an oracle violation halted the device.
     Halted,
+    /// Bus mastering is off: the access was not made. The step ends and the work stays
+    /// where it is, to continue when the bit is set again.
+    Refused,
+}
+
+/// Pieces of a COPY that continue each other on both sides, copied with one memcpy.
+#[derive(Clone, Copy)]
+struct Run {
+    /// Source GPA.
+    src: u64,
+    /// Destination GPA.
+    dst: u64,
+    /// Bytes.
+    len: u64,
+    /// Source VA (for an error report).
+    va: u64,
+    /// Length of `oracle_pieces` before the run's first piece was judged: what a refused
+    /// run takes back (it and everything after it never touched memory).
+    mark: usize,
 }
 
 /// What executing an item for one step came to.
@@ -190,7 +210,8 @@ pub fn valid(d: &WorkDesc) -> bool {
 
 impl Core {
     /// Translates `va` of context `c` for a read or write: TLB first, else a walk
-    /// whose leaf is cached with the current command sequence number.
+    /// whose leaf is cached with the current command sequence number and the oracle
+    /// time read before the walk began.
     pub(super) fn xlate(
         &mut self,
         m: &GuestMem,
@@ -210,6 +231,9 @@ impl Core {
         }
         counters.inc(counter::TLB_MISSES);
         counters.inc(counter::WALKS);
+        // Before the walk: a report that arrives while the walk reads the table is newer
+        // than the translation it produces.
+        let oracle = self.sh.oracle.now();
         let leaf = match walk(m, root, va) {
             Ok(l) => l,
             Err(WalkError::NotPresent { .. }) => {
@@ -232,7 +256,7 @@ impl Core {
                 })
             }
         };
-        let e = self.tlb.insert(c, leaf, self.seq);
+        let e = self.tlb.insert(c, leaf, self.seq, oracle);
         counters.set(counter::TLB_ENTRIES, self.tlb.len() as u64);
         if write && !leaf.writable {
             return Err(AccessErr::Fault {
@@ -242,27 +266,6 @@ impl Core {
             });
         }
         Ok(e)
-    }
-
-    /// Asks the stale checker about an access of `[va, va + len)` through translations
-    /// walked at command `seq`.
-    fn judge(&mut self, c: u16, va: u64, len: u64, seq: u64) -> Result<(), AccessErr> {
-        match self.checker.check(c, va, va.saturating_add(len), seq) {
-            Verdict::Fresh => Ok(()),
-            Verdict::Unchecked => {
-                self.sh.counters.inc(counter::STALE_UNCHECKED);
-                Ok(())
-            }
-            Verdict::Stale { inval_seq } => {
-                self.sh.counters.inc(counter::STALE_ACCESSES);
-                tracing::warn!(ctx = c, va, walked = seq, inval_seq, "stale access");
-                if self.strict() {
-                    self.halt(c, va);
-                    return Err(AccessErr::Halted);
-                }
-                Ok(())
-            }
-        }
     }
 
     /// Translates and judges one piece starting at `va` of at most `len` bytes that
@@ -278,7 +281,7 @@ impl Core {
     ) -> Result<(u64, u64), AccessErr> {
         let e = self.xlate(m, c, root, va, write)?;
         let n = len.min(e.leaf.room(va));
-        self.judge(c, va, n, e.seq)?;
+        self.judge(c, va, n, e.seq, e.oracle)?;
         Ok((e.leaf.gpa_of(va), n))
     }
 
@@ -326,12 +329,18 @@ impl Core {
         let mut off = 0usize;
         while off < len {
             let v = va + off as u64;
+            let mark = self.oracle_pieces.len();
             let (gpa, n) = self.piece(m, c, root, v, (len - off) as u64, write)?;
             let n = n as usize;
-            access(gpa, off, n).map_err(|_| AccessErr::Bad {
-                va: v,
-                code: error::ADDRESS_ERROR,
-            })?;
+            self.dma_gate(mark)?;
+            if access(gpa, off, n).is_err() {
+                // Refused by the RAM check before any byte moved.
+                self.oracle_pieces.truncate(mark);
+                return Err(AccessErr::Bad {
+                    va: v,
+                    code: error::ADDRESS_ERROR,
+                });
+            }
             self.sh.counters.inc(counter::DMA_OPS);
             self.sh.counters.add(counter::DMA_BYTES, n as u64);
             off += n;
@@ -366,14 +375,17 @@ impl Core {
             return Step::Idle;
         };
         let c = i as u16;
-        match self.step_inner(m, i, &mut x) {
-            Ok(s) => {
-                self.ctxs[i] = Some(x);
-                s
-            }
+        let r = self.step_inner(m, i, &mut x);
+        self.ctxs[i] = Some(x);
+        // All of the step's DMA is done: the oracle judges it now, so an access that a
+        // report overtook while it was in progress is caught too (spec §8a).
+        if !self.oracle_pieces.is_empty() {
+            self.oracle_judge();
+        }
+        match r {
+            Ok(s) => s,
             Err((code, va)) => {
                 // The context cannot make progress: it stays disabled.
-                self.ctxs[i] = Some(x);
                 self.disable_ctx(i);
                 self.error(code, c, va, 0);
                 Step::Progress
@@ -404,6 +416,7 @@ impl Core {
                     }
                     Err(AccessErr::Bad { va, code }) => return Err((code, va)),
                     Err(AccessErr::Halted) => return Ok(Step::Progress),
+                    Err(AccessErr::Refused) => return Ok(Step::Idle),
                 }
                 let desc = WorkDesc::read_from_bytes(&b).unwrap_or_default();
                 tracing::debug!(
@@ -449,6 +462,10 @@ impl Core {
                         x.stage = Stage::Complete(d);
                     }
                     Outcome::Err(AccessErr::Halted) => x.stage = Stage::Exec(item),
+                    Outcome::Err(AccessErr::Refused) => {
+                        x.stage = Stage::Exec(item);
+                        step = Step::Idle;
+                    }
                 }
                 Ok(step)
             }
@@ -461,8 +478,12 @@ impl Core {
                     0
                 };
                 // Entries are 32-byte aligned: one piece, never across a page.
-                let gpa = match self.piece(m, c, root, va, 32, true) {
-                    Ok((gpa, _)) => gpa,
+                let mark = self.oracle_pieces.len();
+                let r = self
+                    .piece(m, c, root, va, 32, true)
+                    .and_then(|(gpa, _)| self.dma_gate(mark).map(|()| gpa));
+                let gpa = match r {
+                    Ok(gpa) => gpa,
                     Err(AccessErr::Fault { va, write, code }) => {
                         x.stage = Stage::Complete(d);
                         self.park(x, c, Site::Completion, va, write, code);
@@ -472,6 +493,10 @@ impl Core {
                     Err(AccessErr::Halted) => {
                         x.stage = Stage::Complete(d);
                         return Ok(Step::Progress);
+                    }
+                    Err(AccessErr::Refused) => {
+                        x.stage = Stage::Complete(d);
+                        return Ok(Step::Idle);
                     }
                 };
                 // The entry with the old phase first, then the flags with a release
@@ -506,33 +531,39 @@ impl Core {
     fn copy_run(
         &mut self,
         m: &GuestMem,
-        run: Option<(u64, u64, u64, u64)>,
+        run: Option<Run>,
         done: &mut u64,
     ) -> Result<(), AccessErr> {
-        let Some((sg, dg, n, va)) = run else {
+        let Some(r) = run else {
             return Ok(());
         };
-        mem::copy(m, sg, dg, n as usize, &mut self.scratch).map_err(|_| AccessErr::Bad {
-            va,
-            code: error::ADDRESS_ERROR,
-        })?;
+        self.dma_gate(r.mark)?;
+        if mem::copy(m, r.src, r.dst, r.len as usize, &mut self.scratch).is_err() {
+            // Refused by the RAM check before any byte moved.
+            self.oracle_pieces.truncate(r.mark);
+            return Err(AccessErr::Bad {
+                va: r.va,
+                code: error::ADDRESS_ERROR,
+            });
+        }
         self.sh.counters.inc(counter::DMA_OPS);
-        self.sh.counters.add(counter::DMA_BYTES, n);
-        *done += n;
+        self.sh.counters.add(counter::DMA_BYTES, r.len);
+        *done += r.len;
         Ok(())
     }
 
     /// The longest stretch of a COPY from `src` to `dst`, at most `max` bytes, that the
     /// front cache translates on both sides into guest-physically contiguous pages walked
-    /// at one sequence number per side; judged as a whole. `None` when the first page of
-    /// either side is not a front hit (or not writable for `dst`): the caller goes page by
-    /// page through [`Core::piece`].
+    /// at one sequence number and one oracle time per side; judged as a whole. `None` when
+    /// the first page of either side is not a front hit (or not writable for `dst`): the
+    /// caller goes page by page through [`Core::piece`].
     ///
     /// Why: a 1 MiB COPY is 512 page translations, and one `piece` each (a by-value TLB
     /// lookup, a checker call) cost a fifth of the copy. Scanning consecutive front slots
     /// is sequential memory, and one checker call for pages that share a walk sequence
     /// gives exactly the verdict of one call per page (the checker only compares the
-    /// range against invalidations newer than that sequence).
+    /// range against invalidations newer than that sequence); the same holds for the
+    /// oracle and the oracle time.
     fn front_pair(
         &mut self,
         c: u16,
@@ -544,28 +575,28 @@ impl Core {
             self.tlb
                 .front_hit(c, va)
                 .filter(|e| !write || e.leaf.writable)
-                .map(|e| (e.leaf.gpa_of(va), e.leaf.room(va), e.seq))
+                .map(|e| (e.leaf.gpa_of(va), e.leaf.room(va), (e.seq, e.oracle)))
         };
-        let (sg, s_room, s_seq) = page(src, false)?;
-        let (dg, d_room, d_seq) = page(dst, true)?;
+        let (sg, s_room, s_when) = page(src, false)?;
+        let (dg, d_room, d_when) = page(dst, true)?;
         // Offsets (from the start) where the current page of each side ends.
         let (mut s_end, mut d_end) = (s_room, d_room);
         let mut n = s_end.min(d_end).min(max);
         while n < max {
             // Front entries are 4 KiB pages, so a page ends on a page boundary.
-            let next = |end: u64, va: u64, gpa: u64, seq: u64, write: bool| {
+            let next = |end: u64, va: u64, gpa: u64, when: (u64, u64), write: bool| {
                 page(va + end, write)
-                    .filter(|&(g, _, q)| g == gpa + end && q == seq)
+                    .filter(|&(g, _, w)| g == gpa + end && w == when)
                     .map(|_| end + pte::PAGE_SIZE)
             };
             if s_end == n {
-                let Some(e) = next(s_end, src, sg, s_seq, false) else {
+                let Some(e) = next(s_end, src, sg, s_when, false) else {
                     break;
                 };
                 s_end = e;
             }
             if d_end == n {
-                let Some(e) = next(d_end, dst, dg, d_seq, true) else {
+                let Some(e) = next(d_end, dst, dg, d_when, true) else {
                     break;
                 };
                 d_end = e;
@@ -575,8 +606,8 @@ impl Core {
         let pages = |va: u64| ((va + n - 1) >> pte::PAGE_SHIFT) - (va >> pte::PAGE_SHIFT) + 1;
         self.tlb_hits += pages(src) + pages(dst);
         Some(
-            self.judge(c, src, n, s_seq)
-                .and_then(|()| self.judge(c, dst, n, d_seq))
+            self.judge(c, src, n, s_when.0, s_when.1)
+                .and_then(|()| self.judge(c, dst, n, d_when.0, d_when.1))
                 .map(|()| (sg, dg, n)),
         )
     }
@@ -589,12 +620,13 @@ impl Core {
         let mut budget = COPY_STEP;
         // Pieces that continue each other on both sides (same leaf, or guest-physically
         // contiguous pages) are copied as one run: one memcpy instead of one per page.
-        let mut run: Option<(u64, u64, u64, u64)> = None; // (src gpa, dst gpa, len, src va)
-                                                          // Bytes translated: copied (`item.done`) or pending in `run`.
+        let mut run: Option<Run> = None;
+        // Bytes translated: copied (`item.done`) or pending in `run`.
         let mut pos = item.done;
         while pos < total && budget > 0 {
             let (s, t) = (d.src + pos, d.dst + pos);
             let want = (total - pos).min(budget);
+            let mark = self.oracle_pieces.len();
             let r = self.front_pair(c, s, t, want).unwrap_or_else(|| {
                 self.piece(m, c, root, s, want, false).and_then(|(sg, sn)| {
                     let (dg, dn) = self.piece(m, c, root, t, sn, true)?;
@@ -604,7 +636,9 @@ impl Core {
             let (sg, dg, n) = match r {
                 Ok(v) => v,
                 Err(e) => {
-                    // What was translated before the fault is still copied.
+                    // This piece is not accessed; what was translated before it is still
+                    // copied.
+                    self.oracle_pieces.truncate(mark);
                     if let Err(e) = self.copy_run(m, run.take(), &mut item.done) {
                         return Outcome::Err(e);
                     }
@@ -612,14 +646,21 @@ impl Core {
                 }
             };
             run = match run {
-                Some((rs, rd, rn, va)) if rs + rn == sg && rd + rn == dg => {
-                    Some((rs, rd, rn + n, va))
-                }
+                Some(r) if r.src + r.len == sg && r.dst + r.len == dg => Some(Run {
+                    len: r.len + n,
+                    ..r
+                }),
                 prev => {
                     if let Err(e) = self.copy_run(m, prev, &mut item.done) {
                         return Outcome::Err(e);
                     }
-                    Some((sg, dg, n, s))
+                    Some(Run {
+                        src: sg,
+                        dst: dg,
+                        len: n,
+                        va: s,
+                        mark,
+                    })
                 }
             };
             pos += n;
