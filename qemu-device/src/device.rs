@@ -45,10 +45,17 @@ impl Counters {
             c.store(v, Ordering::Relaxed);
         }
     }
-    /// Resets every counter to 0.
+    /// Resets every counter to 0 (a device reset), except the oracle's: the oracle is the
+    /// tests' witness, and a driver that resets the device (unbind, reload) right after a
+    /// violation must not erase the evidence (spec §8a).
     pub fn clear(&self) {
-        for c in &self.slots {
-            c.store(0, Ordering::Relaxed);
+        for (i, c) in self.slots.iter().enumerate() {
+            if !matches!(
+                i as u32,
+                counter::ORACLE_INVALIDATIONS | counter::ORACLE_VIOLATIONS
+            ) {
+                c.store(0, Ordering::Relaxed);
+            }
         }
     }
     /// `name value` lines for every defined counter.

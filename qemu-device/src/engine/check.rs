@@ -50,11 +50,13 @@ impl Core {
     }
 
     /// Right before an access touches guest memory, after its translation: sleeps an
-    /// armed `DEBUG_STALL_MS`, then lets the access through only if the device may still
-    /// master the bus and no halt is pending. A refused access did not happen: what
-    /// `judge` recorded for the oracle since `mark` is taken back.
-    pub(super) fn dma_gate(&mut self, mark: usize) -> Result<(), AccessErr> {
-        let ms = self.sh.take_stall();
+    /// armed `DEBUG_STALL_MS` if this is COPY data (`copy_data`: the stall is meant to catch
+    /// the engine holding translations of user buffers, not a descriptor fetch or a
+    /// completion write), then lets the access through only if the device may still master
+    /// the bus and no halt is pending. A refused access did not happen: what `judge`
+    /// recorded for the oracle since `mark` is taken back.
+    pub(super) fn dma_gate(&mut self, mark: usize, copy_data: bool) -> Result<(), AccessErr> {
+        let ms = if copy_data { self.sh.take_stall() } else { 0 };
         if ms != 0 {
             tracing::info!(ms, "DEBUG_STALL_MS: the engine stalls before an access");
             self.sh.stall(Duration::from_millis(u64::from(ms)));

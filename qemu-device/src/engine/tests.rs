@@ -689,6 +689,10 @@ fn reset_returns_to_reset_state() {
         assert_eq!(h.counter(i), 0, "counter {i}");
     }
     assert!(h.core.tlb.is_empty());
+    // The oracle's counters are the tests' evidence and survive a reset (spec §8a).
+    h.core.shared().counters.inc(counter::ORACLE_VIOLATIONS);
+    h.write_reg(reg::CONTROL, control::RESET);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 1);
     h.post(1, Harness::copy_desc(SRC, DST, 64, 2));
     assert_eq!(h.counter(counter::BAD_DOORBELL), 1, "contexts are gone");
 }
@@ -1129,6 +1133,28 @@ fn msix_waits_for_bus_master() {
 }
 
 /// DEBUG_STALL_MS: clamped, and the next access of the engine sleeps that long.
+#[test]
+fn debug_stall_waits_for_copy_data() {
+    // A descriptor fetch and a completion write do not take the stall: it is for the
+    // engine holding translations of user buffers.
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 1);
+    h.write_reg(reg::DEBUG_STALL_MS, 5000);
+    h.post(
+        1,
+        WorkDesc {
+            opcode: work::NOP,
+            tag: 1,
+            ..Default::default()
+        },
+    );
+    let t = Instant::now();
+    h.run();
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(h.completions(1)[0].status, completion::OK);
+    assert_eq!(h.reg(reg::DEBUG_STALL_MS), 5000, "still armed");
+}
+
 #[test]
 fn debug_stall_delays_the_next_access() {
     let mut h = Harness::new(true);

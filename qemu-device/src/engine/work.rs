@@ -332,7 +332,7 @@ impl Core {
             let mark = self.oracle_pieces.len();
             let (gpa, n) = self.piece(m, c, root, v, (len - off) as u64, write)?;
             let n = n as usize;
-            self.dma_gate(mark)?;
+            self.dma_gate(mark, false)?;
             if access(gpa, off, n).is_err() {
                 // Refused by the RAM check before any byte moved.
                 self.oracle_pieces.truncate(mark);
@@ -481,7 +481,7 @@ impl Core {
                 let mark = self.oracle_pieces.len();
                 let r = self
                     .piece(m, c, root, va, 32, true)
-                    .and_then(|(gpa, _)| self.dma_gate(mark).map(|()| gpa));
+                    .and_then(|(gpa, _)| self.dma_gate(mark, false).map(|()| gpa));
                 let gpa = match r {
                     Ok(gpa) => gpa,
                     Err(AccessErr::Fault { va, write, code }) => {
@@ -537,7 +537,7 @@ impl Core {
         let Some(r) = run else {
             return Ok(());
         };
-        self.dma_gate(r.mark)?;
+        self.dma_gate(r.mark, true)?;
         if mem::copy(m, r.src, r.dst, r.len as usize, &mut self.scratch).is_err() {
             // Refused by the RAM check before any byte moved.
             self.oracle_pieces.truncate(r.mark);
