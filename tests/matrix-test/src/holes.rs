@@ -240,9 +240,10 @@ pub fn sync_timeout_slow_device() -> CaseResult {
 /// wait until the device is stopped. The driver's fault-injection delay holds unbind in that
 /// window.
 pub fn unbind_races_invalidation() -> CaseResult {
+    // Opening loads the driver if needed.
+    let ctx = ctxq()?;
     let (bdf, drv) = crate::stress::mnic_pci()?;
     check(!drv.is_empty(), || "device not bound".into())?;
-    let ctx = ctxq()?;
     let minor = ctx.info().minor;
     let bar0 = mnic_guest_util::oracle::bar0(minor)?;
     let knob = format!("/sys/kernel/debug/mnic{minor}/fault_unbind_delay_ms");
