@@ -225,7 +225,7 @@ impl IntervalNotifierOps for Region {
             // posted. If the last such SYNC has not executed yet (a concurrent invalidation is
             // still waiting for it), this range may still be cached: wait for it as well.
             return match st.pending {
-                Some(t) if !dev.sync_done(t) && !dev.is_gone() => {
+                Some(t) if !dev.sync_done(t) && !dev.is_quiesced() => {
                     if let Some(wb) = st.would_block() {
                         return Err(wb);
                     }
@@ -244,7 +244,7 @@ impl IntervalNotifierOps for Region {
                     st.pending = Some(t);
                     st.unflushed = false;
                 }
-                Err(_) if dev.is_gone() => st.unflushed = false,
+                Err(_) if dev.is_quiesced() => st.unflushed = false,
                 Err(_) => st.unflushed = true,
             }
             return match st.would_block() {
@@ -258,11 +258,14 @@ impl IntervalNotifierOps for Region {
                 st.unflushed = false;
                 Ok(st.finish_later(t))
             }
-            // The device is gone (reset at unbind, or dead): it performs no DMA any more.
-            Err(_) => {
+            // The device is stopped (reset at unbind, or dead and stopped): no DMA any more.
+            Err(_) if dev.is_quiesced() => {
                 st.unflushed = false;
                 Ok(st.done())
             }
+            // Going (unbind in progress, or just declared dead) but not yet stopped: it may still
+            // use the cleared entries. Return only once it is stopped.
+            Err(_) => Ok(st.finish_later(Ticket::QUIESCED)),
         }
     }
 
@@ -443,13 +446,17 @@ impl Ctx {
         };
         let Registered { notifier, pinned } = region;
         let (start, end) = (notifier.start() as u64, notifier.end() as u64);
-        // No more callbacks after this; then take its translations down behind a SYNC (other
-        // registrations over the same pages fault them back on demand). Pinned pages are
+        // Fence first, remove the notifier last (as `ib_umem_odp_free` does): take the
+        // translations down behind a SYNC while the notifier still hears every invalidation of
+        // the range (nothing can fill it again: the registration left the list under `regs`,
+        // and fills find their registration there). Removed first, an munmap in between would
+        // free pages the table still maps, and nobody would tell the device. Other
+        // registrations over the same pages fault them back on demand. Pinned pages are
         // released only once the device cannot use them any more.
-        drop(notifier);
+        let result = self.shoot_down(start, end);
         // Fault injection (debugfs): widens the window between the two steps for tests.
         crate::device::fault_delay(&self.dev.deregister_delay_ms);
-        let result = self.shoot_down(start, end);
+        drop(notifier);
         drop(pinned);
         result
     }
@@ -463,10 +470,15 @@ impl Ctx {
                 return Ok(());
             }
             let cmd = st.invalidation(self.index, start, end);
-            let t = self.dev.post_sync(&[cmd])?;
-            st.pending = Some(t);
             st.unflushed = false;
-            t
+            match self.dev.post_sync(&[cmd]) {
+                Ok(t) => {
+                    st.pending = Some(t);
+                    t
+                }
+                // The device is going: the entries are fenced once it is stopped.
+                Err(_) => Ticket::QUIESCED,
+            }
         };
         self.dev.wait_sync(ticket).map(|_| ())
     }
@@ -587,12 +599,17 @@ impl Ctx {
                 }
             }
             let mut done = Filled::default();
+            // Blocks whose 4 KiB leaves a 2 MiB leaf replaced: [first, end).
+            let mut replaced: Option<(u64, u64)> = None;
             let mut i = 0;
             while i < pfns.len() {
                 let va = start + i as u64 * pte::PAGE_SIZE;
                 if va % pte::HUGE_SIZE == 0 {
                     if let Some((pa, w)) = huge_block(pfns, i) {
-                        st.table.set_2m(va, pa, w && may_write)?;
+                        if st.table.set_2m(va, pa, w && may_write)? != 0 {
+                            let end = va + pte::HUGE_SIZE;
+                            replaced = Some(replaced.map_or((va, end), |(lo, _)| (lo, end)));
+                        }
                         done.leaves.huge += 1;
                         done.huge_backed = true;
                         i += 512;
@@ -612,7 +629,25 @@ impl Ctx {
                 }
                 i += 1;
             }
+            if let Some((lo, hi)) = replaced {
+                self.forget_replaced(&mut st, lo, hi);
+            }
             return Ok(done);
+        }
+    }
+
+    /// The device may still cache 4 KiB translations that 2 MiB leaves over [lo, hi) replaced
+    /// in the table: invalidate them. The SYNC behind it is recorded as pending, like a cleared
+    /// range's, so an invalidation that later finds nothing left to clear there still waits
+    /// for it (the rule "the table shows everything the device may cache", docs/driver.md).
+    /// The RESUME of the fault that led here is posted after it, so the device has forgotten
+    /// them before it continues.
+    fn forget_replaced(&self, st: &mut CtxState, lo: u64, hi: u64) {
+        let cmd = st.invalidation(self.index, lo, hi);
+        // Failing means the device is gone: it uses no translation any more.
+        if let Ok(t) = self.dev.post_sync(&[cmd]) {
+            st.pending = Some(t);
+            st.unflushed = false;
         }
     }
 

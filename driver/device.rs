@@ -72,6 +72,11 @@ fn split(v: u64) -> (u32, u32) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct Ticket(pub(crate) u64);
 
+impl Ticket {
+    /// A ticket no SYNC ever reaches: waiting for it waits until the device is quiesced.
+    pub(crate) const QUIESCED: Ticket = Ticket(u64::MAX);
+}
+
 /// The command ring. Tickets are handed out in ring order, and the device executes commands in
 /// order, so the sync word only grows and "word >= ticket" means "that SYNC has executed".
 struct CmdQueue {
@@ -111,7 +116,11 @@ pub(crate) struct MnicDev {
     pub(crate) minor_index: u32,
     #[pin]
     srcu: Srcu,
+    /// No new submissions: set at unbind, or when the device stopped answering.
     gone: Atomic<bool>,
+    /// The device cannot touch memory any more: bus mastering is off (confirmed by a read back)
+    /// or the device fell off the bus. Only then may an invalidation return without its SYNC.
+    quiesced: Atomic<bool>,
     #[pin]
     cmdq: Mutex<CmdQueue>,
     #[pin]
@@ -254,6 +263,7 @@ impl MnicDev {
             minor_index,
             srcu <- new_srcu!(),
             gone: Atomic::new(false),
+            quiesced: Atomic::new(false),
             cmdq <- new_mutex!(CmdQueue { ring: cmd_ring, tail: 0, head: 0, next_ticket: 1 }),
             evq <- new_mutex!(EventQueue { ring: ev_ring, head: 0, phase: true }),
             sync_word,
@@ -282,29 +292,88 @@ impl MnicDev {
         })
     }
 
-    /// Whether the device was unbound or declared dead.
+    /// Whether the device was unbound or declared dead (no new submissions).
     pub(crate) fn is_gone(&self) -> bool {
         self.gone.load(Relaxed)
     }
 
-    /// Called at unbind: no new access starts, running ones finish, then the device is reset so
-    /// it performs no more DMA into memory the driver is about to free.
+    /// Whether the device can no longer touch memory (see `quiesced`).
+    pub(crate) fn is_quiesced(&self) -> bool {
+        self.quiesced.load(Relaxed)
+    }
+
+    /// Called at unbind: no new submission starts, running ones finish, then the device is
+    /// stopped so it performs no more DMA into memory the driver is about to free. Invalidations
+    /// that run meanwhile wait for the stop (they see `gone` but not yet `quiesced`).
     pub(crate) fn unbind(&self, dev: &Device<Bound>) {
         self.gone.store(true, Relaxed);
         self.wake_waiters();
         self.srcu.synchronize();
         fault_delay(&self.unbind_delay_ms);
+        if !self.stop(dev) {
+            // Bus mastering could not be confirmed off. The reset below is the last resort;
+            // the driver is going away and cannot wait forever.
+            dev_err!(self.pdev, "unbind: could not confirm that the device stopped DMA\n");
+        }
         if let Ok(bar) = self.regs.access(dev) {
             bar.write_reg(regs::CONTROL::zeroed().with_reset(true));
+            let _ = bar.read(regs::STATUS);
         }
+        self.quiesced.store(true, Relaxed);
     }
 
-    /// Marks the device dead after it stopped answering: waiters give up, new calls get ENODEV.
-    fn declare_dead(&self, why: &str) {
+    /// Stops the device from touching memory: clears bus mastering in the PCI command register
+    /// and confirms with a read back (a non-posted read, which the device answers only after
+    /// it applied the write; all-ones means it fell off the bus, which stops it as well).
+    /// Returns whether the device is known to be stopped; sets `quiesced` if so.
+    fn stop(&self, dev: &Device<Bound>) -> bool {
+        const PCI_COMMAND: usize = 0x04;
+        const PCI_COMMAND_MASTER: u16 = 0x04;
+        let Ok(pdev) = <&pci::Device<Bound>>::try_from(dev) else {
+            return false;
+        };
+        let cfg = pdev.config_space();
+        let cmd = cfg.read16(PCI_COMMAND);
+        if cmd != u16::MAX {
+            cfg.write16(cmd & !PCI_COMMAND_MASTER, PCI_COMMAND);
+        }
+        let now = cfg.read16(PCI_COMMAND);
+        // Also a register read: the device's socket handles requests in order, so this one is
+        // answered after the config write took effect.
+        let status = self
+            .regs
+            .access(dev)
+            .map_or(u32::MAX, |bar| bar.read(regs::STATUS).into_raw());
+        let stopped = now == u16::MAX || status == u32::MAX || now & PCI_COMMAND_MASTER == 0;
+        if stopped {
+            self.quiesced.store(true, Relaxed);
+        }
+        stopped
+    }
+
+    /// The device stopped answering (a SYNC or the command ring stuck): it may be dead, or only
+    /// slow and still holding translations. Stop it and confirm before anyone relies on it being
+    /// unable to DMA; then mark it dead: waiters give up, new calls get ENODEV. Returns whether
+    /// the stop was confirmed (if not, the caller keeps waiting for its SYNC).
+    fn declare_dead(&self, why: &str) -> bool {
+        let stopped = match self.enter() {
+            Ok(access) => self.stop(access.bound()),
+            // Being unbound: unbind stops it.
+            Err(_) => self.is_quiesced(),
+        };
         if !self.gone.xchg(true, Relaxed) {
-            dev_err!(self.pdev, "device not responding ({}); disabled\n", why);
+            if stopped {
+                dev_err!(self.pdev, "device not responding ({}); stopped and disabled\n", why);
+            } else {
+                dev_err!(
+                    self.pdev,
+                    "device not responding ({}) and could not be stopped: still waiting\n",
+                    why
+                );
+            }
             self.wake_waiters();
         }
+        stopped
     }
 
     /// Wakes every `MNIC_IOC_WAIT` sleeper (they see the device gone). Allocates nothing: it
@@ -421,7 +490,8 @@ impl MnicDev {
         let start = Instant::<Monotonic>::now();
         while self.free_slots(access, q, true)? < needed {
             if start.elapsed() > Delta::from_millis(DEVICE_TIMEOUT_MS) {
-                self.declare_dead("command queue full");
+                // Posting fails either way; a caller that must fence waits for quiescence.
+                let _ = self.declare_dead("command queue full");
                 return Err(ENODEV);
             }
             fsleep(Delta::from_micros(20));
@@ -489,17 +559,25 @@ impl MnicDev {
     }
 
     /// Waits for the SYNC with `ticket` (sleeps; needs no memory). Returns how long it waited.
-    /// A device that does not answer is declared dead: waiting forever would hang the mm.
+    ///
+    /// Returns early (`ENODEV`) only once the device is quiesced: a device that does not answer
+    /// in time is stopped first (`declare_dead`), and while that cannot be confirmed the wait
+    /// goes on, with a message every timeout, rather than let the mm reuse a page the device
+    /// may still write (mlx5 waits without a timeout). `Ticket::QUIESCED` waits for
+    /// quiescence alone (an invalidation that could not post because the device is going).
     pub(crate) fn wait_sync(&self, ticket: Ticket) -> Result<Delta> {
         let start = Instant::<Monotonic>::now();
+        let mut deadline = Delta::from_millis(DEVICE_TIMEOUT_MS);
         let mut pause = 5;
         while !self.sync_done(ticket) {
-            if self.is_gone() {
+            if self.is_quiesced() {
                 return Err(ENODEV);
             }
-            if start.elapsed() > Delta::from_millis(DEVICE_TIMEOUT_MS) {
-                self.declare_dead("SYNC timeout");
-                return Err(ENODEV);
+            if start.elapsed() > deadline {
+                if self.declare_dead("SYNC timeout") {
+                    return Err(ENODEV);
+                }
+                deadline = deadline + Delta::from_millis(DEVICE_TIMEOUT_MS);
             }
             fsleep(Delta::from_micros(pause));
             // Capped low so that a wait is overshot by at most 40 us (a SYNC takes 0.1-0.3 ms

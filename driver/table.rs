@@ -176,12 +176,19 @@ impl PageTable {
         Ok(())
     }
 
-    /// Installs a 2 MiB leaf for the 2 MiB-aligned `va`, replacing its 4 KiB leaves.
-    pub(crate) fn set_2m(&mut self, va: u64, pa: u64, writable: bool) -> Result {
+    /// Installs a 2 MiB leaf for the 2 MiB-aligned `va`, replacing its 4 KiB leaves. Returns
+    /// how many 4 KiB leaves it replaced.
+    ///
+    /// The device may still cache those 4 KiB translations (a 4 KiB TLB entry even wins over a
+    /// 2 MiB one), and once they are gone from the table no later `clear` can see them: the
+    /// caller must have the device invalidate the block (`Ctx::fill` does, behind a SYNC it
+    /// records as pending) so that "the table shows everything the device may cache" holds.
+    pub(crate) fn set_2m(&mut self, va: u64, pa: u64, writable: bool) -> Result<u64> {
         let l2 = self.tables.get(&key(2, va)).ok_or(EINVAL)?;
         let i = pte::index(va, 2);
         let old = load(l2, i)?;
         store(l2, i, pte::leaf_2m(pa, writable))?;
+        let mut replaced = 0;
         if old & pte::H == 0 {
             self.valid.huge += 1;
             // The small leaves under it are unreachable now; drop them from the count.
@@ -189,12 +196,13 @@ impl PageTable {
                 for j in 0..pte::ENTRIES {
                     if load(l1, j)? & pte::P != 0 {
                         store(l1, j, 0)?;
-                        self.valid.small -= 1;
+                        replaced += 1;
                     }
                 }
             }
+            self.valid.small -= replaced.min(self.valid.small);
         }
-        Ok(())
+        Ok(replaced)
     }
 
     /// Clears every leaf overlapping [start, end) (a huge leaf that overlaps only partly goes
