@@ -61,6 +61,44 @@ pub fn huge_leaf_over_cached_small() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// A device write through a read-only 2 MiB leaf, allowed by a second registration that
+/// covers only part of the block.
+///
+/// A read registration over the whole THP block gets a read-only 2 MiB leaf; a read-write
+/// registration over one page of it lets the device write there. The write faults on the
+/// read-only leaf, and the driver must split it: once it answered RESUME with the huge leaf
+/// unchanged, and the device faulted on the same write for ever.
+pub fn huge_ro_leaf_partial_write() -> CaseResult {
+    if !thp_enabled() {
+        return Ok(Outcome::Skip("THP disabled".into()));
+    }
+    let ctx = ctxq()?;
+    let huge = 2 << 20;
+    let buf = DmaBuffer::new_huge(huge).map_err(e("huge buffer"))?;
+    let m = Map::adopt(buf.as_mut_ptr() as usize, huge);
+    m.fill(0, huge, 80);
+    let _ro = reg_raw(&ctx, m.va(), huge, Access::READ)?;
+    let p = PAGE * 100;
+    let _rw = reg_raw(&ctx, m.at(p), PAGE, Access::READ_WRITE)?;
+    is_pattern(&dev_read(&ctx, m.va(), PAGE).map_err(e("read"))?, 0, 80)?;
+    let q = query(&ctx, m.va(), huge)?;
+    if q.valid_2m != 1 {
+        std::mem::forget(m);
+        return Ok(Outcome::Skip(format!("no 2 MiB leaf for the block: {q:?}")));
+    }
+    let data = pattern(p, PAGE, 81);
+    dev_write(&ctx, m.at(p), &data).map_err(e("device write through the partial registration"))?;
+    m.check(p, PAGE, 81)?;
+    is_pattern(
+        &dev_read(&ctx, m.va(), PAGE).map_err(e("read after"))?,
+        0,
+        80,
+    )?;
+    no_stale(&ctx)?;
+    std::mem::forget(m);
+    Ok(Outcome::Pass)
+}
+
 /// The driver's fault-injection knob (debugfs) that widens deregistration's window.
 fn set_deregister_delay(minor: u32, ms: u32) -> Result<(), String> {
     let path = format!("/sys/kernel/debug/mnic{minor}/fault_deregister_delay_ms");

@@ -87,6 +87,11 @@ fn main() {
             false,
         ),
         (
+            "huge_ro_leaf_partial_write",
+            holes::huge_ro_leaf_partial_write,
+            false,
+        ),
+        (
             "sync_timeout_slow_device",
             holes::sync_timeout_slow_device,
             false,
