@@ -40,15 +40,31 @@ const FILL_CHUNK: u64 = 32 << 20;
 /// Window of the fault-around (already present neighbours of a faulting page).
 const FAULT_AROUND: u64 = 64 << 10;
 
-/// How a fill gets the pages.
-#[derive(Clone, Copy)]
+/// How a fill gets the pages, and which device leaves it makes writable.
+///
+/// Only fills for a write make writable leaves (and mark those pages dirty): a read must not
+/// dirty pages (their writeback or swap-out would then cost for nothing), and a device write
+/// through a read-only leaf faults again as a write.
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Fill {
-    /// Fault every page in readable.
+    /// Fault every page in readable; read-only leaves.
     Read,
-    /// Fault every page in writable (breaks COW in the owning process).
+    /// Fault every page in writable (breaks COW in the owning process); writable leaves.
     Write,
-    /// Map only what is present, fault nothing.
+    /// Map only what is present, fault nothing; read-only leaves.
     Snapshot,
+    /// Map only what is present, fault nothing; writable leaves where the CPU's are (the
+    /// neighbours of a write fault: a device writes streams).
+    SnapshotWrite,
+}
+
+impl Fill {
+    fn faults(self) -> bool {
+        matches!(self, Fill::Read | Fill::Write)
+    }
+    fn writes(self) -> bool {
+        matches!(self, Fill::Write | Fill::SnapshotWrite)
+    }
 }
 
 /// Whether userfaultfd is armed on any area of `[start, end)`.
@@ -165,6 +181,8 @@ pub(crate) struct Ctx {
     pub(crate) regs: Mutex<Registrations>,
     /// Set once the queues are given and the context is enabled on the device.
     pub(crate) enabled: Atomic<bool>,
+    /// Set by the one `MNIC_IOC_SETUP_QUEUES` that goes ahead (cleared again if it fails).
+    pub(crate) queues_claimed: Atomic<bool>,
     /// The owning mm is being reaped (a non-blockable invalidation was seen): device faults
     /// are refused from now on, or they would map back what the OOM reaper takes away.
     reaped: Atomic<bool>,
@@ -320,6 +338,7 @@ impl Ctx {
             state <- new_mutex!(CtxState { table, pending: None, unflushed: false }),
             regs <- new_mutex!(Registrations { list: KVec::new(), next_handle: 1 }),
             enabled: Atomic::new(false),
+            queues_claimed: Atomic::new(false),
             reaped: Atomic::new(false),
             work_done: Atomic::new(0),
             done_lock <- new_mutex!(()),
@@ -499,6 +518,14 @@ impl Ctx {
         let write = region.data().flags & reg_flags::WRITE != 0;
         let mut at = start;
         while at < end {
+            // Like a device fault: nothing to map back once the OOM reaper takes the mm
+            // down, and a killed caller stops between chunks.
+            if self.reaped.load(Relaxed) {
+                return Err(EFAULT);
+            }
+            if kernel::current!().signal_pending() {
+                return Err(EINTR);
+            }
             let stop = (at + FILL_CHUNK).min(end);
             self.fill(
                 region,
@@ -534,9 +561,9 @@ impl Ctx {
         let access = match how {
             Fill::Read => Access::Read,
             Fill::Write => Access::Write,
-            Fill::Snapshot => Access::Snapshot,
+            Fill::Snapshot | Fill::SnapshotWrite => Access::Snapshot,
         };
-        let may_write = region.data().flags & reg_flags::WRITE != 0;
+        let may_write = region.data().flags & reg_flags::WRITE != 0 && how.writes();
         // Allocates: before any lock.
         let mut range = Range::new(region, start as usize, end as usize, access)?;
         let mut retries = 0;
@@ -551,8 +578,7 @@ impl Ctx {
             let faulted = {
                 let mmap = mm.mmap_read_lock();
                 // Checked under the same lock as the fault: the flags cannot change between.
-                snapshot_only =
-                    !matches!(how, Fill::Snapshot) && userfaultfd_armed(&mmap, start, end);
+                snapshot_only = how.faults() && userfaultfd_armed(&mmap, start, end);
                 range.set_access(if snapshot_only {
                     Access::Snapshot
                 } else {
@@ -608,7 +634,8 @@ impl Ctx {
                     if let Some((pa, w)) = huge_block(pfns, i) {
                         if st.table.set_2m(va, pa, w && may_write)? != 0 {
                             let end = va + pte::HUGE_SIZE;
-                            replaced = Some(replaced.map_or((va, end), |(lo, _)| (lo, end)));
+                            replaced =
+                                Some(replaced.map_or((va, end), |(lo, hi)| (lo.min(va), hi.max(end))));
                         }
                         done.leaves.huge += 1;
                         done.huge_backed = true;
@@ -619,12 +646,18 @@ impl Ctx {
                 let pfn = pfns[i];
                 match pfn.phys_addr() {
                     Some(pa) => {
-                        st.table.set_4k(va, pa, pfn.is_writable() && may_write)?;
+                        if st.table.set_4k(va, pa, pfn.is_writable() && may_write)? {
+                            let block = va & !(pte::HUGE_SIZE - 1);
+                            let end = block + pte::HUGE_SIZE;
+                            replaced = Some(replaced.map_or((block, end), |(lo, hi)| {
+                                (lo.min(block), hi.max(end))
+                            }));
+                        }
                         done.leaves.small += 1;
                         done.huge_backed |= pfn.map_order().unwrap_or(0) >= 9;
                     }
                     // A snapshot only maps what is there; a fault must get every page.
-                    None if pfn.is_error() && !matches!(how, Fill::Snapshot) => return Err(EFAULT),
+                    None if pfn.is_error() && how.faults() => return Err(EFAULT),
                     None => {}
                 }
                 i += 1;
@@ -693,7 +726,9 @@ impl Ctx {
         if self.reaped.load(Relaxed) {
             return Err(EFAULT);
         }
-        let mm = self.mm.mmget_not_zero().ok_or(EFAULT)?;
+        // Dropped with `mmput_async`: if the process exits meanwhile, the last reference must
+        // not run a whole `exit_mmap` in the event thread every context depends on.
+        let mm = MmWithUser::into_mmput_async(self.mm.mmget_not_zero().ok_or(EFAULT)?);
         let regs = self.regs.lock();
         let mut denied = false;
         let region = regs.list.iter().map(|r| &r.notifier).find(|r| {
@@ -712,6 +747,11 @@ impl Ctx {
             return Err(if denied { EACCES } else { EFAULT });
         };
         let how = if write { Fill::Write } else { Fill::Read };
+        let around = if write {
+            Fill::SnapshotWrite
+        } else {
+            Fill::Snapshot
+        };
         let done = self.fill(region, &mm, page, page + pte::PAGE_SIZE, how)?;
         let (reg_start, reg_end) = (region.start() as u64, region.end() as u64);
         // Backed by a huge page: map the whole 2 MiB block with one leaf if the registration
@@ -722,7 +762,9 @@ impl Ctx {
             && reg_start <= block
             && block + pte::HUGE_SIZE <= reg_end
         {
-            let _ = self.fill(region, &mm, block, block + pte::HUGE_SIZE, how);
+            // A snapshot: the page that faulted is present now, and so is the rest of a
+            // huge page; nothing the device did not touch is faulted in.
+            let _ = self.fill(region, &mm, block, block + pte::HUGE_SIZE, around);
             return Ok(());
         }
         // Fault-around without faulting: map the neighbours that are already present (a
@@ -730,7 +772,7 @@ impl Ctx {
         let lo = (page & !(FAULT_AROUND - 1)).max(reg_start);
         let hi = ((page & !(FAULT_AROUND - 1)) + FAULT_AROUND).min(reg_end);
         if hi - lo > pte::PAGE_SIZE {
-            let _ = self.fill(region, &mm, lo, hi, Fill::Snapshot);
+            let _ = self.fill(region, &mm, lo, hi, around);
         }
         Ok(())
     }

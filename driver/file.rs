@@ -237,9 +237,19 @@ fn setup_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
         return Err(EINVAL);
     }
     ctx.check_owner()?;
-    if ctx.enabled.load(Relaxed) {
+    // Claimed once, atomically: two racing calls must not both program and enable it.
+    if ctx.queues_claimed.cmpxchg(false, true, Relaxed).is_err() {
         return Err(EBUSY);
     }
+    let result = enable_queues(ctx, req);
+    if result.is_err() {
+        ctx.queues_claimed.store(false, Relaxed);
+    }
+    result
+}
+
+/// Writes the context entry and enables the context (the caller claimed it).
+fn enable_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
     let root = ctx.state.lock().table.root();
     let entry = abi::CtxEntry {
         flags: abi::CTX_FLAG_VALID,

@@ -112,25 +112,18 @@ impl PageTable {
         Ok(NewTables(out))
     }
 
-    /// Links allocated tables in (parents first; a table that appeared meanwhile is skipped and
-    /// its page freed by the caller when `new` is dropped after the lock).
+    /// Links allocated tables in (parents first). A table that appeared meanwhile (a racing
+    /// registration linked it) stays in `new`, whose pages the caller frees after the lock.
     pub(crate) fn grow(&mut self, new: &mut NewTables) -> Result {
-        // Parents first: level 3, then 2, then 1.
-        let mut pending = core::mem::take(&mut new.0);
         for level in [3u64, 2, 1] {
             let mut i = 0;
-            while i < pending.len() {
-                let node_key = pending[i].key;
-                if node_key >> 56 != level {
+            while i < new.0.len() {
+                let node_key = new.0[i].key;
+                if node_key >> 56 != level || self.tables.get(&node_key).is_some() {
                     i += 1;
                     continue;
                 }
-                let new_table = pending.remove(i).map_err(|_| EINVAL)?;
-                if self.tables.get(&node_key).is_some() {
-                    // Lost a race with another registration: keep ours for freeing later.
-                    new.0.push_within_capacity(new_table).map_err(|_| ENOMEM)?;
-                    continue;
-                }
+                let new_table = new.0.remove(i).map_err(|_| EINVAL)?;
                 let table_dma = new_table.table.dma_address();
                 let node = new_table.node.into_node(node_key, new_table.table);
                 self.link(node_key, pte::table(table_dma))?;
@@ -160,20 +153,32 @@ impl PageTable {
     }
 
     /// Installs a 4 KiB leaf for `va`. The level-1 table must exist (registration grew it).
-    pub(crate) fn set_4k(&mut self, va: u64, pa: u64, writable: bool) -> Result {
+    /// Returns whether it split a 2 MiB leaf to do so.
+    ///
+    /// A huge leaf that already grants the access covers `va` (same, current mapping): nothing
+    /// to do. A read-only huge leaf under a writable 4 KiB one is split: left in place, the
+    /// device would fault on its write for ever. The device may cache the 2 MiB translation,
+    /// so on a split the caller invalidates the block (as for `set_2m`).
+    pub(crate) fn set_4k(&mut self, va: u64, pa: u64, writable: bool) -> Result<bool> {
         let l2 = self.tables.get(&key(2, va)).ok_or(EINVAL)?;
-        if load(l2, pte::index(va, 2))? & pte::H != 0 {
-            // Already covered by a huge leaf of the same, current mapping.
-            return Ok(());
-        }
+        let i2 = pte::index(va, 2);
+        let e2 = load(l2, i2)?;
         let l1 = self.tables.get(&key(1, va)).ok_or(EINVAL)?;
+        let split = e2 & pte::H != 0;
+        if split {
+            if !writable || e2 & pte::W != 0 {
+                return Ok(false);
+            }
+            store(l2, i2, pte::table(l1.dma_address()))?;
+            self.valid.huge -= 1.min(self.valid.huge);
+        }
         let i = pte::index(va, 1);
         let old = load(l1, i)?;
         store(l1, i, pte::leaf_4k(pa, writable))?;
         if old & pte::P == 0 {
             self.valid.small += 1;
         }
-        Ok(())
+        Ok(split)
     }
 
     /// Installs a 2 MiB leaf for the 2 MiB-aligned `va`, replacing its 4 KiB leaves. Returns
