@@ -634,8 +634,9 @@ impl Ctx {
                     if let Some((pa, w)) = huge_block(pfns, i) {
                         if st.table.set_2m(va, pa, w && may_write)? != 0 {
                             let end = va + pte::HUGE_SIZE;
-                            replaced =
-                                Some(replaced.map_or((va, end), |(lo, hi)| (lo.min(va), hi.max(end))));
+                            replaced = Some(
+                                replaced.map_or((va, end), |(lo, hi)| (lo.min(va), hi.max(end))),
+                            );
                         }
                         done.leaves.huge += 1;
                         done.huge_backed = true;
@@ -649,9 +650,10 @@ impl Ctx {
                         if st.table.set_4k(va, pa, pfn.is_writable() && may_write)? {
                             let block = va & !(pte::HUGE_SIZE - 1);
                             let end = block + pte::HUGE_SIZE;
-                            replaced = Some(replaced.map_or((block, end), |(lo, hi)| {
-                                (lo.min(block), hi.max(end))
-                            }));
+                            replaced = Some(
+                                replaced
+                                    .map_or((block, end), |(lo, hi)| (lo.min(block), hi.max(end))),
+                            );
                         }
                         done.leaves.small += 1;
                         done.huge_backed |= pfn.map_order().unwrap_or(0) >= 9;

@@ -159,10 +159,7 @@ impl DebugDir {
                 dir.read_only_file(c"device", Counters(dev.clone())),
                 GFP_KERNEL,
             )?,
-            _bar0: KBox::pin_init(
-                dir.read_only_file(c"bar0", Bar0(dev.regs_phys)),
-                GFP_KERNEL,
-            )?,
+            _bar0: KBox::pin_init(dir.read_only_file(c"bar0", Bar0(dev.regs_phys)), GFP_KERNEL)?,
             _deregister_delay: KBox::pin_init(
                 dir.read_write_file(
                     c"fault_deregister_delay_ms",

@@ -313,7 +313,10 @@ impl MnicDev {
         if !self.stop(dev) {
             // Bus mastering could not be confirmed off. The reset below is the last resort;
             // the driver is going away and cannot wait forever.
-            dev_err!(self.pdev, "unbind: could not confirm that the device stopped DMA\n");
+            dev_err!(
+                self.pdev,
+                "unbind: could not confirm that the device stopped DMA\n"
+            );
         }
         if let Ok(bar) = self.regs.access(dev) {
             bar.write_reg(regs::CONTROL::zeroed().with_reset(true));
@@ -363,7 +366,11 @@ impl MnicDev {
         };
         if !self.gone.xchg(true, Relaxed) {
             if stopped {
-                dev_err!(self.pdev, "device not responding ({}); stopped and disabled\n", why);
+                dev_err!(
+                    self.pdev,
+                    "device not responding ({}); stopped and disabled\n",
+                    why
+                );
             } else {
                 dev_err!(
                     self.pdev,
