@@ -104,10 +104,11 @@ bench: initramfs
 soak: initramfs
 	MNIC_SOAK=1 $(MAKE) test-guest
 
-# The soak on the debug kernel (lockdep, sleep-in-atomic, DEBUG_VM, kmemleak). The modules are
-# rebuilt against it in place; the next normal build rebuilds them again.
+# The soak on the debug kernel (lockdep, sleep-in-atomic, DEBUG_VM, kmemleak, page poisoning:
+# booted with page_poison=1). The modules are rebuilt against it in place; the next normal
+# build rebuilds them again.
 soak-debug:
-	MNIC_KERNEL_FLAVOR=debug $(MAKE) soak
+	MNIC_KERNEL_FLAVOR=debug MNIC_VM_APPEND=page_poison=1 $(MAKE) soak
 
 clean:
 	cargo clean

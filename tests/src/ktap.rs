@@ -176,8 +176,10 @@ pub fn kunit_cases(console: &str) -> Vec<Case> {
 
 /// Kernel log lines that mean something went wrong in the kernel.
 pub fn kernel_problems(console: &str) -> Vec<String> {
-    const BAD: [&str; 8] = [
+    const BAD: [&str; 9] = [
         "WARNING:",
+        // Page poisoning (debug kernel): something wrote into a freed page.
+        "memory corruption",
         "BUG:",
         "Oops",
         "Kernel panic",

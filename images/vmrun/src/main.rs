@@ -93,7 +93,7 @@ struct RunArgs {
     /// Run the KUnit suites matching this glob at boot (otherwise KUnit is off).
     #[arg(long)]
     kunit: Option<String>,
-    /// Extra kernel command-line arguments.
+    /// Extra kernel command-line arguments (`MNIC_VM_APPEND` in the environment adds more).
     #[arg(long, default_value = "")]
     append: String,
     /// Start the device servers in strict mode (a stale access halts the device).
@@ -224,6 +224,14 @@ fn kernel_cmdline(a: &RunArgs) -> String {
     if !a.append.is_empty() {
         s.push(' ');
         s.push_str(&a.append);
+    }
+    // Set by `make soak-debug` (page_poison=1): arguments for every boot of a test run,
+    // whose plan file cannot know the kernel flavor.
+    if let Ok(extra) = std::env::var("MNIC_VM_APPEND") {
+        if !extra.trim().is_empty() {
+            s.push(' ');
+            s.push_str(extra.trim());
+        }
     }
     s
 }

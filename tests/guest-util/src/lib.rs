@@ -328,8 +328,10 @@ impl Drop for MemCg {
 
 /// Kernel log lines that mean trouble (the host harness's list minus "Call Trace:", which an
 /// OOM report prints by design; such windows are checked here instead).
-const KERNEL_PROBLEMS: [&str; 8] = [
+const KERNEL_PROBLEMS: [&str; 9] = [
     "WARNING:",
+    // Page poisoning (debug kernel): something wrote into a freed page.
+    "memory corruption",
     "BUG:",
     "Oops",
     "Kernel panic",
