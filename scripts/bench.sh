@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench` (after `make initramfs`): the performance report of issue 8.
+# `make bench` (after `make initramfs`): the performance report (targets in docs/performance.md).
 #   1. host: the device-model criterion benches (qemu-device/benches/device.rs), native;
 #   2. guest: one boot with one NIC running images/guest/bench.sh (every `mnic bench`
 #      case, each against its baseline in the same boot), console kept;

@@ -1,4 +1,4 @@
-//! `mnic-matrix-test`: the correctness matrix of issue 7, run in the guest (KTAP on stdout).
+//! `mnic-matrix-test`: the correctness matrix, run in the guest (KTAP on stdout).
 //!
 //! Every page-table event Linux can apply to registered memory, with the device using it: each
 //! case checks the data (patterns), the device table entries before and after the event (QUERY:

@@ -8,7 +8,7 @@
 //! Reads the criterion estimates of the device-model benches (median per benchmark)
 //! and the `@@MNIC-JSON NAME {...}` lines that `images/guest/bench.sh` prints on the
 //! guest console, and writes `OUT/report.md`, SVG plots, `OUT/summary.txt` and
-//! `OUT/results.json`; prints the summary table (targets of issue 8, met or not).
+//! `OUT/results.json`; prints the summary table (the targets of docs/performance.md, met or not).
 
 mod svg;
 
@@ -306,7 +306,7 @@ fn write_all(
     let mut summary = String::new();
 
     // Summary (also printed).
-    let _ = writeln!(summary, "mnic bench summary (targets of issue 8)");
+    let _ = writeln!(summary, "mnic bench summary (targets of docs/performance.md)");
     let w0 = tg.iter().map(|t| t.what.len()).max().unwrap_or(10);
     for t in &tg {
         let _ = writeln!(
