@@ -475,7 +475,13 @@ impl MnicDev {
         let size = 1u32 << CMDQ_LOG2;
         let mut used = q.tail.wrapping_sub(q.head) % size;
         if refresh || used + 8 > size {
-            q.head = access.regs()?.read(regs::CMDQ_HEAD).into_raw() % size;
+            let head = access.regs()?.read(regs::CMDQ_HEAD).into_raw();
+            if head == u32::MAX {
+                // Fell off the bus (see `ack_irq`).
+                let _ = self.declare_dead("register reads all ones");
+                return Err(ENODEV);
+            }
+            q.head = head % size;
             used = q.tail.wrapping_sub(q.head) % size;
         }
         // One slot stays empty so that head == tail means "empty".
@@ -632,6 +638,12 @@ impl MnicDev {
         let access = self.enter()?;
         let bar = access.regs()?;
         let status = bar.read(regs::IRQ_STATUS);
+        if status.into_raw() == u32::MAX {
+            // No cause register reads all ones: the device fell off the bus (a hot-unplug, or
+            // a device process that died and is answered for by its supervisor).
+            let _ = self.declare_dead("register reads all ones");
+            return Err(ENODEV);
+        }
         if status.into_raw() != 0 {
             bar.write_reg(status);
         }
