@@ -7,7 +7,6 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::time::Duration;
 
 use mnic::{Access, DmaBuffer, Error, Work, WorkError};
@@ -596,15 +595,8 @@ fn debugfs_reports_contexts_and_sync_waits() -> CaseResult {
 }
 
 fn module_reload() -> CaseResult {
-    for (cmd, arg) in [("rmmod", "mnic"), ("insmod", MODULE)] {
-        let out = Command::new(cmd)
-            .arg(arg)
-            .output()
-            .map_err(e("module command"))?;
-        check(out.status.success(), || {
-            format!("{cmd}: {}", String::from_utf8_lossy(&out.stderr).trim())
-        })?;
-    }
+    mnic_guest_util::module_cmd("rmmod", "mnic")?;
+    mnic_guest_util::module_cmd("insmod", MODULE)?;
     let ctx = open_with_queues()?;
     let src = DmaBuffer::new(8192).map_err(e("buffer"))?;
     let dst = DmaBuffer::new(8192).map_err(e("buffer"))?;

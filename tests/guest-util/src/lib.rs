@@ -40,6 +40,21 @@ pub fn os_err(what: &str) -> String {
     format!("{what}: {}", io::Error::last_os_error())
 }
 
+/// Runs `insmod PATH` or `rmmod NAME` (or any one-argument command) and fails with its
+/// error output.
+pub fn module_cmd(cmd: &str, arg: &str) -> Result<(), String> {
+    let out = Command::new(cmd)
+        .arg(arg)
+        .output()
+        .map_err(e("module command"))?;
+    check(out.status.success(), || {
+        format!(
+            "{cmd} {arg}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    })
+}
+
 pub fn errno() -> i32 {
     io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }

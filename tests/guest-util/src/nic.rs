@@ -1,7 +1,6 @@
 //! The mnic device node and its contexts, for the guest tests.
 
 use std::fs;
-use std::process::Command;
 use std::time::Duration;
 
 use mnic::{Context, DmaBuffer, Pattern, QueueConfig, Traffic};
@@ -21,16 +20,7 @@ pub fn ensure_module() -> Result<(), String> {
     if fs::metadata(DEV).is_ok() {
         return Ok(());
     }
-    let out = Command::new("insmod")
-        .arg(MODULE)
-        .output()
-        .map_err(e("insmod"))?;
-    check(out.status.success(), || {
-        format!(
-            "insmod {MODULE}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })?;
+    crate::module_cmd("insmod", MODULE)?;
     check(fs::metadata(DEV).is_ok(), || {
         format!("{DEV} missing after insmod")
     })

@@ -11,11 +11,10 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Seek, Write};
-use std::process::Command;
 
 use mnic::Context;
 
-use crate::{check, e};
+use crate::e;
 
 /// The oracle's device node.
 pub const NODE: &str = "/dev/mnic_oracle";
@@ -32,16 +31,7 @@ pub fn ensure_module() -> Result<(), String> {
     if fs::metadata(NODE).is_ok() {
         return Ok(());
     }
-    let out = Command::new("insmod")
-        .arg(MODULE)
-        .output()
-        .map_err(e("insmod oracle"))?;
-    check(out.status.success(), || {
-        format!(
-            "insmod {MODULE}: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    })
+    crate::module_cmd("insmod", MODULE)
 }
 
 /// BAR0 bus address of `/dev/mnicN` (the driver's debugfs `bar0` file).

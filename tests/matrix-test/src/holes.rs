@@ -20,6 +20,20 @@ fn thp_enabled() -> bool {
         .is_ok_and(|s| s.contains("[always]") || s.contains("[madvise]"))
 }
 
+/// A context and one THP-backed 2 MiB block filled with pattern `seed` (`None` when THP is
+/// off). The buffer is returned to keep the mapping; the cases reach it through the `Map`.
+fn thp_block(seed: u64) -> Result<Option<(Nic, DmaBuffer, Map)>, String> {
+    if !thp_enabled() {
+        return Ok(None);
+    }
+    let ctx = ctxq()?;
+    let huge = 2 << 20;
+    let buf = DmaBuffer::new_huge(huge).map_err(e("huge buffer"))?;
+    let m = Map::adopt(buf.as_mut_ptr() as usize, huge);
+    m.fill(0, huge, seed);
+    Ok(Some((ctx, buf, m)))
+}
+
 /// A 2 MiB device leaf installed over a 4 KiB leaf the device had cached.
 ///
 /// The device caches the 4 KiB translation of page P of a THP block; a device fault elsewhere
@@ -29,14 +43,10 @@ fn thp_enabled() -> bool {
 /// too. With the hole, the table no longer showed it, nothing was invalidated, and the device
 /// read the freed page.
 pub fn huge_leaf_over_cached_small() -> CaseResult {
-    if !thp_enabled() {
+    let Some((ctx, _buf, m)) = thp_block(50)? else {
         return Ok(Outcome::Skip("THP disabled".into()));
-    }
-    let ctx = ctxq()?;
-    let huge = 2 << 20;
-    let buf = DmaBuffer::new_huge(huge).map_err(e("huge buffer"))?;
-    let m = Map::adopt(buf.as_mut_ptr() as usize, huge);
-    m.fill(0, huge, 50);
+    };
+    let huge = m.len;
     let _r = reg_raw(&ctx, m.va(), huge, Access::READ_WRITE)?;
     let p = PAGE * 384;
     // P alone: a 4 KiB leaf, and the device caches it.
@@ -69,14 +79,10 @@ pub fn huge_leaf_over_cached_small() -> CaseResult {
 /// read-only leaf, and the driver must split it: once it answered RESUME with the huge leaf
 /// unchanged, and the device faulted on the same write for ever.
 pub fn huge_ro_leaf_partial_write() -> CaseResult {
-    if !thp_enabled() {
+    let Some((ctx, _buf, m)) = thp_block(80)? else {
         return Ok(Outcome::Skip("THP disabled".into()));
-    }
-    let ctx = ctxq()?;
-    let huge = 2 << 20;
-    let buf = DmaBuffer::new_huge(huge).map_err(e("huge buffer"))?;
-    let m = Map::adopt(buf.as_mut_ptr() as usize, huge);
-    m.fill(0, huge, 80);
+    };
+    let huge = m.len;
     let _ro = reg_raw(&ctx, m.va(), huge, Access::READ)?;
     let p = PAGE * 100;
     let _rw = reg_raw(&ctx, m.at(p), PAGE, Access::READ_WRITE)?;
@@ -156,19 +162,8 @@ pub fn deregister_races_munmap() -> CaseResult {
 /// Unloads and loads the driver again: probe resets the device (a halted or stopped device
 /// works again) and turns bus mastering back on.
 fn reload_driver() -> Result<(), String> {
-    for (cmd, arg) in [("rmmod", "mnic"), ("insmod", MODULE)] {
-        let out = std::process::Command::new(cmd)
-            .arg(arg)
-            .output()
-            .map_err(e("reload"))?;
-        check(out.status.success(), || {
-            format!(
-                "{cmd} {arg}: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )
-        })?;
-    }
-    Ok(())
+    module_cmd("rmmod", "mnic")?;
+    module_cmd("insmod", MODULE)
 }
 
 /// A slow device, not a dead one: its engine stalls with a translation in hand while an
