@@ -220,14 +220,9 @@ impl Device {
             }
             Some(Reg::ErrorCode) => self.sh.set_reg(off, 0),
             Some(Reg::IrqStatus) => self.sh.clear_reg(off, v),
-            Some(Reg::IrqMask) => {
-                let old = self.sh.reg(off);
-                self.sh.set_reg(off, v);
-                // An interrupt that was held back by the mask is delivered when unmasked,
-                // as a pending MSI-X message is.
-                self.sh
-                    .signal_causes(self.sh.reg(reg::IRQ_STATUS) & old & !v);
-            }
+            // An interrupt that was held back by the mask is delivered when unmasked, as a
+            // pending MSI-X message is.
+            Some(Reg::IrqMask) => self.sh.set_irq_mask(v),
             Some(Reg::Control) => return Some(Followup::Request(Request::Control(v))),
             Some(Reg::OracleOp)
                 if matches!(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use mnic_device::control;
 use mnic_device::device::{Counters, Device};
 use mnic_device::engine::Engine;
-use mnic_device::mem::GuestRam;
+use mnic_device::mem::{GuestRam, MAX_REGIONS};
 use mnic_device::server::Server;
 use mnic_device::shared::Shared;
 
@@ -69,6 +69,7 @@ fn serve(a: &Args) -> Result<(), String> {
     let _ = std::fs::remove_file(socket);
     let listener =
         UnixListener::bind(socket).map_err(|e| format!("bind {}: {e}", socket.display()))?;
+    raise_fd_limit();
     let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
     tracing::info!("client connected");
     let sh = Shared::new(counters, a.strict);
@@ -78,11 +79,41 @@ fn serve(a: &Args) -> Result<(), String> {
     let r = server.run();
     let (regions, mapped) = server.dma_regions();
     tracing::info!(regions, mapped, "DMA regions at exit");
+    let gone = server.data_thread_gone();
     drop(server);
     let _ = std::fs::remove_file(socket);
-    r.map_err(|e| format!("protocol error: {e}"))?;
+    r.map_err(|e| {
+        if gone {
+            e.to_string()
+        } else {
+            format!("protocol error: {e}")
+        }
+    })?;
     tracing::info!("client disconnected");
     Ok(())
+}
+
+/// Makes room for the file descriptors the device may hold: one per DMA region (up to
+/// `MAX_REGIONS`), the MSI-X eventfds, one message's fds and the sockets. The soft limit
+/// is raised (within the hard one) if it is lower.
+fn raise_fd_limit() {
+    let want = (MAX_REGIONS + 64) as libc::rlim_t;
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into `rl`, a live local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 || rl.rlim_cur >= want {
+        return;
+    }
+    rl.rlim_cur = want.min(rl.rlim_max);
+    // SAFETY: setrlimit reads one rlimit from `rl`, a live local.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &rl) } != 0 {
+        tracing::warn!(
+            "cannot raise the fd limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Logs to stderr, filtered by RUST_LOG (default: warnings and errors).

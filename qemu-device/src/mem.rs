@@ -6,16 +6,26 @@
 //! read-only) is an [`AddrError`], never a host access. Ranges QEMU announced without
 //! an fd (ROM) are recorded but never enter the map, so they are outside RAM too.
 //!
+//! A mapped file must not shrink under the device: an access to a page past the end of
+//! the file is SIGBUS, which would kill the device. So `map_fd` takes only a memfd sealed
+//! against shrinking (`F_SEAL_SHRINK`, which QEMU's `memory-backend-memfd` sets by
+//! default), sealing it itself when the memfd allows it, and only a range the file holds.
+//!
+//! Bounded: at most [`MAX_REGIONS`] mapped regions and [`MAX_NO_FD`] ranges without fd.
+//!
 //! Drain: the data thread takes a snapshot (an `Arc`) per work step and drops it
-//! before it sleeps. `unmap` swaps in the new map and then waits until it holds the
-//! last reference to the old one, so a DMA_UNMAP reply never overtakes a DMA that
-//! still uses the region. (Memory safety does not depend on the wait: a region is
-//! only munmapped when its last `Arc` goes.)
+//! before it sleeps. `unmap` swaps in the new map and then waits until no snapshot,
+//! of any age, still holds a removed region (each region is an `Arc` shared by every
+//! map that contains it), so a DMA_UNMAP reply never overtakes a DMA that still uses
+//! the region. It waits as long as that takes: work steps are bounded, the longest
+//! wait is an injected stall (`DEBUG_STALL_MS`, at most 60 s). (Memory safety does not
+//! depend on the wait: a region is only munmapped when its last `Arc` goes.)
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use vm_memory::{
@@ -26,9 +36,13 @@ use vm_memory::{
 /// The guest memory map type of one snapshot.
 pub type GuestMem = vm_memory::GuestMemoryMmap<()>;
 
-/// How long `unmap` waits for the data thread before it gives up waiting (the region
-/// stays mapped until the last snapshot goes regardless).
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most DMA regions with a file descriptor the device keeps (DMA_MAP beyond is refused).
+pub const MAX_REGIONS: usize = 1024;
+/// Most ranges without a file descriptor (ROM) the device records.
+pub const MAX_NO_FD: usize = 1024;
+
+/// How often `unmap` says that it is still waiting for a DMA.
+const DRAIN_WARN: Duration = Duration::from_secs(10);
 
 /// A guest address the device may not access.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +52,7 @@ pub struct AddrError {
     pub addr: u64,
 }
 
-/// Why a DMA_MAP region could not be mapped (it is then recorded as not DMA-able).
+/// Why a DMA_MAP region could not be mapped.
 #[derive(Debug, thiserror::Error)]
 pub enum MapError {
     /// Size or offset do not fit the host.
@@ -47,9 +61,37 @@ pub enum MapError {
     /// mmap of the fd failed.
     #[error("mmap: {0}")]
     Mmap(#[from] vm_memory::mmap::MmapRegionError),
-    /// The region overlaps one already mapped.
+    /// The range overlaps a region or range already recorded.
     #[error("overlaps an existing region")]
     Overlap,
+    /// The fd is not a memfd sealed against shrinking, and cannot be sealed (a memfd
+    /// created without `MFD_ALLOW_SEALING`, a plain file, not a file at all): it could
+    /// shrink under the device.
+    #[error("not a memfd that is or can be sealed against shrinking: {0}")]
+    Shrinkable(io::Error),
+    /// `offset + size` lies beyond the end of the file.
+    #[error("file offset {offset:#x} + size {size:#x} is beyond the end of the file ({len:#x})")]
+    Short {
+        /// DMA_MAP offset.
+        offset: u64,
+        /// DMA_MAP size.
+        size: u64,
+        /// The file's size.
+        len: u64,
+    },
+    /// The device keeps no more regions of this kind ([`MAX_REGIONS`], [`MAX_NO_FD`]).
+    #[error("already {0} regions")]
+    Full(usize),
+}
+
+/// Why a DMA_UNMAP was refused (nothing was removed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the region at {start:#x} (size {len:#x}) crosses an edge of the range")]
+pub struct UnmapError {
+    /// Start of the region that would be cut.
+    pub start: u64,
+    /// Its size.
+    pub len: u64,
 }
 
 /// The device's view of guest RAM, shared by the server (map/unmap) and the data
@@ -57,6 +99,7 @@ pub enum MapError {
 pub struct GuestRam {
     map: GuestMemoryAtomic<GuestMem>,
     /// Ranges announced without an fd: recorded for diagnostics, never accessed.
+    /// Lock order: `no_fd`, then the map's lock.
     no_fd: Mutex<Vec<(u64, u64)>>,
 }
 
@@ -64,6 +107,34 @@ impl Default for GuestRam {
     fn default() -> Self {
         Self::new()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Whether `[a, a + n)` and `[b, b + m)` overlap (ends saturate: nothing wraps).
+fn overlaps(a: u64, n: u64, b: u64, m: u64) -> bool {
+    a < b.saturating_add(m) && b < a.saturating_add(n)
+}
+
+/// Makes sure `file` cannot shrink: its seals include `F_SEAL_SHRINK`, added here if
+/// the file allows it. Only memfds (and other shmem files created sealable) do.
+fn seal_against_shrinking(file: &File) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl(F_GET_SEALS) on an fd we own; it touches no memory of ours.
+    let seals = unsafe { libc::fcntl(fd, libc::F_GET_SEALS) };
+    if seals < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if seals & libc::F_SEAL_SHRINK != 0 {
+        return Ok(());
+    }
+    // SAFETY: fcntl(F_ADD_SEALS) with an int argument on an fd we own.
+    if unsafe { libc::fcntl(fd, libc::F_ADD_SEALS, libc::F_SEAL_SHRINK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl GuestRam {
@@ -93,6 +164,10 @@ impl GuestRam {
 
     /// Maps `size` bytes of `fd` at file `offset` as guest RAM at `iova`.
     /// `writable` is the DMA_MAP write flag; without it device writes are refused.
+    ///
+    /// `fd` must be a memfd sealed against shrinking, or one that can be sealed (it is
+    /// sealed here), and must hold `[offset, offset + size)`: otherwise
+    /// [`MapError::Shrinkable`] or [`MapError::Short`].
     pub fn map_fd(
         &self,
         iova: u64,
@@ -101,13 +176,24 @@ impl GuestRam {
         offset: u64,
         writable: bool,
     ) -> Result<(), MapError> {
+        let file = File::from(fd);
+        // Sealed first, measured second: the size cannot change in between.
+        seal_against_shrinking(&file).map_err(MapError::Shrinkable)?;
+        let file_len = file.metadata().map_err(MapError::Shrinkable)?.len();
+        if offset.checked_add(size).is_none_or(|end| end > file_len) {
+            return Err(MapError::Short {
+                offset,
+                size,
+                len: file_len,
+            });
+        }
         let len = usize::try_from(size).map_err(|_| MapError::TooLarge)?;
         if iova.checked_add(size).is_none() || i64::try_from(offset).is_err() {
             return Err(MapError::TooLarge);
         }
         let prot = libc::PROT_READ | if writable { libc::PROT_WRITE } else { 0 };
         let region = MmapRegion::build(
-            Some(FileOffset::new(File::from(fd), offset)),
+            Some(FileOffset::new(file, offset)),
             len,
             prot,
             libc::MAP_SHARED | libc::MAP_NORESERVE,
@@ -117,8 +203,18 @@ impl GuestRam {
 
     fn insert(&self, region: MmapRegion<()>, gpa: u64) -> Result<(), MapError> {
         let region = GuestRegionMmap::new(region, GuestAddress(gpa)).ok_or(MapError::TooLarge)?;
+        let no_fd = lock(&self.no_fd);
+        if no_fd
+            .iter()
+            .any(|&(a, n)| overlaps(a, n, gpa, region.len()))
+        {
+            return Err(MapError::Overlap);
+        }
         let guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let cur = self.map.memory();
+        if cur.num_regions() >= MAX_REGIONS {
+            return Err(MapError::Full(MAX_REGIONS));
+        }
         let new = cur
             .insert_region(Arc::new(region))
             .map_err(|_| MapError::Overlap)?;
@@ -126,57 +222,98 @@ impl GuestRam {
         Ok(())
     }
 
-    /// Records a range announced without an fd: accepted (QEMU aborts on a refused
-    /// DMA_MAP) but never DMA-able.
-    pub fn map_none(&self, iova: u64, size: u64) {
-        self.no_fd
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((iova, size));
+    /// Records a range announced without an fd: never DMA-able. Refused when it overlaps
+    /// a recorded region or range, or when [`MAX_NO_FD`] ranges are recorded.
+    pub fn map_none(&self, iova: u64, size: u64) -> Result<(), MapError> {
+        let mut no_fd = lock(&self.no_fd);
+        let mapped = self
+            .snapshot()
+            .iter()
+            .any(|r| overlaps(r.start_addr().0, r.len(), iova, size));
+        if mapped || no_fd.iter().any(|&(a, n)| overlaps(a, n, iova, size)) {
+            return Err(MapError::Overlap);
+        }
+        if no_fd.len() >= MAX_NO_FD {
+            return Err(MapError::Full(MAX_NO_FD));
+        }
+        no_fd.push((iova, size));
+        Ok(())
     }
 
-    /// Removes every region wholly inside `[iova, iova + size)` and returns once no
+    /// Removes every region and range inside `[iova, iova + size)` and returns once no
+    /// device access can still use them; refused (nothing removed) if a region or range
+    /// crosses an edge of it. Returns how many mapped regions went.
+    pub fn unmap(&self, iova: u64, size: u64) -> Result<usize, UnmapError> {
+        self.remove(Some((iova, size)))
+    }
+
+    /// Removes every region and range (DMA_UNMAP with `VFIO_DMA_UNMAP_FLAG_ALL`), once no
     /// device access can still use them. Returns how many mapped regions went.
-    pub fn unmap(&self, iova: u64, size: u64) -> usize {
-        let end = iova.saturating_add(size);
-        self.no_fd
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|&(a, s)| !(a >= iova && a.saturating_add(s) <= end));
+    pub fn unmap_all(&self) -> usize {
+        self.remove(None).unwrap_or(0)
+    }
+
+    fn remove(&self, range: Option<(u64, u64)>) -> Result<usize, UnmapError> {
+        // Inside the range, outside it, or cut by it (refused).
+        let inside = |a: u64, n: u64| -> Result<bool, UnmapError> {
+            let Some((iova, size)) = range else {
+                return Ok(true);
+            };
+            if !overlaps(a, n, iova, size) {
+                Ok(false)
+            } else if a >= iova && a.saturating_add(n) <= iova.saturating_add(size) {
+                Ok(true)
+            } else {
+                Err(UnmapError { start: a, len: n })
+            }
+        };
+        let mut no_fd = lock(&self.no_fd);
         let guard = self.map.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.snapshot();
+        let mut doomed = Vec::new();
+        for r in old.iter() {
+            if inside(r.start_addr().0, r.len())? {
+                doomed.push((r.start_addr(), r.len()));
+            }
+        }
+        for &(a, n) in no_fd.iter() {
+            inside(a, n)?;
+        }
+        no_fd.retain(|&(a, n)| inside(a, n) == Ok(false));
+        drop(no_fd);
+        if doomed.is_empty() {
+            return Ok(0);
+        }
         let mut new = (*old).clone();
-        let mut removed = 0;
-        let doomed: Vec<(GuestAddress, u64)> = old
-            .iter()
-            .filter(|r| r.start_addr().0 >= iova && r.start_addr().0.saturating_add(r.len()) <= end)
-            .map(|r| (r.start_addr(), r.len()))
-            .collect();
+        let mut removed = Vec::with_capacity(doomed.len());
         for (base, len) in doomed {
-            if let Ok((n, _)) = new.remove_region(base, len) {
+            if let Ok((n, r)) = new.remove_region(base, len) {
                 new = n;
-                removed += 1;
+                removed.push(r);
             }
         }
-        if removed == 0 {
-            return 0;
-        }
+        // `replace` consumes the lock guard: the map lock ends here.
         guard.replace(new);
-        // Drain: the data thread drops its snapshot at the end of every work step.
+        drop(old);
+        // Drain: every map that holds a removed region holds an `Arc` of it; the data
+        // thread drops its snapshot at the end of every work step.
         let t = Instant::now();
-        while Arc::strong_count(&old) > 1 {
-            if t.elapsed() > DRAIN_TIMEOUT {
-                tracing::error!(iova, size, "DMA_UNMAP: data thread did not drain");
-                break;
+        let mut said = t;
+        let mut nap = Duration::from_micros(20);
+        while removed.iter().any(|r| Arc::strong_count(r) > 1) {
+            if said.elapsed() >= DRAIN_WARN {
+                said = Instant::now();
+                tracing::warn!(waited = ?t.elapsed(), "DMA_UNMAP: a DMA still uses the region");
             }
-            std::thread::sleep(Duration::from_micros(50));
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(Duration::from_millis(1));
         }
-        removed
+        Ok(removed.len())
     }
 
     /// Number of recorded regions: (mapped, without fd).
     pub fn regions(&self) -> (usize, usize) {
-        let no_fd = self.no_fd.lock().unwrap_or_else(|p| p.into_inner()).len();
+        let no_fd = lock(&self.no_fd).len();
         (self.snapshot().num_regions(), no_fd)
     }
 }
@@ -317,11 +454,34 @@ mod tests {
         // The old snapshot still reaches the region.
         assert!(check(&snap, 0x1000, 8, false).is_ok());
         drop(snap);
-        assert_eq!(t.join().unwrap(), 1);
+        assert_eq!(t.join().unwrap(), Ok(1));
         let m = ram.snapshot();
         assert!(check(&m, 0x1000, 8, false).is_err());
         assert!(check(&m, 0, 8, false).is_ok());
         assert_eq!(ram.regions(), (1, 0));
+    }
+
+    /// The data thread may still hold a snapshot older than the newest map (taken before
+    /// a DMA_MAP): the region is in it too, and DMA_UNMAP must wait for it.
+    #[test]
+    fn unmap_waits_for_every_snapshot() {
+        let ram = Arc::new(GuestRam::anonymous(&[(0, 0x1000)]).unwrap());
+        let old = ram.snapshot();
+        ram.insert(MmapRegion::new(0x1000).unwrap(), 0x1000)
+            .unwrap();
+        let r2 = ram.clone();
+        let t = std::thread::spawn(move || {
+            let _ = r2.unmap(0, 0x1000);
+        });
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !t.is_finished(),
+            "unmap returned while an older snapshot still reaches the region"
+        );
+        assert!(check(&old, 0, 8, true).is_ok());
+        drop(old);
+        t.join().unwrap();
+        assert!(check(&ram.snapshot(), 0, 8, false).is_err());
     }
 
     #[test]
@@ -330,7 +490,7 @@ mod tests {
         let dup = fd.try_clone().unwrap();
         let ram = GuestRam::new();
         ram.map_fd(0x10000, 0x1000, dup, 0x1000, true).unwrap();
-        ram.map_none(0xc0000, 0x1000);
+        ram.map_none(0xc0000, 0x1000).unwrap();
         let m = ram.snapshot();
         store_u64(&m, 0x10008, 42).unwrap();
         // Visible through the fd at file offset 0x1008.

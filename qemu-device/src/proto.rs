@@ -63,6 +63,16 @@ pub const PCI_MSIX_IRQ_INDEX: u32 = 2;
 pub const REGION_INFO_FLAG_READ: u32 = 1 << 0;
 /// Region flag: writable.
 pub const REGION_INFO_FLAG_WRITE: u32 = 1 << 1;
+/// DMA_MAP flag: the device may read the region.
+pub const DMA_MAP_FLAG_READ: u32 = 1 << 0;
+/// DMA_MAP flag: the device may write the region.
+pub const DMA_MAP_FLAG_WRITE: u32 = 1 << 1;
+/// DMA_UNMAP flag (`VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`): return a dirty bitmap. The
+/// device has no dirty page tracking; refused.
+pub const DMA_UNMAP_FLAG_GET_DIRTY_BITMAP: u32 = 1 << 0;
+/// DMA_UNMAP flag (`VFIO_DMA_UNMAP_FLAG_ALL`): remove every region; address and size
+/// are 0. QEMU sends it when the whole address space goes.
+pub const DMA_UNMAP_FLAG_ALL: u32 = 1 << 1;
 /// IRQ info flag: eventfd signalling.
 pub const IRQ_INFO_EVENTFD: u32 = 1 << 0;
 /// IRQ info flag: the count cannot change without disabling.

@@ -11,7 +11,7 @@ use mnic_abi::{BAR_DOORBELLS, BAR_MSIX, BAR_REGS, MSIX_VECTORS};
 use crate::config::{bar_size, ConfigSpace, CONFIG_SIZE};
 use crate::device::{Device, Followup};
 use crate::engine::Engine;
-use crate::mem::GuestRam;
+use crate::mem::{GuestRam, MapError, MAX_REGIONS};
 use crate::proto::*;
 use crate::shared::Request;
 
@@ -37,6 +37,10 @@ impl Server {
     /// A server for the connected client `stream`: `dev` decodes MMIO over the state
     /// `engine` runs on; DMA_MAP/UNMAP change `ram`, which the engine reads.
     pub fn new(stream: UnixStream, dev: Device, engine: Engine, ram: Arc<GuestRam>) -> Self {
+        match stream.try_clone() {
+            Ok(s) => dev.shared().set_peer(s),
+            Err(e) => tracing::warn!("cannot watch the connection for the data thread: {e}"),
+        }
         Server {
             stream,
             config: ConfigSpace::new(),
@@ -46,22 +50,38 @@ impl Server {
         }
     }
 
+    /// Whether the data thread has died (the device is gone).
+    pub fn data_thread_gone(&self) -> bool {
+        self.dev.shared().data_thread_gone()
+    }
+
     /// Number of DMA regions recorded and how many of them are mapped.
     pub fn dma_regions(&self) -> (usize, usize) {
         let (mapped, no_fd) = self.ram.regions();
         (mapped + no_fd, mapped)
     }
 
-    /// Serves until the client disconnects (`Ok`) or breaks the protocol (`Err`).
+    /// `Err` once the data thread has died: the device is gone, the connection shut down
+    /// (see [`crate::shared::Shared::data_thread_died`]).
+    fn alive(&self) -> io::Result<()> {
+        if self.dev.shared().data_thread_gone() {
+            return Err(io::Error::other("the data thread died: the device is gone"));
+        }
+        Ok(())
+    }
+
+    /// Serves until the client disconnects (`Ok`), breaks the protocol or the data
+    /// thread dies (`Err`).
     pub fn run(&mut self) -> io::Result<()> {
         loop {
+            self.alive()?;
             let mut fds = Vec::new();
             let mut hb = [0u8; HEADER_SIZE];
             match self.recv_exact(&mut hb, &mut fds, true) {
                 Ok(true) => {}
-                Ok(false) => return Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(()),
-                Err(e) => return Err(e),
+                Ok(false) => return self.alive(),
+                Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return self.alive(),
+                Err(e) => return self.alive().and(Err(e)),
             }
             let hdr = Header::decode(&hb);
             let size = hdr.size as usize;
@@ -84,6 +104,8 @@ impl Server {
                 }
                 self.dispatch(&hdr, &payload, fds)
             };
+            // A request the dead data thread did not carry out gets no reply.
+            self.alive()?;
             if hdr.flags & FLAG_NO_REPLY != 0 {
                 continue;
             }
@@ -112,7 +134,7 @@ impl Server {
                         io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
                     ) =>
                 {
-                    return Ok(())
+                    return self.alive()
                 }
                 Err(e) => return Err(e),
             }
@@ -201,7 +223,7 @@ impl Server {
             return Err(libc::ENOTSUP);
         }
         let caps = format!(
-            "{{\"capabilities\":{{\"max_msg_fds\":{MAX_MSG_FDS},\"max_data_xfer_size\":{MAX_DATA_XFER}}}}}"
+            "{{\"capabilities\":{{\"max_msg_fds\":{MAX_MSG_FDS},\"max_data_xfer_size\":{MAX_DATA_XFER},\"max_dma_maps\":{MAX_REGIONS}}}}}"
         );
         let mut out = Vec::new();
         out.extend_from_slice(&0u16.to_le_bytes());
@@ -211,6 +233,12 @@ impl Server {
         Ok(out)
     }
 
+    /// DMA_MAP. Refused (error reply) when the fd could turn a device access into SIGBUS
+    /// (not a memfd sealed or sealable against shrinking, or shorter than offset + size),
+    /// when the range overlaps one already recorded (`EEXIST`, as the protocol says), or
+    /// when the device keeps as many regions as it will (`ENOSPC`). A range without fd
+    /// (ROM) is recorded as not DMA-able; so is one whose fd is sound but that the host
+    /// cannot mmap.
     fn dma_map(&mut self, r: &mut Reader, fds: Vec<OwnedFd>) -> Result<Vec<u8>, Errno> {
         let (_argsz, flags, offset, iova, size) = (
             r.u32().ok_or(libc::EINVAL)?,
@@ -222,35 +250,60 @@ impl Server {
         if size == 0 || iova.checked_add(size).is_none() {
             return einval();
         }
-        // DMA_MAP flags: bit 0 read, bit 1 write (the device's view).
-        let writable = flags & 2 != 0;
+        let refuse = |e: MapError| {
+            tracing::warn!(iova, size, offset, "DMA_MAP refused: {e}");
+            Err(map_errno(&e))
+        };
+        let writable = flags & DMA_MAP_FLAG_WRITE != 0;
         let mapped = match fds.into_iter().next() {
             Some(fd) => match self.ram.map_fd(iova, size, fd, offset, writable) {
                 Ok(()) => true,
-                Err(e) => {
-                    // Refusing would make QEMU abort; record the range as non-DMA-able.
-                    tracing::warn!(iova, size, "DMA_MAP: cannot map: {e}");
+                Err(e @ (MapError::TooLarge | MapError::Mmap(_))) => {
+                    tracing::warn!(iova, size, "DMA_MAP: cannot map, not DMA-able: {e}");
                     false
                 }
+                Err(e) => return refuse(e),
             },
             None => false,
         };
         if !mapped {
-            self.ram.map_none(iova, size);
+            if let Err(e) = self.ram.map_none(iova, size) {
+                return refuse(e);
+            }
         }
         tracing::info!(iova, size, mapped, "DMA_MAP");
         Ok(Vec::new())
     }
 
+    /// DMA_UNMAP: removes whole regions (refused if one would be cut) or, with
+    /// `DMA_UNMAP_FLAG_ALL`, every region; replies once no DMA can use them any more.
     fn dma_unmap(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
         let _argsz = r.u32().ok_or(libc::EINVAL)?;
         let flags = r.u32().ok_or(libc::EINVAL)?;
         let iova = r.u64().ok_or(libc::EINVAL)?;
         let size = r.u64().ok_or(libc::EINVAL)?;
-        let end = iova.checked_add(size).ok_or(libc::EINVAL)?;
-        // Returns only once no DMA still uses the removed regions (drain).
-        let removed = self.ram.unmap(iova, end - iova);
-        tracing::info!(iova, size, removed, "DMA_UNMAP");
+        if flags & DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
+            return Err(libc::ENOTSUP);
+        }
+        if flags & !DMA_UNMAP_FLAG_ALL != 0 {
+            return einval();
+        }
+        // Each returns only once no DMA still uses the removed regions (drain).
+        let removed = if flags & DMA_UNMAP_FLAG_ALL != 0 {
+            if iova != 0 || size != 0 {
+                return einval();
+            }
+            self.ram.unmap_all()
+        } else {
+            if size == 0 || iova.checked_add(size).is_none() {
+                return einval();
+            }
+            self.ram.unmap(iova, size).map_err(|e| {
+                tracing::warn!(iova, size, "DMA_UNMAP refused: {e}");
+                libc::EINVAL
+            })?
+        };
+        tracing::info!(iova, size, flags, removed, "DMA_UNMAP");
         let mut out = Vec::with_capacity(24);
         out.extend_from_slice(&24u32.to_le_bytes());
         out.extend_from_slice(&flags.to_le_bytes());
@@ -328,9 +381,16 @@ impl Server {
         }
         if flags & IRQ_SET_DATA_EVENTFD != 0 {
             tracing::info!(start, end, fds = fds.len(), "SET_IRQS MSI-X eventfds");
-            let mut fds = fds.into_iter();
+            // All or nothing: every fd is checked before any is installed. Vectors past
+            // the fds sent get none (QEMU sends a run of "no eventfd" that way).
+            let files = fds
+                .into_iter()
+                .take(count as usize)
+                .map(eventfd)
+                .collect::<Result<Vec<File>, Errno>>()?;
+            let mut files = files.into_iter();
             for slot in start..end {
-                sh.set_msix(slot as usize, fds.next().map(File::from));
+                sh.set_msix(slot as usize, files.next());
             }
             return Ok(Vec::new());
         }
@@ -386,6 +446,39 @@ impl Server {
         out.extend_from_slice(&count.to_le_bytes());
         Ok(out)
     }
+}
+
+/// The errno of a refused DMA_MAP.
+fn map_errno(e: &MapError) -> Errno {
+    match e {
+        MapError::Overlap => libc::EEXIST,
+        MapError::Full(_) => libc::ENOSPC,
+        _ => libc::EINVAL,
+    }
+}
+
+/// Takes `fd` as an MSI-X eventfd: it must be one (anything else could block or fail the
+/// thread that signals it, e.g. a pipe nobody reads), and it is made non-blocking (a
+/// saturated counter then fails the write with EAGAIN instead of blocking: the interrupt
+/// is pending anyway). O_NONBLOCK is a property of the open file, so QEMU's descriptor is
+/// non-blocking too; QEMU creates its eventfds that way anyway.
+fn eventfd(fd: OwnedFd) -> Result<File, Errno> {
+    let raw = fd.as_raw_fd();
+    let link = std::fs::read_link(format!("/proc/self/fd/{raw}")).map_err(|e| {
+        tracing::warn!("SET_IRQS: cannot inspect fd: {e}");
+        libc::EINVAL
+    })?;
+    if link.as_os_str() != "anon_inode:[eventfd]" {
+        tracing::warn!(?link, "SET_IRQS: not an eventfd: refused");
+        return einval();
+    }
+    // SAFETY: fcntl(F_GETFL) on an fd we own; it touches no memory of ours.
+    let fl = unsafe { libc::fcntl(raw, libc::F_GETFL) };
+    // SAFETY: fcntl(F_SETFL) with an int argument on an fd we own.
+    if fl < 0 || unsafe { libc::fcntl(raw, libc::F_SETFL, fl | libc::O_NONBLOCK) } < 0 {
+        return einval();
+    }
+    Ok(File::from(fd))
 }
 
 /// Size of region `index`, `None` if there is no such region.
@@ -450,7 +543,12 @@ fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Res
                 for i in 0..count {
                     let fd = std::ptr::read_unaligned(data.add(i * FD_SIZE).cast::<RawFd>());
                     if fd >= 0 {
-                        fds.push(OwnedFd::from_raw_fd(fd));
+                        let fd = OwnedFd::from_raw_fd(fd);
+                        // A message's fds may come with any of its recvmsg calls: past
+                        // MAX_MSG_FDS they are closed at once.
+                        if fds.len() < MAX_MSG_FDS {
+                            fds.push(fd);
+                        }
                     }
                 }
             }
@@ -458,4 +556,59 @@ fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Res
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::Counters;
+    use crate::shared::Shared;
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    use std::time::{Duration, Instant};
+
+    /// A panic ends the data thread: the server must not sit 10 s on every request that
+    /// needs it. It closes the connection at once (the device is gone, as a device that
+    /// fell off the bus) and its loop ends with an error.
+    #[test]
+    fn data_thread_panic_fails_fast() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let sh = Shared::new(Arc::new(Counters::default()), false);
+        let ram = Arc::new(GuestRam::new());
+        let engine = Engine::spawn(sh.clone(), ram.clone()).unwrap();
+        let mut server = Server::new(ours, Device::new(sh.clone()), engine, ram);
+        let t = std::thread::spawn(move || server.run());
+        sh.panic_next.store(true, Ordering::SeqCst);
+        sh.kick();
+        std::thread::sleep(Duration::from_millis(100));
+        theirs
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        // A CONTROL write: only the data thread can carry it out.
+        let mut w = u64::from(mnic_abi::reg::CONTROL).to_le_bytes().to_vec();
+        for v in [BAR_REGS, 4, mnic_abi::control::ENABLE] {
+            w.extend_from_slice(&v.to_le_bytes());
+        }
+        let h = Header {
+            msg_id: 1,
+            command: cmd::REGION_WRITE,
+            ..Header::default()
+        };
+        let t0 = Instant::now();
+        let _ = theirs.write_all(&h.message(&w));
+        let mut b = [0u8; 64];
+        let r = theirs.read(&mut b);
+        let took = t0.elapsed();
+        assert!(
+            took < Duration::from_secs(2),
+            "the CONTROL write took {took:?} ({r:?})"
+        );
+        assert!(matches!(r, Ok(0)), "the connection is closed: {r:?}");
+        let t1 = Instant::now();
+        while !t.is_finished() && t1.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(t.is_finished(), "the server loop did not end");
+        assert!(t.join().unwrap().is_err(), "a dead device is an error");
+    }
 }

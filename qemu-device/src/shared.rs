@@ -11,6 +11,8 @@
 
 use std::fs::File;
 use std::io::Write;
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -62,7 +64,22 @@ pub struct Shared {
     /// leaves it while an injected stall sleeps). SeqCst, with `bus_master`: see
     /// [`Self::set_bus_master`].
     in_round: AtomicBool,
-    msix: Mutex<Vec<Option<File>>>,
+    /// The MSI-X eventfds (non-blocking: see `server`), cloned out of the lock to be
+    /// written.
+    msix: Mutex<Vec<Option<Arc<File>>>>,
+    /// Held while `IRQ_STATUS` or `IRQ_MASK` changes *and* the vectors to signal are
+    /// decided (raise on the data thread, unmask and bus master on the socket thread), so
+    /// that of two racing sides the second always sees the first: a cause raised and
+    /// unmasked is signalled by one of them (see [`Self::raise`]).
+    irq: Mutex<()>,
+    /// The data thread has died (a panic): the device is gone.
+    gone: AtomicBool,
+    /// The vfio-user connection, shut down when the data thread dies so that the server
+    /// loop ends and QEMU sees the device go.
+    peer: Mutex<Option<UnixStream>>,
+    /// Tests: the data thread panics at its next turn.
+    #[cfg(test)]
+    pub(crate) panic_next: AtomicBool,
     sig: Mutex<Signal>,
     wake: Condvar,
     acked: Condvar,
@@ -86,6 +103,11 @@ impl Shared {
             bus_master: AtomicBool::new(false),
             in_round: AtomicBool::new(false),
             msix: Mutex::new((0..MSIX_VECTORS).map(|_| None).collect()),
+            irq: Mutex::new(()),
+            gone: AtomicBool::new(false),
+            peer: Mutex::new(None),
+            #[cfg(test)]
+            panic_next: AtomicBool::new(false),
             sig: Mutex::new(Signal::default()),
             wake: Condvar::new(),
             acked: Condvar::new(),
@@ -200,10 +222,11 @@ impl Shared {
         }
     }
 
-    /// Installs (or removes) the eventfd of MSI-X vector `v`.
+    /// Installs (or removes) the eventfd of MSI-X vector `v`. The server installs only
+    /// non-blocking eventfds: a signal never blocks the thread that sends it.
     pub fn set_msix(&self, v: usize, fd: Option<File>) {
         if let Some(s) = lock(&self.msix).get_mut(v) {
-            *s = fd;
+            *s = fd.map(Arc::new);
         }
     }
 
@@ -213,15 +236,54 @@ impl Shared {
         if !self.bus_master() {
             return;
         }
-        if let Some(Some(f)) = lock(&self.msix).get(v) {
+        // Written outside the lock: SET_IRQS is never held up by a signal.
+        let f = lock(&self.msix).get(v).cloned().flatten();
+        if let Some(f) = f {
             // EAGAIN (counter saturated) only means the interrupt is pending anyway.
             let _ = (&*f).write(&1u64.to_ne_bytes());
         }
     }
 
+    /// Data thread: raises the interrupt causes `bits` (IRQ_STATUS), signalling the vectors
+    /// of those `IRQ_MASK` lets through.
+    ///
+    /// Why a lock and not orderings: raising (set a status bit, then look at the mask) and
+    /// unmasking (clear a mask bit, then look at the status) are each a store followed by a
+    /// load of the other location; with release/acquire both loads may see the old values
+    /// (store buffering) and neither side signals. Under one mutex the two decisions are
+    /// ordered, and the second sees the first's store.
+    pub fn raise(&self, bits: u32) {
+        let unmasked = {
+            let _g = lock(&self.irq);
+            self.or_reg(reg::IRQ_STATUS, bits);
+            bits & !self.reg(reg::IRQ_MASK)
+        };
+        self.signal_vectors(unmasked);
+    }
+
+    /// Socket thread: an `IRQ_MASK` write. A cause held back by the mask and pending in
+    /// `IRQ_STATUS` is signalled when unmasked, as a pending MSI-X message is delivered.
+    pub fn set_irq_mask(&self, v: u32) {
+        let released = {
+            let _g = lock(&self.irq);
+            let old = self.reg(reg::IRQ_MASK);
+            self.set_reg(reg::IRQ_MASK, v);
+            self.reg(reg::IRQ_STATUS) & old & !v
+        };
+        self.signal_vectors(released);
+    }
+
     /// Signals the vectors of the interrupt causes `bits` that `IRQ_MASK` lets through.
     pub fn signal_causes(&self, bits: u32) {
-        let unmasked = bits & !self.reg(reg::IRQ_MASK);
+        let unmasked = {
+            let _g = lock(&self.irq);
+            bits & !self.reg(reg::IRQ_MASK)
+        };
+        self.signal_vectors(unmasked);
+    }
+
+    /// Signals the vectors of the causes `unmasked` (already filtered by the mask).
+    fn signal_vectors(&self, unmasked: u32) {
         if unmasked & (irq::EVENT | irq::ERROR) != 0 {
             self.signal_msix(usize::from(mnic_abi::VECTOR_EVENT));
         }
@@ -245,7 +307,14 @@ impl Shared {
         let was = self.bus_master.swap(on, Ordering::SeqCst);
         if on && !was {
             self.kick();
-            self.signal_causes(self.reg(reg::IRQ_STATUS));
+            // The status is read under the interrupt lock: a raise that decided before
+            // saw bus mastering off (and sent nothing) has set its bit by now; one that
+            // decides after sees bus mastering on (the swap precedes our unlock).
+            let pending = {
+                let _g = lock(&self.irq);
+                self.reg(reg::IRQ_STATUS) & !self.reg(reg::IRQ_MASK)
+            };
+            self.signal_vectors(pending);
         } else if was && !on {
             // Store-then-load on both sides, all SeqCst (`dma_begin` stores `in_round`,
             // then the round loads `bus_master`): either the round sees the bit clear, or
@@ -344,6 +413,34 @@ impl Shared {
         s.work = false;
     }
 
+    /// The connection to shut down if the data thread dies.
+    pub fn set_peer(&self, peer: UnixStream) {
+        *lock(&self.peer) = Some(peer);
+    }
+
+    /// Data thread, unwinding from a panic: the device is gone. Nobody waits for it any
+    /// more (requests, bus master clears and DMA_UNMAP return at once: its snapshot went
+    /// with the unwinding), and the connection is shut down so that the server loop ends
+    /// and QEMU sees the device go (as a device that fell off the bus).
+    pub fn data_thread_died(&self) {
+        tracing::error!("the data thread died: the device is gone");
+        self.gone.store(true, Ordering::SeqCst);
+        // The connection first: a request the socket thread is waiting for gets no
+        // reply (it cannot have been carried out).
+        if let Some(p) = lock(&self.peer).take() {
+            let _ = p.shutdown(Shutdown::Both);
+        }
+        self.in_round.store(false, Ordering::SeqCst);
+        lock(&self.sig).shutdown = true;
+        self.wake.notify_all();
+        self.acked.notify_all();
+    }
+
+    /// Whether the data thread has died.
+    pub fn data_thread_gone(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
     /// Asks the data thread to exit.
     pub fn shutdown(&self) {
         lock(&self.sig).shutdown = true;
@@ -396,5 +493,60 @@ mod tests {
         assert!(t.is_finished());
         t.join().unwrap();
         sh.dma_end();
+    }
+
+    /// Unmasking a cause (socket thread) while the data thread raises it: whichever comes
+    /// second must signal the vector. Two threads released together many times; every
+    /// round ends with the cause raised and unmasked, so its eventfd must have fired.
+    #[test]
+    fn unmask_racing_raise_never_loses_the_interrupt() {
+        use crate::device::Device;
+        use std::os::fd::{FromRawFd, IntoRawFd};
+        use std::sync::atomic::AtomicU64;
+        let sh = shared();
+        sh.set_bus_master(true);
+        let efd = vmm_sys_util::eventfd::EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let dup = efd.try_clone().unwrap();
+        // SAFETY: the duplicated eventfd is owned by nobody else.
+        sh.set_msix(0, Some(unsafe { File::from_raw_fd(dup.into_raw_fd()) }));
+        let dev = Device::new(sh.clone());
+        // Rounds: `go` is the round the raiser may start, `done` the last it finished.
+        let go = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicU64::new(0));
+        let rounds: u64 = 200_000;
+        let raiser = {
+            let (sh, go, done) = (sh.clone(), go.clone(), done.clone());
+            std::thread::spawn(move || {
+                for r in 1..=rounds {
+                    while go.load(Ordering::Acquire) < r {
+                        std::hint::spin_loop();
+                    }
+                    sh.raise(irq::EVENT);
+                    done.store(r, Ordering::Release);
+                }
+            })
+        };
+        let t = Instant::now();
+        let (mut lost, mut ran) = (0u64, 0u64);
+        for r in 1..=rounds {
+            sh.set_reg(reg::IRQ_MASK, irq::EVENT);
+            sh.set_reg(reg::IRQ_STATUS, 0);
+            let _ = efd.read();
+            go.store(r, Ordering::Release);
+            let _ = dev.bar0_write(reg::IRQ_MASK.into(), &0u32.to_le_bytes());
+            while done.load(Ordering::Acquire) < r {
+                std::hint::spin_loop();
+            }
+            ran = r;
+            if efd.read().is_err() {
+                lost += 1;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        go.store(rounds, Ordering::Release);
+        raiser.join().unwrap();
+        assert_eq!(lost, 0, "{lost} of {ran} interrupts lost");
     }
 }

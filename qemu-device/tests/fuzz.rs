@@ -76,7 +76,7 @@ fn ram() -> GuestRam {
         .unwrap();
     mem::write(&setup.snapshot(), 0, &vec![CANARY; RO_LEN as usize]).unwrap();
     ram.map_fd(RO, RO_LEN, fd, 0, false).unwrap();
-    ram.map_none(ROM, 0x1000);
+    ram.map_none(ROM, 0x1000).unwrap();
     ram
 }
 

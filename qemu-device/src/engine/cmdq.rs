@@ -107,6 +107,7 @@ impl Core {
                     if let Some(x) = self.ctxs[i].as_mut() {
                         x.parked = None;
                     }
+                    self.evq.withdraw_fault(c.ctx);
                     tracing::debug!(ctx = c.ctx, id = c.arg0, "resume");
                 } else {
                     self.sh.counters.inc(counter::ABORTS);
@@ -144,6 +145,7 @@ impl Core {
         };
         let fault_va = x.parked.map_or(0, |p| p.va);
         x.parked = None;
+        self.evq.withdraw_fault(i as u16);
         match site {
             Site::Work => {
                 if let Stage::Exec(item) = &x.stage {
@@ -164,11 +166,13 @@ impl Core {
         }
     }
 
-    /// Stops context `i`: drops its TLB entries and any queued or parked work.
+    /// Stops context `i`: drops its TLB entries and any queued or parked work (and the
+    /// parked fault's event if it is still waiting inside the device).
     pub(super) fn disable_ctx(&mut self, i: usize) {
         if self.ctxs.get_mut(i).and_then(Option::take).is_some() {
             tracing::debug!(ctx = i, "context disabled");
         }
+        self.evq.withdraw_fault(i as u16);
         self.set_live(i, false);
         self.tlb.invalidate_ctx(i as u16);
         self.sh

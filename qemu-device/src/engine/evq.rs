@@ -6,17 +6,32 @@
 //! events are unconsumed in the ring at any time. The device never overwrites an
 //! unconsumed slot; the rest waits in the backlog.
 
+//!
+//! Bounded: at most [`BACKLOG_MAX`] ERROR and WORK_DONE events wait (more are dropped and
+//! counted), and at most one FAULT event per context. A context has at most one parked
+//! fault, and the FAULT event of a fault that ended (RESUME, ABORT, the context disabled)
+//! before it reached the ring is withdrawn ([`EventQueue::withdraw_fault`]), so a guest
+//! that never consumes events while it faults, resumes and re-enables a context in a loop
+//! cannot grow the backlog.
+
 use std::collections::VecDeque;
 
-use mnic_abi::{counter, event, Event};
+use mnic_abi::{counter, event, Event, NUM_CONTEXTS};
 use zerocopy::IntoBytes;
 
 use crate::device::Counters;
 use crate::mem::{self, AddrError, GuestMem};
 
 /// Events waiting inside the device beyond which ERROR and WORK_DONE events are
-/// dropped (FAULT events never are; at most one per context is ever parked).
+/// dropped (FAULT events never are: at most one per context waits).
 pub const BACKLOG_MAX: usize = 4096;
+
+/// Most events that ever wait inside the device: [`BACKLOG_MAX`] others and one FAULT
+/// per context.
+pub const BACKLOG_BOUND: usize = BACKLOG_MAX + NUM_CONTEXTS as usize;
+
+/// Words of the bitmap of contexts with a FAULT event in the backlog.
+const FAULT_WORDS: usize = NUM_CONTEXTS as usize / 64;
 
 /// Size of one ring entry.
 const ENTRY: u64 = 32;
@@ -29,6 +44,14 @@ pub struct EventQueue {
     /// Events written since enable (free-running; the slot is `produced % entries`).
     produced: u64,
     backlog: VecDeque<Event>,
+    /// Contexts with a FAULT event in `backlog` (at most one each).
+    faults: [u64; FAULT_WORDS],
+}
+
+/// The bitmap word and bit of context `ctx`, if it is one.
+fn fault_bit(ctx: u16) -> Option<(usize, u64)> {
+    let c = usize::from(ctx);
+    (c < NUM_CONTEXTS as usize).then(|| (c / 64, 1u64 << (c % 64)))
 }
 
 impl EventQueue {
@@ -39,6 +62,7 @@ impl EventQueue {
             log2,
             produced: 0,
             backlog: VecDeque::new(),
+            faults: [0; FAULT_WORDS],
         }
     }
 
@@ -57,13 +81,35 @@ impl EventQueue {
     }
 
     /// Queues `ev`. Over [`BACKLOG_MAX`] waiting events a non-fault event is dropped
-    /// and counted.
+    /// and counted. A FAULT event replaces one of the same context still waiting (that
+    /// fault has ended: a context has one parked fault at a time).
     pub fn post(&mut self, ev: Event, counters: &Counters) {
-        if self.backlog.len() >= BACKLOG_MAX && ev.kind != event::FAULT {
+        if ev.kind == event::FAULT {
+            if let Some((w, bit)) = fault_bit(ev.ctx) {
+                self.withdraw_fault(ev.ctx);
+                self.faults[w] |= bit;
+                self.backlog.push_back(ev);
+                return;
+            }
+        }
+        if self.backlog.len() >= BACKLOG_MAX {
             counters.inc(counter::EVENTS_DROPPED);
             return;
         }
         self.backlog.push_back(ev);
+    }
+
+    /// The fault of context `ctx` ended: its FAULT event, if it has not reached the ring
+    /// yet, is withdrawn (the driver never learns of a fault that is already over).
+    pub fn withdraw_fault(&mut self, ctx: u16) {
+        let Some((w, bit)) = fault_bit(ctx) else {
+            return;
+        };
+        if self.faults[w] & bit != 0 {
+            self.faults[w] &= !bit;
+            self.backlog
+                .retain(|e| !(e.kind == event::FAULT && e.ctx == ctx));
+        }
     }
 
     /// Writes as many waiting events as the ring has room for, given the driver's
@@ -93,6 +139,11 @@ impl EventQueue {
             mem::write(m, slot, ev.as_bytes())?;
             mem::store_u8(m, slot + 1, (ev.flags & !event::FLAG_PHASE) | phase)?;
             self.backlog.pop_front();
+            if ev.kind == event::FAULT {
+                if let Some((w, bit)) = fault_bit(ev.ctx) {
+                    self.faults[w] &= !bit;
+                }
+            }
             self.produced += 1;
             free -= 1;
             written += 1;
@@ -161,6 +212,49 @@ mod tests {
         q.post(ev(event::FAULT, 99), &c);
         assert_eq!(q.backlog(), BACKLOG_MAX + 1);
         assert_eq!(c.get(counter::EVENTS_DROPPED), 3);
+    }
+
+    #[test]
+    fn one_waiting_fault_per_context() {
+        let ram = GuestRam::anonymous(&[(0, 0x1000)]).unwrap();
+        let m = ram.snapshot();
+        let c = Counters::default();
+        let mut q = EventQueue::new(0, 4);
+        let fault = |ctx: u16, id: u64| Event {
+            ctx,
+            ..ev(event::FAULT, id)
+        };
+        for id in 1..=1000 {
+            q.post(fault(3, id), &c);
+            q.post(fault(4, id), &c);
+        }
+        assert_eq!(
+            q.backlog(),
+            2,
+            "only the newest fault of each context waits"
+        );
+        q.withdraw_fault(4);
+        q.withdraw_fault(4);
+        q.withdraw_fault(u16::MAX);
+        assert_eq!(q.backlog(), 1);
+        q.post(fault(4, 1001), &c);
+        assert_eq!(q.flush(&m, 0).unwrap(), 2);
+        assert_eq!(
+            (read_slot(&m, 0).ctx, read_slot(&m, 0).id),
+            (3, 1000),
+            "the live fault of context 3"
+        );
+        assert_eq!((read_slot(&m, 1).ctx, read_slot(&m, 1).id), (4, 1001));
+        // Delivered events are the driver's: a withdrawal no longer touches them.
+        q.withdraw_fault(3);
+        q.post(fault(3, 1002), &c);
+        assert_eq!(q.backlog(), 1);
+        // With the others capped, the backlog stays within its bound.
+        for i in 0..(2 * BACKLOG_BOUND as u64) {
+            q.post(ev(event::ERROR, i), &c);
+            q.post(fault((i % 300) as u16, i), &c);
+        }
+        assert!(q.backlog() <= BACKLOG_BOUND, "{}", q.backlog());
     }
 
     proptest! {

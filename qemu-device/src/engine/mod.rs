@@ -35,7 +35,7 @@ use crate::shared::{Request, Shared};
 use crate::stale::StaleChecker;
 use crate::translate::Tlb;
 
-pub use evq::{EventQueue, BACKLOG_MAX};
+pub use evq::{EventQueue, BACKLOG_BOUND, BACKLOG_MAX};
 pub use traffic::{mix, op as traffic_op, pattern as traffic_pattern};
 pub use work::{Ctx, COPY_STEP};
 
@@ -270,8 +270,7 @@ impl Core {
         if bits == 0 {
             return;
         }
-        self.sh.or_reg(reg::IRQ_STATUS, bits);
-        self.sh.signal_causes(bits);
+        self.sh.raise(bits);
     }
 
     fn flush_events(&mut self, m: &GuestMem) -> bool {
@@ -383,12 +382,29 @@ pub struct Engine {
 impl Engine {
     /// Starts the data thread over `sh`, accessing guest memory through `ram`.
     pub fn spawn(sh: Arc<Shared>, ram: Arc<GuestRam>) -> std::io::Result<Self> {
+        /// Tells everyone waiting for the data thread that it died, if it unwinds.
+        struct Watch(Arc<Shared>);
+        impl Drop for Watch {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.data_thread_died();
+                }
+            }
+        }
         let mut core = Core::new(sh.clone());
         let thread = std::thread::Builder::new()
             .name("mnic-data".into())
             .spawn(move || {
                 let sh = core.shared().clone();
+                let _watch = Watch(sh.clone());
                 loop {
+                    #[cfg(test)]
+                    if sh
+                        .panic_next
+                        .swap(false, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        panic!("injected data thread panic");
+                    }
                     if let Some(r) = sh.take_request() {
                         let m = ram.snapshot();
                         core.handle(r, &m);
