@@ -306,7 +306,10 @@ fn write_all(
     let mut summary = String::new();
 
     // Summary (also printed).
-    let _ = writeln!(summary, "mnic bench summary (targets of docs/performance.md)");
+    let _ = writeln!(
+        summary,
+        "mnic bench summary (targets of docs/performance.md)"
+    );
     let w0 = tg.iter().map(|t| t.what.len()).max().unwrap_or(10);
     for t in &tg {
         let _ = writeln!(
