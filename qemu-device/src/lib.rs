@@ -18,5 +18,6 @@ pub mod proto;
 pub mod server;
 pub mod shared;
 pub mod stale;
+pub mod supervisor;
 pub mod testkit;
 pub mod translate;

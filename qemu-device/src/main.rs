@@ -1,9 +1,15 @@
-//! `mnic-device serve --socket PATH [--control PATH] [--strict]`: the vfio-user server.
+//! `mnic-device serve --socket PATH [--control PATH] [--strict] [--engine-pid PATH]`: the
+//! vfio-user server, as a supervisor (it owns the socket, see `supervisor`) of the engine.
 //! `mnic-device stats --control PATH`: print the device counters.
+//! `mnic-device engine --fd N [--control PATH] [--strict]` (internal): the engine, serving
+//! the supervisor on the inherited socket N.
 
-use std::os::unix::net::UnixListener;
+use std::io::IsTerminal;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 
 use mnic_device::control;
@@ -12,14 +18,17 @@ use mnic_device::engine::Engine;
 use mnic_device::mem::{GuestRam, MAX_REGIONS};
 use mnic_device::server::Server;
 use mnic_device::shared::Shared;
+use mnic_device::supervisor;
 
-const USAGE: &str = "usage: mnic-device serve --socket PATH [--control PATH] [--strict]\n       mnic-device stats --control PATH";
+const USAGE: &str = "usage: mnic-device serve --socket PATH [--control PATH] [--strict] [--engine-pid PATH]\n       mnic-device stats --control PATH";
 
 struct Args {
     cmd: String,
     socket: Option<PathBuf>,
     control: Option<PathBuf>,
     strict: bool,
+    engine_pid: Option<PathBuf>,
+    fd: Option<RawFd>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -33,6 +42,8 @@ fn parse() -> Result<Args, String> {
         socket: None,
         control: None,
         strict: false,
+        engine_pid: None,
+        fd: None,
     };
     while let Some(arg) = it.next() {
         match arg.to_str() {
@@ -41,10 +52,39 @@ fn parse() -> Result<Args, String> {
                 a.control = Some(it.next().ok_or("--control needs a path")?.into())
             }
             Some("--strict") => a.strict = true,
+            Some("--engine-pid") => {
+                a.engine_pid = Some(it.next().ok_or("--engine-pid needs a path")?.into())
+            }
+            Some("--fd") => {
+                let n = it.next().and_then(|s| s.to_str()?.parse().ok());
+                a.fd = Some(
+                    n.filter(|&n: &RawFd| n > 2)
+                        .ok_or("--fd needs a number > 2")?,
+                );
+            }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
     Ok(a)
+}
+
+/// The supervisor: owns the socket, runs the engine as its child.
+fn serve(a: &Args) -> Result<(), String> {
+    let socket = a.socket.as_ref().ok_or("serve needs --socket")?;
+    // This very binary, even if its file was replaced since it started (named as this
+    // process was, for `ps`).
+    let mut engine = Command::new("/proc/self/exe");
+    if let Some(name) = std::env::args_os().next() {
+        engine.arg0(name);
+    }
+    engine.arg("engine");
+    if let Some(ctl) = &a.control {
+        engine.arg("--control").arg(ctl);
+    }
+    if a.strict {
+        engine.arg("--strict");
+    }
+    supervisor::serve(socket, engine, a.engine_pid.as_deref())
 }
 
 extern "C" fn on_sigterm(_: libc::c_int) {
@@ -52,8 +92,12 @@ extern "C" fn on_sigterm(_: libc::c_int) {
     unsafe { libc::_exit(0) }
 }
 
-fn serve(a: &Args) -> Result<(), String> {
-    let socket = a.socket.as_ref().ok_or("serve needs --socket")?;
+/// The engine: the device model, serving the supervisor's end of a socketpair.
+fn engine(a: &Args) -> Result<(), String> {
+    let fd = a.fd.ok_or("engine needs --fd")?;
+    // SAFETY: `fd` is the socketpair end the supervisor left open for this process; it is
+    // used for nothing else here, so the stream is its only owner.
+    let stream = unsafe { UnixStream::from_raw_fd(fd) };
     // SAFETY: installing a handler that only calls the async-signal-safe _exit.
     unsafe {
         libc::signal(
@@ -66,12 +110,8 @@ fn serve(a: &Args) -> Result<(), String> {
         control::spawn(ctl, counters.clone())
             .map_err(|e| format!("control socket {}: {e}", ctl.display()))?;
     }
-    let _ = std::fs::remove_file(socket);
-    let listener =
-        UnixListener::bind(socket).map_err(|e| format!("bind {}: {e}", socket.display()))?;
+    // One fd per DMA region is held here, in the engine.
     raise_fd_limit();
-    let (stream, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
-    tracing::info!("client connected");
     let sh = Shared::new(counters, a.strict);
     let ram = Arc::new(GuestRam::new());
     let engine = Engine::spawn(sh.clone(), ram.clone()).map_err(|e| format!("data thread: {e}"))?;
@@ -81,16 +121,13 @@ fn serve(a: &Args) -> Result<(), String> {
     tracing::info!(regions, mapped, "DMA regions at exit");
     let gone = server.data_thread_gone();
     drop(server);
-    let _ = std::fs::remove_file(socket);
     r.map_err(|e| {
         if gone {
             e.to_string()
         } else {
             format!("protocol error: {e}")
         }
-    })?;
-    tracing::info!("client disconnected");
-    Ok(())
+    })
 }
 
 /// Makes room for the file descriptors the device may hold: one per DMA region (up to
@@ -116,13 +153,15 @@ fn raise_fd_limit() {
     }
 }
 
-/// Logs to stderr, filtered by RUST_LOG (default: warnings and errors).
+/// Logs to stderr, filtered by RUST_LOG (default: warnings and errors); colours only on a
+/// terminal (`mnic-vm` sends it to a log file).
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
 }
 
@@ -137,6 +176,7 @@ fn main() -> ExitCode {
     };
     let r = match a.cmd.as_str() {
         "serve" => serve(&a),
+        "engine" => engine(&a),
         "stats" => a
             .control
             .as_ref()

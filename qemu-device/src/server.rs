@@ -16,7 +16,7 @@ use crate::proto::*;
 use crate::shared::Request;
 
 /// Why a request failed: the errno of the error reply.
-type Errno = i32;
+pub type Errno = i32;
 
 /// The per-client server state. The loop decodes messages, records register values and
 /// wakes the data thread ([`Engine`]); it never writes guest memory (an oracle report
@@ -75,107 +75,30 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         loop {
             self.alive()?;
-            let mut fds = Vec::new();
-            let mut hb = [0u8; HEADER_SIZE];
-            match self.recv_exact(&mut hb, &mut fds, true) {
-                Ok(true) => {}
-                Ok(false) => return self.alive(),
+            let msg = match recv_message(self.stream.as_raw_fd()) {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return self.alive(),
                 Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return self.alive(),
                 Err(e) => return self.alive().and(Err(e)),
-            }
-            let hdr = Header::decode(&hb);
-            let size = hdr.size as usize;
-            if size < HEADER_SIZE {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("message size {size} smaller than the header"),
-                ));
-            }
-            let len = size - HEADER_SIZE;
-            let result = if size > MAX_MSG_SIZE {
-                self.drain(len, &mut fds)?;
-                Err(libc::E2BIG)
-            } else {
-                let mut payload = vec![0u8; len];
-                self.recv_exact(&mut payload, &mut fds, false)?;
-                if hdr.flags & FLAG_TYPE_MASK != FLAG_COMMAND {
-                    // A stray reply: the server never sends requests; drop it.
-                    continue;
-                }
-                self.dispatch(&hdr, &payload, fds)
+            };
+            let hdr = msg.hdr;
+            let result = match msg.payload {
+                None => Err(libc::E2BIG),
+                // A stray reply: the server never sends requests; drop it.
+                Some(_) if hdr.flags & FLAG_TYPE_MASK != FLAG_COMMAND => continue,
+                Some(payload) => self.dispatch(&hdr, &payload, msg.fds),
             };
             // A request the dead data thread did not carry out gets no reply.
             self.alive()?;
             if hdr.flags & FLAG_NO_REPLY != 0 {
                 continue;
             }
-            let reply = match result {
-                Ok(body) => Header {
-                    msg_id: hdr.msg_id,
-                    command: hdr.command,
-                    flags: FLAG_REPLY,
-                    ..Header::default()
-                }
-                .message(&body),
-                Err(errno) => Header {
-                    msg_id: hdr.msg_id,
-                    command: hdr.command,
-                    flags: FLAG_REPLY | FLAG_ERROR,
-                    error: errno as u32,
-                    ..Header::default()
-                }
-                .message(&[]),
-            };
-            match self.stream.write_all(&reply) {
+            match self.stream.write_all(&reply(&hdr, result)) {
                 Ok(()) => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-                    ) =>
-                {
-                    return self.alive()
-                }
+                Err(e) if is_disconnect(&e) => return self.alive(),
                 Err(e) => return Err(e),
             }
         }
-    }
-
-    /// Discards `len` payload bytes of a refused message.
-    fn drain(&mut self, mut len: usize, fds: &mut Vec<OwnedFd>) -> io::Result<()> {
-        let mut buf = vec![0u8; 64 << 10];
-        while len > 0 {
-            let n = len.min(buf.len());
-            self.recv_exact(&mut buf[..n], fds, false)?;
-            len -= n;
-            fds.clear();
-        }
-        Ok(())
-    }
-
-    /// Fills `buf`, collecting SCM_RIGHTS fds. `Ok(false)`: clean EOF before the first
-    /// byte (only if `eof_ok`).
-    fn recv_exact(
-        &mut self,
-        buf: &mut [u8],
-        fds: &mut Vec<OwnedFd>,
-        eof_ok: bool,
-    ) -> io::Result<bool> {
-        let mut got = 0;
-        while got < buf.len() {
-            let n = recv_with_fds(self.stream.as_raw_fd(), &mut buf[got..], fds)?;
-            if n == 0 {
-                if got == 0 && eof_ok {
-                    return Ok(false);
-                }
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "client closed mid-message",
-                ));
-            }
-            got += n;
-        }
-        Ok(true)
     }
 
     /// Handles one request; `Ok` is the reply payload.
@@ -278,10 +201,7 @@ impl Server {
     /// DMA_UNMAP: removes whole regions (refused if one would be cut) or, with
     /// `DMA_UNMAP_FLAG_ALL`, every region; replies once no DMA can use them any more.
     fn dma_unmap(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
-        let _argsz = r.u32().ok_or(libc::EINVAL)?;
-        let flags = r.u32().ok_or(libc::EINVAL)?;
-        let iova = r.u64().ok_or(libc::EINVAL)?;
-        let size = r.u64().ok_or(libc::EINVAL)?;
+        let (flags, iova, size) = dma_unmap_args(r)?;
         if flags & DMA_UNMAP_FLAG_GET_DIRTY_BITMAP != 0 {
             return Err(libc::ENOTSUP);
         }
@@ -295,7 +215,7 @@ impl Server {
             }
             self.ram.unmap_all()
         } else {
-            if size == 0 || iova.checked_add(size).is_none() {
+            if size == 0 {
                 return einval();
             }
             self.ram.unmap(iova, size).map_err(|e| {
@@ -304,12 +224,7 @@ impl Server {
             })?
         };
         tracing::info!(iova, size, flags, removed, "DMA_UNMAP");
-        let mut out = Vec::with_capacity(24);
-        out.extend_from_slice(&24u32.to_le_bytes());
-        out.extend_from_slice(&flags.to_le_bytes());
-        out.extend_from_slice(&iova.to_le_bytes());
-        out.extend_from_slice(&size.to_le_bytes());
-        Ok(out)
+        Ok(dma_unmap_reply(flags, iova, size))
     }
 
     fn region_info(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
@@ -399,12 +314,8 @@ impl Server {
     }
 
     fn region_read(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
-        let offset = r.u64().ok_or(libc::EINVAL)?;
-        let region = r.u32().ok_or(libc::EINVAL)?;
-        let count = r.u32().ok_or(libc::EINVAL)?;
-        let len = count as usize;
-        check_access(region, offset, len)?;
-        let mut data = vec![0u8; len];
+        let (offset, region, count) = region_access(r)?;
+        let mut data = vec![0u8; count as usize];
         match region {
             PCI_CONFIG_REGION_INDEX if !self.config.read(offset, &mut data) => return einval(),
             PCI_CONFIG_REGION_INDEX => {}
@@ -412,21 +323,14 @@ impl Server {
             BAR_DOORBELLS => self.dev.bar2_read(offset, &mut data),
             _ => {} // BAR4: QEMU emulates the MSI-X table and PBA; reads 0.
         }
-        let mut out = Vec::with_capacity(16 + len);
-        out.extend_from_slice(&offset.to_le_bytes());
-        out.extend_from_slice(&region.to_le_bytes());
-        out.extend_from_slice(&count.to_le_bytes());
+        let mut out = region_echo(offset, region, count);
         out.extend_from_slice(&data);
         Ok(out)
     }
 
     fn region_write(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
-        let offset = r.u64().ok_or(libc::EINVAL)?;
-        let region = r.u32().ok_or(libc::EINVAL)?;
-        let count = r.u32().ok_or(libc::EINVAL)?;
-        let len = count as usize;
-        check_access(region, offset, len)?;
-        let data = r.bytes(len).ok_or(libc::EINVAL)?;
+        let (offset, region, count) = region_access(r)?;
+        let data = r.bytes(count as usize).ok_or(libc::EINVAL)?;
         match region {
             PCI_CONFIG_REGION_INDEX if !self.config.write(offset, data) => return einval(),
             // Applied before the reply (spec §3): once the driver has it, a cleared bit
@@ -440,11 +344,7 @@ impl Server {
             BAR_DOORBELLS => self.dev.bar2_write(offset, data),
             _ => {}
         }
-        let mut out = Vec::with_capacity(16);
-        out.extend_from_slice(&offset.to_le_bytes());
-        out.extend_from_slice(&region.to_le_bytes());
-        out.extend_from_slice(&count.to_le_bytes());
-        Ok(out)
+        Ok(region_echo(offset, region, count))
     }
 }
 
@@ -481,6 +381,46 @@ fn eventfd(fd: OwnedFd) -> Result<File, Errno> {
     Ok(File::from(fd))
 }
 
+/// The offset, region and count of a REGION_READ/WRITE request, if the access is one the
+/// device serves (`EINVAL` otherwise).
+pub fn region_access(r: &mut Reader) -> Result<(u64, u32, u32), Errno> {
+    let offset = r.u64().ok_or(libc::EINVAL)?;
+    let region = r.u32().ok_or(libc::EINVAL)?;
+    let count = r.u32().ok_or(libc::EINVAL)?;
+    check_access(region, offset, count as usize)?;
+    Ok((offset, region, count))
+}
+
+/// The start of a REGION_READ/WRITE reply: the request's offset, region and count (a read
+/// reply continues with the data).
+pub fn region_echo(offset: u64, region: u32, count: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(16 + count as usize);
+    out.extend_from_slice(&offset.to_le_bytes());
+    out.extend_from_slice(&region.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out
+}
+
+/// The flags, IOVA and size of a DMA_UNMAP request (`EINVAL` if short or wrapping).
+pub fn dma_unmap_args(r: &mut Reader) -> Result<(u32, u64, u64), Errno> {
+    let _argsz = r.u32().ok_or(libc::EINVAL)?;
+    let flags = r.u32().ok_or(libc::EINVAL)?;
+    let iova = r.u64().ok_or(libc::EINVAL)?;
+    let size = r.u64().ok_or(libc::EINVAL)?;
+    iova.checked_add(size).ok_or(libc::EINVAL)?;
+    Ok((flags, iova, size))
+}
+
+/// The DMA_UNMAP reply: the request's table entry echoed (argsz, flags, iova, size).
+pub fn dma_unmap_reply(flags: u32, iova: u64, size: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24);
+    out.extend_from_slice(&24u32.to_le_bytes());
+    out.extend_from_slice(&flags.to_le_bytes());
+    out.extend_from_slice(&iova.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out
+}
+
 /// Size of region `index`, `None` if there is no such region.
 pub fn region_size(index: u32) -> Option<u64> {
     match index {
@@ -500,6 +440,163 @@ fn check_access(region: u32, offset: u64, len: usize) -> Result<(), Errno> {
     let end = offset.checked_add(len as u64).ok_or(libc::EINVAL)?;
     if end > size || !matches!(region, BAR_REGS | BAR_DOORBELLS | BAR_MSIX | 7) {
         return einval();
+    }
+    Ok(())
+}
+
+/// A vfio-user message read by [`recv_message`].
+pub struct Message {
+    /// Its header.
+    pub hdr: Header,
+    /// The payload; `None` if the message was larger than [`MAX_MSG_SIZE`]: its payload
+    /// was read and discarded, and the request is to be refused (`E2BIG`).
+    pub payload: Option<Vec<u8>>,
+    /// Descriptors that came with it (SCM_RIGHTS).
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Reads one complete message from `sock`. `Ok(None)`: the peer closed (or reset) the
+/// connection before a new message; `Err` also for a size smaller than the header.
+pub fn recv_message(sock: RawFd) -> io::Result<Option<Message>> {
+    let mut fds = Vec::new();
+    let mut hb = [0u8; HEADER_SIZE];
+    match recv_exact(sock, &mut hb, &mut fds, true) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let hdr = Header::decode(&hb);
+    let size = hdr.size as usize;
+    if size < HEADER_SIZE {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("message size {size} smaller than the header"),
+        ));
+    }
+    let mut len = size - HEADER_SIZE;
+    if size > MAX_MSG_SIZE {
+        let mut buf = vec![0u8; 64 << 10];
+        while len > 0 {
+            let n = len.min(buf.len());
+            recv_exact(sock, &mut buf[..n], &mut fds, false)?;
+            len -= n;
+            fds.clear();
+        }
+        return Ok(Some(Message {
+            hdr,
+            payload: None,
+            fds,
+        }));
+    }
+    let mut payload = vec![0u8; len];
+    recv_exact(sock, &mut payload, &mut fds, false)?;
+    Ok(Some(Message {
+        hdr,
+        payload: Some(payload),
+        fds,
+    }))
+}
+
+/// The reply to the request `hdr`: `result` is its payload or the errno of an error reply.
+pub fn reply(hdr: &Header, result: Result<Vec<u8>, Errno>) -> Vec<u8> {
+    match result {
+        Ok(body) => Header {
+            msg_id: hdr.msg_id,
+            command: hdr.command,
+            flags: FLAG_REPLY,
+            ..Header::default()
+        }
+        .message(&body),
+        Err(errno) => Header {
+            msg_id: hdr.msg_id,
+            command: hdr.command,
+            flags: FLAG_REPLY | FLAG_ERROR,
+            error: errno as u32,
+            ..Header::default()
+        }
+        .message(&[]),
+    }
+}
+
+/// Whether a send error means the peer has gone (not a protocol failure).
+pub fn is_disconnect(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// Fills `buf`, collecting SCM_RIGHTS fds. `Ok(false)`: clean EOF before the first
+/// byte (only if `eof_ok`).
+fn recv_exact(
+    sock: RawFd,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    eof_ok: bool,
+) -> io::Result<bool> {
+    let mut got = 0;
+    while got < buf.len() {
+        let n = recv_with_fds(sock, &mut buf[got..], fds)?;
+        if n == 0 {
+            if got == 0 && eof_ok {
+                return Ok(false);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "peer closed mid-message",
+            ));
+        }
+        got += n;
+    }
+    Ok(true)
+}
+
+/// Sends all of `buf` on `sock`, with `fds` (SCM_RIGHTS, at most [`MAX_MSG_FDS`])
+/// attached to its first byte.
+pub fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) -> io::Result<()> {
+    if fds.len() > MAX_MSG_FDS {
+        return Err(io::Error::from_raw_os_error(libc::E2BIG));
+    }
+    // Room for MAX_MSG_FDS descriptors, u64-aligned as cmsghdr requires.
+    let mut cbuf = [0u64; 16 + MAX_MSG_FDS];
+    let mut sent = 0;
+    while sent < buf.len() {
+        let rest = &buf[sent..];
+        let mut iov = libc::iovec {
+            iov_base: rest.as_ptr() as *mut libc::c_void,
+            iov_len: rest.len(),
+        };
+        // SAFETY: msghdr is plain old data; all-zero is a valid empty value.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        if sent == 0 && !fds.is_empty() {
+            let len = std::mem::size_of_val(fds);
+            msg.msg_control = cbuf.as_mut_ptr().cast();
+            // SAFETY: CMSG_SPACE is a pure size computation.
+            msg.msg_controllen = unsafe { libc::CMSG_SPACE(len as u32) } as _;
+            // SAFETY: `cbuf` has room for the header and MAX_MSG_FDS fds (checked
+            // above); CMSG_FIRSTHDR/CMSG_DATA point into it.
+            unsafe {
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(len as u32) as _;
+                std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), len);
+            }
+        }
+        // SAFETY: `msg` points at `iov` (covering `rest`) and `cbuf`, live for the call;
+        // the kernel only reads them.
+        let n = unsafe { libc::sendmsg(sock, &msg, libc::MSG_NOSIGNAL) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.kind() != io::ErrorKind::Interrupted {
+                return Err(e);
+            }
+            continue;
+        }
+        sent += n as usize;
     }
     Ok(())
 }

@@ -3,17 +3,17 @@
 //! goes through eventfds from SET_IRQS, and the test plays the driver by writing
 //! tables and rings into the memfd and registers over REGION_WRITE.
 
-use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::Duration;
+
+use common::{stats, wait_until, Client};
 use mnic_abi::{cmd, completion, control, error, event, reg, status, work};
 use mnic_abi::{Completion, CtxEntry, Event, WorkDesc, BAR_DOORBELLS, BAR_REGS, CMD_FLAG_IRQ};
 use mnic_device::mem::{self, GuestMem, GuestRam};
-use mnic_device::proto::{self, Header, FLAG_ERROR, HEADER_SIZE};
+use mnic_device::proto;
 use mnic_device::testkit::{memfd, Tables};
 use vmm_sys_util::eventfd::EventFd;
 use zerocopy::{FromBytes, IntoBytes};
@@ -32,142 +32,6 @@ const WQ_VA: u64 = 0x7000_0000;
 const CQ_VA: u64 = 0x7000_1000;
 const SRC_VA: u64 = 0x1000_0000;
 const DST_VA: u64 = 0x2000_0000;
-const TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Kills the server by PID and removes the temp dir on every path out of the test.
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Client {
-    s: UnixStream,
-    id: u16,
-}
-
-/// sendmsg with SCM_RIGHTS.
-fn send_with_fds(sock: RawFd, buf: &[u8], fds: &[RawFd]) {
-    let mut cbuf = [0u64; 16];
-    let mut iov = libc::iovec {
-        iov_base: buf.as_ptr() as *mut libc::c_void,
-        iov_len: buf.len(),
-    };
-    // SAFETY: msghdr is plain old data; all-zero is a valid empty value.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    if !fds.is_empty() {
-        let len = std::mem::size_of_val(fds);
-        msg.msg_control = cbuf.as_mut_ptr().cast();
-        // SAFETY: CMSG_SPACE is a pure size computation.
-        msg.msg_controllen = unsafe { libc::CMSG_SPACE(len as u32) } as _;
-        // SAFETY: the control buffer is 128 bytes, enough for the header and up to 8
-        // fds; CMSG_FIRSTHDR/CMSG_DATA point into it.
-        unsafe {
-            let c = libc::CMSG_FIRSTHDR(&msg);
-            (*c).cmsg_level = libc::SOL_SOCKET;
-            (*c).cmsg_type = libc::SCM_RIGHTS;
-            (*c).cmsg_len = libc::CMSG_LEN(len as u32) as _;
-            std::ptr::copy_nonoverlapping(fds.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), len);
-        }
-    }
-    // SAFETY: `msg` points at live buffers for the duration of the call.
-    let n = unsafe { libc::sendmsg(sock, &msg, 0) };
-    assert_eq!(n, buf.len() as isize, "sendmsg");
-}
-
-impl Client {
-    fn call_fds(&mut self, command: u16, payload: &[u8], fds: &[RawFd]) -> (Header, Vec<u8>) {
-        self.id = self.id.wrapping_add(1);
-        let h = Header {
-            msg_id: self.id,
-            command,
-            ..Header::default()
-        };
-        send_with_fds(self.s.as_raw_fd(), &h.message(payload), fds);
-        let mut hb = [0u8; HEADER_SIZE];
-        self.s.read_exact(&mut hb).unwrap();
-        let r = Header::decode(&hb);
-        let mut p = vec![0u8; r.size as usize - HEADER_SIZE];
-        self.s.read_exact(&mut p).unwrap();
-        assert_eq!((r.msg_id, r.command), (self.id, command));
-        (r, p)
-    }
-    fn ok(&mut self, command: u16, payload: &[u8], fds: &[RawFd]) -> Vec<u8> {
-        let (h, p) = self.call_fds(command, payload, fds);
-        assert_eq!(
-            h.flags & FLAG_ERROR,
-            0,
-            "command {command}: errno {}",
-            h.error
-        );
-        p
-    }
-    fn write(&mut self, region: u32, off: u64, v: u32) {
-        let mut req = off.to_le_bytes().to_vec();
-        req.extend_from_slice(&region.to_le_bytes());
-        req.extend_from_slice(&4u32.to_le_bytes());
-        req.extend_from_slice(&v.to_le_bytes());
-        self.ok(proto::cmd::REGION_WRITE, &req, &[]);
-    }
-    fn read(&mut self, off: u32) -> u32 {
-        let mut req = u64::from(off).to_le_bytes().to_vec();
-        req.extend_from_slice(&BAR_REGS.to_le_bytes());
-        req.extend_from_slice(&4u32.to_le_bytes());
-        let p = self.ok(proto::cmd::REGION_READ, &req, &[]);
-        u32::from_le_bytes(p[16..20].try_into().unwrap())
-    }
-    fn dma_map(&mut self, iova: u64, size: u64, offset: u64, fd: Option<RawFd>) {
-        let mut m = 32u32.to_le_bytes().to_vec();
-        m.extend_from_slice(&3u32.to_le_bytes());
-        for x in [offset, iova, size] {
-            m.extend_from_slice(&x.to_le_bytes());
-        }
-        self.ok(proto::cmd::DMA_MAP, &m, fd.as_slice());
-    }
-}
-
-fn start(dir: &Path) -> (Server, Client, PathBuf) {
-    let sock = dir.join("dev.sock");
-    let ctl = dir.join("dev.ctl");
-    let child = Command::new(env!("CARGO_BIN_EXE_mnic-device"))
-        .args(["serve", "--strict", "--socket"])
-        .arg(&sock)
-        .arg("--control")
-        .arg(&ctl)
-        .spawn()
-        .unwrap();
-    let server = Server {
-        child,
-        dir: dir.to_path_buf(),
-    };
-    let t = Instant::now();
-    let s = loop {
-        if let Ok(s) = UnixStream::connect(&sock) {
-            break s;
-        }
-        assert!(t.elapsed() < TIMEOUT, "server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    s.set_read_timeout(Some(TIMEOUT)).unwrap();
-    (server, Client { s, id: 0 }, ctl)
-}
-
-fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(t.elapsed() < TIMEOUT, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
 
 fn wait_irq(e: &EventFd, what: &str) {
     wait_until(what, || e.read().is_ok());
@@ -223,17 +87,6 @@ fn command(opcode: u8, ctx: u16, arg0: u64, arg1: u64) -> mnic_abi::Command {
     }
 }
 
-fn stats(ctl: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mnic-device"))
-        .arg("stats")
-        .arg("--control")
-        .arg(ctl)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn stat(text: &str, name: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
@@ -242,14 +95,9 @@ fn stat(text: &str, name: &str) -> u64 {
 
 #[test]
 fn fault_resume_sync_and_hostile_tables() {
-    let dir = std::env::temp_dir().join(format!("mnic-dev-host-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let (_server, mut c, ctl) = start(&dir);
-
-    let mut v = vec![0, 0, 1, 0];
-    v.extend_from_slice(b"{}\0");
-    c.ok(proto::cmd::VERSION, &v, &[]);
+    let dir = common::tmpdir("host");
+    let (_server, mut c, ctl) = common::start(&dir, &["--strict"]);
+    c.version();
 
     // Guest RAM: a memfd the test maps too (the "guest" side), and a ROM range
     // without fd.
@@ -274,7 +122,7 @@ fn fault_resume_sync_and_hostile_tables() {
     ] {
         s.extend_from_slice(&x.to_le_bytes());
     }
-    c.ok(
+    c.ok_fds(
         proto::cmd::DEVICE_SET_IRQS,
         &s,
         &[irq_ev.as_raw_fd(), irq_cmd.as_raw_fd()],
@@ -419,11 +267,7 @@ fn fault_resume_sync_and_hostile_tables() {
     assert_eq!(stat(&st, "stale_accesses"), 0);
 
     // DMA_UNMAP of RAM is answered (after draining); then the device has no RAM.
-    let mut u = 24u32.to_le_bytes().to_vec();
-    u.extend_from_slice(&0u32.to_le_bytes());
-    u.extend_from_slice(&0u64.to_le_bytes());
-    u.extend_from_slice(&RAM.to_le_bytes());
-    c.ok(proto::cmd::DMA_UNMAP, &u, &[]);
+    c.ok(proto::cmd::DMA_UNMAP, &common::unmap_req(0, RAM));
     c.write(BAR_DOORBELLS, 4096, 3);
     assert_eq!(c.read(reg::ID), mnic_abi::MNIC_ID_VALUE);
     c.s.flush().unwrap();

@@ -1,130 +1,17 @@
 //! Drives `mnic-device serve` as a vfio-user client over its UNIX socket.
 
+mod common;
+
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
+use common::{le32, start, tmpdir, u32s};
 use mnic_abi::{counter, reg, BAR_REGS, BAR_REGS_SIZE, MNIC_ID_VALUE, MNIC_VENDOR_ID};
-use mnic_device::proto::{cmd, Header, FLAG_ERROR, FLAG_NO_REPLY, FLAG_REPLY, HEADER_SIZE};
-
-struct Client {
-    s: UnixStream,
-    next_id: u16,
-}
-
-impl Client {
-    fn send(&mut self, command: u16, flags: u32, payload: &[u8]) -> u16 {
-        self.next_id = self.next_id.wrapping_add(1);
-        let h = Header {
-            msg_id: self.next_id,
-            command,
-            flags,
-            ..Header::default()
-        };
-        self.s.write_all(&h.message(payload)).unwrap();
-        self.next_id
-    }
-    fn recv(&mut self) -> (Header, Vec<u8>) {
-        let mut hb = [0u8; HEADER_SIZE];
-        self.s.read_exact(&mut hb).unwrap();
-        let h = Header::decode(&hb);
-        let mut p = vec![0u8; h.size as usize - HEADER_SIZE];
-        self.s.read_exact(&mut p).unwrap();
-        (h, p)
-    }
-    fn call(&mut self, command: u16, payload: &[u8]) -> (Header, Vec<u8>) {
-        let id = self.send(command, 0, payload);
-        let (h, p) = self.recv();
-        assert_eq!(h.msg_id, id);
-        assert_eq!(h.command, command);
-        assert_eq!(h.flags & 0xf, FLAG_REPLY);
-        (h, p)
-    }
-    fn ok(&mut self, command: u16, payload: &[u8]) -> Vec<u8> {
-        let (h, p) = self.call(command, payload);
-        assert_eq!(
-            h.flags & FLAG_ERROR,
-            0,
-            "command {command} failed: {}",
-            h.error
-        );
-        p
-    }
-    fn region_read(&mut self, region: u32, offset: u64, count: u32) -> Vec<u8> {
-        let mut req = offset.to_le_bytes().to_vec();
-        req.extend_from_slice(&region.to_le_bytes());
-        req.extend_from_slice(&count.to_le_bytes());
-        let p = self.ok(cmd::REGION_READ, &req);
-        assert_eq!(&p[..16], &req[..]);
-        p[16..].to_vec()
-    }
-}
-
-fn u32s(v: &[u32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-fn le32(b: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap())
-}
-
-/// The server process and its directory: killed (if still running) and removed on every
-/// path out of a test, panics included.
-struct Served {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn start(dir: &Path) -> (Served, Client, PathBuf) {
-    let sock = dir.join("dev.sock");
-    let ctl = dir.join("dev.ctl");
-    let child = Command::new(env!("CARGO_BIN_EXE_mnic-device"))
-        .arg("serve")
-        .arg("--socket")
-        .arg(&sock)
-        .arg("--control")
-        .arg(&ctl)
-        .spawn()
-        .unwrap();
-    let t = Instant::now();
-    let s = loop {
-        if let Ok(s) = UnixStream::connect(&sock) {
-            break s;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let served = Served {
-        child,
-        dir: dir.to_path_buf(),
-    };
-    (served, Client { s, next_id: 0 }, ctl)
-}
-
-fn tmpdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("mnic-dev-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use mnic_device::proto::{cmd, Header, FLAG_ERROR, FLAG_NO_REPLY};
 
 #[test]
 fn protocol_session() {
     let dir = tmpdir("proto");
-    let (mut srv, mut c, ctl) = start(&dir);
+    let (mut srv, mut c, ctl) = start(&dir, &[]);
 
     // VERSION
     let mut v = vec![0, 0, 1, 0];
@@ -170,11 +57,7 @@ fn protocol_session() {
         m.extend_from_slice(&x.to_le_bytes());
     }
     c.ok(cmd::DMA_MAP, &m);
-    let mut u = u32s(&[24, 0]);
-    for x in [0xc0000u64, 0x20000] {
-        u.extend_from_slice(&x.to_le_bytes());
-    }
-    c.ok(cmd::DMA_UNMAP, &u);
+    c.ok(cmd::DMA_UNMAP, &common::unmap_req(0xc0000, 0x20000));
 
     // Config space vendor id and BAR0 ID register.
     let d = c.region_read(7, 0, 4);
@@ -207,14 +90,7 @@ fn protocol_session() {
     assert_eq!(le32(&p, 2), 9);
 
     // The stats subcommand sees the bad access.
-    let out = Command::new(env!("CARGO_BIN_EXE_mnic-device"))
-        .arg("stats")
-        .arg("--control")
-        .arg(&ctl)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = common::stats(&ctl);
     assert_eq!(text.lines().count(), counter::NAMES.len());
     assert!(text.contains("bad_mmio 1\n"), "{text}");
 
@@ -227,7 +103,7 @@ fn protocol_session() {
 #[test]
 fn garbage_header_does_not_hang_or_panic() {
     let dir = tmpdir("garbage");
-    let (mut srv, mut c, _) = start(&dir);
+    let (mut srv, mut c, _) = start(&dir, &[]);
     // Oversized message: drained and refused, then the session continues.
     let h = Header {
         msg_id: 1,

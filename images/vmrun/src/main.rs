@@ -4,7 +4,8 @@
 //! shared memfd and a `vfio-user-pci` device per server, streams the serial console,
 //! enforces a timeout, and exits with the status of the guest's job (reported by the
 //! guest's init as `MNIC-EXIT=<n>`). Sockets, logs and the per-run archive live in a
-//! per-run directory that is removed afterwards; every process it started is ended by PID.
+//! per-run directory that is removed afterwards; every process it started is ended by PID
+//! (each `mnic-device serve` is a supervisor that ends its engine process by PID in turn).
 
 mod initramfs;
 mod processes;
@@ -99,7 +100,8 @@ struct RunArgs {
     /// Start the device servers in strict mode (a stale access halts the device).
     #[arg(long)]
     strict: bool,
-    /// Kill device server 0 (SIGKILL) this many seconds after boot (fault injection).
+    /// Kill device 0's engine process (SIGKILL) this many seconds after boot (fault
+    /// injection: the device falls off the bus, its supervisor keeps QEMU's socket open).
     #[arg(long)]
     kill_device_after: Option<u64>,
     /// Print the device counters (host side) when the job ends.
@@ -178,6 +180,11 @@ impl RunDir {
     }
 }
 
+/// The file where device `i`'s supervisor writes its engine's PID.
+fn engine_pid_file(rd: &RunDir, i: u32) -> PathBuf {
+    rd.path(&format!("mnic{i}.engine.pid"))
+}
+
 fn start_device(bin: &Path, rd: &RunDir, i: u32, strict: bool) -> Result<Owned> {
     let sock = rd.path(&format!("mnic{i}.sock"));
     let ctl = rd.path(&format!("mnic{i}.ctl"));
@@ -187,7 +194,9 @@ fn start_device(bin: &Path, rd: &RunDir, i: u32, strict: bool) -> Result<Owned> 
         .arg("--socket")
         .arg(&sock)
         .arg("--control")
-        .arg(&ctl);
+        .arg(&ctl)
+        .arg("--engine-pid")
+        .arg(engine_pid_file(rd, i));
     if strict {
         cmd.arg("--strict");
     }
@@ -443,13 +452,17 @@ fn run(a: &RunArgs) -> Result<i32> {
         }
         if let (Some(after), false) = (a.kill_device_after, killed_device) {
             if started.elapsed() >= Duration::from_secs(after) {
-                if let Some(dev) = devices.first_mut() {
-                    eprintln!(
-                        "mnic-vm: killing {} (pid {}) as asked",
-                        dev.name(),
-                        dev.pid()
-                    );
-                    dev.stop(Duration::ZERO);
+                if let Some(dev) = devices.first() {
+                    match dev.kill_child(&engine_pid_file(&rd, 0)) {
+                        Ok(pid) => eprintln!(
+                            "mnic-vm: killed the engine (pid {pid}) of {} (pid {}) as asked",
+                            dev.name(),
+                            dev.pid()
+                        ),
+                        Err(e) => {
+                            eprintln!("mnic-vm: cannot kill the engine of {}: {e:#}", dev.name())
+                        }
+                    }
                 }
                 killed_device = true;
             }

@@ -2,7 +2,8 @@
 //! by name) when its guard drops, on every path out of the runner: success, error,
 //! timeout, panic unwinding, or a SIGINT/SIGTERM the runner turns into an orderly exit.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -61,6 +62,35 @@ impl Owned {
         child.wait().ok()
     }
 
+    /// Kills (SIGKILL) the child of this process whose PID is in `pid_file` (the engine
+    /// of a `mnic-device serve --engine-pid`); returns that PID. A PID that is not this
+    /// process's child (any more) is refused: its own parent ends it otherwise.
+    pub fn kill_child(&self, pid_file: &Path) -> Result<u32> {
+        let text = std::fs::read_to_string(pid_file)
+            .with_context(|| format!("reading {}", pid_file.display()))?;
+        let pid = text
+            .trim()
+            .parse::<i32>()
+            .ok()
+            .filter(|&p| p > 1)
+            .with_context(|| format!("{}: not a PID: {text:?}", pid_file.display()))?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("process {pid}"))?;
+        // Fields after the command name (which may hold spaces): state, ppid, ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid != Some(self.pid()) {
+            bail!("process {pid} is not a child of {} ({ppid:?})", self.pid());
+        }
+        // SAFETY: kill(2) on a PID just checked to be our child's child; its parent has
+        // not reaped it (it is still listed with that parent).
+        if unsafe { libc::kill(pid, libc::SIGKILL) } != 0 {
+            bail!("kill {pid}: {}", std::io::Error::last_os_error());
+        }
+        Ok(pid as u32)
+    }
+
     /// Name given at spawn.
     pub fn name(&self) -> &str {
         &self.name
@@ -71,5 +101,42 @@ impl Drop for Owned {
     fn drop(&mut self) {
         self.stop(Duration::from_secs(2));
         self.child = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kill_child_kills_only_a_child_of_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pid");
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"sleep 60 & echo $! > "$0"; wait"#)
+            .arg(&file);
+        let mut sh = Owned::spawn("sh", &mut cmd).unwrap();
+        let t = Instant::now();
+        while std::fs::read_to_string(&file).map_or(true, |s| !s.ends_with('\n')) {
+            assert!(t.elapsed() < Duration::from_secs(10), "no PID file");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Not its child: refused.
+        let other = dir.path().join("other");
+        std::fs::write(&other, format!("{}\n", std::process::id())).unwrap();
+        assert!(sh.kill_child(&other).is_err());
+        std::fs::write(&other, "0\n").unwrap();
+        assert!(sh.kill_child(&other).is_err());
+        // Its child: killed; `wait` in the shell then returns and the shell exits.
+        sh.kill_child(&file).unwrap();
+        let t = Instant::now();
+        while sh.try_wait().unwrap().is_none() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the child was not killed"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
