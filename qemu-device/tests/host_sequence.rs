@@ -9,29 +9,17 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use common::{stats, wait_until, Client};
-use mnic_abi::{cmd, completion, control, error, event, reg, status, work};
+use common::guest::{command, ctx_entry, try_enable, Cmdq};
+use common::guest::{CQ, CQ_VA, CTX_TABLE, DST_GPA, DST_VA, EVQ, RAM, ROM};
+use common::guest::{SRC_GPA, SRC_VA, SYNC_WORD, WQ, WQ_VA};
+use common::{msix_irqs_req, stats, unmap_req, wait_until, Client};
+use mnic_abi::{cmd, completion, control, error, event, reg, status};
 use mnic_abi::{Completion, CtxEntry, Event, WorkDesc, BAR_DOORBELLS, BAR_REGS, CMD_FLAG_IRQ};
 use mnic_device::mem::{self, GuestMem, GuestRam};
 use mnic_device::proto;
-use mnic_device::testkit::{memfd, Tables};
+use mnic_device::testkit::{memfd, Harness, Tables};
 use vmm_sys_util::eventfd::EventFd;
 use zerocopy::{FromBytes, IntoBytes};
-
-const RAM: u64 = 16 << 20;
-const ROM: u64 = 0x4000_0000;
-const CTX_TABLE: u64 = 0x1000;
-const CMDQ: u64 = 0x8000;
-const EVQ: u64 = 0x9000;
-const SYNC_WORD: u64 = 0xa000;
-const WQ: u64 = 0xb000;
-const CQ: u64 = 0xc000;
-const SRC_GPA: u64 = 0x20_0000;
-const DST_GPA: u64 = 0x30_0000;
-const WQ_VA: u64 = 0x7000_0000;
-const CQ_VA: u64 = 0x7000_1000;
-const SRC_VA: u64 = 0x1000_0000;
-const DST_VA: u64 = 0x2000_0000;
 
 fn wait_irq(e: &EventFd, what: &str) {
     wait_until(what, || e.read().is_ok());
@@ -49,42 +37,9 @@ fn completion_at(m: &GuestMem, i: u64) -> Completion {
     Completion::read_from_bytes(&b).unwrap()
 }
 
-/// The driver's side of the command ring.
-struct Cmdq {
-    tail: u32,
-}
-
-impl Cmdq {
-    /// Writes the command and rings CMDQ_TAIL.
-    fn ring(&mut self, c: &mut Client, m: &GuestMem, cm: mnic_abi::Command) {
-        mem::write(m, CMDQ + 32 * u64::from(self.tail), cm.as_bytes()).unwrap();
-        self.tail = (self.tail + 1) % 16;
-        c.write(BAR_REGS, reg::CMDQ_TAIL.into(), self.tail);
-    }
-    /// Rings the command and waits until the device has executed it.
-    fn post(&mut self, c: &mut Client, m: &GuestMem, cm: mnic_abi::Command) {
-        self.ring(c, m, cm);
-        self.wait(c);
-    }
-    fn wait(&mut self, c: &mut Client) {
-        let want = self.tail;
-        wait_until("CMDQ_HEAD", || c.read(reg::CMDQ_HEAD) == want);
-    }
-}
-
 /// Writes the PCI command register (config space offset 4).
 fn pci_command(c: &mut Client, v: u16) {
     c.write(proto::PCI_CONFIG_REGION_INDEX, 4, u32::from(v));
-}
-
-fn command(opcode: u8, ctx: u16, arg0: u64, arg1: u64) -> mnic_abi::Command {
-    mnic_abi::Command {
-        opcode,
-        ctx,
-        arg0,
-        arg1,
-        ..Default::default()
-    }
 }
 
 fn stat(text: &str, name: &str) -> u64 {
@@ -112,19 +67,9 @@ fn fault_resume_sync_and_hostile_tables() {
     // MSI-X: two eventfds.
     let irq_ev = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     let irq_cmd = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-    let mut s = Vec::new();
-    for x in [
-        20u32,
-        proto::IRQ_SET_DATA_EVENTFD | proto::IRQ_SET_ACTION_TRIGGER,
-        2,
-        0,
-        2,
-    ] {
-        s.extend_from_slice(&x.to_le_bytes());
-    }
     c.ok_fds(
         proto::cmd::DEVICE_SET_IRQS,
-        &s,
+        &msix_irqs_req(0, 2),
         &[irq_ev.as_raw_fd(), irq_cmd.as_raw_fd()],
     );
 
@@ -136,28 +81,11 @@ fn fault_resume_sync_and_hostile_tables() {
     t.map_4k(&m, DST_VA, DST_GPA, true); // the second DST page is missing
     let data: Vec<u8> = (0..8192u32).map(|i| (i * 13 % 251) as u8).collect();
     mem::write(&m, SRC_GPA, &data).unwrap();
-    let entry = CtxEntry {
-        flags: mnic_abi::CTX_FLAG_VALID,
-        wq_size_log2: 4,
-        cq_size_log2: 4,
-        root: t.root,
-        wq_va: WQ_VA,
-        cq_va: CQ_VA,
-        ..Default::default()
-    };
+    let entry = ctx_entry(t.root);
     mem::write(&m, CTX_TABLE + 64, entry.as_bytes()).unwrap();
 
     // Registers, enable in strict mode.
-    for (r, v) in [
-        (reg::CTX_TABLE_LO, CTX_TABLE as u32),
-        (reg::CMDQ_BASE_LO, CMDQ as u32),
-        (reg::CMDQ_SIZE_LOG2, 4),
-        (reg::EVQ_BASE_LO, EVQ as u32),
-        (reg::EVQ_SIZE_LOG2, 4),
-        (reg::CONTROL, control::ENABLE | control::STRICT),
-    ] {
-        c.write(BAR_REGS, r.into(), v);
-    }
+    try_enable(&mut c, control::ENABLE | control::STRICT).unwrap();
     assert_eq!(c.read(reg::STATUS), status::ENABLED);
     // Bus mastering is off after reset (spec §3): with memory decoding alone, a doorbell
     // makes the device do nothing at all.
@@ -176,15 +104,7 @@ fn fault_resume_sync_and_hostile_tables() {
     q.wait(&mut c);
 
     // COPY of two pages through the doorbell: the second destination page faults.
-    let d = WorkDesc {
-        opcode: work::COPY,
-        flags: work::FLAG_NOTIFY,
-        len: 8192,
-        tag: 0xabc,
-        src: SRC_VA,
-        dst: DST_VA,
-        ..Default::default()
-    };
+    let d = Harness::copy_desc(SRC_VA, DST_VA, 8192, 0xabc);
     mem::write(&m, WQ, d.as_bytes()).unwrap();
     c.write(BAR_DOORBELLS, 4096, 1);
     wait_irq(&irq_ev, "the fault interrupt");
@@ -267,7 +187,7 @@ fn fault_resume_sync_and_hostile_tables() {
     assert_eq!(stat(&st, "stale_accesses"), 0);
 
     // DMA_UNMAP of RAM is answered (after draining); then the device has no RAM.
-    c.ok(proto::cmd::DMA_UNMAP, &common::unmap_req(0, RAM));
+    c.ok(proto::cmd::DMA_UNMAP, &unmap_req(0, 0, RAM));
     c.write(BAR_DOORBELLS, 4096, 3);
     assert_eq!(c.read(reg::ID), mnic_abi::MNIC_ID_VALUE);
     c.s.flush().unwrap();

@@ -57,7 +57,7 @@ fn protocol_session() {
         m.extend_from_slice(&x.to_le_bytes());
     }
     c.ok(cmd::DMA_MAP, &m);
-    c.ok(cmd::DMA_UNMAP, &common::unmap_req(0xc0000, 0x20000));
+    c.ok(cmd::DMA_UNMAP, &common::unmap_req(0, 0xc0000, 0x20000));
 
     // Config space vendor id and BAR0 ID register.
     let d = c.region_read(7, 0, 4);

@@ -11,7 +11,8 @@ use std::path::Path;
 use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{region_req, signal, start, start_with, tmpdir, u32s, unmap_req, Client, TIMEOUT};
+use common::{msix_irqs_req, region_req, signal, start, start_with, tmpdir, u32s, unmap_req};
+use common::{Client, TIMEOUT};
 use mnic_abi::{reg, BAR_DOORBELLS, BAR_REGS, MNIC_ID_VALUE};
 use mnic_device::proto::{self, cmd, FLAG_ERROR, FLAG_NO_REPLY};
 use mnic_device::testkit::memfd;
@@ -121,17 +122,12 @@ fn killed_engine_falls_off_the_bus() {
     let mut echo = u32s(&[24, 0]);
     echo.extend_from_slice(&0u64.to_le_bytes());
     echo.extend_from_slice(&(1u64 << 20).to_le_bytes());
-    assert_eq!(c.ok(cmd::DMA_UNMAP, &unmap_req(0, 1 << 20)), echo);
+    assert_eq!(c.ok(cmd::DMA_UNMAP, &unmap_req(0, 0, 1 << 20)), echo);
     let irqs = [0, 1].map(|_| EventFd::new(libc::EFD_NONBLOCK).unwrap());
-    let set = u32s(&[
-        20,
-        proto::IRQ_SET_DATA_EVENTFD | proto::IRQ_SET_ACTION_TRIGGER,
-        proto::PCI_MSIX_IRQ_INDEX,
-        0,
-        2,
-    ]);
     let fds = irqs.each_ref().map(|e| e.as_raw_fd());
-    assert!(c.ok_fds(cmd::DEVICE_SET_IRQS, &set, &fds).is_empty());
+    assert!(c
+        .ok_fds(cmd::DEVICE_SET_IRQS, &msix_irqs_req(0, 2), &fds)
+        .is_empty());
     assert!(c.ok(cmd::DEVICE_RESET, &[]).is_empty());
     // Anything else: ENODEV.
     assert_eq!(

@@ -797,6 +797,15 @@ fn copy(h: &mut Harness, len: u32, tag: u64) {
     h.run();
 }
 
+/// A harness (`strict` or not) with context 1 over `pages` of SRC and DST buffers, the
+/// oracle armed for it: its generation.
+fn armed(strict: bool, pages: u64) -> (Harness, u32) {
+    let mut h = Harness::new(strict);
+    ctx_with_buffers(&mut h, 1, pages);
+    let g = arm(&mut h, 1);
+    (h, g)
+}
+
 fn halted(h: &Harness) -> bool {
     h.reg(reg::STATUS) & status::HALTED != 0
 }
@@ -808,9 +817,7 @@ fn halted(h: &Harness) -> bool {
 #[test]
 fn oracle_catches_access_through_translation_older_than_report() {
     for strict in [false, true] {
-        let mut h = Harness::new(strict);
-        ctx_with_buffers(&mut h, 1, 2);
-        let g = arm(&mut h, 1);
+        let (mut h, g) = armed(strict, 2);
         copy(&mut h, 64, 1);
         assert_eq!(h.completions(1)[0].status, completion::OK);
         h.unmap(1, SRC);
@@ -845,9 +852,7 @@ fn oracle_catches_access_through_translation_older_than_report() {
 /// report, then a new mapping. The translation walked after the report is fine.
 #[test]
 fn oracle_accepts_translation_walked_after_report() {
-    let mut h = Harness::new(true);
-    ctx_with_buffers(&mut h, 1, 2);
-    let g = arm(&mut h, 1);
+    let (mut h, g) = armed(true, 2);
     copy(&mut h, 2 * 4096, 1);
     h.unmap(1, SRC);
     h.command(cmd::INVALIDATE_RANGE, 1, SRC, 4096);
@@ -902,9 +907,7 @@ fn oracle_ignores_reports_that_do_not_cover_the_access() {
 /// CTX_DISABLE and a device reset end the watch: generation 0, reports forgotten.
 #[test]
 fn oracle_watch_ends_with_ctx_disable_and_reset() {
-    let mut h = Harness::new(true);
-    ctx_with_buffers(&mut h, 1, 1);
-    let g = arm(&mut h, 1);
+    let (mut h, g) = armed(true, 1);
     let g2 = arm(&mut h, 2);
     h.command(cmd::CTX_DISABLE, 1, 0, 0);
     h.run();
@@ -923,9 +926,7 @@ fn oracle_watch_ends_with_ctx_disable_and_reset() {
 /// the range (4 KiB or 2 MiB), counted once per report.
 #[test]
 fn oracle_table_check() {
-    let mut h = Harness::new(false);
-    ctx_with_buffers(&mut h, 1, 2);
-    let g = arm(&mut h, 1);
+    let (mut h, g) = armed(false, 2);
     h.unmap(1, DST);
     report(&mut h, 1, g, DST, DST + 4096);
     assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 0, "leaf cleared");
@@ -957,9 +958,7 @@ fn oracle_table_check() {
 /// round (ERROR event, counters).
 #[test]
 fn oracle_table_violation_halts_in_strict_mode() {
-    let mut h = Harness::new(true);
-    ctx_with_buffers(&mut h, 1, 1);
-    let g = arm(&mut h, 1);
+    let (mut h, g) = armed(true, 1);
     report(&mut h, 1, g, DST, DST + 4096);
     assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 1);
     assert!(halted(&h), "before the engine ran");
@@ -1088,9 +1087,7 @@ fn oracle_halt_during_a_stall_stops_the_access() {
 /// to one walked after it is judged on its own.
 #[test]
 fn oracle_hot_stretch_keeps_walk_times_apart() {
-    let mut h = Harness::new(false);
-    ctx_with_buffers(&mut h, 1, 2);
-    let g = arm(&mut h, 1);
+    let (mut h, g) = armed(false, 2);
     // The second pages, walked now; then the driver clears SRC's second page without
     // telling the device, and the oracle reports it.
     h.post(1, Harness::copy_desc(SRC + 4096, DST + 4096, 4096, 1));
@@ -1182,9 +1179,7 @@ fn debug_stall_delays_the_next_access() {
 /// socket thread. The access, made after the report, is a violation.
 #[test]
 fn oracle_report_during_a_stalled_step_is_caught() {
-    let mut h = Harness::new(true);
-    ctx_with_buffers(&mut h, 1, 1);
-    let g = arm(&mut h, 1);
+    let (mut h, g) = armed(true, 1);
     h.post(1, Harness::copy_desc(SRC, DST, 4096, 1));
     let m = h.mem();
     h.core.poll(&m); // fetch the descriptor

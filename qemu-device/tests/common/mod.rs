@@ -2,16 +2,18 @@
 //! directory, and a vfio-user client over its socket (the test plays QEMU).
 #![allow(dead_code)] // each test crate uses a part of it
 
-use std::io::Read;
+pub mod guest;
+
+use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use mnic_abi::BAR_REGS;
-use mnic_device::proto::{cmd, Header, FLAG_ERROR, FLAG_REPLY, FLAG_TYPE_MASK, HEADER_SIZE};
-use mnic_device::server::send_with_fds;
+use mnic_device::proto::{self, cmd, Header, FLAG_ERROR, FLAG_REPLY, FLAG_TYPE_MASK};
+use mnic_device::server::{dma_unmap_reply, recv_message, region_echo, send_with_fds};
 
 /// How long a reply or a process may take.
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,6 +23,16 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Served {
     pub child: Child,
     pub dir: PathBuf,
+}
+
+impl Served {
+    /// `Err(status)` once the server has exited.
+    pub fn alive(&mut self) -> Result<(), ExitStatus> {
+        match self.child.try_wait().unwrap() {
+            Some(st) => Err(st),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Drop for Served {
@@ -124,18 +136,38 @@ pub fn le32(b: &[u8], i: usize) -> u32 {
 
 /// A REGION_READ/WRITE request: offset, region, count (and the data of a write).
 pub fn region_req(region: u32, offset: u64, count: u32, data: &[u8]) -> Vec<u8> {
-    let mut req = offset.to_le_bytes().to_vec();
-    req.extend_from_slice(&u32s(&[region, count]));
+    // The reply's echo is the request's start.
+    let mut req = region_echo(offset, region, count);
     req.extend_from_slice(data);
     req
 }
 
-/// A DMA_UNMAP request.
-pub fn unmap_req(iova: u64, size: u64) -> Vec<u8> {
-    let mut u = u32s(&[24, 0]);
-    u.extend_from_slice(&iova.to_le_bytes());
-    u.extend_from_slice(&size.to_le_bytes());
-    u
+/// A DMA_MAP request (read and write) of `size` bytes at `iova`, at `offset` in the fd
+/// sent with it if any.
+pub fn dma_map_req(iova: u64, size: u64, offset: u64) -> Vec<u8> {
+    let mut m = u32s(&[32, proto::DMA_MAP_FLAG_READ | proto::DMA_MAP_FLAG_WRITE]);
+    for x in [offset, iova, size] {
+        m.extend_from_slice(&x.to_le_bytes());
+    }
+    m
+}
+
+/// A DMA_UNMAP request with `flags` (`DMA_UNMAP_FLAG_*`).
+pub fn unmap_req(flags: u32, iova: u64, size: u64) -> Vec<u8> {
+    // The reply echoes the request's table entry.
+    dma_unmap_reply(flags, iova, size)
+}
+
+/// A DEVICE_SET_IRQS request giving MSI-X vectors `start..start + count` the eventfds
+/// sent with it.
+pub fn msix_irqs_req(start: u32, count: u32) -> Vec<u8> {
+    u32s(&[
+        20,
+        proto::IRQ_SET_DATA_EVENTFD | proto::IRQ_SET_ACTION_TRIGGER,
+        proto::PCI_MSIX_IRQ_INDEX,
+        start,
+        count,
+    ])
 }
 
 /// A vfio-user client: the test plays QEMU.
@@ -146,7 +178,13 @@ pub struct Client {
 
 impl Client {
     /// Sends a request with `fds`; returns its message id.
-    pub fn send_fds(&mut self, command: u16, flags: u32, payload: &[u8], fds: &[RawFd]) -> u16 {
+    pub fn try_send_fds(
+        &mut self,
+        command: u16,
+        flags: u32,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> io::Result<u16> {
         self.id = self.id.wrapping_add(1);
         let h = Header {
             msg_id: self.id,
@@ -154,78 +192,115 @@ impl Client {
             flags,
             ..Header::default()
         };
-        send_with_fds(self.s.as_raw_fd(), &h.message(payload), fds).unwrap();
-        self.id
+        send_with_fds(self.s.as_raw_fd(), &h.message(payload), fds)?;
+        Ok(self.id)
+    }
+    /// [`Client::try_send_fds`] that must succeed.
+    pub fn send_fds(&mut self, command: u16, flags: u32, payload: &[u8], fds: &[RawFd]) -> u16 {
+        self.try_send_fds(command, flags, payload, fds).unwrap()
     }
     /// Sends a request; returns its message id.
     pub fn send(&mut self, command: u16, flags: u32, payload: &[u8]) -> u16 {
         self.send_fds(command, flags, payload, &[])
     }
+    /// The next message from the server (`Err` also when it closed the connection).
+    pub fn try_recv(&mut self) -> io::Result<(Header, Vec<u8>)> {
+        let m = recv_message(self.s.as_raw_fd())?.ok_or(io::ErrorKind::UnexpectedEof)?;
+        let p = m.payload.ok_or(io::ErrorKind::InvalidData)?;
+        Ok((m.hdr, p))
+    }
     /// The next message from the server.
     pub fn recv(&mut self) -> (Header, Vec<u8>) {
-        let mut hb = [0u8; HEADER_SIZE];
-        self.s.read_exact(&mut hb).unwrap();
-        let h = Header::decode(&hb);
-        let mut p = vec![0u8; h.size as usize - HEADER_SIZE];
-        self.s.read_exact(&mut p).unwrap();
-        (h, p)
+        self.try_recv().unwrap()
+    }
+    /// A request with `fds` and its reply (an error reply too); `Err` if the server
+    /// does not answer.
+    pub fn try_call_fds(
+        &mut self,
+        command: u16,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> io::Result<(Header, Vec<u8>)> {
+        let id = self.try_send_fds(command, 0, payload, fds)?;
+        let (h, p) = self.try_recv()?;
+        assert_eq!((h.msg_id, h.command), (id, command));
+        assert_eq!(h.flags & FLAG_TYPE_MASK, FLAG_REPLY);
+        Ok((h, p))
     }
     /// A request with `fds` and its reply.
     pub fn call_fds(&mut self, command: u16, payload: &[u8], fds: &[RawFd]) -> (Header, Vec<u8>) {
-        let id = self.send_fds(command, 0, payload, fds);
-        let (h, p) = self.recv();
-        assert_eq!((h.msg_id, h.command), (id, command));
-        assert_eq!(h.flags & FLAG_TYPE_MASK, FLAG_REPLY);
-        (h, p)
+        self.try_call_fds(command, payload, fds).unwrap()
     }
     /// A request and its reply.
     pub fn call(&mut self, command: u16, payload: &[u8]) -> (Header, Vec<u8>) {
         self.call_fds(command, payload, &[])
     }
-    /// A request with `fds` that must succeed: the reply payload.
-    pub fn ok_fds(&mut self, command: u16, payload: &[u8], fds: &[RawFd]) -> Vec<u8> {
-        let (h, p) = self.call_fds(command, payload, fds);
+    /// A request with `fds` that must succeed if answered: the reply payload.
+    pub fn try_ok_fds(
+        &mut self,
+        command: u16,
+        payload: &[u8],
+        fds: &[RawFd],
+    ) -> io::Result<Vec<u8>> {
+        let (h, p) = self.try_call_fds(command, payload, fds)?;
         assert_eq!(
             h.flags & FLAG_ERROR,
             0,
             "command {command}: errno {}",
             h.error
         );
-        p
+        Ok(p)
+    }
+    /// A request with `fds` that must succeed: the reply payload.
+    pub fn ok_fds(&mut self, command: u16, payload: &[u8], fds: &[RawFd]) -> Vec<u8> {
+        self.try_ok_fds(command, payload, fds).unwrap()
     }
     /// A request that must succeed: the reply payload.
     pub fn ok(&mut self, command: u16, payload: &[u8]) -> Vec<u8> {
         self.ok_fds(command, payload, &[])
     }
-    /// VERSION negotiation.
-    pub fn version(&mut self) {
+    /// VERSION negotiation: the reply payload (version and capabilities).
+    pub fn version(&mut self) -> Vec<u8> {
         let mut v = vec![0, 0, 1, 0];
         v.extend_from_slice(b"{}\0");
-        self.ok(cmd::VERSION, &v);
+        self.ok(cmd::VERSION, &v)
+    }
+    /// REGION_READ of `count` bytes that must succeed if answered: the data.
+    pub fn try_region_read(&mut self, region: u32, offset: u64, count: u32) -> io::Result<Vec<u8>> {
+        let req = region_req(region, offset, count, &[]);
+        let p = self.try_ok_fds(cmd::REGION_READ, &req, &[])?;
+        assert_eq!(&p[..16], &req[..]);
+        Ok(p[16..].to_vec())
     }
     /// REGION_READ of `count` bytes: the data.
     pub fn region_read(&mut self, region: u32, offset: u64, count: u32) -> Vec<u8> {
-        let req = region_req(region, offset, count, &[]);
-        let p = self.ok(cmd::REGION_READ, &req);
-        assert_eq!(&p[..16], &req[..]);
-        p[16..].to_vec()
+        self.try_region_read(region, offset, count).unwrap()
+    }
+    /// A 4-byte REGION_WRITE that must succeed if answered.
+    pub fn try_write(&mut self, region: u32, off: u64, v: u32) -> io::Result<()> {
+        let req = region_req(region, off, 4, &v.to_le_bytes());
+        let p = self.try_ok_fds(cmd::REGION_WRITE, &req, &[])?;
+        assert_eq!(&p[..], &req[..16]);
+        Ok(())
     }
     /// A 4-byte REGION_WRITE.
     pub fn write(&mut self, region: u32, off: u64, v: u32) {
-        let req = region_req(region, off, 4, &v.to_le_bytes());
-        let p = self.ok(cmd::REGION_WRITE, &req);
-        assert_eq!(&p[..], &req[..16]);
+        self.try_write(region, off, v).unwrap()
+    }
+    /// A 4-byte read of BAR0 that must succeed if answered.
+    pub fn try_read(&mut self, off: u32) -> io::Result<u32> {
+        Ok(le32(&self.try_region_read(BAR_REGS, off.into(), 4)?, 0))
     }
     /// A 4-byte read of BAR0.
     pub fn read(&mut self, off: u32) -> u32 {
-        le32(&self.region_read(BAR_REGS, off.into(), 4), 0)
+        self.try_read(off).unwrap()
     }
     /// DMA_MAP of `size` bytes at `iova`, backed by `fd` at `offset` if given.
     pub fn dma_map(&mut self, iova: u64, size: u64, offset: u64, fd: Option<RawFd>) {
-        let mut m = u32s(&[32, 3]);
-        for x in [offset, iova, size] {
-            m.extend_from_slice(&x.to_le_bytes());
-        }
-        self.ok_fds(cmd::DMA_MAP, &m, fd.as_slice());
+        self.ok_fds(
+            cmd::DMA_MAP,
+            &dma_map_req(iova, size, offset),
+            fd.as_slice(),
+        );
     }
 }
