@@ -74,6 +74,11 @@ fn main() {
         ("garbage_registers", stress::garbage_registers, true),
         // Only in their own boots (mnic-vm run --kill-device-after; --devices 2).
         ("device_killed", stress::device_killed, false),
+        (
+            "device_killed_under_load",
+            stress::device_killed_under_load,
+            false,
+        ),
         ("two_nics", devices::two_nics, false),
         // The invariant's holes (holes.rs): in their own boot, a strict device halts on one.
         (

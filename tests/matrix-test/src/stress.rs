@@ -1128,6 +1128,111 @@ pub fn device_killed() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// The device process dies *under load* (`mnic-vm run --kill-device-after`): traffic and
+/// invalidations run without pause until the device stops answering. The device process is a
+/// supervisor that keeps QEMU's socket and answers for the dead engine, so the guest sees a
+/// device that fell off the bus (registers read all ones, nothing completes) instead of QEMU
+/// aborting on a request in flight. The driver must notice (an all-ones read, or a SYNC that
+/// never completes), report ENODEV, let the invalidation, munmap and close return, and unload.
+/// Only run explicitly, in its own boot.
+pub fn device_killed_under_load() -> CaseResult {
+    let win = KlogWindow::new("device_killed_under_load", false)?;
+    let ctx = ctxq()?;
+    let len = 1 << 20;
+    let m = Map::anon(len)?;
+    m.fill(0, len, 710);
+    let r = reg_raw(&ctx, m.va(), len, Access::READ_WRITE)?;
+    let start = Instant::now();
+    let (mut items, mut seed) = (0u64, 0u64);
+    // Register reads back to back (the driver's debugfs counters: 46 MMIO reads a file), so
+    // that a guest request is in flight when the device dies: the case that made QEMU abort.
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let reading = reading.clone();
+        let path = format!("/sys/kernel/debug/mnic{}/device", ctx.info().minor);
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                match fs::read_to_string(&path) {
+                    Ok(text) if !text.contains("device gone") => reads += 1,
+                    _ => break,
+                }
+            }
+            reads
+        })
+    };
+    // Load until the device fails a work item or an invalidation (bounded: the kill comes
+    // about 20 s after the VM starts).
+    let failed_with = loop {
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err(format!(
+                "the device still answered after {items} traffic items: was it killed?"
+            ));
+        }
+        seed += 1;
+        let w = Traffic::new(m.va(), len as u32)
+            .ops(2000)
+            .pattern(Pattern::RandomRw)
+            .seed(seed)
+            .build()
+            .map_err(e("traffic"))?;
+        if let Err(err) = ctx.run(&w, Some(Duration::from_secs(5))) {
+            break err.to_string();
+        }
+        items += 1;
+        m.madvise(
+            (seed as usize % 16) * (64 << 10),
+            64 << 10,
+            libc::MADV_DONTNEED,
+        )?;
+    };
+    let t_failed = start.elapsed();
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    let reads = reader
+        .join()
+        .map_err(|_| "register reader panicked".to_string())?;
+    // An invalidation now: it must return (the device is stopped, or known gone).
+    let t = Instant::now();
+    m.madvise(0, len, libc::MADV_DONTNEED)?;
+    let t_madvise = t.elapsed();
+    let stats_after = ctx.ctx_stats();
+    let t = Instant::now();
+    m.munmap(0, len)?;
+    let t_munmap = t.elapsed();
+    drop(r);
+    let t = Instant::now();
+    drop(ctx);
+    let t_close = t.elapsed();
+    let log = win.clean()?;
+    let declared = log
+        .iter()
+        .find(|l| l.contains("not responding"))
+        .cloned()
+        .unwrap_or_default();
+    let (rmmod_ok, rmmod) = run_cmd("rmmod", "mnic")?;
+    note(format!(
+        "{items} traffic items and {reads} reads of the counters, then after {t_failed:?}: \
+         {failed_with}; MADV_DONTNEED {t_madvise:?}; munmap {t_munmap:?}; close {t_close:?}; \
+         kernel: {}",
+        declared.trim()
+    ));
+    check(t_madvise < Duration::from_secs(5), || {
+        format!("an invalidation on the dead device took {t_madvise:?}")
+    })?;
+    check(matches!(stats_after, Err(Error::DeviceGone { .. })), || {
+        format!("ioctls do not report ENODEV after the device died: {stats_after:?}")
+    })?;
+    check(
+        t_munmap < Duration::from_secs(5) && t_close < Duration::from_secs(5),
+        || "munmap or close hung on the dead device".into(),
+    )?;
+    check(!declared.is_empty(), || {
+        "no 'not responding' in the kernel log".into()
+    })?;
+    check(rmmod_ok, || format!("rmmod: {rmmod}"))?;
+    Ok(Outcome::Pass)
+}
+
 /// Maps `len` bytes of a PCI resource file (a BAR) of the device for volatile accesses.
 struct Bar {
     ptr: *mut u32,
