@@ -9,6 +9,7 @@
 
 mod initramfs;
 mod processes;
+mod qmp;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -104,6 +105,11 @@ struct RunArgs {
     /// injection: the device falls off the bus, its supervisor keeps QEMU's socket open).
     #[arg(long)]
     kill_device_after: Option<u64>,
+    /// Start one more device server this many seconds after boot and hot-add it to the
+    /// running guest (QMP `device_add` into a PCIe root port kept free for it): the
+    /// replacement of a device that died.
+    #[arg(long)]
+    hot_add_device_after: Option<u64>,
     /// Print the device counters (host side) when the job ends.
     #[arg(long)]
     stats: bool,
@@ -312,7 +318,37 @@ fn qemu_command(a: &RunArgs, rd: &RunDir, initrd: &Path) -> Command {
             &format!(r#"{{"driver":"vfio-user-pci","id":"mnic{i}","socket":{{"type":"unix","path":"{}"}}}}"#, sock.display()),
         ]);
     }
+    if a.hot_add_device_after.is_some() {
+        // An empty root port with hot-plug, and the monitor that plugs into it. Native PCIe
+        // hot-plug (the guest's pciehp): QEMU's default on q35 is ACPI hot-plug, which would
+        // keep the port from the guest's native driver.
+        q.args([
+            "-global",
+            "ICH9-LPC.acpi-pci-hotplug-with-bridge-support=off",
+            "-device",
+            &format!("pcie-root-port,id={HOTPLUG_PORT},chassis=1,slot=1"),
+        ]);
+        q.arg("-qmp").arg(format!(
+            "unix:{},server=on,wait=off",
+            rd.path("qmp.sock").display()
+        ));
+    }
     q
+}
+
+/// The PCIe root port a hot-added device goes into.
+const HOTPLUG_PORT: &str = "hotplug0";
+
+/// Starts device server `i` and hot-adds it to the running guest through QMP.
+fn hot_add_device(bin: &Path, rd: &RunDir, i: u32, strict: bool) -> Result<Owned> {
+    let dev = start_device(bin, rd, i, strict)?;
+    let mut qmp = qmp::Qmp::connect(&rd.path("qmp.sock"))?;
+    qmp.execute(&qmp::device_add_vfio_user(
+        &format!("mnic{i}"),
+        &rd.path(&format!("mnic{i}.sock")),
+        HOTPLUG_PORT,
+    ))?;
+    Ok(dev)
 }
 
 fn device_stats(bin: &Path, rd: &RunDir, i: u32) -> String {
@@ -465,6 +501,18 @@ fn run(a: &RunArgs) -> Result<i32> {
                     }
                 }
                 killed_device = true;
+            }
+        }
+        if let (Some(after), Some(bin)) = (a.hot_add_device_after, &device_bin) {
+            let i = a.devices;
+            if devices.len() == i as usize && started.elapsed() >= Duration::from_secs(after) {
+                match hot_add_device(bin, &rd, i, a.strict) {
+                    Ok(dev) => {
+                        eprintln!("mnic-vm: hot-added mnic{i} (pid {}) as asked", dev.pid());
+                        devices.push(dev);
+                    }
+                    Err(e) => bail!("hot-adding mnic{i}: {e:#}"),
+                }
             }
         }
         // After the result the guest powers off; give it a moment, then stop QEMU ourselves.

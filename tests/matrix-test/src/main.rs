@@ -79,6 +79,7 @@ fn main() {
             stress::device_killed_under_load,
             false,
         ),
+        ("device_replaced", stress::device_replaced, false),
         ("two_nics", devices::two_nics, false),
         // The invariant's holes (holes.rs): in their own boot, a strict device halts on one.
         (

@@ -1233,6 +1233,84 @@ pub fn device_killed_under_load() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// After a device died (`mnic-vm run --kill-device-after`), a new device process is hot-added
+/// (`--hot-add-device-after`: QMP `device_add` into a free PCIe root port). The driver binds it
+/// as another `/dev/mnicN`, a context there works, and the old context keeps failing cleanly
+/// with ENODEV. Only run explicitly, in its own boot.
+pub fn device_replaced() -> CaseResult {
+    let win = KlogWindow::new("device_replaced", false)?;
+    let ctx = ctxq()?;
+    let old_minor = ctx.info().minor;
+    let m = Map::anon(16 * PAGE)?;
+    m.fill(0, m.len, 720);
+    let r = reg_raw(&ctx, m.va(), m.len, Access::READ_WRITE)?;
+    is_pattern(
+        &dev_read(&ctx, m.va(), m.len).map_err(e("read before"))?,
+        0,
+        720,
+    )?;
+    // Until the driver sees the death: an invalidation of a mapped page posts a command,
+    // which reads the device's ring index (all ones once it is gone).
+    let start = Instant::now();
+    while !matches!(ctx.ctx_stats(), Err(Error::DeviceGone { .. })) {
+        if start.elapsed() > Duration::from_secs(90) {
+            return Err("the device never died: run this case with --kill-device-after".into());
+        }
+        let _ = r.prefetch(true);
+        m.madvise(0, PAGE, libc::MADV_DONTNEED)?;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let t_dead = start.elapsed();
+    // The replacement appears as another node.
+    let node = loop {
+        let other = (0..8)
+            .filter(|&i| i != old_minor)
+            .map(|i| format!("/dev/mnic{i}"))
+            .find(|p| fs::metadata(p).is_ok());
+        if let Some(p) = other {
+            break p;
+        }
+        if start.elapsed() > Duration::from_secs(120) {
+            return Err("no new mnic device appeared: run with --hot-add-device-after".into());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let t_new = start.elapsed();
+    let fresh = open_path(&node)?;
+    fresh
+        .setup_queues(mnic::QueueConfig::default())
+        .map_err(e("setup_queues on the new device"))?;
+    let m2 = Map::anon(16 * PAGE)?;
+    m2.fill(0, m2.len, 721);
+    let _r2 = reg_raw(&fresh, m2.va(), m2.len, Access::READ_WRITE)?;
+    is_pattern(
+        &dev_read(&fresh, m2.va(), m2.len).map_err(e("read on the new device"))?,
+        0,
+        721,
+    )?;
+    no_stale(&fresh)?;
+    let old_stats = ctx.ctx_stats();
+    let old_read = dev_read(&ctx, m.va(), PAGE);
+    let reopen = Context::open(format!("/dev/mnic{old_minor}").as_ref());
+    drop(r);
+    drop(ctx);
+    win.clean()?;
+    note(format!(
+        "device gone after {t_dead:?}, {node} there after {t_new:?}; old context: stats \
+         {:?}, copy {:?}, reopen {:?}",
+        old_stats.as_ref().map(|_| "ok").map_err(|e| e.to_string()),
+        old_read.as_ref().map(|_| "ok").map_err(|e| e.to_string()),
+        reopen.as_ref().map(|_| "ok").map_err(|e| e.to_string()),
+    ));
+    check(
+        matches!(old_stats, Err(Error::DeviceGone { .. }))
+            && matches!(old_read, Err(Error::DeviceGone { .. }))
+            && reopen.is_err(),
+        || "the dead device's context or node still answered".into(),
+    )?;
+    Ok(Outcome::Pass)
+}
+
 /// Maps `len` bytes of a PCI resource file (a BAR) of the device for volatile accesses.
 struct Bar {
     ptr: *mut u32,
