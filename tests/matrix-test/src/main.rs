@@ -71,6 +71,7 @@ fn main() {
             stress::unbind_with_open_context,
             true,
         ),
+        ("unbind_zaps_doorbells", stress::unbind_zaps_doorbells, true),
         ("garbage_registers", stress::garbage_registers, true),
         // Only in their own boots (mnic-vm run --kill-device-after; --devices 2).
         ("device_killed", stress::device_killed, false),

@@ -1311,6 +1311,66 @@ pub fn device_replaced() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// Unbind with a context whose doorbell page is mapped: the mapping must be zapped, or a later
+/// store would reach whatever the BAR address decodes to once the driver let it go (another
+/// device's registers after a hot-plug). A child process maps its doorbell, the parent unbinds
+/// the device, then the child rings: the store must fault (SIGBUS), not go through.
+pub fn unbind_zaps_doorbells() -> CaseResult {
+    ensure_module()?;
+    let (bdf, drv) = mnic_pci()?;
+    check(!drv.is_empty(), || "device not bound".into())?;
+    let (unbound, status, msg) = fork_raw(
+        |link| {
+            let ctx = open()?;
+            ctx.setup_queues(mnic::QueueConfig {
+                doorbell: mnic::DoorbellMode::Mapped,
+                ..mnic::QueueConfig::default()
+            })
+            .map_err(e("setup_queues (mapped doorbell)"))?;
+            ctx.ring().map_err(e("ring before unbind"))?;
+            link.send(1);
+            link.recv()?;
+            // After unbind: a store to the doorbell page (a new item, so there is a tail
+            // to write).
+            ctx.push(&mnic::Work::nop()).map_err(e("push after unbind"))?;
+            ctx.ring().map_err(e("ring after unbind"))?;
+            Err("the doorbell store after unbind went through".into())
+        },
+        |link, _pid| {
+            link.recv()?;
+            let r = fs::write(format!("/sys/bus/pci/drivers/{drv}/unbind"), &bdf);
+            link.send(1);
+            r.map_err(e("unbind"))
+        },
+    )?;
+    fs::write(format!("/sys/bus/pci/drivers/{drv}/bind"), &bdf).map_err(e("bind"))?;
+    note(format!(
+        "child ringing after unbind: {} {msg}",
+        describe_status(status)
+    ));
+    let _ = unbound;
+    check(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGBUS,
+        || {
+            format!(
+                "want SIGBUS for the store, got {}: {msg}",
+                describe_status(status)
+            )
+        },
+    )?;
+    // The rebound device works.
+    let ctx = ctxq()?;
+    let m = Map::anon(4 * PAGE)?;
+    m.fill(0, m.len, 730);
+    let _r = reg_raw(&ctx, m.va(), m.len, Access::READ)?;
+    is_pattern(
+        &dev_read(&ctx, m.va(), m.len).map_err(e("read after bind"))?,
+        0,
+        730,
+    )?;
+    Ok(Outcome::Pass)
+}
+
 /// Maps `len` bytes of a PCI resource file (a BAR) of the device for volatile accesses.
 struct Bar {
     ptr: *mut u32,
