@@ -192,6 +192,12 @@ pub(crate) struct Ctx {
     #[pin]
     pub(crate) done_cv: CondVar,
     pub(crate) stats: Stats,
+    /// The `address_space` (as an address; 0: none) through which the owner mapped this
+    /// context's doorbell page, so unbind can zap the mapping: afterwards the BAR may be gone,
+    /// or given to another device. Set by mmap, cleared at file release (the file, and so the
+    /// mapping, is alive in between); the mutex keeps a zap and the release apart.
+    #[pin]
+    pub(crate) doorbell_mapping: Mutex<usize>,
 }
 
 /// The data of one registration's notifier.
@@ -344,6 +350,7 @@ impl Ctx {
             done_lock <- new_mutex!(()),
             done_cv <- new_condvar!(),
             stats: Stats::new(),
+            doorbell_mapping <- new_mutex!(0),
         }? Error))
     }
 

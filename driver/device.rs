@@ -323,6 +323,33 @@ impl MnicDev {
             let _ = bar.read(regs::STATUS);
         }
         self.quiesced.store(true, Relaxed);
+        self.zap_doorbells();
+    }
+
+    /// Removes the doorbell page from every process that mapped one (unbind): once the driver
+    /// lets the BAR go, a store there must fault (SIGBUS: the mapping has no fault handler),
+    /// not reach whatever the address decodes to next.
+    fn zap_doorbells(&self) {
+        let Ok(contexts) = self.live_contexts() else {
+            dev_err!(self.pdev, "unbind: no memory to list the doorbell mappings\n");
+            return;
+        };
+        for ctx in contexts.iter() {
+            let mapping = ctx.doorbell_mapping.lock();
+            if *mapping != 0 {
+                // SAFETY: `*mapping` is the `f_mapping` of the context's open file (set by its
+                // mmap, cleared by its release under this same lock, so the file and its
+                // mapping are alive while we hold it). Every context maps page 0 of its file.
+                unsafe {
+                    kernel::bindings::unmap_mapping_range(
+                        *mapping as *mut kernel::bindings::address_space,
+                        0,
+                        abi::DOORBELL_PAGE_SIZE as _,
+                        1,
+                    )
+                };
+            }
+        }
     }
 
     /// Stops the device from touching memory: clears bus mastering in the PCI command register

@@ -73,11 +73,13 @@ impl MiscDevice for Ctx {
     }
 
     fn release(ctx: Arc<Ctx>, _file: &File) {
+        // The file's mapping goes with it: unbind must not zap through it any more.
+        *ctx.doorbell_mapping.lock() = 0;
         ctx.teardown();
         ctx.dev.release(ctx.index);
     }
 
-    fn mmap(ctx: ArcBorrow<'_, Ctx>, _file: &File, vma: &VmaNew) -> Result {
+    fn mmap(ctx: ArcBorrow<'_, Ctx>, file: &File, vma: &VmaNew) -> Result {
         // SAFETY: `vma` is a valid VMA being set up by mmap; reading its offset is a plain load.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
         if pgoff != 0 || vma.end() - vma.start() != abi::DOORBELL_PAGE_SIZE as usize {
@@ -100,7 +102,12 @@ impl MiscDevice for Ctx {
                 phys as kernel::bindings::phys_addr_t,
                 abi::DOORBELL_PAGE_SIZE as _,
             )
-        })
+        })?;
+        // SAFETY: `file` is the open file being mapped; reading its `f_mapping` pointer is a
+        // plain load of a field that is set at open and stays valid while the file is open.
+        let mapping = unsafe { (*file.as_ptr()).f_mapping };
+        *ctx.doorbell_mapping.lock() = mapping as usize;
+        Ok(())
     }
 
     fn ioctl(ctx: ArcBorrow<'_, Ctx>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
