@@ -50,6 +50,11 @@ fn main() {
         ("anon_teardown", stress::anon_teardown, true),
         ("hammer_concurrent", stress::hammer_concurrent, true),
         ("many_contexts", stress::many_contexts, true),
+        (
+            "deregistration_frees_tables",
+            stress::deregistration_frees_tables,
+            true,
+        ),
         ("two_process_isolation", stress::two_process_isolation, true),
         (
             "oom_kill_registered_idle",

@@ -1311,6 +1311,55 @@ pub fn device_replaced() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// The `tables` column of this context's line in the driver's debugfs `contexts` file.
+fn table_pages(ctx: &Context) -> Result<u64, String> {
+    let path = format!("/sys/kernel/debug/mnic{}/contexts", ctx.info().minor);
+    let text = fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let col = header
+        .iter()
+        .position(|h| *h == "tables")
+        .ok_or_else(|| format!("no tables column in {path}"))?;
+    let me = ctx.info().ctx.to_string();
+    lines
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|c| c.first() == Some(&me.as_str()))
+        .and_then(|c| c.get(col)?.parse().ok())
+        .ok_or_else(|| format!("context {me} not in {path}"))
+}
+
+/// Registering and deregistering many ranges spread over the address space must not leave a
+/// translation-table page behind for each: deregistration frees the tables no registration
+/// needs any more (after a SYNC), so a long-lived context does not grow for ever.
+pub fn deregistration_frees_tables() -> CaseResult {
+    let ctx = open()?;
+    let before = table_pages(&ctx)?;
+    let rounds = 64;
+    let mut maps = Vec::new();
+    for _ in 0..rounds {
+        // 64 KiB at the start of a 4 MiB mapping: kept mapped, the next lands in other
+        // 2 MiB blocks, so each round needs a level-1 table of its own.
+        let m = Map::anon(4 << 20)?;
+        let r = reg_raw(&ctx, m.va(), 16 * PAGE, Access::READ_WRITE)?;
+        r.prefetch(true).map_err(e("prefetch"))?;
+        r.deregister().map_err(e("deregister"))?;
+        maps.push(m);
+    }
+    let after = table_pages(&ctx)?;
+    note(format!(
+        "{rounds} registrations made and removed: table pages {before} -> {after}"
+    ));
+    check(after <= before, || {
+        format!("{after} table pages left after {rounds} deregistrations (was {before})")
+    })?;
+    Ok(Outcome::Pass)
+}
+
 /// Unbind with a context whose doorbell page is mapped: the mapping must be zapped, or a later
 /// store would reach whatever the BAR address decodes to once the driver let it go (another
 /// device's registers after a hot-plug). A child process maps its doorbell, the parent unbinds
