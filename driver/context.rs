@@ -179,6 +179,12 @@ pub(crate) struct Ctx {
     pub(crate) state: Mutex<CtxState>,
     #[pin]
     pub(crate) regs: Mutex<Registrations>,
+    /// Serialises changes to the set of intermediate tables: registration (which finds,
+    /// allocates and links the tables its range lacks, then lists itself) against
+    /// deregistration (which frees the tables no listed registration needs). Taken before
+    /// `regs` and `state`, never under them or under the mmap lock.
+    #[pin]
+    tables_lock: Mutex<()>,
     /// Set once the queues are given and the context is enabled on the device.
     pub(crate) enabled: Atomic<bool>,
     /// Set by the one `MNIC_IOC_SETUP_QUEUES` that goes ahead (cleared again if it fails).
@@ -343,6 +349,7 @@ impl Ctx {
             mm,
             state <- new_mutex!(CtxState { table, pending: None, unflushed: false }),
             regs <- new_mutex!(Registrations { list: KVec::new(), next_handle: 1 }),
+            tables_lock <- new_mutex!(()),
             enabled: Atomic::new(false),
             queues_claimed: Atomic::new(false),
             reaped: Atomic::new(false),
@@ -386,6 +393,8 @@ impl Ctx {
             return Err(ENOSPC);
         }
 
+        // Until this registration is listed, no deregistration may free tables it needs.
+        let tables_guard = self.tables_lock.lock();
         // Translation tables for the range: found missing under the lock, allocated without
         // it (invalidations must never wait for an allocation), linked in under it again.
         let mut keys = KVec::with_capacity(table::max_tables(start, end), GFP_KERNEL)?;
@@ -447,6 +456,7 @@ impl Ctx {
                 regs.list.push_within_capacity(r).map_err(|_| ENOMEM)?;
             }
         }
+        drop(tables_guard);
         req.handle = handle;
         if req.flags & (reg_flags::PREFETCH | reg_flags::PINNED) != 0 {
             if let Err(e) = self.prefetch(start, len, &mm) {
@@ -484,7 +494,37 @@ impl Ctx {
         crate::device::fault_delay(&self.dev.deregister_delay_ms);
         drop(notifier);
         drop(pinned);
-        result
+        result.and(self.prune_tables(start, end))
+    }
+
+    /// Frees the translation tables over [start, end) that no registration still listed
+    /// needs (a process that registers and deregisters many ranges would otherwise keep a
+    /// table page per 2 MiB it ever registered, until it closes the context).
+    fn prune_tables(&self, start: u64, end: u64) -> Result {
+        let _tables = self.tables_lock.lock();
+        let mut keep = KVec::with_capacity(abi::MAX_REGISTRATIONS as usize, GFP_KERNEL)?;
+        for r in self.regs.lock().list.iter() {
+            let range = (r.notifier.start() as u64, r.notifier.end() as u64);
+            // Cannot fail: the list never holds more than MAX_REGISTRATIONS.
+            let _ = keep.push_within_capacity(range);
+        }
+        let most = self.state.lock().table.prunable(&keep);
+        if most == 0 {
+            return Ok(());
+        }
+        // Reserved outside the notifier lock (invalidations must never wait for memory);
+        // `tables_lock` keeps the set of tables from growing in between.
+        let mut freed = KVec::with_capacity(most, GFP_KERNEL)?;
+        self.state.lock().table.prune(start, end, &keep, &mut freed);
+        if freed.is_empty() {
+            return Ok(());
+        }
+        // A walk that began before the unlinking may still read these pages: free them only
+        // after a SYNC (commands run between work steps, and walks happen inside steps).
+        let ticket = self.dev.post_sync(&[]).unwrap_or(Ticket::QUIESCED);
+        let _ = self.dev.wait_sync(ticket);
+        drop(freed);
+        Ok(())
     }
 
     /// Clears [start, end) and waits until the device dropped it.
@@ -809,6 +849,11 @@ impl Ctx {
         // Dropped outside the lock: removal waits for running callbacks.
         let list = core::mem::take(&mut self.regs.lock().list);
         drop(list);
+    }
+
+    /// Intermediate translation tables the context holds (debugfs).
+    pub(crate) fn tables(&self) -> usize {
+        self.state.lock().table.tables()
     }
 
     /// Valid leaves over [start, end) (`MNIC_IOC_QUERY`).

@@ -75,7 +75,7 @@ impl fmt::Debug for Contexts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "ctx  regs  mapped_4k  mapped_2m  pinned  faults  aborts  invalidations  entries_inv  sync_waits  sync_avg_us  sync_max_us"
+            "ctx  regs  mapped_4k  mapped_2m  pinned  faults  aborts  invalidations  entries_inv  sync_waits  sync_avg_us  sync_max_us  tables"
         )?;
         let Ok(contexts) = self.0.live_contexts() else {
             return writeln!(f, "(out of memory)");
@@ -86,7 +86,7 @@ impl fmt::Debug for Contexts {
             let waits = s.sync_waits.load(Relaxed);
             writeln!(
                 f,
-                "{:3}  {:4}  {:9}  {:9}  {:6}  {:6}  {:6}  {:13}  {:11}  {:10}  {:11}  {:11}",
+                "{:3}  {:4}  {:9}  {:9}  {:6}  {:6}  {:6}  {:13}  {:11}  {:10}  {:11}  {:11}  {:6}",
                 ctx.index,
                 ctx.registrations(),
                 valid.small,
@@ -99,6 +99,7 @@ impl fmt::Debug for Contexts {
                 waits,
                 s.sync_wait_ns.load(Relaxed) / waits.max(1) / 1000,
                 s.sync_wait_max_ns.load(Relaxed) / 1000,
+                ctx.tables(),
             )?;
         }
         Ok(())

@@ -331,7 +331,10 @@ impl MnicDev {
     /// not reach whatever the address decodes to next.
     fn zap_doorbells(&self) {
         let Ok(contexts) = self.live_contexts() else {
-            dev_err!(self.pdev, "unbind: no memory to list the doorbell mappings\n");
+            dev_err!(
+                self.pdev,
+                "unbind: no memory to list the doorbell mappings\n"
+            );
             return;
         };
         for ctx in contexts.iter() {

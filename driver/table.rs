@@ -279,6 +279,66 @@ impl PageTable {
         }
     }
 
+    /// Number of intermediate tables (level 3, 2 and 1) the context holds.
+    pub(crate) fn tables(&self) -> usize {
+        self.tables.keys().count()
+    }
+
+    /// Upper bound of what [`PageTable::prune`] can take out: the tables whose span overlaps
+    /// no range of `keep` (so the caller can reserve room before taking the lock).
+    pub(crate) fn prunable(&self, keep: &[(u64, u64)]) -> usize {
+        self.tables
+            .keys()
+            .filter(|k| !overlaps_any(span(**k), keep))
+            .count()
+    }
+
+    /// Unlinks and moves into `out` every table overlapping [start, end) whose span overlaps
+    /// no range of `keep` (the registrations left), with all the tables below it; each at
+    /// most `out`'s spare capacity. No allocation (`out` was reserved with
+    /// [`PageTable::prunable`]). The device may still be walking an unlinked table: the
+    /// caller frees `out` only after a SYNC.
+    pub(crate) fn prune(
+        &mut self,
+        start: u64,
+        end: u64,
+        keep: &[(u64, u64)],
+        out: &mut KVec<Coherent<[u64]>>,
+    ) {
+        for level in [3u64, 2, 1] {
+            loop {
+                let found = self.tables.keys().copied().find(|k| {
+                    let (lo, hi) = span(*k);
+                    *k >> 56 == level && lo < end && start < hi && !overlaps_any((lo, hi), keep)
+                });
+                let Some(k) = found else {
+                    break;
+                };
+                // Parents first: unlinked, the subtree is unreachable for new walks.
+                if self.link(k, 0).is_err() {
+                    break;
+                }
+                let (lo, hi) = span(k);
+                loop {
+                    let next = self.tables.keys().copied().find(|d| {
+                        let base = key_base(*d);
+                        (*d >> 56) <= level && lo <= base && base < hi
+                    });
+                    let Some(t) = next.and_then(|d| self.tables.remove(&d)) else {
+                        break;
+                    };
+                    // No room cannot happen (`prunable` counted these); if it did, the page
+                    // would be freed now, before the SYNC: stop instead, leaking nothing
+                    // reachable (the rest stays in the tree).
+                    if let Err(t) = out.push_within_capacity(t) {
+                        core::mem::forget(t);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
     /// Counts the valid leaves overlapping [start, end).
     pub(crate) fn count(&self, start: u64, end: u64) -> Leaves {
         let mut n = Leaves::default();
@@ -305,6 +365,17 @@ impl PageTable {
         });
         n
     }
+}
+
+/// The VA range [lo, hi) a table covers.
+fn span(key: u64) -> (u64, u64) {
+    let level = (key >> 56) as u32;
+    let lo = key_base(key);
+    (lo, lo.saturating_add(1 << span_shift(level)))
+}
+
+fn overlaps_any((lo, hi): (u64, u64), ranges: &[(u64, u64)]) -> bool {
+    ranges.iter().any(|&(s, e)| s < hi && lo < e)
 }
 
 /// Upper bound of the tables [start, end) can need (for reserving [`PageTable::missing`]'s
