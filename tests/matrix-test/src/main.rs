@@ -51,6 +51,11 @@ fn main() {
         ("hammer_concurrent", stress::hammer_concurrent, true),
         ("many_contexts", stress::many_contexts, true),
         (
+            "stuck_fault_stalls_only_its_context",
+            stress::stuck_fault_stalls_only_its_context,
+            true,
+        ),
+        (
             "deregistration_frees_tables",
             stress::deregistration_frees_tables,
             true,

@@ -1311,6 +1311,57 @@ pub fn device_replaced() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// A device fault that takes long to resolve (as one on an unresponsive FUSE server would)
+/// must stall only its own context. The driver's one-shot fault-injection delay makes context
+/// A's first fault take 3 s; context B's copy, which faults too, must not wait for it. They
+/// were once resolved one at a time in the one event thread, and B waited the 3 s.
+pub fn stuck_fault_stalls_only_its_context() -> CaseResult {
+    let stuck_ms: u32 = 3000;
+    let a = ctxq()?;
+    let b = ctxq()?;
+    let knob = format!(
+        "/sys/kernel/debug/mnic{}/fault_resolve_delay_ms",
+        a.info().minor
+    );
+    let len = 16 * PAGE;
+    let (ma, mb) = (Map::anon(len)?, Map::anon(len)?);
+    ma.fill(0, len, 740);
+    mb.fill(0, len, 741);
+    let _ra = reg_raw(&a, ma.va(), len, Access::READ)?;
+    let _rb = reg_raw(&b, mb.va(), len, Access::READ)?;
+    let (da, db) = (
+        mnic::DmaBuffer::new(len).map_err(e("buffer"))?,
+        mnic::DmaBuffer::new(len).map_err(e("buffer"))?,
+    );
+    let _rda = a.register(&da, Access::WRITE).map_err(e("register"))?;
+    let _rdb = b.register(&db, Access::WRITE).map_err(e("register"))?;
+    fs::write(&knob, format!("{stuck_ms}\n")).map_err(|err| format!("{knob}: {err}"))?;
+    // A faults first and its fault hangs for `stuck_ms`.
+    a.post(&Work::copy(ma.va(), da.va(), len as u32).map_err(e("copy"))?)
+        .map_err(e("post A"))?;
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    let b_done = b.run(
+        &Work::copy(mb.va(), db.va(), len as u32).map_err(e("copy"))?,
+        Some(Duration::from_secs(20)),
+    );
+    let t_b = t.elapsed();
+    let a_done = a.wait(Some(Duration::from_secs(20)));
+    let _ = fs::write(&knob, "0\n");
+    b_done.map_err(e("B's copy"))?;
+    a_done.map_err(e("A's copy"))?;
+    is_pattern(&db.to_vec(), 0, 741)?;
+    is_pattern(&da.to_vec(), 0, 740)?;
+    note(format!(
+        "B's copy (with its own faults) took {t_b:?} while A's fault was held {stuck_ms} ms"
+    ));
+    check(t_b < Duration::from_millis(u64::from(stuck_ms) / 2), || {
+        format!("B's copy waited {t_b:?} behind A's stuck fault")
+    })?;
+    no_stale(&b)?;
+    Ok(Outcome::Pass)
+}
+
 /// The `tables` column of this context's line in the driver's debugfs `contexts` file.
 fn table_pages(ctx: &Context) -> Result<u64, String> {
     let path = format!("/sys/kernel/debug/mnic{}/contexts", ctx.info().minor);
@@ -1381,7 +1432,8 @@ pub fn unbind_zaps_doorbells() -> CaseResult {
             link.recv()?;
             // After unbind: a store to the doorbell page (a new item, so there is a tail
             // to write).
-            ctx.push(&mnic::Work::nop()).map_err(e("push after unbind"))?;
+            ctx.push(&mnic::Work::nop())
+                .map_err(e("push after unbind"))?;
             ctx.ring().map_err(e("ring after unbind"))?;
             Err("the doorbell store after unbind went through".into())
         },
