@@ -14,18 +14,20 @@ use kernel::{
         },
         Mm, MmWithUser, MmapReadGuard,
     },
-    new_condvar, new_mutex,
+    new_condvar, new_mutex, new_spinlock,
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
         lock::mutex::MutexBackend,
-        Arc, CondVar, Mutex,
+        Arc, CondVar, Mutex, SpinLock,
     },
+    workqueue::{new_work, Work},
 };
 
 use crate::abi::{self, pte, reg_flags, Command};
 use crate::device::{MnicDev, Ticket};
+use crate::fault::FaultSlot;
 use crate::pin::PinnedPages;
 use crate::table::{self, Leaves, PageTable};
 
@@ -106,6 +108,8 @@ pub(crate) struct Stats {
     pub(crate) sync_wait_ns: Atomic<u64>,
     pub(crate) sync_wait_max_ns: Atomic<u64>,
     pub(crate) fault_retries: Atomic<u64>,
+    /// Faults resolved in the event thread because the context's slot was taken.
+    pub(crate) faults_inline: Atomic<u64>,
 }
 
 impl Stats {
@@ -120,6 +124,7 @@ impl Stats {
             sync_wait_ns: Atomic::new(0),
             sync_wait_max_ns: Atomic::new(0),
             fault_retries: Atomic::new(0),
+            faults_inline: Atomic::new(0),
         }
     }
 }
@@ -204,6 +209,11 @@ pub(crate) struct Ctx {
     /// mapping, is alive in between); the mutex keeps a zap and the release apart.
     #[pin]
     pub(crate) doorbell_mapping: Mutex<usize>,
+    /// The device fault waiting for this context's worker (`fault.rs`).
+    #[pin]
+    pub(crate) fault_slot: SpinLock<FaultSlot>,
+    #[pin]
+    pub(crate) fault_work: Work<Ctx>,
 }
 
 /// The data of one registration's notifier.
@@ -358,6 +368,8 @@ impl Ctx {
             done_cv <- new_condvar!(),
             stats: Stats::new(),
             doorbell_mapping <- new_mutex!(0),
+            fault_slot <- new_spinlock!(FaultSlot { pending: None, closing: false }),
+            fault_work <- new_work!("mnic::Ctx::fault_work"),
         }? Error))
     }
 
@@ -770,6 +782,12 @@ impl Ctx {
     }
 
     fn resolve(&self, va: u64, write: bool) -> Result {
+        // Fault injection (debugfs `fault_resolve_delay_ms`, one shot): a fault that takes
+        // long to resolve, as one on an unresponsive FUSE server would.
+        let delay = self.dev.resolve_delay_ms.xchg(0, Relaxed);
+        if delay != 0 {
+            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(i64::from(delay)));
+        }
         let page = va & !(pte::PAGE_SIZE - 1);
         // The process may be exiting (or being reaped): then there is nothing to map.
         if self.reaped.load(Relaxed) {
@@ -846,6 +864,9 @@ impl Ctx {
                 let _ = self.dev.wait_sync(t);
             }
         }
+        // A fault being resolved finishes (its RESUME/ABORT is refused: the context is
+        // disabled); none is queued after this.
+        self.stop_fault_work();
         // Dropped outside the lock: removal waits for running callbacks.
         let list = core::mem::take(&mut self.regs.lock().list);
         drop(list);

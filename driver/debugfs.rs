@@ -9,6 +9,8 @@
 //! - `fault_deregister_delay_ms` (read-write): fault injection for tests: deregistration sleeps
 //!   this long between its two steps (taking the translations down, removing the notifier), so a
 //!   test can land an munmap between them deterministically;
+//! - `fault_resolve_delay_ms` (read-write): the next device fault sleeps this long before it
+//!   is resolved (one shot: a fault on an unresponsive FUSE server);
 //! - `fault_unbind_delay_ms` (read-write): unbind sleeps this long once it has stopped new
 //!   submissions, before the device is stopped (the window of an invalidation racing unbind);
 //! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
@@ -141,6 +143,7 @@ pub(crate) struct DebugDir {
     _bar0: Pin<KBox<File<Bar0>>>,
     _deregister_delay: Pin<KBox<File<Delay>>>,
     _unbind_delay: Pin<KBox<File<Delay>>>,
+    _resolve_delay: Pin<KBox<File<Delay>>>,
     _dir: Dir,
 }
 
@@ -172,6 +175,13 @@ impl DebugDir {
                 dir.read_write_file(
                     c"fault_unbind_delay_ms",
                     Delay(dev.clone(), |d| &d.unbind_delay_ms),
+                ),
+                GFP_KERNEL,
+            )?,
+            _resolve_delay: KBox::pin_init(
+                dir.read_write_file(
+                    c"fault_resolve_delay_ms",
+                    Delay(dev.clone(), |d| &d.resolve_delay_ms),
                 ),
                 GFP_KERNEL,
             )?,

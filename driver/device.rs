@@ -112,6 +112,9 @@ pub(crate) struct MnicDev {
     /// Fault injection (debugfs `fault_unbind_delay_ms`): unbind sleeps this long between
     /// refusing new submissions and stopping the device. 0 in normal use.
     pub(crate) unbind_delay_ms: Atomic<u32>,
+    /// Fault injection (debugfs `fault_resolve_delay_ms`): the next device fault resolved
+    /// sleeps this long first (one shot). 0 in normal use.
+    pub(crate) resolve_delay_ms: Atomic<u32>,
     /// `/dev/mnicN` number.
     pub(crate) minor_index: u32,
     #[pin]
@@ -260,6 +263,7 @@ impl MnicDev {
             regs_phys,
             deregister_delay_ms: Atomic::new(0),
             unbind_delay_ms: Atomic::new(0),
+            resolve_delay_ms: Atomic::new(0),
             minor_index,
             srcu <- new_srcu!(),
             gone: Atomic::new(false),

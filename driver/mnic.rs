@@ -29,6 +29,7 @@ mod abi;
 mod context;
 mod debugfs;
 mod device;
+mod fault;
 mod file;
 mod pin;
 mod regs;
@@ -88,10 +89,13 @@ impl ThreadedHandler for EventIrq {
             n += 1;
             match ev.kind {
                 abi::event::FAULT => match dev.context(ev.ctx) {
-                    Some(ctx) => {
-                        let write = ev.flags & abi::event::FLAG_WRITE != 0;
-                        ctx.handle_fault(ev.addr, write, ev.id)
-                    }
+                    // Resolved by the context's own worker (fault.rs): a fault that blocks
+                    // must not stall the other contexts' events.
+                    Some(ctx) => ctx.queue_fault(fault::PendingFault {
+                        va: ev.addr,
+                        write: ev.flags & abi::event::FLAG_WRITE != 0,
+                        id: ev.id,
+                    }),
                     // The file is gone: CTX_DISABLE dropped the parked work already.
                     None => {}
                 },
