@@ -225,16 +225,6 @@ fn no_late_dma(violations: u64, refused: u64) -> Result<(), String> {
     })
 }
 
-/// The device works (after a reload or a rebind).
-fn works_again() -> Result<(), String> {
-    let ctx = ctxq()?;
-    let m = Map::anon(4 * PAGE)?;
-    m.fill(0, m.len, 72);
-    let _r = reg_raw(&ctx, m.va(), m.len, Access::READ)?;
-    is_pattern(&dev_read(&ctx, m.va(), m.len).map_err(e("read"))?, 0, 72)?;
-    no_stale(&ctx)
-}
-
 const STALL_MS: u32 = 5000;
 
 /// A slow device, not a dead one: its engine stalls with a translation in hand while an
@@ -261,7 +251,7 @@ pub fn sync_timeout_slow_device() -> CaseResult {
     let (violations, refused) = violations_and_refusals(bar0)?;
     reload_driver()?;
     no_late_dma(violations, refused)?;
-    works_again()?;
+    device_copies(72)?;
     Ok(Outcome::Pass)
 }
 
@@ -315,6 +305,6 @@ pub fn unbind_races_invalidation() -> CaseResult {
     check(violations == 0, || {
         format!("the oracle saw {violations} accesses to pages freed during unbind")
     })?;
-    works_again()?;
+    device_copies(72)?;
     Ok(Outcome::Pass)
 }

@@ -920,21 +920,12 @@ pub fn unbind_with_open_context() -> CaseResult {
     check(fs::metadata(DEV).is_ok(), || {
         format!("after bind the device nodes are {names:?}, not {DEV}")
     })?;
-    let ctx = ctxq()?;
-    let m = Map::anon(4 * PAGE)?;
-    m.fill(0, m.len, 601);
-    let _r = reg_raw(&ctx, m.va(), m.len, Access::READ)?;
-    is_pattern(
-        &dev_read(&ctx, m.va(), m.len).map_err(e("read after bind"))?,
-        0,
-        601,
-    )?;
+    device_copies(601)?;
     win.clean()?;
     note(format!(
         "unbind {t_unbind:?}; then wait -> ENODEV in {t_wait:?}, munmap {t_munmap:?}, close \
          {t_close:?}; rebound as {names:?}"
     ));
-    no_stale(&ctx)?;
     Ok(Outcome::Pass)
 }
 
@@ -1044,19 +1035,11 @@ pub fn device_killed() -> CaseResult {
         .join()
         .map_err(|_| "waiter thread panicked".to_string())?;
     let reopen = Context::open(DEV.as_ref());
-    let t = Instant::now();
-    m.munmap(0, len)?;
-    let t_munmap = t.elapsed();
-    drop(r);
+    let t_munmap = unmap_registered(&m, len, r)?;
     let t = Instant::now();
     drop(ctx);
     let t_close = t.elapsed();
-    let log = win.clean()?;
-    let declared = log
-        .iter()
-        .find(|l| l.contains("not responding"))
-        .cloned()
-        .unwrap_or_default();
+    let declared = declared_dead(&win)?;
     // rmmod must not hang on a dead device.
     let t = Instant::now();
     let mut child = Command::new("rmmod")
@@ -1105,13 +1088,7 @@ pub fn device_killed() -> CaseResult {
     check(reopen.is_err(), || {
         "a new context opened on the dead device".into()
     })?;
-    check(
-        t_munmap < Duration::from_secs(5) && t_close < Duration::from_secs(5),
-        || "munmap or close hung on the dead device".into(),
-    )?;
-    check(!declared.is_empty(), || {
-        "no 'not responding' in the kernel log".into()
-    })?;
+    released_dead_device(t_munmap, t_close, &declared)?;
     check(rmmod.starts_with("exit status: 0"), || {
         format!("rmmod: {rmmod}")
     })?;
@@ -1126,6 +1103,43 @@ pub fn device_killed() -> CaseResult {
         },
     )?;
     Ok(Outcome::Pass)
+}
+
+/// Unmaps a registered mapping on a dead device and drops its registration: how long the
+/// munmap took (it must not wait for the device).
+fn unmap_registered(m: &Map, len: usize, r: mnic::Registration<'_>) -> Result<Duration, String> {
+    let t = Instant::now();
+    m.munmap(0, len)?;
+    let took = t.elapsed();
+    drop(r);
+    Ok(took)
+}
+
+/// munmap and close of a dead device's memory and context returned, and the driver said it
+/// found the device not responding.
+fn released_dead_device(
+    t_munmap: Duration,
+    t_close: Duration,
+    declared: &str,
+) -> Result<(), String> {
+    check(
+        t_munmap < Duration::from_secs(5) && t_close < Duration::from_secs(5),
+        || "munmap or close hung on the dead device".into(),
+    )?;
+    check(!declared.is_empty(), || {
+        "no 'not responding' in the kernel log".into()
+    })
+}
+
+/// The driver's "not responding" line in the case's kernel-log window (empty if none); the
+/// window must be otherwise clean.
+fn declared_dead(win: &KlogWindow) -> Result<String, String> {
+    Ok(win
+        .clean()?
+        .iter()
+        .find(|l| l.contains("not responding"))
+        .cloned()
+        .unwrap_or_default())
 }
 
 /// The device process dies *under load* (`mnic-vm run --kill-device-after`): traffic and
@@ -1196,19 +1210,11 @@ pub fn device_killed_under_load() -> CaseResult {
     m.madvise(0, len, libc::MADV_DONTNEED)?;
     let t_madvise = t.elapsed();
     let stats_after = ctx.ctx_stats();
-    let t = Instant::now();
-    m.munmap(0, len)?;
-    let t_munmap = t.elapsed();
-    drop(r);
+    let t_munmap = unmap_registered(&m, len, r)?;
     let t = Instant::now();
     drop(ctx);
     let t_close = t.elapsed();
-    let log = win.clean()?;
-    let declared = log
-        .iter()
-        .find(|l| l.contains("not responding"))
-        .cloned()
-        .unwrap_or_default();
+    let declared = declared_dead(&win)?;
     let (rmmod_ok, rmmod) = run_cmd("rmmod", "mnic")?;
     note(format!(
         "{items} traffic items and {reads} reads of the counters, then after {t_failed:?}: \
@@ -1222,13 +1228,7 @@ pub fn device_killed_under_load() -> CaseResult {
     check(matches!(stats_after, Err(Error::DeviceGone { .. })), || {
         format!("ioctls do not report ENODEV after the device died: {stats_after:?}")
     })?;
-    check(
-        t_munmap < Duration::from_secs(5) && t_close < Duration::from_secs(5),
-        || "munmap or close hung on the dead device".into(),
-    )?;
-    check(!declared.is_empty(), || {
-        "no 'not responding' in the kernel log".into()
-    })?;
+    released_dead_device(t_munmap, t_close, &declared)?;
     check(rmmod_ok, || format!("rmmod: {rmmod}"))?;
     Ok(Outcome::Pass)
 }
@@ -1241,14 +1241,7 @@ pub fn device_replaced() -> CaseResult {
     let win = KlogWindow::new("device_replaced", false)?;
     let ctx = ctxq()?;
     let old_minor = ctx.info().minor;
-    let m = Map::anon(16 * PAGE)?;
-    m.fill(0, m.len, 720);
-    let r = reg_raw(&ctx, m.va(), m.len, Access::READ_WRITE)?;
-    is_pattern(
-        &dev_read(&ctx, m.va(), m.len).map_err(e("read before"))?,
-        0,
-        720,
-    )?;
+    let (m, r) = registered_and_read(&ctx, 16, 720)?;
     // Until the driver sees the death: an invalidation of a mapped page posts a command,
     // which reads the device's ring index (all ones once it is gone).
     let start = Instant::now();
@@ -1280,14 +1273,7 @@ pub fn device_replaced() -> CaseResult {
     fresh
         .setup_queues(mnic::QueueConfig::default())
         .map_err(e("setup_queues on the new device"))?;
-    let m2 = Map::anon(16 * PAGE)?;
-    m2.fill(0, m2.len, 721);
-    let _r2 = reg_raw(&fresh, m2.va(), m2.len, Access::READ_WRITE)?;
-    is_pattern(
-        &dev_read(&fresh, m2.va(), m2.len).map_err(e("read on the new device"))?,
-        0,
-        721,
-    )?;
+    let _on_new = registered_and_read(&fresh, 16, 721)?;
     no_stale(&fresh)?;
     let old_stats = ctx.ctx_stats();
     let old_read = dev_read(&ctx, m.va(), PAGE);
@@ -1419,7 +1405,7 @@ pub fn unbind_zaps_doorbells() -> CaseResult {
     ensure_module()?;
     let (bdf, drv) = mnic_pci()?;
     check(!drv.is_empty(), || "device not bound".into())?;
-    let (unbound, status, msg) = fork_raw(
+    let ((), status, msg) = fork_raw(
         |link| {
             let ctx = open()?;
             ctx.setup_queues(mnic::QueueConfig {
@@ -1449,7 +1435,6 @@ pub fn unbind_zaps_doorbells() -> CaseResult {
         "child ringing after unbind: {} {msg}",
         describe_status(status)
     ));
-    let _ = unbound;
     check(
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGBUS,
         || {
@@ -1460,15 +1445,7 @@ pub fn unbind_zaps_doorbells() -> CaseResult {
         },
     )?;
     // The rebound device works.
-    let ctx = ctxq()?;
-    let m = Map::anon(4 * PAGE)?;
-    m.fill(0, m.len, 730);
-    let _r = reg_raw(&ctx, m.va(), m.len, Access::READ)?;
-    is_pattern(
-        &dev_read(&ctx, m.va(), m.len).map_err(e("read after bind"))?,
-        0,
-        730,
-    )?;
+    device_copies(730)?;
     Ok(Outcome::Pass)
 }
 

@@ -81,3 +81,29 @@ pub fn want_abort<T: std::fmt::Debug>(
         )),
     }
 }
+
+/// A fresh anonymous mapping of `pages` pages filled with pattern `seed`, registered
+/// read-write with `ctx`, that the device reads back correctly.
+pub fn registered_and_read<'a>(
+    ctx: &'a Context,
+    pages: usize,
+    seed: u64,
+) -> Result<(Map, Registration<'a>), String> {
+    let m = Map::anon(pages * PAGE)?;
+    m.fill(0, m.len, seed);
+    let r = reg_raw(ctx, m.va(), m.len, Access::READ_WRITE)?;
+    is_pattern(
+        &dev_read(ctx, m.va(), m.len).map_err(e("device read"))?,
+        0,
+        seed,
+    )?;
+    Ok((m, r))
+}
+
+/// A fresh context copies 4 pages with pattern `seed` correctly (after a rebind, a reload or a
+/// replacement: the device works again).
+pub fn device_copies(seed: u64) -> Result<(), String> {
+    let ctx = ctxq()?;
+    let _mapped = registered_and_read(&ctx, 4, seed)?;
+    no_stale(&ctx)
+}
