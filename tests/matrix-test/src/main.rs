@@ -68,6 +68,11 @@ fn main() {
         ),
         ("oom_kill_registered", mm::oom_kill_registered, true),
         ("anon_madv_free", mm::anon_madv_free, true),
+        (
+            "read_fault_keeps_pages_clean",
+            mm::read_fault_keeps_pages_clean,
+            true,
+        ),
         ("ioctl_fuzz", stress::ioctl_fuzz, true),
         ("hostile_descriptors", stress::hostile_descriptors, true),
         // Last: they unload the module / unbind the device.

@@ -158,6 +158,40 @@ pub fn anon_dontneed() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// A device *read* must not dirty the pages it reads: after MADV_FREE the pages are clean and
+/// lazily freed; a device read faults them in through a read-write registration; reclaim must
+/// still be free to discard them (they read as zero afterwards). Once every fill of a
+/// writable registration marked its pages dirty, read or not, and they were kept (written
+/// back to swap for nothing).
+pub fn read_fault_keeps_pages_clean() -> CaseResult {
+    if !ensure_swap()? {
+        return Ok(Outcome::Skip("no swap".into()));
+    }
+    let ctx = ctxq()?;
+    let len = 8 * PAGE;
+    let m = Map::anon(len)?;
+    m.fill(0, len, 8);
+    let _r = reg_raw(&ctx, m.va(), len, Access::READ_WRITE)?;
+    m.madvise(0, len, libc::MADV_FREE)?;
+    is_pattern(
+        &dev_read(&ctx, m.va(), len).map_err(e("device read"))?,
+        0,
+        8,
+    )?;
+    m.madvise(0, len, libc::MADV_PAGEOUT)?;
+    let after = m.read(0, len);
+    let kept = after.iter().filter(|b| **b != 0).count();
+    note(format!(
+        "{kept} bytes of the lazily freed pages kept after reclaim"
+    ));
+    is_zero(
+        &after,
+        "lazily freed pages after a device read and reclaim (the read dirtied them)",
+    )?;
+    no_stale(&ctx)?;
+    Ok(Outcome::Pass)
+}
+
 /// MADV_FREE then reclaim: a page the CPU wrote after MADV_FREE keeps its data, and so must a
 /// page the *device* wrote after MADV_FREE (the kernel may only discard clean lazy-free pages;
 /// a device write must make the page dirty like a CPU write does).
