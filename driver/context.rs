@@ -7,7 +7,6 @@
 //! invariant of DESIGN.md, spec §7). No user page is ever pinned.
 
 use kernel::{
-    dma::Coherent,
     mm::{
         hmm::{Access, FaultError, HmmPfn, Range},
         mmu_notifier::{
@@ -39,11 +38,6 @@ const MAX_FILL_RETRIES: u32 = 1000;
 pub(crate) const MAX_REGISTER_LEN: u64 = 1 << 30;
 /// Prefetch works in pieces of this size (bounds the hmm pfn buffer).
 const FILL_CHUNK: u64 = 32 << 20;
-
-/// Spare table pages a context keeps after deregistrations: enough to register the largest
-/// registration (1 GiB: 512 level-1 tables and a few above) again without allocating, and a
-/// bound on what a context holds beyond its live registrations (about 2 MiB).
-const SPARE_TABLES: usize = 520;
 
 /// Window of the fault-around (already present neighbours of a faulting page).
 const FAULT_AROUND: u64 = 64 << 10;
@@ -193,10 +187,9 @@ pub(crate) struct Ctx {
     /// Serialises changes to the set of intermediate tables: registration (which finds,
     /// allocates and links the tables its range lacks, then lists itself) against
     /// deregistration (which frees the tables no listed registration needs). Taken before
-    /// `regs` and `state`, never under them or under the mmap lock. It holds the spare table
-    /// pages deregistration freed, at most `SPARE_TABLES`, for the next registration.
+    /// `regs` and `state`, never under them or under the mmap lock.
     #[pin]
-    tables_lock: Mutex<KVec<Coherent<[u64]>>>,
+    tables_lock: Mutex<()>,
     /// Set once the queues are given and the context is enabled on the device.
     pub(crate) enabled: Atomic<bool>,
     /// Set by the one `MNIC_IOC_SETUP_QUEUES` that goes ahead (cleared again if it fails).
@@ -366,7 +359,7 @@ impl Ctx {
             mm,
             state <- new_mutex!(CtxState { table, pending: None, unflushed: false }),
             regs <- new_mutex!(Registrations { list: KVec::new(), next_handle: 1 }),
-            tables_lock <- new_mutex!(KVec::new()),
+            tables_lock <- new_mutex!(()),
             enabled: Atomic::new(false),
             queues_claimed: Atomic::new(false),
             reaped: Atomic::new(false),
@@ -413,14 +406,14 @@ impl Ctx {
         }
 
         // Until this registration is listed, no deregistration may free tables it needs.
-        let mut tables_guard = self.tables_lock.lock();
+        let tables_guard = self.tables_lock.lock();
         // Translation tables for the range: found missing under the lock, allocated without
         // it (invalidations must never wait for an allocation), linked in under it again.
         let mut keys = KVec::with_capacity(table::max_tables(start, end), GFP_KERNEL)?;
         self.state.lock().table.missing(start, end, &mut keys);
         let mut new_tables = {
             let access = self.dev.enter()?;
-            PageTable::allocate(access.bound(), &keys, &mut tables_guard)?
+            PageTable::allocate(access.bound(), &keys)?
         };
         self.state.lock().table.grow(&mut new_tables)?;
         drop(new_tables);
@@ -520,7 +513,7 @@ impl Ctx {
     /// needs (a process that registers and deregisters many ranges would otherwise keep a
     /// table page per 2 MiB it ever registered, until it closes the context).
     fn prune_tables(&self, start: u64, end: u64) -> Result {
-        let mut spares = self.tables_lock.lock();
+        let _tables = self.tables_lock.lock();
         let mut keep = KVec::with_capacity(abi::MAX_REGISTRATIONS as usize, GFP_KERNEL)?;
         for r in self.regs.lock().list.iter() {
             let range = (r.notifier.start() as u64, r.notifier.end() as u64);
@@ -542,14 +535,6 @@ impl Ctx {
         // after a SYNC (commands run between work steps, and walks happen inside steps).
         let ticket = self.dev.post_sync(&[]).unwrap_or(Ticket::QUIESCED);
         let _ = self.dev.wait_sync(ticket);
-        // Keep a bounded number for the next registration (registering the same large range
-        // again and again must not allocate hundreds of DMA pages each time); free the rest.
-        let room = SPARE_TABLES.saturating_sub(spares.len()).min(freed.len());
-        if spares.reserve(room, GFP_KERNEL).is_ok() {
-            for t in freed.drain_all().take(room) {
-                let _ = spares.push_within_capacity(t);
-            }
-        }
         drop(freed);
         Ok(())
     }

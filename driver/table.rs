@@ -94,25 +94,11 @@ impl PageTable {
         }
     }
 
-    /// Allocates zeroed tables for `keys` (outside the lock), taking pages from `spares`
-    /// (tables an earlier deregistration freed) first.
-    pub(crate) fn allocate(
-        dev: &Device<Bound>,
-        keys: &[u64],
-        spares: &mut KVec<Coherent<[u64]>>,
-    ) -> Result<NewTables> {
+    /// Allocates zeroed tables for `keys` (outside the lock).
+    pub(crate) fn allocate(dev: &Device<Bound>, keys: &[u64]) -> Result<NewTables> {
         let mut out = KVec::with_capacity(keys.len(), GFP_KERNEL)?;
         for k in keys {
-            let t = match spares.pop() {
-                Some(t) => {
-                    // A pruned table may still hold links to the tables below it.
-                    for i in 0..pte::ENTRIES {
-                        store(&t, i, 0)?;
-                    }
-                    t
-                }
-                None => Coherent::<u64>::zeroed_slice(dev, pte::ENTRIES, GFP_KERNEL)?,
-            };
+            let t = Coherent::<u64>::zeroed_slice(dev, pte::ENTRIES, GFP_KERNEL)?;
             let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
             out.push(
                 NewTable {
