@@ -39,6 +39,12 @@ pub(crate) const MAX_REGISTER_LEN: u64 = 1 << 30;
 /// Prefetch works in pieces of this size (bounds the hmm pfn buffer).
 const FILL_CHUNK: u64 = 32 << 20;
 
+/// Table pages a context keeps that no registration needs (left by deregistrations): enough
+/// to register the largest registration (1 GiB: 512 level-1 tables and a few above) again
+/// without allocating, and a bound on what a context holds beyond its live registrations
+/// (about 2 MiB).
+const UNUSED_TABLES_KEPT: usize = 520;
+
 /// Window of the fault-around (already present neighbours of a faulting page).
 const FAULT_AROUND: u64 = 64 << 10;
 
@@ -506,13 +512,14 @@ impl Ctx {
         crate::device::fault_delay(&self.dev.deregister_delay_ms);
         drop(notifier);
         drop(pinned);
-        result.and(self.prune_tables(start, end))
+        result.and(self.prune_tables())
     }
 
-    /// Frees the translation tables over [start, end) that no registration still listed
-    /// needs (a process that registers and deregisters many ranges would otherwise keep a
-    /// table page per 2 MiB it ever registered, until it closes the context).
-    fn prune_tables(&self, start: u64, end: u64) -> Result {
+    /// Bounds the translation tables that no registration still listed needs: a process that
+    /// registers and deregisters many ranges would otherwise keep a table page per 2 MiB it
+    /// ever registered, until it closes the context. Up to `UNUSED_TABLES_KEPT` stay (cheap
+    /// re-registration); past that all of them are freed.
+    fn prune_tables(&self) -> Result {
         let _tables = self.tables_lock.lock();
         let mut keep = KVec::with_capacity(abi::MAX_REGISTRATIONS as usize, GFP_KERNEL)?;
         for r in self.regs.lock().list.iter() {
@@ -520,14 +527,20 @@ impl Ctx {
             // Cannot fail: the list never holds more than MAX_REGISTRATIONS.
             let _ = keep.push_within_capacity(range);
         }
+        // Tables no registration needs stay linked (zeroed by the shoot-down) as long as there
+        // are few: registering the same range again then allocates nothing. Past the bound,
+        // every such table of the context goes at once.
         let most = self.state.lock().table.prunable(&keep);
-        if most == 0 {
+        if most <= UNUSED_TABLES_KEPT {
             return Ok(());
         }
         // Reserved outside the notifier lock (invalidations must never wait for memory);
         // `tables_lock` keeps the set of tables from growing in between.
         let mut freed = KVec::with_capacity(most, GFP_KERNEL)?;
-        self.state.lock().table.prune(start, end, &keep, &mut freed);
+        self.state
+            .lock()
+            .table
+            .prune(0, pte::VA_LIMIT, &keep, &mut freed);
         if freed.is_empty() {
             return Ok(());
         }

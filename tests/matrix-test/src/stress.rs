@@ -1371,12 +1371,14 @@ fn table_pages(ctx: &Context) -> Result<u64, String> {
 }
 
 /// Registering and deregistering many ranges spread over the address space must not leave a
-/// translation-table page behind for each: deregistration frees the tables no registration
-/// needs any more (after a SYNC), so a long-lived context does not grow for ever.
+/// translation-table page behind for each: the driver keeps at most 520 tables that no
+/// registration needs (enough to register 1 GiB again without allocating) and frees the rest
+/// (after a SYNC), so a long-lived context does not grow for ever.
 pub fn deregistration_frees_tables() -> CaseResult {
+    const KEPT: u64 = 520;
     let ctx = open()?;
     let before = table_pages(&ctx)?;
-    let rounds = 64;
+    let rounds = 600;
     let mut maps = Vec::new();
     for _ in 0..rounds {
         // 64 KiB at the start of a 4 MiB mapping: kept mapped, the next lands in other
@@ -1391,8 +1393,11 @@ pub fn deregistration_frees_tables() -> CaseResult {
     note(format!(
         "{rounds} registrations made and removed: table pages {before} -> {after}"
     ));
-    check(after <= before, || {
-        format!("{after} table pages left after {rounds} deregistrations (was {before})")
+    check(after <= before + KEPT, || {
+        format!(
+            "{after} table pages left after {rounds} deregistrations (was {before}; at most \
+             {KEPT} unused ones may stay)"
+        )
     })?;
     Ok(Outcome::Pass)
 }
