@@ -307,6 +307,37 @@ fn child_uses_parent_context_refused() -> CaseResult {
     Ok(Pass)
 }
 
+/// A forked child that drops its copy of a `Context` must leave alone whatever it mapped at
+/// the address of the parent's doorbell page (the page itself is not copied at fork, so the
+/// address is free in the child). The library once unmapped it.
+fn child_drop_keeps_doorbell_address() -> CaseResult {
+    let ctx = open()?;
+    ctx.setup_queues(mnic::QueueConfig {
+        doorbell: mnic::DoorbellMode::Mapped,
+        ..mnic::QueueConfig::default()
+    })
+    .map_err(e("setup_queues (mapped doorbell)"))?;
+    let node = format!("/dev/mnic{}", ctx.info().minor);
+    let maps = fs::read_to_string("/proc/self/maps").map_err(e("maps"))?;
+    let va = maps
+        .lines()
+        .find(|l| l.ends_with(&node))
+        .and_then(|l| usize::from_str_radix(l.split('-').next()?, 16).ok())
+        .ok_or_else(|| format!("no mapping of {node} in /proc/self/maps"))?;
+    in_child(move || {
+        // The child's own page where the parent's doorbell is.
+        let mine = Map::fixed_noreplace(va, 4096, libc::PROT_READ | libc::PROT_WRITE)?;
+        mine.fill_byte(0, 4096, 0x5a);
+        drop(ctx);
+        // Still mapped, still ours (a fault here would kill the child: the case fails).
+        let back = mine.read(0, 4096);
+        check(back.iter().all(|b| *b == 0x5a), || {
+            "the child's page at the doorbell address changed".into()
+        })
+    })?;
+    Ok(Pass)
+}
+
 fn kill_with_dma_in_flight() -> CaseResult {
     let (mut p, mut b) = ([0i32; 2], [0u8]);
     // SAFETY: pipe(2) with an array of two fds.
@@ -663,6 +694,11 @@ fn main() {
         (
             "child_uses_parent_context_refused",
             child_uses_parent_context_refused,
+            true,
+        ),
+        (
+            "child_drop_keeps_doorbell_address",
+            child_drop_keeps_doorbell_address,
             true,
         ),
         ("kill_with_dma_in_flight", kill_with_dma_in_flight, true),
