@@ -4,7 +4,8 @@
 //! Its registrations are mmu interval notifiers; its translation table is filled on demand
 //! (device faults, prefetch) through `hmm` and torn down by the notifiers, which post
 //! `INVALIDATE_RANGE` + `SYNC` and wait for the SYNC before the invalidation completes (the
-//! invariant of DESIGN.md, spec §7). No user page is ever pinned.
+//! invariant of `docs/spec.md` §7, whose rules `docs/driver.md` lists). No user page is ever
+//! pinned.
 
 use kernel::{
     mm::{
@@ -620,8 +621,8 @@ impl Ctx {
         self.prefetch(req.addr, req.len, &mm)
     }
 
-    /// The fault path of DESIGN.md: read sequence, hmm fault under the mmap lock, then under
-    /// the notifier lock program the table only if no invalidation ran in between.
+    /// The fault path of `docs/kernel-mm-api.md`: read sequence, hmm fault under the mmap lock,
+    /// then under the notifier lock program the table only if no invalidation ran in between.
     fn fill(
         &self,
         region: &IntervalNotifier<Region>,
