@@ -479,6 +479,9 @@ pub mod work {
     pub const NOP: u16 = 3;
     /// `WorkDesc::flags`: post a `WORK_DONE` event when done.
     pub const FLAG_NOTIFY: u16 = 1 << 0;
+    /// Every `WorkDesc::flags` bit the spec defines; a descriptor with any other bit set
+    /// is refused.
+    pub const FLAGS_KNOWN: u16 = FLAG_NOTIFY;
     /// Largest COPY length.
     pub const COPY_MAX: u32 = 64 << 20;
     /// Largest TRAFFIC operation size.
@@ -557,6 +560,196 @@ pub struct Completion {
     pub bytes: u64,
     /// VA of the access that failed, or 0.
     pub fault_va: u64,
+}
+
+// ------------------------------------------------------------------ ring rules (spec §7a)
+
+/// The index and phase-bit rules every ring follows (spec §7a), written once for the
+/// device model, the driver and the library.
+///
+/// A ring has `entries` slots (a power of two in every mnic ring, but these rules do not
+/// rely on it). A producer that counts every entry it has ever written (`count`) finds
+/// the slot and the phase bit from that count alone; register indices (`head`, `tail`)
+/// are taken modulo `entries`, and `head == tail` means empty, so at most
+/// `entries - 1` entries are pending.
+pub mod ring {
+    /// Slot of the `count`-th entry ever produced into a ring of `entries` slots.
+    pub const fn slot(count: u64, entries: u64) -> u64 {
+        count % entries
+    }
+
+    /// The phase bit of the `count`-th entry ever produced: 1 (true) on the first pass
+    /// through the ring, 0 on the second, and so on.
+    pub const fn phase(count: u64, entries: u64) -> bool {
+        (count / entries) % 2 == 0
+    }
+
+    /// Entries pending between consumer index `head` and producer index `tail`.
+    pub const fn pending(head: u64, tail: u64, entries: u64) -> u64 {
+        (tail % entries + entries - head % entries) % entries
+    }
+
+    /// Slots a producer may still fill before the ring is full: one slot always stays
+    /// empty, so that `head == tail` means empty rather than full.
+    pub const fn free(head: u64, tail: u64, entries: u64) -> u64 {
+        entries - 1 - pending(head, tail, entries)
+    }
+
+    /// The index after `index` in a ring of `entries` slots.
+    pub const fn next(index: u64, entries: u64) -> u64 {
+        (index + 1) % entries
+    }
+}
+
+impl Event {
+    /// Byte offset of `flags`, the field that carries the phase bit. The device writes
+    /// the entry with the previous pass's phase first and this byte last, so a consumer
+    /// that sees the new phase sees the whole entry.
+    pub const PHASE_OFFSET: usize = core::mem::offset_of!(Event, flags);
+
+    /// The phase bit of this entry.
+    pub const fn phase(&self) -> bool {
+        self.flags & event::FLAG_PHASE != 0
+    }
+
+    /// `flags` with the phase bit set to `phase` and every other bit kept.
+    pub const fn flags_with_phase(&self, phase: bool) -> u8 {
+        (self.flags & !event::FLAG_PHASE) | if phase { event::FLAG_PHASE } else { 0 }
+    }
+
+    /// Whether a consumer that expects phase `expected` finds a new entry here.
+    pub const fn is_new(&self, expected: bool) -> bool {
+        self.phase() == expected
+    }
+}
+
+impl Completion {
+    /// Byte offset of `flags`, the field that carries the phase bit; written last, as
+    /// for events (see [`Event::PHASE_OFFSET`]).
+    pub const PHASE_OFFSET: usize = core::mem::offset_of!(Completion, flags);
+
+    /// The phase bit of this entry.
+    pub const fn phase(&self) -> bool {
+        self.flags & completion::FLAG_PHASE != 0
+    }
+
+    /// `flags` with the phase bit set to `phase` and every other bit kept.
+    pub const fn flags_with_phase(&self, phase: bool) -> u16 {
+        (self.flags & !completion::FLAG_PHASE) | if phase { completion::FLAG_PHASE } else { 0 }
+    }
+
+    /// Whether a consumer that expects phase `expected` finds a new entry here.
+    pub const fn is_new(&self, expected: bool) -> bool {
+        self.phase() == expected
+    }
+}
+
+// ------------------------------------------------------------------ descriptor rules (spec §11)
+
+/// Why a work descriptor is refused (spec §11). The device completes a refused
+/// descriptor with `BAD_DESCRIPTOR`; the library refuses it before posting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DescError {
+    /// A reserved bit of `flags` is set.
+    UnknownFlags,
+    /// `opcode` is not `COPY`, `TRAFFIC` or `NOP`.
+    UnknownOpcode,
+    /// A COPY or TRAFFIC of zero bytes.
+    Empty,
+    /// A COPY longer than `work::COPY_MAX`.
+    CopyTooLong,
+    /// A range that wraps or ends above the canonical lower half.
+    BadRange,
+    /// COPY source and destination overlap.
+    Overlap,
+    /// TRAFFIC `op_size` outside `1..=TRAFFIC_OP_MAX` or larger than the range.
+    BadOpSize,
+    /// Unknown TRAFFIC pattern.
+    BadPattern,
+    /// TRAFFIC `ops` above `TRAFFIC_OPS_MAX`.
+    TooManyOps,
+}
+
+impl DescError {
+    /// A one-line description for error messages.
+    pub const fn message(self) -> &'static str {
+        match self {
+            DescError::UnknownFlags => "reserved flag bits set",
+            DescError::UnknownOpcode => "unknown opcode",
+            DescError::Empty => "zero length",
+            DescError::CopyTooLong => "COPY longer than COPY_MAX (64 MiB)",
+            DescError::BadRange => "range wraps or is not canonical",
+            DescError::Overlap => "COPY source and destination overlap",
+            DescError::BadOpSize => "TRAFFIC op_size not in 1..=65536 or larger than the range",
+            DescError::BadPattern => "unknown TRAFFIC pattern",
+            DescError::TooManyOps => "TRAFFIC ops above 2^32",
+        }
+    }
+}
+
+/// The exclusive end of `[va, va + len)` if the range neither wraps nor leaves the
+/// canonical lower half.
+const fn va_range_end(va: u64, len: u64) -> Option<u64> {
+    match va.checked_add(len) {
+        Some(end) if end <= pte::VA_LIMIT => Some(end),
+        _ => None,
+    }
+}
+
+impl WorkDesc {
+    /// Checks this descriptor against spec §11: the one rule the device applies before
+    /// running it and the library applies before posting it.
+    ///
+    /// # Errors
+    /// The first reason the descriptor is refused.
+    pub const fn validate(&self) -> Result<(), DescError> {
+        if self.flags & !work::FLAGS_KNOWN != 0 {
+            return Err(DescError::UnknownFlags);
+        }
+        let len = self.len as u64;
+        match self.opcode {
+            work::NOP => Ok(()),
+            work::COPY => {
+                if self.len == 0 {
+                    return Err(DescError::Empty);
+                }
+                if self.len > work::COPY_MAX {
+                    return Err(DescError::CopyTooLong);
+                }
+                let (Some(src_end), Some(dst_end)) =
+                    (va_range_end(self.src, len), va_range_end(self.dst, len))
+                else {
+                    return Err(DescError::BadRange);
+                };
+                if self.src < dst_end && self.dst < src_end {
+                    return Err(DescError::Overlap);
+                }
+                Ok(())
+            }
+            work::TRAFFIC => {
+                if self.len == 0 {
+                    return Err(DescError::Empty);
+                }
+                if va_range_end(self.src, len).is_none() {
+                    return Err(DescError::BadRange);
+                }
+                if self.op_size == 0
+                    || self.op_size > work::TRAFFIC_OP_MAX
+                    || self.op_size > self.len
+                {
+                    return Err(DescError::BadOpSize);
+                }
+                if self.pattern > work::PATTERN_RANDOM_RW {
+                    return Err(DescError::BadPattern);
+                }
+                if self.ops > work::TRAFFIC_OPS_MAX {
+                    return Err(DescError::TooManyOps);
+                }
+                Ok(())
+            }
+            _ => Err(DescError::UnknownOpcode),
+        }
+    }
 }
 
 // ------------------------------------------------------------------ user ABI (spec §13)

@@ -103,3 +103,178 @@ fn pte_helpers_round_trip() {
     assert_eq!(pte::index(0x7fff_ffff_f000, 1), 0x1ff);
     assert_eq!(pte::index(0x20_0000, 2), 1);
 }
+
+#[test]
+fn ring_rules_keep_one_slot_empty_and_flip_phase_each_pass() {
+    assert_eq!(ring::pending(3, 3, 8), 0);
+    assert_eq!(ring::free(3, 3, 8), 7);
+    assert_eq!(ring::pending(6, 2, 8), 4, "tail wrapped past the end");
+    assert_eq!(ring::free(3, 2, 8), 0, "tail just behind head: full");
+    assert_eq!(
+        ring::pending(9, 11, 8),
+        2,
+        "indices are taken modulo entries"
+    );
+    assert_eq!(ring::next(7, 8), 0);
+    assert_eq!(ring::slot(17, 8), 1);
+    assert!(ring::phase(0, 8) && ring::phase(7, 8));
+    assert!(!ring::phase(8, 8) && !ring::phase(15, 8));
+    assert!(ring::phase(16, 8));
+}
+
+#[test]
+fn phase_helpers_touch_only_the_phase_bit() {
+    let e = Event {
+        flags: event::FLAG_WRITE,
+        ..Event::default()
+    };
+    assert!(!e.phase() && e.is_new(false));
+    assert_eq!(
+        e.flags_with_phase(true),
+        event::FLAG_WRITE | event::FLAG_PHASE
+    );
+    assert_eq!(Event::PHASE_OFFSET, 0x01);
+    let c = Completion {
+        flags: 0x8000 | completion::FLAG_PHASE,
+        ..Completion::default()
+    };
+    assert!(c.phase() && c.is_new(true) && !c.is_new(false));
+    assert_eq!(c.flags_with_phase(false), 0x8000);
+    assert_eq!(Completion::PHASE_OFFSET, 0x0a);
+}
+
+#[test]
+fn descriptor_rule_refuses_what_the_spec_refuses() {
+    let copy = WorkDesc {
+        opcode: work::COPY,
+        len: 4096,
+        src: 0x10_0000,
+        dst: 0x20_0000,
+        ..WorkDesc::default()
+    };
+    assert_eq!(copy.validate(), Ok(()));
+    assert_eq!(
+        WorkDesc {
+            flags: 1 << 1,
+            ..copy
+        }
+        .validate(),
+        Err(DescError::UnknownFlags)
+    );
+    assert_eq!(
+        WorkDesc {
+            flags: work::FLAG_NOTIFY,
+            ..copy
+        }
+        .validate(),
+        Ok(())
+    );
+    assert_eq!(
+        WorkDesc { opcode: 9, ..copy }.validate(),
+        Err(DescError::UnknownOpcode)
+    );
+    assert_eq!(
+        WorkDesc { len: 0, ..copy }.validate(),
+        Err(DescError::Empty)
+    );
+    assert_eq!(
+        WorkDesc {
+            len: work::COPY_MAX + 1,
+            ..copy
+        }
+        .validate(),
+        Err(DescError::CopyTooLong)
+    );
+    assert_eq!(
+        WorkDesc {
+            dst: pte::VA_LIMIT - 4095,
+            ..copy
+        }
+        .validate(),
+        Err(DescError::BadRange)
+    );
+    assert_eq!(
+        WorkDesc {
+            dst: u64::MAX - 10,
+            ..copy
+        }
+        .validate(),
+        Err(DescError::BadRange)
+    );
+    assert_eq!(
+        WorkDesc {
+            dst: 0x10_0800,
+            ..copy
+        }
+        .validate(),
+        Err(DescError::Overlap)
+    );
+    assert_eq!(
+        WorkDesc {
+            dst: 0x10_1000,
+            ..copy
+        }
+        .validate(),
+        Ok(()),
+        "adjacent is fine"
+    );
+
+    let traffic = WorkDesc {
+        opcode: work::TRAFFIC,
+        len: 1 << 20,
+        src: 0x10_0000,
+        op_size: 4096,
+        ops: 10,
+        ..WorkDesc::default()
+    };
+    assert_eq!(traffic.validate(), Ok(()));
+    assert_eq!(
+        WorkDesc {
+            op_size: 0,
+            ..traffic
+        }
+        .validate(),
+        Err(DescError::BadOpSize)
+    );
+    assert_eq!(
+        WorkDesc {
+            op_size: work::TRAFFIC_OP_MAX + 1,
+            ..traffic
+        }
+        .validate(),
+        Err(DescError::BadOpSize)
+    );
+    assert_eq!(
+        WorkDesc {
+            len: 100,
+            op_size: 101,
+            ..traffic
+        }
+        .validate(),
+        Err(DescError::BadOpSize)
+    );
+    assert_eq!(
+        WorkDesc {
+            pattern: 3,
+            ..traffic
+        }
+        .validate(),
+        Err(DescError::BadPattern)
+    );
+    assert_eq!(
+        WorkDesc {
+            ops: work::TRAFFIC_OPS_MAX + 1,
+            ..traffic
+        }
+        .validate(),
+        Err(DescError::TooManyOps)
+    );
+    assert_eq!(
+        WorkDesc {
+            opcode: work::NOP,
+            ..WorkDesc::default()
+        }
+        .validate(),
+        Ok(())
+    );
+}
