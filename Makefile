@@ -85,6 +85,7 @@ lint:
 	cargo fmt --all -- --check
 	rustfmt --edition 2021 --check $(KMOD_ROOTS)
 	cargo clippy --workspace --all-targets $(CARGO_JOBS) -- -D warnings
+	cargo run -q -p mnic-modcycles $(CARGO_JOBS) -- $(KMOD_ROOTS)
 
 test-host:
 	cargo test --workspace --exclude mnic-tests $(CARGO_JOBS)
