@@ -581,7 +581,7 @@ pub mod ring {
     /// The phase bit of the `count`-th entry ever produced: 1 (true) on the first pass
     /// through the ring, 0 on the second, and so on.
     pub const fn phase(count: u64, entries: u64) -> bool {
-        (count / entries) % 2 == 0
+        (count / entries).is_multiple_of(2)
     }
 
     /// Entries pending between consumer index `head` and producer index `tail`.
