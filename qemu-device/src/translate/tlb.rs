@@ -41,7 +41,7 @@ fn key_huge(k: Key) -> bool {
     k & 1 != 0
 }
 
-/// Hasher for [`Key`]s: a multiply by an odd constant (a bijection on the low bits, so
+/// Hasher for `Key`s: a multiply by an odd constant (a bijection on the low bits, so
 /// consecutive pages land in distinct buckets) folded so the high bits the table uses
 /// for its control bytes depend on every key bit. Not DoS-resistant, and need not be:
 /// the TLB is bounded and the guest only chooses which of its own pages are cached.
