@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::device::Counters;
+use crate::counters::Counters;
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 256;

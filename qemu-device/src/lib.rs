@@ -10,14 +10,18 @@
 
 pub mod config;
 pub mod control;
-pub mod device;
+pub mod counters;
 pub mod engine;
 pub mod mem;
+pub mod mmio;
 pub mod oracle;
+pub mod oracle_op;
 pub mod proto;
 pub mod server;
 pub mod shared;
 pub mod stale;
 pub mod supervisor;
+/// Test hooks: only with the `testkit` feature (and in the crate's own unit tests).
+#[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod translate;

@@ -13,9 +13,10 @@ use std::process::{Command, ExitCode};
 use std::sync::Arc;
 
 use mnic_device::control;
-use mnic_device::device::{Counters, Device};
+use mnic_device::counters::Counters;
 use mnic_device::engine::Engine;
 use mnic_device::mem::{GuestRam, MAX_REGIONS};
+use mnic_device::mmio::Mmio;
 use mnic_device::server::Server;
 use mnic_device::shared::Shared;
 use mnic_device::supervisor;
@@ -115,7 +116,7 @@ fn engine(a: &Args) -> Result<(), String> {
     let sh = Shared::new(counters, a.strict);
     let ram = Arc::new(GuestRam::new());
     let engine = Engine::spawn(sh.clone(), ram.clone()).map_err(|e| format!("data thread: {e}"))?;
-    let mut server = Server::new(stream, Device::new(sh), engine, ram);
+    let mut server = Server::new(stream, Mmio::new(sh), engine, ram);
     let r = server.run();
     let (regions, mapped) = server.dma_regions();
     tracing::info!(regions, mapped, "DMA regions at exit");

@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn memfd_region_is_shared() {
-        let fd = crate::testkit::memfd(0x2000);
+        let fd = crate::testkit::memfd::memfd(0x2000);
         let dup = fd.try_clone().unwrap();
         let ram = GuestRam::new();
         ram.map_fd(0x10000, 0x1000, dup, 0x1000, true).unwrap();
@@ -507,7 +507,7 @@ mod tests {
 
     #[test]
     fn read_only_region_refuses_writes() {
-        let fd = crate::testkit::memfd(0x1000);
+        let fd = crate::testkit::memfd::memfd(0x1000);
         let ram = GuestRam::new();
         ram.map_fd(0, 0x1000, fd, 0, false).unwrap();
         let m = ram.snapshot();

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use mnic_abi::{BAR_DOORBELLS, BAR_MSIX, BAR_REGS, MSIX_VECTORS};
 
 use crate::config::{bar_size, ConfigSpace, CONFIG_SIZE};
-use crate::device::{Device, Followup};
 use crate::engine::Engine;
 use crate::mem::{GuestRam, MapError, MAX_REGIONS};
+use crate::mmio::{Followup, Mmio};
 use crate::proto::*;
 use crate::shared::Request;
 
@@ -24,7 +24,7 @@ pub type Errno = i32;
 pub struct Server {
     stream: UnixStream,
     config: ConfigSpace,
-    dev: Device,
+    dev: Mmio,
     engine: Engine,
     ram: Arc<GuestRam>,
 }
@@ -36,7 +36,7 @@ fn einval<T>() -> Result<T, Errno> {
 impl Server {
     /// A server for the connected client `stream`: `dev` decodes MMIO over the state
     /// `engine` runs on; DMA_MAP/UNMAP change `ram`, which the engine reads.
-    pub fn new(stream: UnixStream, dev: Device, engine: Engine, ram: Arc<GuestRam>) -> Self {
+    pub fn new(stream: UnixStream, dev: Mmio, engine: Engine, ram: Arc<GuestRam>) -> Self {
         match stream.try_clone() {
             Ok(s) => dev.shared().set_peer(s),
             Err(e) => tracing::warn!("cannot watch the connection for the data thread: {e}"),
@@ -658,7 +658,7 @@ fn recv_with_fds(sock: RawFd, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> io::Res
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::Counters;
+    use crate::counters::Counters;
     use crate::shared::Shared;
     use std::io::Read;
     use std::sync::atomic::Ordering;
@@ -673,7 +673,7 @@ mod tests {
         let sh = Shared::new(Arc::new(Counters::default()), false);
         let ram = Arc::new(GuestRam::new());
         let engine = Engine::spawn(sh.clone(), ram.clone()).unwrap();
-        let mut server = Server::new(ours, Device::new(sh.clone()), engine, ram);
+        let mut server = Server::new(ours, Mmio::new(sh.clone()), engine, ram);
         let t = std::thread::spawn(move || server.run());
         sh.panic_next.store(true, Ordering::SeqCst);
         sh.kick();

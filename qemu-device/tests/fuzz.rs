@@ -184,7 +184,13 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
                 let ctx = 1 + r.below(2) as u16;
                 let d = WorkDesc {
                     opcode: r.below(5) as u16,
-                    flags: r.next() as u16,
+                    // Mostly the defined flag (NOTIFY) or none, so that most
+                    // descriptors run; sometimes reserved bits, which refuse them.
+                    flags: if r.chance(90) {
+                        r.below(2) as u16
+                    } else {
+                        r.next() as u16
+                    },
                     len: if r.chance(80) {
                         r.below(3 << 12) as u32
                     } else {

@@ -9,43 +9,20 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::Duration;
 
-use common::guest::{command, ctx_entry, try_enable, Cmdq};
-use common::guest::{CQ, CQ_VA, CTX_TABLE, DST_GPA, DST_VA, EVQ, RAM, ROM};
+use common::guest::{command, completion_at, ctx_entry, event_at, try_enable, Cmdq};
+use common::guest::{CQ, CQ_VA, CTX_TABLE, DST_GPA, DST_VA, RAM, ROM};
 use common::guest::{SRC_GPA, SRC_VA, SYNC_WORD, WQ, WQ_VA};
-use common::{msix_irqs_req, stats, unmap_req, wait_until, Client};
+use common::{msix_irqs_req, stat, stats, unmap_req, wait_until};
 use mnic_abi::{cmd, completion, control, error, event, reg, status};
-use mnic_abi::{Completion, CtxEntry, Event, WorkDesc, BAR_DOORBELLS, BAR_REGS, CMD_FLAG_IRQ};
-use mnic_device::mem::{self, GuestMem, GuestRam};
+use mnic_abi::{CtxEntry, WorkDesc, BAR_DOORBELLS, BAR_REGS, CMD_FLAG_IRQ};
+use mnic_device::mem::{self, GuestRam};
 use mnic_device::proto;
 use mnic_device::testkit::{memfd, Harness, Tables};
 use vmm_sys_util::eventfd::EventFd;
-use zerocopy::{FromBytes, IntoBytes};
+use zerocopy::IntoBytes;
 
 fn wait_irq(e: &EventFd, what: &str) {
     wait_until(what, || e.read().is_ok());
-}
-
-fn event(m: &GuestMem, i: u64) -> Event {
-    let mut b = [0u8; 32];
-    mem::read(m, EVQ + 32 * i, &mut b).unwrap();
-    Event::read_from_bytes(&b).unwrap()
-}
-
-fn completion_at(m: &GuestMem, i: u64) -> Completion {
-    let mut b = [0u8; 32];
-    mem::read(m, CQ + 32 * i, &mut b).unwrap();
-    Completion::read_from_bytes(&b).unwrap()
-}
-
-/// Writes the PCI command register (config space offset 4).
-fn pci_command(c: &mut Client, v: u16) {
-    c.write(proto::PCI_CONFIG_REGION_INDEX, 4, u32::from(v));
-}
-
-fn stat(text: &str, name: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 #[test]
@@ -89,7 +66,7 @@ fn fault_resume_sync_and_hostile_tables() {
     assert_eq!(c.read(reg::STATUS), status::ENABLED);
     // Bus mastering is off after reset (spec §3): with memory decoding alone, a doorbell
     // makes the device do nothing at all.
-    pci_command(&mut c, 0x0002);
+    c.pci_command(0x0002);
     let mut q = Cmdq { tail: 0 };
     q.ring(&mut c, &m, command(cmd::CTX_ENABLE, 1, 0, 0));
     std::thread::sleep(Duration::from_millis(100));
@@ -100,7 +77,7 @@ fn fault_resume_sync_and_hostile_tables() {
     );
     assert!(stat(&stats(&ctl), "dma_refused") >= 1);
     // What the driver's probe does (pci_set_master): the command runs now.
-    pci_command(&mut c, 0x0006);
+    c.pci_command(0x0006);
     q.wait(&mut c);
 
     // COPY of two pages through the doorbell: the second destination page faults.
@@ -108,7 +85,7 @@ fn fault_resume_sync_and_hostile_tables() {
     mem::write(&m, WQ, d.as_bytes()).unwrap();
     c.write(BAR_DOORBELLS, 4096, 1);
     wait_irq(&irq_ev, "the fault interrupt");
-    let f = event(&m, 0);
+    let f = event_at(&m, 0);
     assert_eq!(f.flags & event::FLAG_PHASE, 1);
     assert_eq!(
         (f.kind, f.ctx, f.code),
@@ -133,7 +110,7 @@ fn fault_resume_sync_and_hostile_tables() {
     let mut out = vec![0u8; 8192];
     mem::read(&m, DST_GPA, &mut out).unwrap();
     assert_eq!(out, data);
-    wait_until("WORK_DONE", || event(&m, 1).kind == event::WORK_DONE);
+    wait_until("WORK_DONE", || event_at(&m, 1).kind == event::WORK_DONE);
     c.write(BAR_REGS, reg::EVQ_HEAD.into(), 2);
 
     // INVALIDATE_RANGE + SYNC with the IRQ flag: the value lands, vector 1 fires.
@@ -158,9 +135,9 @@ fn fault_resume_sync_and_hostile_tables() {
         mem::write(&m, CTX_TABLE + 64 * ctx, e.as_bytes()).unwrap();
         q.post(&mut c, &m, command(cmd::CTX_ENABLE, ctx as u16, 0, 0));
     }
-    wait_until("two ERROR events", || event(&m, 3).kind == event::ERROR);
+    wait_until("two ERROR events", || event_at(&m, 3).kind == event::ERROR);
     for i in [2, 3] {
-        let e = event(&m, i);
+        let e = event_at(&m, i);
         assert_eq!((e.kind, e.code), (event::ERROR, error::ADDRESS_ERROR));
     }
     // A leaf of context 1 pointing into ROM: the copy fails with TABLE_ERROR.

@@ -4,7 +4,7 @@ mod common;
 
 use std::io::{Read, Write};
 
-use common::{le32, start, tmpdir, u32s};
+use common::{le32, region_req, start, tmpdir, u32s};
 use mnic_abi::{counter, reg, BAR_REGS, BAR_REGS_SIZE, MNIC_ID_VALUE, MNIC_VENDOR_ID};
 use mnic_device::proto::{cmd, Header, FLAG_ERROR, FLAG_NO_REPLY};
 
@@ -14,9 +14,7 @@ fn protocol_session() {
     let (mut srv, mut c, ctl) = start(&dir, &[]);
 
     // VERSION
-    let mut v = vec![0, 0, 1, 0];
-    v.extend_from_slice(b"{\"capabilities\":{\"max_msg_fds\":8}}\0");
-    let p = c.ok(cmd::VERSION, &v);
+    let p = c.version_with(r#"{"capabilities":{"max_msg_fds":8}}"#);
     assert_eq!(&p[..4], &[0, 0, 0, 0]);
     assert_eq!(p.last(), Some(&0));
     assert!(String::from_utf8_lossy(&p[4..]).contains("max_data_xfer_size"));
@@ -52,40 +50,27 @@ fn protocol_session() {
     assert_eq!(le32(&p, 3), 2);
 
     // DMA_MAP without fd is accepted; DMA_UNMAP too.
-    let mut m = u32s(&[32, 3]);
-    for x in [0u64, 0xc0000, 0x20000] {
-        m.extend_from_slice(&x.to_le_bytes());
-    }
-    c.ok(cmd::DMA_MAP, &m);
+    c.dma_map(0xc0000, 0x20000, 0, None);
     c.ok(cmd::DMA_UNMAP, &common::unmap_req(0, 0xc0000, 0x20000));
 
     // Config space vendor id and BAR0 ID register.
     let d = c.region_read(7, 0, 4);
     assert_eq!(u16::from_le_bytes([d[0], d[1]]), MNIC_VENDOR_ID);
-    assert_eq!(
-        le32(&c.region_read(BAR_REGS, reg::ID.into(), 4), 0),
-        MNIC_ID_VALUE
-    );
+    assert_eq!(c.read(reg::ID), MNIC_ID_VALUE);
 
     // A bogus command with a payload gets an error reply; the stream stays in sync.
     let (h, p) = c.call(0x7777, &[0xab; 40]);
     assert_ne!(h.flags & FLAG_ERROR, 0);
     assert!(p.is_empty());
     // An oversized read is refused without allocating.
-    let mut req = 0u64.to_le_bytes().to_vec();
-    req.extend_from_slice(&u32s(&[BAR_REGS, u32::MAX]));
-    let (h, _) = c.call(cmd::REGION_READ, &req);
+    let (h, _) = c.call(cmd::REGION_READ, &region_req(BAR_REGS, 0, u32::MAX, &[]));
     assert_ne!(h.flags & FLAG_ERROR, 0);
     // A bad-width BAR0 read gives all-ones.
     assert_eq!(c.region_read(BAR_REGS, 0, 2), vec![0xff, 0xff]);
     // A posted write gets no reply; the next request's reply comes first.
-    let mut w = u64::from(reg::IRQ_MASK).to_le_bytes().to_vec();
-    w.extend_from_slice(&u32s(&[BAR_REGS, 4, 3]));
+    let w = region_req(BAR_REGS, reg::IRQ_MASK.into(), 4, &3u32.to_le_bytes());
     c.send(cmd::REGION_WRITE, FLAG_NO_REPLY, &w);
-    assert_eq!(
-        le32(&c.region_read(BAR_REGS, reg::IRQ_MASK.into(), 4), 0),
-        3
-    );
+    assert_eq!(c.read(reg::IRQ_MASK), 3);
     let p = c.ok(cmd::DEVICE_GET_INFO, &u32s(&[16, 0, 0, 0]));
     assert_eq!(le32(&p, 2), 9);
 
@@ -120,7 +105,7 @@ fn garbage_header_does_not_hang_or_panic() {
     let (h, _) = c.recv();
     writer.join().unwrap();
     assert_ne!(h.flags & FLAG_ERROR, 0);
-    assert_eq!(le32(&c.region_read(BAR_REGS, 0, 4), 0), MNIC_ID_VALUE);
+    assert_eq!(c.read(reg::ID), MNIC_ID_VALUE);
     // A header claiming less than its own size: the server closes the connection.
     let h = Header {
         size: 3,

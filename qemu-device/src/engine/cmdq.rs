@@ -1,28 +1,32 @@
 //! The command queue (spec §7): strictly in order, one sequence number per command.
 //! A bad command is reported (ERROR event, ERROR_CODE, counter), skipped, and the
-//! queue continues.
+//! queue continues. Indices follow spec §7a (`mnic_abi::ring`).
 
-use mnic_abi::{cmd, counter, error, irq, pte, reg, Command, CtxEntry, CMD_FLAG_IRQ};
-use mnic_abi::{CTX_FLAG_VALID, NUM_CONTEXTS, RING_LOG2_MAX, RING_LOG2_MIN};
+use mnic_abi::{cmd, completion, counter, event, irq, pte, reg, ring, Command, CtxEntry};
+use mnic_abi::{CMD_FLAG_IRQ, CTX_FLAG_VALID, NUM_CONTEXTS, RING_LOG2_MAX, RING_LOG2_MIN};
 use zerocopy::FromBytes;
 
-use super::work::{Ctx, Site, Stage};
-use super::Core;
+use super::context::{Ctx, Done, Site, Stage};
+use super::error::DeviceError;
+use super::state::Core;
 use crate::mem::{self, GuestMem};
 
 /// Size of one command.
-const ENTRY: u64 = 32;
+const ENTRY: u64 = size_of::<Command>() as u64;
 
-/// A refused command: error code and the offending value.
-type CmdError = (u32, u64);
+/// Commands executed per poll before the contexts get a turn.
+const CMD_BUDGET: usize = 64;
 
 impl Core {
     /// Executes pending commands (at most the budget). Returns whether any ran.
     pub(super) fn run_commands(&mut self, m: &GuestMem) -> bool {
-        let n = 1u32 << self.cmdq_log2;
-        let tail = self.sh.reg(reg::CMDQ_TAIL) % n;
+        let n = 1u64 << self.cmdq_log2;
+        let tail = u64::from(self.sh.reg(reg::CMDQ_TAIL));
         let mut ran = 0;
-        while self.cmd_head != tail && ran < super::CMD_BUDGET && !self.stopped() {
+        while ring::pending(u64::from(self.cmd_head), tail, n) != 0
+            && ran < CMD_BUDGET
+            && !self.stopped()
+        {
             let at = self.cmdq_base + u64::from(self.cmd_head) * ENTRY;
             let mut b = [0u8; ENTRY as usize];
             self.seq += 1;
@@ -32,37 +36,36 @@ impl Core {
                     // 32 bytes always parse.
                     let c = Command::read_from_bytes(&b).unwrap_or_default();
                     tracing::debug!(seq = self.seq, op = c.opcode, ctx = c.ctx, "command");
-                    if let Err((code, addr)) = self.exec(m, &c) {
-                        self.error(code, c.ctx, addr, self.seq);
+                    if let Err(e) = self.exec(m, &c) {
+                        self.report(e, c.ctx, self.seq);
                     }
                     if c.flags & CMD_FLAG_IRQ != 0 {
                         // After the command's effect (a SYNC value is in memory).
                         self.raise(irq::CMD_DONE);
                     }
                 }
-                Err(e) => self.error(
-                    error::ADDRESS_ERROR,
-                    mnic_abi::event::NO_CTX,
-                    e.addr,
+                Err(e) => self.report(
+                    DeviceError::Address { addr: e.addr },
+                    event::NO_CTX,
                     self.seq,
                 ),
             }
-            self.cmd_head = (self.cmd_head + 1) % n;
+            self.cmd_head = ring::next(u64::from(self.cmd_head), n) as u32;
             self.sh.set_reg(reg::CMDQ_HEAD, self.cmd_head);
             ran += 1;
         }
         ran > 0
     }
 
-    fn ctx_index(c: &Command) -> Result<usize, CmdError> {
+    fn ctx_index(c: &Command) -> Result<usize, DeviceError> {
         if u32::from(c.ctx) < NUM_CONTEXTS {
             Ok(usize::from(c.ctx))
         } else {
-            Err((error::BAD_CONTEXT, u64::from(c.ctx)))
+            Err(bad_context(c))
         }
     }
 
-    fn exec(&mut self, m: &GuestMem, c: &Command) -> Result<(), CmdError> {
+    fn exec(&mut self, m: &GuestMem, c: &Command) -> Result<(), DeviceError> {
         let seq = self.seq;
         match c.opcode {
             cmd::NOP => Ok(()),
@@ -70,7 +73,7 @@ impl Core {
                 Self::ctx_index(c)?;
                 let end = c.arg0.checked_add(c.arg1);
                 let Some(end) = end.filter(|_| c.arg1 != 0) else {
-                    return Err((error::BAD_COMMAND, c.arg0));
+                    return Err(DeviceError::BadCommand { value: c.arg0 });
                 };
                 let n = self.tlb.invalidate_range(c.ctx, c.arg0, end);
                 self.checker.record(c.ctx, seq, c.arg0, end);
@@ -86,11 +89,12 @@ impl Core {
             }
             cmd::SYNC => {
                 if !c.arg0.is_multiple_of(8) {
-                    return Err((error::BAD_COMMAND, c.arg0));
+                    return Err(DeviceError::BadCommand { value: c.arg0 });
                 }
                 // Fence: see the module comment of `engine`. No DMA is in flight
                 // here, and every earlier invalidation has dropped its entries.
-                mem::store_u64(m, c.arg0, c.arg1).map_err(|e| (error::ADDRESS_ERROR, e.addr))?;
+                mem::store_u64(m, c.arg0, c.arg1)
+                    .map_err(|e| DeviceError::Address { addr: e.addr })?;
                 self.checker.sync_completed(seq);
                 self.sh.counters.inc(counter::SYNCS);
                 Ok(())
@@ -101,7 +105,7 @@ impl Core {
                     .as_ref()
                     .and_then(|x| x.parked)
                     .filter(|p| p.id == c.arg0)
-                    .ok_or((error::BAD_FAULT_ID, c.arg0))?;
+                    .ok_or(DeviceError::BadFaultId { id: c.arg0 })?;
                 if c.opcode == cmd::RESUME {
                     self.sh.counters.inc(counter::RESUMES);
                     if let Some(x) = self.ctxs[i].as_mut() {
@@ -125,7 +129,9 @@ impl Core {
                 self.sh.oracle.forget(c.ctx);
                 Ok(())
             }
-            op => Err((error::BAD_COMMAND, u64::from(op))),
+            op => Err(DeviceError::BadCommand {
+                value: u64::from(op),
+            }),
         }
     }
 
@@ -150,9 +156,9 @@ impl Core {
             Site::Work => {
                 if let Stage::Exec(item) = &x.stage {
                     let (desc, done) = (item.desc, item.done);
-                    x.stage = Stage::Complete(super::work::completion(
+                    x.stage = Stage::Complete(Done::of(
                         &desc,
-                        mnic_abi::completion::FAULT_ABORTED,
+                        completion::FAULT_ABORTED,
                         detail,
                         done,
                         fault_va,
@@ -161,7 +167,8 @@ impl Core {
             }
             Site::Fetch | Site::Completion => {
                 self.disable_ctx(i);
-                self.error(error::BAD_CONTEXT, i as u16, fault_va, self.seq);
+                let e = DeviceError::BadContext { value: fault_va };
+                self.report(e, i as u16, self.seq);
             }
         }
     }
@@ -180,14 +187,14 @@ impl Core {
             .set(counter::TLB_ENTRIES, self.tlb.len() as u64);
     }
 
-    fn ctx_enable(&mut self, m: &GuestMem, c: &Command) -> Result<(), CmdError> {
+    fn ctx_enable(&mut self, m: &GuestMem, c: &Command) -> Result<(), DeviceError> {
         let i = Self::ctx_index(c)?;
         if self.ctxs[i].is_some() {
-            return Err((error::BAD_CONTEXT, u64::from(c.ctx)));
+            return Err(bad_context(c));
         }
-        let at = self.ctx_table + 64 * i as u64;
-        let mut b = [0u8; 64];
-        mem::read(m, at, &mut b).map_err(|e| (error::ADDRESS_ERROR, e.addr))?;
+        let mut b = [0u8; size_of::<CtxEntry>()];
+        let at = self.ctx_table + b.len() as u64 * i as u64;
+        mem::read(m, at, &mut b).map_err(|e| DeviceError::Address { addr: e.addr })?;
         let e = CtxEntry::read_from_bytes(&b).unwrap_or_default();
         let sizes = RING_LOG2_MIN..=RING_LOG2_MAX;
         let fits = |va: u64, log2: u8, entry: u64| {
@@ -205,9 +212,10 @@ impl Core {
             && fits(e.wq_va, e.wq_size_log2, 64)
             && fits(e.cq_va, e.cq_size_log2, 32);
         if !ok {
-            return Err((error::BAD_CONTEXT, u64::from(c.ctx)));
+            return Err(bad_context(c));
         }
-        mem::check(m, e.root, pte::PAGE_SIZE, false).map_err(|_| (error::ADDRESS_ERROR, e.root))?;
+        mem::check(m, e.root, pte::PAGE_SIZE, false)
+            .map_err(|_| DeviceError::Address { addr: e.root })?;
         self.ctxs[i] = Some(Box::new(Ctx::new(e)));
         self.set_live(i, true);
         tracing::debug!(
@@ -218,5 +226,12 @@ impl Core {
             "context enabled"
         );
         Ok(())
+    }
+}
+
+/// The error for a command naming a context it cannot act on.
+fn bad_context(c: &Command) -> DeviceError {
+    DeviceError::BadContext {
+        value: u64::from(c.ctx),
     }
 }

@@ -1,11 +1,10 @@
 //! The event queue (spec §9): a ring the device writes, with phase bits, and a
 //! backlog inside the device for events that do not fit yet.
 //!
-//! Indices: the driver's `EVQ_HEAD` is taken modulo the ring size, so the device can
-//! tell "full" from "empty" only by keeping one slot free: at most `entries - 1`
-//! events are unconsumed in the ring at any time. The device never overwrites an
-//! unconsumed slot; the rest waits in the backlog.
-
+//! Indices and phase bits follow spec §7a (`mnic_abi::ring`): the driver's `EVQ_HEAD` is
+//! taken modulo the ring size, so the device can tell "full" from "empty" only by keeping
+//! one slot free: at most `entries - 1` events are unconsumed in the ring at any time.
+//! The device never overwrites an unconsumed slot; the rest waits in the backlog.
 //!
 //! Bounded: at most [`BACKLOG_MAX`] ERROR and WORK_DONE events wait (more are dropped and
 //! counted), and at most one FAULT event per context. A context has at most one parked
@@ -16,10 +15,10 @@
 
 use std::collections::VecDeque;
 
-use mnic_abi::{counter, event, Event, NUM_CONTEXTS};
+use mnic_abi::{counter, event, ring, Event, NUM_CONTEXTS};
 use zerocopy::IntoBytes;
 
-use crate::device::Counters;
+use crate::counters::Counters;
 use crate::mem::{self, AddrError, GuestMem};
 
 /// Events waiting inside the device beyond which ERROR and WORK_DONE events are
@@ -34,7 +33,7 @@ pub const BACKLOG_BOUND: usize = BACKLOG_MAX + NUM_CONTEXTS as usize;
 const FAULT_WORDS: usize = NUM_CONTEXTS as usize / 64;
 
 /// Size of one ring entry.
-const ENTRY: u64 = 32;
+const ENTRY: u64 = size_of::<Event>() as u64;
 
 /// The device side of the event ring.
 #[derive(Default)]
@@ -72,7 +71,7 @@ impl EventQueue {
 
     /// The producer index (`EVQ_TAIL`).
     pub fn tail(&self) -> u32 {
-        (self.produced % self.entries().max(1)) as u32
+        ring::slot(self.produced, self.entries().max(1)) as u32
     }
 
     /// Events waiting inside the device.
@@ -119,25 +118,21 @@ impl EventQueue {
         if self.log2 == 0 {
             return Ok(0);
         }
-        let tail = self.produced % n;
-        let used = (tail + n - u64::from(head) % n) % n;
-        let mut free = n - 1 - used;
+        let tail = ring::slot(self.produced, n);
+        let mut free = ring::free(u64::from(head), tail, n);
         let mut written = 0;
         while free > 0 {
             let Some(mut ev) = self.backlog.front().copied() else {
                 break;
             };
-            let slot = self.base + (self.produced % n) * ENTRY;
-            let phase = if (self.produced / n).is_multiple_of(2) {
-                event::FLAG_PHASE
-            } else {
-                0
-            };
+            let slot = self.base + ring::slot(self.produced, n) * ENTRY;
+            let phase = ring::phase(self.produced, n);
             // The entry first with the old phase, then the flags byte with a release
             // store: a driver that sees the new phase sees the whole entry.
-            ev.flags = (ev.flags & !event::FLAG_PHASE) | (phase ^ event::FLAG_PHASE);
+            ev.flags = ev.flags_with_phase(!phase);
             mem::write(m, slot, ev.as_bytes())?;
-            mem::store_u8(m, slot + 1, (ev.flags & !event::FLAG_PHASE) | phase)?;
+            let flags_at = slot + Event::PHASE_OFFSET as u64;
+            mem::store_u8(m, flags_at, ev.flags_with_phase(phase))?;
             self.backlog.pop_front();
             if ev.kind == event::FAULT {
                 if let Some((w, bit)) = fault_bit(ev.ctx) {
@@ -275,9 +270,8 @@ mod tests {
                 }
                 q.flush(&m, (head % 16) as u32).unwrap();
                 for _ in 0..consume {
-                    let e = read_slot(&m, head % 16);
-                    let want = if (head / 16) % 2 == 0 { 1 } else { 0 };
-                    if e.flags & event::FLAG_PHASE != want {
+                    let e = read_slot(&m, ring::slot(head, 16));
+                    if !e.is_new(ring::phase(head, 16)) {
                         break;
                     }
                     prop_assert_eq!(e.id, seen);

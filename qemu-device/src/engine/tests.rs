@@ -9,9 +9,9 @@ use mnic_abi::{
 };
 use mnic_abi::{Command, WorkDesc, CMD_FLAG_IRQ, NUM_CONTEXTS};
 
-use super::Activity;
-use crate::device::Device;
+use super::poll::Activity;
 use crate::mem;
+use crate::mmio::Mmio;
 use crate::testkit::{oracle_call, Harness, CTX_TABLE, SYNC_WORD};
 
 /// Source and destination VAs used by the tests. 1 GiB apart: their pages take distinct
@@ -610,6 +610,43 @@ fn bad_descriptors_and_table_errors() {
     assert_eq!((e[0].kind, e[0].code), (event::ERROR, error::TABLE_ERROR));
 }
 
+/// A reserved `flags` bit refuses the descriptor (spec §11, `WorkDesc::validate`): the
+/// item completes with `BAD_DESCRIPTOR`, an ERROR event names its tag, and nothing is
+/// copied. The same COPY with only the defined flag runs.
+#[test]
+fn reserved_flag_bit_refuses_the_descriptor() {
+    let mut h = Harness::new(true);
+    let (s, d) = ctx_with_buffers(&mut h, 1, 1);
+    for bit in [1u16 << 1, 1 << 15] {
+        let desc = Harness::copy_desc(SRC, DST, 64, u64::from(bit));
+        h.post(
+            1,
+            WorkDesc {
+                flags: desc.flags | bit,
+                ..desc
+            },
+        );
+        h.run();
+        let c = h.completions(1);
+        assert_eq!(
+            (c.len(), c[0].tag, c[0].status, c[0].bytes),
+            (1, u64::from(bit), completion::BAD_DESCRIPTOR, 0)
+        );
+        let e = h.events();
+        assert_eq!(
+            (e[0].kind, e[0].code, e[0].addr),
+            (event::ERROR, error::BAD_DESCRIPTOR, u64::from(bit))
+        );
+        assert_eq!(read(&h, d, 64), vec![0; 64], "not executed");
+    }
+    assert_eq!(h.counter(counter::WORK_COMPLETED), 2);
+    h.post(1, Harness::copy_desc(SRC, DST, 64, 7));
+    h.run();
+    let c = h.completions(1);
+    assert_eq!((c[0].tag, c[0].status), (7, completion::OK));
+    assert_eq!(read(&h, d, 64), read(&h, s, 64));
+}
+
 #[test]
 fn event_backlog_waits_for_room() {
     let mut h = Harness::new(true);
@@ -1014,7 +1051,7 @@ fn bus_master_cleared_during_a_step_refuses_its_access() {
     h.write_reg(reg::DEBUG_STALL_MS, 300);
     let leaves = [DST, DST + 4096].map(|va| h.tables(1).entry_addr(&m, va, 1).unwrap());
     let sh = h.core.shared().clone();
-    let dev = Device::new(sh.clone());
+    let dev = Mmio::new(sh.clone());
     let m2 = m.clone();
     let clearer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
@@ -1064,7 +1101,7 @@ fn oracle_halt_during_a_stall_stops_the_access() {
     let m = h.mem();
     h.core.poll(&m); // fetch the descriptor
     h.write_reg(reg::DEBUG_STALL_MS, 200);
-    let dev = Device::new(h.core.shared().clone());
+    let dev = Mmio::new(h.core.shared().clone());
     let m2 = m.clone();
     let reporter = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(50));
@@ -1185,7 +1222,7 @@ fn oracle_report_during_a_stalled_step_is_caught() {
     h.core.poll(&m); // fetch the descriptor
     h.write_reg(reg::DEBUG_STALL_MS, 300);
     let l1 = h.tables(1).entry_addr(&m, DST, 1).unwrap();
-    let dev = Device::new(h.core.shared().clone());
+    let dev = Mmio::new(h.core.shared().clone());
     let m2 = m.clone();
     let reporter = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(100));

@@ -3,26 +3,46 @@
 //!
 //! Everything is a pure function of the seed and the operation index (offset,
 //! direction, data), so an operation retried after a fault does the same thing and
-//! a test can predict what memory holds afterwards.
+//! a test can predict what memory holds afterwards. The generator decides the
+//! operations; the engine carries each one out through the callback of
+//! [`TrafficState::step`] (translation, checks, the access), so this file needs nothing
+//! of the engine but its error and outcome types.
 
 use std::time::{Duration, Instant};
 
-use mnic_abi::{completion, counter, work};
+use mnic_abi::{work, WorkDesc};
 
-use super::work::{completion as done, Item, Outcome};
-use super::Core;
-use crate::mem::GuestMem;
+use super::error::AccessError;
+use super::step::Outcome;
 
 /// Most operations per step.
 const STEP_OPS: u64 = 64;
 /// Most bytes per step.
 const STEP_BYTES: u64 = 256 << 10;
 
-/// Per-item generator state.
-pub struct State {
+/// Per-item generator state: the device buffers and the item's start (for `rate`).
+pub struct TrafficState {
     wbuf: Vec<u8>,
     rbuf: Vec<u8>,
     start: Instant,
+}
+
+/// One DMA operation of a TRAFFIC item, for the engine to carry out.
+pub enum TrafficOp<'a> {
+    /// Read `buf.len()` bytes at `va` into the device buffer.
+    Read {
+        /// Where in the context's address space.
+        va: u64,
+        /// The device's read buffer.
+        buf: &'a mut [u8],
+    },
+    /// Write the device buffer at `va`.
+    Write {
+        /// Where in the context's address space.
+        va: u64,
+        /// The item's write pattern.
+        buf: &'a [u8],
+    },
 }
 
 /// splitmix64: a tiny, well-mixed, stateless hash (deterministic across runs).
@@ -54,64 +74,62 @@ pub fn op(pattern: u32, seed: u64, len: u64, op_size: u64, i: u64) -> (u64, bool
     }
 }
 
-impl Core {
-    /// One step of a TRAFFIC item: up to [`STEP_OPS`] operations or [`STEP_BYTES`],
-    /// fewer when `rate` says the next operation is not due yet.
-    pub(super) fn traffic_step(
-        &mut self,
-        m: &GuestMem,
-        c: u16,
-        root: u64,
-        item: &mut Item,
-    ) -> Outcome {
-        let d = item.desc;
-        let op_size = u64::from(d.op_size);
-        let st = item.traffic.get_or_insert_with(|| State {
-            wbuf: pattern(d.seed, op_size as usize),
-            rbuf: vec![0; op_size as usize],
+impl TrafficState {
+    /// The state of a TRAFFIC item `desc` starting now.
+    pub fn new(desc: &WorkDesc) -> Self {
+        let op_size = desc.op_size as usize;
+        TrafficState {
+            wbuf: pattern(desc.seed, op_size),
+            rbuf: vec![0; op_size],
             start: Instant::now(),
-        });
-        // Take the buffers out so `self` can be borrowed for the DMA.
-        let (wbuf, mut rbuf, start) = (
-            std::mem::take(&mut st.wbuf),
-            std::mem::take(&mut st.rbuf),
-            st.start,
-        );
-        let mut out = None;
+        }
+    }
+
+    /// One step of the TRAFFIC item `desc` with `done` operations done: up to
+    /// [`STEP_OPS`] operations or [`STEP_BYTES`], fewer when `rate` says the next
+    /// operation is not due yet. `dma` carries out one operation; `done` counts those it
+    /// carried out.
+    pub fn step(
+        &mut self,
+        desc: &WorkDesc,
+        done: &mut u64,
+        mut dma: impl FnMut(TrafficOp<'_>) -> Result<(), AccessError>,
+    ) -> Outcome {
+        let d = desc;
+        let op_size = u64::from(d.op_size);
         let mut bytes = 0;
         let mut n = 0;
-        while item.done < d.ops && n < STEP_OPS && bytes < STEP_BYTES {
+        while *done < d.ops && n < STEP_OPS && bytes < STEP_BYTES {
             if d.rate != 0 {
-                let due = start + rate_offset(item.done, d.rate);
+                let due = self.start + rate_offset(*done, d.rate);
                 if due > Instant::now() {
-                    out = Some(Outcome::Wait(due));
-                    break;
+                    return Outcome::Wait(due);
                 }
             }
-            let (off, write) = op(d.pattern, d.seed, u64::from(d.len), op_size, item.done);
+            let (off, write) = op(d.pattern, d.seed, u64::from(d.len), op_size, *done);
             let va = d.src + off;
             let r = if write {
-                self.dma_write(m, c, root, va, &wbuf)
+                dma(TrafficOp::Write {
+                    va,
+                    buf: &self.wbuf,
+                })
             } else {
-                self.dma_read(m, c, root, va, &mut rbuf)
+                dma(TrafficOp::Read {
+                    va,
+                    buf: &mut self.rbuf,
+                })
             };
             if let Err(e) = r {
-                out = Some(Outcome::Err(e));
-                break;
+                return Outcome::Failed(e);
             }
-            self.sh.counters.inc(counter::TRAFFIC_OPS);
-            item.done += 1;
+            *done += 1;
             bytes += op_size;
             n += 1;
         }
-        if let Some(st) = item.traffic.as_mut() {
-            st.wbuf = wbuf;
-            st.rbuf = rbuf;
-        }
-        match out {
-            Some(o) => o,
-            None if item.done >= d.ops => Outcome::Done(done(&d, completion::OK, 0, item.done, 0)),
-            None => Outcome::More,
+        if *done >= d.ops {
+            Outcome::Finished { bytes: *done }
+        } else {
+            Outcome::More
         }
     }
 }

@@ -4,9 +4,9 @@
 
 use std::io;
 
-use mnic_abi::{cmd, reg, CtxEntry, BAR_REGS, CMD_FLAG_IRQ};
+use mnic_abi::{cmd, reg, Completion, CtxEntry, Event, BAR_REGS, CMD_FLAG_IRQ};
 use mnic_device::mem::{self, GuestMem};
-use zerocopy::IntoBytes;
+use zerocopy::{FromBytes, IntoBytes};
 
 use super::Client;
 
@@ -39,6 +39,20 @@ pub fn ctx_entry(root: u64) -> CtxEntry {
         cq_va: CQ_VA,
         ..Default::default()
     }
+}
+
+/// Event slot `i` of the event ring at [`EVQ`].
+pub fn event_at(m: &GuestMem, i: u64) -> Event {
+    let mut b = [0u8; size_of::<Event>()];
+    mem::read(m, EVQ + b.len() as u64 * i, &mut b).unwrap();
+    Event::read_from_bytes(&b).unwrap()
+}
+
+/// Completion slot `i` of context 1's completion ring at [`CQ`].
+pub fn completion_at(m: &GuestMem, i: u64) -> Completion {
+    let mut b = [0u8; size_of::<Completion>()];
+    mem::read(m, CQ + b.len() as u64 * i, &mut b).unwrap();
+    Completion::read_from_bytes(&b).unwrap()
 }
 
 /// Writes the ring registers ([`CTX_TABLE`], and [`CMDQ`] and [`EVQ`] with 16 entries

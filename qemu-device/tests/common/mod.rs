@@ -124,6 +124,13 @@ pub fn stats(ctl: &Path) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Counter `name` in the text of [`stats`].
+pub fn stat(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
 /// Little-endian bytes of `v`.
 pub fn u32s(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
@@ -259,10 +266,16 @@ impl Client {
     pub fn ok(&mut self, command: u16, payload: &[u8]) -> Vec<u8> {
         self.ok_fds(command, payload, &[])
     }
-    /// VERSION negotiation: the reply payload (version and capabilities).
+    /// VERSION negotiation with no capabilities: the reply payload (version and
+    /// capabilities).
     pub fn version(&mut self) -> Vec<u8> {
+        self.version_with("{}")
+    }
+    /// VERSION negotiation offering the capabilities JSON `caps`: the reply payload.
+    pub fn version_with(&mut self, caps: &str) -> Vec<u8> {
         let mut v = vec![0, 0, 1, 0];
-        v.extend_from_slice(b"{}\0");
+        v.extend_from_slice(caps.as_bytes());
+        v.push(0);
         self.ok(cmd::VERSION, &v)
     }
     /// REGION_READ of `count` bytes that must succeed if answered: the data.
@@ -294,6 +307,10 @@ impl Client {
     /// A 4-byte read of BAR0.
     pub fn read(&mut self, off: u32) -> u32 {
         self.try_read(off).unwrap()
+    }
+    /// Writes the PCI command register (config space offset 4).
+    pub fn pci_command(&mut self, v: u16) {
+        self.write(proto::PCI_CONFIG_REGION_INDEX, 4, u32::from(v));
     }
     /// DMA_MAP of `size` bytes at `iova`, backed by `fd` at `offset` if given.
     pub fn dma_map(&mut self, iova: u64, size: u64, offset: u64, fd: Option<RawFd>) {

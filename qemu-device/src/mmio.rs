@@ -1,72 +1,16 @@
-//! BAR0 registers, BAR2 doorbells and the device counters (spec §3, §4, §10).
+//! The MMIO register decoder (spec §3, §4, §10): what a BAR0 or BAR2 access of the
+//! socket thread means. Reads come from the shared register file and the counters;
+//! writes are recorded there and wake the data thread, and the writes only the data
+//! thread or the oracle may carry out come back to the caller as a [`Followup`].
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use mnic_abi::{caps, counter, oracle_op, reg, NUM_CONTEXTS, STALL_MS_MAX};
 use mnic_abi::{MNIC_ID_VALUE, MNIC_VERSION_VALUE};
 
+use crate::counters::Counters;
 use crate::mem::GuestMem;
 use crate::shared::{Request, Shared};
-
-/// The device counters, shared with the control socket.
-pub struct Counters {
-    slots: [AtomicU64; counter::SLOTS as usize],
-}
-
-impl Default for Counters {
-    fn default() -> Self {
-        Counters {
-            slots: std::array::from_fn(|_| AtomicU64::new(0)),
-        }
-    }
-}
-
-impl Counters {
-    /// Value of counter slot `i` (0 outside the slots).
-    pub fn get(&self, i: u32) -> u64 {
-        self.slots
-            .get(i as usize)
-            .map_or(0, |c| c.load(Ordering::Relaxed))
-    }
-    /// Adds one to counter `i` (ignored outside the slots).
-    pub fn inc(&self, i: u32) {
-        self.add(i, 1);
-    }
-    /// Adds `n` to counter `i` (ignored outside the slots).
-    pub fn add(&self, i: u32, n: u64) {
-        if let Some(c) = self.slots.get(i as usize) {
-            c.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-    /// Sets counter `i` (gauges such as `TLB_ENTRIES`).
-    pub fn set(&self, i: u32, v: u64) {
-        if let Some(c) = self.slots.get(i as usize) {
-            c.store(v, Ordering::Relaxed);
-        }
-    }
-    /// Resets every counter to 0 (a device reset), except the oracle's: the oracle is the
-    /// tests' witness, and a driver that resets the device (unbind, reload) right after a
-    /// violation must not erase the evidence (spec §8a).
-    pub fn clear(&self) {
-        for (i, c) in self.slots.iter().enumerate() {
-            if !matches!(
-                i as u32,
-                counter::ORACLE_INVALIDATIONS | counter::ORACLE_VIOLATIONS
-            ) {
-                c.store(0, Ordering::Relaxed);
-            }
-        }
-    }
-    /// `name value` lines for every defined counter.
-    pub fn render(&self) -> String {
-        let mut s = String::new();
-        for (i, name) in counter::NAMES.iter().enumerate() {
-            s.push_str(&format!("{name} {}\n", self.get(i as u32)));
-        }
-        s
-    }
-}
 
 /// How a BAR0 offset behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,13 +31,13 @@ enum Reg {
     Stall,
 }
 
-/// What the caller of [`Device::bar0_write`] still has to do.
+/// What the caller of [`Mmio::bar0_write`] still has to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Followup {
     /// Hand this to the data thread and wait for it.
     Request(Request),
     /// Carry out this `ORACLE_OP` now, on the socket thread, with
-    /// [`Device::oracle_op`] (it needs guest memory).
+    /// [`Mmio::oracle_op`] (it needs guest memory).
     Oracle(u32),
 }
 
@@ -134,14 +78,14 @@ const COUNTERS_END: u32 = reg::COUNTERS + 8 * counter::SLOTS;
 /// The MMIO decode of BAR0 and BAR2 over the shared register file. It records values
 /// and wakes the data thread; CONTROL writes and oracle operations come back as a
 /// [`Followup`] for the caller.
-pub struct Device {
+pub struct Mmio {
     sh: Arc<Shared>,
 }
 
-impl Device {
+impl Mmio {
     /// The MMIO view of `sh`.
     pub fn new(sh: Arc<Shared>) -> Self {
-        Device { sh }
+        Mmio { sh }
     }
 
     /// The shared state.
@@ -242,7 +186,7 @@ impl Device {
     /// guest memory (for the table check). Synchronous, on the caller's thread: the oracle
     /// must act even while the data thread is stalled in a DMA step.
     pub fn oracle_op(&self, op: u32, m: &GuestMem) {
-        crate::oracle::carry_out(&self.sh, op, m);
+        crate::oracle_op::carry_out(&self.sh, op, m);
     }
 
     /// Reads BAR2 (doorbells read back 0).
@@ -275,18 +219,18 @@ mod tests {
     use super::*;
     use mnic_abi::{control, irq};
 
-    fn dev() -> Device {
-        Device::new(Shared::new(Arc::new(Counters::default()), false))
+    fn dev() -> Mmio {
+        Mmio::new(Shared::new(Arc::new(Counters::default()), false))
     }
-    fn rd(d: &Device, off: u32, len: usize) -> Vec<u8> {
+    fn rd(d: &Mmio, off: u32, len: usize) -> Vec<u8> {
         let mut b = vec![0u8; len];
         d.bar0_read(off.into(), &mut b);
         b
     }
-    fn rd32(d: &Device, off: u32) -> u32 {
+    fn rd32(d: &Mmio, off: u32) -> u32 {
         u32::from_le_bytes(rd(d, off, 4).try_into().unwrap())
     }
-    fn bad(d: &Device) -> u64 {
+    fn bad(d: &Mmio) -> u64 {
         d.counters().get(counter::BAD_MMIO)
     }
 

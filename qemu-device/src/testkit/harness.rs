@@ -1,150 +1,25 @@
-//! Helpers for tests, benches and the fuzz driver: memfds, and a translation-table
-//! builder that plays the driver's part in guest RAM.
+//! A device core on anonymous guest RAM with the driver's side of the rings played by
+//! plain function calls, and the guest oracle module's register sequence.
 
-use std::fs::File;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use mnic_abi::pte;
+use mnic_abi::{cmd, control, pte, reg, ring};
+use mnic_abi::{Command, Completion, CtxEntry, Event, WorkDesc};
+use zerocopy::{FromBytes, IntoBytes};
 
-use crate::mem::{self, GuestMem};
-
-/// A fresh memfd of `size` bytes (zero-filled), sealed as QEMU's `memory-backend-memfd`
-/// seals guest RAM by default (against growing, shrinking and further seals), so the
-/// device takes it in DMA_MAP. Panics on failure: test use only.
-pub fn memfd(size: u64) -> OwnedFd {
-    // SAFETY: memfd_create takes a NUL-terminated name and flags and returns a new fd
-    // or -1; nothing else is touched.
-    let fd = unsafe {
-        libc::memfd_create(
-            c"mnic-test".as_ptr(),
-            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-        )
-    };
-    assert!(fd >= 0, "memfd_create: {}", std::io::Error::last_os_error());
-    // SAFETY: `fd` was just created, is valid and owned by nobody else.
-    let f = unsafe { File::from_raw_fd(fd) };
-    f.set_len(size).expect("ftruncate memfd");
-    let seals = libc::F_SEAL_GROW | libc::F_SEAL_SHRINK | libc::F_SEAL_SEAL;
-    // SAFETY: fcntl(F_ADD_SEALS) with an int argument on the fd we own.
-    let r = unsafe {
-        libc::fcntl(
-            std::os::fd::AsRawFd::as_raw_fd(&f),
-            libc::F_ADD_SEALS,
-            seals,
-        )
-    };
-    assert_eq!(r, 0, "seal memfd: {}", std::io::Error::last_os_error());
-    f.into()
-}
-
-/// A 4-level table tree in guest RAM with a bump allocator for its table pages.
-pub struct Tables {
-    /// GPA of the level-4 table.
-    pub root: u64,
-    next: u64,
-}
-
-impl Tables {
-    /// A tree whose tables are allocated from `alloc_base` upwards (4 KiB aligned).
-    pub fn new(m: &GuestMem, alloc_base: u64) -> Self {
-        let mut t = Tables {
-            root: 0,
-            next: alloc_base,
-        };
-        t.root = t.alloc(m);
-        t
-    }
-
-    fn alloc(&mut self, m: &GuestMem) -> u64 {
-        let a = self.next;
-        self.next += pte::PAGE_SIZE;
-        mem::write(m, a, &[0u8; pte::PAGE_SIZE as usize]).expect("table page in RAM");
-        a
-    }
-
-    /// GPA of the next table page the builder would allocate.
-    pub fn alloc_end(&self) -> u64 {
-        self.next
-    }
-
-    /// The table at `level` for `va`, creating the levels above as needed.
-    fn table_for(&mut self, m: &GuestMem, va: u64, level: u32) -> u64 {
-        let mut table = self.root;
-        for l in (level + 1..=pte::LEVELS).rev() {
-            let at = table + 8 * pte::index(va, l) as u64;
-            let e = mem::load_u64(m, at).unwrap();
-            table = if e & pte::P != 0 && e & pte::H == 0 {
-                e & pte::ADDR_MASK
-            } else {
-                let t = self.alloc(m);
-                mem::store_u64(m, at, pte::table(t)).unwrap();
-                t
-            };
-        }
-        table
-    }
-
-    /// Maps the 4 KiB page at `va` to `gpa`.
-    pub fn map_4k(&mut self, m: &GuestMem, va: u64, gpa: u64, writable: bool) {
-        let t = self.table_for(m, va, 1);
-        mem::store_u64(
-            m,
-            t + 8 * pte::index(va, 1) as u64,
-            pte::leaf_4k(gpa, writable),
-        )
-        .unwrap();
-    }
-
-    /// Maps the 2 MiB page at `va` to `gpa`.
-    pub fn map_2m(&mut self, m: &GuestMem, va: u64, gpa: u64, writable: bool) {
-        let t = self.table_for(m, va, 2);
-        mem::store_u64(
-            m,
-            t + 8 * pte::index(va, 2) as u64,
-            pte::leaf_2m(gpa, writable),
-        )
-        .unwrap();
-    }
-
-    /// Maps `[va, va + len)` to `[gpa, gpa + len)` with 4 KiB pages.
-    pub fn map_range(&mut self, m: &GuestMem, va: u64, gpa: u64, len: u64, writable: bool) {
-        let mut off = 0;
-        while off < len {
-            self.map_4k(m, va + off, gpa + off, writable);
-            off += pte::PAGE_SIZE;
-        }
-    }
-
-    /// GPA of the entry for `va` at `level`, if the levels above exist.
-    pub fn entry_addr(&self, m: &GuestMem, va: u64, level: u32) -> Option<u64> {
-        let mut table = self.root;
-        for l in (1..=pte::LEVELS).rev() {
-            let at = table + 8 * pte::index(va, l) as u64;
-            if l == level {
-                return Some(at);
-            }
-            let e = mem::load_u64(m, at).ok()?;
-            if e & pte::P == 0 || e & pte::H != 0 {
-                return None;
-            }
-            table = e & pte::ADDR_MASK;
-        }
-        None
-    }
-
-    /// Clears the leaf for `va` (4 KiB level, or the 2 MiB entry if `huge`).
-    pub fn unmap(&self, m: &GuestMem, va: u64, huge: bool) {
-        if let Some(at) = self.entry_addr(m, va, if huge { 2 } else { 1 }) {
-            mem::store_u64(m, at, 0).unwrap();
-        }
-    }
-}
+use super::tables::Tables;
+use crate::counters::Counters;
+use crate::engine::{Activity, Core};
+use crate::mem::{self, GuestMem, GuestRam};
+use crate::mmio::{Followup, Mmio};
+use crate::shared::Shared;
 
 /// An oracle operation as the guest's oracle module does it (spec §8a), through `dev` as
 /// the socket thread would (any thread may call it): the argument registers, `ORACLE_OP`,
 /// then `ORACLE_GEN` read back (the generation after `ARM`).
 pub fn oracle_call(
-    dev: &crate::device::Device,
+    dev: &Mmio,
     m: &GuestMem,
     op: u32,
     ctx: u16,
@@ -152,8 +27,6 @@ pub fn oracle_call(
     start: u64,
     end: u64,
 ) -> u32 {
-    use crate::device::Followup;
-    use mnic_abi::reg;
     for (r, v) in [
         (reg::ORACLE_CTX, u32::from(ctx)),
         (reg::ORACLE_GEN, gen),
@@ -198,13 +71,13 @@ pub const WQ_VA: u64 = 0x7f00_0000_0000;
 /// by plain function calls: unit tests, the fuzz driver and the benches use it.
 pub struct Harness {
     /// Guest RAM.
-    pub ram: crate::mem::GuestRam,
+    pub ram: GuestRam,
     /// The device state machine.
-    pub core: crate::engine::Core,
+    pub core: Core,
     /// MMIO decode over the same shared state.
-    pub dev: crate::device::Device,
-    tables: std::collections::HashMap<u16, Tables>,
-    ctxs: std::collections::HashMap<u16, HCtx>,
+    pub dev: Mmio,
+    tables: HashMap<u16, Tables>,
+    ctxs: HashMap<u16, HCtx>,
     cmd_tail: u32,
     ev_seen: u64,
     data_next: u64,
@@ -222,23 +95,19 @@ struct HCtx {
 impl Harness {
     /// An enabled device (`strict` as with `--strict`).
     pub fn new(strict: bool) -> Self {
-        let ram = crate::mem::GuestRam::anonymous(&[(0, RAM_SIZE)]).expect("guest RAM");
+        let ram = GuestRam::anonymous(&[(0, RAM_SIZE)]).expect("guest RAM");
         Self::with_ram(ram, strict)
     }
 
     /// An enabled device over `ram`, which must cover `[0, RAM_SIZE)`, with bus
     /// mastering on (as the driver's probe leaves it).
-    pub fn with_ram(ram: crate::mem::GuestRam, strict: bool) -> Self {
-        use mnic_abi::{control, reg};
-        let sh = crate::shared::Shared::new(
-            std::sync::Arc::new(crate::device::Counters::default()),
-            strict,
-        );
+    pub fn with_ram(ram: GuestRam, strict: bool) -> Self {
+        let sh = Shared::new(Arc::new(Counters::default()), strict);
         sh.set_bus_master(true);
         let mut h = Harness {
             ram,
-            core: crate::engine::Core::new(sh.clone()),
-            dev: crate::device::Device::new(sh),
+            core: Core::new(sh.clone()),
+            dev: Mmio::new(sh),
             tables: Default::default(),
             ctxs: Default::default(),
             cmd_tail: 0,
@@ -259,13 +128,12 @@ impl Harness {
     }
 
     /// The current guest memory snapshot.
-    pub fn mem(&self) -> std::sync::Arc<GuestMem> {
+    pub fn mem(&self) -> Arc<GuestMem> {
         self.ram.snapshot()
     }
 
     /// A BAR0 register write, as the server would do it.
     pub fn write_reg(&mut self, off: u32, v: u32) {
-        use crate::device::Followup;
         match self.dev.bar0_write(off.into(), &v.to_le_bytes()) {
             Some(Followup::Request(r)) => {
                 let m = self.mem();
@@ -294,24 +162,24 @@ impl Harness {
     }
 
     /// Polls the device until it is idle (at most `10_000` rounds).
-    pub fn run(&mut self) -> crate::engine::Activity {
+    pub fn run(&mut self) -> Activity {
         let m = self.mem();
         self.core.run_until_idle(&m, 10_000)
     }
 
     /// Queues a command (rung, not run).
-    pub fn cmd(&mut self, c: mnic_abi::Command) {
-        use zerocopy::IntoBytes;
-        let n = 1u32 << CMDQ_LOG2;
+    pub fn cmd(&mut self, c: Command) {
+        let n = 1u64 << CMDQ_LOG2;
         let m = self.mem();
-        mem::write(&m, CMDQ + 32 * u64::from(self.cmd_tail), c.as_bytes()).unwrap();
-        self.cmd_tail = (self.cmd_tail + 1) % n;
-        self.write_reg(mnic_abi::reg::CMDQ_TAIL, self.cmd_tail);
+        let at = CMDQ + size_of::<Command>() as u64 * u64::from(self.cmd_tail);
+        mem::write(&m, at, c.as_bytes()).unwrap();
+        self.cmd_tail = ring::next(u64::from(self.cmd_tail), n) as u32;
+        self.write_reg(reg::CMDQ_TAIL, self.cmd_tail);
     }
 
     /// Queues a command from its parts.
     pub fn command(&mut self, opcode: u8, ctx: u16, arg0: u64, arg1: u64) {
-        self.cmd(mnic_abi::Command {
+        self.cmd(Command {
             opcode,
             ctx,
             arg0,
@@ -322,29 +190,28 @@ impl Harness {
 
     /// SYNC with `value` and run; returns the SYNC word afterwards.
     pub fn sync(&mut self, value: u64) -> u64 {
-        self.command(mnic_abi::cmd::SYNC, 0, SYNC_WORD, value);
+        self.command(cmd::SYNC, 0, SYNC_WORD, value);
         self.run();
         mem::load_u64(&self.mem(), SYNC_WORD).unwrap()
     }
 
     /// New events (by phase), consuming them (EVQ_HEAD).
-    pub fn events(&mut self) -> Vec<mnic_abi::Event> {
-        use zerocopy::FromBytes;
+    pub fn events(&mut self) -> Vec<Event> {
         let n = 1u64 << EVQ_LOG2;
         let m = self.mem();
         let mut out = Vec::new();
         loop {
-            let mut b = [0u8; 32];
-            mem::read(&m, EVQ + 32 * (self.ev_seen % n), &mut b).unwrap();
-            let e = mnic_abi::Event::read_from_bytes(&b).unwrap();
-            let want = u8::from((self.ev_seen / n).is_multiple_of(2));
-            if e.flags & mnic_abi::event::FLAG_PHASE != want {
+            let mut b = [0u8; size_of::<Event>()];
+            let at = EVQ + b.len() as u64 * ring::slot(self.ev_seen, n);
+            mem::read(&m, at, &mut b).unwrap();
+            let e = Event::read_from_bytes(&b).unwrap();
+            if !e.is_new(ring::phase(self.ev_seen, n)) {
                 break;
             }
             out.push(e);
             self.ev_seen += 1;
         }
-        self.write_reg(mnic_abi::reg::EVQ_HEAD, (self.ev_seen % n) as u32);
+        self.write_reg(reg::EVQ_HEAD, ring::slot(self.ev_seen, n) as u32);
         out
     }
 
@@ -380,7 +247,6 @@ impl Harness {
     /// Writes the context-table entry of `ctx`, maps its queues and enables it
     /// (CTX_ENABLE, run).
     pub fn setup_ctx(&mut self, ctx: u16, wq_log2: u8, cq_log2: u8) {
-        use zerocopy::IntoBytes;
         let wq_len = 64u64 << wq_log2;
         let cq_len = 32u64 << cq_log2;
         let wq_gpa = self.alloc(wq_len, false);
@@ -388,7 +254,7 @@ impl Harness {
         self.map(ctx, WQ_VA, wq_gpa, wq_len, false);
         self.map(ctx, WQ_VA + (1 << 20), cq_gpa, cq_len, true);
         let root = self.tables(ctx).root;
-        let e = mnic_abi::CtxEntry {
+        let e = CtxEntry {
             flags: mnic_abi::CTX_FLAG_VALID,
             wq_size_log2: wq_log2,
             cq_size_log2: cq_log2,
@@ -410,17 +276,17 @@ impl Harness {
                 cq_seen: 0,
             },
         );
-        self.command(mnic_abi::cmd::CTX_ENABLE, ctx, 0, 0);
+        self.command(cmd::CTX_ENABLE, ctx, 0, 0);
         self.run();
     }
 
     /// Writes `d` into the next WQ slot of `ctx` and rings its doorbell (not run).
-    pub fn post(&mut self, ctx: u16, d: mnic_abi::WorkDesc) {
-        use zerocopy::IntoBytes;
+    pub fn post(&mut self, ctx: u16, d: WorkDesc) {
         let m = self.mem();
         let h = self.ctxs.get_mut(&ctx).expect("setup_ctx first");
-        mem::write(&m, h.wq_gpa + 64 * u64::from(h.tail), d.as_bytes()).unwrap();
-        h.tail = (h.tail + 1) % (1 << h.wq_log2);
+        let at = h.wq_gpa + size_of::<WorkDesc>() as u64 * u64::from(h.tail);
+        mem::write(&m, at, d.as_bytes()).unwrap();
+        h.tail = ring::next(u64::from(h.tail), 1 << h.wq_log2) as u32;
         let tail = h.tail;
         self.dev.bar2_write(
             u64::from(ctx) * mnic_abi::DOORBELL_PAGE_SIZE,
@@ -429,18 +295,17 @@ impl Harness {
     }
 
     /// New completions of `ctx` (by phase).
-    pub fn completions(&mut self, ctx: u16) -> Vec<mnic_abi::Completion> {
-        use zerocopy::FromBytes;
+    pub fn completions(&mut self, ctx: u16) -> Vec<Completion> {
         let m = self.mem();
         let h = self.ctxs.get_mut(&ctx).expect("setup_ctx first");
         let n = 1u64 << h.cq_log2;
         let mut out = Vec::new();
         loop {
-            let mut b = [0u8; 32];
-            mem::read(&m, h.cq_gpa + 32 * (h.cq_seen % n), &mut b).unwrap();
-            let c = mnic_abi::Completion::read_from_bytes(&b).unwrap();
-            let want = u16::from((h.cq_seen / n).is_multiple_of(2));
-            if c.flags & mnic_abi::completion::FLAG_PHASE != want {
+            let mut b = [0u8; size_of::<Completion>()];
+            let at = h.cq_gpa + b.len() as u64 * ring::slot(h.cq_seen, n);
+            mem::read(&m, at, &mut b).unwrap();
+            let c = Completion::read_from_bytes(&b).unwrap();
+            if !c.is_new(ring::phase(h.cq_seen, n)) {
                 break;
             }
             out.push(c);
@@ -450,8 +315,8 @@ impl Harness {
     }
 
     /// A COPY descriptor.
-    pub fn copy_desc(src: u64, dst: u64, len: u32, tag: u64) -> mnic_abi::WorkDesc {
-        mnic_abi::WorkDesc {
+    pub fn copy_desc(src: u64, dst: u64, len: u32, tag: u64) -> WorkDesc {
+        WorkDesc {
             opcode: mnic_abi::work::COPY,
             flags: mnic_abi::work::FLAG_NOTIFY,
             len,

@@ -1,0 +1,154 @@
+//! A running context's state (spec §11, §12): the device's copy of its table entry, its
+//! place in its work and completion rings, the item in progress and a parked fault.
+//!
+//! Ring indices follow spec §7a (`mnic_abi::ring`): the doorbell (`WQ_TAIL`) is taken
+//! modulo the ring size, and the device's consumer index advances when an item's
+//! completion is written, so at most `wq_entries - 1` items can be pending. Completions
+//! are counted from 0 since the context was enabled; the count gives the slot and the
+//! phase bit.
+
+use mnic_abi::{ring, work, Completion, CtxEntry, WorkDesc};
+
+use super::traffic::TrafficState;
+
+/// Where a parked context stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Site {
+    /// Reading the next descriptor.
+    Fetch,
+    /// Executing the current item.
+    Work,
+    /// Writing the current item's completion.
+    Completion,
+}
+
+/// A parked fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parked {
+    /// The fault id (unique per device, never 0).
+    pub id: u64,
+    /// Where the context stopped.
+    pub site: Site,
+    /// The faulting VA.
+    pub va: u64,
+}
+
+/// A work item being executed.
+pub struct Item {
+    /// The descriptor as fetched.
+    pub desc: WorkDesc,
+    /// Progress: bytes (COPY) or operations (TRAFFIC) done.
+    pub done: u64,
+    /// Traffic generator state, created on the first step.
+    pub traffic: Option<TrafficState>,
+}
+
+impl Item {
+    /// A validated descriptor, not started.
+    pub fn new(desc: WorkDesc) -> Self {
+        Item {
+            desc,
+            done: 0,
+            traffic: None,
+        }
+    }
+}
+
+/// A completion ready to be written.
+#[derive(Clone, Copy, Debug)]
+pub struct Done {
+    /// The entry (its phase bit is set when it is written).
+    pub cpl: Completion,
+    /// Post a `WORK_DONE` event once it is written.
+    pub notify: bool,
+}
+
+impl Done {
+    /// The completion of `desc`.
+    pub fn of(desc: &WorkDesc, status: u16, detail: u32, bytes: u64, fault_va: u64) -> Self {
+        Done {
+            cpl: Completion {
+                tag: desc.tag,
+                status,
+                flags: 0,
+                detail,
+                bytes,
+                fault_va,
+            },
+            notify: desc.flags & work::FLAG_NOTIFY != 0,
+        }
+    }
+}
+
+/// A context's progress through its queue.
+pub enum Stage {
+    /// Between items: fetch the next descriptor when there is one.
+    Idle,
+    /// Executing.
+    Exec(Item),
+    /// The item finished; its completion is still to be written.
+    Complete(Done),
+}
+
+/// Size of a work-queue entry.
+const DESC_SIZE: u64 = size_of::<WorkDesc>() as u64;
+/// Size of a completion-queue entry.
+pub const COMPLETION_SIZE: u64 = size_of::<Completion>() as u64;
+
+/// A running context: the device's copy of its table entry and queue state.
+pub struct Ctx {
+    entry: CtxEntry,
+    /// Consumer index of the work queue.
+    wq_head: u32,
+    /// Completions written since the context was enabled.
+    cq_written: u64,
+    /// Where the context is.
+    pub stage: Stage,
+    /// Set while a fault waits for RESUME/ABORT.
+    pub parked: Option<Parked>,
+}
+
+impl Ctx {
+    /// A context started from a validated table entry.
+    pub fn new(entry: CtxEntry) -> Self {
+        Ctx {
+            entry,
+            wq_head: 0,
+            cq_written: 0,
+            stage: Stage::Idle,
+            parked: None,
+        }
+    }
+
+    /// GPA of the context's translation table.
+    pub fn root(&self) -> u64 {
+        self.entry.root
+    }
+
+    fn wq_entries(&self) -> u64 {
+        1u64 << self.entry.wq_size_log2
+    }
+
+    /// Whether the doorbell value `tail` leaves a descriptor to fetch.
+    pub fn has_work(&self, tail: u32) -> bool {
+        ring::pending(u64::from(self.wq_head), u64::from(tail), self.wq_entries()) != 0
+    }
+
+    /// VA of the next descriptor to fetch.
+    pub fn next_desc_va(&self) -> u64 {
+        self.entry.wq_va + DESC_SIZE * u64::from(self.wq_head)
+    }
+
+    /// VA of the next completion slot, and the phase bit its entry carries.
+    pub fn next_completion(&self) -> (u64, bool) {
+        let n = 1u64 << self.entry.cq_size_log2;
+        let va = self.entry.cq_va + COMPLETION_SIZE * ring::slot(self.cq_written, n);
+        (va, ring::phase(self.cq_written, n))
+    }
+
+    /// The current item's completion is written: the item leaves the work queue.
+    pub fn completed(&mut self) {
+        self.cq_written += 1;
+        self.wq_head = ring::next(u64::from(self.wq_head), self.wq_entries()) as u32;
+    }
+}

@@ -1,0 +1,93 @@
+//! The device state machine's state: [`Core`] with every field the engine's jobs share,
+//! and its reset state. The jobs add their methods to `Core` in their own files.
+
+use std::sync::Arc;
+
+use mnic_abi::NUM_CONTEXTS;
+
+use super::context::Ctx;
+use super::evq::EventQueue;
+use super::live::LiveSet;
+use crate::oracle::Access;
+use crate::shared::Shared;
+use crate::stale::StaleChecker;
+use crate::translate::Tlb;
+
+/// The device state machine, driven synchronously by `Core::poll` (the data thread, unit
+/// tests, the fuzz driver and the benches all drive the same code).
+pub struct Core {
+    pub(super) sh: Arc<Shared>,
+    pub(super) enabled: bool,
+    pub(super) halted: bool,
+    pub(super) ctx_table: u64,
+    pub(super) cmdq_base: u64,
+    pub(super) cmdq_log2: u8,
+    /// Consumer index of the command queue (`CMDQ_HEAD`).
+    pub(super) cmd_head: u32,
+    pub(super) evq: EventQueue,
+    /// Sequence number of the last executed command (0: none yet).
+    pub(super) seq: u64,
+    pub(super) tlb: Tlb,
+    pub(super) checker: StaleChecker,
+    // Boxed: the poll loop walks every slot, and 256 pointers stay in a few cache lines.
+    pub(super) ctxs: Vec<Option<Box<Ctx>>>,
+    /// Which `ctxs` slots are occupied.
+    pub(super) live: LiveSet,
+    /// Next fault id; unique per device (never reset, never 0).
+    pub(super) next_fault_id: u64,
+    /// TLB hits not yet added to the shared counter: one atomic add per poll round instead
+    /// of one per DMA piece.
+    pub(super) tlb_hits: u64,
+    /// Round-robin start among contexts.
+    pub(super) rr: usize,
+    /// Bounce buffer of a COPY whose sides do not each lie in one guest RAM region.
+    pub(super) scratch: Vec<u8>,
+    /// Interrupt causes raised during this poll, signalled at its end.
+    pub(super) irq_pending: u32,
+    /// Accesses of armed contexts in the current work step, for the oracle to judge
+    /// when the step ends (spec §8a).
+    pub(super) oracle_pieces: Vec<Access>,
+}
+
+impl Core {
+    /// A device in its reset state over `sh`.
+    pub fn new(sh: Arc<Shared>) -> Self {
+        Core {
+            sh,
+            enabled: false,
+            halted: false,
+            ctx_table: 0,
+            cmdq_base: 0,
+            cmdq_log2: 0,
+            cmd_head: 0,
+            evq: EventQueue::default(),
+            seq: 0,
+            tlb: Tlb::default(),
+            checker: StaleChecker::default(),
+            ctxs: (0..NUM_CONTEXTS).map(|_| None).collect(),
+            live: LiveSet::default(),
+            next_fault_id: 1,
+            tlb_hits: 0,
+            rr: 0,
+            scratch: Vec::new(),
+            irq_pending: 0,
+            oracle_pieces: Vec::new(),
+        }
+    }
+
+    /// The shared state.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.sh
+    }
+
+    /// The device TLB (tests and benches).
+    #[cfg(any(test, feature = "testkit"))]
+    pub fn tlb_mut(&mut self) -> &mut Tlb {
+        &mut self.tlb
+    }
+
+    /// Whether a stale access or an oracle violation halts the device.
+    pub(super) fn strict(&self) -> bool {
+        self.sh.strict()
+    }
+}

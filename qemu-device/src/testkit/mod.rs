@@ -1,0 +1,14 @@
+//! Helpers for tests, benches and the fuzz driver (the `testkit` feature; never in the
+//! shipped device): memfds, a translation-table builder that plays the driver's part in
+//! guest RAM, and a harness that drives the device core by function calls.
+
+pub mod harness;
+pub mod memfd;
+pub mod tables;
+
+pub use harness::{oracle_call, Harness};
+pub use harness::{
+    CMDQ, CMDQ_LOG2, CTX_TABLE, DATA, EVQ, EVQ_LOG2, RAM_SIZE, SYNC_WORD, TABLES, WQ_VA,
+};
+pub use memfd::memfd;
+pub use tables::Tables;
