@@ -30,9 +30,10 @@ use kernel::{
 
 use crate::abi::{counter, pte};
 use crate::device::{MnicDev, SYNC_HIST_BUCKETS};
+use crate::slots::ContextSlots;
 
 /// Per-context table.
-pub(crate) struct Contexts(pub(crate) Arc<MnicDev>);
+pub(crate) struct Contexts(pub(crate) Arc<ContextSlots>);
 /// SYNC wait histogram.
 pub(crate) struct SyncWaits(pub(crate) Arc<MnicDev>);
 /// Device counters.
@@ -79,7 +80,7 @@ impl fmt::Debug for Contexts {
             f,
             "ctx  regs  mapped_4k  mapped_2m  pinned  faults  aborts  invalidations  entries_inv  sync_waits  sync_avg_us  sync_max_us  tables"
         )?;
-        let Ok(contexts) = self.0.live_contexts() else {
+        let Ok(contexts) = self.0.live() else {
             return writeln!(f, "(out of memory)");
         };
         for ctx in contexts.iter() {
@@ -90,7 +91,7 @@ impl fmt::Debug for Contexts {
                 f,
                 "{:3}  {:4}  {:9}  {:9}  {:6}  {:6}  {:6}  {:13}  {:11}  {:10}  {:11}  {:11}  {:6}",
                 ctx.index,
-                ctx.registrations(),
+                ctx.registration_count(),
                 valid.small,
                 valid.huge,
                 ctx.pinned_pages(0, pte::VA_LIMIT),
@@ -148,11 +149,15 @@ pub(crate) struct DebugDir {
 }
 
 impl DebugDir {
-    pub(crate) fn new(dev: &Arc<MnicDev>, name: &'static CStr) -> Result<Self> {
+    pub(crate) fn new(
+        dev: &Arc<MnicDev>,
+        contexts: &Arc<ContextSlots>,
+        name: &'static CStr,
+    ) -> Result<Self> {
         let dir = Dir::new(name);
         Ok(DebugDir {
             _contexts: KBox::pin_init(
-                dir.read_only_file(c"contexts", Contexts(dev.clone())),
+                dir.read_only_file(c"contexts", Contexts(contexts.clone())),
                 GFP_KERNEL,
             )?,
             _sync_waits: KBox::pin_init(
@@ -163,7 +168,7 @@ impl DebugDir {
                 dir.read_only_file(c"device", Counters(dev.clone())),
                 GFP_KERNEL,
             )?,
-            _bar0: KBox::pin_init(dir.read_only_file(c"bar0", Bar0(dev.regs_phys)), GFP_KERNEL)?,
+            _bar0: KBox::pin_init(dir.read_only_file(c"bar0", Bar0(dev.bar_phys)), GFP_KERNEL)?,
             _deregister_delay: KBox::pin_init(
                 dir.read_write_file(
                     c"fault_deregister_delay_ms",

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
-//! The device as the rest of the driver sees it: register access, the command queue with its
-//! SYNC fence, the event queue, the context table and the slots that map a hardware context
-//! index to its open file.
+//! The device as the rest of the driver sees it: register access, posting to the command ring
+//! and waiting for its SYNC fence, draining the event ring, the context table, and what happens
+//! when the device goes away (unbind) or stops answering.
+//!
+//! The rings themselves are in `cmd_ring.rs` and `event_ring.rs`; which open context owns
+//! which hardware index is in `slots.rs`, above this file (see [`OpenContexts`]).
 //!
 //! Everything that touches the hardware goes through [`MnicDev::enter`], which fails once the
 //! PCI device is being unbound: open files can outlive the binding, and must then get `ENODEV`
@@ -11,18 +14,20 @@ use kernel::{
     device::{Bound, Device},
     dma::Coherent,
     io::Io,
-    new_mutex, new_spinlock, new_srcu, pci,
+    new_mutex, new_srcu, pci,
     prelude::*,
     sync::{
         aref::ARef,
         atomic::{Atomic, Relaxed},
-        srcu, Arc, Mutex, SpinLock, Srcu,
+        srcu, Arc, Mutex, Srcu,
     },
     time::{delay::fsleep, Delta, Instant, Monotonic},
 };
 
 use crate::abi::{self, reg, Command};
-use crate::context::Ctx;
+use crate::cmd_ring::{self, CmdRing, Ticket};
+use crate::dma_mem::{load, store};
+use crate::event_ring::{self, EventRing};
 use crate::regs;
 
 /// Size of BAR0 (registers), known at compile time so accesses are checked at build time.
@@ -30,26 +35,9 @@ pub(crate) const BAR0_SIZE: usize = abi::BAR_REGS_SIZE as usize;
 /// BAR0 with its lifetime managed by devres (revoked at unbind).
 pub(crate) type RegsBar = pci::DevresBar<BAR0_SIZE>;
 
-/// Log2 of the command and event ring sizes.
-const CMDQ_LOG2: u32 = 8;
-const EVQ_LOG2: u32 = 8;
-/// 64-bit words per command and per event (both 32 bytes).
-const WORDS: usize = 4;
 /// How long the driver waits for the device (a SYNC, room in the command ring) before it
 /// declares the device dead. A live device answers in microseconds; under TCG in milliseconds.
 const DEVICE_TIMEOUT_MS: i64 = 2000;
-
-/// One 64-bit load from DMA memory the device may write concurrently (a volatile access).
-pub(crate) fn load(mem: &Coherent<[u64]>, index: usize) -> Result<u64> {
-    Ok(kernel::io::io_read!(mem, [try: index]))
-}
-
-/// One 64-bit store to DMA memory the device may read concurrently: the device sees either
-/// the old or the new entry, never a torn one.
-pub(crate) fn store(mem: &Coherent<[u64]>, index: usize, value: u64) -> Result {
-    kernel::io::io_write!(mem, [try: index], value);
-    Ok(())
-}
 
 /// Fault injection for tests: sleeps for the delay a debugfs knob holds (0: not at all).
 pub(crate) fn fault_delay(ms: &Atomic<u32>) {
@@ -68,44 +56,31 @@ fn split(v: u64) -> (u32, u32) {
     (v as u32, (v >> 32) as u32)
 }
 
-/// A SYNC ticket: the value the device writes to the sync word when it executes that SYNC.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct Ticket(pub(crate) u64);
-
-impl Ticket {
-    /// A ticket no SYNC ever reaches: waiting for it waits until the device is quiesced.
-    pub(crate) const QUIESCED: Ticket = Ticket(u64::MAX);
-}
-
-/// The command ring. Tickets are handed out in ring order, and the device executes commands in
-/// order, so the sync word only grows and "word >= ticket" means "that SYNC has executed".
-struct CmdQueue {
-    ring: Coherent<[u64]>,
-    tail: u32,
-    /// Last `CMDQ_HEAD` read from the device (refreshed only when the ring looks full).
-    head: u32,
-    next_ticket: u64,
-}
-
-/// The event ring, consumed only by the event interrupt thread.
-pub(crate) struct EventQueue {
-    ring: Coherent<[u64]>,
-    head: u32,
-    /// The phase bit of entries written on the current pass.
-    phase: bool,
+/// What the device must reach in the open contexts when it stops: wake their sleepers, zap
+/// their doorbell mappings. Implemented by `slots::ContextSlots`, which lives above this file
+/// (it holds contexts, and every context holds the device), so the device sees it only
+/// through this trait.
+pub(crate) trait OpenContexts: Send + Sync {
+    /// Wakes every `MNIC_IOC_WAIT` sleeper (they see the device gone). Allocates nothing: it
+    /// may run inside an invalidation.
+    fn wake_waiters(&self);
+    /// Removes the doorbell page from every process that mapped one (unbind). Fails only
+    /// without memory to list them.
+    fn zap_doorbells(&self) -> Result;
 }
 
 /// The shared device state (one per bound PCI function).
 #[pin_data]
 pub(crate) struct MnicDev {
     pdev: ARef<pci::Device>,
-    pub(crate) regs: RegsBar,
+    /// BAR0, the registers.
+    pub(crate) bar: RegsBar,
     /// BAR2, the per-context doorbell pages.
     doorbells: pci::DevresBar,
     /// Bus address of BAR2 (the per-context doorbell pages), for mmap.
     pub(crate) doorbell_phys: u64,
     /// Bus address of BAR0 (debugfs `bar0`: how test tools find this function).
-    pub(crate) regs_phys: u64,
+    pub(crate) bar_phys: u64,
     /// Fault injection (debugfs `fault_deregister_delay_ms`): deregistration sleeps this long
     /// between its two steps. 0 in normal use.
     pub(crate) deregister_delay_ms: Atomic<u32>,
@@ -125,26 +100,19 @@ pub(crate) struct MnicDev {
     /// or the device fell off the bus. Only then may an invalidation return without its SYNC.
     quiesced: Atomic<bool>,
     #[pin]
-    cmdq: Mutex<CmdQueue>,
+    cmdq: Mutex<CmdRing>,
     #[pin]
-    pub(crate) evq: Mutex<EventQueue>,
+    pub(crate) evq: Mutex<EventRing>,
     /// One u64 the device's SYNCs write their ticket to.
     sync_word: Coherent<[u64]>,
     /// The device's context table (`NUM_CONTEXTS` entries of 8 words).
     ctx_table: Coherent<[u64]>,
-    #[pin]
-    contexts: SpinLock<KVec<Slot>>,
+    /// The open contexts (see [`OpenContexts`]).
+    open_contexts: Arc<dyn OpenContexts>,
     pub(crate) hw_version: u32,
     pub(crate) caps: u32,
     /// How long invalidations waited for their SYNC (see `SYNC_HIST_BUCKETS`).
     sync_hist: [Atomic<u64>; SYNC_HIST_BUCKETS],
-}
-
-/// A hardware context index: free, being set up by `open`, or in use.
-enum Slot {
-    Free,
-    Reserved,
-    Live(Arc<Ctx>),
 }
 
 /// Proof that the device is bound while it lives (an SRCU read section that unbind waits for).
@@ -164,9 +132,9 @@ impl<'a> Access<'a> {
         unsafe { dev.as_bound() }
     }
 
-    /// BAR0.
-    pub(crate) fn regs(&self) -> Result<&'a pci::Bar<'a, BAR0_SIZE>> {
-        self.dev.regs.access(self.bound())
+    /// BAR0, the registers.
+    pub(crate) fn bar(&self) -> Result<&'a pci::Bar<'a, BAR0_SIZE>> {
+        self.dev.bar.access(self.bound())
     }
 }
 
@@ -174,12 +142,13 @@ impl MnicDev {
     /// Sets up the rings and tables and enables the device.
     pub(crate) fn new(
         pdev: &pci::Device<kernel::device::Core<'_>>,
-        regs: RegsBar,
+        regs_bar: RegsBar,
         doorbells: pci::DevresBar,
         minor_index: u32,
+        open_contexts: Arc<dyn OpenContexts>,
     ) -> Result<impl PinInit<Self, Error>> {
         let dev: &Device<Bound> = pdev.as_ref();
-        let bar = regs.access(dev)?;
+        let bar = regs_bar.access(dev)?;
         let id = bar.read(regs::ID).into_raw();
         if id != abi::MNIC_ID_VALUE {
             dev_err!(pdev, "not an mnic device (ID {:#x})\n", id);
@@ -213,18 +182,14 @@ impl MnicDev {
         // Start from a known state whatever a previous driver left behind.
         bar.write_reg(regs::CONTROL::zeroed().with_reset(true));
 
-        let cmd_ring = Coherent::<u64>::zeroed_slice(dev, (1 << CMDQ_LOG2) * WORDS, GFP_KERNEL)?;
-        let ev_ring = Coherent::<u64>::zeroed_slice(dev, (1 << EVQ_LOG2) * WORDS, GFP_KERNEL)?;
+        let cmd_ring = CmdRing::new(dev)?;
+        let ev_ring = EventRing::new(dev)?;
         let sync_word = Coherent::<u64>::zeroed_slice(dev, 1, GFP_KERNEL)?;
         let ctx_table = Coherent::<u64>::zeroed_slice(
             dev,
             abi::NUM_CONTEXTS as usize * size_of::<abi::CtxEntry>() / 8,
             GFP_KERNEL,
         )?;
-        let mut slots = KVec::with_capacity(abi::NUM_CONTEXTS as usize, GFP_KERNEL)?;
-        for _ in 0..abi::NUM_CONTEXTS {
-            slots.push(Slot::Free, GFP_KERNEL)?;
-        }
 
         let (lo, hi) = split(ctx_table.dma_address());
         bar.write_reg(regs::CTX_TABLE_LO::from(lo));
@@ -232,11 +197,11 @@ impl MnicDev {
         let (lo, hi) = split(cmd_ring.dma_address());
         bar.write_reg(regs::CMDQ_BASE_LO::from(lo));
         bar.write_reg(regs::CMDQ_BASE_HI::from(hi));
-        bar.write_reg(regs::CMDQ_SIZE_LOG2::from(CMDQ_LOG2));
+        bar.write_reg(regs::CMDQ_SIZE_LOG2::from(cmd_ring::LOG2));
         let (lo, hi) = split(ev_ring.dma_address());
         bar.write_reg(regs::EVQ_BASE_LO::from(lo));
         bar.write_reg(regs::EVQ_BASE_HI::from(hi));
-        bar.write_reg(regs::EVQ_SIZE_LOG2::from(EVQ_LOG2));
+        bar.write_reg(regs::EVQ_SIZE_LOG2::from(event_ring::LOG2));
         bar.write_reg(regs::IRQ_MASK::from(0));
         // Strict mode: a stale access halts the device instead of only being counted; the
         // driver must never cause one, so any halt is a driver bug worth stopping at.
@@ -252,15 +217,15 @@ impl MnicDev {
             return Err(EIO);
         }
         let doorbell_phys = pdev.resource_start(abi::BAR_DOORBELLS)?;
-        let regs_phys = pdev.resource_start(abi::BAR_REGS)?;
+        let bar_phys = pdev.resource_start(abi::BAR_REGS)?;
         let pdev: ARef<pci::Device> = pdev.into();
 
         Ok(try_pin_init!(MnicDev {
             pdev,
-            regs,
+            bar: regs_bar,
             doorbells,
             doorbell_phys,
-            regs_phys,
+            bar_phys,
             deregister_delay_ms: Atomic::new(0),
             unbind_delay_ms: Atomic::new(0),
             resolve_delay_ms: Atomic::new(0),
@@ -268,11 +233,11 @@ impl MnicDev {
             srcu <- new_srcu!(),
             gone: Atomic::new(false),
             quiesced: Atomic::new(false),
-            cmdq <- new_mutex!(CmdQueue { ring: cmd_ring, tail: 0, head: 0, next_ticket: 1 }),
-            evq <- new_mutex!(EventQueue { ring: ev_ring, head: 0, phase: true }),
+            cmdq <- new_mutex!(cmd_ring),
+            evq <- new_mutex!(ev_ring),
             sync_word,
             ctx_table,
-            contexts <- new_spinlock!(slots),
+            open_contexts,
             hw_version,
             caps,
             sync_hist: [const { Atomic::new(0) }; SYNC_HIST_BUCKETS],
@@ -311,7 +276,7 @@ impl MnicDev {
     /// that run meanwhile wait for the stop (they see `gone` but not yet `quiesced`).
     pub(crate) fn unbind(&self, dev: &Device<Bound>) {
         self.gone.store(true, Relaxed);
-        self.wake_waiters();
+        self.open_contexts.wake_waiters();
         self.srcu.synchronize();
         fault_delay(&self.unbind_delay_ms);
         if !self.stop(dev) {
@@ -322,40 +287,18 @@ impl MnicDev {
                 "unbind: could not confirm that the device stopped DMA\n"
             );
         }
-        if let Ok(bar) = self.regs.access(dev) {
+        if let Ok(bar) = self.bar.access(dev) {
             bar.write_reg(regs::CONTROL::zeroed().with_reset(true));
             let _ = bar.read(regs::STATUS);
         }
         self.quiesced.store(true, Relaxed);
-        self.zap_doorbells();
-    }
-
-    /// Removes the doorbell page from every process that mapped one (unbind): once the driver
-    /// lets the BAR go, a store there must fault (SIGBUS: the mapping has no fault handler),
-    /// not reach whatever the address decodes to next.
-    fn zap_doorbells(&self) {
-        let Ok(contexts) = self.live_contexts() else {
+        // Once the driver lets the BAR go, a store to a doorbell page must fault (SIGBUS: the
+        // mapping has no fault handler), not reach whatever the address decodes to next.
+        if self.open_contexts.zap_doorbells().is_err() {
             dev_err!(
                 self.pdev,
                 "unbind: no memory to list the doorbell mappings\n"
             );
-            return;
-        };
-        for ctx in contexts.iter() {
-            let mapping = ctx.doorbell_mapping.lock();
-            if *mapping != 0 {
-                // SAFETY: `*mapping` is the `f_mapping` of the context's open file (set by its
-                // mmap, cleared by its release under this same lock, so the file and its
-                // mapping are alive while we hold it). Every context maps page 0 of its file.
-                unsafe {
-                    kernel::bindings::unmap_mapping_range(
-                        *mapping as *mut kernel::bindings::address_space,
-                        0,
-                        abi::DOORBELL_PAGE_SIZE as _,
-                        1,
-                    )
-                };
-            }
         }
     }
 
@@ -378,7 +321,7 @@ impl MnicDev {
         // Also a register read: the device's socket handles requests in order, so this one is
         // answered after the config write took effect.
         let status = self
-            .regs
+            .bar
             .access(dev)
             .map_or(u32::MAX, |bar| bar.read(regs::STATUS).into_raw());
         let stopped = now == u16::MAX || status == u32::MAX || now & PCI_COMMAND_MASTER == 0;
@@ -412,58 +355,12 @@ impl MnicDev {
                     why
                 );
             }
-            self.wake_waiters();
+            self.open_contexts.wake_waiters();
         }
         stopped
     }
 
-    /// Wakes every `MNIC_IOC_WAIT` sleeper (they see the device gone). Allocates nothing: it
-    /// may run inside an invalidation.
-    fn wake_waiters(&self) {
-        for slot in self.contexts.lock().iter() {
-            if let Slot::Live(ctx) = slot {
-                ctx.done_cv.notify_all();
-            }
-        }
-    }
-
-    // ------------------------------------------------------------------ context slots
-
-    /// Reserves a free hardware context index.
-    pub(crate) fn reserve(&self) -> Result<u16> {
-        let mut slots = self.contexts.lock();
-        let index = slots
-            .iter()
-            .position(|s| matches!(s, Slot::Free))
-            .ok_or(EBUSY)?;
-        slots[index] = Slot::Reserved;
-        Ok(index as u16)
-    }
-
-    /// Makes `ctx` the context at its reserved `index` (found by the event handler from now on).
-    pub(crate) fn publish(&self, index: u16, ctx: Arc<Ctx>) {
-        if let Some(slot) = self.contexts.lock().get_mut(index as usize) {
-            *slot = Slot::Live(ctx);
-        }
-    }
-
-    /// Frees context index `index`. The `Arc` is dropped after the spinlock is released.
-    pub(crate) fn release(&self, index: u16) {
-        let old = self
-            .contexts
-            .lock()
-            .get_mut(index as usize)
-            .map(|s| core::mem::replace(s, Slot::Free));
-        drop(old);
-    }
-
-    /// The context at `index`, if any.
-    pub(crate) fn context(&self, index: u16) -> Option<Arc<Ctx>> {
-        match self.contexts.lock().get(index as usize) {
-            Some(Slot::Live(ctx)) => Some(ctx.clone()),
-            _ => None,
-        }
-    }
+    // ------------------------------------------------------------------ context table
 
     /// Writes context-table entry `index` (before `CTX_ENABLE`, which makes the device read it).
     pub(crate) fn write_ctx_entry(&self, index: u16, entry: &abi::CtxEntry) -> Result {
@@ -505,33 +402,30 @@ impl MnicDev {
             .map(|t| t.unwrap_or(Ticket(0)))
     }
 
-    fn free_slots(&self, access: &Access<'_>, q: &mut CmdQueue, refresh: bool) -> Result<usize> {
-        let size = 1u32 << CMDQ_LOG2;
-        let mut used = q.tail.wrapping_sub(q.head) % size;
-        if refresh || used + 8 > size {
-            let head = access.regs()?.read(regs::CMDQ_HEAD).into_raw();
+    /// Free slots of the command ring; reads the device's head first if `refresh`, or if the
+    /// ring looks nearly full by the cached one.
+    fn free_slots(&self, access: &Access<'_>, q: &mut CmdRing, refresh: bool) -> Result<usize> {
+        if refresh || q.nearly_full() {
+            let head = access.bar()?.read(regs::CMDQ_HEAD).into_raw();
             if head == u32::MAX {
                 // Fell off the bus (see `ack_irq`).
                 let _ = self.declare_dead("register reads all ones");
                 return Err(ENODEV);
             }
-            q.head = head % size;
-            used = q.tail.wrapping_sub(q.head) % size;
+            q.set_head(head);
         }
-        // One slot stays empty so that head == tail means "empty".
-        Ok((size - 1 - used) as usize)
+        Ok(q.free())
     }
 
     fn post_locked(
         &self,
         access: &Access<'_>,
-        q: &mut CmdQueue,
+        q: &mut CmdRing,
         cmds: &[Command],
         sync: bool,
     ) -> Result<Option<Ticket>> {
         let needed = cmds.len() + usize::from(sync);
-        let size = 1u32 << CMDQ_LOG2;
-        if needed >= size as usize {
+        if needed > cmd_ring::MAX_BATCH {
             return Err(EINVAL);
         }
         let start = Instant::<Monotonic>::now();
@@ -543,36 +437,16 @@ impl MnicDev {
             }
             fsleep(Delta::from_micros(20));
         }
-        let mut ticket = None;
-        let sync_cmd;
-        let mut write = |cmd: &Command| -> Result {
-            let words: [u64; WORDS] = zerocopy::transmute!(*cmd);
-            let base = q.tail as usize * WORDS;
-            for (i, w) in words.iter().enumerate() {
-                store(&q.ring, base + i, *w)?;
-            }
-            q.tail = (q.tail + 1) % size;
-            Ok(())
-        };
         for cmd in cmds {
-            write(cmd)?;
+            q.push(cmd)?;
         }
-        if sync {
-            let t = q.next_ticket;
-            sync_cmd = Command {
-                opcode: abi::cmd::SYNC,
-                arg0: self.sync_word.dma_address(),
-                arg1: t,
-                ..Command::default()
-            };
-            write(&sync_cmd)?;
-            ticket = Some(Ticket(t));
-        }
-        if sync {
-            q.next_ticket += 1;
-        }
+        let ticket = if sync {
+            Some(q.push_sync(self.sync_word.dma_address())?)
+        } else {
+            None
+        };
         // The MMIO write orders after the ring stores (writel has a write barrier).
-        access.regs()?.write_reg(regs::CMDQ_TAIL::from(q.tail));
+        access.bar()?.write_reg(regs::CMDQ_TAIL::from(q.tail()));
         Ok(ticket)
     }
 
@@ -586,18 +460,6 @@ impl MnicDev {
     /// The SYNC wait histogram.
     pub(crate) fn sync_hist(&self) -> [u64; SYNC_HIST_BUCKETS] {
         core::array::from_fn(|i| self.sync_hist[i].load(Relaxed))
-    }
-
-    /// The open contexts (for debugfs).
-    pub(crate) fn live_contexts(&self) -> Result<KVec<Arc<Ctx>>> {
-        let mut out = KVec::with_capacity(abi::NUM_CONTEXTS as usize, GFP_KERNEL)?;
-        for slot in self.contexts.lock().iter() {
-            if let Slot::Live(ctx) = slot {
-                // Cannot fail: the capacity covers every slot.
-                let _ = out.push_within_capacity(ctx.clone());
-            }
-        }
-        Ok(out)
     }
 
     /// Whether the SYNC with `ticket` has executed.
@@ -638,39 +500,17 @@ impl MnicDev {
 
     // ------------------------------------------------------------------ events
 
-    /// Takes the next event written by the device, if any (the caller holds `evq`).
-    pub(crate) fn next_event(q: &mut EventQueue) -> Option<abi::Event> {
-        let size = 1u32 << EVQ_LOG2;
-        let base = q.head as usize * WORDS;
-        let first = load(&q.ring, base).ok()?;
-        let flags = (first >> 8) as u8;
-        if (flags & abi::event::FLAG_PHASE != 0) != q.phase {
-            return None;
-        }
-        // The device wrote the rest of the entry before the word with the phase bit.
-        core::sync::atomic::fence(core::sync::atomic::Ordering::Acquire);
-        let mut words = [first, 0, 0, 0];
-        for (i, w) in words.iter_mut().enumerate().skip(1) {
-            *w = load(&q.ring, base + i).ok()?;
-        }
-        q.head = (q.head + 1) % size;
-        if q.head == 0 {
-            q.phase = !q.phase;
-        }
-        Some(zerocopy::transmute!(words))
-    }
-
     /// Tells the device which event slots are free again.
-    pub(crate) fn release_events(&self, q: &EventQueue) -> Result {
+    pub(crate) fn release_events(&self, q: &EventRing) -> Result {
         let access = self.enter()?;
-        access.regs()?.write_reg(regs::EVQ_HEAD::from(q.head));
+        access.bar()?.write_reg(regs::EVQ_HEAD::from(q.head()));
         Ok(())
     }
 
     /// Reads and acknowledges the interrupt cause.
     pub(crate) fn ack_irq(&self) -> Result<u32> {
         let access = self.enter()?;
-        let bar = access.regs()?;
+        let bar = access.bar()?;
         let status = bar.read(regs::IRQ_STATUS);
         if status.into_raw() == u32::MAX {
             // No cause register reads all ones: the device fell off the bus (a hot-unplug, or
@@ -692,7 +532,7 @@ impl MnicDev {
     /// Reads the device counters.
     pub(crate) fn counters(&self, out: &mut [u64]) -> Result {
         let access = self.enter()?;
-        let bar = access.regs()?;
+        let bar = access.bar()?;
         for (i, c) in out.iter_mut().enumerate() {
             let off = reg::counter(i as u32) as usize;
             let lo = u64::from(bar.try_read32(off)?);

@@ -10,8 +10,8 @@
 //! that may block long).
 //!
 //! The device parks at most one fault per context (spec §12): one slot per context is
-//! enough. A fault that finds the slot taken (a device breaking that rule) is resolved in
-//! place, as before.
+//! enough (`Ctx::fault_slot`). A fault that finds the slot taken (a device breaking that rule)
+//! is resolved in place, in the event thread.
 //!
 //! Lifetime: the work item holds an `Arc<Ctx>`, and runs module code. Teardown marks the
 //! context closing under the slot lock (no enqueue after that) and then flushes the work
@@ -19,27 +19,11 @@
 //! so the module can be unloaded.
 
 use kernel::{
-    prelude::*,
     sync::{atomic::Relaxed, Arc},
     workqueue::{self, impl_has_work, Work, WorkItem},
 };
 
-use crate::context::Ctx;
-
-/// A device fault waiting for its context's worker.
-#[derive(Clone, Copy)]
-pub(crate) struct PendingFault {
-    pub(crate) va: u64,
-    pub(crate) write: bool,
-    pub(crate) id: u64,
-}
-
-/// The fault slot of a context (under `Ctx::fault_slot`).
-pub(crate) struct FaultSlot {
-    pub(crate) pending: Option<PendingFault>,
-    /// Teardown has begun: nothing is queued any more.
-    pub(crate) closing: bool,
-}
+use crate::context::{Ctx, PendingFault};
 
 impl_has_work! {
     impl HasWork<Self> for Ctx { self.fault_work }

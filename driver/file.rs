@@ -8,7 +8,7 @@ use kernel::{
     miscdevice::{MiscDevice, MiscDeviceOptions, MiscDeviceRegistration},
     mm::virt::VmaNew,
     prelude::*,
-    sync::{atomic::Relaxed, Arc, ArcBorrow, CondVarTimeoutResult},
+    sync::{atomic::Relaxed, Arc, CondVarTimeoutResult},
     time::msecs_to_jiffies,
     uaccess::{UserPtr, UserSlice, UserSliceReader, UserSliceWriter},
 };
@@ -17,22 +17,37 @@ use zerocopy::{FromBytes, Immutable, IntoBytes};
 use crate::abi::{self, pte};
 use crate::context::Ctx;
 use crate::device::MnicDev;
+use crate::slots::ContextSlots;
 
-/// The misc device of one NIC, with the device its files open contexts on.
+/// The misc device of one NIC, with the device its files open contexts on and the table of
+/// their indices.
 #[pin_data]
 pub(crate) struct MiscHandle {
     dev: Arc<MnicDev>,
+    contexts: Arc<ContextSlots>,
     #[pin]
-    reg: MiscDeviceRegistration<Ctx>,
+    reg: MiscDeviceRegistration<OpenFile>,
 }
 
 impl MiscHandle {
-    pub(crate) fn new(dev: Arc<MnicDev>, name: &'static CStr) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(
+        dev: Arc<MnicDev>,
+        contexts: Arc<ContextSlots>,
+        name: &'static CStr,
+    ) -> impl PinInit<Self, Error> {
         try_pin_init!(MiscHandle {
             dev,
+            contexts,
             reg <- MiscDeviceRegistration::register(MiscDeviceOptions { name }),
         }? Error)
     }
+}
+
+/// One open file: its context, and the table in which it holds the context's index (freed
+/// again at release).
+pub(crate) struct OpenFile {
+    ctx: Arc<Ctx>,
+    contexts: Arc<ContextSlots>,
 }
 
 /// Reads an ABI structure from user space (zerocopy: no `unsafe` trait impls needed).
@@ -49,37 +64,45 @@ fn write_user<T: IntoBytes + Immutable>(writer: &mut UserSliceWriter, value: &T)
 }
 
 #[vtable]
-impl MiscDevice for Ctx {
-    type Ptr = Arc<Ctx>;
+impl MiscDevice for OpenFile {
+    type Ptr = KBox<OpenFile>;
 
-    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<Arc<Ctx>> {
-        let misc: *const MiscDeviceRegistration<Ctx> = misc;
-        // SAFETY: every `MiscDeviceRegistration<Ctx>` of this driver is the `reg` field of a
+    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<KBox<OpenFile>> {
+        let misc: *const MiscDeviceRegistration<OpenFile> = misc;
+        // SAFETY: every `MiscDeviceRegistration<OpenFile>` of this driver is the `reg` field of a
         // pinned `MiscHandle`. The misc core calls `open` with `misc_mtx` held, and the
         // registration is only removed (in `MiscHandle`'s drop, under the same mutex) after it
         // returns, so the container is alive and not moving while we read it.
         let handle = unsafe { &*kernel::container_of!(misc, MiscHandle, reg) };
-        let dev = handle.dev.clone();
-        let index = dev.reserve()?;
-        let ctx = match Ctx::new(dev.clone(), index).and_then(|i| Arc::pin_init(i, GFP_KERNEL)) {
-            Ok(ctx) => ctx,
+        let contexts = handle.contexts.clone();
+        let index = contexts.reserve()?;
+        let opened = Ctx::new(handle.dev.clone(), index)
+            .and_then(|i| Arc::pin_init(i, GFP_KERNEL))
+            .and_then(|ctx| {
+                let contexts = contexts.clone();
+                Ok(KBox::new(OpenFile { ctx, contexts }, GFP_KERNEL)?)
+            });
+        let this = match opened {
+            Ok(this) => this,
             Err(e) => {
-                dev.release(index);
+                contexts.release(index);
                 return Err(e);
             }
         };
-        dev.publish(index, ctx.clone());
-        Ok(ctx)
+        contexts.publish(index, this.ctx.clone());
+        Ok(this)
     }
 
-    fn release(ctx: Arc<Ctx>, _file: &File) {
+    fn release(this: KBox<OpenFile>, _file: &File) {
+        let ctx = &this.ctx;
         // The file's mapping goes with it: unbind must not zap through it any more.
         *ctx.doorbell_mapping.lock() = 0;
         ctx.teardown();
-        ctx.dev.release(ctx.index);
+        this.contexts.release(ctx.index);
     }
 
-    fn mmap(ctx: ArcBorrow<'_, Ctx>, file: &File, vma: &VmaNew) -> Result {
+    fn mmap(this: &OpenFile, file: &File, vma: &VmaNew) -> Result {
+        let ctx = &this.ctx;
         // SAFETY: `vma` is a valid VMA being set up by mmap; reading its offset is a plain load.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
         if pgoff != 0 || vma.end() - vma.start() != abi::DOORBELL_PAGE_SIZE as usize {
@@ -110,7 +133,8 @@ impl MiscDevice for Ctx {
         Ok(())
     }
 
-    fn ioctl(ctx: ArcBorrow<'_, Ctx>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(this: &OpenFile, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        let ctx = &this.ctx;
         let user = UserSlice::new(UserPtr::from_addr(arg), _IOC_SIZE(cmd));
         if ctx.dev.is_gone() {
             return Err(ENODEV);
@@ -132,10 +156,9 @@ impl MiscDevice for Ctx {
             abi::MNIC_IOC_REGISTER => {
                 let (mut r, mut w) = user.reader_writer();
                 let mut req: abi::MnicRegister = read_user(&mut r)?;
-                let arc: Arc<Ctx> = ctx.into();
-                arc.register(&mut req)?;
+                ctx.register(&mut req)?;
                 if let Err(e) = write_user(&mut w, &req) {
-                    let _ = arc.deregister(req.handle);
+                    let _ = ctx.deregister(req.handle);
                     return Err(e);
                 }
             }
@@ -180,7 +203,7 @@ impl MiscDevice for Ctx {
                 let s = &ctx.stats;
                 let valid = ctx.count(0, pte::VA_LIMIT);
                 let out = abi::MnicCtxStats {
-                    registrations: ctx.registrations() as u64,
+                    registrations: ctx.registration_count() as u64,
                     mapped_4k: valid.small,
                     mapped_2m: valid.huge,
                     pinned_pages: ctx.pinned_pages(0, pte::VA_LIMIT),

@@ -7,9 +7,18 @@
 //! `INVALIDATE` + `SYNC` and waits for the SYNC before the kernel may reuse the pages.
 //! See `docs/spec.md` (hardware and ioctls) and `docs/driver.md` (design).
 //!
-//! Modules: `device` (registers, command/event queues, SYNC), `table` (translation tables in
-//! DMA memory), `context` (registrations, notifier callbacks, fault path), `file` (misc device,
-//! ioctls, doorbell mmap), and here: PCI probe/unbind and the event interrupt.
+//! Modules, from the hardware up (each uses only modules listed before it):
+//! - `regs` (BAR0 registers as types), `dma_mem` (word access to DMA memory the device
+//!   shares), `pin` (the pinned baseline);
+//! - `table` (a context's translation table), `cmd_ring` and `event_ring` (the rings and SYNC
+//!   tickets), `device` (register access, posting and SYNC waits, unbind, a dead device);
+//! - `context` (a context and its lifecycle), and what it does: `registration` (register,
+//!   deregister), `invalidate` (the notifier callbacks), `fill` (device faults and prefetch),
+//!   `fault` (faults handed to a per-context worker);
+//! - `slots` (context index → context), `file` (misc device, ioctls, doorbell mmap),
+//!   `debugfs`, and here: PCI probe/unbind and the event interrupt.
+//!
+//! `docs/driver.md` has the table of modules and of locks.
 
 use kernel::{
     device::Core,
@@ -26,17 +35,26 @@ use kernel::{
 #[path = "../abi/src/abi.rs"]
 #[allow(dead_code, unreachable_pub, clippy::all)]
 mod abi;
+mod cmd_ring;
 mod context;
 mod debugfs;
 mod device;
+mod dma_mem;
+mod event_ring;
 mod fault;
 mod file;
+mod fill;
+mod invalidate;
 mod pin;
+mod registration;
 mod regs;
+mod slots;
 mod table;
 
+use context::PendingFault;
 use device::{MnicDev, BAR0_SIZE};
 use file::MiscHandle;
+use slots::ContextSlots;
 
 /// Device node names: one per NIC, `/dev/mnic0` upwards.
 const NAMES: [&CStr; 8] = [
@@ -69,6 +87,7 @@ fn release_name(i: u32) {
 /// The event interrupt (MSI-X vector 0): faults, errors and work completions.
 struct EventIrq {
     dev: Arc<MnicDev>,
+    contexts: Arc<ContextSlots>,
 }
 
 impl ThreadedHandler for EventIrq {
@@ -85,13 +104,13 @@ impl ThreadedHandler for EventIrq {
         }
         let mut q = dev.evq.lock();
         let mut n = 0u32;
-        while let Some(ev) = MnicDev::next_event(&mut q) {
+        while let Some(ev) = q.next() {
             n += 1;
             match ev.kind {
-                abi::event::FAULT => match dev.context(ev.ctx) {
+                abi::event::FAULT => match self.contexts.get(ev.ctx) {
                     // Resolved by the context's own worker (fault.rs): a fault that blocks
                     // must not stall the other contexts' events.
-                    Some(ctx) => ctx.queue_fault(fault::PendingFault {
+                    Some(ctx) => ctx.queue_fault(PendingFault {
                         va: ev.addr,
                         write: ev.flags & abi::event::FLAG_WRITE != 0,
                         id: ev.id,
@@ -100,7 +119,7 @@ impl ThreadedHandler for EventIrq {
                     None => {}
                 },
                 abi::event::WORK_DONE => {
-                    if let Some(ctx) = dev.context(ev.ctx) {
+                    if let Some(ctx) = self.contexts.get(ev.ctx) {
                         ctx.work_completed();
                     }
                 }
@@ -127,7 +146,7 @@ impl ThreadedHandler for EventIrq {
 }
 
 /// Per bound device. Fields drop in declaration order: first no new opens, then no interrupt,
-/// then the vectors, then (last reference aside) the device state.
+/// then the vectors, then (last reference aside) the device state and the context table.
 #[pin_data(PinnedDrop)]
 struct MnicPci<'bound> {
     #[pin]
@@ -138,6 +157,7 @@ struct MnicPci<'bound> {
     vecs: pci::IrqVectorRegistration<'bound>,
     dev: Arc<MnicDev>,
     name: u32,
+    contexts: Arc<ContextSlots>,
 }
 
 #[pinned_drop]
@@ -175,17 +195,26 @@ impl pci::Driver for MnicDriver {
                 }
                 claim_name()?
             },
+            contexts: Arc::pin_init(ContextSlots::new()?, GFP_KERNEL)?,
             dev: {
                 pdev.enable_device_mem()?;
                 pdev.set_master();
                 // SAFETY: probe runs before any DMA allocation of this device.
                 unsafe { pdev.dma_set_mask_and_coherent(DmaMask::new::<64>())? };
-                let regs = pdev.iomap_region_sized::<BAR0_SIZE>(abi::BAR_REGS, c"mnic")?;
+                let bar = pdev.iomap_region_sized::<BAR0_SIZE>(abi::BAR_REGS, c"mnic")?;
                 let doorbells = pdev.iomap_region(abi::BAR_DOORBELLS, c"mnic-doorbells")?;
-                // SAFETY: `name` was initialised above (fields initialise in this order).
-                let name = unsafe { (*this.as_ptr()).name };
+                // SAFETY: `name` and `contexts` were initialised above (fields initialise in
+                // this order).
+                let (name, contexts) =
+                    unsafe { ((*this.as_ptr()).name, (*this.as_ptr()).contexts.clone()) };
                 Arc::pin_init(
-                    MnicDev::new(pdev, regs.into_devres()?, doorbells.into_devres()?, name)?,
+                    MnicDev::new(
+                        pdev,
+                        bar.into_devres()?,
+                        doorbells.into_devres()?,
+                        name,
+                        contexts,
+                    )?,
                     GFP_KERNEL,
                 )?
             },
@@ -199,8 +228,9 @@ impl pci::Driver for MnicDriver {
                 // it is dropped, after `irq` (declaration order): the borrow outlives every use.
                 let vecs: &'bound pci::IrqVectorRegistration<'bound> =
                     unsafe { &*core::ptr::addr_of!((*this.as_ptr()).vecs) };
-                // SAFETY: as above, for `dev`.
-                let dev = unsafe { (*this.as_ptr()).dev.clone() };
+                // SAFETY: as above, for `dev` and `contexts`.
+                let (dev, contexts) =
+                    unsafe { ((*this.as_ptr()).dev.clone(), (*this.as_ptr()).contexts.clone()) };
                 dev_info!(
                     pdev,
                     "mnic{}: {} MSI-X vectors, hardware {:#x}, caps {:#x}\n",
@@ -217,19 +247,31 @@ impl pci::Driver for MnicDriver {
                         vector.into(),
                         kernel::irq::Flags::SHARED,
                         c"mnic-events",
-                        Ok::<_, Error>(EventIrq { dev }),
+                        Ok::<_, Error>(EventIrq { dev, contexts }),
                     )
                 }
             },
             _debugfs: {
-                // SAFETY: `dev` and `name` were initialised above.
-                let (dev, name) = unsafe { (&(*this.as_ptr()).dev, (*this.as_ptr()).name) };
-                debugfs::DebugDir::new(dev, NAMES[name as usize])?
+                // SAFETY: `dev`, `contexts` and `name` were initialised above.
+                let (dev, contexts, name) = unsafe {
+                    (
+                        &(*this.as_ptr()).dev,
+                        &(*this.as_ptr()).contexts,
+                        (*this.as_ptr()).name,
+                    )
+                };
+                debugfs::DebugDir::new(dev, contexts, NAMES[name as usize])?
             },
             misc <- {
-                // SAFETY: `dev` and `name` were initialised above.
-                let (dev, name) = unsafe { ((*this.as_ptr()).dev.clone(), (*this.as_ptr()).name) };
-                MiscHandle::new(dev, NAMES[name as usize])
+                // SAFETY: `dev`, `contexts` and `name` were initialised above.
+                let (dev, contexts, name) = unsafe {
+                    (
+                        (*this.as_ptr()).dev.clone(),
+                        (*this.as_ptr()).contexts.clone(),
+                        (*this.as_ptr()).name,
+                    )
+                };
+                MiscHandle::new(dev, contexts, NAMES[name as usize])
             },
         }? Error)
     }

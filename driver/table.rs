@@ -15,7 +15,7 @@ use kernel::{
 };
 
 use crate::abi::pte;
-use crate::device::{load, store};
+use crate::dma_mem::{load, store};
 
 /// Key of the table at `level` (3, 2 or 1) that covers `va`.
 fn key(level: u32, va: u64) -> u64 {

@@ -1,0 +1,388 @@
+// SPDX-License-Identifier: GPL-2.0
+//! Filling a context's translation table: device faults (spec §12) and prefetch
+//! (`MNIC_IOC_PREFETCH`, `REG_PREFETCH`).
+//!
+//! The fault path of `docs/kernel-mm-api.md`: read the notifier sequence, fault the pages in
+//! with `hmm` under the owner's mmap lock, then under the notifier lock write the leaves only
+//! if no invalidation ran in between. Around a fault it maps the neighbours already present
+//! (and a whole 2 MiB block behind a huge page), faulting nothing more in.
+
+use kernel::{
+    mm::{
+        hmm::{Access, FaultError, HmmPfn, Range},
+        mmu_notifier::{IntervalNotifier, IntervalNotifierOps},
+        MmWithUser, MmapReadGuard,
+    },
+    prelude::*,
+    sync::atomic::Relaxed,
+};
+
+use crate::abi::{self, pte, reg_flags, Command};
+use crate::context::{Ctx, CtxState, Region};
+use crate::table::Leaves;
+
+/// Restarts of one fill before it gives up with `EBUSY` (an invalidation storm must not keep a
+/// fault or an ioctl in the kernel forever).
+const MAX_FILL_RETRIES: u32 = 1000;
+/// Prefetch works in pieces of this size (bounds the hmm pfn buffer).
+const FILL_CHUNK: u64 = 32 << 20;
+
+/// Window of the fault-around (already present neighbours of a faulting page).
+const FAULT_AROUND: u64 = 64 << 10;
+
+/// How a fill gets the pages, and which device leaves it makes writable.
+///
+/// Only fills for a write make writable leaves (and mark those pages dirty): a read must not
+/// dirty pages (their writeback or swap-out would then cost for nothing), and a device write
+/// through a read-only leaf faults again as a write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fill {
+    /// Fault every page in readable; read-only leaves.
+    Read,
+    /// Fault every page in writable (breaks COW in the owning process); writable leaves.
+    Write,
+    /// Map only what is present, fault nothing; read-only leaves.
+    Snapshot,
+    /// Map only what is present, fault nothing; writable leaves where the CPU's are (the
+    /// neighbours of a write fault: a device writes streams).
+    SnapshotWrite,
+}
+
+impl Fill {
+    fn faults(self) -> bool {
+        matches!(self, Fill::Read | Fill::Write)
+    }
+    fn writes(self) -> bool {
+        matches!(self, Fill::Write | Fill::SnapshotWrite)
+    }
+}
+
+/// Whether userfaultfd is armed on any area of `[start, end)`.
+///
+/// Faults there are user space's to resolve. The driver takes them with the mmap lock held
+/// (no `FAULT_FLAG_ALLOW_RETRY`), so the kernel would refuse them with `SIGBUS` and, with
+/// `CONFIG_DEBUG_VM`, a stack dump; and they must never wait for the process's handler: device
+/// faults are resolved in the one event thread the invalidations of every context depend on.
+/// So on such areas a fill maps what is present and fails with `EFAULT` for the rest.
+fn userfaultfd_armed(mmap: &MmapReadGuard<'_>, start: u64, end: u64) -> bool {
+    let mut at = start as usize;
+    while at < end as usize {
+        match mmap.vma_lookup(at) {
+            Some(vma) if vma.userfaultfd_armed() => return true,
+            Some(vma) => at = vma.end(),
+            // A hole: the fill fails there anyway.
+            None => at += pte::PAGE_SIZE as usize,
+        }
+    }
+    false
+}
+
+/// What a fill installed.
+#[derive(Default)]
+struct Filled {
+    leaves: Leaves,
+    /// Some page was backed by a huge (>= 2 MiB) CPU mapping.
+    huge_backed: bool,
+}
+
+/// Whether the 512 entries starting at `i` can be one 2 MiB device leaf.
+fn huge_block(pfns: &[HmmPfn], i: usize) -> Option<(u64, bool)> {
+    let block = pfns.get(i..i + 512)?;
+    let first = block[0];
+    let pa = first.phys_addr()?;
+    if first.map_order()? < 9 || pa % pte::HUGE_SIZE != 0 {
+        return None;
+    }
+    let writable = first.is_writable();
+    for (j, p) in block.iter().enumerate() {
+        if p.phys_addr()? != pa + j as u64 * pte::PAGE_SIZE || p.is_writable() != writable {
+            return None;
+        }
+    }
+    Some((pa, writable))
+}
+
+impl Ctx {
+    /// `MNIC_IOC_PREFETCH`, and registration with `REG_PREFETCH`.
+    pub(crate) fn prefetch(&self, start: u64, len: u64, mm: &MmWithUser) -> Result {
+        if len == 0 || start % pte::PAGE_SIZE != 0 || len % pte::PAGE_SIZE != 0 {
+            return Err(EINVAL);
+        }
+        let end = start.checked_add(len).ok_or(EINVAL)?;
+        let registrations = self.registrations.lock();
+        let region = registrations
+            .list
+            .iter()
+            .map(|r| &r.notifier)
+            .find(|r| r.start() as u64 <= start && end <= r.end() as u64)
+            .ok_or(ENOENT)?;
+        let write = region.data().flags & reg_flags::WRITE != 0;
+        let mut at = start;
+        while at < end {
+            // Like a device fault: nothing to map back once the OOM reaper takes the mm
+            // down, and a killed caller stops between chunks.
+            if self.reaped.load(Relaxed) {
+                return Err(EFAULT);
+            }
+            if kernel::current!().signal_pending() {
+                return Err(EINTR);
+            }
+            let stop = (at + FILL_CHUNK).min(end);
+            self.fill(
+                region,
+                mm,
+                at,
+                stop,
+                if write { Fill::Write } else { Fill::Read },
+            )?;
+            at = stop;
+        }
+        Ok(())
+    }
+
+    /// `MNIC_IOC_PREFETCH` from user space (checks the caller's mm).
+    pub(crate) fn prefetch_ioctl(&self, req: &abi::MnicRange) -> Result {
+        if req.flags & !abi::RANGE_FLAG_WRITE != 0 || req.rsvd != 0 {
+            return Err(EINVAL);
+        }
+        let mm = self.caller_mm()?;
+        self.prefetch(req.addr, req.len, &mm)
+    }
+
+    /// The fault path of `docs/kernel-mm-api.md`: read sequence, hmm fault under the mmap lock,
+    /// then under the notifier lock program the table only if no invalidation ran in between.
+    fn fill(
+        &self,
+        region: &IntervalNotifier<Region>,
+        mm: &MmWithUser,
+        start: u64,
+        end: u64,
+        how: Fill,
+    ) -> Result<Filled> {
+        let access = match how {
+            Fill::Read => Access::Read,
+            Fill::Write => Access::Write,
+            Fill::Snapshot | Fill::SnapshotWrite => Access::Snapshot,
+        };
+        let may_write = region.data().flags & reg_flags::WRITE != 0 && how.writes();
+        // Allocates: before any lock.
+        let mut range = Range::new(region, start as usize, end as usize, access)?;
+        let mut retries = 0;
+        // Set when the range lies on a userfaultfd area: faults nothing, yet every page must be
+        // there (writable for a write).
+        let mut snapshot_only;
+        loop {
+            if retries > MAX_FILL_RETRIES {
+                return Err(EBUSY);
+            }
+            let seq = region.read_begin();
+            let faulted = {
+                let mmap = mm.mmap_read_lock();
+                // Checked under the same lock as the fault: the flags cannot change between.
+                snapshot_only = how.faults() && userfaultfd_armed(&mmap, start, end);
+                range.set_access(if snapshot_only {
+                    Access::Snapshot
+                } else {
+                    access
+                });
+                range.fault(&seq, &mmap).map(|_| ())
+            };
+            match faulted {
+                Ok(()) => {}
+                Err(FaultError::Busy) => {
+                    retries += 1;
+                    self.stats.fault_retries.add(1, Relaxed);
+                    continue;
+                }
+                Err(FaultError::Error(e)) => return Err(e),
+            }
+            let mut st = region.user_lock().lock();
+            let Ok(current) = region.read_retry(seq, &st) else {
+                retries += 1;
+                self.stats.fault_retries.add(1, Relaxed);
+                continue;
+            };
+            // The proof that the pfns are current; they are then read by index below.
+            let _ = range.pfns_checked(&current)?;
+            let pfns = range.pfns();
+            // On a userfaultfd area nothing was faulted in: every page must be there already,
+            // writable for a write.
+            let present = |p: &HmmPfn| match how {
+                Fill::Write => p.is_writable(),
+                _ => p.is_valid(),
+            };
+            if snapshot_only && !pfns.iter().all(present) {
+                return Err(EFAULT);
+            }
+            // A writable device entry lets the device write without the CPU's dirty bit ever
+            // being set: mark those pages dirty first, or reclaim could drop a clean page
+            // (MADV_FREE, a written-back file page) that the device then writes. Cleaning a
+            // page later invalidates the device entry first.
+            if may_write {
+                for (i, pfn) in pfns.iter().enumerate() {
+                    if pfn.is_writable() {
+                        range.set_dirty(&current, i)?;
+                    }
+                }
+            }
+            let mut done = Filled::default();
+            // Blocks whose 4 KiB leaves a 2 MiB leaf replaced: [first, end).
+            let mut replaced: Option<(u64, u64)> = None;
+            let mut i = 0;
+            while i < pfns.len() {
+                let va = start + i as u64 * pte::PAGE_SIZE;
+                if va % pte::HUGE_SIZE == 0 {
+                    if let Some((pa, w)) = huge_block(pfns, i) {
+                        if st.table.set_2m(va, pa, w && may_write)? != 0 {
+                            let end = va + pte::HUGE_SIZE;
+                            replaced = Some(
+                                replaced.map_or((va, end), |(lo, hi)| (lo.min(va), hi.max(end))),
+                            );
+                        }
+                        done.leaves.huge += 1;
+                        done.huge_backed = true;
+                        i += 512;
+                        continue;
+                    }
+                }
+                let pfn = pfns[i];
+                match pfn.phys_addr() {
+                    Some(pa) => {
+                        if st.table.set_4k(va, pa, pfn.is_writable() && may_write)? {
+                            let block = va & !(pte::HUGE_SIZE - 1);
+                            let end = block + pte::HUGE_SIZE;
+                            replaced = Some(
+                                replaced
+                                    .map_or((block, end), |(lo, hi)| (lo.min(block), hi.max(end))),
+                            );
+                        }
+                        done.leaves.small += 1;
+                        done.huge_backed |= pfn.map_order().unwrap_or(0) >= 9;
+                    }
+                    // A snapshot only maps what is there; a fault must get every page.
+                    None if pfn.is_error() && how.faults() => return Err(EFAULT),
+                    None => {}
+                }
+                i += 1;
+            }
+            if let Some((lo, hi)) = replaced {
+                self.forget_replaced(&mut st, lo, hi);
+            }
+            return Ok(done);
+        }
+    }
+
+    /// The device may still cache 4 KiB translations that 2 MiB leaves over [lo, hi) replaced
+    /// in the table: invalidate them. The SYNC behind it is recorded as pending, like a cleared
+    /// range's, so an invalidation that later finds nothing left to clear there still waits
+    /// for it (the rule "the table shows everything the device may cache", docs/driver.md).
+    /// The RESUME of the fault that led here is posted after it, so the device has forgotten
+    /// them before it continues.
+    fn forget_replaced(&self, st: &mut CtxState, lo: u64, hi: u64) {
+        let cmd = st.invalidation(self.index, lo, hi);
+        // Failing means the device is gone: it uses no translation any more.
+        if let Ok(t) = self.dev.post_sync(&[cmd]) {
+            st.pending = Some(t);
+            st.unflushed = false;
+        }
+    }
+
+    /// Resolves a device fault (spec §12) and answers it with RESUME or ABORT.
+    pub(crate) fn handle_fault(&self, va: u64, write: bool, id: u64) {
+        self.stats.faults.add(1, Relaxed);
+        let result = self.resolve(va, write);
+        pr_debug!(
+            "mnic ctx {}: device fault {:#x} write {} id {}: {:?}\n",
+            self.index,
+            va,
+            write,
+            id,
+            result
+        );
+        let cmd = match result {
+            Ok(()) => {
+                self.stats.resumes.add(1, Relaxed);
+                Command {
+                    opcode: abi::cmd::RESUME,
+                    ctx: self.index,
+                    arg0: id,
+                    ..Command::default()
+                }
+            }
+            Err(e) => {
+                self.stats.aborts.add(1, Relaxed);
+                Command {
+                    opcode: abi::cmd::ABORT,
+                    ctx: self.index,
+                    arg0: id,
+                    arg1: e.to_errno().unsigned_abs() as u64,
+                    ..Command::default()
+                }
+            }
+        };
+        let _ = self.dev.post(&[cmd]);
+    }
+
+    fn resolve(&self, va: u64, write: bool) -> Result {
+        // Fault injection (debugfs `fault_resolve_delay_ms`, one shot): a fault that takes
+        // long to resolve, as one on an unresponsive FUSE server would.
+        let delay = self.dev.resolve_delay_ms.xchg(0, Relaxed);
+        if delay != 0 {
+            kernel::time::delay::fsleep(kernel::time::Delta::from_millis(i64::from(delay)));
+        }
+        let page = va & !(pte::PAGE_SIZE - 1);
+        // The process may be exiting (or being reaped): then there is nothing to map.
+        if self.reaped.load(Relaxed) {
+            return Err(EFAULT);
+        }
+        // Dropped with `mmput_async`: if the process exits meanwhile, the last reference must
+        // not run a whole `exit_mmap` in the event thread every context depends on.
+        let mm = MmWithUser::into_mmput_async(self.mm.mmget_not_zero().ok_or(EFAULT)?);
+        let registrations = self.registrations.lock();
+        let mut denied = false;
+        let region = registrations.list.iter().map(|r| &r.notifier).find(|r| {
+            let covers = r.start() as u64 <= page && page < r.end() as u64;
+            let allowed = r.data().flags
+                & if write {
+                    reg_flags::WRITE
+                } else {
+                    reg_flags::READ
+                }
+                != 0;
+            denied |= covers && !allowed;
+            covers && allowed
+        });
+        let Some(region) = region else {
+            return Err(if denied { EACCES } else { EFAULT });
+        };
+        let how = if write { Fill::Write } else { Fill::Read };
+        let around = if write {
+            Fill::SnapshotWrite
+        } else {
+            Fill::Snapshot
+        };
+        let done = self.fill(region, &mm, page, page + pte::PAGE_SIZE, how)?;
+        let (reg_start, reg_end) = (region.start() as u64, region.end() as u64);
+        // Backed by a huge page: map the whole 2 MiB block with one leaf if the registration
+        // covers it (the block is present: this faults nothing in).
+        let block = page & !(pte::HUGE_SIZE - 1);
+        if done.huge_backed
+            && done.leaves.huge == 0
+            && reg_start <= block
+            && block + pte::HUGE_SIZE <= reg_end
+        {
+            // A snapshot: the page that faulted is present now, and so is the rest of a
+            // huge page; nothing the device did not touch is faulted in.
+            let _ = self.fill(region, &mm, block, block + pte::HUGE_SIZE, around);
+            return Ok(());
+        }
+        // Fault-around without faulting: map the neighbours that are already present (a
+        // device streams through memory), never bring in pages it did not touch.
+        let lo = (page & !(FAULT_AROUND - 1)).max(reg_start);
+        let hi = ((page & !(FAULT_AROUND - 1)) + FAULT_AROUND).min(reg_end);
+        if hi - lo > pte::PAGE_SIZE {
+            let _ = self.fill(region, &mm, lo, hi, around);
+        }
+        Ok(())
+    }
+}
