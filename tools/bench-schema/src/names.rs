@@ -1,7 +1,7 @@
 //! The names in a report: rows, metrics, ratios and parameters. The `mnic` tool writes
 //! them and `mnic-bench-report` looks them up, both through these constants.
 
-/// Row names ([`Row::name`](crate::Row::name)), by benchmark.
+/// Row names (`Row::name`), by benchmark.
 pub mod row {
     // copy
     /// Device COPY (measured).
@@ -48,7 +48,7 @@ pub mod row {
     pub const CPU_SAME_PATTERN: &str = "cpu_same_pattern";
 }
 
-/// Metric names ([`Row::metrics`](crate::Row::metrics)).
+/// Metric names (`Row::metrics`).
 pub mod metric {
     // Every timed row.
     /// Timed iterations.
@@ -113,7 +113,7 @@ pub mod metric {
     pub const PAGEOUTS: &str = "pageouts";
 }
 
-/// Ratio names ([`Ratio::name`](crate::Ratio::name)), by benchmark.
+/// Ratio names (`Ratio::name`), by benchmark.
 pub mod ratio {
     // copy
     /// Mean device COPY time / mean memcpy time.
@@ -152,7 +152,7 @@ pub mod ratio {
     pub const DEVICE_OVER_CPU_TIME: &str = "device_over_cpu_time";
 }
 
-/// Parameter names ([`Report::params`](crate::Report::params)).
+/// Parameter names (`Report::params`).
 pub mod param {
     // Every benchmark.
     /// Timed iterations.
