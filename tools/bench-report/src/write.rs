@@ -11,13 +11,21 @@ use crate::host::Host;
 use crate::sections;
 use crate::targets::{targets, verdict};
 
-/// Writes every output into `out`; returns the summary.
+/// What [`write_all`] wrote that the caller may show or reuse.
+pub struct Written {
+    /// The summary table (also in `summary.txt`).
+    pub summary: String,
+    /// The text of `report.md`.
+    pub report_md: String,
+}
+
+/// Writes every output into `out`.
 pub fn write_all(
     out: &Path,
     host: &Host,
     g: &Guest,
     meta: &[(String, String)],
-) -> Result<String, String> {
+) -> Result<Written, String> {
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let put = |name: &str, text: &str| {
         std::fs::write(out.join(name), text).map_err(|e| format!("{name}: {e}"))
@@ -118,7 +126,10 @@ pub fn write_all(
         "results.json",
         &serde_json::to_string_pretty(&all).map_err(|e| e.to_string())?,
     )?;
-    Ok(summary)
+    Ok(Written {
+        summary,
+        report_md: md,
+    })
 }
 
 #[cfg(test)]
@@ -133,8 +144,9 @@ mod tests {
         let mut host = Host::new();
         host.insert("translate/tlb_hit".into(), 4096.0);
         let dir = std::env::temp_dir().join(format!("mnic-bench-report-{}", std::process::id()));
-        let s = write_all(&dir, &host, &g, &[("command".into(), "make bench".into())]).unwrap();
-        assert!(s.contains("NOT met") || s.contains("met"));
+        let w = write_all(&dir, &host, &g, &[("command".into(), "make bench".into())]).unwrap();
+        assert!(w.summary.contains("NOT met") || w.summary.contains("met"));
+        assert!(w.report_md.starts_with("# mnic performance report"));
         let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
         assert!(md.contains("copy_bandwidth.svg"));
         assert!(md.contains("2 vCPUs (TCG)"));
