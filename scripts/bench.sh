@@ -7,7 +7,9 @@
 #      plots, results/results.json and a summary table of the targets (printed).
 # Environment: MNIC_BENCH_MODE=quick (fewer sizes/iterations), MNIC_BENCH_OUT=DIR
 # (default results), MNIC_BENCH_MEM_MIB (guest RAM, default 2048: pinning 1 GiB needs
-# the pages), MNIC_BENCH_SKIP_HOST=1 / MNIC_BENCH_SKIP_GUEST=1, CARGO_JOBS (default -j2).
+# the pages), MNIC_BENCH_SKIP_HOST=1 / MNIC_BENCH_SKIP_GUEST=1, CARGO_JOBS (default -j2),
+# MNIC_BENCH_DOC (the page whose generated part the report rewrites; default
+# docs/performance.md in full mode, none in quick mode; empty: none).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/env.sh
@@ -18,6 +20,7 @@ mode=${MNIC_BENCH_MODE:-full}
 out=${MNIC_BENCH_OUT:-results}
 mem=${MNIC_BENCH_MEM_MIB:-2048}
 jobs=${CARGO_JOBS:--j2}
+if [ "$mode" = full ]; then doc=${MNIC_BENCH_DOC-docs/performance.md}; else doc=${MNIC_BENCH_DOC:-}; fi
 mkdir -p "$out"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnic-bench.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -67,6 +70,7 @@ target/release/mnic-bench-report --criterion target/criterion \
 	--meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
 	--meta "host=$(nproc) cores, ${cpu:-unknown CPU}, $(free -g | awk '/Mem:/ {print $2}') GiB RAM, $(uname -r), shared with other builds/VMs" \
 	--meta "toolchain=$(rustc --version), release profile" \
-	--meta "wall time=${elapsed} s (build excluded: make initramfs ran first)"
+	--meta "wall time=${elapsed} s (build excluded: make initramfs ran first)" \
+	$([ -n "$doc" ] && echo --doc "$doc")
 echo "make bench: done in $(($(date +%s) - start)) s"
 exit $guest_rc

@@ -3,201 +3,22 @@
 use std::cell::OnceCell;
 use std::fs::OpenOptions;
 use std::io;
-use std::ops::BitOr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use mnic_abi as abi;
-use mnic_abi::{caps, counter, reg_flags};
+use mnic_abi::reg_flags;
 
+use crate::access::Access;
 use crate::buffer::DmaBuffer;
+use crate::counters::{DevCounters, TableEntries};
 use crate::error::{Error, Result};
+use crate::info::Info;
 use crate::queue::{DoorbellMode, Queue, QueueConfig, WorkDone};
 use crate::sys::{self, DoorbellPage};
 use crate::work::Work;
-
-/// Access rights and modes of a registration (`MnicRegister::flags`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Access(u32);
-
-impl Access {
-    /// The device may read.
-    pub const READ: Access = Access(reg_flags::READ);
-    /// The device may write.
-    pub const WRITE: Access = Access(reg_flags::WRITE);
-    /// The device may read and write.
-    pub const READ_WRITE: Access = Access(reg_flags::READ | reg_flags::WRITE);
-    /// Baseline mode: pin every page now and fill the whole table (what a classic
-    /// pinned-memory NIC does). For measuring the cost of pinning, not for normal use.
-    pub const PINNED: Access = Access(reg_flags::PINNED);
-    /// Fill the device table now, without pinning (saves the first faults).
-    pub const PREFETCH: Access = Access(reg_flags::PREFETCH);
-
-    /// The raw flag bits.
-    pub fn bits(self) -> u32 {
-        self.0
-    }
-    /// From raw bits; `None` if an unknown bit is set.
-    pub fn from_bits(bits: u32) -> Option<Access> {
-        (bits & !reg_flags::ALL == 0).then_some(Access(bits))
-    }
-    /// True if every bit of `other` is set in `self`.
-    pub fn contains(self, other: Access) -> bool {
-        self.0 & other.0 == other.0
-    }
-}
-
-impl BitOr for Access {
-    type Output = Access;
-    fn bitor(self, rhs: Access) -> Access {
-        Access(self.0 | rhs.0)
-    }
-}
-
-/// Device capabilities (`CAPS` register).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Caps(pub u32);
-
-impl Caps {
-    /// Names of the known capability bits.
-    pub const NAMES: [(u32, &'static str); 5] = [
-        (caps::HUGE_2M, "huge_2m"),
-        (caps::TRAFFIC_GEN, "traffic_gen"),
-        (caps::STALE_CHECK, "stale_check"),
-        (caps::DOORBELL_BAR, "doorbell_bar"),
-        (caps::ORACLE, "oracle"),
-    ];
-    /// True if `bit` (a `mnic_abi::caps` constant) is set.
-    pub fn has(self, bit: u32) -> bool {
-        self.0 & bit == bit
-    }
-    /// Names of the set bits, and `bitN` for unknown ones.
-    pub fn names(self) -> Vec<String> {
-        (0..32)
-            .filter(|i| self.0 & (1 << i) != 0)
-            .map(|i| {
-                Self::NAMES
-                    .iter()
-                    .find(|(b, _)| *b == 1 << i)
-                    .map_or_else(|| format!("bit{i}"), |(_, n)| (*n).to_owned())
-            })
-            .collect()
-    }
-}
-
-impl serde::Serialize for Caps {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.names().serialize(s)
-    }
-}
-
-/// Device and context identity and limits (`MNIC_IOC_INFO`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-pub struct Info {
-    /// User ABI version of the driver.
-    pub abi_version: u32,
-    /// Hardware version, major.
-    pub hw_major: u16,
-    /// Hardware version, minor.
-    pub hw_minor: u16,
-    /// Capabilities.
-    pub caps: Caps,
-    /// Hardware contexts of the device.
-    pub num_contexts: u32,
-    /// This context's index.
-    pub ctx: u32,
-    /// N of `/dev/mnicN`.
-    pub minor: u32,
-    /// Most registrations per context.
-    pub max_registrations: u32,
-}
-
-impl From<abi::MnicInfo> for Info {
-    fn from(i: abi::MnicInfo) -> Self {
-        Self {
-            abi_version: i.abi_version,
-            hw_major: (i.hw_version >> 16) as u16,
-            hw_minor: i.hw_version as u16,
-            caps: Caps(i.caps),
-            num_contexts: i.num_contexts,
-            ctx: i.ctx,
-            minor: i.minor,
-            max_registrations: i.max_registrations,
-        }
-    }
-}
-
-/// Device table entries over a range (`MNIC_IOC_QUERY`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
-pub struct TableEntries {
-    /// Valid 4 KiB leaves in the range.
-    pub valid_4k: u64,
-    /// Valid 2 MiB leaves overlapping the range.
-    pub valid_2m: u64,
-    /// Of those, writable leaves.
-    pub writable: u64,
-    /// Pages of the range pinned by PINNED registrations.
-    pub pinned: u64,
-}
-
-impl TableEntries {
-    /// Total valid leaves (4 KiB and 2 MiB).
-    pub fn valid(&self) -> u64 {
-        self.valid_4k + self.valid_2m
-    }
-}
-
-/// Names and values of the per-context driver counters (`MNIC_IOC_CTX_STATS`), in
-/// structure order.
-pub fn ctx_stats_fields(s: &abi::MnicCtxStats) -> [(&'static str, u64); 14] {
-    [
-        ("registrations", s.registrations),
-        ("mapped_4k", s.mapped_4k),
-        ("mapped_2m", s.mapped_2m),
-        ("pinned_pages", s.pinned_pages),
-        ("faults", s.faults),
-        ("resumes", s.resumes),
-        ("aborts", s.aborts),
-        ("invalidations", s.invalidations),
-        ("entries_invalidated", s.entries_invalidated),
-        ("sync_waits", s.sync_waits),
-        ("sync_wait_ns", s.sync_wait_ns),
-        ("sync_wait_max_ns", s.sync_wait_max_ns),
-        ("work_done", s.work_done),
-        ("fault_retries", s.fault_retries),
-    ]
-}
-
-/// The device counters (`MNIC_IOC_DEV_STATS`, spec §10).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct DevCounters(pub abi::MnicDevStats);
-
-impl DevCounters {
-    /// Counter `i` (a `mnic_abi::counter` constant); 0 for undefined slots.
-    pub fn get(&self, i: u32) -> u64 {
-        self.0.counters.get(i as usize).copied().unwrap_or(0)
-    }
-    /// The defined counters with their names (`mnic_abi::counter::NAMES`).
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        counter::NAMES
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (*n, self.0.counters[i]))
-    }
-    /// `self - earlier` per counter (wrapping), except `tlb_entries`, a level, which is
-    /// kept as is.
-    pub fn since(&self, earlier: &DevCounters) -> DevCounters {
-        let mut d = *self;
-        for (i, c) in d.0.counters.iter_mut().enumerate() {
-            if i != counter::TLB_ENTRIES as usize {
-                *c = c.wrapping_sub(earlier.0.counters[i]);
-            }
-        }
-        d
-    }
-}
 
 /// How the context rings its doorbell, once queues are set up.
 #[derive(Debug)]
@@ -775,83 +596,5 @@ impl Drop for Registration<'_> {
                 buf.release();
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn access_bits() {
-        let a = Access::READ | Access::WRITE;
-        assert_eq!(a, Access::READ_WRITE);
-        assert!(a.contains(Access::WRITE));
-        assert!(!a.contains(Access::PINNED));
-        assert_eq!(
-            (a | Access::PINNED | Access::PREFETCH).bits(),
-            reg_flags::ALL
-        );
-        assert_eq!(Access::from_bits(1 << 9), None);
-        assert_eq!(Access::from_bits(3), Some(Access::READ_WRITE));
-    }
-
-    #[test]
-    fn caps_and_info() {
-        let i = Info::from(abi::MnicInfo {
-            abi_version: 1,
-            hw_version: 0x0001_0002,
-            caps: caps::ALL | 1 << 9,
-            num_contexts: 256,
-            ctx: 3,
-            minor: 0,
-            max_registrations: 1024,
-            rsvd: 0,
-        });
-        assert_eq!((i.hw_major, i.hw_minor), (1, 2));
-        assert!(i.caps.has(caps::TRAFFIC_GEN));
-        assert_eq!(
-            i.caps.names(),
-            [
-                "huge_2m",
-                "traffic_gen",
-                "stale_check",
-                "doorbell_bar",
-                "oracle",
-                "bit9"
-            ]
-        );
-        let j = serde_json::to_value(i).unwrap();
-        assert_eq!(j["caps"][1], "traffic_gen");
-        assert_eq!(j["max_registrations"], 1024);
-    }
-
-    #[test]
-    fn dev_counters_names_and_delta() {
-        let mut a = abi::MnicDevStats::default();
-        let mut b = abi::MnicDevStats::default();
-        a.counters[counter::FAULTS as usize] = 5;
-        b.counters[counter::FAULTS as usize] = 12;
-        a.counters[counter::TLB_ENTRIES as usize] = 100;
-        b.counters[counter::TLB_ENTRIES as usize] = 40;
-        let d = DevCounters(b).since(&DevCounters(a));
-        assert_eq!(d.get(counter::FAULTS), 7);
-        assert_eq!(d.get(counter::TLB_ENTRIES), 40);
-        assert_eq!(d.get(99), 0);
-        let names: Vec<_> = d.iter().map(|(n, _)| n).collect();
-        assert_eq!(names.len(), counter::COUNT as usize);
-        assert_eq!(names[counter::FAULTS as usize], "faults");
-    }
-
-    #[test]
-    fn ctx_stats_field_names() {
-        let s = abi::MnicCtxStats {
-            faults: 3,
-            fault_retries: 9,
-            ..Default::default()
-        };
-        let f = ctx_stats_fields(&s);
-        assert_eq!(f[4], ("faults", 3));
-        assert_eq!(f[13], ("fault_retries", 9));
     }
 }

@@ -17,7 +17,8 @@ pub const DEV_PREFIX: &str = "mnic";
 /// Finding a device opens nothing. Opening one ([`Device::context`],
 /// [`Device::open`], [`Device::open_index`]) takes one of the device's hardware
 /// contexts, held until the [`Context`] is dropped.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct Device {
     index: u32,
     path: PathBuf,

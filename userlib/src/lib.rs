@@ -101,10 +101,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod access;
 mod buffer;
 mod context;
+mod counters;
 mod device;
 mod error;
+mod info;
 mod queue;
 mod sys;
 mod work;
@@ -112,11 +115,12 @@ mod work;
 /// The ABI definitions this library speaks (`mnic-abi`), re-exported.
 pub use mnic_abi as abi;
 
+pub use access::Access;
 pub use buffer::{Advice, DmaBuffer};
-pub use context::{
-    ctx_stats_fields, Access, Caps, Context, DevCounters, Info, Registration, TableEntries,
-};
+pub use context::{Context, Registration};
+pub use counters::{ctx_stats_fields, DevCounters, TableEntries};
 pub use device::{parse_device_name, Device, DEV_DIR, DEV_PREFIX};
 pub use error::{Error, Result, WorkError};
+pub use info::{Caps, Info};
 pub use queue::{DoorbellMode, QueueConfig, WorkDone};
 pub use work::{validate, Pattern, Traffic, Work};

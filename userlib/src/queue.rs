@@ -9,7 +9,7 @@ use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::mem::size_of;
 
-use mnic_abi::{completion, Completion, WorkDesc, RING_LOG2_MAX, RING_LOG2_MIN};
+use mnic_abi::{ring, Completion, WorkDesc, RING_LOG2_MAX, RING_LOG2_MIN};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::buffer::DmaBuffer;
@@ -68,11 +68,14 @@ impl QueueConfig {
     /// Most work items that may be outstanding (posted, completion not yet consumed).
     ///
     /// The completion queue has no head register, so it must have room for every
-    /// outstanding item: at most `cq_entries` (spec §11). The work queue's producer
-    /// index is taken modulo its size, so a full ring (tail == head) would look empty
-    /// to the device: at most `wq_entries - 1`.
+    /// outstanding item: at most `cq_entries` (spec §11). The work queue keeps one slot
+    /// empty (a full ring, tail == head, would look empty to the device): at most what
+    /// `ring::free` allows in an empty ring, `wq_entries - 1`.
     pub fn outstanding_limit(&self) -> u32 {
-        (1u32 << self.cq_log2).min((1u32 << self.wq_log2) - 1)
+        let wq_room = ring::free(0, 0, 1u64 << self.wq_log2);
+        let cq_room = 1u64 << self.cq_log2;
+        // Both are at most 2^12 (`validate`), so the minimum fits.
+        wq_room.min(cq_room) as u32
     }
 
     /// Byte offset of the completion queue in the queue memory (page aligned).
@@ -87,8 +90,8 @@ impl QueueConfig {
     }
 }
 
-/// Producer index of the work queue. `tail` runs free; the slot and the doorbell value
-/// are taken modulo the ring size.
+/// Producer index of the work queue. `tail` counts every descriptor ever written; the
+/// slot and the doorbell value follow from it by the ring rules of `mnic_abi::ring`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct WqRing {
     log2: u8,
@@ -99,27 +102,29 @@ impl WqRing {
     pub(crate) fn new(log2: u8) -> Self {
         Self { log2, tail: 0 }
     }
-    fn mask(&self) -> u64 {
-        (1u64 << self.log2) - 1
+    fn entries(&self) -> u64 {
+        1u64 << self.log2
     }
     /// Slot the next descriptor goes to.
     pub(crate) fn slot(&self) -> usize {
-        (self.tail & self.mask()) as usize
+        ring::slot(self.tail, self.entries()) as usize
     }
     pub(crate) fn advance(&mut self) {
         self.tail = self.tail.wrapping_add(1);
     }
-    /// Value for `WQ_TAIL`: the producer index modulo the ring size.
+    /// Value for `WQ_TAIL`: the producer index modulo the ring size, i.e. the slot the
+    /// next descriptor goes to.
     pub(crate) fn doorbell(&self) -> u32 {
-        (self.tail & self.mask()) as u32
+        ring::slot(self.tail, self.entries()) as u32
     }
 }
 
 /// Consumer index of the completion queue and the phase it expects.
 ///
-/// The device writes phase 1 on its first pass through the ring, 0 on the second, and
-/// so on; the ring starts zeroed, so an entry is new when its phase bit equals the
-/// expected phase of the consumer's current pass.
+/// `head` counts every completion ever consumed. The device writes the `count`-th
+/// completion with phase `ring::phase(count, entries)` (1 on the first pass, 0 on the
+/// second, ...); the ring starts zeroed, so an entry is new when its phase bit equals
+/// the phase of the consumer's current pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CqRing {
     log2: u8,
@@ -130,16 +135,26 @@ impl CqRing {
     pub(crate) fn new(log2: u8) -> Self {
         Self { log2, head: 0 }
     }
+    fn entries(&self) -> u64 {
+        1u64 << self.log2
+    }
     pub(crate) fn slot(&self) -> usize {
-        (self.head & ((1u64 << self.log2) - 1)) as usize
+        ring::slot(self.head, self.entries()) as usize
     }
-    /// Phase bit of new entries in the current pass: 1 on even passes (first is 0).
+    /// Phase bit of new entries in the current pass.
     pub(crate) fn phase(&self) -> bool {
-        (self.head >> self.log2) & 1 == 0
+        ring::phase(self.head, self.entries())
     }
-    /// True if an entry with these `flags` at [`slot`](Self::slot) is new.
+    /// True if an entry whose `flags` field reads `flags` at [`slot`](Self::slot) is new.
+    ///
+    /// Only `flags` is read before deciding (the rest of the entry is read after an
+    /// acquire fence), so the abi's rule is applied to an entry holding just that field.
     pub(crate) fn is_new(&self, flags: u16) -> bool {
-        (flags & completion::FLAG_PHASE != 0) == self.phase()
+        Completion {
+            flags,
+            ..Completion::default()
+        }
+        .is_new(self.phase())
     }
     pub(crate) fn advance(&mut self) {
         self.head = self.head.wrapping_add(1);
@@ -337,9 +352,7 @@ impl Queue {
     pub(crate) fn poll(&self) -> Option<WorkDone> {
         let mut st = self.state.borrow_mut();
         let off = self.cq_off + st.cq.slot() * size_of::<Completion>();
-        // `status: u16, flags: u16, detail: u32` form the little-endian u64 at +8.
-        let flags = (self.mem.read_u64(off + 8) >> 16) as u16;
-        if !st.cq.is_new(flags) {
+        if !st.cq.is_new(self.read_completion_flags(off)) {
             return None;
         }
         // Read the body only after seeing the phase bit.
@@ -350,6 +363,15 @@ impl Queue {
         st.cq.advance();
         st.outstanding.pop();
         Some(WorkDone::from_raw(&c))
+    }
+
+    /// The `flags` field of the completion entry at byte offset `entry`, with one
+    /// volatile load of the aligned little-endian word that holds it (the device writes
+    /// the phase byte last, so this load sees either the old or the new phase).
+    fn read_completion_flags(&self, entry: usize) -> u16 {
+        const WORD: usize = Completion::PHASE_OFFSET & !7;
+        const SHIFT: usize = (Completion::PHASE_OFFSET - WORD) * 8;
+        (self.mem.read_u64(entry + WORD) >> SHIFT) as u16
     }
 
     pub(crate) fn outstanding(&self) -> u32 {
@@ -366,7 +388,7 @@ impl Queue {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use mnic_abi::work;
+    use mnic_abi::{completion, work};
 
     /// Plays the device: executes descriptors between its head and `tail`, writing
     /// completions with the phase convention.
@@ -387,21 +409,21 @@ pub(crate) mod tests {
             let wq_n = 1u64 << q.cfg.wq_log2;
             let cq_n = 1u64 << q.cfg.cq_log2;
             let mut n = 0;
-            while (self.wq_head % wq_n) as u32 != tail {
+            while ring::slot(self.wq_head, wq_n) as u32 != tail {
                 let mut raw = [0u8; 64];
                 q.mem
-                    .read_into((self.wq_head % wq_n) as usize * 64, &mut raw);
+                    .read_into(ring::slot(self.wq_head, wq_n) as usize * 64, &mut raw);
                 let d = WorkDesc::read_from_bytes(&raw).unwrap();
-                let phase = (self.cq_tail / cq_n) % 2 == 0;
-                let c = Completion {
+                let mut c = Completion {
                     tag: d.tag,
                     status: if d.opcode == work::NOP { 0 } else { 1 },
-                    flags: u16::from(phase),
+                    flags: 0,
                     detail: if d.opcode == work::NOP { 0 } else { 14 },
                     bytes: u64::from(d.len),
                     fault_va: d.src,
                 };
-                let off = q.cq_off + (self.cq_tail % cq_n) as usize * 32;
+                c.flags = c.flags_with_phase(ring::phase(self.cq_tail, cq_n));
+                let off = q.cq_off + ring::slot(self.cq_tail, cq_n) as usize * 32;
                 q.mem.write_from(off, c.as_bytes());
                 self.wq_head += 1;
                 self.cq_tail += 1;

@@ -1,6 +1,6 @@
 //! Typed builders for work descriptors (spec §11), checked before they reach the device.
 
-use mnic_abi::{pte, work, WorkDesc};
+use mnic_abi::{work, DescError, WorkDesc};
 
 use crate::buffer::DmaBuffer;
 use crate::error::{Error, Result};
@@ -45,11 +45,6 @@ impl Pattern {
     pub fn writes(self) -> bool {
         !matches!(self, Pattern::SeqRead)
     }
-}
-
-/// End of `[va, va + len)`, if it stays inside the canonical lower half.
-fn range_end(va: u64, len: u64) -> Option<u64> {
-    va.checked_add(len).filter(|&e| e <= pte::VA_LIMIT)
 }
 
 impl Work {
@@ -99,7 +94,7 @@ impl Work {
             return Err(Error::InvalidWork("copy range leaves its buffer"));
         }
         let len =
-            u32::try_from(len).map_err(|_| Error::InvalidWork("COPY longer than COPY_MAX"))?;
+            u32::try_from(len).map_err(|_| Error::InvalidWork(DescError::CopyTooLong.message()))?;
         Self::copy(src.va_at(src_off), dst.va_at(dst_off), len)
     }
 
@@ -146,59 +141,14 @@ impl Work {
     }
 }
 
-/// Checks a descriptor against the limits of spec §11, as the device would: the
-/// library refuses what the device would complete with `BAD_DESCRIPTOR`, plus
-/// overlapping COPY ranges (which the spec forbids).
+/// Checks a descriptor against the descriptor rules of spec §11: a thin wrapper over
+/// [`WorkDesc::validate`], the one rule the device also applies, so the library refuses
+/// before posting exactly what the device would refuse.
 ///
 /// # Errors
 /// [`Error::InvalidWork`] naming the first problem found.
 pub fn validate(d: &WorkDesc) -> Result<()> {
-    let bad = |m| Err(Error::InvalidWork(m));
-    if d.flags & !work::FLAG_NOTIFY != 0 {
-        return bad("unknown flag bits");
-    }
-    match d.opcode {
-        work::NOP => Ok(()),
-        work::COPY => {
-            if d.len == 0 {
-                return bad("COPY of zero bytes");
-            }
-            if d.len > work::COPY_MAX {
-                return bad("COPY longer than COPY_MAX (64 MiB)");
-            }
-            let len = u64::from(d.len);
-            let (Some(src_end), Some(dst_end)) = (range_end(d.src, len), range_end(d.dst, len))
-            else {
-                return bad("COPY range wraps or is not canonical");
-            };
-            if d.src < dst_end && d.dst < src_end {
-                return bad("COPY source and destination overlap");
-            }
-            Ok(())
-        }
-        work::TRAFFIC => {
-            if d.len == 0 {
-                return bad("TRAFFIC over zero bytes");
-            }
-            if range_end(d.src, u64::from(d.len)).is_none() {
-                return bad("TRAFFIC range wraps or is not canonical");
-            }
-            if d.op_size == 0 || d.op_size > work::TRAFFIC_OP_MAX {
-                return bad("TRAFFIC op_size not in 1..=65536");
-            }
-            if d.op_size > d.len {
-                return bad("TRAFFIC op_size larger than the range");
-            }
-            if d.pattern > work::PATTERN_RANDOM_RW {
-                return bad("unknown TRAFFIC pattern");
-            }
-            if d.ops > work::TRAFFIC_OPS_MAX {
-                return bad("TRAFFIC ops above 2^32");
-            }
-            Ok(())
-        }
-        _ => bad("unknown opcode"),
-    }
+    d.validate().map_err(|e| Error::InvalidWork(e.message()))
 }
 
 /// Builder of a traffic-generator work item: `ops` DMA operations of `op_size` bytes
@@ -296,6 +246,7 @@ impl Traffic {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mnic_abi::pte;
 
     const VA: u64 = 0x7f00_0000_0000;
 
@@ -397,6 +348,11 @@ mod tests {
         };
         assert!(validate(&d).is_err());
         assert!(validate(&WorkDesc { pattern: 2, ..d }).is_ok());
+        // The message is the abi's, so library and device name a refusal alike.
+        assert!(matches!(
+            validate(&d),
+            Err(Error::InvalidWork(m)) if m == DescError::BadPattern.message()
+        ));
         assert_eq!(Work::nop().desc().opcode, work::NOP);
     }
 }

@@ -4,10 +4,11 @@ use std::time::{Duration, Instant};
 
 use mnic::abi::MnicCtxStats;
 use mnic::{ctx_stats_fields, DevCounters, Device};
+use mnic_bench_schema::Fields;
 use serde::Serialize;
 
-use crate::output::{Fields, Table};
-use crate::CmdResult;
+use crate::error::CmdResult;
+use crate::output::Table;
 
 /// One reading.
 #[derive(Debug, Serialize)]

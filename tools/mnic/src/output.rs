@@ -1,8 +1,5 @@
-//! Output helpers shared by the subcommands: aligned tables for people, JSON for
-//! machines, and size parsing for flags.
-
-use serde::ser::{SerializeMap, Serializer};
-use serde::Serialize;
+//! Output helpers shared by the subcommands: aligned tables and byte sizes for people,
+//! and size parsing for flags. (The ordered JSON map is `mnic_bench_schema::Fields`.)
 
 /// A text table: a header row and rows of cells, rendered with aligned columns.
 #[derive(Debug, Default)]
@@ -55,35 +52,6 @@ impl Table {
             line(&mut out, r);
         }
         out
-    }
-}
-
-/// An ordered list of (name, value) pairs that serializes as a JSON object in order.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Fields<V>(pub Vec<(String, V)>);
-
-impl<V> Fields<V> {
-    pub fn push(&mut self, name: impl Into<String>, v: V) {
-        self.0.push((name.into(), v));
-    }
-    pub fn get(&self, name: &str) -> Option<&V> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v)
-    }
-}
-
-impl<V: Serialize> Serialize for Fields<V> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
-    }
-}
-
-impl<'a> FromIterator<(&'a str, u64)> for Fields<u64> {
-    fn from_iter<T: IntoIterator<Item = (&'a str, u64)>>(iter: T) -> Self {
-        Fields(iter.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
     }
 }
 
@@ -154,15 +122,5 @@ mod tests {
         assert_eq!(lines[1], "------  -----");
         assert_eq!(lines[2], "a           1");
         assert_eq!(lines[3], "longer  12345");
-    }
-
-    #[test]
-    fn fields_keep_order_in_json() {
-        let f: Fields<u64> = [("zeta", 1), ("alpha", 2)].into_iter().collect();
-        assert_eq!(
-            serde_json::to_string(&f).unwrap(),
-            r#"{"zeta":1,"alpha":2}"#
-        );
-        assert_eq!(f.get("alpha"), Some(&2));
     }
 }

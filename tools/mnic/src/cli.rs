@@ -1,34 +1,21 @@
-//! `mnic`: inspect mnic devices and benchmark them.
-//!
-//! ```text
-//! mnic info [--device N] [--json]
-//! mnic stats [--device N] [--interval SECS [--count N]] [--json]
-//! mnic bench copy|register|fault|invalidate|traffic [--device N] [--json] [--smoke] [options]
-//! ```
-
-mod bench;
-mod bench_mm;
-mod info;
-mod output;
-mod stats;
-
-use std::process::ExitCode;
+//! The command line of `mnic`: subcommands and their flags (the bench flags are in
+//! `bench/args.rs`).
 
 use clap::{Parser, Subcommand};
 
-/// Result of a subcommand.
-pub type CmdResult<T = ()> = Result<T, Box<dyn std::error::Error>>;
+use crate::bench::args::BenchCmd;
 
 /// Inspect and benchmark mnic devices (/dev/mnicN).
 #[derive(Debug, Parser)]
 #[command(name = "mnic", version, about)]
 pub struct Cli {
     #[command(subcommand)]
-    cmd: Cmd,
+    pub cmd: Cmd,
 }
 
+/// The subcommands.
 #[derive(Debug, Subcommand)]
-enum Cmd {
+pub enum Cmd {
     /// Devices, capabilities and limits.
     Info {
         /// Only /dev/mnicN (default: every device found).
@@ -59,57 +46,23 @@ enum Cmd {
     /// Benchmarks, each against its baseline.
     Bench {
         #[command(subcommand)]
-        which: bench::BenchCmd,
+        which: BenchCmd,
     },
-}
-
-impl Cli {
-    /// The common bench flags, if this is a bench command (for tests).
-    #[cfg(test)]
-    fn bench_common(self) -> Option<bench::Common> {
-        match self.cmd {
-            Cmd::Bench { which } => Some(match which {
-                bench::BenchCmd::Copy { common, .. }
-                | bench::BenchCmd::Register { common, .. }
-                | bench::BenchCmd::Fault { common, .. }
-                | bench::BenchCmd::Invalidate { common, .. }
-                | bench::BenchCmd::Traffic { common, .. } => common,
-            }),
-            _ => None,
-        }
-    }
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let r = match cli.cmd {
-        Cmd::Info { device, json } => info::run(device, json),
-        Cmd::Stats {
-            device,
-            interval,
-            count,
-            json,
-        } => stats::run(device, interval, count, json),
-        Cmd::Bench { which } => bench::run(which),
-    };
-    match r {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mnic: {e}");
-            let mut src = e.source();
-            while let Some(s) = src {
-                eprintln!("  caused by: {s}");
-                src = s.source();
-            }
-            ExitCode::FAILURE
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::args::{Common, DoorbellArg, PatternArg};
     use clap::CommandFactory;
+
+    /// The common bench flags of a parsed bench command line.
+    fn bench_common(args: &[&str]) -> Common {
+        match Cli::parse_from(args).cmd {
+            Cmd::Bench { which } => which.common().clone(),
+            other => panic!("not a bench command: {other:?}"),
+        }
+    }
 
     #[test]
     fn cli_is_consistent() {
@@ -148,7 +101,7 @@ mod tests {
         ]);
         let Cmd::Bench {
             which:
-                bench::BenchCmd::Traffic {
+                BenchCmd::Traffic {
                     common,
                     size,
                     pattern,
@@ -159,14 +112,22 @@ mod tests {
             panic!("not traffic");
         };
         assert_eq!(size, 2 << 20);
-        assert_eq!(pattern, bench::PatternArg::RandomRw);
+        assert_eq!(pattern, PatternArg::RandomRw);
         assert!(common.json);
         assert_eq!(common.device, 1);
-        let c = Cli::parse_from(["mnic", "bench", "register", "--doorbell", "syscall"]);
-        assert_eq!(
-            c.bench_common().unwrap().doorbell,
-            bench::DoorbellArg::Syscall
-        );
+        let c = bench_common(&["mnic", "bench", "register", "--doorbell", "syscall"]);
+        assert_eq!(c.doorbell, DoorbellArg::Syscall);
         assert!(Cli::try_parse_from(["mnic", "bench", "copy", "--size", "0"]).is_err());
+    }
+
+    #[test]
+    fn smoke_shrinks_the_run() {
+        let c = bench_common(&["mnic", "bench", "fault", "--smoke", "-n", "9"]);
+        let e = c.effective();
+        assert_eq!((e.iters, e.warmup), (1, 0));
+        assert_eq!(e.size(64 << 20, 1 << 20), 1 << 20);
+        let c = bench_common(&["mnic", "bench", "copy"]);
+        assert_eq!(c.effective().iters, 20);
+        assert_eq!(c.size(64 << 20, 1 << 20), 64 << 20);
     }
 }

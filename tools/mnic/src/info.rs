@@ -4,8 +4,8 @@ use mnic::abi::{self, work};
 use mnic::{Device, Info};
 use serde::Serialize;
 
+use crate::error::CmdResult;
 use crate::output::Table;
-use crate::CmdResult;
 
 /// Limits of the ABI this tool was built against (the same for every device).
 #[derive(Debug, Serialize, PartialEq, Eq)]

@@ -1,0 +1,202 @@
+//! The names in a report: rows, metrics, ratios and parameters. The `mnic` tool writes
+//! them and `mnic-bench-report` looks them up, both through these constants.
+
+/// Row names (`Row::name`), by benchmark.
+pub mod row {
+    // copy
+    /// Device COPY (measured).
+    pub const DEVICE_COPY: &str = "device_copy";
+    /// CPU memcpy of the same size (baseline).
+    pub const MEMCPY: &str = "memcpy";
+    // register
+    /// On-demand registration (measured).
+    pub const ON_DEMAND: &str = "on_demand";
+    /// `REG_PINNED` registration (baseline).
+    pub const PINNED: &str = "pinned";
+    // fault
+    /// Device pass with empty translations: every page faults.
+    pub const DEVICE_FIRST_TOUCH: &str = "device_first_touch";
+    /// Device pass with every translation cached.
+    pub const DEVICE_HOT_PASS: &str = "device_hot_pass";
+    /// `MNIC_IOC_PREFETCH` of the same pages.
+    pub const PREFETCH_IOCTL: &str = "prefetch_ioctl";
+    /// Device pass right after the prefetch.
+    pub const DEVICE_PASS_AFTER_PREFETCH: &str = "device_pass_after_prefetch";
+    /// CPU first touch of fresh anonymous memory.
+    pub const CPU_FIRST_TOUCH: &str = "cpu_first_touch";
+    /// Device pass after `MADV_PAGEOUT`: swap-in faults.
+    pub const DEVICE_SWAPIN: &str = "device_swapin";
+    /// CPU loads after `MADV_PAGEOUT`: swap-in faults.
+    pub const CPU_SWAPIN: &str = "cpu_swapin";
+    // invalidate
+    /// munmap of a registered range, every device entry present.
+    pub const MUNMAP_REGISTERED: &str = "munmap_registered";
+    /// munmap of a registered range with no device entry.
+    pub const MUNMAP_REGISTERED_NO_ENTRIES: &str = "munmap_registered_no_entries";
+    /// munmap of an unregistered range (baseline).
+    pub const MUNMAP_UNREGISTERED: &str = "munmap_unregistered";
+    /// `MADV_PAGEOUT` of a registered range, every device entry present.
+    pub const PAGEOUT_REGISTERED: &str = "pageout_registered";
+    /// `MADV_PAGEOUT` of an unregistered range (baseline).
+    pub const PAGEOUT_UNREGISTERED: &str = "pageout_unregistered";
+    // traffic
+    /// Generator runs without page-outs.
+    pub const DEVICE_TRAFFIC: &str = "device_traffic";
+    /// Generator runs while a second thread pages the range out.
+    pub const DEVICE_TRAFFIC_PAGEOUT: &str = "device_traffic_pageout";
+    /// The CPU doing the same accesses.
+    pub const CPU_SAME_PATTERN: &str = "cpu_same_pattern";
+}
+
+/// Metric names (`Row::metrics`).
+pub mod metric {
+    // Every timed row.
+    /// Timed iterations.
+    pub const ITERS: &str = "iters";
+    /// Bytes per iteration.
+    pub const BYTES: &str = "bytes";
+    /// Mean time per iteration, µs.
+    pub const MEAN_US: &str = "mean_us";
+    /// Fastest iteration, µs.
+    pub const MIN_US: &str = "min_us";
+    /// Median iteration, µs.
+    pub const P50_US: &str = "p50_us";
+    /// Slowest iteration, µs.
+    pub const MAX_US: &str = "max_us";
+    /// Throughput over all iterations, MiB/s.
+    pub const MIB_PER_S: &str = "mib_per_s";
+    // Rows that count faults.
+    /// Driver faults per timed iteration.
+    pub const FAULTS_PER_ITER: &str = "faults_per_iter";
+    // register
+    /// Mean registration time, µs.
+    pub const REGISTER_US: &str = "register_us";
+    /// Median registration time, µs.
+    pub const REGISTER_P50_US: &str = "register_p50_us";
+    /// Mean first device pass, µs.
+    pub const FIRST_TOUCH_US: &str = "first_touch_us";
+    /// Mean deregistration time, µs.
+    pub const DEREGISTER_US: &str = "deregister_us";
+    /// Mean register + first pass + deregister, µs.
+    pub const TOTAL_US: &str = "total_us";
+    // fault, invalidate: per page.
+    /// Pages per iteration.
+    pub const PAGES: &str = "pages";
+    /// Median cost per page, ns.
+    pub const NS_PER_PAGE: &str = "ns_per_page";
+    /// Driver SYNC waits per iteration.
+    pub const SYNC_WAITS_PER_ITER: &str = "sync_waits_per_iter";
+    /// Mean SYNC wait, µs.
+    pub const SYNC_WAIT_MEAN_US: &str = "sync_wait_mean_us";
+    /// SYNC wait time per iteration, µs.
+    pub const SYNC_WAIT_US_PER_ITER: &str = "sync_wait_us_per_iter";
+    /// Driver invalidations per iteration.
+    pub const INVALIDATIONS_PER_ITER: &str = "invalidations_per_iter";
+    /// Device entries invalidated per iteration.
+    pub const ENTRIES_INVALIDATED_PER_ITER: &str = "entries_invalidated_per_iter";
+    // traffic: totals over the timed runs.
+    /// Operations per second over all iterations.
+    pub const OPS_PER_S: &str = "ops_per_s";
+    /// Device stale accesses (must stay 0).
+    pub const STALE_ACCESSES: &str = "stale_accesses";
+    /// Device faults.
+    pub const DEVICE_FAULTS: &str = "device_faults";
+    /// Device invalidations.
+    pub const DEVICE_INVALIDATIONS: &str = "device_invalidations";
+    /// Driver faults.
+    pub const DRIVER_FAULTS: &str = "driver_faults";
+    /// Driver invalidations.
+    pub const DRIVER_INVALIDATIONS: &str = "driver_invalidations";
+    /// Driver SYNC waits.
+    pub const SYNC_WAITS: &str = "sync_waits";
+    /// `MADV_PAGEOUT` calls made by the page-out thread.
+    pub const PAGEOUTS: &str = "pageouts";
+}
+
+/// Ratio names (`Ratio::name`), by benchmark.
+pub mod ratio {
+    // copy
+    /// Mean device COPY time / mean memcpy time.
+    pub const DEVICE_OVER_MEMCPY_TIME: &str = "device_over_memcpy_time";
+    /// Device COPY bandwidth / memcpy bandwidth, medians.
+    pub const DEVICE_OVER_MEMCPY_BANDWIDTH: &str = "device_over_memcpy_bandwidth";
+    // register
+    /// Registration time, pinned / on-demand, medians.
+    pub const PINNED_OVER_ON_DEMAND_REGISTER: &str = "pinned_over_on_demand_register";
+    /// First device pass, pinned / on-demand, medians.
+    pub const PINNED_OVER_ON_DEMAND_FIRST_TOUCH: &str = "pinned_over_on_demand_first_touch";
+    /// Register + first pass + deregister, pinned / on-demand, medians.
+    pub const PINNED_OVER_ON_DEMAND_TOTAL: &str = "pinned_over_on_demand_total";
+    // fault
+    /// Device first-touch pass / CPU first touch.
+    pub const DEVICE_FIRST_TOUCH_OVER_CPU_FIRST_TOUCH: &str =
+        "device_first_touch_over_cpu_first_touch";
+    /// (first-touch pass - hot pass) / prefetch.
+    pub const DEVICE_FAULT_OVERHEAD_OVER_PREFETCH: &str = "device_fault_overhead_over_prefetch";
+    /// First-touch pass / hot pass.
+    pub const DEVICE_FIRST_TOUCH_OVER_HOT: &str = "device_first_touch_over_hot";
+    /// Device swap-in pass / CPU swap-in loads.
+    pub const DEVICE_SWAPIN_OVER_CPU_SWAPIN: &str = "device_swapin_over_cpu_swapin";
+    // invalidate
+    /// munmap, registered with entries / unregistered.
+    pub const MUNMAP_REGISTERED_OVER_UNREGISTERED: &str = "munmap_registered_over_unregistered";
+    /// munmap, registered without entries / unregistered.
+    pub const MUNMAP_REGISTERED_NO_ENTRIES_OVER_UNREGISTERED: &str =
+        "munmap_registered_no_entries_over_unregistered";
+    /// `MADV_PAGEOUT`, registered with entries / unregistered.
+    pub const PAGEOUT_REGISTERED_OVER_UNREGISTERED: &str = "pageout_registered_over_unregistered";
+    // traffic
+    /// ops/s with page-outs during the runs / without.
+    pub const PAGEOUT_OVER_QUIET_THROUGHPUT: &str = "pageout_over_quiet_throughput";
+    /// Mean device run time / mean CPU time for the same accesses.
+    pub const DEVICE_OVER_CPU_TIME: &str = "device_over_cpu_time";
+}
+
+/// Parameter names (`Report::params`).
+pub mod param {
+    // Every benchmark.
+    /// Timed iterations.
+    pub const ITERS: &str = "iters";
+    /// Untimed iterations first.
+    pub const WARMUP: &str = "warmup";
+    /// Doorbell mode: "auto", "mapped" or "syscall".
+    pub const DOORBELL: &str = "doorbell";
+    /// log2 of the queue entries.
+    pub const QUEUE_LOG2: &str = "queue_log2";
+    /// 2 MiB-aligned buffers advised for huge pages.
+    pub const HUGE: &str = "huge";
+    /// A smoke run.
+    pub const SMOKE: &str = "smoke";
+    /// Bytes per iteration.
+    pub const SIZE: &str = "size";
+    // copy
+    /// Cold translations (fresh registration every iteration).
+    pub const COLD: &str = "cold";
+    // register
+    /// A first device pass was timed.
+    pub const FIRST_TOUCH: &str = "first_touch";
+    /// The pages were made resident first.
+    pub const FILL: &str = "fill";
+    /// The driver supports `REG_PINNED`.
+    pub const PINNED_SUPPORTED: &str = "pinned_supported";
+    // fault, invalidate
+    /// Pages per iteration.
+    pub const PAGES: &str = "pages";
+    /// Fraction of the pages `MADV_PAGEOUT` swapped out.
+    pub const SWAPPED_OUT_FRACTION: &str = "swapped_out_fraction";
+    /// The page-out half ran (invalidate) / the range was paged out before each run (traffic).
+    pub const PAGEOUT: &str = "pageout";
+    // traffic
+    /// Bytes per DMA operation.
+    pub const OP_SIZE: &str = "op_size";
+    /// Operations per run.
+    pub const OPS: &str = "ops";
+    /// Access pattern.
+    pub const PATTERN: &str = "pattern";
+    /// Operations per second, 0 = unthrottled.
+    pub const RATE: &str = "rate";
+    /// Pseudo-random seed.
+    pub const SEED: &str = "seed";
+    /// Page-out period during the runs, ms, or null.
+    pub const PAGEOUT_EVERY_MS: &str = "pageout_every_ms";
+}

@@ -1,0 +1,94 @@
+//! `mnic bench`: device work against a CPU or pinned baseline, side by side.
+//!
+//! Every benchmark prints progress on stderr and a result table (or, with `--json`,
+//! one JSON report, the schema of `mnic-bench-schema`) on stdout: the measured side,
+//! the baseline side, their ratios, and the device and context counters that moved
+//! during the measurement.
+//!
+//! One file per job: `args` (flags), `harness` (context, buffers, posting and waiting),
+//! `statistics` (timings to metrics), `report` (filling and printing the report), and
+//! one file per benchmark. This file only applies `--smoke` and dispatches.
+
+pub mod args;
+mod copy;
+mod fault;
+mod harness;
+mod invalidate;
+mod register;
+mod report;
+mod statistics;
+mod traffic;
+
+use args::BenchCmd;
+
+use crate::error::CmdResult;
+
+/// Runs one benchmark and prints its report.
+pub fn run(cmd: BenchCmd) -> CmdResult {
+    let (report, json) = match cmd {
+        BenchCmd::Copy { common, size, cold } => {
+            let c = common.effective();
+            (copy::run(&c, c.size(size, 64 << 10), cold)?, c.json)
+        }
+        BenchCmd::Register {
+            common,
+            size,
+            no_touch,
+            no_fill,
+        } => {
+            let c = common.effective();
+            let size = c.size(size, 1 << 20);
+            (register::run(&c, size, no_touch, no_fill)?, c.json)
+        }
+        BenchCmd::Fault { common, size } => {
+            let c = common.effective();
+            (fault::run(&c, c.size(size, 256 << 10))?, c.json)
+        }
+        BenchCmd::Invalidate {
+            common,
+            size,
+            no_pageout,
+        } => {
+            let c = common.effective();
+            let size = c.size(size, 1 << 20);
+            (invalidate::run(&c, size, no_pageout)?, c.json)
+        }
+        BenchCmd::Traffic {
+            common,
+            size,
+            op_size,
+            ops,
+            pattern,
+            rate,
+            seed,
+            pageout,
+            pageout_every_ms,
+        } => {
+            let c = common.effective();
+            let size = c.size(size, 1 << 20);
+            let ops = if c.smoke {
+                Some(ops.unwrap_or(64).min(64))
+            } else {
+                ops
+            };
+            let report = traffic::run(
+                &c,
+                size,
+                op_size,
+                ops,
+                pattern.into(),
+                rate,
+                seed,
+                pageout,
+                pageout_every_ms,
+            )?;
+            (report, c.json)
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report::render(&report));
+    }
+    Ok(())
+}
