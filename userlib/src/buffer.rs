@@ -327,7 +327,7 @@ impl DmaBuffer {
     /// `madvise` otherwise (e.g. `EINVAL` for `MADV_PAGEOUT` on kernels without it).
     pub fn advise(&self, advice: Advice, offset: usize, len: usize) -> Result<()> {
         let page = sys::page_size();
-        if offset % page != 0 || offset > self.len {
+        if !offset.is_multiple_of(page) || offset > self.len {
             return Err(Error::InvalidInput("advise offset must be page aligned"));
         }
         let len = round_up(len, page)
@@ -432,7 +432,7 @@ impl Drop for DmaBuffer {
 unsafe fn volatile_copy_from(src: *const u8, dst: &mut [u8]) {
     let len = dst.len();
     let mut i = 0;
-    while i < len && (src as usize + i) % 8 != 0 {
+    while i < len && !(src as usize + i).is_multiple_of(8) {
         // SAFETY: i < len, inside the caller's range.
         dst[i] = unsafe { std::ptr::read_volatile(src.add(i)) };
         i += 1;
@@ -458,7 +458,7 @@ unsafe fn volatile_copy_from(src: *const u8, dst: &mut [u8]) {
 unsafe fn volatile_copy_to(dst: *mut u8, src: &[u8]) {
     let len = src.len();
     let mut i = 0;
-    while i < len && (dst as usize + i) % 8 != 0 {
+    while i < len && !(dst as usize + i).is_multiple_of(8) {
         // SAFETY: i < len, inside the caller's range.
         unsafe { std::ptr::write_volatile(dst.add(i), src[i]) };
         i += 1;
@@ -484,7 +484,7 @@ unsafe fn volatile_copy_to(dst: *mut u8, src: &[u8]) {
 unsafe fn volatile_fill(dst: *mut u8, len: usize, byte: u8) {
     let word = u64::from_ne_bytes([byte; 8]);
     let mut i = 0;
-    while i < len && (dst as usize + i) % 8 != 0 {
+    while i < len && !(dst as usize + i).is_multiple_of(8) {
         // SAFETY: i < len.
         unsafe { std::ptr::write_volatile(dst.add(i), byte) };
         i += 1;

@@ -141,7 +141,10 @@ impl Context {
     ) -> Result<Registration<'a>> {
         let page = sys::page_size();
         let len = len.next_multiple_of(page);
-        if offset % page != 0 || len == 0 || offset.checked_add(len).is_none_or(|e| e > buf.len()) {
+        if !offset.is_multiple_of(page)
+            || len == 0
+            || offset.checked_add(len).is_none_or(|e| e > buf.len())
+        {
             return Err(Error::InvalidInput(
                 "registration must be whole pages inside the buffer",
             ));

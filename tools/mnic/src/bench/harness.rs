@@ -81,7 +81,7 @@ pub fn drive(
 
 /// A progress line on stderr every tenth of `n` iterations (and at the last).
 pub fn progress(tag: &str, i: u32, n: u32) {
-    if n >= 10 && (i + 1) % (n / 10) == 0 || i + 1 == n {
+    if n >= 10 && (i + 1).is_multiple_of(n / 10) || i + 1 == n {
         eprintln!("[{tag}] {}/{n}", i + 1);
     }
 }
