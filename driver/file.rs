@@ -289,7 +289,8 @@ fn enable_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
         root,
         wq_va: req.wq_addr,
         cq_va: req.cq_addr,
-        rsvd2: [0; 4],
+        shadow: 0,
+        rsvd2: [0; 3],
     };
     ctx.dev.write_ctx_entry(ctx.index, &entry)?;
     let enable = abi::Command {

@@ -119,6 +119,10 @@ pub mod reg {
     /// after its translation and before it touches memory (at most `STALL_MS_MAX`; reads
     /// back what is still armed).
     pub const DEBUG_STALL_MS: u32 = 0x0a0;
+    /// GPA of the command queue's shadow page (spec §4a), low half; 0 = none.
+    pub const SHADOW_BASE_LO: u32 = 0x0a8;
+    /// GPA of the command queue's shadow page, high half.
+    pub const SHADOW_BASE_HI: u32 = 0x0ac;
     /// First 64-bit counter; counter `i` is at `COUNTERS + 8 * i`.
     pub const COUNTERS: u32 = 0x100;
     /// Offset of 64-bit counter `i`.
@@ -146,8 +150,10 @@ pub mod caps {
     pub const DOORBELL_BAR: u32 = 1 << 3;
     /// The stale-access oracle registers and `DEBUG_STALL_MS` (spec §8a).
     pub const ORACLE: u32 = 1 << 4;
+    /// Shadow doorbells and the polling device (spec §4a).
+    pub const SHADOW: u32 = 1 << 5;
     /// Everything this version implements.
-    pub const ALL: u32 = HUGE_2M | TRAFFIC_GEN | STALE_CHECK | DOORBELL_BAR | ORACLE;
+    pub const ALL: u32 = HUGE_2M | TRAFFIC_GEN | STALE_CHECK | DOORBELL_BAR | ORACLE | SHADOW;
 }
 
 /// `CONTROL` bits.
@@ -268,8 +274,14 @@ pub mod counter {
     pub const ORACLE_VIOLATIONS: u32 = 21;
     /// DMA refused because bus mastering was off (PCI command register).
     pub const DMA_REFUSED: u32 = 22;
+    /// Doorbell register writes (`CMDQ_TAIL` and `WQ_TAIL`), spec §4a.
+    pub const DOORBELLS: u32 = 23;
+    /// Queue tails taken from shadow pages.
+    pub const SHADOW_TAILS: u32 = 24;
+    /// Times the data thread went to sleep.
+    pub const SLEEPS: u32 = 25;
     /// Number of defined counters.
-    pub const COUNT: u32 = 23;
+    pub const COUNT: u32 = 26;
     /// Counter register slots in BAR0.
     pub const SLOTS: u32 = 32;
     /// Names, indexed by counter number (for tools and the stats socket).
@@ -297,6 +309,9 @@ pub mod counter {
         "oracle_invalidations",
         "oracle_violations",
         "dma_refused",
+        "doorbells",
+        "shadow_tails",
+        "sleeps",
     ];
 }
 
@@ -325,8 +340,10 @@ pub struct CtxEntry {
     pub wq_va: u64,
     /// VA of the completion queue.
     pub cq_va: u64,
+    /// GPA of the context's shadow page (spec §4a), or 0 for none.
+    pub shadow: u64,
     /// Reserved, zero.
-    pub rsvd2: [u64; 4],
+    pub rsvd2: [u64; 3],
 }
 
 // ------------------------------------------------------------------ translation tables (spec §6)
@@ -560,6 +577,38 @@ pub struct Completion {
     pub bytes: u64,
     /// VA of the access that failed, or 0.
     pub fault_va: u64,
+}
+
+// ------------------------------------------------------------------ shadow doorbells (spec §4a)
+
+/// Size (and alignment) of a shadow page.
+pub const SHADOW_PAGE_SIZE: u64 = 4096;
+
+/// The two words at offset 0 of a shadow page (spec §4a).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct Shadow {
+    /// The queue's producer index, written by the producer.
+    pub tail: u32,
+    /// Written by the device: nonzero while it polls this page (no doorbell write
+    /// needed), 0 when the producer must also ring the doorbell register.
+    pub polling: u32,
+}
+
+impl Shadow {
+    /// Byte offset of `tail` in the page.
+    pub const TAIL_OFFSET: usize = core::mem::offset_of!(Shadow, tail);
+    /// Byte offset of `polling` in the page.
+    pub const POLLING_OFFSET: usize = core::mem::offset_of!(Shadow, polling);
+
+    /// The producer's rule (spec §4a, step 3): after writing `tail` and a full fence,
+    /// whether it must also write the doorbell register, given the `polling` word it
+    /// read and whether doorbells are forced (a benchmark's trapped mode).
+    pub const fn doorbell_needed(polling: u32, forced: bool) -> bool {
+        forced || polling == 0
+    }
 }
 
 // ------------------------------------------------------------------ ring rules (spec §7a)
@@ -1003,3 +1052,10 @@ pub const MNIC_IOC_CTX_STATS: u32 = ioc(IOC_READ, 7, core::mem::size_of::<MnicCt
 pub const MNIC_IOC_DEV_STATS: u32 = ioc(IOC_READ, 8, core::mem::size_of::<MnicDevStats>());
 /// Count device table entries over a range.
 pub const MNIC_IOC_QUERY: u32 = ioc(IOC_READ | IOC_WRITE, 9, core::mem::size_of::<MnicQuery>());
+/// Gives the context a shadow page (spec §4a); before `MNIC_IOC_SETUP_QUEUES`.
+pub const MNIC_IOC_SHADOW: u32 = ioc(0, 10, 0);
+/// Posts a SYNC and waits for it: a device fence for user space.
+pub const MNIC_IOC_SYNC: u32 = ioc(0, 11, 0);
+
+/// mmap offset of the context's shadow page in its `/dev/mnicN` file (spec §13).
+pub const MMAP_SHADOW_OFFSET: u64 = 4096;

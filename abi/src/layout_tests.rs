@@ -10,6 +10,13 @@ fn hardware_structures_match_the_spec() {
     assert_eq!(offset_of!(CtxEntry, root), 0x08);
     assert_eq!(offset_of!(CtxEntry, wq_va), 0x10);
     assert_eq!(offset_of!(CtxEntry, cq_va), 0x18);
+    assert_eq!(offset_of!(CtxEntry, shadow), 0x20);
+
+    assert_eq!(size_of::<Shadow>(), 8);
+    assert_eq!(Shadow::TAIL_OFFSET, 0x00);
+    assert_eq!(Shadow::POLLING_OFFSET, 0x04);
+    assert!(!Shadow::doorbell_needed(1, false));
+    assert!(Shadow::doorbell_needed(0, false) && Shadow::doorbell_needed(1, true));
 
     assert_eq!(size_of::<Command>(), 32);
     assert_eq!(offset_of!(Command, ctx), 0x02);
@@ -72,7 +79,11 @@ fn ioctl_numbers_follow_the_linux_encoding() {
         MNIC_IOC_CTX_STATS,
         MNIC_IOC_DEV_STATS,
         MNIC_IOC_QUERY,
+        MNIC_IOC_SHADOW,
+        MNIC_IOC_SYNC,
     ];
+    // _IO(0xB7, 10): no argument, no direction, size 0.
+    assert_eq!(MNIC_IOC_SHADOW, (0xB7 << 8) | 10);
     for (nr, cmd) in all.iter().enumerate() {
         assert_eq!(cmd & 0xff, nr as u32, "ioctl numbers are dense and ordered");
     }

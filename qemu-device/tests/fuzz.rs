@@ -238,7 +238,8 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
                     },
                     wq_va: r.va() & !63,
                     cq_va: r.va() & !31,
-                    rsvd2: [0; 4],
+                    shadow: 0,
+                    rsvd2: [0; 3],
                 };
                 let _ = mem::write(&h.mem(), CTX_TABLE + 64 * ctx, e.as_bytes());
             }

@@ -203,7 +203,7 @@ impl Core {
         };
         let ok = e.flags & CTX_FLAG_VALID != 0
             && e.rsvd == 0
-            && e.rsvd2 == [0; 4]
+            && e.rsvd2 == [0; 3]
             && sizes.contains(&e.wq_size_log2)
             && sizes.contains(&e.cq_size_log2)
             && e.root.is_multiple_of(pte::PAGE_SIZE)
