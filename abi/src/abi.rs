@@ -280,8 +280,10 @@ pub mod counter {
     pub const SHADOW_TAILS: u32 = 24;
     /// Times the data thread went to sleep.
     pub const SLEEPS: u32 = 25;
+    /// CPU time the device process has used, in microseconds (what polling costs).
+    pub const DEVICE_CPU_US: u32 = 26;
     /// Number of defined counters.
-    pub const COUNT: u32 = 26;
+    pub const COUNT: u32 = 27;
     /// Counter register slots in BAR0.
     pub const SLOTS: u32 = 32;
     /// Names, indexed by counter number (for tools and the stats socket).
@@ -312,6 +314,7 @@ pub mod counter {
         "doorbells",
         "shadow_tails",
         "sleeps",
+        "device_cpu_us",
     ];
 }
 
