@@ -3,7 +3,7 @@
 //! the caller allows a partial one, which the block then announces.
 
 use crate::markdown::{cell, duration, header, row, thousands};
-use crate::record::{GuestRun, HostRun, Outcome, Tally};
+use crate::record::{CaseRecord, GuestRun, HostRun, Outcome, Tally};
 use anyhow::{bail, Result};
 
 /// Device counters shown per boot: (counter, column title).
@@ -130,7 +130,9 @@ fn counters_table(guest: &GuestRun) -> String {
             any = true;
             let mut cells = vec![format!("`{}`", b.name), format!("#{}", d.index)];
             if let Some(e) = &d.error {
-                cells[1] += &format!(" (not read: {})", cell(e));
+                // The last part of the message: the run directory's path changes every run.
+                let why = e.rsplit(": ").next().unwrap_or(e);
+                cells[1] += &format!(" (not read: {})", cell(why));
             }
             cells.extend(COUNTERS.iter().map(|(k, _)| {
                 d.counters
@@ -151,6 +153,24 @@ fn counters_table(guest: &GuestRun) -> String {
     )
 }
 
+/// A case's notes without the line that only repeats its duration (`NAME: 1.2 s`), which
+/// the time column already shows.
+fn shown_notes(c: &CaseRecord) -> String {
+    let own_time = |n: &&String| {
+        n.strip_prefix(c.name.as_str())
+            .and_then(|r| r.strip_prefix(": "))
+            .and_then(|r| r.strip_suffix(" s"))
+            .is_some_and(|t| t.parse::<f64>().is_ok())
+    };
+    let notes: Vec<&str> = c
+        .notes
+        .iter()
+        .filter(|n| !own_time(n))
+        .map(String::as_str)
+        .collect();
+    cell(&notes.join("; "))
+}
+
 fn every_test(guest: &GuestRun) -> String {
     let n: usize = guest.boots.iter().map(|b| b.cases().count()).sum();
     let mut s = format!(
@@ -164,12 +184,7 @@ fn every_test(guest: &GuestRun) -> String {
             Outcome::NotOk => "**not ok**".to_string(),
             o => o.word().to_string(),
         };
-        s += &row(&[
-            format!("`{}`", c.test),
-            result,
-            time,
-            cell(&c.notes.join("; ")),
-        ]);
+        s += &row(&[format!("`{}`", c.test), result, time, shown_notes(c)]);
     }
     s + "\n</details>\n"
 }
@@ -241,7 +256,8 @@ pub fn test_block(host: &HostRun, guest: &GuestRun, allow_partial: bool) -> Resu
         let [n, p, f, k] = tally_cells(&t);
         s += &row(&[label, n, p, f, k, duration(secs)]);
     }
-    s += "\nHost test binaries (those that ran at least one test; time includes the build):\n\n";
+    s += "\nThe host time includes building the tests. Host test binaries that ran at least \
+          one test:\n\n";
     s += &header(&["binary", "passed", "failed", "skipped", "failed tests"]);
     for b in host
         .binaries
@@ -313,7 +329,10 @@ mod tests {
             test: test.into(),
             outcome,
             seconds: Some(1.5),
-            notes: vec!["2048 | pages".into()],
+            notes: vec![
+                "2048 | pages".into(),
+                format!("{}: 1.5 s", test.rsplit('/').next().unwrap()),
+            ],
             message: (outcome == Outcome::NotOk).then(|| "boom\nmore".to_string()),
         }
     }
@@ -343,11 +362,18 @@ mod tests {
                     seconds: Some(3.0),
                     cases,
                 }],
-                devices: vec![DeviceCounters {
-                    index: 0,
-                    counters: [("oracle_invalidations".to_string(), 270_265)].into(),
-                    error: None,
-                }],
+                devices: vec![
+                    DeviceCounters {
+                        index: 0,
+                        counters: [("oracle_invalidations".to_string(), 270_265)].into(),
+                        error: None,
+                    },
+                    DeviceCounters {
+                        index: 1,
+                        counters: Default::default(),
+                        error: Some("mnic-device: /tmp/run-x/mnic1.ctl: Connection refused".into()),
+                    },
+                ],
             }],
         }
     }
@@ -384,6 +410,7 @@ mod tests {
             "{b}"
         );
         assert!(b.contains("| 270,265 |"), "{b}");
+        assert!(b.contains("| #1 (not read: Connection refused) |"), "{b}");
         assert!(!b.contains("Failed guest tests"), "{b}");
     }
 
