@@ -87,23 +87,44 @@ lint:
 	cargo clippy --workspace --all-targets $(CARGO_JOBS) -- -D warnings
 	cargo run -q -p mnic-modcycles $(CARGO_JOBS) -- $(KMOD_ROOTS)
 
+# Run records (docs/testing.md, "Results"): host.json, guest.json, soak.json, soak-debug.json;
+# test-report turns them into the generated blocks of docs/testing.md.
+RESULTS    := target/mnic-test-results
+FLAVOR_SUFFIX := $(if $(filter debug,$(MNIC_KERNEL_FLAVOR)),-debug)
+REPORT     := cargo run --quiet --release $(CARGO_JOBS) -p mnic-tests --bin test-report --
+
+# The host tests. Their output is kept in $(RESULTS)/host.log and counted into host.json;
+# the target fails if the tests fail (pipefail) or the record cannot be written.
 test-host:
-	cargo test --workspace --exclude mnic-tests $(CARGO_JOBS)
-	cargo test -p mnic-tests --lib $(CARGO_JOBS)
+	@mkdir -p $(RESULTS)
+	set -o pipefail; start=$$(date +%s); \
+	{ cargo test --workspace --exclude mnic-tests $(CARGO_JOBS) && \
+	  cargo test -p mnic-tests --lib $(CARGO_JOBS); } 2>&1 | tee $(RESULTS)/host.log; \
+	rc=$$?; \
+	$(REPORT) host --log $(RESULTS)/host.log --exit-status $$rc \
+		--seconds $$(( $$(date +%s) - start )) --out $(RESULTS)/host.json && exit $$rc
 
 # The guest harness boots the VM(s) and turns every KTAP result into a cargo test result.
+# It writes its run record to $(RESULTS)/guest.json (soak.json with MNIC_SOAK=1; -debug for
+# the debug kernel; -partial when a filter left tests out).
 test-guest: initramfs
 	MNIC_KERNEL=$(KERNEL) MNIC_INITRD=$(CURDIR)/$(INITRD) MNIC_DEVICE_BIN=$(CURDIR)/$(DEVICE_BIN) \
 	MNIC_VM=$(CURDIR)/$(VMRUN) MNIC_QEMU=$(CURDIR)/scripts/qemu \
 		cargo test -p mnic-tests --release --test guest $(CARGO_JOBS) -- --test-threads 1
 
+# After a complete, passing run: the generated block of docs/testing.md.
 test: setup lint test-host test-guest
+	$(REPORT) test-block --doc docs/testing.md --host $(RESULTS)/host.json \
+		--guest $(RESULTS)/guest$(FLAVOR_SUFFIX).json
 
 bench: initramfs
 	scripts/bench.sh
 
+# After a complete, passing soak: its generated block of docs/testing.md (soak or soak-debug).
 soak: initramfs
 	MNIC_SOAK=1 $(MAKE) test-guest
+	$(REPORT) soak-block --doc docs/testing.md --target soak$(FLAVOR_SUFFIX) \
+		--guest $(RESULTS)/soak$(FLAVOR_SUFFIX).json
 
 # The soak on the debug kernel (lockdep, sleep-in-atomic, DEBUG_VM, kmemleak, page poisoning:
 # booted with page_poison=1). The modules are rebuilt against it in place; the next normal

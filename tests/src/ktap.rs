@@ -14,6 +14,10 @@ pub struct Case {
     pub skipped: bool,
     /// Text after `#`, if any.
     pub directive: String,
+    /// The suite's diagnostic lines (`# ...`) printed since its previous result, without `# `.
+    pub notes: Vec<String>,
+    /// Index of the result line in the console (as `str::lines` counts).
+    pub line: usize,
 }
 
 /// A suite's framed output.
@@ -27,6 +31,10 @@ pub struct Suite {
     pub cases: Vec<Case>,
     /// Every line between the markers (for failure messages).
     pub output: Vec<String>,
+    /// Console line index of the begin marker.
+    pub begin_line: usize,
+    /// Console line index of the end marker, if the suite ended.
+    pub end_line: Option<usize>,
 }
 
 /// Removes the printk timestamp prefix (`[    1.234567] `) if present.
@@ -77,17 +85,21 @@ fn is_skip(directive: &str) -> bool {
 pub fn suites(console: &str) -> Vec<Suite> {
     let mut out = Vec::new();
     let mut cur: Option<Suite> = None;
-    for raw in console.lines() {
+    let mut notes: Vec<String> = Vec::new();
+    for (index, raw) in console.lines().enumerate() {
         let line = strip_printk(raw);
         if let Some(name) = line.strip_prefix("# mnic-suite-begin ") {
             if let Some(s) = cur.take() {
                 out.push(s);
             }
+            notes.clear();
             cur = Some(Suite {
                 name: name.trim().to_string(),
                 rc: None,
                 cases: Vec::new(),
                 output: Vec::new(),
+                begin_line: index,
+                end_line: None,
             });
             continue;
         }
@@ -96,6 +108,7 @@ pub fn suites(console: &str) -> Vec<Suite> {
                 s.rc = rest
                     .rsplit_once("rc=")
                     .and_then(|(_, n)| n.trim().parse().ok());
+                s.end_line = Some(index);
                 out.push(s);
             }
             continue;
@@ -103,19 +116,22 @@ pub fn suites(console: &str) -> Vec<Suite> {
         if let Some(s) = cur.as_mut() {
             s.output.push(line.to_string());
             // Only top-level lines of the suite's own KTAP: kernel messages carry a timestamp.
-            if raw == line {
-                if let Some((passed, name, directive)) = parse_result(line) {
-                    if !line.starts_with(' ') {
-                        let skipped = passed && is_skip(&directive);
-                        s.cases.push(Case {
-                            path: String::new(),
-                            name,
-                            passed,
-                            skipped,
-                            directive,
-                        });
-                    }
-                }
+            if raw != line || line.starts_with(' ') {
+                continue;
+            }
+            if let Some(note) = line.strip_prefix("# ") {
+                notes.push(note.trim_end().to_string());
+            } else if let Some((passed, name, directive)) = parse_result(line) {
+                let skipped = passed && is_skip(&directive);
+                s.cases.push(Case {
+                    path: String::new(),
+                    name,
+                    passed,
+                    skipped,
+                    directive,
+                    notes: std::mem::take(&mut notes),
+                    line: index,
+                });
             }
         }
     }
@@ -130,7 +146,7 @@ pub fn suites(console: &str) -> Vec<Suite> {
 pub fn kunit_cases(console: &str) -> Vec<Case> {
     let mut out = Vec::new();
     let mut suite_stack: Vec<(usize, String)> = Vec::new();
-    for raw in console.lines() {
+    for (index, raw) in console.lines().enumerate() {
         let line = strip_printk(raw);
         if raw == line {
             continue; // KUnit output always comes through printk
@@ -168,6 +184,8 @@ pub fn kunit_cases(console: &str) -> Vec<Case> {
                 passed,
                 skipped,
                 directive,
+                notes: Vec::new(),
+                line: index,
             });
         }
     }
@@ -220,6 +238,16 @@ mod tests {
             "a suite without an end marker never finished"
         );
         assert!(s[1].cases[0].skipped);
+        assert_eq!((s[0].begin_line, s[0].end_line), (1, Some(7)));
+        assert_eq!(s[0].cases[1].line, 6);
+    }
+
+    #[test]
+    fn diagnostics_belong_to_the_next_result() {
+        let console = "# mnic-suite-begin m\n1..2\n# 5 faults\n[    1.0] # kernel says\n# a: 0.1 s\nok 1 a\nok 2 b\n# 2 passed\n# mnic-suite-end m rc=0\n";
+        let s = suites(console);
+        assert_eq!(s[0].cases[0].notes, ["5 faults", "a: 0.1 s"]);
+        assert!(s[0].cases[1].notes.is_empty());
     }
 
     #[test]

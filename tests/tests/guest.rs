@@ -1,135 +1,84 @@
 //! The guest test harness (`make test-guest`): boots every VM of the plan
 //! (`tests/suites.txt`, or `tests/soak.txt` with MNIC_SOAK=1), and reports each KTAP
 //! case, each suite's exit status, KUnit results and the kernel log's health as
-//! individual cargo tests. Consoles are kept in target/guest-logs/.
+//! individual cargo tests. Consoles are kept in target/guest-logs/; the run's record
+//! (every test's result, durations, device counters, date and commit) goes to
+//! MNIC_TEST_RECORD, by default target/mnic-test-results/PLAN.json (see `record_path`).
 
 use libtest_mimic::{Arguments, Failed, Trial};
-use mnic_tests::{ktap, plan, vm};
+use mnic_tests::record::{self, BootRecord, GuestRun, Outcome};
+use mnic_tests::{collect, plan, provenance::Provenance, vm};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 fn trial(name: String, result: Result<(), String>) -> Trial {
     Trial::test(name, move || result.clone().map_err(Failed::from))
 }
 
-fn excerpt(lines: &[String]) -> String {
-    let n = lines.len();
-    lines[n.saturating_sub(40)..].join("\n")
-}
-
-fn boot_trials(art: &vm::Artifacts, boot: &plan::Boot, logs: &Path) -> Vec<Trial> {
-    let mut trials = Vec::new();
+fn boot_record(art: &vm::Artifacts, boot: &plan::Boot, logs: &Path) -> BootRecord {
     let b = &boot.name;
-    let job = boot.guest_job();
     eprintln!("booting guest '{b}' ({} suites)...", boot.suites.len());
-    let out = match vm::boot(art, &boot.vm_args, &job) {
+    let out = match vm::boot(art, &boot.vm_args, &boot.guest_job()) {
         Ok(o) => o,
-        Err(e) => return vec![trial(format!("{b}/boot"), Err(format!("{e:#}")))],
+        Err(e) => return collect::failed_boot(boot, format!("{e:#}")),
     };
     let log = logs.join(format!("{b}.log"));
     let _ = std::fs::write(
         &log,
         format!("{}\n--- runner stderr ---\n{}", out.console, out.stderr),
     );
-    let suites = ktap::suites(&out.console);
-    let mut expected: Vec<String> = Vec::new();
-    if !boot.setup.is_empty() {
-        expected.push("setup".into());
-    }
-    expected.extend(boot.suites.iter().map(|(n, _)| n.clone()));
-    for name in &expected {
-        let Some(s) = suites.iter().find(|s| &s.name == name) else {
-            trial_push(
-                &mut trials,
-                format!("{b}/{name}/ran"),
-                Err(format!(
-                    "suite never started (see {})\n{}",
-                    log.display(),
-                    out.stderr
-                )),
-            );
-            continue;
-        };
-        for c in &s.cases {
-            let r = if c.passed {
-                Ok(())
-            } else {
-                Err(format!(
-                    "{} # {}\n--- suite output ---\n{}",
-                    c.name,
-                    c.directive,
-                    excerpt(&s.output)
-                ))
-            };
-            let mut t = trial(format!("{b}/{name}/{}", c.name), r);
-            if c.skipped {
-                t = t.with_ignored_flag(true);
-            }
-            trials.push(t);
-        }
-        let status = match (s.rc, s.cases.is_empty()) {
-            (_, true) => Err(format!("printed no KTAP result\n{}", excerpt(&s.output))),
-            (Some(0), false) => Ok(()),
-            (Some(rc), false) => Err(format!("exited with {rc}\n{}", excerpt(&s.output))),
-            (None, false) => Err(format!(
-                "never finished (guest crashed or timed out)\n{}",
-                excerpt(&s.output)
-            )),
-        };
-        trial_push(&mut trials, format!("{b}/{name}/exit_status"), status);
-    }
-    if boot.kunit {
-        let cases = ktap::kunit_cases(&out.console);
-        if cases.is_empty() {
-            trial_push(
-                &mut trials,
-                format!("{b}/kunit"),
-                Err(format!(
-                    "no KUnit results in the console (see {})",
-                    log.display()
-                )),
-            );
-        }
-        for c in cases {
-            let r = if c.passed {
-                Ok(())
-            } else {
-                Err(format!("{}.{} failed # {}", c.path, c.name, c.directive))
-            };
-            trials.push(trial(format!("{b}/kunit/{}/{}", c.path, c.name), r));
-        }
-    }
-    let problems = ktap::kernel_problems(&out.console);
-    let clean = if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(problems.join("\n"))
-    };
-    trial_push(&mut trials, format!("{b}/kernel_log_clean"), clean);
-    let st = if out.status == 0 {
-        Ok(())
-    } else {
-        Err(format!(
-            "guest job status {} (124 = timeout, 125 = no result)\n{}",
-            out.status, out.stderr
-        ))
-    };
-    trial_push(&mut trials, format!("{b}/guest_job_status"), st);
-    trials
+    collect::boot_record(boot, &out, &log)
 }
 
-fn trial_push(trials: &mut Vec<Trial>, name: String, r: Result<(), String>) {
-    trials.push(trial(name, r));
+/// The cargo tests of a boot, straight from its record.
+fn trials(rec: &BootRecord) -> Vec<Trial> {
+    rec.cases()
+        .map(|c| {
+            let r = match c.outcome {
+                Outcome::NotOk => Err(c.message.clone().unwrap_or_default()),
+                _ => Ok(()),
+            };
+            trial(c.test.clone(), r).with_ignored_flag(c.outcome == Outcome::Skip)
+        })
+        .collect()
+}
+
+/// `guest`, `soak`, `soak-debug` (`-debug` for the debug kernel flavor), with `-partial`
+/// for a run that left something out, so a partial run never replaces a complete record.
+fn record_path(root: &Path, soak: bool, flavor: &str, complete: bool) -> PathBuf {
+    if let Some(p) = std::env::var_os("MNIC_TEST_RECORD") {
+        return PathBuf::from(p);
+    }
+    let mut name = String::from(if soak { "soak" } else { "guest" });
+    if flavor != "normal" {
+        name += &format!("-{flavor}");
+    }
+    if !complete {
+        name += "-partial";
+    }
+    root.join(format!("../target/mnic-test-results/{name}.json"))
+}
+
+fn selection(args: &Arguments) -> Option<String> {
+    let mut parts = Vec::new();
+    if let Some(f) = &args.filter {
+        parts.push(format!("filter '{f}'"));
+    }
+    for s in &args.skip {
+        parts.push(format!("skip '{s}'"));
+    }
+    if args.ignored {
+        parts.push("--ignored".into());
+    }
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 fn main() {
     let args = Arguments::from_args();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let plan_file = if std::env::var_os("MNIC_SOAK").is_some() {
-        "soak.txt"
-    } else {
-        "suites.txt"
-    };
-    let mut trials = Vec::new();
+    let soak = std::env::var_os("MNIC_SOAK").is_some();
+    let plan_file = if soak { "soak.txt" } else { "suites.txt" };
+    let mut trials_out = Vec::new();
     match (
         std::fs::read_to_string(root.join(plan_file))
             .map_err(anyhow::Error::from)
@@ -139,6 +88,9 @@ fn main() {
         (Ok(boots), Ok(art)) => {
             let logs = root.join("../target/guest-logs");
             let _ = std::fs::create_dir_all(&logs);
+            let provenance = Provenance::now(&root.join(".."));
+            let started = Instant::now();
+            let mut records = Vec::new();
             for boot in &boots {
                 // `--list` and filters must not boot guests that no selected test needs.
                 if args.list
@@ -149,12 +101,39 @@ fn main() {
                 {
                     continue;
                 }
-                trials.extend(boot_trials(&art, boot, &logs));
+                let rec = boot_record(&art, boot, &logs);
+                trials_out.extend(trials(&rec));
+                records.push(rec);
+            }
+            if !args.list {
+                let selection = selection(&args);
+                let complete = selection.is_none() && records.len() == boots.len();
+                let flavor = std::env::var("MNIC_KERNEL_FLAVOR")
+                    .ok()
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or_else(|| "normal".into());
+                let run = GuestRun {
+                    provenance,
+                    plan: format!("tests/{plan_file}"),
+                    kernel_append: std::env::var("MNIC_VM_APPEND")
+                        .ok()
+                        .filter(|a| !a.is_empty()),
+                    complete,
+                    selection,
+                    seconds: started.elapsed().as_secs_f64(),
+                    boots: records,
+                    kernel_flavor: flavor,
+                };
+                let path = record_path(&root, soak, &run.kernel_flavor, complete);
+                match record::save(&path, &run) {
+                    Ok(()) => eprintln!("guest run record: {}", path.display()),
+                    Err(e) => trials_out.push(trial("guest/record".into(), Err(format!("{e:#}")))),
+                }
             }
         }
         (Err(e), _) | (_, Err(e)) => {
-            trials.push(trial("guest/setup".into(), Err(format!("{e:#}"))))
+            trials_out.push(trial("guest/setup".into(), Err(format!("{e:#}"))))
         }
     }
-    libtest_mimic::run(&args, trials).exit();
+    libtest_mimic::run(&args, trials_out).exit();
 }
