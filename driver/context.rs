@@ -21,6 +21,7 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         Arc, CondVar, Mutex, SpinLock,
     },
+    time::Delta,
     workqueue::{new_work, Work},
 };
 
@@ -28,6 +29,7 @@ use crate::abi::{self, pte, Command};
 use crate::cmd_ring::Ticket;
 use crate::device::MnicDev;
 use crate::pin::PinnedPages;
+use crate::shadow::ShadowPage;
 use crate::table::{Leaves, PageTable};
 
 /// Per-context counters (reported by `MNIC_IOC_CTX_STATS`).
@@ -139,6 +141,13 @@ pub(crate) struct Ctx {
     /// mapping, is alive in between); the mutex keeps a zap and the release apart.
     #[pin]
     pub(crate) doorbell_mapping: Mutex<usize>,
+    /// The work queue's shadow page (`MNIC_IOC_SHADOW`, spec §4a), given before the queues
+    /// are set up and kept until the context is dropped: the process may map it (a mapping
+    /// holds the file, which holds the context), and the device polls it until `CTX_DISABLE`
+    /// (teardown waits for that). The mutex orders giving a page against
+    /// `MNIC_IOC_SETUP_QUEUES` (see [`Ctx::give_shadow`]).
+    #[pin]
+    pub(crate) shadow: Mutex<Option<ShadowPage>>,
     /// The device fault waiting for this context's worker (`fault.rs`).
     #[pin]
     pub(crate) fault_slot: SpinLock<FaultSlot>,
@@ -180,6 +189,7 @@ impl Ctx {
             done_cv <- new_condvar!(),
             stats: Stats::new(),
             doorbell_mapping <- new_mutex!(0),
+            shadow <- new_mutex!(None),
             fault_slot <- new_spinlock!(FaultSlot { pending: None, closing: false }),
             fault_work <- new_work!("mnic::Ctx::fault_work"),
         }? Error))
@@ -199,6 +209,53 @@ impl Ctx {
     /// Fails with `EPERM` unless called from the mm that owns the context.
     pub(crate) fn check_owner(&self) -> Result {
         self.caller_mm().map(|_| ())
+    }
+
+    /// `MNIC_IOC_SHADOW`: gives the context a zeroed shadow page for its work-queue tail, once
+    /// (a second call keeps the first page).
+    ///
+    /// `MNIC_IOC_SETUP_QUEUES` claims the queues first and reads the page under the mutex
+    /// after; this checks the claim under the mutex. So either the claim is seen here
+    /// (`EBUSY`, no page), or the page is there when the context entry is written: a page the
+    /// device does not know about is never handed out.
+    pub(crate) fn give_shadow(&self) -> Result {
+        self.check_owner()?;
+        if self.dev.caps & abi::caps::SHADOW == 0 {
+            return Err(EOPNOTSUPP);
+        }
+        let mut shadow = self.shadow.lock();
+        if self.queues_claimed.load(Relaxed) {
+            return Err(EBUSY);
+        }
+        if shadow.is_none() {
+            let access = self.dev.enter()?;
+            *shadow = Some(ShadowPage::new(access.bound())?);
+        }
+        Ok(())
+    }
+
+    /// `MNIC_IOC_SYNC`: a SYNC alone, waited for (a device fence for user space).
+    pub(crate) fn fence(&self) -> Result {
+        let ticket = self.dev.post_sync(&[])?;
+        let waited = self.dev.wait_sync(ticket)?;
+        self.record_sync_wait(waited);
+        Ok(())
+    }
+
+    /// Counts one SYNC wait of this context (its counters and the device's histogram).
+    pub(crate) fn record_sync_wait(&self, waited: Delta) {
+        let ns = waited.as_nanos().max(0) as u64;
+        let stats = &self.stats;
+        self.dev.record_sync_wait(ns);
+        stats.sync_waits.add(1, Relaxed);
+        stats.sync_wait_ns.add(ns, Relaxed);
+        let mut max = stats.sync_wait_max_ns.load(Relaxed);
+        while ns > max {
+            match stats.sync_wait_max_ns.cmpxchg(max, ns, Relaxed) {
+                Ok(_) => break,
+                Err(now) => max = now,
+            }
+        }
     }
 
     /// Called for `WORK_DONE` events.
@@ -243,9 +300,11 @@ impl Ctx {
                 ctx: self.index,
                 ..Command::default()
             };
-            if let Ok(t) = self.dev.post_sync(&[disable]) {
-                let _ = self.dev.wait_sync(t);
-            }
+            // Once this returns the context (its table, its shadow page, which the device
+            // writes) may be freed: if the disable cannot be posted (the device is going),
+            // wait until it is stopped instead, as an invalidation does.
+            let t = self.dev.post_sync(&[disable]).unwrap_or(Ticket::QUIESCED);
+            let _ = self.dev.wait_sync(t);
         }
         // A fault being resolved finishes (its RESUME/ABORT is refused: the context is
         // disabled); none is queued after this.

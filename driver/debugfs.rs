@@ -3,8 +3,8 @@
 //!
 //! - `contexts`: one line per open context (owner's registrations, mapped leaves, pinned pages,
 //!   faults, invalidations, SYNC waits);
-//! - `sync_wait_us`: histogram of how long invalidations waited for their SYNC (the cost of
-//!   coherence, per power of two microseconds);
+//! - `sync_wait_us`: histogram of how long SYNC waits took (invalidations, the cost of
+//!   coherence, and `MNIC_IOC_SYNC`), per power of two microseconds;
 //! - `device`: the device's counters;
 //! - `fault_deregister_delay_ms` (read-write): fault injection for tests: deregistration sleeps
 //!   this long between its two steps (taking the translations down, removing the notifier), so a
@@ -13,6 +13,9 @@
 //!   is resolved (one shot: a fault on an unresponsive FUSE server);
 //! - `fault_unbind_delay_ms` (read-write): unbind sleeps this long once it has stopped new
 //!   submissions, before the device is stopped (the window of an invalidation racing unbind);
+//! - `trapped_doorbells` (read-write, 0 or 1): 1 makes every command post write the
+//!   `CMDQ_TAIL` register, even while the device polls the shadow page (spec §4a), so a
+//!   benchmark can compare the two ways of posting;
 //! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
 //!   oracle find the PCI function behind `/dev/mnicN`).
 
@@ -34,14 +37,22 @@ use crate::slots::ContextSlots;
 
 /// Per-context table.
 pub(crate) struct Contexts(pub(crate) Arc<ContextSlots>);
-/// SYNC wait histogram.
+/// SYNC wait histogram (invalidations and `MNIC_IOC_SYNC`).
 pub(crate) struct SyncWaits(pub(crate) Arc<MnicDev>);
 /// Device counters.
 pub(crate) struct Counters(pub(crate) Arc<MnicDev>);
 /// BAR0 bus address.
 pub(crate) struct Bar0(pub(crate) u64);
-/// A fault-injection delay of the device (milliseconds), read and written as text.
-pub(crate) struct Delay(pub(crate) Arc<MnicDev>, fn(&MnicDev) -> &Atomic<u32>);
+/// A knob of the device, a number read and written as text: a fault-injection delay (in
+/// milliseconds) or a switch. Values above `max` are refused.
+pub(crate) struct Knob {
+    dev: Arc<MnicDev>,
+    field: fn(&MnicDev) -> &Atomic<u32>,
+    max: u32,
+}
+
+/// Longest fault-injection delay: a test knob, not a way to hang a process for good.
+const MAX_DELAY_MS: u32 = 10_000;
 
 impl fmt::Debug for Bar0 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -49,13 +60,13 @@ impl fmt::Debug for Bar0 {
     }
 }
 
-impl fmt::Debug for Delay {
+impl fmt::Debug for Knob {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{}", (self.1)(&self.0).load(Relaxed))
+        writeln!(f, "{}", (self.field)(&self.dev).load(Relaxed))
     }
 }
 
-impl Reader for Delay {
+impl Reader for Knob {
     fn read_from_slice(&self, reader: &mut UserSliceReader) -> Result {
         let mut buf = [0u8; 12];
         let n = reader.len();
@@ -64,12 +75,11 @@ impl Reader for Delay {
         }
         reader.read_slice(&mut buf[..n])?;
         let text = core::str::from_utf8(&buf[..n]).map_err(|_| EINVAL)?;
-        let ms: u32 = text.trim().parse().map_err(|_| EINVAL)?;
-        // A test knob, not a way to hang a process for good.
-        if ms > 10_000 {
+        let value: u32 = text.trim().parse().map_err(|_| EINVAL)?;
+        if value > self.max {
             return Err(EINVAL);
         }
-        (self.1)(&self.0).store(ms, Relaxed);
+        (self.field)(&self.dev).store(value, Relaxed);
         Ok(())
     }
 }
@@ -142,9 +152,10 @@ pub(crate) struct DebugDir {
     _sync_waits: Pin<KBox<File<SyncWaits>>>,
     _counters: Pin<KBox<File<Counters>>>,
     _bar0: Pin<KBox<File<Bar0>>>,
-    _deregister_delay: Pin<KBox<File<Delay>>>,
-    _unbind_delay: Pin<KBox<File<Delay>>>,
-    _resolve_delay: Pin<KBox<File<Delay>>>,
+    _deregister_delay: Pin<KBox<File<Knob>>>,
+    _unbind_delay: Pin<KBox<File<Knob>>>,
+    _resolve_delay: Pin<KBox<File<Knob>>>,
+    _trapped_doorbells: Pin<KBox<File<Knob>>>,
     _dir: Dir,
 }
 
@@ -155,6 +166,11 @@ impl DebugDir {
         name: &'static CStr,
     ) -> Result<Self> {
         let dir = Dir::new(name);
+        let knob = |field: fn(&MnicDev) -> &Atomic<u32>, max| Knob {
+            dev: dev.clone(),
+            field,
+            max,
+        };
         Ok(DebugDir {
             _contexts: KBox::pin_init(
                 dir.read_only_file(c"contexts", Contexts(contexts.clone())),
@@ -172,22 +188,26 @@ impl DebugDir {
             _deregister_delay: KBox::pin_init(
                 dir.read_write_file(
                     c"fault_deregister_delay_ms",
-                    Delay(dev.clone(), |d| &d.deregister_delay_ms),
+                    knob(|d| &d.deregister_delay_ms, MAX_DELAY_MS),
                 ),
                 GFP_KERNEL,
             )?,
             _unbind_delay: KBox::pin_init(
                 dir.read_write_file(
                     c"fault_unbind_delay_ms",
-                    Delay(dev.clone(), |d| &d.unbind_delay_ms),
+                    knob(|d| &d.unbind_delay_ms, MAX_DELAY_MS),
                 ),
                 GFP_KERNEL,
             )?,
             _resolve_delay: KBox::pin_init(
                 dir.read_write_file(
                     c"fault_resolve_delay_ms",
-                    Delay(dev.clone(), |d| &d.resolve_delay_ms),
+                    knob(|d| &d.resolve_delay_ms, MAX_DELAY_MS),
                 ),
+                GFP_KERNEL,
+            )?,
+            _trapped_doorbells: KBox::pin_init(
+                dir.read_write_file(c"trapped_doorbells", knob(|d| &d.trapped_doorbells, 1)),
                 GFP_KERNEL,
             )?,
             _dir: dir,

@@ -3,8 +3,9 @@
 //! and waiting for its SYNC fence, draining the event ring, the context table, and what happens
 //! when the device goes away (unbind) or stops answering.
 //!
-//! The rings themselves are in `cmd_ring.rs` and `event_ring.rs`; which open context owns
-//! which hardware index is in `slots.rs`, above this file (see [`OpenContexts`]).
+//! The rings themselves are in `cmd_ring.rs` and `event_ring.rs`, the command queue's shadow
+//! page (spec §4a) in `shadow.rs`; which open context owns which hardware index is in
+//! `slots.rs`, above this file (see [`OpenContexts`]).
 //!
 //! Everything that touches the hardware goes through [`MnicDev::enter`], which fails once the
 //! PCI device is being unbound: open files can outlive the binding, and must then get `ENODEV`
@@ -29,6 +30,7 @@ use crate::cmd_ring::{self, CmdRing, Ticket};
 use crate::dma_mem::{load, store};
 use crate::event_ring::{self, EventRing};
 use crate::regs;
+use crate::shadow::ShadowPage;
 
 /// Size of BAR0 (registers), known at compile time so accesses are checked at build time.
 pub(crate) const BAR0_SIZE: usize = abi::BAR_REGS_SIZE as usize;
@@ -90,6 +92,10 @@ pub(crate) struct MnicDev {
     /// Fault injection (debugfs `fault_resolve_delay_ms`): the next device fault resolved
     /// sleeps this long first (one shot). 0 in normal use.
     pub(crate) resolve_delay_ms: Atomic<u32>,
+    /// debugfs `trapped_doorbells`: nonzero makes every post write `CMDQ_TAIL`, even when the
+    /// device is polling the shadow page (the `forced` of spec §4a; benchmarks compare the
+    /// two). Read at every post. 0 in normal use.
+    pub(crate) trapped_doorbells: Atomic<u32>,
     /// `/dev/mnicN` number.
     pub(crate) minor_index: u32,
     #[pin]
@@ -103,6 +109,8 @@ pub(crate) struct MnicDev {
     cmdq: Mutex<CmdRing>,
     #[pin]
     pub(crate) evq: Mutex<EventRing>,
+    /// The command queue's shadow page (`SHADOW_BASE`), if the device has `CAPS.SHADOW`.
+    cmd_shadow: Option<ShadowPage>,
     /// One u64 the device's SYNCs write their ticket to.
     sync_word: Coherent<[u64]>,
     /// The device's context table (`NUM_CONTEXTS` entries of 8 words).
@@ -111,7 +119,8 @@ pub(crate) struct MnicDev {
     open_contexts: Arc<dyn OpenContexts>,
     pub(crate) hw_version: u32,
     pub(crate) caps: u32,
-    /// How long invalidations waited for their SYNC (see `SYNC_HIST_BUCKETS`).
+    /// How long SYNC waits took: invalidations', and `MNIC_IOC_SYNC`'s (see
+    /// `SYNC_HIST_BUCKETS`).
     sync_hist: [Atomic<u64>; SYNC_HIST_BUCKETS],
 }
 
@@ -183,6 +192,13 @@ impl MnicDev {
         bar.write_reg(regs::CONTROL::zeroed().with_reset(true));
 
         let cmd_ring = CmdRing::new(dev)?;
+        // Only a device that polls shadow pages is given one (spec §4a); without it the
+        // command queue works with its doorbell register alone, as it always did.
+        let cmd_shadow = if caps & abi::caps::SHADOW != 0 {
+            Some(ShadowPage::new(dev)?)
+        } else {
+            None
+        };
         let ev_ring = EventRing::new(dev)?;
         let sync_word = Coherent::<u64>::zeroed_slice(dev, 1, GFP_KERNEL)?;
         let ctx_table = Coherent::<u64>::zeroed_slice(
@@ -202,6 +218,12 @@ impl MnicDev {
         bar.write_reg(regs::EVQ_BASE_LO::from(lo));
         bar.write_reg(regs::EVQ_BASE_HI::from(hi));
         bar.write_reg(regs::EVQ_SIZE_LOG2::from(event_ring::LOG2));
+        if let Some(shadow) = &cmd_shadow {
+            // Latched at enable, like the ring bases.
+            let (lo, hi) = split(shadow.dma_address());
+            bar.write_reg(regs::SHADOW_BASE_LO::from(lo));
+            bar.write_reg(regs::SHADOW_BASE_HI::from(hi));
+        }
         bar.write_reg(regs::IRQ_MASK::from(0));
         // Strict mode: a stale access halts the device instead of only being counted; the
         // driver must never cause one, so any halt is a driver bug worth stopping at.
@@ -229,12 +251,14 @@ impl MnicDev {
             deregister_delay_ms: Atomic::new(0),
             unbind_delay_ms: Atomic::new(0),
             resolve_delay_ms: Atomic::new(0),
+            trapped_doorbells: Atomic::new(0),
             minor_index,
             srcu <- new_srcu!(),
             gone: Atomic::new(false),
             quiesced: Atomic::new(false),
             cmdq <- new_mutex!(cmd_ring),
             evq <- new_mutex!(ev_ring),
+            cmd_shadow,
             sync_word,
             ctx_table,
             open_contexts,
@@ -445,12 +469,21 @@ impl MnicDev {
         } else {
             None
         };
-        // The MMIO write orders after the ring stores (writel has a write barrier).
-        access.bar()?.write_reg(regs::CMDQ_TAIL::from(q.tail()));
+        let tail = q.tail();
+        let ring = match &self.cmd_shadow {
+            // With a shadow page the device takes the tail from there only; the register write
+            // just wakes it, when it is not polling (or when doorbells are forced).
+            Some(shadow) => shadow.publish(tail, self.trapped_doorbells.load(Relaxed) != 0)?,
+            None => true,
+        };
+        if ring {
+            // The MMIO write orders after the ring stores (writel has a write barrier).
+            access.bar()?.write_reg(regs::CMDQ_TAIL::from(tail));
+        }
         Ok(ticket)
     }
 
-    /// Counts one invalidation's SYNC wait in the histogram.
+    /// Counts one SYNC wait in the histogram.
     pub(crate) fn record_sync_wait(&self, ns: u64) {
         let us = ns / 1000;
         let bucket = (u64::BITS - us.leading_zeros()) as usize;
@@ -542,9 +575,21 @@ impl MnicDev {
         Ok(())
     }
 
-    /// Rings context `index`'s doorbell (for processes that do not mmap it).
-    pub(crate) fn ring_doorbell(&self, index: u16, tail: u32) -> Result {
+    /// Rings context `index`'s doorbell (for processes that do not mmap it). With a shadow page
+    /// (`shadow`), the tail goes there first and the register is written only as the
+    /// producer's rule says (spec §4a).
+    pub(crate) fn ring_doorbell(
+        &self,
+        index: u16,
+        tail: u32,
+        shadow: Option<&ShadowPage>,
+    ) -> Result {
         let access = self.enter()?;
+        if let Some(shadow) = shadow {
+            if !shadow.publish(tail, self.trapped_doorbells.load(Relaxed) != 0)? {
+                return Ok(());
+            }
+        }
         let bar = self.doorbells.access(access.bound())?;
         bar.try_write32(tail, index as usize * abi::DOORBELL_PAGE_SIZE as usize)
     }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
-//! `/dev/mnicN`: one hardware context per open file, the ioctls of spec §13 and the mmap of the
-//! context's doorbell page.
+//! `/dev/mnicN`: one hardware context per open file, the ioctls of spec §13 and the mmaps of
+//! the context's doorbell page and shadow page.
 
 use kernel::{
     fs::File,
@@ -105,7 +105,16 @@ impl MiscDevice for OpenFile {
         let ctx = &this.ctx;
         // SAFETY: `vma` is a valid VMA being set up by mmap; reading its offset is a plain load.
         let pgoff = unsafe { (*vma.as_ptr()).vm_pgoff };
-        if pgoff != 0 || vma.end() - vma.start() != abi::DOORBELL_PAGE_SIZE as usize {
+        let len = vma.end() - vma.start();
+        if pgoff as u64 == abi::MMAP_SHADOW_OFFSET / abi::SHADOW_PAGE_SIZE
+            && len == abi::SHADOW_PAGE_SIZE as usize
+        {
+            let access = ctx.dev.enter()?;
+            let shadow = ctx.shadow.lock();
+            // Before `MNIC_IOC_SHADOW` there is nothing to map.
+            return shadow.as_ref().ok_or(EINVAL)?.mmap(access.bound(), vma);
+        }
+        if pgoff != 0 || len != abi::DOORBELL_PAGE_SIZE as usize {
             return Err(EINVAL);
         }
         // The doorbell must not be inherited: a child after fork has its own mm and context.
@@ -186,7 +195,9 @@ impl MiscDevice for OpenFile {
                     return Err(EINVAL);
                 }
                 ctx.check_owner()?;
-                ctx.dev.ring_doorbell(ctx.index, req.wq_tail)?;
+                let shadow = ctx.shadow.lock();
+                ctx.dev
+                    .ring_doorbell(ctx.index, req.wq_tail, shadow.as_ref())?;
             }
             abi::MNIC_IOC_WAIT => {
                 let (mut r, mut w) = user.reader_writer();
@@ -240,6 +251,8 @@ impl MiscDevice for OpenFile {
                 req.pinned = ctx.pinned_pages(req.addr, end);
                 write_user(&mut w, &req)?;
             }
+            abi::MNIC_IOC_SHADOW => ctx.give_shadow()?,
+            abi::MNIC_IOC_SYNC => ctx.fence()?,
             _ => return Err(ENOTTY),
         }
         Ok(0)
@@ -281,6 +294,12 @@ fn setup_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
 /// Writes the context entry and enables the context (the caller claimed it).
 fn enable_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
     let root = ctx.state.lock().table.root();
+    // Read after the claim: `Ctx::give_shadow` gives no page from now on.
+    let shadow = ctx
+        .shadow
+        .lock()
+        .as_ref()
+        .map_or(0, |page| page.dma_address());
     let entry = abi::CtxEntry {
         flags: abi::CTX_FLAG_VALID,
         wq_size_log2: req.wq_size_log2 as u8,
@@ -289,7 +308,7 @@ fn enable_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
         root,
         wq_va: req.wq_addr,
         cq_va: req.cq_addr,
-        shadow: 0,
+        shadow,
         rsvd2: [0; 3],
     };
     ctx.dev.write_ctx_entry(ctx.index, &entry)?;

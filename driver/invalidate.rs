@@ -126,19 +126,8 @@ impl IntervalNotifierOps for Region {
     }
 
     fn invalidate_finish(&self, ticket: Ticket) {
-        let stats = &self.ctx.stats;
         if let Ok(waited) = self.ctx.dev.wait_sync(ticket) {
-            let ns = waited.as_nanos().max(0) as u64;
-            self.ctx.dev.record_sync_wait(ns);
-            stats.sync_waits.add(1, Relaxed);
-            stats.sync_wait_ns.add(ns, Relaxed);
-            let mut max = stats.sync_wait_max_ns.load(Relaxed);
-            while ns > max {
-                match stats.sync_wait_max_ns.cmpxchg(max, ns, Relaxed) {
-                    Ok(_) => break,
-                    Err(now) => max = now,
-                }
-            }
+            self.ctx.record_sync_wait(waited);
         }
     }
 }

@@ -9,13 +9,14 @@
 //!
 //! Modules, from the hardware up (each uses only modules listed before it):
 //! - `regs` (BAR0 registers as types), `dma_mem` (word access to DMA memory the device
-//!   shares), `pin` (the pinned baseline);
+//!   shares), `shadow` (a shadow doorbell page and the producer's rule), `pin` (the pinned
+//!   baseline);
 //! - `table` (a context's translation table), `cmd_ring` and `event_ring` (the rings and SYNC
 //!   tickets), `device` (register access, posting and SYNC waits, unbind, a dead device);
 //! - `context` (a context and its lifecycle), and what it does: `registration` (register,
 //!   deregister), `invalidate` (the notifier callbacks), `fill` (device faults and prefetch),
 //!   `fault` (faults handed to a per-context worker);
-//! - `slots` (context index → context), `file` (misc device, ioctls, doorbell mmap),
+//! - `slots` (context index → context), `file` (misc device, ioctls, doorbell and shadow mmap),
 //!   `debugfs`, and here: PCI probe/unbind and the event interrupt.
 //!
 //! `docs/driver.md` has the table of modules and of locks.
@@ -48,6 +49,7 @@ mod invalidate;
 mod pin;
 mod registration;
 mod regs;
+mod shadow;
 mod slots;
 mod table;
 

@@ -20,6 +20,7 @@ register! {
 
     /// Capabilities.
     pub(crate) CAPS(u32) @ 0x008 {
+        5:5     shadow => bool;
         3:3     doorbell_bar => bool;
         2:2     stale_check => bool;
         1:1     traffic_gen => bool;
@@ -74,6 +75,10 @@ register! {
 
     /// Interrupt mask (same bits; set = suppressed).
     pub(crate) IRQ_MASK(u32) @ 0x074 {}
+
+    /// The command queue's shadow page (spec §4a), bus address halves; 0 = none.
+    pub(crate) SHADOW_BASE_LO(u32) @ 0x0a8 {}
+    pub(crate) SHADOW_BASE_HI(u32) @ 0x0ac {}
 }
 
 /// Each typed register sits at the offset the shared ABI gives it.
@@ -104,7 +109,9 @@ const _: () = {
         EVQ_SIZE_LOG2,
         EVQ_HEAD,
         IRQ_STATUS,
-        IRQ_MASK
+        IRQ_MASK,
+        SHADOW_BASE_LO,
+        SHADOW_BASE_HI
     );
     assert!(abi::control::ENABLE == 1 << 0 && abi::control::RESET == 1 << 1);
     assert!(abi::control::STRICT == 1 << 2);
@@ -113,4 +120,5 @@ const _: () = {
     assert!(abi::irq::ERROR == 1 << 2);
     assert!(abi::caps::HUGE_2M == 1 << 0 && abi::caps::TRAFFIC_GEN == 1 << 1);
     assert!(abi::caps::STALE_CHECK == 1 << 2 && abi::caps::DOORBELL_BAR == 1 << 3);
+    assert!(abi::caps::SHADOW == 1 << 5);
 };
