@@ -68,5 +68,10 @@ run invalidate_16M invalidate --size 16M -n $((N / 3 + 1))
 # of the registered range costs one SYNC per page, and every page then faults back.
 run traffic_swap traffic --size 4M --pattern random-rw --rate 5000 --ops 5000 \
 	--pageout-every-ms 250 -n 3 --warmup 1 --timeout-ms 120000
+# Shadow doorbells and the polling device: SYNC round trips and one 4 KiB hot COPY item,
+# shadow against trapped doorbells (alternating blocks), and the idle device's CPU time.
+run sync sync -n $N --batch 40
+run doorbell_4K doorbell --size 4K -n $N --batch 20
+run idle idle -n 2 --period-ms 1000
 echo "@@MNIC-DONE fails=$fails"
 [ $fails -eq 0 ]

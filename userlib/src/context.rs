@@ -17,13 +17,22 @@ use crate::counters::{DevCounters, TableEntries};
 use crate::error::{Error, Result};
 use crate::info::Info;
 use crate::queue::{DoorbellMode, Queue, QueueConfig, WorkDone};
-use crate::sys::{self, DoorbellPage};
+use crate::shadow;
+use crate::sys::{self, Command, DoorbellPage, ShadowPage};
 use crate::work::Work;
 
 /// How the context rings its doorbell, once queues are set up.
 #[derive(Debug)]
 enum Doorbell {
+    /// Every tail goes to the shadow page; the mapped doorbell is written only when the
+    /// device is not polling (spec §4a).
+    Shadow {
+        shadow: ShadowPage,
+        page: DoorbellPage,
+    },
+    /// Every tail is written to the mapped doorbell register (one trapped write each).
     Mapped(DoorbellPage),
+    /// `MNIC_IOC_POST` (which also writes the shadow page, if the context has one).
     Syscall,
 }
 
@@ -61,6 +70,12 @@ pub struct Context {
 /// event queue overflows (spec §9), so a waiter re-checks its completion queue at least
 /// this often.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
+
+/// How long [`Context::wait`] polls the completion queue before it sleeps in
+/// `MNIC_IOC_WAIT`. A polling device completes a small item in a few microseconds,
+/// less than the system call and the wake-up cost; longer waits still sleep, so an idle
+/// waiter burns at most this much CPU per call.
+pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(20);
 
 impl Context {
     /// Opens `path` as a new context and reads its [`Info`].
@@ -286,22 +301,51 @@ impl Context {
         Ok(DevCounters(s))
     }
 
+    /// A device fence (`MNIC_IOC_SYNC`): posts a SYNC on the command queue and returns
+    /// once the device has executed it and every command before it.
+    ///
+    /// # Errors
+    /// [`Error::DeviceGone`]; [`Error::NotSupported`] from a driver without the request.
+    pub fn sync(&self) -> Result<()> {
+        sys::command(self.fd.as_fd(), Command::Sync)
+    }
+
     // ------------------------------------------------------------ queues
 
     /// Allocates and registers the work and completion queues, hands them to the driver
     /// (`MNIC_IOC_SETUP_QUEUES`, which enables the context) and sets up the doorbell.
     /// Once per context.
     ///
+    /// With [`DoorbellMode::Shadow`] (or [`DoorbellMode::Auto`] on a device with
+    /// `CAPS.SHADOW`) the context first asks for a shadow page (`MNIC_IOC_SHADOW`) and maps
+    /// it with the doorbell page once the queues are set up.
+    ///
     /// # Errors
     /// [`Error::QueuesBusy`] if already done, [`Error::InvalidInput`] for sizes out of
-    /// range, the errors of registration and `SETUP_QUEUES`, and with
-    /// [`DoorbellMode::Mapped`] the error of the doorbell mmap (the queues are then set
-    /// up nonetheless, with the system-call doorbell).
+    /// range, the errors of registration and `SETUP_QUEUES`; with
+    /// [`DoorbellMode::Shadow`] the error of `MNIC_IOC_SHADOW` (nothing is set up then:
+    /// the call may be repeated with another mode); with [`DoorbellMode::Mapped`] or
+    /// [`DoorbellMode::Shadow`] the error of a page mmap (the queues are then set up
+    /// nonetheless, with the system-call doorbell).
     pub fn setup_queues(&self, cfg: QueueConfig) -> Result<()> {
         if self.queue.get().is_some() {
             return Err(Error::QueuesBusy { op: "SETUP_QUEUES" });
         }
         let q = Queue::new(cfg)?;
+        // The shadow page must be asked for before SETUP_QUEUES (which puts its address
+        // into the context entry). From then on the device takes the tail from that page
+        // only, so a context that has one never uses the plain mapped doorbell.
+        let shadow = match cfg.doorbell {
+            DoorbellMode::Shadow => {
+                sys::command(self.fd.as_fd(), Command::Shadow)?;
+                true
+            }
+            DoorbellMode::Auto => {
+                self.info.caps.has(abi::caps::SHADOW)
+                    && sys::command(self.fd.as_fd(), Command::Shadow).is_ok()
+            }
+            DoorbellMode::Mapped | DoorbellMode::Syscall => false,
+        };
         // Registered READ|WRITE: the device reads descriptors and writes completions
         // through this context's translation. The registration is never removed: it
         // ends with the context (the queue memory outlives the file, see field order).
@@ -325,19 +369,33 @@ impl Context {
         // The driver now uses the queue memory: from here on it must live as long as
         // the context, whatever happens next.
         let _ = self.queue.set(q);
-        let (doorbell, result) = match cfg.doorbell {
-            DoorbellMode::Syscall => (Doorbell::Syscall, Ok(())),
-            DoorbellMode::Mapped => match DoorbellPage::map(self.fd.as_fd()) {
-                Ok(p) => (Doorbell::Mapped(p), Ok(())),
-                Err(e) => (Doorbell::Syscall, Err(e)),
-            },
-            DoorbellMode::Auto => match DoorbellPage::map(self.fd.as_fd()) {
-                Ok(p) => (Doorbell::Mapped(p), Ok(())),
+        let (doorbell, result) = if shadow {
+            // Both pages or the system call: `MNIC_IOC_POST` writes the shadow page itself.
+            match self.map_shadow() {
+                Ok(d) => (d, Ok(())),
+                Err(e) if cfg.doorbell == DoorbellMode::Shadow => (Doorbell::Syscall, Err(e)),
                 Err(_) => (Doorbell::Syscall, Ok(())),
-            },
+            }
+        } else if cfg.doorbell == DoorbellMode::Syscall {
+            (Doorbell::Syscall, Ok(()))
+        } else {
+            // Mapped, or Auto without a shadow page: the old path, every tail trapped.
+            match DoorbellPage::map(self.fd.as_fd()) {
+                Ok(p) => (Doorbell::Mapped(p), Ok(())),
+                Err(e) if cfg.doorbell == DoorbellMode::Mapped => (Doorbell::Syscall, Err(e)),
+                Err(_) => (Doorbell::Syscall, Ok(())),
+            }
         };
         let _ = self.doorbell.set(doorbell);
         result
+    }
+
+    /// Maps the shadow page and the doorbell page (for when the device sleeps).
+    fn map_shadow(&self) -> Result<Doorbell> {
+        Ok(Doorbell::Shadow {
+            shadow: ShadowPage::map(self.fd.as_fd())?,
+            page: DoorbellPage::map(self.fd.as_fd())?,
+        })
     }
 
     fn queue(&self) -> Result<&Queue> {
@@ -348,6 +406,7 @@ impl Context {
     pub fn queue_config(&self) -> Option<QueueConfig> {
         let mut c = *self.queue.get()?.config();
         c.doorbell = match self.doorbell.get()? {
+            Doorbell::Shadow { .. } => DoorbellMode::Shadow,
             Doorbell::Mapped(_) => DoorbellMode::Mapped,
             Doorbell::Syscall => DoorbellMode::Syscall,
         };
@@ -365,8 +424,10 @@ impl Context {
         self.queue()?.push(work)
     }
 
-    /// Tells the device about every pushed descriptor: one 32-bit store to the mapped
-    /// doorbell, or `MNIC_IOC_POST`. Does nothing if nothing was pushed since.
+    /// Tells the device about every pushed descriptor. With a shadow page: the tail is
+    /// stored there, and the mapped doorbell is written only if the device is not
+    /// polling (spec §4a); otherwise one 32-bit store to the mapped doorbell, or
+    /// `MNIC_IOC_POST`. Does nothing if nothing was pushed since.
     ///
     /// # Errors
     /// [`Error::QueuesNotSetUp`]; the errors of `MNIC_IOC_POST` (the next ring retries).
@@ -377,6 +438,11 @@ impl Context {
             return Ok(());
         };
         match self.doorbell.get() {
+            Some(Doorbell::Shadow { shadow, page }) => {
+                if shadow::publish(&shadow.words(), tail) {
+                    page.ring(tail);
+                }
+            }
             Some(Doorbell::Mapped(page)) => page.ring(tail),
             _ => {
                 let mut p = abi::MnicPost {
@@ -426,9 +492,13 @@ impl Context {
         Ok(self.queue()?.poll())
     }
 
-    /// Waits for the next completion, sleeping in `MNIC_IOC_WAIT` when the oldest
-    /// outstanding notifying item has not completed yet; `None` waits without limit.
-    /// Completions come in posting order.
+    /// Waits for the next completion; `None` waits without limit. Completions come in
+    /// posting order.
+    ///
+    /// It first polls the completion queue for a short spin (20 µs): a small item on a
+    /// polling device completes sooner than a system call and a wake-up would take.
+    /// After that it sleeps in `MNIC_IOC_WAIT` until the oldest outstanding notifying
+    /// item has completed.
     ///
     /// # Errors
     /// [`Error::TimedOut`], [`Error::Interrupted`] (a signal; call again),
@@ -436,7 +506,12 @@ impl Context {
     /// [`Error::DeviceGone`], [`Error::QueuesNotSetUp`].
     pub fn wait(&self, timeout: Option<Duration>) -> Result<WorkDone> {
         let q = self.queue()?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let start = Instant::now();
+        let deadline = timeout.map(|t| start + t);
+        let spin_until = deadline.map_or(start + WAIT_SPIN, |d| d.min(start + WAIT_SPIN));
+        if let Some(d) = q.spin_poll(spin_until) {
+            return Ok(d);
+        }
         loop {
             if let Some(d) = q.poll() {
                 return Ok(d);

@@ -9,12 +9,13 @@ pub struct Caps(pub u32);
 
 impl Caps {
     /// Names of the known capability bits.
-    pub const NAMES: [(u32, &'static str); 5] = [
+    pub const NAMES: [(u32, &'static str); 6] = [
         (caps::HUGE_2M, "huge_2m"),
         (caps::TRAFFIC_GEN, "traffic_gen"),
         (caps::STALE_CHECK, "stale_check"),
         (caps::DOORBELL_BAR, "doorbell_bar"),
         (caps::ORACLE, "oracle"),
+        (caps::SHADOW, "shadow"),
     ];
     /// True if `bit` (a `mnic_abi::caps` constant) is set.
     pub fn has(self, bit: u32) -> bool {
@@ -105,6 +106,7 @@ mod tests {
                 "stale_check",
                 "doorbell_bar",
                 "oracle",
+                "shadow",
                 "bit9"
             ]
         );

@@ -26,19 +26,20 @@
 //!    spelled out there.
 //! 4. **Set up queues** once with [`Context::setup_queues`] ([`QueueConfig`]): the
 //!    library allocates the work and completion queues in registered memory, hands
-//!    them to the driver and maps the doorbell page (falling back to the
-//!    `MNIC_IOC_POST` system call).
+//!    them to the driver and maps the doorbell page, plus a shadow page on a device
+//!    that polls ([`DoorbellMode`]; falling back to the `MNIC_IOC_POST` system call).
 //! 5. **Post work** built with [`Work::copy_buffers`], [`Work::copy`], [`Work::nop`] or
 //!    [`Traffic`]; the builders check the limits of the spec (COPY ≤ 64 MiB, no
 //!    overlap, canonical addresses, traffic op size and count) before anything reaches
 //!    the device. [`Context::post`] writes the descriptor and rings the doorbell;
 //!    [`Context::push`] + [`Context::ring`] batch.
 //! 6. **Consume completions** with [`Context::poll`] (phase-bit convention, never
-//!    blocks) or [`Context::wait`] (sleeps in `MNIC_IOC_WAIT`). The completion queue has
+//!    blocks) or [`Context::wait`] (polls briefly, then sleeps in `MNIC_IOC_WAIT`). The completion queue has
 //!    no head register, so at most [`Context::outstanding_limit`] items may be
 //!    outstanding; [`Context::push`] refuses more with [`Error::QueueFull`].
 //!    A failed item reports a [`WorkError`], e.g. `FaultAborted { errno: EFAULT }` when
-//!    the device touched memory no registration covers.
+//!    the device touched memory no registration covers. [`Context::sync`] is a device
+//!    fence.
 //! 7. **Observe**: [`Context::query`] counts the device's valid table entries over a
 //!    range (watch them vanish after [`DmaBuffer::pageout`]), [`Context::ctx_stats`]
 //!    and [`Context::dev_stats`] read the driver and device counters.
@@ -87,6 +88,14 @@
 //! - **Fork.** A forked child's copies of the library's objects never unmap the
 //!   doorbell address (the page is not copied to the child; the address is the
 //!   child's to reuse) and never deregister the parent's registrations.
+//! - **The shadow page.** With a shadow doorbell the process maps a page that the
+//!   device reads (`tail`) and writes (`polling`) by physical address. The library
+//!   touches its two words only as atomics through raw pointers (no `&[u8]` into it, no
+//!   non-atomic access), so the device's stores are no more than another thread's. What
+//!   the process writes there can hurt only itself: a tail is taken modulo the ring
+//!   size and checked like a doorbell register value, and the page is the driver's
+//!   (not registered memory, never reused for Rust objects while mapped). It is unmapped
+//!   before the file closes, like the doorbell page, and not inherited across fork.
 //! - **Wrong addresses in work.** Descriptors carry plain addresses, but the device can
 //!   only reach memory through this context's registrations, so a wrong address fails
 //!   with [`WorkError::FaultAborted`] instead of corrupting anything.
@@ -109,6 +118,7 @@ mod device;
 mod error;
 mod info;
 mod queue;
+mod shadow;
 mod sys;
 mod work;
 

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::mem::size_of;
+use std::time::Instant;
 
 use mnic_abi::{ring, Completion, WorkDesc, RING_LOG2_MAX, RING_LOG2_MIN};
 use zerocopy::{FromBytes, IntoBytes};
@@ -20,11 +21,17 @@ use crate::work::Work;
 /// How a [`Context`](crate::Context) rings its doorbell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DoorbellMode {
-    /// Map the doorbell page; fall back to [`Syscall`](Self::Syscall) if mmap fails.
+    /// [`Shadow`](Self::Shadow) if the device has `CAPS.SHADOW` and both pages map,
+    /// else [`Mapped`](Self::Mapped), else [`Syscall`](Self::Syscall).
     #[default]
     Auto,
-    /// Map the doorbell page (mmap offset 0) and store `WQ_TAIL` directly; fail if the
-    /// mapping is refused.
+    /// A shadow doorbell (spec §4a): ask for a shadow page (`MNIC_IOC_SHADOW`), map it
+    /// (mmap offset 4096) and the doorbell page; every tail goes to the shadow page, and
+    /// the doorbell register is written only while the device is not polling. Fails if
+    /// the driver or the device does not offer shadow pages.
+    Shadow,
+    /// Map the doorbell page (mmap offset 0) and store `WQ_TAIL` directly, every post
+    /// a trapped register write (no shadow page); fail if the mapping is refused.
     Mapped,
     /// Ring through `MNIC_IOC_POST` (one system call per doorbell).
     Syscall,
@@ -42,7 +49,7 @@ pub struct QueueConfig {
 }
 
 impl Default for QueueConfig {
-    /// 256 work entries, 256 completion entries, mapped doorbell with fallback.
+    /// 256 work entries, 256 completion entries, the best doorbell the device offers.
     fn default() -> Self {
         Self {
             wq_log2: 8,
@@ -374,6 +381,20 @@ impl Queue {
         (self.mem.read_u64(entry + WORD) >> SHIFT) as u16
     }
 
+    /// Polls until a completion arrives, `until` passes or nothing is outstanding
+    /// (without a system call: the short-wait path of `Context::wait`).
+    pub(crate) fn spin_poll(&self, until: Instant) -> Option<WorkDone> {
+        loop {
+            if let Some(d) = self.poll() {
+                return Some(d);
+            }
+            if self.outstanding() == 0 || Instant::now() >= until {
+                return None;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     pub(crate) fn outstanding(&self) -> u32 {
         self.state.borrow().outstanding.len()
     }
@@ -580,6 +601,56 @@ pub(crate) mod tests {
         assert_eq!(q.wait_target(), Some(2));
         q.poll().unwrap();
         assert_eq!(q.wait_target(), None);
+    }
+
+    #[test]
+    fn spin_poll_returns_early_or_at_the_deadline() {
+        let q = Queue::new(cfg(4, 4)).unwrap();
+        let far = Instant::now() + std::time::Duration::from_secs(60);
+        // Nothing outstanding: returns at once, even with a far deadline.
+        assert!(q.spin_poll(far).is_none());
+        q.push(&Work::nop()).unwrap();
+        // Outstanding but not done: gives up at the deadline.
+        let until = Instant::now() + std::time::Duration::from_millis(2);
+        assert!(q.spin_poll(until).is_none());
+        assert!(Instant::now() >= until);
+        // Done: returned without waiting for the (far) deadline.
+        FakeDevice::new().run(&q, q.take_tail().unwrap());
+        assert!(q.spin_poll(far).is_some());
+    }
+
+    #[test]
+    fn shadow_tail_drives_the_device_and_rings_only_when_asleep() {
+        use crate::shadow::{publish, Words};
+        use std::sync::atomic::{AtomicU32, Ordering};
+        // The device takes the work queue's tail from the shadow page only (spec §4a):
+        // the fake device here reads `tail` from the page, never from a doorbell value.
+        let q = Queue::new(cfg(4, 4)).unwrap();
+        let (tail, polling) = (AtomicU32::new(0), AtomicU32::new(1));
+        let page = Words {
+            tail: &tail,
+            polling: &polling,
+        };
+        let mut dev = FakeDevice::new();
+        let mut rings = 0;
+        for round in 0..20u32 {
+            // The device falls asleep every third round.
+            polling.store(u32::from(round % 3 != 0), Ordering::Relaxed);
+            for _ in 0..=round % 4 {
+                q.push(&Work::nop()).unwrap();
+            }
+            let t = q.take_tail().unwrap();
+            if publish(&page, t) {
+                rings += 1;
+                assert_eq!(polling.load(Ordering::Relaxed), 0, "rang a polling device");
+            } else {
+                assert_ne!(polling.load(Ordering::Relaxed), 0, "asleep and not rung");
+            }
+            let n = dev.run(&q, u32::from_le(tail.load(Ordering::Acquire)));
+            assert_eq!(n as u32, round % 4 + 1, "round {round}");
+            while q.poll().is_some() {}
+        }
+        assert_eq!(rings, 7);
     }
 
     #[test]

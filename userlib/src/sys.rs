@@ -1,4 +1,5 @@
-//! The FFI boundary: every ioctl and mmap of `/dev/mnicN` goes through here.
+//! The FFI boundary: every ioctl and mmap of `/dev/mnicN` goes through here (the
+//! doorbell page and the shadow page are the two mappings).
 //!
 //! Each argument structure of `mnic-abi` is tied to exactly one request number by the
 //! [`Request`] trait, so a request can never be issued with a buffer of the wrong type
@@ -6,11 +7,13 @@
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr::NonNull;
+use std::sync::atomic::AtomicU32;
 
 use mnic_abi as abi;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::error::{Error, Result};
+use crate::shadow::Words;
 
 /// An ioctl argument structure and the one request that takes it.
 pub(crate) trait Request: IntoBytes + FromBytes + Immutable {
@@ -61,37 +64,82 @@ pub(crate) fn ioctl<T: Request>(fd: BorrowedFd<'_>, arg: &mut T) -> Result<()> {
     }
 }
 
-/// The context's doorbell page, mapped with `mmap(offset 0, 4096, PROT_WRITE,
-/// MAP_SHARED)` (spec §4, §13).
+/// A no-argument request (`_IO`: size field 0): the ioctl's third argument is unused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Command {
+    /// `MNIC_IOC_SHADOW`: give the context a shadow page (before SETUP_QUEUES).
+    Shadow,
+    /// `MNIC_IOC_SYNC`: post a SYNC on the command queue and wait for it.
+    Sync,
+}
+
+impl Command {
+    const fn req(self) -> u32 {
+        match self {
+            Command::Shadow => abi::MNIC_IOC_SHADOW,
+            Command::Sync => abi::MNIC_IOC_SYNC,
+        }
+    }
+    const fn name(self) -> &'static str {
+        match self {
+            Command::Shadow => "SHADOW",
+            Command::Sync => "SYNC",
+        }
+    }
+}
+
+// The kernel reads no argument for these: their size field must say so.
+const _: () = assert!(ioc_size(Command::Shadow.req()) == 0);
+const _: () = assert!(ioc_size(Command::Sync.req()) == 0);
+
+/// Issues the no-argument request `cmd` on `fd`.
+pub(crate) fn command(fd: BorrowedFd<'_>, cmd: Command) -> Result<()> {
+    // SAFETY: `fd` is an open file for the duration of the call (borrowed); the request
+    // takes no argument (size 0, asserted above), so the kernel dereferences nothing and
+    // the 0 passed as the third argument is never used as a pointer.
+    let rc = unsafe { libc::ioctl(fd.as_raw_fd(), cmd.req() as _, 0 as libc::c_ulong) };
+    if rc < 0 {
+        Err(Error::last_os(cmd.name()))
+    } else {
+        Ok(())
+    }
+}
+
+/// One page of `/dev/mnicN` mapped `MAP_SHARED` at a given offset (spec §13).
 ///
 /// # Invariants
-/// `ptr` is the start of a live shared mapping of `DOORBELL_PAGE_SIZE` bytes that this
-/// value owns and unmaps on drop.
+/// `ptr` is the start of a live shared mapping of one 4096-byte page that this value
+/// owns and unmaps on drop (in the process that mapped it).
 #[derive(Debug)]
-pub(crate) struct DoorbellPage {
+struct DevicePage {
     ptr: NonNull<u8>,
     /// The process that mapped it: the driver marks the mapping "do not copy on fork", so in
     /// a forked child the address holds whatever the child maps there, never this page.
     owner: i32,
 }
 
-impl DoorbellPage {
-    /// Maps the doorbell page of the context open on `fd`.
-    pub(crate) fn map(fd: BorrowedFd<'_>) -> Result<Self> {
+/// Size of every page mapped from the device file.
+const DEVICE_PAGE: usize = 4096;
+const _: () = assert!(abi::DOORBELL_PAGE_SIZE as usize == DEVICE_PAGE);
+const _: () = assert!(abi::SHADOW_PAGE_SIZE as usize == DEVICE_PAGE);
+
+impl DevicePage {
+    fn map(fd: BorrowedFd<'_>, offset: u64, prot: i32, what: &'static str) -> Result<Self> {
+        let offset = libc::off_t::try_from(offset).map_err(|_| Error::InvalidInput(what))?;
         // SAFETY: a fresh mapping chosen by the kernel (addr NULL), of a device file we
         // hold open; it overlaps no Rust object. The result is checked below.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                abi::DOORBELL_PAGE_SIZE as usize,
-                libc::PROT_WRITE,
+                DEVICE_PAGE,
+                prot,
                 libc::MAP_SHARED,
                 fd.as_raw_fd(),
-                0,
+                offset,
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(Error::last_os("mmap doorbell"));
+            return Err(Error::last_os(what));
         }
         let ptr = NonNull::new(p.cast::<u8>()).ok_or(Error::InvalidInput("mmap returned NULL"))?;
         Ok(Self {
@@ -100,23 +148,14 @@ impl DoorbellPage {
         })
     }
 
-    /// Stores `tail` to `WQ_TAIL` with one 32-bit write.
-    pub(crate) fn ring(&self, tail: u32) {
-        // Descriptor stores must be visible to the device before the doorbell.
-        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        let reg = self
-            .ptr
-            .as_ptr()
-            .wrapping_add(abi::reg::DB_WQ_TAIL as usize)
-            .cast::<u32>();
-        // SAFETY: by the invariant `reg` lies inside the live doorbell mapping
-        // (DB_WQ_TAIL = 0 < 4096) and is 4-byte aligned (page aligned base); a volatile
-        // store makes exactly one 32-bit MMIO write, which the device traps.
-        unsafe { std::ptr::write_volatile(reg, tail.to_le()) };
+    /// The aligned 32-bit word at byte `offset` (< 4096, a multiple of 4).
+    fn word(&self, offset: usize) -> *mut u32 {
+        debug_assert!(offset < DEVICE_PAGE && offset.is_multiple_of(4));
+        self.ptr.as_ptr().wrapping_add(offset).cast::<u32>()
     }
 }
 
-impl Drop for DoorbellPage {
+impl Drop for DevicePage {
     fn drop(&mut self) {
         // In a forked child the page was never there (not copied at fork): unmapping the
         // address would unmap whatever the child put there since.
@@ -125,7 +164,72 @@ impl Drop for DoorbellPage {
         }
         // SAFETY: by the invariant the mapping is live and owned by us (we are the process
         // that mapped it); nothing else refers to it once we are dropped.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), abi::DOORBELL_PAGE_SIZE as usize) };
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), DEVICE_PAGE) };
+    }
+}
+
+/// The context's doorbell page, mapped with `mmap(offset 0, 4096, PROT_WRITE,
+/// MAP_SHARED)` (spec §4, §13).
+#[derive(Debug)]
+pub(crate) struct DoorbellPage(DevicePage);
+
+impl DoorbellPage {
+    /// Maps the doorbell page of the context open on `fd`.
+    pub(crate) fn map(fd: BorrowedFd<'_>) -> Result<Self> {
+        DevicePage::map(fd, 0, libc::PROT_WRITE, "mmap doorbell").map(Self)
+    }
+
+    /// Stores `tail` to `WQ_TAIL` with one 32-bit write.
+    pub(crate) fn ring(&self, tail: u32) {
+        // Descriptor stores must be visible to the device before the doorbell.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        let reg = self.0.word(abi::reg::DB_WQ_TAIL as usize);
+        // SAFETY: `reg` lies inside the live doorbell mapping (DevicePage invariant;
+        // DB_WQ_TAIL = 0 < 4096) and is 4-byte aligned (page aligned base); a volatile
+        // store makes exactly one 32-bit MMIO write, which the device traps.
+        unsafe { std::ptr::write_volatile(reg, tail.to_le()) };
+    }
+}
+
+/// The context's shadow page (spec §4a), mapped with `mmap(offset
+/// MMAP_SHADOW_OFFSET, 4096, PROT_READ | PROT_WRITE, MAP_SHARED)` after
+/// `MNIC_IOC_SHADOW`.
+///
+/// It is ordinary guest memory that the driver allocated for this context: the device
+/// reads `tail` and writes `polling` there by physical address (no translation, no
+/// fault). Rust never holds a reference to it other than the two `AtomicU32`s of
+/// [`words`](Self::words), so the device's writes from another process are just
+/// another thread's atomic stores.
+#[derive(Debug)]
+pub(crate) struct ShadowPage(DevicePage);
+
+impl ShadowPage {
+    /// Maps the shadow page of the context open on `fd`.
+    pub(crate) fn map(fd: BorrowedFd<'_>) -> Result<Self> {
+        DevicePage::map(
+            fd,
+            abi::MMAP_SHADOW_OFFSET,
+            libc::PROT_READ | libc::PROT_WRITE,
+            "mmap shadow page",
+        )
+        .map(Self)
+    }
+
+    /// Its `tail` and `polling` words.
+    pub(crate) fn words(&self) -> Words<'_> {
+        let tail = self.0.word(abi::Shadow::TAIL_OFFSET);
+        let polling = self.0.word(abi::Shadow::POLLING_OFFSET);
+        // SAFETY: both words lie inside the live, readable and writable mapping (DevicePage
+        // invariant; offsets 0 and 4 of a page-aligned page, so 4-byte aligned), which
+        // outlives the returned borrows of `self`. The page is only ever accessed
+        // atomically (here, and by the device with 32-bit accesses), never through a
+        // non-atomic Rust reference.
+        unsafe {
+            Words {
+                tail: AtomicU32::from_ptr(tail),
+                polling: AtomicU32::from_ptr(polling),
+            }
+        }
     }
 }
 
@@ -164,5 +268,14 @@ mod tests {
         let fd = std::os::fd::AsFd::as_fd(&f);
         let e = ioctl(fd, &mut info).unwrap_err();
         assert!(matches!(e, Error::NotSupported { op: "INFO" }), "{e:?}");
+        let e = command(fd, Command::Sync).unwrap_err();
+        assert!(matches!(e, Error::NotSupported { op: "SYNC" }), "{e:?}");
+    }
+
+    #[test]
+    fn no_argument_requests() {
+        assert_eq!(Command::Shadow.req(), 0x0000_b70a);
+        assert_eq!(Command::Sync.req(), 0x0000_b70b);
+        assert_eq!(ioc_size(Command::Sync.req()), 0);
     }
 }

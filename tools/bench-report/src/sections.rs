@@ -401,3 +401,90 @@ pub fn traffic_section(md: &mut String, g: &Guest) {
         f(g.ratio("traffic_swap", ratio::PAGEOUT_OVER_QUIET_THROUGHPUT))
     );
 }
+
+pub fn shadow_section(md: &mut String, g: &Guest) {
+    let cases = [
+        (
+            "sync",
+            "SYNC round trip (`MNIC_IOC_SYNC`)",
+            row::SYNC_SHADOW,
+            row::SYNC_TRAPPED,
+            ratio::SYNC_TRAPPED_OVER_SHADOW,
+        ),
+        (
+            "doorbell_4K",
+            "4 KiB hot COPY item, post to completion",
+            row::COPY_ITEM_SHADOW,
+            row::COPY_ITEM_TRAPPED,
+            ratio::COPY_ITEM_TRAPPED_OVER_SHADOW,
+        ),
+    ];
+    let idle = g.reports.get("idle");
+    if idle.is_none() && cases.iter().all(|c| !g.reports.contains_key(c.0)) {
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "\n## Guest: shadow doorbells and the polling device\n\n\
+         Shadow: the producer writes its tail into a shadow page and rings the doorbell \
+         register only while the device is not polling. Trapped: every post writes the \
+         register (SYNC: debugfs `trapped_doorbells` = 1; COPY: a context with the plain \
+         mapped doorbell). Both sides alternate in blocks in one boot. Counters per \
+         operation are device-wide deltas (`doorbells`, `shadow_tails`, `sleeps`).\n\n\
+         | operation | shadow µs | trapped µs | trapped / shadow | doorbells/op shadow | doorbells/op trapped | shadow tails/op | device sleeps/op |\n|---|---|---|---|---|---|---|---|"
+    );
+    let mut skipped = Vec::new();
+    for (case, label, meas, base, rname) in cases {
+        if let Some(why) = g.reports.get(case).and_then(|r| r.skipped.as_ref()) {
+            skipped.push(format!("`{case}` skipped: {why}"));
+            continue;
+        }
+        let m = |r, k| g.metric(case, r, k);
+        let _ = writeln!(
+            md,
+            "| {label} | {} | {} | {} | {} | {} | {} | {} |",
+            f(m(meas, metric::P50_US)),
+            f(m(base, metric::P50_US)),
+            f(g.ratio(case, rname)),
+            f(m(meas, metric::DOORBELLS_PER_OP)),
+            f(m(base, metric::DOORBELLS_PER_OP)),
+            f(m(meas, metric::SHADOW_TAILS_PER_OP)),
+            f(m(meas, metric::SLEEPS_PER_OP)),
+        );
+    }
+    if let Some(r) = idle {
+        match &r.skipped {
+            Some(why) => skipped.push(format!("`idle` skipped: {why}")),
+            None => {
+                let _ = writeln!(
+                    md,
+                    "\n| device | CPU, % of one core | sleeps/s | doorbells/s | ops/s |\n|---|---|---|---|---|"
+                );
+                for (k, label) in [
+                    (row::DEVICE_IDLE, "idle, spin budget over"),
+                    (row::DEVICE_BUSY, "busy: NOPs back to back"),
+                ] {
+                    let m = |key| g.metric("idle", k, key);
+                    let _ = writeln!(
+                        md,
+                        "| {label} | {} | {} | {} | {} |",
+                        f(m(metric::DEVICE_CPU_PERCENT)),
+                        f(m(metric::SLEEPS_PER_S)),
+                        f(m(metric::DOORBELLS_PER_S)),
+                        f(m(metric::OPS_PER_S)),
+                    );
+                }
+            }
+        }
+    }
+    for s in skipped {
+        let _ = writeln!(md, "\n{s}");
+    }
+    for (case, r) in &g.reports {
+        if ["sync", "doorbell_4K", "idle"].contains(&case.as_str()) {
+            for n in &r.notes {
+                let _ = writeln!(md, "\nNote (`{case}`): {n}");
+            }
+        }
+    }
+}

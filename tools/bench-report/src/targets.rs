@@ -86,7 +86,95 @@ pub fn targets(host: &Host, g: &Guest) -> Vec<Target> {
         shown: f(stale),
         met: stale.map(|v| v == 0.0),
     });
+    shadow_targets(&mut t, g);
     t
+}
+
+/// A guest value as shown: "skipped" when the case said it could not run, "not
+/// measured" when it is missing, else `shown(value)`.
+fn shown(g: &Guest, case: &str, v: Option<f64>, show: impl Fn(f64) -> String) -> String {
+    match (v, g.reports.get(case).and_then(|r| r.skipped.as_ref())) {
+        (Some(v), _) => show(v),
+        (None, Some(_)) => "skipped".into(),
+        (None, None) => "not measured".into(),
+    }
+}
+
+/// A target on one guest ratio: what, goal, case, ratio name, and the test of the goal.
+type RatioTarget = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(f64) -> bool,
+);
+
+/// The targets of shadow doorbells and the polling device, and of the cases they
+/// should improve.
+fn shadow_targets(t: &mut Vec<Target>, g: &Guest) {
+    let times = |v: f64| format!("{}x", f(Some(v)));
+    let ratios: [RatioTarget; 6] = [
+        (
+            "SYNC round trip, shadow vs trapped doorbell (guest)",
+            ">= 10x faster",
+            "sync",
+            ratio::SYNC_TRAPPED_OVER_SHADOW,
+            |v| v >= 10.0,
+        ),
+        (
+            "4 KiB hot COPY item, shadow vs trapped doorbell (guest)",
+            ">= 10x faster",
+            "doorbell_4K",
+            ratio::COPY_ITEM_TRAPPED_OVER_SHADOW,
+            |v| v >= 10.0,
+        ),
+        (
+            "MADV_PAGEOUT of a registered 1 MiB range vs unregistered (guest)",
+            "<= 3x",
+            "invalidate_1M",
+            ratio::PAGEOUT_REGISTERED_OVER_UNREGISTERED,
+            |v| v <= 3.0,
+        ),
+        (
+            "MADV_PAGEOUT of a registered 16 MiB range vs unregistered (guest)",
+            "<= 3x",
+            "invalidate_16M",
+            ratio::PAGEOUT_REGISTERED_OVER_UNREGISTERED,
+            |v| v <= 3.0,
+        ),
+        (
+            "device swap-in vs CPU swap-in, per page (guest)",
+            "<= 3x",
+            "fault_4M",
+            ratio::DEVICE_SWAPIN_OVER_CPU_SWAPIN,
+            |v| v <= 3.0,
+        ),
+        (
+            "traffic generator while swapping vs without (guest)",
+            ">= 0.8x throughput",
+            "traffic_swap",
+            ratio::PAGEOUT_OVER_QUIET_THROUGHPUT,
+            |v| v >= 0.8,
+        ),
+    ];
+    for (what, goal, case, name, ok) in ratios {
+        let v = g.ratio(case, name).filter(|v| v.is_finite());
+        t.push(Target {
+            what,
+            goal,
+            value: v,
+            shown: shown(g, case, v, times),
+            met: v.map(ok),
+        });
+    }
+    let idle = g.metric("idle", row::DEVICE_IDLE, metric::DEVICE_CPU_PERCENT);
+    t.push(Target {
+        what: "idle device CPU, spin budget over (guest)",
+        goal: "< 2% of one core",
+        value: idle,
+        shown: shown(g, "idle", idle, |v| format!("{}%", f(Some(v)))),
+        met: idle.map(|v| v < 2.0),
+    });
 }
 
 /// The verdict column.
@@ -114,5 +202,35 @@ mod tests {
         assert_eq!(t[3].value, Some(250.0));
         assert_eq!(t[0].met, None);
         assert_eq!(verdict(t[0].met), "not measured");
+    }
+
+    #[test]
+    fn shadow_targets_judged_or_skipped() {
+        use mnic_bench_schema::{Bench, Fields, Report, Side};
+        let mut g = Guest::default();
+        let mut r = Report::new(Bench::Doorbell, 0);
+        r.ratio(ratio::COPY_ITEM_TRAPPED_OVER_SHADOW, 120.0, 10.0, "");
+        g.reports.insert("doorbell_4K".into(), r);
+        g.reports.insert(
+            "sync".into(),
+            Report::skipped(Bench::Sync, 0, "no MNIC_IOC_SYNC"),
+        );
+        let mut r = Report::new(Bench::Idle, 0);
+        let mut m = Fields::default();
+        m.push(metric::DEVICE_CPU_PERCENT, 2.5);
+        r.row(row::DEVICE_IDLE, Side::Measured, m);
+        g.reports.insert("idle".into(), r);
+        let t = targets(&Host::new(), &g);
+        // The six earlier targets come first, unchanged.
+        assert_eq!(t.len(), 13);
+        let by = |w: &str| t.iter().find(|x| x.what.starts_with(w)).unwrap();
+        let sync = by("SYNC round trip");
+        assert_eq!((sync.shown.as_str(), sync.met), ("skipped", None));
+        let copy = by("4 KiB hot COPY");
+        assert_eq!((copy.shown.as_str(), copy.met), ("12.0x", Some(true)));
+        let idle = by("idle device CPU");
+        assert_eq!((idle.shown.as_str(), idle.met), ("2.50%", Some(false)));
+        let swap = by("device swap-in");
+        assert_eq!((swap.shown.as_str(), swap.met), ("not measured", None));
     }
 }

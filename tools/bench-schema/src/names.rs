@@ -46,6 +46,21 @@ pub mod row {
     pub const DEVICE_TRAFFIC_PAGEOUT: &str = "device_traffic_pageout";
     /// The CPU doing the same accesses.
     pub const CPU_SAME_PATTERN: &str = "cpu_same_pattern";
+    // sync
+    /// `MNIC_IOC_SYNC` round trips, the driver writing the command-queue shadow page.
+    pub const SYNC_SHADOW: &str = "sync_shadow";
+    /// The same with `trapped_doorbells` = 1: the driver rings `CMDQ_TAIL` every time.
+    pub const SYNC_TRAPPED: &str = "sync_trapped";
+    // doorbell
+    /// One hot COPY item, post to completion, on a context with a shadow doorbell.
+    pub const COPY_ITEM_SHADOW: &str = "copy_item_shadow";
+    /// The same on a context with the plain mapped doorbell (every post trapped).
+    pub const COPY_ITEM_TRAPPED: &str = "copy_item_trapped";
+    // idle
+    /// The device's CPU time while nothing is posted, its spin budget long over.
+    pub const DEVICE_IDLE: &str = "device_idle";
+    /// The device's CPU time while one context posts NOP items back to back.
+    pub const DEVICE_BUSY: &str = "device_busy";
 }
 
 /// Metric names (`Row::metrics`).
@@ -111,6 +126,24 @@ pub mod metric {
     pub const SYNC_WAITS: &str = "sync_waits";
     /// `MADV_PAGEOUT` calls made by the page-out thread.
     pub const PAGEOUTS: &str = "pageouts";
+    // sync, doorbell: device counters per operation (spec §4a).
+    /// Doorbell register writes per operation (`doorbells`).
+    pub const DOORBELLS_PER_OP: &str = "doorbells_per_op";
+    /// Tails taken from shadow pages per operation (`shadow_tails`).
+    pub const SHADOW_TAILS_PER_OP: &str = "shadow_tails_per_op";
+    /// Times the device's data thread went to sleep, per operation (`sleeps`).
+    pub const SLEEPS_PER_OP: &str = "sleeps_per_op";
+    // idle
+    /// Device process CPU time over the measurement, µs (`device_cpu_us`).
+    pub const DEVICE_CPU_US: &str = "device_cpu_us";
+    /// Wall time of the measurement, µs.
+    pub const WALL_US: &str = "wall_us";
+    /// Device CPU time as a percentage of one core.
+    pub const DEVICE_CPU_PERCENT: &str = "device_cpu_percent";
+    /// Times the device went to sleep, per second.
+    pub const SLEEPS_PER_S: &str = "sleeps_per_s";
+    /// Doorbell register writes per second.
+    pub const DOORBELLS_PER_S: &str = "doorbells_per_s";
 }
 
 /// Ratio names (`Ratio::name`), by benchmark.
@@ -150,6 +183,17 @@ pub mod ratio {
     pub const PAGEOUT_OVER_QUIET_THROUGHPUT: &str = "pageout_over_quiet_throughput";
     /// Mean device run time / mean CPU time for the same accesses.
     pub const DEVICE_OVER_CPU_TIME: &str = "device_over_cpu_time";
+    // sync
+    /// SYNC round trip, trapped doorbell / shadow doorbell, medians (>1: shadow faster).
+    pub const SYNC_TRAPPED_OVER_SHADOW: &str = "sync_trapped_over_shadow";
+    // doorbell
+    /// One hot COPY item, trapped doorbell / shadow doorbell, medians.
+    pub const COPY_ITEM_TRAPPED_OVER_SHADOW: &str = "copy_item_trapped_over_shadow";
+    // idle
+    /// Idle device CPU time / wall time (a fraction of one core).
+    pub const IDLE_DEVICE_CPU_OVER_WALL: &str = "idle_device_cpu_over_wall";
+    /// Idle device CPU time / busy device CPU time over the same period.
+    pub const IDLE_OVER_BUSY_DEVICE_CPU: &str = "idle_over_busy_device_cpu";
 }
 
 /// Parameter names (`Report::params`).
@@ -199,4 +243,16 @@ pub mod param {
     pub const SEED: &str = "seed";
     /// Page-out period during the runs, ms, or null.
     pub const PAGEOUT_EVERY_MS: &str = "pageout_every_ms";
+    // sync, doorbell
+    /// Operations per iteration and side (the two sides alternate by iteration).
+    pub const BATCH: &str = "batch";
+    /// The device advertises `CAPS.SHADOW`.
+    pub const SHADOW_CAP: &str = "shadow_cap";
+    /// The doorbell mode of the measured side's context, as set up.
+    pub const MEASURED_DOORBELL: &str = "measured_doorbell";
+    // idle
+    /// Length of each CPU-time measurement, ms.
+    pub const PERIOD_MS: &str = "period_ms";
+    /// Quiet time before the idle measurement starts, ms.
+    pub const SETTLE_MS: &str = "settle_ms";
 }

@@ -19,6 +19,12 @@ pub enum Bench {
     Invalidate,
     /// `mnic bench traffic`: the traffic generator against the CPU.
     Traffic,
+    /// `mnic bench sync`: `MNIC_IOC_SYNC` round trips, shadow against trapped doorbells.
+    Sync,
+    /// `mnic bench doorbell`: one hot COPY item, shadow against trapped doorbell.
+    Doorbell,
+    /// `mnic bench idle`: the device's CPU time while idle (against busy, and one core).
+    Idle,
 }
 
 impl Bench {
@@ -30,6 +36,9 @@ impl Bench {
             Bench::Fault => "fault",
             Bench::Invalidate => "invalidate",
             Bench::Traffic => "traffic",
+            Bench::Sync => "sync",
+            Bench::Doorbell => "doorbell",
+            Bench::Idle => "idle",
         }
     }
 }
@@ -122,6 +131,10 @@ pub struct Report {
     /// Remarks: a baseline that could not be measured, and why.
     #[serde(default)]
     pub notes: Vec<String>,
+    /// Set when the benchmark could not run at all here (a driver or device without
+    /// the feature it measures): why. The report then has no results.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 impl Report {
@@ -136,6 +149,15 @@ impl Report {
             device_counters: Fields::default(),
             context: Fields::default(),
             notes: Vec::new(),
+            skipped: None,
+        }
+    }
+
+    /// An empty report of `bench` that says why it did not run.
+    pub fn skipped(bench: Bench, device: u32, why: impl Into<String>) -> Self {
+        Self {
+            skipped: Some(why.into()),
+            ..Self::new(bench, device)
         }
     }
 
@@ -225,5 +247,20 @@ mod tests {
         assert!(back.ratio_value("zero").unwrap().is_nan());
         assert_eq!(back.results, r.results);
         assert_eq!(back.params, r.params);
+        assert_eq!(back.skipped, None);
+    }
+
+    #[test]
+    fn skipped_reports() {
+        // A run report has no "skipped" key; a skipped one says why, and reads back.
+        let v = serde_json::to_value(sample()).unwrap();
+        assert!(v.get("skipped").is_none());
+        let r = Report::skipped(Bench::Sync, 1, "no MNIC_IOC_SYNC (ENOTTY)");
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""bench":"sync""#));
+        let back: Report = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.skipped.as_deref(), Some("no MNIC_IOC_SYNC (ENOTTY)"));
+        assert!(back.results.is_empty());
+        assert_eq!(Bench::Doorbell.name(), "doorbell");
     }
 }

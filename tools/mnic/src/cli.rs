@@ -118,6 +118,41 @@ mod tests {
         let c = bench_common(&["mnic", "bench", "register", "--doorbell", "syscall"]);
         assert_eq!(c.doorbell, DoorbellArg::Syscall);
         assert!(Cli::try_parse_from(["mnic", "bench", "copy", "--size", "0"]).is_err());
+        let c = bench_common(&["mnic", "bench", "copy", "--doorbell", "shadow"]);
+        assert_eq!(c.doorbell, DoorbellArg::Shadow);
+    }
+
+    #[test]
+    fn shadow_doorbell_benches() {
+        let c = Cli::parse_from(["mnic", "bench", "sync", "--smoke", "--batch", "7"]);
+        assert!(matches!(
+            c.cmd,
+            Cmd::Bench { which: BenchCmd::Sync { batch: 7, ref common } } if common.smoke
+        ));
+        let c = Cli::parse_from(["mnic", "bench", "doorbell"]);
+        assert!(matches!(
+            c.cmd,
+            Cmd::Bench {
+                which: BenchCmd::Doorbell {
+                    size: 4096,
+                    batch: 20,
+                    ..
+                }
+            }
+        ));
+        let c = Cli::parse_from(["mnic", "bench", "idle", "--period-ms", "300"]);
+        assert!(matches!(
+            c.cmd,
+            Cmd::Bench {
+                which: BenchCmd::Idle {
+                    period_ms: 300,
+                    settle_ms: 50,
+                    ..
+                }
+            }
+        ));
+        assert!(Cli::try_parse_from(["mnic", "bench", "doorbell", "--batch", "0"]).is_err());
+        assert!(Cli::try_parse_from(["mnic", "bench", "idle", "--period-ms", "0"]).is_err());
     }
 
     #[test]

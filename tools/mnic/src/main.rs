@@ -3,7 +3,7 @@
 //! ```text
 //! mnic info [--device N] [--json]
 //! mnic stats [--device N] [--interval SECS [--count N]] [--json]
-//! mnic bench copy|register|fault|invalidate|traffic [--device N] [--json] [--smoke] [options]
+//! mnic bench copy|register|fault|invalidate|traffic|sync|doorbell|idle [--device N] [--json] [--smoke] [options]
 //! ```
 //!
 //! This file only dispatches: the flags are in `cli.rs` (and `bench/args.rs`), each

@@ -62,9 +62,11 @@ impl Common {
 /// `--doorbell` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum DoorbellArg {
-    /// Mapped doorbell page, system call if mapping fails.
+    /// Shadow doorbell if the device polls, else mapped doorbell page, else system call.
     Auto,
-    /// Mapped doorbell page only.
+    /// Shadow doorbell (shadow page + mapped doorbell page) only.
+    Shadow,
+    /// Mapped doorbell page only: every post a trapped register write.
     Mapped,
     /// MNIC_IOC_POST system call.
     Syscall,
@@ -172,6 +174,39 @@ pub enum BenchCmd {
         #[arg(long, value_name = "MS")]
         pageout_every_ms: Option<u64>,
     },
+    /// MNIC_IOC_SYNC round trips with the shadow doorbell against every post trapped
+    /// (debugfs trapped_doorbells = 1), alternating blocks. --doorbell is not used.
+    Sync {
+        #[command(flatten)]
+        common: Common,
+        /// SYNC round trips per block (one block per side and iteration).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+    },
+    /// One small hot COPY item, post to completion: a shadow-doorbell context against
+    /// a mapped-doorbell one (every post trapped). --doorbell is not used.
+    Doorbell {
+        #[command(flatten)]
+        common: Common,
+        /// Bytes per COPY item (K/M suffixes, at most 64 MiB).
+        #[arg(long, short, default_value = "4K", value_parser = parse_size)]
+        size: u64,
+        /// Items per block (one block per side and iteration).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        batch: u32,
+    },
+    /// The device's CPU time while idle (spin budget long over), as a share of one
+    /// core, next to the same while one context posts NOPs back to back.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Length of each busy and each idle measurement, ms.
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+        period_ms: u64,
+        /// Quiet time before each idle measurement, ms (well past the spin budget).
+        #[arg(long, default_value_t = 50)]
+        settle_ms: u64,
+    },
 }
 
 impl BenchCmd {
@@ -183,7 +218,10 @@ impl BenchCmd {
             | BenchCmd::Register { common, .. }
             | BenchCmd::Fault { common, .. }
             | BenchCmd::Invalidate { common, .. }
-            | BenchCmd::Traffic { common, .. } => common,
+            | BenchCmd::Traffic { common, .. }
+            | BenchCmd::Sync { common, .. }
+            | BenchCmd::Doorbell { common, .. }
+            | BenchCmd::Idle { common, .. } => common,
         }
     }
 }

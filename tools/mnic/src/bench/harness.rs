@@ -20,6 +20,7 @@ pub fn open(c: &Common) -> CmdResult<Context> {
         cq_log2: c.queue_log2,
         doorbell: match c.doorbell {
             DoorbellArg::Auto => DoorbellMode::Auto,
+            DoorbellArg::Shadow => DoorbellMode::Shadow,
             DoorbellArg::Mapped => DoorbellMode::Mapped,
             DoorbellArg::Syscall => DoorbellMode::Syscall,
         },
@@ -76,6 +77,17 @@ pub fn drive(
             return Ok(total);
         }
         total += ctx.wait(Some(timeout))?.result()?;
+    }
+}
+
+/// The order of the two sides of an A/B benchmark in iteration `i`: `false` (measured)
+/// first in even iterations, `true` (baseline) first in odd ones, so that neither side
+/// always runs right after the other.
+pub fn sides(i: u32) -> [bool; 2] {
+    if i.is_multiple_of(2) {
+        [false, true]
+    } else {
+        [true, false]
     }
 }
 

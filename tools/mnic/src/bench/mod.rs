@@ -6,18 +6,30 @@
 //! during the measurement.
 //!
 //! One file per job: `args` (flags), `harness` (context, buffers, posting and waiting),
-//! `statistics` (timings to metrics), `report` (filling and printing the report), and
-//! one file per benchmark. This file only applies `--smoke` and dispatches.
+//! `statistics` (timings to metrics), `device_counts` (the polling device's counters
+//! per operation), `trapped` (the driver's trapped-doorbell knob), `report` (filling and
+//! printing the report), and one file per benchmark. This file only applies `--smoke`
+//! and dispatches.
+//!
+//! A benchmark that cannot run here (a driver or device without what it measures)
+//! prints a report that says so (`skipped`) and succeeds.
 
 pub mod args;
 mod copy;
+mod device_counts;
+mod doorbell;
 mod fault;
 mod harness;
+mod idle;
 mod invalidate;
 mod register;
 mod report;
 mod statistics;
+mod sync;
 mod traffic;
+mod trapped;
+
+use std::time::Duration;
 
 use args::BenchCmd;
 
@@ -81,6 +93,38 @@ pub fn run(cmd: BenchCmd) -> CmdResult {
                 seed,
                 pageout,
                 pageout_every_ms,
+            )?;
+            (report, c.json)
+        }
+        BenchCmd::Sync { common, batch } => {
+            let c = common.effective();
+            let batch = if c.smoke { batch.min(5) } else { batch };
+            (sync::run(&c, batch)?, c.json)
+        }
+        BenchCmd::Doorbell {
+            common,
+            size,
+            batch,
+        } => {
+            let c = common.effective();
+            let batch = if c.smoke { batch.min(3) } else { batch };
+            (doorbell::run(&c, c.size(size, 4096), batch)?, c.json)
+        }
+        BenchCmd::Idle {
+            common,
+            period_ms,
+            settle_ms,
+        } => {
+            let c = common.effective();
+            let period = if c.smoke {
+                period_ms.min(200)
+            } else {
+                period_ms
+            };
+            let report = idle::run(
+                &c,
+                Duration::from_millis(period),
+                Duration::from_millis(settle_ms),
             )?;
             (report, c.json)
         }

@@ -37,6 +37,10 @@ pub fn record_counters(r: &mut Report, ctx: &Context, before: &DevCounters) -> C
 /// The human-readable form of a report.
 pub fn render(r: &Report) -> String {
     let mut out = format!("mnic bench {} on /dev/mnic{}\n", r.bench.name(), r.device);
+    if let Some(why) = &r.skipped {
+        out.push_str(&format!("  skipped: {why}\n"));
+        return out;
+    }
     let params: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
     out.push_str(&format!("  {}\n\n", params.join(" ")));
     // One column per metric name, in order of first appearance.
@@ -144,5 +148,10 @@ mod tests {
         assert!(text.contains("device_copy"));
         assert!(text.contains("baseline"));
         assert!(text.contains("4.000"));
+        let s = Report::skipped(Bench::Sync, 0, "no SYNC");
+        assert_eq!(
+            render(&s),
+            "mnic bench sync on /dev/mnic0\n  skipped: no SYNC\n"
+        );
     }
 }
