@@ -22,7 +22,10 @@ use kernel::{
         atomic::{Atomic, Relaxed},
         srcu, Arc, Mutex, Srcu,
     },
-    time::{delay::fsleep, Delta, Instant, Monotonic},
+    time::{
+        delay::{fsleep, udelay},
+        Delta, Instant, Monotonic,
+    },
 };
 
 use crate::abi::{self, reg, Command};
@@ -40,6 +43,8 @@ pub(crate) type RegsBar = pci::DevresBar<BAR0_SIZE>;
 /// How long the driver waits for the device (a SYNC, room in the command ring) before it
 /// declares the device dead. A live device answers in microseconds; under TCG in milliseconds.
 const DEVICE_TIMEOUT_MS: i64 = 2000;
+/// How long a SYNC wait polls the sync word before it starts to sleep between checks.
+const SYNC_SPIN_US: i64 = 300;
 
 /// Fault injection for tests: sleeps for the delay a debugfs knob holds (0: not at all).
 pub(crate) fn fault_delay(ms: &Atomic<u32>) {
@@ -453,13 +458,20 @@ impl MnicDev {
             return Err(EINVAL);
         }
         let start = Instant::<Monotonic>::now();
-        while self.free_slots(access, q, true)? < needed {
-            if start.elapsed() > Delta::from_millis(DEVICE_TIMEOUT_MS) {
-                // Posting fails either way; a caller that must fence waits for quiescence.
-                let _ = self.declare_dead("command queue full");
-                return Err(ENODEV);
+        // The cached head only lags the device's, so the room it shows is never more than
+        // there is: `CMDQ_HEAD` (a register read, a round trip through QEMU) is read only
+        // when that room is not enough, or the ring looks nearly full (`free_slots`).
+        let mut refresh = false;
+        while self.free_slots(access, q, refresh)? < needed {
+            if refresh {
+                if start.elapsed() > Delta::from_millis(DEVICE_TIMEOUT_MS) {
+                    // Posting fails either way; a caller that must fence waits for quiescence.
+                    let _ = self.declare_dead("command queue full");
+                    return Err(ENODEV);
+                }
+                fsleep(Delta::from_micros(20));
             }
-            fsleep(Delta::from_micros(20));
+            refresh = true;
         }
         for cmd in cmds {
             q.push(cmd)?;
@@ -509,6 +521,14 @@ impl MnicDev {
     /// quiescence alone (an invalidation that could not post because the device is going).
     pub(crate) fn wait_sync(&self, ticket: Ticket) -> Result<Delta> {
         let start = Instant::<Monotonic>::now();
+        // Poll first: with shadow doorbells a polling device answers in tens of microseconds,
+        // far less than one sleep costs in a guest whose timers tick every 4 ms (no
+        // high-resolution timers: `usleep_range` ends at the next tick). Only a wait that
+        // lasts longer than the spin sleeps between checks.
+        let spin = Delta::from_micros(SYNC_SPIN_US);
+        while !self.sync_done(ticket) && start.elapsed() < spin {
+            udelay(Delta::from_micros(1));
+        }
         let mut deadline = Delta::from_millis(DEVICE_TIMEOUT_MS);
         let mut pause = 5;
         while !self.sync_done(ticket) {
