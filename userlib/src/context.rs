@@ -73,9 +73,12 @@ const WAIT_SLICE: Duration = Duration::from_millis(100);
 
 /// How long [`Context::wait`] polls the completion queue before it sleeps in
 /// `MNIC_IOC_WAIT`. A polling device completes a small item in a few microseconds,
-/// less than the system call and the wake-up cost; longer waits still sleep, so an idle
-/// waiter burns at most this much CPU per call.
-pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(20);
+/// less than the system call and the interrupt's wake-up cost; but under emulation the
+/// device's thread may be descheduled for tens of microseconds, and a waiter that gave
+/// up too early pays an interrupt and, since the device then sleeps too, a trapped
+/// doorbell for its next post. Longer waits still sleep, so an idle waiter burns at most
+/// this much CPU per call.
+pub(crate) const WAIT_SPIN: Duration = Duration::from_micros(100);
 
 impl Context {
     /// Opens `path` as a new context and reads its [`Info`].
@@ -495,7 +498,7 @@ impl Context {
     /// Waits for the next completion; `None` waits without limit. Completions come in
     /// posting order.
     ///
-    /// It first polls the completion queue for a short spin (20 µs): a small item on a
+    /// It first polls the completion queue for a short spin (100 µs): a small item on a
     /// polling device completes sooner than a system call and a wake-up would take.
     /// After that it sleeps in `MNIC_IOC_WAIT` until the oldest outstanding notifying
     /// item has completed.
