@@ -24,6 +24,13 @@ pub struct Core {
     pub(super) cmdq_log2: u8,
     /// Consumer index of the command queue (`CMDQ_HEAD`).
     pub(super) cmd_head: u32,
+    /// GPA of the command queue's shadow page, latched at enable (0: none; the tail is
+    /// then `CMDQ_TAIL`).
+    pub(super) cmd_shadow: u64,
+    /// The command queue's tail as last read from its shadow page (modulo the ring size).
+    pub(super) cmd_tail: u32,
+    /// The device has written `polling` = 1 into the shadow pages (spec §4a).
+    pub(super) polling: bool,
     pub(super) evq: EventQueue,
     /// Sequence number of the last executed command (0: none yet).
     pub(super) seq: u64,
@@ -60,6 +67,9 @@ impl Core {
             cmdq_base: 0,
             cmdq_log2: 0,
             cmd_head: 0,
+            cmd_shadow: 0,
+            cmd_tail: 0,
+            polling: false,
             evq: EventQueue::default(),
             seq: 0,
             tlb: Tlb::default(),
