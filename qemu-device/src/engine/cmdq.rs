@@ -2,9 +2,9 @@
 //! A bad command is reported (ERROR event, ERROR_CODE, counter), skipped, and the
 //! queue continues. Indices follow spec §7a (`mnic_abi::ring`).
 
+use mnic_abi::SHADOW_PAGE_SIZE;
 use mnic_abi::{cmd, completion, counter, event, irq, pte, reg, ring, Command, CtxEntry};
 use mnic_abi::{CMD_FLAG_IRQ, CTX_FLAG_VALID, NUM_CONTEXTS, RING_LOG2_MAX, RING_LOG2_MIN};
-use mnic_abi::SHADOW_PAGE_SIZE;
 use zerocopy::FromBytes;
 
 use super::context::{Ctx, Done, Site, Stage};

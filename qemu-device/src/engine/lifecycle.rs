@@ -91,7 +91,15 @@ impl Core {
             && ring_ok(evq, ev_log2, ev_size)
             && shadow_ok)
         {
-            tracing::debug!(ctx_table, cmdq, cmd_log2, evq, ev_log2, cmd_shadow, "enable refused");
+            tracing::debug!(
+                ctx_table,
+                cmdq,
+                cmd_log2,
+                evq,
+                ev_log2,
+                cmd_shadow,
+                "enable refused"
+            );
             self.report(DeviceError::BadConfig, event::NO_CTX, 0);
             return;
         }
@@ -113,6 +121,14 @@ impl Core {
         self.sh.set_reg(reg::CMDQ_HEAD, 0);
         self.sh.set_reg(reg::EVQ_TAIL, 0);
         self.sh.or_reg(reg::STATUS, status::ENABLED);
-        tracing::debug!(ctx_table, cmdq, cmd_log2, evq, ev_log2, cmd_shadow, "device enabled");
+        tracing::debug!(
+            ctx_table,
+            cmdq,
+            cmd_log2,
+            evq,
+            ev_log2,
+            cmd_shadow,
+            "device enabled"
+        );
     }
 }

@@ -72,4 +72,6 @@ pub use thread::Engine;
 pub use traffic::{mix, op as traffic_op, pattern as traffic_pattern};
 
 #[cfg(test)]
+mod shadow_tests;
+#[cfg(test)]
 mod tests;

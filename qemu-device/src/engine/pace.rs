@@ -79,7 +79,13 @@ impl Pace {
 
     /// After a round that came to `act`, at `now`: poll again, or sleep (after the
     /// handshake, if the device was polling).
-    pub fn after_round(&mut self, core: &mut Core, m: &GuestMem, act: Activity, now: Instant) -> Next {
+    pub fn after_round(
+        &mut self,
+        core: &mut Core,
+        m: &GuestMem,
+        act: Activity,
+        now: Instant,
+    ) -> Next {
         let until = match act {
             Activity::Busy => {
                 self.wake(core, m, now);

@@ -20,7 +20,8 @@ use crate::mem::{self, GuestMem};
 /// guest RAM.
 pub(super) fn valid(m: &GuestMem, gpa: u64) -> bool {
     gpa == 0
-        || (gpa.is_multiple_of(SHADOW_PAGE_SIZE) && mem::check(m, gpa, SHADOW_PAGE_SIZE, true).is_ok())
+        || (gpa.is_multiple_of(SHADOW_PAGE_SIZE)
+            && mem::check(m, gpa, SHADOW_PAGE_SIZE, true).is_ok())
 }
 
 /// The `tail` of the shadow page at `gpa`, modulo `entries`; `None` if it cannot be read.
@@ -41,9 +42,10 @@ impl Core {
     pub fn has_shadows(&self) -> bool {
         self.may_touch_shadows()
             && (self.cmd_shadow != 0
-                || self.live.round_robin(0).any(|i| {
-                    self.ctxs[i].as_ref().is_some_and(|x| x.shadow() != 0)
-                }))
+                || self
+                    .live
+                    .round_robin(0)
+                    .any(|i| self.ctxs[i].as_ref().is_some_and(|x| x.shadow() != 0)))
     }
 
     /// Whether the device has told the producers (with `polling` = 1) that it polls,
