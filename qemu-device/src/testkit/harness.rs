@@ -124,7 +124,9 @@ impl Harness {
         Self::build(ram, strict, CMD_SHADOW)
     }
 
-    fn build(ram: GuestRam, strict: bool, cmd_shadow: u64) -> Self {
+    /// An enabled device over `ram` (as [`Self::with_ram`]) whose command queue has the
+    /// shadow page at `cmd_shadow` (0: none).
+    pub fn build(ram: GuestRam, strict: bool, cmd_shadow: u64) -> Self {
         let sh = Shared::new(Arc::new(Counters::default()), strict);
         sh.set_bus_master(true);
         let mut h = Harness {
