@@ -56,16 +56,24 @@ impl Core {
             *c = None;
         }
         self.live = LiveSet::default();
+        self.shadowed = LiveSet::default();
         self.sh.clear_ctxs();
         self.tlb.clear();
         self.sh.counters.set(counter::TLB_ENTRIES, 0);
     }
 
     /// Records whether slot `i` holds a context: for the server (doorbells of stopped
-    /// contexts are refused) and for the poll loop (which visits only live slots).
+    /// contexts are refused) and for the poll loop (which visits only live slots, and
+    /// reads the shadow pages of only those that have one).
     pub(super) fn set_live(&mut self, i: usize, on: bool) {
         self.sh.set_ctx_live(i, on);
         self.live.set(i, on);
+        let shadow = self
+            .ctxs
+            .get(i)
+            .and_then(Option::as_ref)
+            .map_or(0, |x| x.shadow());
+        self.shadowed.set(i, on && shadow != 0);
     }
 
     /// ENABLE 0→1: latch and validate the table, ring and shadow-page registers.

@@ -41,11 +41,7 @@ impl Core {
     /// wakes itself for the backstop; without one it sleeps until a doorbell).
     pub fn has_shadows(&self) -> bool {
         self.may_touch_shadows()
-            && (self.cmd_shadow != 0
-                || self
-                    .live
-                    .round_robin(0)
-                    .any(|i| self.ctxs[i].as_ref().is_some_and(|x| x.shadow() != 0)))
+            && (self.cmd_shadow != 0 || self.shadowed.round_robin(0).next().is_some())
     }
 
     /// Whether the device has told the producers (with `polling` = 1) that it polls,
@@ -71,13 +67,10 @@ impl Core {
                 }
             }
         }
-        for i in self.live.round_robin(0) {
-            let Some(x) = self.ctxs[i].as_mut() else {
+        for i in self.shadowed.round_robin(0) {
+            let Some(x) = self.ctxs[i].as_mut().filter(|x| x.shadow() != 0) else {
                 continue;
             };
-            if x.shadow() == 0 {
-                continue;
-            }
             if let Some(t) = read_tail(m, x.shadow(), x.wq_entries()) {
                 if t != x.shadow_tail {
                     x.shadow_tail = t;
@@ -103,7 +96,7 @@ impl Core {
         if self.cmd_shadow != 0 {
             write_polling(m, self.cmd_shadow, v);
         }
-        for i in self.live.round_robin(0) {
+        for i in self.shadowed.round_robin(0) {
             if let Some(x) = self.ctxs[i].as_ref().filter(|x| x.shadow() != 0) {
                 write_polling(m, x.shadow(), v);
             }

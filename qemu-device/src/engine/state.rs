@@ -40,6 +40,8 @@ pub struct Core {
     pub(super) ctxs: Vec<Option<Box<Ctx>>>,
     /// Which `ctxs` slots are occupied.
     pub(super) live: LiveSet,
+    /// Which of them have a shadow page (the poll round reads only those).
+    pub(super) shadowed: LiveSet,
     /// Next fault id; unique per device (never reset, never 0).
     pub(super) next_fault_id: u64,
     /// TLB hits not yet added to the shared counter: one atomic add per poll round instead
@@ -76,6 +78,7 @@ impl Core {
             checker: StaleChecker::default(),
             ctxs: (0..NUM_CONTEXTS).map(|_| None).collect(),
             live: LiveSet::default(),
+            shadowed: LiveSet::default(),
             next_fault_id: 1,
             tlb_hits: 0,
             rr: 0,
