@@ -1,8 +1,10 @@
-//! `mnic-device serve --socket PATH [--control PATH] [--strict] [--engine-pid PATH]`: the
-//! vfio-user server, as a supervisor (it owns the socket, see `supervisor`) of the engine.
+//! `mnic-device serve --socket PATH [--control PATH] [--strict] [--engine-pid PATH]
+//! [--spin-us N]`: the vfio-user server, as a supervisor (it owns the socket, see
+//! `supervisor`) of the engine. `--spin-us` is how long the data thread polls shadow
+//! pages after its last work (spec §4a; default 200, 0 = never).
 //! `mnic-device stats --control PATH`: print the device counters.
-//! `mnic-device engine --fd N [--control PATH] [--strict]` (internal): the engine, serving
-//! the supervisor on the inherited socket N.
+//! `mnic-device engine --fd N [--control PATH] [--strict] [--spin-us N]` (internal): the
+//! engine, serving the supervisor on the inherited socket N.
 
 use std::io::IsTerminal;
 use std::os::fd::{FromRawFd, RawFd};
@@ -11,17 +13,18 @@ use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mnic_device::control;
 use mnic_device::counters::Counters;
-use mnic_device::engine::Engine;
+use mnic_device::engine::{Engine, DEFAULT_SPIN};
 use mnic_device::mem::{GuestRam, MAX_REGIONS};
 use mnic_device::mmio::Mmio;
 use mnic_device::server::Server;
 use mnic_device::shared::Shared;
 use mnic_device::supervisor;
 
-const USAGE: &str = "usage: mnic-device serve --socket PATH [--control PATH] [--strict] [--engine-pid PATH]\n       mnic-device stats --control PATH";
+const USAGE: &str = "usage: mnic-device serve --socket PATH [--control PATH] [--strict] [--engine-pid PATH] [--spin-us N]\n       mnic-device stats --control PATH";
 
 struct Args {
     cmd: String,
@@ -30,6 +33,8 @@ struct Args {
     strict: bool,
     engine_pid: Option<PathBuf>,
     fd: Option<RawFd>,
+    /// `--spin-us`: `None` leaves the device's default.
+    spin_us: Option<u64>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -45,6 +50,7 @@ fn parse() -> Result<Args, String> {
         strict: false,
         engine_pid: None,
         fd: None,
+        spin_us: None,
     };
     while let Some(arg) = it.next() {
         match arg.to_str() {
@@ -55,6 +61,10 @@ fn parse() -> Result<Args, String> {
             Some("--strict") => a.strict = true,
             Some("--engine-pid") => {
                 a.engine_pid = Some(it.next().ok_or("--engine-pid needs a path")?.into())
+            }
+            Some("--spin-us") => {
+                let n = it.next().and_then(|s| s.to_str()?.parse().ok());
+                a.spin_us = Some(n.ok_or("--spin-us needs a number of microseconds")?);
             }
             Some("--fd") => {
                 let n = it.next().and_then(|s| s.to_str()?.parse().ok());
@@ -84,6 +94,9 @@ fn serve(a: &Args) -> Result<(), String> {
     }
     if a.strict {
         engine.arg("--strict");
+    }
+    if let Some(us) = a.spin_us {
+        engine.arg("--spin-us").arg(us.to_string());
     }
     supervisor::serve(socket, engine, a.engine_pid.as_deref())
 }
@@ -115,7 +128,9 @@ fn engine(a: &Args) -> Result<(), String> {
     raise_fd_limit();
     let sh = Shared::new(counters, a.strict);
     let ram = Arc::new(GuestRam::new());
-    let engine = Engine::spawn(sh.clone(), ram.clone()).map_err(|e| format!("data thread: {e}"))?;
+    let spin = a.spin_us.map_or(DEFAULT_SPIN, Duration::from_micros);
+    let engine =
+        Engine::spawn(sh.clone(), ram.clone(), spin).map_err(|e| format!("data thread: {e}"))?;
     let mut server = Server::new(stream, Mmio::new(sh), engine, ram);
     let r = server.run();
     let (regions, mapped) = server.dma_regions();

@@ -371,6 +371,27 @@ pub fn store_u64(mem: &GuestMem, gpa: u64, v: u64) -> Result<(), AddrError> {
         .map_err(|_| AddrError { addr: gpa })
 }
 
+/// One aligned 32-bit load, sequentially consistent (a shadow page's `tail`: the
+/// device's sleep handshake orders it after its own `polling` store, spec §4a).
+pub fn load_u32(mem: &GuestMem, gpa: u64) -> Result<u32, AddrError> {
+    if !gpa.is_multiple_of(4) {
+        return Err(AddrError { addr: gpa });
+    }
+    check(mem, gpa, 4, false)?;
+    mem.load::<u32>(GuestAddress(gpa), Ordering::SeqCst)
+        .map_err(|_| AddrError { addr: gpa })
+}
+
+/// One aligned 32-bit store, sequentially consistent (a shadow page's `polling`).
+pub fn store_u32(mem: &GuestMem, gpa: u64, v: u32) -> Result<(), AddrError> {
+    if !gpa.is_multiple_of(4) {
+        return Err(AddrError { addr: gpa });
+    }
+    check(mem, gpa, 4, true)?;
+    mem.store(v, GuestAddress(gpa), Ordering::SeqCst)
+        .map_err(|_| AddrError { addr: gpa })
+}
+
 /// A release store of the byte at `gpa` (event phase flags: written after the entry).
 pub fn store_u8(mem: &GuestMem, gpa: u64, v: u8) -> Result<(), AddrError> {
     check(mem, gpa, 1, true)?;

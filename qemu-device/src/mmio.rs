@@ -65,7 +65,9 @@ fn classify(off: u32) -> Option<Reg> {
         | reg::ORACLE_START_LO
         | reg::ORACLE_START_HI
         | reg::ORACLE_END_LO
-        | reg::ORACLE_END_HI => Reg::ReadWrite,
+        | reg::ORACLE_END_HI
+        | reg::SHADOW_BASE_LO
+        | reg::SHADOW_BASE_HI => Reg::ReadWrite,
         reg::IRQ_MASK => Reg::IrqMask,
         reg::ORACLE_OP => Reg::OracleOp,
         reg::DEBUG_STALL_MS => Reg::Stall,
@@ -159,6 +161,10 @@ impl Mmio {
         match kind {
             Some(Reg::ReadWrite) => self.sh.set_reg(off, v),
             Some(Reg::Doorbell) => {
+                if off == reg::CMDQ_TAIL {
+                    // What a shadow page saves (spec §4a): every trapped doorbell.
+                    self.sh.counters.inc(counter::DOORBELLS);
+                }
                 self.sh.set_reg(off, v);
                 self.sh.kick();
             }
@@ -195,13 +201,15 @@ impl Mmio {
     }
 
     /// Writes BAR2: a 4-byte write to a page's `WQ_TAIL` rings that context's
-    /// doorbell; other offsets and widths are ignored.
+    /// doorbell (counted in `DOORBELLS` whether or not the context runs); other offsets
+    /// and widths are ignored.
     pub fn bar2_write(&self, off: u64, data: &[u8]) {
         let page = mnic_abi::DOORBELL_PAGE_SIZE;
         if let Ok(bytes) = <[u8; 4]>::try_from(data) {
             if off % page == u64::from(reg::DB_WQ_TAIL) {
                 let ctx = usize::try_from(off / page).unwrap_or(usize::MAX);
                 if ctx < NUM_CONTEXTS as usize {
+                    self.sh.counters.inc(counter::DOORBELLS);
                     self.sh.ring_doorbell(ctx, u32::from_le_bytes(bytes));
                 }
             }
@@ -267,6 +275,13 @@ mod tests {
         assert_eq!(rd32(&d, reg::ERROR_CODE), 0, "any write clears");
         let _ = d.bar0_write(reg::CMDQ_TAIL.into(), &3u32.to_le_bytes());
         assert_eq!(rd32(&d, reg::CMDQ_TAIL), 3);
+        assert_eq!(d.counters().get(counter::DOORBELLS), 1);
+        let _ = d.bar0_write(reg::EVQ_HEAD.into(), &3u32.to_le_bytes());
+        assert_eq!(d.counters().get(counter::DOORBELLS), 1, "not a doorbell");
+        for (r, v) in [(reg::SHADOW_BASE_LO, 0x5000u32), (reg::SHADOW_BASE_HI, 1)] {
+            assert_eq!(d.bar0_write(r.into(), &v.to_le_bytes()), None);
+            assert_eq!(rd32(&d, r), v);
+        }
         assert_eq!(bad(&d), 0);
     }
 
@@ -344,6 +359,11 @@ mod tests {
         d.bar2_write(3 * 4096 + 8, &9u32.to_le_bytes());
         d.bar2_write(u64::MAX - 3, &9u32.to_le_bytes());
         assert_eq!(d.doorbell(3), 5);
+        assert_eq!(
+            d.counters().get(counter::DOORBELLS),
+            2,
+            "every WQ_TAIL write, refused or not; not the other offsets"
+        );
         let mut b = [1u8; 4];
         d.bar2_read(3 * 4096, &mut b);
         assert_eq!(b, [0; 4]);

@@ -395,9 +395,11 @@ impl Shared {
         self.acked.notify_all();
     }
 
-    /// Data thread: sleeps until kicked, a request or shutdown arrives, or `until`.
+    /// Data thread: sleeps until kicked, a request or shutdown arrives, or `until`. The
+    /// kick stays recorded for [`Self::take_kick`].
     pub fn wait_for_work(&self, until: Option<Instant>) {
         let mut s = lock(&self.sig);
+        // A spurious wake-up is harmless: the caller polls a round and comes back.
         if !(s.work || s.request.is_some() || s.shutdown) {
             s = match until {
                 Some(t) => {
@@ -410,7 +412,14 @@ impl Shared {
                 None => self.wake.wait(s).unwrap_or_else(|p| p.into_inner()),
             };
         }
-        s.work = false;
+        drop(s);
+    }
+
+    /// Data thread, before a poll round: whether it was kicked (a doorbell, a ring index,
+    /// bus mastering) since the last call, clearing it. A kick after this call is kept
+    /// for the next one; the round reads the registers after it, so none is lost.
+    pub fn take_kick(&self) -> bool {
+        std::mem::take(&mut lock(&self.sig).work)
     }
 
     /// The connection to shut down if the data thread dies.
@@ -469,6 +478,8 @@ mod tests {
         let t = Instant::now();
         sh.wait_for_work(Some(t + Duration::from_secs(5)));
         assert!(t.elapsed() < Duration::from_secs(1), "kicked");
+        assert!(sh.take_kick());
+        assert!(!sh.take_kick(), "taken once");
     }
 
     #[test]

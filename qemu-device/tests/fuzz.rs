@@ -1,6 +1,8 @@
 //! Bounded-time fuzzing of everything the guest controls: random MMIO writes (BAR0
 //! and doorbells), random command-ring entries, context-table entries, translation
-//! entries and work descriptors, driven into the device engine with a seeded RNG.
+//! entries, work descriptors and shadow-page tails (some episodes give the queues shadow
+//! pages, spec §4a, and step the data thread's polling policy), driven into the device
+//! engine with a seeded RNG.
 //!
 //! Why not cargo-fuzz: it needs a nightly compiler (sanitizer flags), and this
 //! project builds with stable rustc 1.95 only. This driver keeps the useful part of
@@ -20,10 +22,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mnic_abi::{cmd, control, counter, pte, reg, status, Command, CtxEntry, WorkDesc};
-use mnic_device::engine::mix;
+use mnic_device::engine::{mix, Activity, Pace};
 use mnic_device::mem::{self, GuestRam};
 use mnic_device::testkit::{
-    memfd, Harness, CMDQ, CTX_TABLE, EVQ, RAM_SIZE, SYNC_WORD, TABLES, WQ_VA,
+    memfd, Harness, CMDQ, CMD_SHADOW, CTX_TABLE, EVQ, RAM_SIZE, SYNC_WORD, TABLES, WQ_VA,
 };
 use zerocopy::IntoBytes;
 
@@ -84,15 +86,48 @@ fn ram() -> GuestRam {
 /// random actions.
 fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
     let mut r = Rng(seed);
-    let mut h = Harness::with_ram(ram(), true);
+    let cmd_shadow = if r.chance(30) { CMD_SHADOW } else { 0 };
+    let mut h = Harness::build(ram(), true, cmd_shadow);
     for ctx in [1u16, 2] {
-        h.setup_ctx(ctx, 4, 4);
+        h.setup_ctx_with(ctx, 4, 4, r.chance(50));
         let g = h.alloc(64 << 12, false);
         h.map(ctx, 0x10_0000_0000, g, 64 << 12, true);
     }
-    for _ in 0..steps {
+    // The shadow pages this episode has (or may point a register or entry at).
+    let mut pages = vec![CMD_SHADOW, h.alloc(4096, false)];
+    pages.extend(
+        [1, 2]
+            .map(|c| h.ctx_shadow(c))
+            .into_iter()
+            .filter(|&p| p != 0),
+    );
+    let mut pace = Pace::new(Duration::from_micros(r.below(3) * 100));
+    let t0 = Instant::now();
+    for step in 0..steps {
         beat.fetch_add(1, Ordering::Relaxed);
-        match r.below(12) {
+        match r.below(14) {
+            12 => {
+                // A tail into a shadow page: usually small, sometimes anything.
+                let page = pages[r.below(pages.len() as u64) as usize];
+                let tail = if r.chance(80) {
+                    r.below(40) as u32
+                } else {
+                    r.next() as u32
+                };
+                let _ = mem::write(&h.mem(), page, &tail.to_le_bytes());
+            }
+            13 => {
+                // The data thread's policy around a round, on a made-up clock: woken,
+                // within the budget, or past it (the sleep handshake).
+                let m = h.mem();
+                let now = t0 + Duration::from_micros(step as u64 * r.below(300));
+                pace.before_round(&mut h.core, &m, now, r.chance(30));
+                let act = h.core.poll(&m);
+                let _ = pace.after_round(&mut h.core, &m, act, now);
+                if r.chance(20) {
+                    let _ = pace.after_round(&mut h.core, &m, Activity::Idle(None), now);
+                }
+            }
             0 if r.chance(25) => {
                 // A whole oracle operation with plausible arguments, often right after
                 // an ARM of the same context.
@@ -122,7 +157,7 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
                 // Any BAR0 register, any value; CONTROL favours sensible bits, the
                 // oracle registers favour real ops on the good contexts.
                 let off = if r.chance(80) {
-                    r.below(u64::from(reg::DEBUG_STALL_MS) + 4) & !3
+                    r.below(u64::from(reg::SHADOW_BASE_HI) + 4) & !3
                 } else {
                     r.below(0x1000)
                 };
@@ -139,6 +174,15 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
                     reg::ORACLE_START_HI | reg::ORACLE_END_HI if r.chance(50) => {
                         r.below(0x20) as u32
                     }
+                    reg::SHADOW_BASE_LO if r.chance(80) => {
+                        let p = pages[r.below(pages.len() as u64) as usize];
+                        if r.chance(20) {
+                            p as u32 + r.below(4096) as u32
+                        } else {
+                            p as u32
+                        }
+                    }
+                    reg::SHADOW_BASE_HI if r.chance(80) => 0,
                     _ => r.next() as u32,
                 };
                 h.write_reg(off as u32, v);
@@ -238,14 +282,19 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
                     },
                     wq_va: r.va() & !63,
                     cq_va: r.va() & !31,
-                    shadow: 0,
+                    shadow: match r.below(4) {
+                        0 | 1 => 0,
+                        2 => pages[r.below(pages.len() as u64) as usize],
+                        _ => r.gpa() & !0xfff,
+                    },
                     rsvd2: [0; 3],
                 };
                 let _ = mem::write(&h.mem(), CTX_TABLE + 64 * ctx, e.as_bytes());
             }
             8 => {
                 // Raw garbage into a ring or the tables.
-                let base = [CMDQ, EVQ, CTX_TABLE, TABLES, r.gpa()][r.below(5) as usize];
+                let page = pages[r.below(pages.len() as u64) as usize];
+                let base = [CMDQ, EVQ, CTX_TABLE, TABLES, page, r.gpa()][r.below(6) as usize];
                 let bytes: Vec<u8> = (0..r.below(256)).map(|_| r.next() as u8).collect();
                 let _ = mem::write(&h.mem(), base + r.below(4096), &bytes);
             }
@@ -292,7 +341,7 @@ fn episode(seed: u64, steps: usize, beat: &AtomicU64) {
 }
 
 /// Counters summed over episodes, to see that the inputs reach deep states.
-const DEPTH_COUNTERS: [u32; 8] = [
+const DEPTH_COUNTERS: [u32; 10] = [
     counter::COMMANDS,
     counter::WORK_COMPLETED,
     counter::FAULTS,
@@ -301,8 +350,10 @@ const DEPTH_COUNTERS: [u32; 8] = [
     counter::ERRORS,
     counter::ORACLE_INVALIDATIONS,
     counter::ORACLE_VIOLATIONS,
+    counter::SHADOW_TAILS,
+    counter::SLEEPS,
 ];
-static DEPTH: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+static DEPTH: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
 
 #[test]
 fn fuzz_engine() {
@@ -344,12 +395,16 @@ fn fuzz_engine() {
     assert!(episodes > 0);
     let d: Vec<u64> = DEPTH.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     eprintln!(
-        "fuzz: {episodes} episodes, {} actions; commands {} work {} faults {} resumes {} traffic_ops {} errors {} oracle_invalidations {} oracle_violations {}",
+        "fuzz: {episodes} episodes, {} actions; commands {} work {} faults {} resumes {} traffic_ops {} errors {} oracle_invalidations {} oracle_violations {} shadow_tails {} sleeps {}",
         beat.load(Ordering::Relaxed),
-        d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]
+        d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7], d[8], d[9]
     );
     assert!(
         d[1] > 0 && d[2] > 0,
         "the fuzzer never completed work or faulted"
+    );
+    assert!(
+        d[8] > 0,
+        "the fuzzer never moved a tail through a shadow page"
     );
 }

@@ -101,6 +101,11 @@ struct RunArgs {
     /// Start the device servers in strict mode (a stale access halts the device).
     #[arg(long)]
     strict: bool,
+    /// How long each device's data thread polls shadow doorbells after its last work, in
+    /// microseconds (`mnic-device serve --spin-us`; 0 = never poll). Default: the
+    /// device's own.
+    #[arg(long)]
+    device_spin_us: Option<u64>,
     /// Kill device 0's engine process (SIGKILL) this many seconds after boot (fault
     /// injection: the device falls off the bus, its supervisor keeps QEMU's socket open).
     #[arg(long)]
@@ -191,7 +196,16 @@ fn engine_pid_file(rd: &RunDir, i: u32) -> PathBuf {
     rd.path(&format!("mnic{i}.engine.pid"))
 }
 
-fn start_device(bin: &Path, rd: &RunDir, i: u32, strict: bool) -> Result<Owned> {
+/// How every device server of a run is started.
+#[derive(Clone, Copy)]
+struct DeviceOpts {
+    /// `--strict`.
+    strict: bool,
+    /// `--spin-us`, if given.
+    spin_us: Option<u64>,
+}
+
+fn start_device(bin: &Path, rd: &RunDir, i: u32, opts: DeviceOpts) -> Result<Owned> {
     let sock = rd.path(&format!("mnic{i}.sock"));
     let ctl = rd.path(&format!("mnic{i}.ctl"));
     let log = std::fs::File::create(rd.path(&format!("mnic{i}.log")))?;
@@ -203,8 +217,11 @@ fn start_device(bin: &Path, rd: &RunDir, i: u32, strict: bool) -> Result<Owned> 
         .arg(&ctl)
         .arg("--engine-pid")
         .arg(engine_pid_file(rd, i));
-    if strict {
+    if opts.strict {
         cmd.arg("--strict");
+    }
+    if let Some(us) = opts.spin_us {
+        cmd.arg("--spin-us").arg(us.to_string());
     }
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -340,8 +357,8 @@ fn qemu_command(a: &RunArgs, rd: &RunDir, initrd: &Path) -> Command {
 const HOTPLUG_PORT: &str = "hotplug0";
 
 /// Starts device server `i` and hot-adds it to the running guest through QMP.
-fn hot_add_device(bin: &Path, rd: &RunDir, i: u32, strict: bool) -> Result<Owned> {
-    let dev = start_device(bin, rd, i, strict)?;
+fn hot_add_device(bin: &Path, rd: &RunDir, i: u32, opts: DeviceOpts) -> Result<Owned> {
+    let dev = start_device(bin, rd, i, opts)?;
     let mut qmp = qmp::Qmp::connect(&rd.path("qmp.sock"))?;
     qmp.execute(&qmp::device_add_vfio_user(
         &format!("mnic{i}"),
@@ -377,6 +394,10 @@ fn run(a: &RunArgs) -> Result<i32> {
         signal_hook::flag::register(sig, Arc::clone(&stop))?;
     }
     let rd = RunDir::new()?;
+    let opts = DeviceOpts {
+        strict: a.strict,
+        spin_us: a.device_spin_us,
+    };
     let device_bin = match (&a.device_bin, a.devices) {
         (_, 0) => None,
         (Some(b), _) => Some(b.clone()),
@@ -385,7 +406,7 @@ fn run(a: &RunArgs) -> Result<i32> {
     let mut devices = Vec::new();
     if let Some(bin) = &device_bin {
         for i in 0..a.devices {
-            devices.push(start_device(bin, &rd, i, a.strict)?);
+            devices.push(start_device(bin, &rd, i, opts)?);
         }
     }
     let initrd = job_archive(a, &rd)?;
@@ -506,7 +527,7 @@ fn run(a: &RunArgs) -> Result<i32> {
         if let (Some(after), Some(bin)) = (a.hot_add_device_after, &device_bin) {
             let i = a.devices;
             if devices.len() == i as usize && started.elapsed() >= Duration::from_secs(after) {
-                match hot_add_device(bin, &rd, i, a.strict) {
+                match hot_add_device(bin, &rd, i, opts) {
                     Ok(dev) => {
                         eprintln!("mnic-vm: hot-added mnic{i} (pid {}) as asked", dev.pid());
                         devices.push(dev);

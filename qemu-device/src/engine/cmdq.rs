@@ -2,12 +2,14 @@
 //! A bad command is reported (ERROR event, ERROR_CODE, counter), skipped, and the
 //! queue continues. Indices follow spec §7a (`mnic_abi::ring`).
 
+use mnic_abi::SHADOW_PAGE_SIZE;
 use mnic_abi::{cmd, completion, counter, event, irq, pte, reg, ring, Command, CtxEntry};
 use mnic_abi::{CMD_FLAG_IRQ, CTX_FLAG_VALID, NUM_CONTEXTS, RING_LOG2_MAX, RING_LOG2_MIN};
 use zerocopy::FromBytes;
 
 use super::context::{Ctx, Done, Site, Stage};
 use super::error::DeviceError;
+use super::shadow;
 use super::state::Core;
 use crate::mem::{self, GuestMem};
 
@@ -21,7 +23,13 @@ impl Core {
     /// Executes pending commands (at most the budget). Returns whether any ran.
     pub(super) fn run_commands(&mut self, m: &GuestMem) -> bool {
         let n = 1u64 << self.cmdq_log2;
-        let tail = u64::from(self.sh.reg(reg::CMDQ_TAIL));
+        // One source of truth per queue (spec §4a): with a shadow page, `CMDQ_TAIL` only
+        // wakes the device.
+        let tail = if self.cmd_shadow != 0 {
+            u64::from(self.cmd_tail)
+        } else {
+            u64::from(self.sh.reg(reg::CMDQ_TAIL))
+        };
         let mut ran = 0;
         while ring::pending(u64::from(self.cmd_head), tail, n) != 0
             && ran < CMD_BUDGET
@@ -216,8 +224,23 @@ impl Core {
         }
         mem::check(m, e.root, pte::PAGE_SIZE, false)
             .map_err(|_| DeviceError::Address { addr: e.root })?;
-        self.ctxs[i] = Some(Box::new(Ctx::new(e)));
+        // Checked as the root is: alignment is the entry's business, RAM the address's.
+        if !e.shadow.is_multiple_of(SHADOW_PAGE_SIZE) {
+            return Err(bad_context(c));
+        }
+        if !shadow::valid(m, e.shadow) {
+            return Err(DeviceError::Address { addr: e.shadow });
+        }
+        // The queue starts at the shadow's tail of this moment (spec §4a).
+        let n = 1u64 << e.wq_size_log2;
+        let tail = if e.shadow != 0 {
+            shadow::read_tail(m, e.shadow, n).unwrap_or(0)
+        } else {
+            0
+        };
+        self.ctxs[i] = Some(Box::new(Ctx::new(e, tail)));
         self.set_live(i, true);
+        self.polling_joined(m, e.shadow);
         tracing::debug!(
             ctx = i,
             root = e.root,

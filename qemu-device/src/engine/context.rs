@@ -1,8 +1,9 @@
 //! A running context's state (spec §11, §12): the device's copy of its table entry, its
 //! place in its work and completion rings, the item in progress and a parked fault.
 //!
-//! Ring indices follow spec §7a (`mnic_abi::ring`): the doorbell (`WQ_TAIL`) is taken
-//! modulo the ring size, and the device's consumer index advances when an item's
+//! Ring indices follow spec §7a (`mnic_abi::ring`): the tail (the `WQ_TAIL` doorbell, or
+//! the shadow page's `tail` if the context has one, spec §4a) is taken modulo the ring
+//! size, and the device's consumer index advances when an item's
 //! completion is written, so at most `wq_entries - 1` items can be pending. Completions
 //! are counted from 0 since the context was enabled; the count gives the slot and the
 //! phase bit.
@@ -106,17 +107,37 @@ pub struct Ctx {
     pub stage: Stage,
     /// Set while a fault waits for RESUME/ABORT.
     pub parked: Option<Parked>,
+    /// The work queue's tail as last read from the shadow page (modulo the ring size);
+    /// unused without one.
+    pub shadow_tail: u32,
 }
 
 impl Ctx {
-    /// A context started from a validated table entry.
-    pub fn new(entry: CtxEntry) -> Self {
+    /// A context started from a validated table entry, with `shadow_tail` the tail its
+    /// shadow page holds at that moment (0 without one).
+    pub fn new(entry: CtxEntry, shadow_tail: u32) -> Self {
         Ctx {
             entry,
             wq_head: 0,
             cq_written: 0,
             stage: Stage::Idle,
             parked: None,
+            shadow_tail,
+        }
+    }
+
+    /// GPA of the context's shadow page, 0 for none.
+    pub fn shadow(&self) -> u64 {
+        self.entry.shadow
+    }
+
+    /// The work queue's tail: from the shadow page if there is one (the doorbell
+    /// register's value is then not used), else the `WQ_TAIL` value `doorbell`.
+    pub fn tail(&self, doorbell: u32) -> u32 {
+        if self.shadow() != 0 {
+            self.shadow_tail
+        } else {
+            doorbell
         }
     }
 
@@ -125,11 +146,12 @@ impl Ctx {
         self.entry.root
     }
 
-    fn wq_entries(&self) -> u64 {
+    /// Entries of the work queue.
+    pub fn wq_entries(&self) -> u64 {
         1u64 << self.entry.wq_size_log2
     }
 
-    /// Whether the doorbell value `tail` leaves a descriptor to fetch.
+    /// Whether the tail `tail` leaves a descriptor to fetch.
     pub fn has_work(&self, tail: u32) -> bool {
         ring::pending(u64::from(self.wq_head), u64::from(tail), self.wq_entries()) != 0
     }

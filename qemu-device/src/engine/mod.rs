@@ -16,6 +16,11 @@
 //! The engine runs only while bus mastering is on (spec §3), and a work step checks it
 //! again right before each access touches memory (`dma`).
 //!
+//! Shadow pages (spec §4a) are read and written by this thread too, in its poll rounds
+//! and in the sleep handshake right after one (between work steps, like commands), so
+//! the promise above covers them: after the SYNC that follows a `CTX_DISABLE`, the
+//! context's shadow page is not touched again.
+//!
 //! One job per file, imports one way (a file only uses files listed before it):
 //!
 //! | file | job |
@@ -28,12 +33,14 @@
 //! | `evq` | the event ring and the backlog inside the device |
 //! | `state` | [`Core`]: the fields every job shares, the reset state |
 //! | `report` | errors, events and interrupts out of the device; halts |
+//! | `shadow` | shadow pages: tails read from them, `polling` written, the sleep handshake |
 //! | `lifecycle` | CONTROL writes and resets: enable, disable |
 //! | `dma` | one access: translate (TLB, walk), judge (stale checker, oracle), gate |
 //! | `copy` | COPY: bounded steps, page runs copied with one memcpy |
 //! | `work` | a context's work items: fetch and decode, execute, complete, park |
 //! | `cmdq` | the command queue: invalidations, SYNC, RESUME/ABORT, context enable |
 //! | `poll` | one poll round over commands and contexts |
+//! | `pace` | when the data thread polls and when it sleeps: spin budget, backstop |
 //! | `thread` | the data thread around [`Core`] |
 
 mod cmdq;
@@ -44,8 +51,10 @@ mod error;
 mod evq;
 mod lifecycle;
 mod live;
+mod pace;
 mod poll;
 mod report;
+mod shadow;
 mod state;
 mod step;
 mod thread;
@@ -56,10 +65,13 @@ pub use context::Ctx;
 pub use copy::COPY_STEP;
 pub use error::{AccessError, DeviceError, Fault, FaultCause};
 pub use evq::{EventQueue, BACKLOG_BOUND, BACKLOG_MAX};
+pub use pace::{Next, Pace, BACKSTOP, DEFAULT_SPIN};
 pub use poll::Activity;
 pub use state::Core;
 pub use thread::Engine;
 pub use traffic::{mix, op as traffic_op, pattern as traffic_pattern};
 
+#[cfg(test)]
+mod shadow_tests;
 #[cfg(test)]
 mod tests;

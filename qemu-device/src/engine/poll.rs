@@ -1,5 +1,6 @@
-//! One poll round of the state machine: events, a bounded batch of commands, one step
-//! of each enabled context in round-robin order, events again, interrupts.
+//! One poll round of the state machine: shadow tails, events, a bounded batch of
+//! commands, one step of each enabled context in round-robin order, events again,
+//! interrupts.
 
 use std::time::Instant;
 
@@ -19,7 +20,7 @@ pub enum Activity {
 }
 
 impl Core {
-    /// One round: events, up to `CMD_BUDGET` commands, one step of each runnable
+    /// One round: shadow tails, events, up to `CMD_BUDGET` commands, one step of each runnable
     /// context, events again, interrupts. Bounded work; holds no state in `m` after
     /// it returns.
     pub fn poll(&mut self, m: &GuestMem) -> Activity {
@@ -43,6 +44,8 @@ impl Core {
         }
         // An oracle halt is applied here so that its ERROR event is flushed below.
         self.stopped();
+        // The queues with shadow pages take their tails now (spec §4a).
+        self.refresh_tails(m);
         let mut busy = self.flush_events(m);
         busy |= self.run_commands(m);
         let mut deadline: Option<Instant> = None;

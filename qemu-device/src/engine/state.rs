@@ -24,6 +24,13 @@ pub struct Core {
     pub(super) cmdq_log2: u8,
     /// Consumer index of the command queue (`CMDQ_HEAD`).
     pub(super) cmd_head: u32,
+    /// GPA of the command queue's shadow page, latched at enable (0: none; the tail is
+    /// then `CMDQ_TAIL`).
+    pub(super) cmd_shadow: u64,
+    /// The command queue's tail as last read from its shadow page (modulo the ring size).
+    pub(super) cmd_tail: u32,
+    /// The device has written `polling` = 1 into the shadow pages (spec §4a).
+    pub(super) polling: bool,
     pub(super) evq: EventQueue,
     /// Sequence number of the last executed command (0: none yet).
     pub(super) seq: u64,
@@ -33,6 +40,8 @@ pub struct Core {
     pub(super) ctxs: Vec<Option<Box<Ctx>>>,
     /// Which `ctxs` slots are occupied.
     pub(super) live: LiveSet,
+    /// Which of them have a shadow page (the poll round reads only those).
+    pub(super) shadowed: LiveSet,
     /// Next fault id; unique per device (never reset, never 0).
     pub(super) next_fault_id: u64,
     /// TLB hits not yet added to the shared counter: one atomic add per poll round instead
@@ -60,12 +69,16 @@ impl Core {
             cmdq_base: 0,
             cmdq_log2: 0,
             cmd_head: 0,
+            cmd_shadow: 0,
+            cmd_tail: 0,
+            polling: false,
             evq: EventQueue::default(),
             seq: 0,
             tlb: Tlb::default(),
             checker: StaleChecker::default(),
             ctxs: (0..NUM_CONTEXTS).map(|_| None).collect(),
             live: LiveSet::default(),
+            shadowed: LiveSet::default(),
             next_fault_id: 1,
             tlb_hits: 0,
             rr: 0,

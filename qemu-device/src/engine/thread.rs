@@ -1,11 +1,13 @@
 //! The data thread: the one thread that runs [`Core`], separate from the vfio-user socket
 //! loop. It carries out CONTROL writes and resets it is handed, polls while there is
-//! work, and sleeps until a doorbell, a request or a throttled item's instant.
+//! work (and, with shadow pages, for a spin budget after it: `pace`), and sleeps until a
+//! doorbell, a request, a throttled item's instant or the shadow pages' backstop.
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use super::poll::Activity;
+use super::pace::{Next, Pace};
 use super::state::Core;
 use crate::mem::GuestRam;
 use crate::shared::{Request, Shared};
@@ -17,8 +19,9 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the data thread over `sh`, accessing guest memory through `ram`.
-    pub fn spawn(sh: Arc<Shared>, ram: Arc<GuestRam>) -> std::io::Result<Self> {
+    /// Starts the data thread over `sh`, accessing guest memory through `ram`, polling
+    /// shadow pages for `spin` after the last work (zero: never).
+    pub fn spawn(sh: Arc<Shared>, ram: Arc<GuestRam>, spin: Duration) -> std::io::Result<Self> {
         /// Tells everyone waiting for the data thread that it died, if it unwinds.
         struct Watch(Arc<Shared>);
         impl Drop for Watch {
@@ -34,6 +37,9 @@ impl Engine {
             .spawn(move || {
                 let sh = core.shared().clone();
                 let _watch = Watch(sh.clone());
+                let mut pace = Pace::new(spin);
+                // A request was carried out since the last round: that wakes too.
+                let mut requested = false;
                 loop {
                     #[cfg(test)]
                     if sh
@@ -47,20 +53,26 @@ impl Engine {
                         core.handle(r, &m);
                         drop(m);
                         sh.ack();
+                        requested = true;
                         continue;
                     }
                     if sh.shutting_down() {
                         break;
                     }
-                    // A snapshot per round only: DMA_UNMAP waits for it. The round is
-                    // bracketed for bus mastering: clearing it waits for the round to end.
+                    // A snapshot per round only: DMA_UNMAP waits for it. The round (with
+                    // the shadow-page accesses around it) is bracketed for bus mastering:
+                    // clearing it waits for the round to end.
                     let m = ram.snapshot();
                     sh.dma_begin();
+                    let kicked = sh.take_kick() || std::mem::take(&mut requested);
+                    pace.before_round(&mut core, &m, Instant::now(), kicked);
                     let act = core.poll(&m);
+                    let next = pace.after_round(&mut core, &m, act, Instant::now());
                     sh.dma_end();
                     drop(m);
-                    if let Activity::Idle(until) = act {
-                        sh.wait_for_work(until);
+                    match next {
+                        Next::Poll => std::hint::spin_loop(),
+                        Next::Sleep(until) => sh.wait_for_work(until),
                     }
                 }
             })?;

@@ -57,10 +57,11 @@ impl Core {
         }
     }
 
-    /// Fetches and decodes the next descriptor, if the doorbell says there is one. A
-    /// refused descriptor is reported and completes with `BAD_DESCRIPTOR`.
+    /// Fetches and decodes the next descriptor, if the tail (doorbell or shadow page)
+    /// says there is one. A refused descriptor is reported and completes with
+    /// `BAD_DESCRIPTOR`.
     fn fetch(&mut self, m: &GuestMem, i: usize, x: &mut Ctx) -> Result<Step, DeviceError> {
-        if !x.has_work(self.sh.doorbell(i)) {
+        if !x.has_work(x.tail(self.sh.doorbell(i))) {
             return Ok(Step::Idle);
         }
         let c = i as u16;

@@ -1,11 +1,15 @@
 //! A device core on anonymous guest RAM with the driver's side of the rings played by
-//! plain function calls, and the guest oracle module's register sequence.
+//! plain function calls, and the guest oracle module's register sequence. Queues may have
+//! shadow pages (spec §4a); the harness then posts as a producer must: tail into the
+//! page, a fence, and the doorbell register only if `polling` says so.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use std::sync::atomic::{fence, Ordering};
+
 use mnic_abi::{cmd, control, pte, reg, ring};
-use mnic_abi::{Command, Completion, CtxEntry, Event, WorkDesc};
+use mnic_abi::{Command, Completion, CtxEntry, Event, Shadow, WorkDesc};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::tables::Tables;
@@ -60,6 +64,8 @@ pub const EVQ: u64 = 0x9000;
 pub const EVQ_LOG2: u32 = 6;
 /// GPA of the SYNC word.
 pub const SYNC_WORD: u64 = 0xa000;
+/// GPA of the command queue's shadow page ([`Harness::with_cmd_shadow`]).
+pub const CMD_SHADOW: u64 = 0xb000;
 /// GPA where translation tables start (64 pages per context).
 pub const TABLES: u64 = 0x10_0000;
 /// GPA where data pages start.
@@ -76,9 +82,14 @@ pub struct Harness {
     pub core: Core,
     /// MMIO decode over the same shared state.
     pub dev: Mmio,
+    /// Producers write the doorbell register on every post, shadow page or not (the
+    /// driver's `trapped_doorbells` knob).
+    pub forced_doorbells: bool,
     tables: HashMap<u16, Tables>,
     ctxs: HashMap<u16, HCtx>,
     cmd_tail: u32,
+    /// GPA of the command queue's shadow page, 0 for none.
+    cmd_shadow: u64,
     ev_seen: u64,
     data_next: u64,
 }
@@ -90,6 +101,8 @@ struct HCtx {
     cq_log2: u8,
     tail: u32,
     cq_seen: u64,
+    /// GPA of the context's shadow page, 0 for none.
+    shadow: u64,
 }
 
 impl Harness {
@@ -102,19 +115,35 @@ impl Harness {
     /// An enabled device over `ram`, which must cover `[0, RAM_SIZE)`, with bus
     /// mastering on (as the driver's probe leaves it).
     pub fn with_ram(ram: GuestRam, strict: bool) -> Self {
+        Self::build(ram, strict, 0)
+    }
+
+    /// An enabled device whose command queue has a shadow page, at [`CMD_SHADOW`].
+    pub fn with_cmd_shadow(strict: bool) -> Self {
+        let ram = GuestRam::anonymous(&[(0, RAM_SIZE)]).expect("guest RAM");
+        Self::build(ram, strict, CMD_SHADOW)
+    }
+
+    /// An enabled device over `ram` (as [`Self::with_ram`]) whose command queue has the
+    /// shadow page at `cmd_shadow` (0: none).
+    pub fn build(ram: GuestRam, strict: bool, cmd_shadow: u64) -> Self {
         let sh = Shared::new(Arc::new(Counters::default()), strict);
         sh.set_bus_master(true);
         let mut h = Harness {
             ram,
             core: Core::new(sh.clone()),
             dev: Mmio::new(sh),
+            forced_doorbells: false,
             tables: Default::default(),
             ctxs: Default::default(),
             cmd_tail: 0,
+            cmd_shadow,
             ev_seen: 0,
             data_next: DATA,
         };
         for (r, v) in [
+            (reg::SHADOW_BASE_LO, cmd_shadow as u32),
+            (reg::SHADOW_BASE_HI, (cmd_shadow >> 32) as u32),
             (reg::CTX_TABLE_LO, CTX_TABLE as u32),
             (reg::CMDQ_BASE_LO, CMDQ as u32),
             (reg::CMDQ_SIZE_LOG2, CMDQ_LOG2),
@@ -174,7 +203,33 @@ impl Harness {
         let at = CMDQ + size_of::<Command>() as u64 * u64::from(self.cmd_tail);
         mem::write(&m, at, c.as_bytes()).unwrap();
         self.cmd_tail = ring::next(u64::from(self.cmd_tail), n) as u32;
-        self.write_reg(reg::CMDQ_TAIL, self.cmd_tail);
+        if self.produce(self.cmd_shadow, self.cmd_tail) {
+            self.write_reg(reg::CMDQ_TAIL, self.cmd_tail);
+        }
+    }
+
+    /// The producer's rule (spec §4a) for a queue whose shadow page is at `shadow` (0:
+    /// none) and whose new tail is `tail`: returns whether the doorbell register must
+    /// be written too.
+    pub fn produce(&self, shadow: u64, tail: u32) -> bool {
+        if shadow == 0 {
+            return true;
+        }
+        let m = self.mem();
+        mem::store_u32(&m, shadow + Shadow::TAIL_OFFSET as u64, tail).unwrap();
+        fence(Ordering::SeqCst);
+        let polling = mem::load_u32(&m, shadow + Shadow::POLLING_OFFSET as u64).unwrap();
+        Shadow::doorbell_needed(polling, self.forced_doorbells)
+    }
+
+    /// The `polling` word of the shadow page at `gpa`.
+    pub fn polling_word(&self, gpa: u64) -> u32 {
+        mem::load_u32(&self.mem(), gpa + Shadow::POLLING_OFFSET as u64).unwrap()
+    }
+
+    /// GPA of the shadow page of `ctx` (0: none).
+    pub fn ctx_shadow(&self, ctx: u16) -> u64 {
+        self.ctxs.get(&ctx).map_or(0, |h| h.shadow)
     }
 
     /// Queues a command from its parts.
@@ -247,6 +302,17 @@ impl Harness {
     /// Writes the context-table entry of `ctx`, maps its queues and enables it
     /// (CTX_ENABLE, run).
     pub fn setup_ctx(&mut self, ctx: u16, wq_log2: u8, cq_log2: u8) {
+        self.setup_ctx_with(ctx, wq_log2, cq_log2, false);
+    }
+
+    /// As [`Self::setup_ctx`], with a fresh (zeroed) shadow page for the work queue if
+    /// `shadow`.
+    pub fn setup_ctx_with(&mut self, ctx: u16, wq_log2: u8, cq_log2: u8, shadow: bool) {
+        let shadow = if shadow {
+            self.alloc(mnic_abi::SHADOW_PAGE_SIZE, false)
+        } else {
+            0
+        };
         let wq_len = 64u64 << wq_log2;
         let cq_len = 32u64 << cq_log2;
         let wq_gpa = self.alloc(wq_len, false);
@@ -261,6 +327,7 @@ impl Harness {
             root,
             wq_va: WQ_VA,
             cq_va: WQ_VA + (1 << 20),
+            shadow,
             ..Default::default()
         };
         let m = self.mem();
@@ -274,24 +341,28 @@ impl Harness {
                 cq_log2,
                 tail: 0,
                 cq_seen: 0,
+                shadow,
             },
         );
         self.command(cmd::CTX_ENABLE, ctx, 0, 0);
         self.run();
     }
 
-    /// Writes `d` into the next WQ slot of `ctx` and rings its doorbell (not run).
+    /// Writes `d` into the next WQ slot of `ctx` and rings its doorbell, or writes its
+    /// shadow tail (not run).
     pub fn post(&mut self, ctx: u16, d: WorkDesc) {
         let m = self.mem();
         let h = self.ctxs.get_mut(&ctx).expect("setup_ctx first");
         let at = h.wq_gpa + size_of::<WorkDesc>() as u64 * u64::from(h.tail);
         mem::write(&m, at, d.as_bytes()).unwrap();
         h.tail = ring::next(u64::from(h.tail), 1 << h.wq_log2) as u32;
-        let tail = h.tail;
-        self.dev.bar2_write(
-            u64::from(ctx) * mnic_abi::DOORBELL_PAGE_SIZE,
-            &tail.to_le_bytes(),
-        );
+        let (tail, shadow) = (h.tail, h.shadow);
+        if self.produce(shadow, tail) {
+            self.dev.bar2_write(
+                u64::from(ctx) * mnic_abi::DOORBELL_PAGE_SIZE,
+                &tail.to_le_bytes(),
+            );
+        }
     }
 
     /// New completions of `ctx` (by phase).

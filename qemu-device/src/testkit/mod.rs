@@ -8,7 +8,7 @@ pub mod tables;
 
 pub use harness::{oracle_call, Harness};
 pub use harness::{
-    CMDQ, CMDQ_LOG2, CTX_TABLE, DATA, EVQ, EVQ_LOG2, RAM_SIZE, SYNC_WORD, TABLES, WQ_VA,
+    CMDQ, CMDQ_LOG2, CMD_SHADOW, CTX_TABLE, DATA, EVQ, EVQ_LOG2, RAM_SIZE, SYNC_WORD, TABLES, WQ_VA,
 };
 pub use memfd::memfd;
 pub use tables::Tables;
