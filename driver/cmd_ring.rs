@@ -43,6 +43,9 @@ pub(crate) struct CmdRing {
     /// Last `CMDQ_HEAD` read from the device (refreshed only when the ring looks full).
     head: u32,
     next_ticket: u64,
+    /// The trapped mode last written to the device's `SPIN_US` (debugfs
+    /// `trapped_doorbells`); written again when the knob changes.
+    pub(crate) trapped_applied: bool,
 }
 
 impl CmdRing {
@@ -54,6 +57,7 @@ impl CmdRing {
             tail: 0,
             head: 0,
             next_ticket: 1,
+            trapped_applied: false,
         })
     }
 

@@ -14,8 +14,8 @@
 //! - `fault_unbind_delay_ms` (read-write): unbind sleeps this long once it has stopped new
 //!   submissions, before the device is stopped (the window of an invalidation racing unbind);
 //! - `trapped_doorbells` (read-write, 0 or 1): 1 makes every command post write the
-//!   `CMDQ_TAIL` register, even while the device polls the shadow page (spec §4a), so a
-//!   benchmark can compare the two ways of posting;
+//!   `CMDQ_TAIL` register and turns the device's polling off (`SPIN_US` override 0, from
+//!   the next post on), so a benchmark can compare the two ways of posting (spec §4a);
 //! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
 //!   oracle find the PCI function behind `/dev/mnicN`).
 

@@ -482,10 +482,19 @@ impl MnicDev {
             None
         };
         let tail = q.tail();
+        let trapped = self.trapped_doorbells.load(Relaxed) != 0;
+        if self.cmd_shadow.is_some() && trapped != q.trapped_applied {
+            // Trapped mode is the path without shadow doorbells, so the device must not poll
+            // either: it would find the tail in the shadow page before the register write
+            // reaches it. A spin budget of 0 makes it read the page only when rung.
+            let spin = if trapped { abi::spin::OVERRIDE } else { 0 };
+            access.bar()?.write_reg(regs::SPIN_US::from(spin));
+            q.trapped_applied = trapped;
+        }
         let ring = match &self.cmd_shadow {
             // With a shadow page the device takes the tail from there only; the register write
             // just wakes it, when it is not polling (or when doorbells are forced).
-            Some(shadow) => shadow.publish(tail, self.trapped_doorbells.load(Relaxed) != 0)?,
+            Some(shadow) => shadow.publish(tail, trapped)?,
             None => true,
         };
         if ring {

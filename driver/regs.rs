@@ -79,6 +79,9 @@ register! {
     /// The command queue's shadow page (spec §4a), bus address halves; 0 = none.
     pub(crate) SHADOW_BASE_LO(u32) @ 0x0a8 {}
     pub(crate) SHADOW_BASE_HI(u32) @ 0x0ac {}
+
+    /// The device's spin budget (spec §4a): bit 31 overrides its default with bits 19:0.
+    pub(crate) SPIN_US(u32) @ 0x0b0 {}
 }
 
 /// Each typed register sits at the offset the shared ABI gives it.
@@ -111,8 +114,10 @@ const _: () = {
         IRQ_STATUS,
         IRQ_MASK,
         SHADOW_BASE_LO,
-        SHADOW_BASE_HI
+        SHADOW_BASE_HI,
+        SPIN_US
     );
+    assert!(abi::spin::OVERRIDE == 1 << 31);
     assert!(abi::control::ENABLE == 1 << 0 && abi::control::RESET == 1 << 1);
     assert!(abi::control::STRICT == 1 << 2);
     assert!(abi::status::ENABLED == 1 << 0 && abi::status::HALTED == 1 << 1);

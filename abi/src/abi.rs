@@ -123,6 +123,9 @@ pub mod reg {
     pub const SHADOW_BASE_LO: u32 = 0x0a8;
     /// GPA of the command queue's shadow page, high half.
     pub const SHADOW_BASE_HI: u32 = 0x0ac;
+    /// The device's spin budget (spec §4a): `spin::OVERRIDE` and a value in µs; 0 (the
+    /// reset value) = the device's own default.
+    pub const SPIN_US: u32 = 0x0b0;
     /// First 64-bit counter; counter `i` is at `COUNTERS + 8 * i`.
     pub const COUNTERS: u32 = 0x100;
     /// Offset of 64-bit counter `i`.
@@ -583,6 +586,14 @@ pub struct Completion {
 }
 
 // ------------------------------------------------------------------ shadow doorbells (spec §4a)
+
+/// `SPIN_US` fields (spec §4a).
+pub mod spin {
+    /// The budget in bits 19:0 replaces the device's default.
+    pub const OVERRIDE: u32 = 1 << 31;
+    /// The budget, in µs.
+    pub const US_MASK: u32 = 0x000f_ffff;
+}
 
 /// Size (and alignment) of a shadow page.
 pub const SHADOW_PAGE_SIZE: u64 = 4096;

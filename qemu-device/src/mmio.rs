@@ -67,7 +67,8 @@ fn classify(off: u32) -> Option<Reg> {
         | reg::ORACLE_END_LO
         | reg::ORACLE_END_HI
         | reg::SHADOW_BASE_LO
-        | reg::SHADOW_BASE_HI => Reg::ReadWrite,
+        | reg::SHADOW_BASE_HI
+        | reg::SPIN_US => Reg::ReadWrite,
         reg::IRQ_MASK => Reg::IrqMask,
         reg::ORACLE_OP => Reg::OracleOp,
         reg::DEBUG_STALL_MS => Reg::Stall,

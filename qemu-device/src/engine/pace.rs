@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use mnic_abi::counter;
+use mnic_abi::{counter, reg, spin};
 
 use super::poll::Activity;
 use super::state::Core;
@@ -37,7 +37,8 @@ pub enum Next {
 /// The data thread's polling policy.
 #[derive(Debug)]
 pub struct Pace {
-    spin: Duration,
+    /// The device's own budget; `SPIN_US` with `OVERRIDE` replaces it until a reset.
+    default_spin: Duration,
     /// The last round that found work, or the last kick.
     last_work: Instant,
     /// Went to sleep and nothing woke it yet (a backstop round does not).
@@ -48,9 +49,19 @@ impl Pace {
     /// A policy with spin budget `spin` (zero: never poll), starting asleep.
     pub fn new(spin: Duration) -> Self {
         Pace {
-            spin,
+            default_spin: spin,
             last_work: Instant::now(),
             asleep: true,
+        }
+    }
+
+    /// The budget in force: the driver's `SPIN_US` override, or the device's default.
+    fn spin(&self, core: &Core) -> Duration {
+        let r = core.sh.reg(reg::SPIN_US);
+        if r & spin::OVERRIDE != 0 {
+            Duration::from_micros(u64::from(r & spin::US_MASK))
+        } else {
+            self.default_spin
         }
     }
 
@@ -72,7 +83,7 @@ impl Pace {
     fn wake(&mut self, core: &mut Core, m: &GuestMem, now: Instant) {
         self.asleep = false;
         self.last_work = now;
-        if !self.spin.is_zero() && !core.polling() {
+        if !self.spin(core).is_zero() && !core.polling() {
             core.set_polling(m, true);
         }
     }
@@ -94,7 +105,7 @@ impl Pace {
             Activity::Idle(until) => until,
         };
         if core.polling() {
-            if now.saturating_duration_since(self.last_work) < self.spin {
+            if now.saturating_duration_since(self.last_work) < self.spin(core) {
                 return Next::Poll;
             }
             if !core.sleep_check(m) {
@@ -109,7 +120,7 @@ impl Pace {
         }
         // The backstop is for a producer that missed `polling` = 0; with a budget of 0
         // no page ever said 1.
-        let backstop = (!self.spin.is_zero() && core.has_shadows()).then(|| now + BACKSTOP);
+        let backstop = (!self.spin(core).is_zero() && core.has_shadows()).then(|| now + BACKSTOP);
         Next::Sleep(match (until, backstop) {
             (Some(u), Some(b)) => Some(u.min(b)),
             (u, b) => u.or(b),

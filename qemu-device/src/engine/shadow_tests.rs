@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mnic_abi::{caps, cmd, completion, control, counter, error, reg, status, work};
+use mnic_abi::{caps, cmd, completion, control, counter, error, reg, spin, status, work};
 use mnic_abi::{Command, CtxEntry, Shadow, WorkDesc};
 use zerocopy::IntoBytes;
 
@@ -274,6 +274,44 @@ fn spin_zero_never_sets_polling() {
         h.counter(counter::DOORBELLS),
         2,
         "CMDQ_TAIL of CTX_ENABLE, WQ_TAIL"
+    );
+}
+
+#[test]
+fn spin_us_register_overrides_the_budget_until_reset() {
+    let mut h = Harness::with_cmd_shadow(true);
+    h.setup_ctx_with(1, 4, 4, true);
+    let m = h.mem();
+    // A device started with a long budget; the driver turns polling off at run time.
+    let mut pace = Pace::new(Duration::from_secs(10));
+    h.write_reg(reg::SPIN_US, spin::OVERRIDE);
+    let t0 = Instant::now();
+    pace.before_round(&mut h.core, &m, t0, true);
+    assert!(!h.core.polling(), "an override of 0 never polls");
+    assert_eq!(
+        pace.after_round(&mut h.core, &m, Activity::Idle(None), t0),
+        Next::Sleep(None)
+    );
+    // An override of 50 us: polls, and sleeps once 50 us have passed (not 10 s).
+    h.write_reg(reg::SPIN_US, spin::OVERRIDE | 50);
+    pace.before_round(&mut h.core, &m, t0, true);
+    assert!(h.core.polling());
+    let later = t0 + Duration::from_micros(60);
+    assert!(matches!(
+        pace.after_round(&mut h.core, &m, Activity::Idle(None), later),
+        Next::Sleep(Some(_))
+    ));
+    // Without OVERRIDE (a reset writes 0) the default is back: 60 us is within 10 s.
+    h.write_reg(reg::SPIN_US, 0);
+    pace.before_round(&mut h.core, &m, later, true);
+    assert_eq!(
+        pace.after_round(
+            &mut h.core,
+            &m,
+            Activity::Idle(None),
+            later + Duration::from_micros(60)
+        ),
+        Next::Poll
     );
 }
 

@@ -428,8 +428,9 @@ pub fn shadow_section(md: &mut String, g: &Guest) {
         "\n## Guest: shadow doorbells and the polling device\n\n\
          Shadow: the producer writes its tail into a shadow page and rings the doorbell \
          register only while the device is not polling. Trapped: every post writes the \
-         register (SYNC: debugfs `trapped_doorbells` = 1; COPY: a context with the plain \
-         mapped doorbell). Both sides alternate in blocks in one boot. Counters per \
+         register and the device does not poll (SYNC: debugfs `trapped_doorbells` = 1, which \
+         also sets the device's spin budget to 0; COPY: a context with the plain mapped \
+         doorbell, which the device never polls). Both sides alternate in blocks in one boot. Counters per \
          operation are device-wide deltas (`doorbells`, `shadow_tails`, `sleeps`).\n\n\
          | operation | shadow µs | trapped µs | trapped / shadow | doorbells/op shadow | doorbells/op trapped | shadow tails/op | device sleeps/op |\n|---|---|---|---|---|---|---|---|"
     );

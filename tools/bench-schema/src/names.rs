@@ -49,7 +49,8 @@ pub mod row {
     // sync
     /// `MNIC_IOC_SYNC` round trips, the driver writing the command-queue shadow page.
     pub const SYNC_SHADOW: &str = "sync_shadow";
-    /// The same with `trapped_doorbells` = 1: the driver rings `CMDQ_TAIL` every time.
+    /// The same with `trapped_doorbells` = 1: the driver rings `CMDQ_TAIL` every time and
+    /// the device does not poll.
     pub const SYNC_TRAPPED: &str = "sync_trapped";
     // doorbell
     /// One hot COPY item, post to completion, on a context with a shadow doorbell.

@@ -1,6 +1,7 @@
 //! The driver's `trapped_doorbells` debugfs knob (`/sys/kernel/debug/mnicN/`): 1 makes
-//! the driver write `CMDQ_TAIL` on every command-queue post even while the device
-//! polls its shadow page, the "trapped" side of `mnic bench sync`. The driver reads it
+//! the driver write `CMDQ_TAIL` on every command-queue post and turn the device's
+//! polling off (spin budget 0), the path without shadow doorbells: the "trapped" side of
+//! `mnic bench sync`. The driver reads it
 //! at every post, so it can be flipped between blocks of one run.
 
 use std::path::PathBuf;
