@@ -9,13 +9,15 @@ use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
-use mnic::{Access, DmaBuffer, Error, Work, WorkError};
+use mnic::{
+    Access, Context, DevCounters, DmaBuffer, DoorbellMode, Error, QueueConfig, Work, WorkError,
+};
 use mnic_abi as abi;
 use mnic_guest_util::nic::{
     ensure_module, no_stale, open, open_with_queues, post_long_traffic, DEV, MODULE, TIMEOUT,
 };
 use mnic_guest_util::{
-    check, e, ensure_swap, in_child, pins_held, proc_value, raw_ioctl, Case, CaseResult, Map,
+    check, e, ensure_swap, in_child, note, pins_held, proc_value, raw_ioctl, Case, CaseResult, Map,
     Outcome::*,
 };
 
@@ -672,6 +674,338 @@ fn forgotten_registration_keeps_memory() -> CaseResult {
     Ok(Pass)
 }
 
+// ------------------------------------------------------------------ shadow doorbells
+
+/// The device counters of `ctx`'s NIC.
+fn dev_counters(ctx: &Context) -> Result<DevCounters, String> {
+    ctx.dev_stats().map_err(e("DEV_STATS"))
+}
+
+/// mmap of `len` bytes at offset `off` of `fd` with `flags`; the errno on failure.
+fn map_dev(fd: &impl AsRawFd, off: u64, len: usize, flags: i32) -> Result<Map, i32> {
+    // SAFETY: a fresh mapping at an address the kernel chooses; nothing in Rust refers to it,
+    // and `Map` unmaps it when dropped.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            fd.as_raw_fd(),
+            off as libc::off_t,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        Err(mnic_guest_util::errno())
+    } else {
+        Ok(Map::adopt(p as usize, len))
+    }
+}
+
+/// A shadow page mapped at offset 4096 (spec §13), read through its two words.
+struct ShadowView(Map);
+
+impl ShadowView {
+    fn map(fd: &impl AsRawFd) -> Result<ShadowView, String> {
+        map_dev(
+            fd,
+            abi::MMAP_SHADOW_OFFSET,
+            abi::SHADOW_PAGE_SIZE as usize,
+            libc::MAP_SHARED,
+        )
+        .map(ShadowView)
+        .map_err(|n| format!("mmap of the shadow page: errno {n}"))
+    }
+
+    fn word(&self, off: usize) -> u32 {
+        // SAFETY: `off` is 0 or 4: an aligned word inside the live 4 KiB shared mapping, which
+        // the library and the device write concurrently, so it is read atomically and never
+        // through a plain reference.
+        let w = unsafe { std::sync::atomic::AtomicU32::from_ptr((self.0.ptr + off) as *mut u32) };
+        u32::from_le(w.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
+    fn tail(&self) -> u32 {
+        self.word(abi::Shadow::TAIL_OFFSET)
+    }
+
+    fn polling(&self) -> u32 {
+        self.word(abi::Shadow::POLLING_OFFSET)
+    }
+}
+
+fn expect_cmd_errno(fd: &impl AsRawFd, what: &str, cmd: u32, want: i32) -> Result<(), String> {
+    match raw_ioctl(fd, cmd, std::ptr::null_mut::<u8>()) {
+        Err(got) if got == want => Ok(()),
+        Err(got) => Err(format!("{what}: errno {got}, want {want}")),
+        Ok(_) => Err(format!("{what}: succeeded, want errno {want}")),
+    }
+}
+
+fn expect_cmd_ok(fd: &impl AsRawFd, what: &str, cmd: u32) -> Result<(), String> {
+    raw_ioctl(fd, cmd, std::ptr::null_mut::<u8>())
+        .map(drop)
+        .map_err(|n| format!("{what}: errno {n}"))
+}
+
+fn shadow_config(doorbell: DoorbellMode) -> QueueConfig {
+    QueueConfig {
+        doorbell,
+        ..QueueConfig::default()
+    }
+}
+
+/// The errors of `MNIC_IOC_SHADOW`, `MNIC_IOC_SYNC` and the shadow mmap (spec §13).
+fn shadow_ioctls() -> CaseResult {
+    let ctx = open()?;
+    let fd: &Context = &ctx;
+    check(ctx.info().caps.has(abi::caps::SHADOW), || {
+        format!("no CAPS.SHADOW: caps {:#x}", ctx.info().caps.0)
+    })?;
+    // Before MNIC_IOC_SHADOW there is no page to map.
+    let early = map_dev(fd, abi::MMAP_SHADOW_OFFSET, 4096, libc::MAP_SHARED);
+    check(early.as_ref().err() == Some(&libc::EINVAL), || {
+        format!(
+            "shadow mmap before MNIC_IOC_SHADOW: {:?}, want EINVAL",
+            early.as_ref().map(|m| m.ptr)
+        )
+    })?;
+    // A forked child holds the file but not the context: SHADOW is the owner's, SYNC is
+    // anybody's.
+    in_child(|| {
+        expect_cmd_errno(fd, "SHADOW from a child", abi::MNIC_IOC_SHADOW, libc::EPERM)?;
+        expect_cmd_ok(fd, "SYNC from a child", abi::MNIC_IOC_SYNC)
+    })?;
+    expect_cmd_ok(fd, "SHADOW", abi::MNIC_IOC_SHADOW)?;
+    expect_cmd_ok(fd, "SHADOW again", abi::MNIC_IOC_SHADOW)?;
+    let private = map_dev(fd, abi::MMAP_SHADOW_OFFSET, 4096, libc::MAP_PRIVATE);
+    check(private.as_ref().err() == Some(&libc::EINVAL), || {
+        format!(
+            "private shadow mmap: {:?}, want EINVAL",
+            private.as_ref().map(|m| m.ptr)
+        )
+    })?;
+    let long = map_dev(fd, abi::MMAP_SHADOW_OFFSET, 8192, libc::MAP_SHARED);
+    check(long.as_ref().err() == Some(&libc::EINVAL), || {
+        format!(
+            "8 KiB shadow mmap: {:?}, want EINVAL",
+            long.as_ref().map(|m| m.ptr)
+        )
+    })?;
+    let view = ShadowView::map(fd)?;
+    check(view.tail() == 0 && view.polling() == 0, || {
+        format!(
+            "fresh shadow page: tail {} polling {}, want zeroes",
+            view.tail(),
+            view.polling()
+        )
+    })?;
+    expect_cmd_ok(fd, "SYNC", abi::MNIC_IOC_SYNC)?;
+    // The library asks once more (harmless) and maps the page itself.
+    ctx.setup_queues(shadow_config(DoorbellMode::Shadow))
+        .map_err(e("setup_queues (shadow)"))?;
+    let mode = ctx.queue_config().map(|c| c.doorbell);
+    check(mode == Some(DoorbellMode::Shadow), || {
+        format!("doorbell mode {mode:?}, want Shadow")
+    })?;
+    expect_cmd_errno(
+        fd,
+        "SHADOW after SETUP_QUEUES",
+        abi::MNIC_IOC_SHADOW,
+        libc::EBUSY,
+    )?;
+    // Our mapping and the library's are the same page, the one the device reads: the tails
+    // the library publishes show in ours, and the posts complete.
+    for i in 1..=3u32 {
+        ctx.run(&Work::nop(), TIMEOUT).map_err(e("NOP"))?;
+        check(view.tail() == i, || {
+            format!("shadow tail {} after {i} posts", view.tail())
+        })?;
+    }
+    expect_cmd_ok(fd, "SYNC after setup", abi::MNIC_IOC_SYNC)?;
+    in_child(|| expect_cmd_ok(fd, "SYNC from a child after setup", abi::MNIC_IOC_SYNC))?;
+    no_stale(&ctx)?;
+    Ok(Pass)
+}
+
+/// `POSTS` NOPs, each waited for, on a context with `mode`; the device counters' change.
+fn post_nops(mode: DoorbellMode, posts: u32) -> Result<DevCounters, String> {
+    let ctx = open()?;
+    ctx.setup_queues(shadow_config(mode))
+        .map_err(e("setup_queues"))?;
+    let got = ctx.queue_config().map(|c| c.doorbell);
+    check(got == Some(mode), || {
+        format!("doorbell mode {got:?}, want {mode:?}")
+    })?;
+    let before = dev_counters(&ctx)?;
+    for i in 0..posts {
+        let bytes = ctx
+            .run(&Work::nop(), TIMEOUT)
+            .map_err(|err| format!("{mode:?} NOP {i}: {err}"))?;
+        check(bytes == 0, || format!("{mode:?} NOP {i}: {bytes} bytes"))?;
+    }
+    let d = dev_counters(&ctx)?.since(&before);
+    check(
+        d.get(abi::counter::WORK_COMPLETED) >= u64::from(posts),
+        || {
+            format!(
+                "{mode:?}: device completed {} items for {posts} posts",
+                d.get(abi::counter::WORK_COMPLETED)
+            )
+        },
+    )?;
+    no_stale(&ctx)?;
+    Ok(d)
+}
+
+fn shadow_posts_skip_the_doorbell() -> CaseResult {
+    const POSTS: u32 = 200;
+    let d = post_nops(DoorbellMode::Shadow, POSTS)?;
+    let (bells, tails, sleeps) = (
+        d.get(abi::counter::DOORBELLS),
+        d.get(abi::counter::SHADOW_TAILS),
+        d.get(abi::counter::SLEEPS),
+    );
+    note(format!(
+        "shadow: {POSTS} posts, {bells} doorbells, {tails} shadow tails, {sleeps} sleeps"
+    ));
+    check(tails > 0, || {
+        format!("shadow: no shadow tail taken in {POSTS} posts ({bells} doorbells)")
+    })?;
+    check(bells < u64::from(POSTS / 2), || {
+        format!("shadow: {bells} doorbell writes for {POSTS} posts, want fewer than half")
+    })?;
+    let d = post_nops(DoorbellMode::Mapped, POSTS)?;
+    let bells = d.get(abi::counter::DOORBELLS);
+    note(format!("mapped: {POSTS} posts, {bells} doorbells"));
+    check(bells >= u64::from(POSTS), || {
+        format!("mapped: {bells} doorbell writes for {POSTS} posts")
+    })?;
+    Ok(Pass)
+}
+
+/// debugfs `trapped_doorbells` of one NIC; set back to 0 (and applied by a SYNC) when
+/// dropped, whatever the case did.
+struct TrappedKnob<'a> {
+    path: String,
+    ctx: &'a Context,
+}
+
+impl TrappedKnob<'_> {
+    fn set(&self, value: &str) -> Result<(), i32> {
+        fs::write(&self.path, value).map_err(|err| err.raw_os_error().unwrap_or(0))
+    }
+
+    fn get(&self) -> Result<String, String> {
+        fs::read_to_string(&self.path)
+            .map(|s| s.trim().to_owned())
+            .map_err(|err| format!("read {}: {err}", self.path))
+    }
+}
+
+impl Drop for TrappedKnob<'_> {
+    fn drop(&mut self) {
+        let _ = self.set("0");
+        // The driver hands the spin budget back to the device at its next command post.
+        let _ = self.ctx.sync();
+    }
+}
+
+/// `doorbells` over `n` back-to-back `MNIC_IOC_SYNC`s.
+fn sync_doorbells(ctx: &Context, n: u64) -> Result<u64, String> {
+    let before = dev_counters(ctx)?;
+    for _ in 0..n {
+        ctx.sync().map_err(e("MNIC_IOC_SYNC"))?;
+    }
+    Ok(dev_counters(ctx)?
+        .since(&before)
+        .get(abi::counter::DOORBELLS))
+}
+
+fn trapped_doorbells_knob() -> CaseResult {
+    const N: u64 = 100;
+    let ctx = open()?;
+    let knob = TrappedKnob {
+        path: format!(
+            "/sys/kernel/debug/mnic{}/trapped_doorbells",
+            ctx.info().minor
+        ),
+        ctx: &ctx,
+    };
+    check(knob.get()? == "0", || {
+        format!("trapped_doorbells starts at {:?}", knob.get())
+    })?;
+    for bad in ["2", "-1", "abc", "4294967296"] {
+        let r = knob.set(bad);
+        check(r == Err(libc::EINVAL), || {
+            format!("writing {bad:?} to trapped_doorbells: {r:?}, want EINVAL")
+        })?;
+    }
+    check(knob.get()? == "0", || {
+        format!("trapped_doorbells is {:?} after refused writes", knob.get())
+    })?;
+    knob.set("1")
+        .map_err(|n| format!("writing 1 to trapped_doorbells: errno {n}"))?;
+    check(knob.get()? == "1", || {
+        format!("trapped_doorbells reads {:?} after writing 1", knob.get())
+    })?;
+    let trapped = sync_doorbells(&ctx, N)?;
+    check(trapped >= N, || {
+        format!("trapped: {trapped} doorbell writes for {N} SYNCs")
+    })?;
+    knob.set("0")
+        .map_err(|n| format!("writing 0 to trapped_doorbells: errno {n}"))?;
+    // The first post after the change gives the device its spin budget back (and rings: the
+    // device is not polling yet); the count starts after it.
+    ctx.sync().map_err(e("MNIC_IOC_SYNC"))?;
+    let polled = sync_doorbells(&ctx, N)?;
+    note(format!(
+        "{N} SYNCs: {trapped} doorbells trapped, {polled} with the device polling"
+    ));
+    check(polled < N, || {
+        format!("polling: {polled} doorbell writes for {N} back-to-back SYNCs, want fewer")
+    })?;
+    drop(knob);
+    no_stale(&ctx)?;
+    Ok(Pass)
+}
+
+fn shadow_survives_sleep() -> CaseResult {
+    let ctx = open()?;
+    ctx.setup_queues(shadow_config(DoorbellMode::Shadow))
+        .map_err(e("setup_queues (shadow)"))?;
+    let view = ShadowView::map(&*ctx)?;
+    ctx.run(&Work::nop(), TIMEOUT).map_err(e("first NOP"))?;
+    let c0 = dev_counters(&ctx)?;
+    // Far beyond the device's spin budget (200 us): it has written polling = 0 and sleeps.
+    std::thread::sleep(Duration::from_millis(50));
+    let c1 = dev_counters(&ctx)?;
+    let slept = c1.since(&c0).get(abi::counter::SLEEPS);
+    check(slept > 0, || {
+        "the device did not go to sleep in 50 ms".into()
+    })?;
+    let polling = view.polling();
+    check(polling == 0, || {
+        format!("the shadow page says polling = {polling} while the device sleeps")
+    })?;
+    ctx.run(&Work::nop(), TIMEOUT)
+        .map_err(e("NOP after the sleep"))?;
+    let d = dev_counters(&ctx)?.since(&c1);
+    let bells = d.get(abi::counter::DOORBELLS);
+    note(format!(
+        "{slept} sleeps in 50 ms; the post after them: {bells} doorbells, {} shadow tails",
+        d.get(abi::counter::SHADOW_TAILS)
+    ));
+    check(bells >= 1, || {
+        "the post to a sleeping device did not ring the doorbell".into()
+    })?;
+    check(view.tail() == 2, || {
+        format!("shadow tail {} after two posts", view.tail())
+    })?;
+    no_stale(&ctx)?;
+    Ok(Pass)
+}
+
 fn main() {
     let cases: &[Case] = &[
         ("probe_identity", probe_identity, true),
@@ -718,6 +1052,14 @@ fn main() {
             forgotten_registration_keeps_memory,
             true,
         ),
+        ("shadow_ioctls", shadow_ioctls, true),
+        (
+            "shadow_posts_skip_the_doorbell",
+            shadow_posts_skip_the_doorbell,
+            true,
+        ),
+        ("trapped_doorbells_knob", trapped_doorbells_knob, true),
+        ("shadow_survives_sleep", shadow_survives_sleep, true),
         // Last: unloads the module (every context above is closed by now).
         ("module_reload", module_reload, true),
     ];
