@@ -305,6 +305,13 @@ impl Ctx {
             // wait until it is stopped instead, as an invalidation does.
             let t = self.dev.post_sync(&[disable]).unwrap_or(Ticket::QUIESCED);
             let _ = self.dev.wait_sync(t);
+            // The entry would still say valid and point at this context's table, which is
+            // freed with it: the device reads entries only at CTX_ENABLE, but the oracle
+            // (spec §8a) walks the table of every valid entry whenever the next context with
+            // this index reports an invalidation, and would read freed memory as a table.
+            let _ = self
+                .dev
+                .write_ctx_entry(self.index, &abi::CtxEntry::default());
         }
         // A fault being resolved finishes (its RESUME/ABORT is refused: the context is
         // disabled); none is queued after this.
