@@ -568,7 +568,28 @@ pub fn fork_dontfork_wipeonfork() -> CaseResult {
                 "MADV_DONTFORK range is mapped in the child".into()
             })?;
             is_zero(&yr.read(0, len), "MADV_WIPEONFORK range in the child")?;
-            let cctx = ctxq()?;
+            // The hole is free address space: the child's own context (its queues, its
+            // doorbell and shadow pages) could be placed there, and the device would then
+            // rightly read that. Hold the hole while the context is made, then free it.
+            // SAFETY: a fresh PROT_NONE mapping over the range mincore just showed unmapped;
+            // MAP_FIXED_NOREPLACE fails rather than replace anything.
+            let hold = unsafe {
+                libc::mmap(
+                    xr.ptr as *mut _,
+                    len,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE,
+                    -1,
+                    0,
+                )
+            };
+            check(hold == xr.ptr as *mut _, || {
+                format!("cannot hold the parent-only range: errno {}", errno())
+            })?;
+            let cctx = ctxq();
+            // SAFETY: unmaps exactly the placeholder mapped above.
+            unsafe { libc::munmap(hold, len) };
+            let cctx = cctx?;
             let _c = reg_raw(&cctx, xr.va(), len, Access::READ)?;
             want_abort(
                 dev_read(&cctx, xr.va(), len),
