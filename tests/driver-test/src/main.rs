@@ -975,8 +975,10 @@ fn shadow_survives_sleep() -> CaseResult {
     ctx.setup_queues(shadow_config(DoorbellMode::Shadow))
         .map_err(e("setup_queues (shadow)"))?;
     let view = ShadowView::map(&*ctx)?;
-    ctx.run(&Work::nop(), TIMEOUT).map_err(e("first NOP"))?;
+    // Counted from before the NOP: reading the counters takes a register round trip each,
+    // long enough for the device's spin budget to end while they are read.
     let c0 = dev_counters(&ctx)?;
+    ctx.run(&Work::nop(), TIMEOUT).map_err(e("first NOP"))?;
     // Far beyond the device's spin budget (200 us): it has written polling = 0 and sleeps.
     std::thread::sleep(Duration::from_millis(50));
     let c1 = dev_counters(&ctx)?;
