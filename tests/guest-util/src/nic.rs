@@ -65,9 +65,63 @@ pub fn open() -> Result<Nic, String> {
 /// A context with queues set up.
 pub fn open_with_queues() -> Result<Nic, String> {
     let ctx = open()?;
-    ctx.setup_queues(QueueConfig::default())
+    ctx.setup_queues(queue_config())
         .map_err(e("setup_queues"))?;
     Ok(ctx)
+}
+
+/// The environment variable that runs a test program on the doorbell path without
+/// shadow pages: `MNIC_TEST_DOORBELL=trapped`.
+pub const DOORBELL_ENV: &str = "MNIC_TEST_DOORBELL";
+
+/// The queue configuration the tests use: the library's default (shadow doorbells on a
+/// device that has them), or, with `MNIC_TEST_DOORBELL=trapped`, the path without them:
+/// every work-queue post a trapped doorbell write (`DoorbellMode::Mapped`), and the
+/// driver's `trapped_doorbells` knob set on every NIC, so the command queue is rung on
+/// every post and the device does not poll. The same tests then check the invariant on
+/// both paths.
+pub fn queue_config() -> QueueConfig {
+    static TRAPPED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let trapped = *TRAPPED.get_or_init(|| {
+        let trapped = std::env::var(DOORBELL_ENV).is_ok_and(|v| v == "trapped");
+        if trapped {
+            force_trapped_doorbells();
+        }
+        trapped
+    });
+    if trapped {
+        QueueConfig {
+            doorbell: mnic::DoorbellMode::Mapped,
+            ..QueueConfig::default()
+        }
+    } else {
+        QueueConfig::default()
+    }
+}
+
+/// Sets debugfs `trapped_doorbells` of every NIC; a knob that cannot be written ends the
+/// program, since the run would not test what it says.
+fn force_trapped_doorbells() {
+    let dirs = fs::read_dir("/sys/kernel/debug")
+        .into_iter()
+        .flatten()
+        .flatten();
+    let mut set = 0;
+    for d in dirs.filter(|d| d.file_name().to_string_lossy().starts_with("mnic")) {
+        let knob = d.path().join("trapped_doorbells");
+        if let Err(err) = fs::write(&knob, "1") {
+            eprintln!(
+                "{DOORBELL_ENV}=trapped: cannot write {}: {err}",
+                knob.display()
+            );
+            std::process::exit(2);
+        }
+        set += 1;
+    }
+    if set == 0 {
+        eprintln!("{DOORBELL_ENV}=trapped: no /sys/kernel/debug/mnic*/trapped_doorbells");
+        std::process::exit(2);
+    }
 }
 
 /// Stale accesses the device found: by its own checker plus those the oracle saw.

@@ -5,7 +5,7 @@ use std::fs;
 use std::thread;
 use std::time::Duration;
 
-use mnic::{Access, Context, Pattern, QueueConfig, Traffic};
+use mnic::{Access, Context, Pattern, Traffic};
 use mnic_abi as abi;
 
 use crate::util::*;
@@ -18,7 +18,7 @@ fn open_nic(path: &str) -> Result<Nic, String> {
         format!("{path} missing: this case needs two NICs (mnic-vm run --devices 2)")
     })?;
     let ctx = mnic_guest_util::nic::open_path(path)?;
-    ctx.setup_queues(QueueConfig::default())
+    ctx.setup_queues(mnic_guest_util::nic::queue_config())
         .map_err(e("setup_queues"))?;
     Ok(ctx)
 }

@@ -1271,7 +1271,7 @@ pub fn device_replaced() -> CaseResult {
     let t_new = start.elapsed();
     let fresh = open_path(&node)?;
     fresh
-        .setup_queues(mnic::QueueConfig::default())
+        .setup_queues(mnic_guest_util::nic::queue_config())
         .map_err(e("setup_queues on the new device"))?;
     let _on_new = registered_and_read(&fresh, 16, 721)?;
     no_stale(&fresh)?;
