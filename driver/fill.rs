@@ -376,12 +376,19 @@ impl Ctx {
             let _ = self.fill(region, &mm, block, block + pte::HUGE_SIZE, around);
             return Ok(());
         }
-        // Fault-around without faulting: map the neighbours that are already present (a
-        // device streams through memory), never bring in pages it did not touch.
+        // Fault-around (a device streams through memory). A read fault faults its whole
+        // window in: the device's swap read-ahead, so a pass over swapped-out memory costs a
+        // fault per window, not per page (an untouched anonymous neighbour maps the shared
+        // zero page; nothing is allocated, and the leaves are read-only). A write fault, or a
+        // window with a page that cannot be faulted (a hole, PROT_NONE, beyond the end of a
+        // file, userfaultfd), maps only the neighbours already present.
         let lo = (page & !(FAULT_AROUND - 1)).max(reg_start);
         let hi = ((page & !(FAULT_AROUND - 1)) + FAULT_AROUND).min(reg_end);
         if hi - lo > pte::PAGE_SIZE {
-            let _ = self.fill(region, &mm, lo, hi, around);
+            let faulted = !write && self.fill(region, &mm, lo, hi, Fill::Read).is_ok();
+            if !faulted {
+                let _ = self.fill(region, &mm, lo, hi, around);
+            }
         }
         Ok(())
     }
