@@ -13,6 +13,8 @@
 //!   is resolved (one shot: a fault on an unresponsive FUSE server);
 //! - `fault_unbind_delay_ms` (read-write): unbind sleeps this long once it has stopped new
 //!   submissions, before the device is stopped (the window of an invalidation racing unbind);
+//! - `fault_around_kib` (read-write, up to 2048): the window a device fault faults in around
+//!   its page (docs/performance.md);
 //! - `trapped_doorbells` (read-write, 0 or 1): 1 makes every command post write the
 //!   `CMDQ_TAIL` register and turns the device's polling off (`SPIN_US` override 0, from
 //!   the next post on), so a benchmark can compare the two ways of posting (spec §4a);
@@ -32,7 +34,7 @@ use kernel::{
 };
 
 use crate::abi::{counter, pte};
-use crate::device::{MnicDev, SYNC_HIST_BUCKETS};
+use crate::device::{MnicDev, FAULT_AROUND_MAX_KIB, SYNC_HIST_BUCKETS};
 use crate::slots::ContextSlots;
 
 /// Per-context table.
@@ -156,6 +158,7 @@ pub(crate) struct DebugDir {
     _unbind_delay: Pin<KBox<File<Knob>>>,
     _resolve_delay: Pin<KBox<File<Knob>>>,
     _trapped_doorbells: Pin<KBox<File<Knob>>>,
+    _fault_around: Pin<KBox<File<Knob>>>,
     _dir: Dir,
 }
 
@@ -208,6 +211,13 @@ impl DebugDir {
             )?,
             _trapped_doorbells: KBox::pin_init(
                 dir.read_write_file(c"trapped_doorbells", knob(|d| &d.trapped_doorbells, 1)),
+                GFP_KERNEL,
+            )?,
+            _fault_around: KBox::pin_init(
+                dir.read_write_file(
+                    c"fault_around_kib",
+                    knob(|d| &d.fault_around_kib, FAULT_AROUND_MAX_KIB),
+                ),
                 GFP_KERNEL,
             )?,
             _dir: dir,

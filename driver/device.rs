@@ -54,6 +54,13 @@ pub(crate) fn fault_delay(ms: &Atomic<u32>) {
     }
 }
 
+/// Default window of a device fault's fault-around (`fill.rs`), in KiB; debugfs
+/// `fault_around_kib` changes it (docs/performance.md has the measurements that chose it).
+pub(crate) const FAULT_AROUND_KIB: u32 = 256;
+/// Largest fault-around window the knob accepts: one 2 MiB block (a fill's pfn buffer stays
+/// one page).
+pub(crate) const FAULT_AROUND_MAX_KIB: u32 = 2048;
+
 /// Buckets of the SYNC wait histogram: bucket i counts waits below 2^(i+1) microseconds, the
 /// last one everything longer.
 pub(crate) const SYNC_HIST_BUCKETS: usize = 16;
@@ -97,6 +104,9 @@ pub(crate) struct MnicDev {
     /// Fault injection (debugfs `fault_resolve_delay_ms`): the next device fault resolved
     /// sleeps this long first (one shot). 0 in normal use.
     pub(crate) resolve_delay_ms: Atomic<u32>,
+    /// debugfs `fault_around_kib`: the window a device fault faults in around its page
+    /// (rounded down to a power of two; 4 or less: the page alone).
+    pub(crate) fault_around_kib: Atomic<u32>,
     /// debugfs `trapped_doorbells`: nonzero makes every post write `CMDQ_TAIL`, even when the
     /// device is polling the shadow page (the `forced` of spec §4a; benchmarks compare the
     /// two). Read at every post. 0 in normal use.
@@ -256,6 +266,7 @@ impl MnicDev {
             deregister_delay_ms: Atomic::new(0),
             unbind_delay_ms: Atomic::new(0),
             resolve_delay_ms: Atomic::new(0),
+            fault_around_kib: Atomic::new(FAULT_AROUND_KIB),
             trapped_doorbells: Atomic::new(0),
             minor_index,
             srcu <- new_srcu!(),
