@@ -5,7 +5,9 @@
 //!   faults, invalidations, SYNC waits);
 //! - `sync_wait_us`: histogram of how long SYNC waits took (invalidations, the cost of
 //!   coherence, and `MNIC_IOC_SYNC`), per power of two microseconds;
-//! - `device`: the device's counters;
+//! - `device`: the device's counters, then the driver's fault answers and the posts that carried
+//!   them (`driver_fault_answers`, `driver_fault_answer_posts`: answers of contexts resolved in
+//!   parallel share a post);
 //! - `fault_deregister_delay_ms` (read-write): fault injection for tests: deregistration sleeps
 //!   this long between its two steps (taking the translations down, removing the notifier), so a
 //!   test can land an munmap between them deterministically;
@@ -144,7 +146,17 @@ impl fmt::Debug for Counters {
         for (name, v) in counter::NAMES.iter().zip(values.iter()) {
             writeln!(f, "{name} {v}")?;
         }
-        Ok(())
+        // The driver's side of the fault answers: how many posts carried them.
+        writeln!(
+            f,
+            "driver_fault_answers {}",
+            self.0.answers_posted.load(Relaxed)
+        )?;
+        writeln!(
+            f,
+            "driver_fault_answer_posts {}",
+            self.0.answer_posts.load(Relaxed)
+        )
     }
 }
 

@@ -61,6 +61,29 @@ pub(crate) const FAULT_AROUND_KIB: u32 = 256;
 /// one page).
 pub(crate) const FAULT_AROUND_MAX_KIB: u32 = 2048;
 
+/// Fault answers (RESUME/ABORT) that can wait for one post together (`post_answer`). The
+/// device parks at most one fault per context, so this many contexts finishing their faults
+/// at once share one post; more post on their own.
+const ANSWER_SLOTS: usize = 32;
+
+/// Fault answers waiting for the command queue (`MnicDev::post_answer`).
+struct Answers {
+    cmds: [Command; ANSWER_SLOTS],
+    len: usize,
+}
+
+impl Answers {
+    /// Queues `cmd`; false if full.
+    fn push(&mut self, cmd: Command) -> bool {
+        let Some(slot) = self.cmds.get_mut(self.len) else {
+            return false;
+        };
+        *slot = cmd;
+        self.len += 1;
+        true
+    }
+}
+
 /// Buckets of the SYNC wait histogram: bucket i counts waits below 2^(i+1) microseconds, the
 /// last one everything longer.
 pub(crate) const SYNC_HIST_BUCKETS: usize = 16;
@@ -124,6 +147,13 @@ pub(crate) struct MnicDev {
     cmdq: Mutex<CmdRing>,
     #[pin]
     pub(crate) evq: Mutex<EventRing>,
+    /// Fault answers waiting to be posted together; taken after `cmdq`, never before it.
+    #[pin]
+    answers: Mutex<Answers>,
+    /// Fault answers posted, and the posts (one shadow tail update, at most one doorbell each)
+    /// that carried them (debugfs `device`).
+    pub(crate) answers_posted: Atomic<u64>,
+    pub(crate) answer_posts: Atomic<u64>,
     /// The command queue's shadow page (`SHADOW_BASE`), if the device has `CAPS.SHADOW`.
     cmd_shadow: Option<ShadowPage>,
     /// One u64 the device's SYNCs write their ticket to.
@@ -274,6 +304,12 @@ impl MnicDev {
             quiesced: Atomic::new(false),
             cmdq <- new_mutex!(cmd_ring),
             evq <- new_mutex!(ev_ring),
+            answers <- new_mutex!(Answers {
+                cmds: [Command::default(); ANSWER_SLOTS],
+                len: 0,
+            }),
+            answers_posted: Atomic::new(0),
+            answer_posts: Atomic::new(0),
             cmd_shadow,
             sync_word,
             ctx_table,
@@ -428,6 +464,34 @@ impl MnicDev {
         let access = self.enter()?;
         let mut q = self.cmdq.lock();
         self.post_locked(&access, &mut q, cmds, false).map(|_| ())
+    }
+
+    /// Posts the answer (RESUME or ABORT) to a device fault, together with the answers of
+    /// other contexts' faults that are waiting: fault workers that finish while the command
+    /// queue is busy leave their answers to whichever of them takes the queue first, so the
+    /// answers resolved in parallel reach the device with one tail update (and at most one
+    /// doorbell) instead of one each. No answer waits for a slower context: each worker
+    /// posts what is waiting, its own included, unless an earlier one already did; either
+    /// way its answer is in the ring when this returns.
+    pub(crate) fn post_answer(&self, cmd: Command) -> Result {
+        let access = self.enter()?;
+        if !self.answers.lock().push(cmd) {
+            return self.post(&[cmd]);
+        }
+        let mut q = self.cmdq.lock();
+        let mut waiting = self.answers.lock();
+        let n = waiting.len;
+        if n == 0 {
+            // Posted by the worker that held the queue before this one.
+            return Ok(());
+        }
+        // Leaves nothing queued even if posting fails: that only happens once the device is
+        // gone, and it then runs no faulted work to answer.
+        waiting.len = 0;
+        self.answers_posted.add(n as u64, Relaxed);
+        self.answer_posts.add(1, Relaxed);
+        self.post_locked(&access, &mut q, &waiting.cmds[..n], false)
+            .map(|_| ())
     }
 
     /// Like [`Self::post_sync`] but never sleeps: `EAGAIN` if the queue is busy or full.

@@ -335,7 +335,7 @@ impl Ctx {
                 }
             }
         };
-        let _ = self.dev.post(&[cmd]);
+        let _ = self.dev.post_answer(cmd);
     }
 
     fn resolve(&self, va: u64, write: bool) -> Result {
