@@ -63,7 +63,7 @@ impl Fill {
 }
 
 /// The fault-around window of `page`: the `window`-aligned block around it, clipped to the
-/// registration [`reg_start`, `reg_end`).
+/// registration's `[reg_start, reg_end)`.
 fn around(page: u64, window_kib: u32, reg_start: u64, reg_end: u64) -> (u64, u64) {
     // A power of two of at least one page, so the block is aligned.
     let bytes = (u64::from(window_kib) << 10).max(pte::PAGE_SIZE);
@@ -377,7 +377,7 @@ impl Ctx {
             reg_start,
             reg_end,
         );
-        let around = if write {
+        let present_only = if write {
             Fill::SnapshotWrite
         } else {
             Fill::Snapshot
@@ -392,13 +392,13 @@ impl Ctx {
         // userfaultfd) maps only the neighbours already present.
         if !write && hi - lo > pte::PAGE_SIZE {
             if let Ok(done) = self.fill(region, &mm, lo, hi, Fill::Read) {
-                self.map_huge_block(region, &mm, page, &done, around);
+                self.map_huge_block(region, &mm, page, &done, present_only);
                 return Ok(());
             }
         }
         let how = if write { Fill::Write } else { Fill::Read };
         let done = self.fill(region, &mm, page, page + pte::PAGE_SIZE, how)?;
-        if self.map_huge_block(region, &mm, page, &done, around) {
+        if self.map_huge_block(region, &mm, page, &done, present_only) {
             return Ok(());
         }
         if hi - lo > pte::PAGE_SIZE {
@@ -407,7 +407,7 @@ impl Ctx {
                     .fill(region, &mm, lo, hi, Fill::ReadKeepWritable)
                     .is_ok();
             if !faulted {
-                let _ = self.fill(region, &mm, lo, hi, around);
+                let _ = self.fill(region, &mm, lo, hi, present_only);
             }
         }
         Ok(())
