@@ -5,7 +5,9 @@
 //!   faults, invalidations, SYNC waits);
 //! - `sync_wait_us`: histogram of how long SYNC waits took (invalidations, the cost of
 //!   coherence, and `MNIC_IOC_SYNC`), per power of two microseconds;
-//! - `device`: the device's counters;
+//! - `device`: the device's counters, then the driver's fault answers and the posts that carried
+//!   them (`driver_fault_answers`, `driver_fault_answer_posts`: answers of contexts resolved in
+//!   parallel share a post);
 //! - `fault_deregister_delay_ms` (read-write): fault injection for tests: deregistration sleeps
 //!   this long between its two steps (taking the translations down, removing the notifier), so a
 //!   test can land an munmap between them deterministically;
@@ -13,6 +15,8 @@
 //!   is resolved (one shot: a fault on an unresponsive FUSE server);
 //! - `fault_unbind_delay_ms` (read-write): unbind sleeps this long once it has stopped new
 //!   submissions, before the device is stopped (the window of an invalidation racing unbind);
+//! - `fault_around_kib` (read-write, up to 2048): the window a device fault faults in around
+//!   its page (docs/performance.md);
 //! - `trapped_doorbells` (read-write, 0 or 1): 1 makes every command post write the
 //!   `CMDQ_TAIL` register and turns the device's polling off (`SPIN_US` override 0, from
 //!   the next post on), so a benchmark can compare the two ways of posting (spec §4a);
@@ -32,7 +36,7 @@ use kernel::{
 };
 
 use crate::abi::{counter, pte};
-use crate::device::{MnicDev, SYNC_HIST_BUCKETS};
+use crate::device::{MnicDev, FAULT_AROUND_MAX_KIB, SYNC_HIST_BUCKETS};
 use crate::slots::ContextSlots;
 
 /// Per-context table.
@@ -142,7 +146,17 @@ impl fmt::Debug for Counters {
         for (name, v) in counter::NAMES.iter().zip(values.iter()) {
             writeln!(f, "{name} {v}")?;
         }
-        Ok(())
+        // The driver's side of the fault answers: how many posts carried them.
+        writeln!(
+            f,
+            "driver_fault_answers {}",
+            self.0.answers_posted.load(Relaxed)
+        )?;
+        writeln!(
+            f,
+            "driver_fault_answer_posts {}",
+            self.0.answer_posts.load(Relaxed)
+        )
     }
 }
 
@@ -156,6 +170,7 @@ pub(crate) struct DebugDir {
     _unbind_delay: Pin<KBox<File<Knob>>>,
     _resolve_delay: Pin<KBox<File<Knob>>>,
     _trapped_doorbells: Pin<KBox<File<Knob>>>,
+    _fault_around: Pin<KBox<File<Knob>>>,
     _dir: Dir,
 }
 
@@ -208,6 +223,13 @@ impl DebugDir {
             )?,
             _trapped_doorbells: KBox::pin_init(
                 dir.read_write_file(c"trapped_doorbells", knob(|d| &d.trapped_doorbells, 1)),
+                GFP_KERNEL,
+            )?,
+            _fault_around: KBox::pin_init(
+                dir.read_write_file(
+                    c"fault_around_kib",
+                    knob(|d| &d.fault_around_kib, FAULT_AROUND_MAX_KIB),
+                ),
                 GFP_KERNEL,
             )?,
             _dir: dir,

@@ -54,6 +54,36 @@ pub(crate) fn fault_delay(ms: &Atomic<u32>) {
     }
 }
 
+/// Default window of a device fault's fault-around (`fill.rs`), in KiB; debugfs
+/// `fault_around_kib` changes it (docs/performance.md has the measurements that chose it).
+pub(crate) const FAULT_AROUND_KIB: u32 = 256;
+/// Largest fault-around window the knob accepts: one 2 MiB block (a fill's pfn buffer stays
+/// one page).
+pub(crate) const FAULT_AROUND_MAX_KIB: u32 = 2048;
+
+/// Fault answers (RESUME/ABORT) that can wait for one post together (`post_answer`). The
+/// device parks at most one fault per context, so this many contexts finishing their faults
+/// at once share one post; more post on their own.
+const ANSWER_SLOTS: usize = 32;
+
+/// Fault answers waiting for the command queue (`MnicDev::post_answer`).
+struct Answers {
+    cmds: [Command; ANSWER_SLOTS],
+    len: usize,
+}
+
+impl Answers {
+    /// Queues `cmd`; false if full.
+    fn push(&mut self, cmd: Command) -> bool {
+        let Some(slot) = self.cmds.get_mut(self.len) else {
+            return false;
+        };
+        *slot = cmd;
+        self.len += 1;
+        true
+    }
+}
+
 /// Buckets of the SYNC wait histogram: bucket i counts waits below 2^(i+1) microseconds, the
 /// last one everything longer.
 pub(crate) const SYNC_HIST_BUCKETS: usize = 16;
@@ -97,6 +127,9 @@ pub(crate) struct MnicDev {
     /// Fault injection (debugfs `fault_resolve_delay_ms`): the next device fault resolved
     /// sleeps this long first (one shot). 0 in normal use.
     pub(crate) resolve_delay_ms: Atomic<u32>,
+    /// debugfs `fault_around_kib`: the window a device fault faults in around its page
+    /// (rounded down to a power of two; 4 or less: the page alone).
+    pub(crate) fault_around_kib: Atomic<u32>,
     /// debugfs `trapped_doorbells`: nonzero makes every post write `CMDQ_TAIL`, even when the
     /// device is polling the shadow page (the `forced` of spec §4a; benchmarks compare the
     /// two). Read at every post. 0 in normal use.
@@ -114,6 +147,13 @@ pub(crate) struct MnicDev {
     cmdq: Mutex<CmdRing>,
     #[pin]
     pub(crate) evq: Mutex<EventRing>,
+    /// Fault answers waiting to be posted together; taken after `cmdq`, never before it.
+    #[pin]
+    answers: Mutex<Answers>,
+    /// Fault answers posted, and the posts (one shadow tail update, at most one doorbell each)
+    /// that carried them (debugfs `device`).
+    pub(crate) answers_posted: Atomic<u64>,
+    pub(crate) answer_posts: Atomic<u64>,
     /// The command queue's shadow page (`SHADOW_BASE`), if the device has `CAPS.SHADOW`.
     cmd_shadow: Option<ShadowPage>,
     /// One u64 the device's SYNCs write their ticket to.
@@ -256,6 +296,7 @@ impl MnicDev {
             deregister_delay_ms: Atomic::new(0),
             unbind_delay_ms: Atomic::new(0),
             resolve_delay_ms: Atomic::new(0),
+            fault_around_kib: Atomic::new(FAULT_AROUND_KIB),
             trapped_doorbells: Atomic::new(0),
             minor_index,
             srcu <- new_srcu!(),
@@ -263,6 +304,12 @@ impl MnicDev {
             quiesced: Atomic::new(false),
             cmdq <- new_mutex!(cmd_ring),
             evq <- new_mutex!(ev_ring),
+            answers <- new_mutex!(Answers {
+                cmds: [Command::default(); ANSWER_SLOTS],
+                len: 0,
+            }),
+            answers_posted: Atomic::new(0),
+            answer_posts: Atomic::new(0),
             cmd_shadow,
             sync_word,
             ctx_table,
@@ -417,6 +464,34 @@ impl MnicDev {
         let access = self.enter()?;
         let mut q = self.cmdq.lock();
         self.post_locked(&access, &mut q, cmds, false).map(|_| ())
+    }
+
+    /// Posts the answer (RESUME or ABORT) to a device fault, together with the answers of
+    /// other contexts' faults that are waiting: fault workers that finish while the command
+    /// queue is busy leave their answers to whichever of them takes the queue first, so the
+    /// answers resolved in parallel reach the device with one tail update (and at most one
+    /// doorbell) instead of one each. No answer waits for a slower context: each worker
+    /// posts what is waiting, its own included, unless an earlier one already did; either
+    /// way its answer is in the ring when this returns.
+    pub(crate) fn post_answer(&self, cmd: Command) -> Result {
+        let access = self.enter()?;
+        if !self.answers.lock().push(cmd) {
+            return self.post(&[cmd]);
+        }
+        let mut q = self.cmdq.lock();
+        let mut waiting = self.answers.lock();
+        let n = waiting.len;
+        if n == 0 {
+            // Posted by the worker that held the queue before this one.
+            return Ok(());
+        }
+        // Leaves nothing queued even if posting fails: that only happens once the device is
+        // gone, and it then runs no faulted work to answer.
+        waiting.len = 0;
+        self.answers_posted.add(n as u64, Relaxed);
+        self.answer_posts.add(1, Relaxed);
+        self.post_locked(&access, &mut q, &waiting.cmds[..n], false)
+            .map(|_| ())
     }
 
     /// Like [`Self::post_sync`] but never sleeps: `EAGAIN` if the queue is busy or full.

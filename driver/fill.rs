@@ -4,8 +4,9 @@
 //!
 //! The fault path of `docs/kernel-mm-api.md`: read the notifier sequence, fault the pages in
 //! with `hmm` under the owner's mmap lock, then under the notifier lock write the leaves only
-//! if no invalidation ran in between. Around a fault it maps the neighbours already present
-//! (and a whole 2 MiB block behind a huge page), faulting nothing more in.
+//! if no invalidation ran in between. Around a fault it faults in a bounded window of
+//! neighbours (swap read-ahead for the device: a pass over swapped-out memory costs a fault
+//! per window, not per page), and maps a whole 2 MiB block behind a huge page.
 
 use kernel::{
     mm::{
@@ -27,9 +28,6 @@ const MAX_FILL_RETRIES: u32 = 1000;
 /// Prefetch works in pieces of this size (bounds the hmm pfn buffer).
 const FILL_CHUNK: u64 = 32 << 20;
 
-/// Window of the fault-around (already present neighbours of a faulting page).
-const FAULT_AROUND: u64 = 64 << 10;
-
 /// How a fill gets the pages, and which device leaves it makes writable.
 ///
 /// Only fills for a write make writable leaves (and mark those pages dirty): a read must not
@@ -46,15 +44,32 @@ enum Fill {
     /// Map only what is present, fault nothing; writable leaves where the CPU's are (the
     /// neighbours of a write fault: a device writes streams).
     SnapshotWrite,
+    /// Fault every page in readable (swapped-out pages come back, nothing is COW-broken or
+    /// allocated: an untouched anonymous page maps the shared zero page); writable leaves
+    /// where the CPU's are. The window around a write fault.
+    ReadKeepWritable,
 }
 
 impl Fill {
     fn faults(self) -> bool {
-        matches!(self, Fill::Read | Fill::Write)
+        matches!(self, Fill::Read | Fill::Write | Fill::ReadKeepWritable)
     }
     fn writes(self) -> bool {
-        matches!(self, Fill::Write | Fill::SnapshotWrite)
+        matches!(
+            self,
+            Fill::Write | Fill::SnapshotWrite | Fill::ReadKeepWritable
+        )
     }
+}
+
+/// The fault-around window of `page`: the `window`-aligned block around it, clipped to the
+/// registration's `[reg_start, reg_end)`.
+fn around(page: u64, window_kib: u32, reg_start: u64, reg_end: u64) -> (u64, u64) {
+    // A power of two of at least one page, so the block is aligned.
+    let bytes = (u64::from(window_kib) << 10).max(pte::PAGE_SIZE);
+    let window = 1u64 << (u64::BITS - 1 - bytes.leading_zeros());
+    let block = page & !(window - 1);
+    (block.max(reg_start), (block + window).min(reg_end))
 }
 
 /// Whether userfaultfd is armed on any area of `[start, end)`.
@@ -160,7 +175,7 @@ impl Ctx {
         how: Fill,
     ) -> Result<Filled> {
         let access = match how {
-            Fill::Read => Access::Read,
+            Fill::Read | Fill::ReadKeepWritable => Access::Read,
             Fill::Write => Access::Write,
             Fill::Snapshot | Fill::SnapshotWrite => Access::Snapshot,
         };
@@ -320,7 +335,7 @@ impl Ctx {
                 }
             }
         };
-        let _ = self.dev.post(&[cmd]);
+        let _ = self.dev.post_answer(cmd);
     }
 
     fn resolve(&self, va: u64, write: bool) -> Result {
@@ -355,41 +370,71 @@ impl Ctx {
         let Some(region) = region else {
             return Err(if denied { EACCES } else { EFAULT });
         };
-        let how = if write { Fill::Write } else { Fill::Read };
-        let around = if write {
+        let (reg_start, reg_end) = (region.start() as u64, region.end() as u64);
+        let (lo, hi) = around(
+            page,
+            self.dev.fault_around_kib.load(Relaxed),
+            reg_start,
+            reg_end,
+        );
+        let present_only = if write {
             Fill::SnapshotWrite
         } else {
             Fill::Snapshot
         };
+        // Fault-around (a device streams through memory): the window is faulted in, the
+        // device's swap read-ahead, so a pass over swapped-out memory costs a fault per window,
+        // not per page. A read fault takes its page with the window, in one hmm pass. A write
+        // fault first faults its page writable (breaking COW there, and only there), then the
+        // window readable: swapped-out neighbours come back, and those the CPU maps writable
+        // get writable leaves (never more than the registration allows, `fill`). A window with
+        // a page that cannot be faulted (a hole, PROT_NONE, beyond the end of a file,
+        // userfaultfd) maps only the neighbours already present.
+        if !write && hi - lo > pte::PAGE_SIZE {
+            if let Ok(done) = self.fill(region, &mm, lo, hi, Fill::Read) {
+                self.map_huge_block(region, &mm, page, &done, present_only);
+                return Ok(());
+            }
+        }
+        let how = if write { Fill::Write } else { Fill::Read };
         let done = self.fill(region, &mm, page, page + pte::PAGE_SIZE, how)?;
-        let (reg_start, reg_end) = (region.start() as u64, region.end() as u64);
-        // Backed by a huge page: map the whole 2 MiB block with one leaf if the registration
-        // covers it (the block is present: this faults nothing in).
-        let block = page & !(pte::HUGE_SIZE - 1);
-        if done.huge_backed
-            && done.leaves.huge == 0
-            && reg_start <= block
-            && block + pte::HUGE_SIZE <= reg_end
-        {
-            // A snapshot: the page that faulted is present now, and so is the rest of a
-            // huge page; nothing the device did not touch is faulted in.
-            let _ = self.fill(region, &mm, block, block + pte::HUGE_SIZE, around);
+        if self.map_huge_block(region, &mm, page, &done, present_only) {
             return Ok(());
         }
-        // Fault-around (a device streams through memory). A read fault faults its whole
-        // window in: the device's swap read-ahead, so a pass over swapped-out memory costs a
-        // fault per window, not per page (an untouched anonymous neighbour maps the shared
-        // zero page; nothing is allocated, and the leaves are read-only). A write fault, or a
-        // window with a page that cannot be faulted (a hole, PROT_NONE, beyond the end of a
-        // file, userfaultfd), maps only the neighbours already present.
-        let lo = (page & !(FAULT_AROUND - 1)).max(reg_start);
-        let hi = ((page & !(FAULT_AROUND - 1)) + FAULT_AROUND).min(reg_end);
         if hi - lo > pte::PAGE_SIZE {
-            let faulted = !write && self.fill(region, &mm, lo, hi, Fill::Read).is_ok();
+            let faulted = write
+                && self
+                    .fill(region, &mm, lo, hi, Fill::ReadKeepWritable)
+                    .is_ok();
             if !faulted {
-                let _ = self.fill(region, &mm, lo, hi, around);
+                let _ = self.fill(region, &mm, lo, hi, present_only);
             }
         }
         Ok(())
+    }
+
+    /// Backed by a huge page: maps the whole 2 MiB block around `page` with one leaf if the
+    /// registration covers it (the block is present: this faults nothing in). Returns whether
+    /// it did.
+    fn map_huge_block(
+        &self,
+        region: &IntervalNotifier<Region>,
+        mm: &MmWithUser,
+        page: u64,
+        done: &Filled,
+        how: Fill,
+    ) -> bool {
+        let block = page & !(pte::HUGE_SIZE - 1);
+        if !done.huge_backed
+            || done.leaves.huge != 0
+            || block < region.start() as u64
+            || block + pte::HUGE_SIZE > region.end() as u64
+        {
+            return false;
+        }
+        // A snapshot: the page that faulted is present now, and so is the rest of a huge
+        // page; nothing the device did not touch is faulted in.
+        let _ = self.fill(region, mm, block, block + pte::HUGE_SIZE, how);
+        true
     }
 }

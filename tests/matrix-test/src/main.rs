@@ -10,6 +10,7 @@
 //! cases marked explicit (device death, two NICs) run only when named. `--soak` or `MNIC_SOAK=1` makes
 //! the bounded loops long.
 
+mod around;
 mod devices;
 mod holes;
 mod mm;
@@ -71,6 +72,11 @@ fn main() {
         (
             "read_fault_keeps_pages_clean",
             mm::read_fault_keeps_pages_clean,
+            true,
+        ),
+        (
+            "write_fault_around_cow",
+            around::write_fault_around_cow,
             true,
         ),
         ("ioctl_fuzz", stress::ioctl_fuzz, true),

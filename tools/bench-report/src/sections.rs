@@ -250,6 +250,10 @@ pub fn fault_section(md: &mut String, g: &Guest, plots: &mut Vec<(String, String
             "device pass after MADV_PAGEOUT (swap-in faults)",
         ),
         (
+            row::DEVICE_WRITE_SWAPIN,
+            "device write pass after MADV_PAGEOUT (swap-in faults)",
+        ),
+        (
             row::CPU_SWAPIN,
             "CPU loads after MADV_PAGEOUT (swap-in faults)",
         ),

@@ -26,6 +26,8 @@ pub mod row {
     pub const CPU_FIRST_TOUCH: &str = "cpu_first_touch";
     /// Device pass after `MADV_PAGEOUT`: swap-in faults.
     pub const DEVICE_SWAPIN: &str = "device_swapin";
+    /// Device write pass after `MADV_PAGEOUT`: swap-in faults of writes.
+    pub const DEVICE_WRITE_SWAPIN: &str = "device_write_swapin";
     /// CPU loads after `MADV_PAGEOUT`: swap-in faults.
     pub const CPU_SWAPIN: &str = "cpu_swapin";
     // invalidate

@@ -1,6 +1,6 @@
 //! `mnic bench fault`: first-touch device faults against prefetch and a hot pass, and
 //! against the CPU's own faults (first touch of fresh memory, swap-in after
-//! MADV_PAGEOUT, device and CPU).
+//! MADV_PAGEOUT: device reads, device writes, CPU loads).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -11,19 +11,21 @@ use mnic_bench_schema::{Bench, Report, Side};
 use serde_json::json;
 
 use crate::bench::args::Common;
+use crate::bench::device_counts::DeviceCounts;
 use crate::bench::harness::{alloc, drive, open, progress, touch, PAGE};
 use crate::bench::report::{new_report, record_counters};
 use crate::bench::statistics::{per_page, Timing};
 use crate::error::CmdResult;
 use crate::output::human_bytes;
 
-/// One generator pass reading every page of `buf` once (4 KiB ops).
-fn page_pass(buf: &DmaBuffer) -> CmdResult<(Work, u64)> {
+/// One generator pass reading (`SeqRead`) or writing (`SeqWrite`) every page of `buf` once
+/// (4 KiB ops).
+fn page_pass(buf: &DmaBuffer, pattern: Pattern) -> CmdResult<(Work, u64)> {
     let pages = (buf.len() / PAGE) as u64;
     let w = Traffic::over(buf)
         .op_size(PAGE as u32)
         .ops(pages)
-        .pattern(Pattern::SeqRead)
+        .pattern(pattern)
         .build()?;
     Ok((w, pages))
 }
@@ -46,7 +48,8 @@ pub fn run(c: &Common, size: u64) -> CmdResult<Report> {
     let timeout = Duration::from_millis(c.timeout_ms);
     let buf = alloc(c, size)?;
     buf.fill(0x33);
-    let (w, pages) = page_pass(&buf)?;
+    let (w, pages) = page_pass(&buf, Pattern::SeqRead)?;
+    let (write_pass, _) = page_pass(&buf, Pattern::SeqWrite)?;
     let len = buf.len();
     eprintln!(
         "[fault] {} ({pages} pages) per pass, warmup {}",
@@ -54,8 +57,11 @@ pub fn run(c: &Common, size: u64) -> CmdResult<Report> {
         c.warmup
     );
     let (mut first, mut hot, mut pref, mut pref_pass) = Default::default();
-    let (mut dev_swap, mut cpu_fresh, mut cpu_swap) = Default::default();
+    let (mut dev_swap, mut dev_write_swap, mut cpu_fresh, mut cpu_swap) = Default::default();
+    let mut write_swap_faults = 0u64;
     let (mut first_faults, mut swap_faults, mut swapped, mut swap_total) = (0u64, 0u64, 0, 0);
+    // What the polling device did per swap-in fault (doorbells: RESUMEs that had to wake it).
+    let mut swap_counts = DeviceCounts::default();
     let keep = |t: &mut Timing, d: Duration, i: u32| {
         if i >= c.warmup {
             t.0.push(d);
@@ -83,8 +89,21 @@ pub fn run(c: &Common, size: u64) -> CmdResult<Report> {
         let (res, tot) = buf.resident_pages()?;
         let reg = ctx.register(&buf, Access::READ)?;
         let f2 = ctx.ctx_stats()?.faults;
+        let d2 = ctx.dev_stats()?;
         keep(&mut dev_swap, run_pass(&ctx, w, pages, timeout)?, i);
+        let d3 = ctx.dev_stats()?;
         let f3 = ctx.ctx_stats()?.faults;
+        reg.deregister()?;
+        // Device write swap-in: the same with a write pass (the window around a write fault).
+        buf.pageout()?;
+        let reg = ctx.register(&buf, Access::READ_WRITE)?;
+        let f4 = ctx.ctx_stats()?.faults;
+        keep(
+            &mut dev_write_swap,
+            run_pass(&ctx, write_pass, pages, timeout)?,
+            i,
+        );
+        let f5 = ctx.ctx_stats()?.faults;
         reg.deregister()?;
         // CPU: first touch of fresh anonymous memory (allocate + zero + map).
         let a = DmaBuffer::new(len)?;
@@ -102,6 +121,8 @@ pub fn run(c: &Common, size: u64) -> CmdResult<Report> {
         if i >= c.warmup {
             first_faults += f1 - f0;
             swap_faults += f3 - f2;
+            swap_counts.add(&d2, &d3, f3 - f2);
+            write_swap_faults += f5 - f4;
             swapped += tot - res;
             swap_total += tot;
             progress("fault", i - c.warmup, c.iters);
@@ -161,7 +182,22 @@ pub fn run(c: &Common, size: u64) -> CmdResult<Report> {
             &dev_swap,
             bytes,
             pages,
-            &[(metric::FAULTS_PER_ITER, swap_faults as f64 / n)],
+            // The device counters per fault of the pass (`*_per_op`: the op is a fault).
+            &[
+                &[(metric::FAULTS_PER_ITER, swap_faults as f64 / n)][..],
+                &swap_counts.per_op()[..],
+            ]
+            .concat(),
+        ),
+    );
+    report.row(
+        row::DEVICE_WRITE_SWAPIN,
+        Side::Reference,
+        per_page(
+            &dev_write_swap,
+            bytes,
+            pages,
+            &[(metric::FAULTS_PER_ITER, write_swap_faults as f64 / n)],
         ),
     );
     report.row(
