@@ -21,6 +21,11 @@ use crate::mem::GuestMem;
 /// The reference model's spin budget (`mnic-device serve --spin-us`).
 pub const DEFAULT_SPIN: Duration = Duration::from_micros(200);
 
+/// The least spin budget while a context has a parked fault (spec §4a): the driver's
+/// RESUME or ABORT usually arrives within a millisecond, and polling for it spares every
+/// fault a trapped doorbell and a wake-up of this thread.
+pub const FAULT_SPIN: Duration = Duration::from_millis(2);
+
 /// Longest sleep while the device has a shadow page to poll: bounds the delay of a post
 /// whose producer missed `polling` = 0 (a guest without a real fence, spec §4a).
 pub const BACKSTOP: Duration = Duration::from_millis(5);
@@ -55,13 +60,20 @@ impl Pace {
         }
     }
 
-    /// The budget in force: the driver's `SPIN_US` override, or the device's default.
+    /// The budget in force: the driver's `SPIN_US` override, or the device's default;
+    /// at least [`FAULT_SPIN`] while a fault waits for its answer (a budget of 0 stays 0:
+    /// then nothing polls).
     fn spin(&self, core: &Core) -> Duration {
         let r = core.sh.reg(reg::SPIN_US);
-        if r & spin::OVERRIDE != 0 {
+        let base = if r & spin::OVERRIDE != 0 {
             Duration::from_micros(u64::from(r & spin::US_MASK))
         } else {
             self.default_spin
+        };
+        if !base.is_zero() && core.has_parked_fault() {
+            base.max(FAULT_SPIN)
+        } else {
+            base
         }
     }
 

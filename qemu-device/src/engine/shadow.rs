@@ -51,6 +51,13 @@ impl Core {
         self.polling && self.may_touch_shadows()
     }
 
+    /// Whether any context waits for the answer to a fault (the spin budget grows then).
+    pub(super) fn has_parked_fault(&self) -> bool {
+        self.live
+            .round_robin(0)
+            .any(|i| self.ctxs[i].as_ref().is_some_and(|x| x.parked.is_some()))
+    }
+
     /// Reads every shadow page's `tail` into its queue. Returns whether any queue's
     /// tail changed (each change counts one `SHADOW_TAILS`).
     pub(super) fn refresh_tails(&mut self, m: &GuestMem) -> bool {

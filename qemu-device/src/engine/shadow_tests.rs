@@ -502,3 +502,58 @@ fn data_thread_polls_sleeps_and_backstops() {
     assert_eq!(sh.counters.get(counter::SHADOW_TAILS), 2);
     drop(engine);
 }
+
+#[test]
+fn a_parked_fault_stretches_the_budget_to_fault_spin() {
+    use super::context::{Parked, Site};
+    use super::pace::FAULT_SPIN;
+    let mut h = Harness::with_cmd_shadow(true);
+    h.setup_ctx_with(1, 4, 4, true);
+    let m = h.mem();
+    let mut pace = Pace::new(SPIN);
+    let t0 = Instant::now();
+    pace.before_round(&mut h.core, &m, t0, true);
+    h.core.ctxs[1].as_mut().expect("context 1").parked = Some(Parked {
+        id: 7,
+        site: Site::Fetch,
+        va: 0x1000,
+    });
+    // Past the ordinary budget: still polling, the answer is expected soon.
+    let next = pace.after_round(&mut h.core, &m, Activity::Idle(None), t0 + SPIN * 2);
+    assert_eq!(next, Next::Poll);
+    assert_eq!(h.polling_word(CMD_SHADOW), 1);
+    // Past FAULT_SPIN without an answer: it sleeps after all (bounded cost).
+    let t1 = t0 + FAULT_SPIN + SPIN;
+    let next = pace.after_round(&mut h.core, &m, Activity::Idle(None), t1);
+    assert_eq!(next, Next::Sleep(Some(t1 + BACKSTOP)));
+    assert_eq!(h.polling_word(CMD_SHADOW), 0);
+    // The answer came (RESUME clears `parked`): the ordinary budget again.
+    h.core.ctxs[1].as_mut().expect("context 1").parked = None;
+    let t2 = t1 + SPIN;
+    assert_eq!(
+        pace.after_round(&mut h.core, &m, Activity::Busy, t2),
+        Next::Poll
+    );
+    let t3 = t2 + SPIN * 2;
+    let next = pace.after_round(&mut h.core, &m, Activity::Idle(None), t3);
+    assert_eq!(next, Next::Sleep(Some(t3 + BACKSTOP)));
+}
+
+#[test]
+fn a_parked_fault_does_not_make_a_zero_budget_poll() {
+    use super::context::{Parked, Site};
+    let mut h = Harness::with_cmd_shadow(true);
+    h.setup_ctx_with(1, 4, 4, true);
+    let m = h.mem();
+    let mut pace = Pace::new(Duration::ZERO);
+    let t0 = Instant::now();
+    pace.before_round(&mut h.core, &m, t0, true);
+    h.core.ctxs[1].as_mut().expect("context 1").parked = Some(Parked {
+        id: 7,
+        site: Site::Fetch,
+        va: 0x1000,
+    });
+    let next = pace.after_round(&mut h.core, &m, Activity::Idle(None), t0);
+    assert_eq!(next, Next::Sleep(None));
+    assert_eq!(h.polling_word(CMD_SHADOW), 0);
+}
