@@ -28,7 +28,7 @@ const MAX_FILL_RETRIES: u32 = 1000;
 const FILL_CHUNK: u64 = 32 << 20;
 
 /// Window of the fault-around (already present neighbours of a faulting page).
-const FAULT_AROUND: u64 = 64 << 10;
+pub(crate) const FAULT_AROUND: u64 = 64 << 10;
 
 /// How a fill gets the pages, and which device leaves it makes writable.
 ///
@@ -291,6 +291,7 @@ impl Ctx {
     pub(crate) fn handle_fault(&self, va: u64, write: bool, id: u64) {
         self.stats.faults.add(1, Relaxed);
         let result = self.resolve(va, write);
+        self.fault_resolved(va, write, id, &result);
         pr_debug!(
             "mnic ctx {}: device fault {:#x} write {} id {}: {:?}\n",
             self.index,
@@ -321,6 +322,7 @@ impl Ctx {
             }
         };
         let _ = self.dev.post(&[cmd]);
+        self.fault_answered(id, &result);
     }
 
     fn resolve(&self, va: u64, write: bool) -> Result {
