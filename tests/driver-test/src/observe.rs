@@ -7,7 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use mnic::{Access, DmaBuffer, Work};
-use mnic_guest_util::nic::{no_stale, open_with_queues, TIMEOUT};
+use mnic_guest_util::nic::{ensure_module, no_stale, open_with_queues, TIMEOUT};
 use mnic_guest_util::{check, e, ensure_swap, note, os_err, CaseResult, Outcome::*};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -62,6 +62,45 @@ impl Drop for TraceInstance {
     fn drop(&mut self) {
         let _ = self.write("events/mnic/enable", "0");
         let _ = fs::remove_dir(&self.dir);
+    }
+}
+
+/// Keeps the calling thread on one CPU while it lives (the previous mask comes back on drop).
+///
+/// MADV_PAGEOUT can only take pages off the LRU lists, and a freshly filled page sits in a
+/// per-CPU batch until that CPU drains it: madvise drains only its own CPU's, so a page
+/// filled on the other CPU stays resident. Filling and paging out on one CPU makes the page-out
+/// complete.
+struct OnOneCpu {
+    previous: libc::cpu_set_t,
+}
+
+impl OnOneCpu {
+    fn new(cpu: usize) -> Result<OnOneCpu, String> {
+        // SAFETY: `cpu_set_t` is plain data, valid all zeros; the libc calls only read and
+        // write the sets passed, whose sizes are given.
+        unsafe {
+            let mut previous: libc::cpu_set_t = std::mem::zeroed();
+            let size = std::mem::size_of::<libc::cpu_set_t>();
+            check(libc::sched_getaffinity(0, size, &mut previous) == 0, || {
+                os_err("sched_getaffinity")
+            })?;
+            let mut one: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut one);
+            check(libc::sched_setaffinity(0, size, &one) == 0, || {
+                os_err("sched_setaffinity")
+            })?;
+            Ok(OnOneCpu { previous })
+        }
+    }
+}
+
+impl Drop for OnOneCpu {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`: a valid set of the size given.
+        unsafe {
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.previous);
+        }
     }
 }
 
@@ -135,19 +174,22 @@ fn sane_us(ev: &Event) -> Result<(), String> {
     })
 }
 
-/// Registration, COPY with device faults, MADV_PAGEOUT of the destination, the COPY again
+/// Registration, COPY with device faults, MADV_PAGEOUT of the source, the COPY again
 /// (faults on swapped-out pages), and a SYNC: every step shows up in the `mnic` trace events
 /// with this context's index and fields that fit together.
 pub fn trace_events_show_each_step() -> CaseResult {
     if !ensure_swap()? {
         return Ok(Skip("no swap and no zram".into()));
     }
+    // The module's events exist in tracefs only once it is loaded.
+    ensure_module()?;
     let trace = TraceInstance::new("mnic-driver-test")?;
     let ctx = open_with_queues()?;
     let me = ctx.info().ctx.to_string();
     let len = 64 << 10;
     let src = DmaBuffer::new(len).map_err(e("buffer"))?;
     let dst = DmaBuffer::new(len).map_err(e("buffer"))?;
+    let one_cpu = OnOneCpu::new(0)?;
     src.fill(0x7e);
     let _rs = ctx
         .register(&src, Access::READ)
@@ -157,7 +199,13 @@ pub fn trace_events_show_each_step() -> CaseResult {
         .map_err(e("register dst"))?;
     let copy = Work::copy_buffers(&src, 0, &dst, 0, len).map_err(e("work"))?;
     ctx.run(&copy, TIMEOUT).map_err(e("copy"))?;
-    dst.pageout().map_err(e("MADV_PAGEOUT"))?;
+    // The source: the CPU filled it, on this CPU (see `OnOneCpu`).
+    src.pageout().map_err(e("MADV_PAGEOUT"))?;
+    let (resident, _) = src.resident_pages().map_err(e("mincore"))?;
+    check(resident == 0, || {
+        format!("{resident} pages resident after MADV_PAGEOUT")
+    })?;
+    drop(one_cpu);
     ctx.run(&copy, TIMEOUT).map_err(e("copy after page-out"))?;
     ctx.sync().map_err(e("SYNC"))?;
     let events = trace.stop()?;
@@ -210,7 +258,7 @@ pub fn trace_events_show_each_step() -> CaseResult {
         format!("{faults} faults on the buffers traced for ctx {me}, want both copies'")
     })?;
 
-    // The page-out: an invalidation of the destination that cleared leaves, fenced by a SYNC
+    // The page-out: an invalidation of the source that cleared leaves, fenced by a SYNC
     // this context posted and someone waited for, then its end, for the same range.
     let mut fenced = 0;
     for (i, start) in events
@@ -229,7 +277,7 @@ pub fn trace_events_show_each_step() -> CaseResult {
         let (j, end) =
             find_after(&events, i, same).ok_or_else(|| format!("no inval_end for {start:?}"))?;
         sane_us(end)?;
-        if start.num("pages") == 0 || !(within(lo, &dst) && within(hi - 1, &dst)) {
+        if start.num("pages") == 0 || !(within(lo, &src) && within(hi - 1, &src)) {
             continue;
         }
         check(start.get("event") == "CLEAR", || {
@@ -256,7 +304,15 @@ pub fn trace_events_show_each_step() -> CaseResult {
         fenced += 1;
     }
     check(fenced >= 1, || {
-        format!("no fenced invalidation of the paged-out buffer traced for ctx {me}")
+        let mine: Vec<&Event> = events
+            .iter()
+            .filter(|ev| ev.is("inval_start", &me))
+            .collect();
+        format!(
+            "no fenced invalidation of the paged-out buffer [{:#x}, {:#x}) traced for ctx {me}: {mine:?}",
+            src.va(),
+            src.va() + len as u64
+        )
     })?;
 
     // The explicit SYNC: posted alone (ctx -1) and waited for.
