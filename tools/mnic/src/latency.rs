@@ -24,10 +24,10 @@ pub fn read_contexts(dir: &Path) -> Option<Vec<ContextLatency>> {
 }
 
 /// Parses the driver's `latency_us`: a header, then per context one `CTX sync_wait COUNTS...`
-/// and one `CTX fault COUNTS...` line.
+/// and one `CTX fault COUNTS...` line (debugfs ends the file with an empty line).
 pub fn parse_contexts(text: &str) -> Option<Vec<ContextLatency>> {
     let mut out: Vec<ContextLatency> = Vec::new();
-    for line in text.lines().skip(1) {
+    for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
         let mut cols = line.split_whitespace();
         let ctx: u32 = cols.next()?.parse().ok()?;
         let what = cols.next()?;
@@ -146,6 +146,7 @@ ctx  what           0      2      4      8     16     32     64    128    256   
   3  fault          0      0      0      0      0      0      0      0      0      0      3      1      0      0      0      0
   7  sync_wait      0      0      0      0      0      0      0      0      0      0      0      0      0      0      0      0
   7  fault          0      0      0      0      0      0      0      0      0      0      0      0      0      0      0      5
+
 ";
 
     #[test]
