@@ -79,7 +79,7 @@ demo: initramfs
 
 # Roots of the out-of-tree kernel crates: rustfmt follows their `mod`s. The kernel's own
 # settings (its .rustfmt.toml): edition 2021, defaults otherwise.
-KMOD_ROOTS := images/smoke/mnic_smoke.rs driver/mnic.rs tests/kmod/mm_mirror_test/mm_mirror_test.rs
+KMOD_ROOTS := images/smoke/mnic_smoke.rs driver/mnic_main.rs tests/kmod/mm_mirror_test/mm_mirror_test.rs
 
 lint:
 	cargo fmt --all -- --check

@@ -28,6 +28,7 @@ use kernel::{
 use crate::abi::{self, pte, Command};
 use crate::cmd_ring::Ticket;
 use crate::device::MnicDev;
+use crate::latency::{FaultClock, Latency};
 use crate::pin::PinnedPages;
 use crate::shadow::ShadowPage;
 use crate::table::{Leaves, PageTable};
@@ -45,6 +46,10 @@ pub(crate) struct Stats {
     pub(crate) fault_retries: Atomic<u64>,
     /// Faults resolved in the event thread because the context's slot was taken.
     pub(crate) faults_inline: Atomic<u64>,
+    /// SYNC-wait and fault latency histograms (`MNIC_IOC_CTX_LATENCY`).
+    pub(crate) latency: Latency,
+    /// When the unanswered faults were received (`observe.rs`).
+    pub(crate) fault_clock: FaultClock,
 }
 
 impl Stats {
@@ -60,6 +65,8 @@ impl Stats {
             sync_wait_max_ns: Atomic::new(0),
             fault_retries: Atomic::new(0),
             faults_inline: Atomic::new(0),
+            latency: Latency::new(),
+            fault_clock: FaultClock::new(),
         }
     }
 }
@@ -246,7 +253,8 @@ impl Ctx {
     pub(crate) fn record_sync_wait(&self, waited: Delta) {
         let ns = waited.as_nanos().max(0) as u64;
         let stats = &self.stats;
-        self.dev.record_sync_wait(ns);
+        self.dev.latency.hist.sync_wait.record(ns);
+        stats.latency.sync_wait.record(ns);
         stats.sync_waits.add(1, Relaxed);
         stats.sync_wait_ns.add(ns, Relaxed);
         let mut max = stats.sync_wait_max_ns.load(Relaxed);

@@ -4,7 +4,9 @@
 //! - `contexts`: one line per open context (owner's registrations, mapped leaves, pinned pages,
 //!   faults, invalidations, SYNC waits);
 //! - `sync_wait_us`: histogram of how long SYNC waits took (invalidations, the cost of
-//!   coherence, and `MNIC_IOC_SYNC`), per power of two microseconds;
+//!   coherence, and `MNIC_IOC_SYNC`), per power of two microseconds, over every context;
+//! - `fault_us`: the same for device faults (receipt of the event to the posted answer);
+//! - `latency_us`: both histograms of each open context, one line per context and histogram;
 //! - `device`: the device's counters, then the driver's fault answers and the posts that carried
 //!   them (`driver_fault_answers`, `driver_fault_answer_posts`: answers of contexts resolved in
 //!   parallel share a post);
@@ -35,14 +37,20 @@ use kernel::{
     uaccess::UserSliceReader,
 };
 
-use crate::abi::{counter, pte};
-use crate::device::{MnicDev, FAULT_AROUND_MAX_KIB, SYNC_HIST_BUCKETS};
+use crate::abi::{self, counter, pte, LATENCY_BUCKETS};
+use crate::device::{MnicDev, FAULT_AROUND_MAX_KIB};
+use crate::latency::Histogram;
 use crate::slots::ContextSlots;
 
 /// Per-context table.
 pub(crate) struct Contexts(pub(crate) Arc<ContextSlots>);
-/// SYNC wait histogram (invalidations and `MNIC_IOC_SYNC`).
-pub(crate) struct SyncWaits(pub(crate) Arc<MnicDev>);
+/// One of the device's latency histograms (`latency.rs`), chosen by `which`.
+pub(crate) struct DevHistogram {
+    dev: Arc<MnicDev>,
+    which: fn(&MnicDev) -> &Histogram,
+}
+/// Both latency histograms of every open context.
+pub(crate) struct CtxLatencies(pub(crate) Arc<ContextSlots>);
 /// Device counters.
 pub(crate) struct Counters(pub(crate) Arc<MnicDev>);
 /// BAR0 bus address.
@@ -123,14 +131,39 @@ impl fmt::Debug for Contexts {
     }
 }
 
-impl fmt::Debug for SyncWaits {
+impl fmt::Debug for DevHistogram {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "wait_us  count")?;
-        for (i, n) in self.0.sync_hist().iter().enumerate() {
-            if i + 1 == SYNC_HIST_BUCKETS {
-                writeln!(f, ">={:<6} {n}", 1u64 << i)?;
+        for (i, n) in (self.which)(&self.dev).counts().iter().enumerate() {
+            if i + 1 == LATENCY_BUCKETS {
+                writeln!(f, ">={:<6} {n}", abi::latency_bucket_start_us(i))?;
             } else {
-                writeln!(f, "<{:<7} {n}", 1u64 << (i + 1))?;
+                writeln!(f, "<{:<7} {n}", abi::latency_bucket_start_us(i + 1))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for CtxLatencies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Bucket i starts at the i-th bound (0, 2, 4, ... 32768 microseconds).
+        write!(f, "ctx  what     ")?;
+        for i in 0..LATENCY_BUCKETS {
+            write!(f, " {:>6}", abi::latency_bucket_start_us(i))?;
+        }
+        writeln!(f)?;
+        let Ok(contexts) = self.0.live() else {
+            return writeln!(f, "(out of memory)");
+        };
+        for ctx in contexts.iter() {
+            let l = &ctx.stats.latency;
+            for (what, h) in [("sync_wait", &l.sync_wait), ("fault", &l.fault)] {
+                write!(f, "{:3}  {:9}", ctx.index, what)?;
+                for n in h.counts() {
+                    write!(f, " {n:6}")?;
+                }
+                writeln!(f)?;
             }
         }
         Ok(())
@@ -163,7 +196,9 @@ impl fmt::Debug for Counters {
 /// The directory and its files (removed when dropped; files first).
 pub(crate) struct DebugDir {
     _contexts: Pin<KBox<File<Contexts>>>,
-    _sync_waits: Pin<KBox<File<SyncWaits>>>,
+    _sync_waits: Pin<KBox<File<DevHistogram>>>,
+    _faults: Pin<KBox<File<DevHistogram>>>,
+    _latencies: Pin<KBox<File<CtxLatencies>>>,
     _counters: Pin<KBox<File<Counters>>>,
     _bar0: Pin<KBox<File<Bar0>>>,
     _deregister_delay: Pin<KBox<File<Knob>>>,
@@ -192,7 +227,27 @@ impl DebugDir {
                 GFP_KERNEL,
             )?,
             _sync_waits: KBox::pin_init(
-                dir.read_only_file(c"sync_wait_us", SyncWaits(dev.clone())),
+                dir.read_only_file(
+                    c"sync_wait_us",
+                    DevHistogram {
+                        dev: dev.clone(),
+                        which: |d| &d.latency.hist.sync_wait,
+                    },
+                ),
+                GFP_KERNEL,
+            )?,
+            _faults: KBox::pin_init(
+                dir.read_only_file(
+                    c"fault_us",
+                    DevHistogram {
+                        dev: dev.clone(),
+                        which: |d| &d.latency.hist.fault,
+                    },
+                ),
+                GFP_KERNEL,
+            )?,
+            _latencies: KBox::pin_init(
+                dir.read_only_file(c"latency_us", CtxLatencies(contexts.clone())),
                 GFP_KERNEL,
             )?,
             _counters: KBox::pin_init(

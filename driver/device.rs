@@ -32,6 +32,7 @@ use crate::abi::{self, reg, Command};
 use crate::cmd_ring::{self, CmdRing, Ticket};
 use crate::dma_mem::{load, store};
 use crate::event_ring::{self, EventRing};
+use crate::latency::DevLatency;
 use crate::regs;
 use crate::shadow::ShadowPage;
 
@@ -83,10 +84,6 @@ impl Answers {
         true
     }
 }
-
-/// Buckets of the SYNC wait histogram: bucket i counts waits below 2^(i+1) microseconds, the
-/// last one everything longer.
-pub(crate) const SYNC_HIST_BUCKETS: usize = 16;
 
 /// Low and high halves of a 64-bit bus address, for the _LO/_HI register pairs.
 fn split(v: u64) -> (u32, u32) {
@@ -164,9 +161,8 @@ pub(crate) struct MnicDev {
     open_contexts: Arc<dyn OpenContexts>,
     pub(crate) hw_version: u32,
     pub(crate) caps: u32,
-    /// How long SYNC waits took: invalidations', and `MNIC_IOC_SYNC`'s (see
-    /// `SYNC_HIST_BUCKETS`).
-    sync_hist: [Atomic<u64>; SYNC_HIST_BUCKETS],
+    /// How long SYNC waits and device faults took, over every context (`latency.rs`).
+    pub(crate) latency: DevLatency,
 }
 
 /// Proof that the device is bound while it lives (an SRCU read section that unbind waits for).
@@ -316,7 +312,7 @@ impl MnicDev {
             open_contexts,
             hw_version,
             caps,
-            sync_hist: [const { Atomic::new(0) }; SYNC_HIST_BUCKETS],
+            latency: DevLatency::new(),
         }? Error))
     }
 
@@ -576,19 +572,8 @@ impl MnicDev {
             // The MMIO write orders after the ring stores (writel has a write barrier).
             access.bar()?.write_reg(regs::CMDQ_TAIL::from(tail));
         }
+        self.sync_posted(cmds, ticket, ring);
         Ok(ticket)
-    }
-
-    /// Counts one SYNC wait in the histogram.
-    pub(crate) fn record_sync_wait(&self, ns: u64) {
-        let us = ns / 1000;
-        let bucket = (u64::BITS - us.leading_zeros()) as usize;
-        self.sync_hist[bucket.min(SYNC_HIST_BUCKETS - 1)].add(1, Relaxed);
-    }
-
-    /// The SYNC wait histogram.
-    pub(crate) fn sync_hist(&self) -> [u64; SYNC_HIST_BUCKETS] {
-        core::array::from_fn(|i| self.sync_hist[i].load(Relaxed))
     }
 
     /// Whether the SYNC with `ticket` has executed.
@@ -632,7 +617,7 @@ impl MnicDev {
             // page-out 130 us, against 131-146 us with the 200 us cap.
             pause = (pause * 2).min(40);
         }
-        Ok(start.elapsed())
+        Ok(self.sync_waited(ticket, start.elapsed(), spin))
     }
 
     // ------------------------------------------------------------------ events

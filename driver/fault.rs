@@ -48,6 +48,7 @@ impl Ctx {
     /// Called by the event thread for a `FAULT` event: hands the fault to this context's
     /// worker (see the module documentation).
     pub(crate) fn queue_fault(self: &Arc<Self>, f: PendingFault) {
+        self.fault_received(&f);
         {
             let mut slot = self.fault_slot.lock();
             if slot.closing {

@@ -253,6 +253,12 @@ impl MiscDevice for OpenFile {
             }
             abi::MNIC_IOC_SHADOW => ctx.give_shadow()?,
             abi::MNIC_IOC_SYNC => ctx.fence()?,
+            abi::MNIC_IOC_CTX_LATENCY => {
+                write_user(&mut user.writer(), &ctx.stats.latency.report())?
+            }
+            abi::MNIC_IOC_DEV_LATENCY => {
+                write_user(&mut user.writer(), &ctx.dev.latency.hist.report())?
+            }
             _ => return Err(ENOTTY),
         }
         Ok(0)

@@ -62,12 +62,17 @@ impl Fill {
     }
 }
 
+/// The fault-around window in bytes for the knob's `window_kib`: a power of two of at least
+/// one page (rounded down), so a window-aligned block is well defined.
+pub(crate) fn window_bytes(window_kib: u32) -> u64 {
+    let bytes = (u64::from(window_kib) << 10).max(pte::PAGE_SIZE);
+    1u64 << (u64::BITS - 1 - bytes.leading_zeros())
+}
+
 /// The fault-around window of `page`: the `window`-aligned block around it, clipped to the
 /// registration's `[reg_start, reg_end)`.
 fn around(page: u64, window_kib: u32, reg_start: u64, reg_end: u64) -> (u64, u64) {
-    // A power of two of at least one page, so the block is aligned.
-    let bytes = (u64::from(window_kib) << 10).max(pte::PAGE_SIZE);
-    let window = 1u64 << (u64::BITS - 1 - bytes.leading_zeros());
+    let window = window_bytes(window_kib);
     let block = page & !(window - 1);
     (block.max(reg_start), (block + window).min(reg_end))
 }
@@ -306,6 +311,7 @@ impl Ctx {
     pub(crate) fn handle_fault(&self, va: u64, write: bool, id: u64) {
         self.stats.faults.add(1, Relaxed);
         let result = self.resolve(va, write);
+        self.fault_resolved(va, write, id, &result);
         pr_debug!(
             "mnic ctx {}: device fault {:#x} write {} id {}: {:?}\n",
             self.index,
@@ -336,6 +342,7 @@ impl Ctx {
             }
         };
         let _ = self.dev.post_answer(cmd);
+        self.fault_answered(id, &result);
     }
 
     fn resolve(&self, va: u64, write: bool) -> Result {

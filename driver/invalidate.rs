@@ -17,6 +17,7 @@ use kernel::{
 use crate::abi::{self, Command};
 use crate::cmd_ring::Ticket;
 use crate::context::{Ctx, CtxState, Region};
+use crate::observe::InvalSpan;
 
 impl CtxState {
     /// The command that makes the device forget [start, end) and anything left unflushed.
@@ -42,7 +43,7 @@ impl CtxState {
 impl IntervalNotifierOps for Region {
     type Locked = CtxState;
     type Backend = MutexBackend;
-    type Finish = Ticket;
+    type Finish = (Ticket, InvalSpan);
 
     fn user_lock(&self) -> &Mutex<CtxState> {
         &self.ctx.state
@@ -58,6 +59,7 @@ impl IntervalNotifierOps for Region {
         let mut st = inv.lock()?;
         let (start, end) = inv.clamped();
         let cleared = st.table.clear(start as u64, end as u64);
+        let span = self.inval_span(&inv, &cleared);
         pr_debug!(
             "mnic ctx {}: invalidate {:#x}..{:#x} {:?} blockable {}: {} + {} leaves\n",
             ctx.index,
@@ -85,7 +87,7 @@ impl IntervalNotifierOps for Region {
                     if let Some(wb) = st.would_block() {
                         return Err(wb);
                     }
-                    Ok(st.finish_later(t))
+                    Ok(st.finish_later(span.until(t)))
                 }
                 _ => Ok(st.done()),
             };
@@ -112,7 +114,7 @@ impl IntervalNotifierOps for Region {
             Ok(t) => {
                 st.pending = Some(t);
                 st.unflushed = false;
-                Ok(st.finish_later(t))
+                Ok(st.finish_later(span.until(t)))
             }
             // The device is stopped (reset at unbind, or dead and stopped): no DMA any more.
             Err(_) if dev.is_quiesced() => {
@@ -121,11 +123,11 @@ impl IntervalNotifierOps for Region {
             }
             // Going (unbind in progress, or just declared dead) but not yet stopped: it may still
             // use the cleared entries. Return only once it is stopped.
-            Err(_) => Ok(st.finish_later(Ticket::QUIESCED)),
+            Err(_) => Ok(st.finish_later(span.until(Ticket::QUIESCED))),
         }
     }
 
-    fn invalidate_finish(&self, ticket: Ticket) {
+    fn invalidate_finish(&self, (ticket, _span): (Ticket, InvalSpan)) {
         if let Ok(waited) = self.ctx.dev.wait_sync(ticket) {
             self.ctx.record_sync_wait(waited);
         }

@@ -1042,6 +1042,45 @@ pub struct MnicQuery {
     pub pinned: u64,
 }
 
+/// Buckets of a latency histogram (`MnicLatency`, spec §13): powers of two microseconds.
+pub const LATENCY_BUCKETS: usize = 16;
+
+/// The histogram bucket of a latency of `ns` nanoseconds: 0 below 2 µs, `i` for
+/// [2^i, 2^(i+1)) µs, the last bucket from 2^15 µs up (spec §13).
+pub const fn latency_bucket(ns: u64) -> usize {
+    let us = ns / 1000;
+    let bucket = (u64::BITS - us.leading_zeros()) as usize;
+    // `us` in [2^i, 2^(i+1)) has i + 1 significant bits; below 2 µs lands in 0 either way.
+    let bucket = if bucket == 0 { 0 } else { bucket - 1 };
+    if bucket < LATENCY_BUCKETS {
+        bucket
+    } else {
+        LATENCY_BUCKETS - 1
+    }
+}
+
+/// The lower bound of histogram bucket `i` in microseconds (0 for bucket 0); bucket `i`
+/// ends where `i + 1` starts, the last one has no end.
+pub const fn latency_bucket_start_us(i: usize) -> u64 {
+    if i == 0 {
+        0
+    } else {
+        1 << i
+    }
+}
+
+/// `MNIC_IOC_CTX_LATENCY` / `MNIC_IOC_DEV_LATENCY` output: latency histograms (spec §13).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
+pub struct MnicLatency {
+    /// SYNC waits per bucket (see [`latency_bucket`]).
+    pub sync_wait: [u64; LATENCY_BUCKETS],
+    /// Device faults per bucket, from the `FAULT` event's receipt to the posted answer.
+    pub fault: [u64; LATENCY_BUCKETS],
+}
+
 /// Get device and context information.
 pub const MNIC_IOC_INFO: u32 = ioc(IOC_READ, 0, core::mem::size_of::<MnicInfo>());
 /// Register a range.
@@ -1070,6 +1109,11 @@ pub const MNIC_IOC_QUERY: u32 = ioc(IOC_READ | IOC_WRITE, 9, core::mem::size_of:
 pub const MNIC_IOC_SHADOW: u32 = ioc(0, 10, 0);
 /// Posts a SYNC and waits for it: a device fence for user space.
 pub const MNIC_IOC_SYNC: u32 = ioc(0, 11, 0);
+
+/// This context's latency histograms.
+pub const MNIC_IOC_CTX_LATENCY: u32 = ioc(IOC_READ, 12, core::mem::size_of::<MnicLatency>());
+/// The device's latency histograms (every context).
+pub const MNIC_IOC_DEV_LATENCY: u32 = ioc(IOC_READ, 13, core::mem::size_of::<MnicLatency>());
 
 /// mmap offset of the context's shadow page in its `/dev/mnicN` file (spec §13).
 pub const MMAP_SHADOW_OFFSET: u64 = 4096;

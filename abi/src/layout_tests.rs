@@ -60,6 +60,7 @@ fn user_abi_structures_have_no_padding() {
     assert_eq!(size_of::<MnicCtxStats>(), 128);
     assert_eq!(size_of::<MnicDevStats>(), 256);
     assert_eq!(size_of::<MnicQuery>(), 48);
+    assert_eq!(size_of::<MnicLatency>(), 256);
 }
 
 #[test]
@@ -81,9 +82,12 @@ fn ioctl_numbers_follow_the_linux_encoding() {
         MNIC_IOC_QUERY,
         MNIC_IOC_SHADOW,
         MNIC_IOC_SYNC,
+        MNIC_IOC_CTX_LATENCY,
+        MNIC_IOC_DEV_LATENCY,
     ];
     // _IO(0xB7, 10): no argument, no direction, size 0.
     assert_eq!(MNIC_IOC_SHADOW, (0xB7 << 8) | 10);
+    assert_eq!(MNIC_IOC_CTX_LATENCY, 0x8100_b70c);
     for (nr, cmd) in all.iter().enumerate() {
         assert_eq!(cmd & 0xff, nr as u32, "ioctl numbers are dense and ordered");
     }
@@ -288,4 +292,26 @@ fn descriptor_rule_refuses_what_the_spec_refuses() {
         .validate(),
         Ok(())
     );
+}
+
+#[test]
+fn latency_buckets_are_powers_of_two_microseconds() {
+    assert_eq!(latency_bucket(0), 0);
+    assert_eq!(latency_bucket(1_999), 0);
+    assert_eq!(latency_bucket(2_000), 1);
+    assert_eq!(latency_bucket(3_999), 1);
+    assert_eq!(latency_bucket(4_000), 2);
+    assert_eq!(latency_bucket(299_000), 8);
+    assert_eq!(latency_bucket(32_767_000), 14);
+    assert_eq!(latency_bucket(32_768_000), 15);
+    assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+    for i in 1..LATENCY_BUCKETS {
+        let start = latency_bucket_start_us(i);
+        assert_eq!(
+            latency_bucket(start * 1000),
+            i,
+            "bucket {i} starts at {start} us"
+        );
+        assert_eq!(latency_bucket(start * 1000 - 1), i - 1);
+    }
 }

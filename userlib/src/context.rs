@@ -16,6 +16,7 @@ use crate::buffer::DmaBuffer;
 use crate::counters::{DevCounters, TableEntries};
 use crate::error::{Error, Result};
 use crate::info::Info;
+use crate::latency::Latency;
 use crate::queue::{DoorbellMode, Queue, QueueConfig, WorkDone};
 use crate::shadow;
 use crate::sys::{self, Command, DoorbellPage, ShadowPage};
@@ -302,6 +303,28 @@ impl Context {
         let mut s = abi::MnicDevStats::default();
         sys::ioctl(self.fd.as_fd(), &mut s)?;
         Ok(DevCounters(s))
+    }
+
+    /// This context's latency histograms (`MNIC_IOC_CTX_LATENCY`): its SYNC waits and
+    /// device faults since it was opened.
+    ///
+    /// # Errors
+    /// [`Error::DeviceGone`]; [`Error::NotSupported`] from a driver without the request.
+    pub fn latency(&self) -> Result<Latency> {
+        let mut l = sys::CtxLatency::default();
+        sys::ioctl(self.fd.as_fd(), &mut l)?;
+        Ok(l.0.into())
+    }
+
+    /// The device's latency histograms (`MNIC_IOC_DEV_LATENCY`): every context's SYNC waits
+    /// and device faults since the driver bound it.
+    ///
+    /// # Errors
+    /// As [`latency`](Self::latency).
+    pub fn dev_latency(&self) -> Result<Latency> {
+        let mut l = sys::DevLatency::default();
+        sys::ioctl(self.fd.as_fd(), &mut l)?;
+        Ok(l.0.into())
     }
 
     /// A device fence (`MNIC_IOC_SYNC`): posts a SYNC on the command queue and returns

@@ -42,7 +42,8 @@
 //!    fence.
 //! 7. **Observe**: [`Context::query`] counts the device's valid table entries over a
 //!    range (watch them vanish after [`DmaBuffer::pageout`]), [`Context::ctx_stats`]
-//!    and [`Context::dev_stats`] read the driver and device counters.
+//!    and [`Context::dev_stats`] read the driver and device counters,
+//!    [`Context::latency`] and [`Context::dev_latency`] the latency histograms.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -117,6 +118,7 @@ mod counters;
 mod device;
 mod error;
 mod info;
+mod latency;
 mod queue;
 mod shadow;
 mod sys;
@@ -132,5 +134,6 @@ pub use counters::{ctx_stats_fields, DevCounters, TableEntries};
 pub use device::{parse_device_name, Device, DEV_DIR, DEV_PREFIX};
 pub use error::{Error, Result, WorkError};
 pub use info::{Caps, Info};
+pub use latency::{Bucket, Histogram, Latency};
 pub use queue::{DoorbellMode, QueueConfig, WorkDone};
 pub use work::{validate, Pattern, Traffic, Work};

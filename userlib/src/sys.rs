@@ -10,7 +10,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::AtomicU32;
 
 use mnic_abi as abi;
-use zerocopy::{FromBytes, Immutable, IntoBytes};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::error::{Error, Result};
 use crate::shadow::Words;
@@ -48,6 +48,19 @@ request!(abi::MnicWait, abi::MNIC_IOC_WAIT, "WAIT");
 request!(abi::MnicCtxStats, abi::MNIC_IOC_CTX_STATS, "CTX_STATS");
 request!(abi::MnicDevStats, abi::MNIC_IOC_DEV_STATS, "DEV_STATS");
 request!(abi::MnicQuery, abi::MNIC_IOC_QUERY, "QUERY");
+request!(CtxLatency, abi::MNIC_IOC_CTX_LATENCY, "CTX_LATENCY");
+request!(DevLatency, abi::MNIC_IOC_DEV_LATENCY, "DEV_LATENCY");
+
+/// `MNIC_IOC_CTX_LATENCY`'s argument: the two latency requests share `abi::MnicLatency`, and
+/// a structure is tied to one request, so each gets a wrapper of its own.
+#[repr(transparent)]
+#[derive(Default, IntoBytes, FromBytes, Immutable, KnownLayout)]
+pub(crate) struct CtxLatency(pub(crate) abi::MnicLatency);
+
+/// `MNIC_IOC_DEV_LATENCY`'s argument (see [`CtxLatency`]).
+#[repr(transparent)]
+#[derive(Default, IntoBytes, FromBytes, Immutable, KnownLayout)]
+pub(crate) struct DevLatency(pub(crate) abi::MnicLatency);
 
 /// Issues request `T::REQ` on `fd` with `arg` as its in/out argument.
 pub(crate) fn ioctl<T: Request>(fd: BorrowedFd<'_>, arg: &mut T) -> Result<()> {

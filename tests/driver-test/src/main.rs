@@ -9,6 +9,8 @@ use std::fs::{self, File, OpenOptions};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+mod observe;
+
 use mnic::{
     Access, Context, DevCounters, DmaBuffer, DoorbellMode, Error, QueueConfig, Work, WorkError,
 };
@@ -531,6 +533,13 @@ fn bad_ioctls_refused() -> CaseResult {
         8 as *mut abi::MnicInfo,
         libc::EFAULT,
     )?;
+    for (what, cmd) in [
+        ("CTX_LATENCY to a bad pointer", abi::MNIC_IOC_CTX_LATENCY),
+        ("DEV_LATENCY to a bad pointer", abi::MNIC_IOC_DEV_LATENCY),
+    ] {
+        // An address in the first page, which is never mapped.
+        expect_errno(&fd, what, cmd, 16 as *mut abi::MnicLatency, libc::EFAULT)?;
+    }
     // A registration whose copy-out fails is rolled back, not leaked.
     let mut r = reg(buf.va(), page, rw);
     raw_ioctl(&fd, abi::MNIC_IOC_REGISTER, &mut r).map_err(|n| format!("good register: {n}"))?;
@@ -1062,6 +1071,16 @@ fn main() {
         ),
         ("trapped_doorbells_knob", trapped_doorbells_knob, true),
         ("shadow_survives_sleep", shadow_survives_sleep, true),
+        (
+            "trace_events_show_each_step",
+            observe::trace_events_show_each_step,
+            true,
+        ),
+        (
+            "latency_histograms_count_syncs_and_faults",
+            observe::latency_histograms_count_syncs_and_faults,
+            true,
+        ),
         // Last: unloads the module (every context above is closed by now).
         ("module_reload", module_reload, true),
     ];

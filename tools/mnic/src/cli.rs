@@ -25,10 +25,12 @@ pub enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Driver per-context counters and device counters.
+    /// Driver per-context counters, device counters, and SYNC-wait and fault latency
+    /// histograms.
     ///
     /// The tool opens its own context: the per-context counters are that context's,
-    /// the device counters cover every context.
+    /// the device counters and the device's histograms cover every context; the
+    /// per-context histograms come from debugfs (root only).
     Stats {
         /// Device index N of /dev/mnicN.
         #[arg(long, short, default_value_t = 0)]

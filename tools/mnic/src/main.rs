@@ -13,6 +13,7 @@ mod bench;
 mod cli;
 mod error;
 mod info;
+mod latency;
 mod output;
 mod stats;
 

@@ -1,13 +1,15 @@
-//! `mnic stats`: the driver's per-context counters and the device counters.
+//! `mnic stats`: the driver's per-context counters, the device counters, and the latency
+//! histograms of SYNC waits and device faults (device-wide, and per open context).
 
 use std::time::{Duration, Instant};
 
 use mnic::abi::MnicCtxStats;
-use mnic::{ctx_stats_fields, DevCounters, Device};
+use mnic::{ctx_stats_fields, DevCounters, Device, Latency};
 use mnic_bench_schema::Fields;
 use serde::Serialize;
 
 use crate::error::CmdResult;
+use crate::latency::{self, ContextLatency};
 use crate::output::Table;
 
 /// One reading.
@@ -24,24 +26,47 @@ pub struct Sample {
     /// Device counters since the previous sample (only with `--interval`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_delta: Option<Fields<u64>>,
+    /// Lower bound of each latency bucket, in microseconds (spec §13).
+    pub latency_bucket_start_us: Vec<u64>,
+    /// SYNC-wait and fault latency histograms of the device (all contexts).
+    pub device_latency: Latency,
+    /// The same since the previous sample (only with `--interval`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_latency_delta: Option<Latency>,
+    /// Each open context's histograms (debugfs; absent when it cannot be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_latency: Option<Vec<ContextLatency>>,
+}
+
+/// What one sample reads.
+pub struct Reading<'a> {
+    pub ctx: &'a MnicCtxStats,
+    pub counters: &'a DevCounters,
+    pub latency: &'a Latency,
+    pub contexts: Option<Vec<ContextLatency>>,
 }
 
 pub fn sample(
     dev: &Device,
     n: u32,
     elapsed: Duration,
-    ctx: &MnicCtxStats,
-    now: &DevCounters,
-    prev: Option<&DevCounters>,
+    now: Reading<'_>,
+    prev: Option<(&DevCounters, &Latency)>,
 ) -> Sample {
     Sample {
         device: dev.index(),
         path: dev.path().display().to_string(),
         sample: n,
         elapsed_s: elapsed.as_secs_f64(),
-        context: ctx_stats_fields(ctx).into_iter().collect(),
-        device_counters: now.iter().collect(),
-        device_delta: prev.map(|p| now.since(p).iter().collect()),
+        context: ctx_stats_fields(now.ctx).into_iter().collect(),
+        device_counters: now.counters.iter().collect(),
+        device_delta: prev.map(|(p, _)| now.counters.since(p).iter().collect()),
+        latency_bucket_start_us: (0..mnic::abi::LATENCY_BUCKETS)
+            .map(mnic::abi::latency_bucket_start_us)
+            .collect(),
+        device_latency: *now.latency,
+        device_latency_delta: prev.map(|(_, l)| now.latency.since(l)),
+        context_latency: now.contexts,
     }
 }
 
@@ -63,6 +88,16 @@ pub fn render(s: &Sample) -> String {
         t.row(&[name.clone(), v.to_string()]);
     }
     out.push_str(&t.render());
+    out.push('\n');
+    out.push_str(&latency::render_device(
+        &s.device_latency,
+        s.device_latency_delta.as_ref(),
+    ));
+    out.push('\n');
+    match &s.context_latency {
+        Some(c) => out.push_str(&latency::render_contexts(c)),
+        None => out.push_str("per-context latency: debugfs latency_us not readable (root only)\n"),
+    }
     out
 }
 
@@ -81,7 +116,8 @@ pub fn run(device: u32, interval: Option<f64>, count: Option<u32>, json: bool) -
         (Some(_), None) => u32::MAX,
     };
     let start = Instant::now();
-    let mut prev: Option<DevCounters> = None;
+    let mut prev: Option<(DevCounters, Latency)> = None;
+    let debugfs = std::path::PathBuf::from(format!("/sys/kernel/debug/mnic{device}"));
     for n in 0..total {
         if n > 0 {
             if let Some(p) = period {
@@ -90,14 +126,27 @@ pub fn run(device: u32, interval: Option<f64>, count: Option<u32>, json: bool) -
         }
         let now = ctx.dev_stats()?;
         let cs = ctx.ctx_stats()?;
-        let s = sample(&dev, n, start.elapsed(), &cs, &now, prev.as_ref());
+        let lat = ctx.dev_latency()?;
+        let reading = Reading {
+            ctx: &cs,
+            counters: &now,
+            latency: &lat,
+            contexts: latency::read_contexts(&debugfs),
+        };
+        let s = sample(
+            &dev,
+            n,
+            start.elapsed(),
+            reading,
+            prev.as_ref().map(|(c, l)| (c, l)),
+        );
         if json {
             // One JSON object per line, so a stream of samples is easy to consume.
             println!("{}", serde_json::to_string(&s)?);
         } else {
             println!("{}", render(&s));
         }
-        prev = Some(now);
+        prev = Some((now, lat));
     }
     Ok(())
 }
@@ -117,13 +166,24 @@ mod tests {
             faults: 2,
             ..Default::default()
         };
+        let mut lat_a = Latency::default();
+        lat_a.sync_wait.counts[8] = 2;
+        let mut lat_b = lat_a;
+        lat_b.sync_wait.counts[8] = 5;
+        lat_b.fault.counts[10] = 1;
+        let (ca, cb) = (DevCounters(a), DevCounters(b));
+        let reading = |counters, latency| Reading {
+            ctx: &cs,
+            counters,
+            latency,
+            contexts: None,
+        };
         let s = sample(
             &Device::from_index(0),
             1,
             Duration::from_millis(1500),
-            &cs,
-            &DevCounters(b),
-            Some(&DevCounters(a)),
+            reading(&cb, &lat_b),
+            Some((&ca, &lat_a)),
         );
         let v = serde_json::to_value(&s).unwrap();
         assert_eq!(v["device"], 0);
@@ -132,6 +192,11 @@ mod tests {
         assert_eq!(v["context"]["faults"], 2);
         assert_eq!(v["device_counters"]["faults"], 10);
         assert_eq!(v["device_delta"]["faults"], 7);
+        assert_eq!(v["device_latency"]["sync_wait"]["counts"][8], 5);
+        assert_eq!(v["device_latency_delta"]["sync_wait"]["counts"][8], 3);
+        assert_eq!(v["device_latency_delta"]["fault"]["counts"][10], 1);
+        assert_eq!(v["latency_bucket_start_us"][15], 32768);
+        assert!(v.get("context_latency").is_none());
         assert_eq!(
             v["device_counters"].as_object().unwrap().len(),
             counter::COUNT as usize
@@ -143,14 +208,14 @@ mod tests {
             &Device::from_index(0),
             0,
             Duration::ZERO,
-            &cs,
-            &DevCounters(a),
+            reading(&ca, &lat_a),
             None,
         );
-        assert!(serde_json::to_value(&first)
-            .unwrap()
-            .get("device_delta")
-            .is_none());
-        assert!(render(&s).contains("faults"));
+        let first = serde_json::to_value(&first).unwrap();
+        assert!(first.get("device_delta").is_none());
+        assert!(first.get("device_latency_delta").is_none());
+        let text = render(&s);
+        assert!(text.contains("faults"));
+        assert!(text.contains("[256, 512) us"), "{text}");
     }
 }

@@ -17,7 +17,10 @@
 //!   deregister), `invalidate` (the notifier callbacks), `fill` (device faults and prefetch),
 //!   `fault` (faults handed to a per-context worker);
 //! - `slots` (context index → context), `file` (misc device, ioctls, doorbell and shadow mmap),
-//!   `debugfs`, and here: PCI probe/unbind and the event interrupt.
+//!   `debugfs`, and here: PCI probe/unbind and the event interrupt;
+//! - beside them, where the time goes: `trace` (the `mnic:*` trace events, defined in C in
+//!   `mnic_trace.h`), `latency` (the latency histograms), `observe` (what each path reports at
+//!   each step).
 //!
 //! `docs/driver.md` has the table of modules and of locks.
 
@@ -46,12 +49,15 @@ mod fault;
 mod file;
 mod fill;
 mod invalidate;
+mod latency;
+mod observe;
 mod pin;
 mod registration;
 mod regs;
 mod shadow;
 mod slots;
 mod table;
+mod trace;
 
 use context::PendingFault;
 use device::{MnicDev, BAR0_SIZE};
