@@ -43,9 +43,9 @@ pub(crate) struct CmdRing {
     /// Last `CMDQ_HEAD` read from the device (refreshed only when the ring looks full).
     head: u32,
     next_ticket: u64,
-    /// The trapped mode last written to the device's `SPIN_US` (debugfs
-    /// `trapped_doorbells`); written again when the knob changes.
-    pub(crate) trapped_applied: bool,
+    /// The value last written to the device's `SPIN_US` (0 at reset: the device's own
+    /// budget); written again when debugfs `trapped_doorbells` or `spin_us` asks for another.
+    pub(crate) spin_applied: u32,
 }
 
 impl CmdRing {
@@ -57,7 +57,7 @@ impl CmdRing {
             tail: 0,
             head: 0,
             next_ticket: 1,
-            trapped_applied: false,
+            spin_applied: 0,
         })
     }
 

@@ -22,6 +22,9 @@
 //! - `trapped_doorbells` (read-write, 0 or 1): 1 makes every command post write the
 //!   `CMDQ_TAIL` register and turns the device's polling off (`SPIN_US` override 0, from
 //!   the next post on), so a benchmark can compare the two ways of posting (spec §4a);
+//! - `spin_us` (read-write, up to 1048575): nonzero overrides the device's spin budget
+//!   (`SPIN_US`, from the next post on), so a test of the shadow path does not depend on how
+//!   fast a loaded host schedules the guest; 0 gives the device its own budget back;
 //! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
 //!   oracle find the PCI function behind `/dev/mnicN`).
 
@@ -206,6 +209,7 @@ pub(crate) struct DebugDir {
     _resolve_delay: Pin<KBox<File<Knob>>>,
     _trapped_doorbells: Pin<KBox<File<Knob>>>,
     _fault_around: Pin<KBox<File<Knob>>>,
+    _spin_us: Pin<KBox<File<Knob>>>,
     _dir: Dir,
 }
 
@@ -285,6 +289,10 @@ impl DebugDir {
                     c"fault_around_kib",
                     knob(|d| &d.fault_around_kib, FAULT_AROUND_MAX_KIB),
                 ),
+                GFP_KERNEL,
+            )?,
+            _spin_us: KBox::pin_init(
+                dir.read_write_file(c"spin_us", knob(|d| &d.spin_us, abi::spin::US_MASK)),
                 GFP_KERNEL,
             )?,
             _dir: dir,

@@ -131,6 +131,10 @@ pub(crate) struct MnicDev {
     /// device is polling the shadow page (the `forced` of spec §4a; benchmarks compare the
     /// two). Read at every post. 0 in normal use.
     pub(crate) trapped_doorbells: Atomic<u32>,
+    /// debugfs `spin_us`: nonzero overrides the device's spin budget with this many
+    /// microseconds (`SPIN_US`, spec §4a), applied at the next post; 0: the device's own.
+    /// `trapped_doorbells` wins over it. 0 in normal use.
+    pub(crate) spin_us: Atomic<u32>,
     /// `/dev/mnicN` number.
     pub(crate) minor_index: u32,
     #[pin]
@@ -294,6 +298,7 @@ impl MnicDev {
             resolve_delay_ms: Atomic::new(0),
             fault_around_kib: Atomic::new(FAULT_AROUND_KIB),
             trapped_doorbells: Atomic::new(0),
+            spin_us: Atomic::new(0),
             minor_index,
             srcu <- new_srcu!(),
             gone: Atomic::new(false),
@@ -554,13 +559,17 @@ impl MnicDev {
         };
         let tail = q.tail();
         let trapped = self.trapped_doorbells.load(Relaxed) != 0;
-        if self.cmd_shadow.is_some() && trapped != q.trapped_applied {
-            // Trapped mode is the path without shadow doorbells, so the device must not poll
-            // either: it would find the tail in the shadow page before the register write
-            // reaches it. A spin budget of 0 makes it read the page only when rung.
-            let spin = if trapped { abi::spin::OVERRIDE } else { 0 };
+        // Trapped mode is the path without shadow doorbells, so the device must not poll
+        // either: it would find the tail in the shadow page before the register write
+        // reaches it. A spin budget of 0 makes it read the page only when rung.
+        let spin = match self.spin_us.load(Relaxed) {
+            _ if trapped => abi::spin::OVERRIDE,
+            0 => 0,
+            us => abi::spin::OVERRIDE | (us & abi::spin::US_MASK),
+        };
+        if self.cmd_shadow.is_some() && spin != q.spin_applied {
             access.bar()?.write_reg(regs::SPIN_US::from(spin));
-            q.trapped_applied = trapped;
+            q.spin_applied = spin;
         }
         let ring = match &self.cmd_shadow {
             // With a shadow page the device takes the tail from there only; the register write
