@@ -16,6 +16,8 @@
 //! - `trapped_doorbells` (read-write, 0 or 1): 1 makes every command post write the
 //!   `CMDQ_TAIL` register and turns the device's polling off (`SPIN_US` override 0, from
 //!   the next post on), so a benchmark can compare the two ways of posting (spec §4a);
+//! - `dma_maps`: DMA mappings of user pages (`dma_map.rs`), of the whole module: `live` (mapped
+//!   now), `mapped` and `unmapped` (since the module was loaded);
 //! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
 //!   oracle find the PCI function behind `/dev/mnicN`).
 
@@ -41,6 +43,8 @@ pub(crate) struct Contexts(pub(crate) Arc<ContextSlots>);
 pub(crate) struct SyncWaits(pub(crate) Arc<MnicDev>);
 /// Device counters.
 pub(crate) struct Counters(pub(crate) Arc<MnicDev>);
+/// DMA mappings of user pages (module-wide).
+pub(crate) struct DmaMaps;
 /// BAR0 bus address.
 pub(crate) struct Bar0(pub(crate) u64);
 /// A knob of the device, a number read and written as text: a fault-injection delay (in
@@ -57,6 +61,15 @@ const MAX_DELAY_MS: u32 = 10_000;
 impl fmt::Debug for Bar0 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:#x}", self.0)
+    }
+}
+
+impl fmt::Debug for DmaMaps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (mapped, unmapped) = crate::dma_map::counts();
+        writeln!(f, "live {}", mapped - unmapped)?;
+        writeln!(f, "mapped {mapped}")?;
+        writeln!(f, "unmapped {unmapped}")
     }
 }
 
@@ -152,6 +165,7 @@ pub(crate) struct DebugDir {
     _sync_waits: Pin<KBox<File<SyncWaits>>>,
     _counters: Pin<KBox<File<Counters>>>,
     _bar0: Pin<KBox<File<Bar0>>>,
+    _dma_maps: Pin<KBox<File<DmaMaps>>>,
     _deregister_delay: Pin<KBox<File<Knob>>>,
     _unbind_delay: Pin<KBox<File<Knob>>>,
     _resolve_delay: Pin<KBox<File<Knob>>>,
@@ -185,6 +199,7 @@ impl DebugDir {
                 GFP_KERNEL,
             )?,
             _bar0: KBox::pin_init(dir.read_only_file(c"bar0", Bar0(dev.bar_phys)), GFP_KERNEL)?,
+            _dma_maps: KBox::pin_init(dir.read_only_file(c"dma_maps", DmaMaps), GFP_KERNEL)?,
             _deregister_delay: KBox::pin_init(
                 dir.read_write_file(
                     c"fault_deregister_delay_ms",

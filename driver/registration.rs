@@ -13,6 +13,7 @@ use crate::abi::{self, pte, reg_flags};
 use crate::cmd_ring::Ticket;
 use crate::context::{Ctx, Region, Registered, Registrations};
 use crate::device::fault_delay;
+use crate::dma_map::DmaPages;
 use crate::pin::PinnedPages;
 use crate::table::{self, PageTable};
 
@@ -66,6 +67,10 @@ impl Ctx {
             registrations.next_handle = registrations.next_handle.wrapping_add(1).max(1);
             handle
         };
+        let dma = {
+            let access = self.dev.enter()?;
+            DmaPages::new(access.bound(), start, end)?
+        };
         let region = KBox::pin_init(
             IntervalNotifier::new(
                 &mm,
@@ -75,6 +80,7 @@ impl Ctx {
                     ctx: self.clone(),
                     handle,
                     flags: req.flags,
+                    dma,
                 },
             ),
             GFP_KERNEL,
@@ -139,9 +145,11 @@ impl Ctx {
         // the range (nothing can fill it again: the registration left the list under `registrations`,
         // and fills find their registration there). Removed first, an munmap in between would
         // free pages the table still maps, and nobody would tell the device. Other
-        // registrations over the same pages fault them back on demand. Pinned pages are
-        // released only once the device cannot use them any more.
+        // registrations over the same pages fault them back on demand. The pages' DMA mappings
+        // go once the device is fenced, while the notifier still guarantees that the pages
+        // are not freed; pinned pages are released only after that.
         let result = self.shoot_down(start, end);
+        notifier.dma.unmap_fenced(start, end);
         // Fault injection (debugfs): widens the window between the two steps for tests.
         fault_delay(&self.dev.deregister_delay_ms);
         drop(notifier);
@@ -184,6 +192,19 @@ impl Ctx {
         let _ = self.dev.wait_sync(ticket);
         drop(freed);
         Ok(())
+    }
+}
+
+impl Ctx {
+    /// Teardown, once the device can no longer use this context (`CTX_DISABLE` executed, or
+    /// the device stopped): unmaps the DMA mappings of every registration while their
+    /// notifiers still keep the pages from being freed.
+    pub(crate) fn unmap_registrations(&self) {
+        for r in self.registrations.lock().list.iter() {
+            r.notifier
+                .dma
+                .unmap_fenced(r.notifier.start() as u64, r.notifier.end() as u64);
+        }
     }
 }
 
