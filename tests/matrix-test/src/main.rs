@@ -11,6 +11,7 @@
 //! the bounded loops long.
 
 mod devices;
+mod dma;
 mod holes;
 mod mm;
 mod stress;
@@ -71,6 +72,12 @@ fn main() {
         (
             "read_fault_keeps_pages_clean",
             mm::read_fault_keeps_pages_clean,
+            true,
+        ),
+        ("dma_mappings_released", dma::dma_mappings_released, true),
+        (
+            "dma_unmap_waits_for_sync",
+            dma::dma_unmap_waits_for_sync,
             true,
         ),
         ("ioctl_fuzz", stress::ioctl_fuzz, true),
