@@ -200,15 +200,29 @@ impl Ctx {
     /// the device stopped): unmaps the DMA mappings of every registration while their
     /// notifiers still keep the pages from being freed.
     pub(crate) fn unmap_registrations(&self) {
-        for r in self.registrations.lock().list.iter() {
+        self.registrations.lock().unmap_all();
+    }
+
+    /// The same at unbind, once the device is stopped, but without waiting for the list: a
+    /// device fault being resolved holds it, and may wait as long as its page takes (an
+    /// unresponsive file system). Then the mappings stay until the registrations go.
+    pub(crate) fn try_unmap_registrations(&self) -> bool {
+        self.registrations
+            .try_lock()
+            .map(|r| r.unmap_all())
+            .is_some()
+    }
+}
+
+impl Registrations {
+    fn unmap_all(&self) {
+        for r in self.list.iter() {
             r.notifier
                 .dma
                 .unmap_fenced(r.notifier.start() as u64, r.notifier.end() as u64);
         }
     }
-}
 
-impl Registrations {
     /// Index in the list of the registration with `handle`.
     fn position(&self, handle: u32) -> Option<usize> {
         self.list

@@ -241,3 +241,38 @@ pub fn dma_unmap_waits_for_sync() -> CaseResult {
     drop((rs, rd));
     Ok(Outcome::Pass)
 }
+
+/// Unbind takes every DMA mapping of user pages down, once the device is stopped, even while
+/// contexts with registrations stay open: nothing is left mapped for a device the driver no
+/// longer owns (the function may be bound to another driver, with another IOMMU domain, next).
+///
+/// The counts are read through the debugfs directory of the device bound again (the old one
+/// goes at unbind), while the old context is still open.
+pub fn dma_unmapped_at_unbind() -> CaseResult {
+    let ctx = open()?;
+    let (bdf, drv) = crate::stress::mnic_pci()?;
+    check(!drv.is_empty(), || "device not bound".into())?;
+    let minor = ctx.info().minor;
+    let base = dma_counts(minor)?.live;
+    let pages = 64;
+    let m = Map::anon(pages * PAGE)?;
+    m.fill(0, m.len, 83);
+    let r = reg_raw(&ctx, m.va(), m.len, Access::READ_WRITE)?;
+    r.prefetch(true).map_err(e("prefetch"))?;
+    made_at_least(minor, base, pages as u64, "prefetch")?;
+    fs::write(format!("/sys/bus/pci/drivers/{drv}/unbind"), &bdf).map_err(e("unbind"))?;
+    fs::write(format!("/sys/bus/pci/drivers/{drv}/bind"), &bdf).map_err(e("bind"))?;
+    let left = dma_counts(minor)?.live;
+    // The old context and its registration go now, in any case.
+    drop(r);
+    drop(ctx);
+    check(left == base, || {
+        format!(
+            "{} DMA mappings left after unbind (live {left}, before {base})",
+            left - base.min(left)
+        )
+    })?;
+    back_to(minor, base, "closing the old context")?;
+    device_copies(84)?;
+    Ok(Outcome::Pass)
+}

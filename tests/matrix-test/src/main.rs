@@ -94,6 +94,7 @@ fn main() {
             true,
         ),
         ("unbind_zaps_doorbells", stress::unbind_zaps_doorbells, true),
+        ("dma_unmapped_at_unbind", dma::dma_unmapped_at_unbind, true),
         ("garbage_registers", stress::garbage_registers, true),
         // Only in their own boots (mnic-vm run --kill-device-after; --devices 2).
         ("device_killed", stress::device_killed, false),
