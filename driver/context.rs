@@ -29,6 +29,7 @@ use crate::abi::{self, pte, Command};
 use crate::cmd_ring::Ticket;
 use crate::device::MnicDev;
 use crate::latency::{FaultClock, Latency};
+use crate::dma_map::DmaPages;
 use crate::pin::PinnedPages;
 use crate::shadow::ShadowPage;
 use crate::table::{Leaves, PageTable};
@@ -168,6 +169,8 @@ pub(crate) struct Region {
     pub(crate) handle: u32,
     /// `reg_flags` of the registration.
     pub(crate) flags: u32,
+    /// The DMA mappings its leaves point at (`dma_map.rs`).
+    pub(crate) dma: DmaPages,
 }
 
 impl Ctx {
@@ -324,6 +327,7 @@ impl Ctx {
         // A fault being resolved finishes (its RESUME/ABORT is refused: the context is
         // disabled); none is queued after this.
         self.stop_fault_work();
+        self.unmap_registrations();
         // Dropped outside the lock: removal waits for running callbacks.
         let list = core::mem::take(&mut self.registrations.lock().list);
         drop(list);

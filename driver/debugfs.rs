@@ -25,6 +25,8 @@
 //! - `spin_us` (read-write, up to 1048575): nonzero overrides the device's spin budget
 //!   (`SPIN_US`, from the next post on), so a test of the shadow path does not depend on how
 //!   fast a loaded host schedules the guest; 0 gives the device its own budget back;
+//! - `dma_maps`: DMA mappings of user pages (`dma_map.rs`), of the whole module: `live` (mapped
+//!   now), `mapped` and `unmapped` (since the module was loaded);
 //! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
 //!   oracle find the PCI function behind `/dev/mnicN`).
 
@@ -56,6 +58,8 @@ pub(crate) struct DevHistogram {
 pub(crate) struct CtxLatencies(pub(crate) Arc<ContextSlots>);
 /// Device counters.
 pub(crate) struct Counters(pub(crate) Arc<MnicDev>);
+/// DMA mappings of user pages (module-wide).
+pub(crate) struct DmaMaps;
 /// BAR0 bus address.
 pub(crate) struct Bar0(pub(crate) u64);
 /// A knob of the device, a number read and written as text: a fault-injection delay (in
@@ -72,6 +76,15 @@ const MAX_DELAY_MS: u32 = 10_000;
 impl fmt::Debug for Bar0 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{:#x}", self.0)
+    }
+}
+
+impl fmt::Debug for DmaMaps {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (mapped, unmapped) = crate::dma_map::counts();
+        writeln!(f, "live {}", mapped - unmapped)?;
+        writeln!(f, "mapped {mapped}")?;
+        writeln!(f, "unmapped {unmapped}")
     }
 }
 
@@ -204,6 +217,7 @@ pub(crate) struct DebugDir {
     _latencies: Pin<KBox<File<CtxLatencies>>>,
     _counters: Pin<KBox<File<Counters>>>,
     _bar0: Pin<KBox<File<Bar0>>>,
+    _dma_maps: Pin<KBox<File<DmaMaps>>>,
     _deregister_delay: Pin<KBox<File<Knob>>>,
     _unbind_delay: Pin<KBox<File<Knob>>>,
     _resolve_delay: Pin<KBox<File<Knob>>>,
@@ -259,6 +273,7 @@ impl DebugDir {
                 GFP_KERNEL,
             )?,
             _bar0: KBox::pin_init(dir.read_only_file(c"bar0", Bar0(dev.bar_phys)), GFP_KERNEL)?,
+            _dma_maps: KBox::pin_init(dir.read_only_file(c"dma_maps", DmaMaps), GFP_KERNEL)?,
             _deregister_delay: KBox::pin_init(
                 dir.read_write_file(
                     c"fault_deregister_delay_ms",

@@ -101,6 +101,10 @@ pub(crate) trait OpenContexts: Send + Sync {
     /// Removes the doorbell page from every process that mapped one (unbind). Fails only
     /// without memory to list them.
     fn zap_doorbells(&self) -> Result;
+    /// Unmaps the DMA mappings of every registration's pages (unbind, once the device is
+    /// stopped), but for a context whose registrations a fault holds. Fails only without
+    /// memory to list the contexts.
+    fn unmap_dma(&self) -> Result;
 }
 
 /// The shared device state (one per bound PCI function).
@@ -369,6 +373,11 @@ impl MnicDev {
             let _ = bar.read(regs::STATUS);
         }
         self.quiesced.store(true, Relaxed);
+        // Stopped: no bus address of a user page is needed any more, and none may stay mapped
+        // for a function the driver gives up (`dma_map.rs`). Fills fail from now on (`gone`).
+        if self.open_contexts.unmap_dma().is_err() {
+            dev_err!(self.pdev, "unbind: no memory to list the contexts\n");
+        }
         // Once the driver lets the BAR go, a store to a doorbell page must fault (SIGBUS: the
         // mapping has no fault handler), not reach whatever the address decodes to next.
         if self.open_contexts.zap_doorbells().is_err() {

@@ -246,14 +246,29 @@ impl Ctx {
                 }
             }
             let mut done = Filled::default();
+            // Leaves hold bus addresses: every page is mapped for the device here (dma_map.rs).
+            let access = self.dev.enter()?;
+            let dev = access.bound();
+            let dma = &region.data().dma;
             // Blocks whose 4 KiB leaves a 2 MiB leaf replaced: [first, end).
             let mut replaced: Option<(u64, u64)> = None;
+            // A failure stops the loop, but what was replaced until then is still invalidated.
+            let mut failed = Ok(());
             let mut i = 0;
             while i < pfns.len() {
                 let va = start + i as u64 * pte::PAGE_SIZE;
                 if va % pte::HUGE_SIZE == 0 {
-                    if let Some((pa, w)) = huge_block(pfns, i) {
-                        if st.table.set_2m(va, pa, w && may_write)? != 0 {
+                    let huge = match huge_block(pfns, i).map(|(pa, w)| (dma.map_2m(dev, va, pa), w))
+                    {
+                        Some((Ok(bus), w)) => bus.map(|bus| (bus, w)),
+                        Some((Err(e), _)) => {
+                            failed = Err(e);
+                            break;
+                        }
+                        None => None,
+                    };
+                    if let Some((bus, w)) = huge {
+                        if st.table.set_2m(va, bus, w && may_write)? != 0 {
                             let end = va + pte::HUGE_SIZE;
                             replaced = Some(
                                 replaced.map_or((va, end), |(lo, hi)| (lo.min(va), hi.max(end))),
@@ -268,7 +283,14 @@ impl Ctx {
                 let pfn = pfns[i];
                 match pfn.phys_addr() {
                     Some(pa) => {
-                        if st.table.set_4k(va, pa, pfn.is_writable() && may_write)? {
+                        let bus = match dma.map_4k(dev, va, pa) {
+                            Ok(bus) => bus,
+                            Err(e) => {
+                                failed = Err(e);
+                                break;
+                            }
+                        };
+                        if st.table.set_4k(va, bus, pfn.is_writable() && may_write)? {
                             let block = va & !(pte::HUGE_SIZE - 1);
                             let end = block + pte::HUGE_SIZE;
                             replaced = Some(
@@ -288,7 +310,7 @@ impl Ctx {
             if let Some((lo, hi)) = replaced {
                 self.forget_replaced(&mut st, lo, hi);
             }
-            return Ok(done);
+            return failed.map(|()| done);
         }
     }
 

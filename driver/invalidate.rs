@@ -5,8 +5,9 @@
 //! This is where the invariant holds: an invalidation clears the leaves of its range, posts
 //! `INVALIDATE_RANGE` + `SYNC`, and returns only once the SYNC has executed (or the device is
 //! known to be stopped), so the device never touches the old page afterwards (`docs/spec.md`
-//! §7; the rules are listed in `docs/driver.md`). Nothing here allocates: invalidations run
-//! in memory reclaim.
+//! §7; the rules are listed in `docs/driver.md`). Only then does it unmap the pages' DMA
+//! mappings (`dma_map.rs`): the device, or its TLB, may use a bus address until the SYNC.
+//! Nothing here allocates: invalidations run in memory reclaim.
 
 use kernel::{
     mm::mmu_notifier::{IntervalNotifierOps, Invalidated, Invalidation, WouldBlock},
@@ -18,6 +19,16 @@ use crate::abi::{self, Command};
 use crate::cmd_ring::Ticket;
 use crate::context::{Ctx, CtxState, Region};
 use crate::observe::InvalSpan;
+
+/// What the second pass of an invalidation needs: the SYNC to wait for, the range whose DMA
+/// mappings go once it has executed, and the trace span that ends (`mnic:inval_end`) when
+/// the pass is over.
+pub(crate) struct Fence {
+    ticket: Ticket,
+    start: u64,
+    end: u64,
+    _span: InvalSpan,
+}
 
 impl CtxState {
     /// The command that makes the device forget [start, end) and anything left unflushed.
@@ -43,7 +54,7 @@ impl CtxState {
 impl IntervalNotifierOps for Region {
     type Locked = CtxState;
     type Backend = MutexBackend;
-    type Finish = (Ticket, InvalSpan);
+    type Finish = Fence;
 
     fn user_lock(&self) -> &Mutex<CtxState> {
         &self.ctx.state
@@ -58,6 +69,15 @@ impl IntervalNotifierOps for Region {
         let ctx = &self.ctx;
         let mut st = inv.lock()?;
         let (start, end) = inv.clamped();
+        let fence = |span: InvalSpan, ticket| {
+            let (ticket, span) = span.until(ticket);
+            Fence {
+                ticket,
+                start: start as u64,
+                end: end as u64,
+                _span: span,
+            }
+        };
         let cleared = st.table.clear(start as u64, end as u64);
         let span = self.inval_span(&inv, &cleared);
         pr_debug!(
@@ -87,9 +107,14 @@ impl IntervalNotifierOps for Region {
                     if let Some(wb) = st.would_block() {
                         return Err(wb);
                     }
-                    Ok(st.finish_later(span.until(t)))
+                    Ok(st.finish_later(fence(span, t)))
                 }
-                _ => Ok(st.done()),
+                // Every SYNC posted for a cleared leaf has executed (or the device is stopped):
+                // nothing of the range can be used any more.
+                _ => {
+                    self.dma.unmap_fenced(start as u64, end as u64);
+                    Ok(st.done())
+                }
             };
         }
         let cmd = st.invalidation(ctx.index, start as u64, end as u64);
@@ -114,35 +139,48 @@ impl IntervalNotifierOps for Region {
             Ok(t) => {
                 st.pending = Some(t);
                 st.unflushed = false;
-                Ok(st.finish_later(span.until(t)))
+                Ok(st.finish_later(fence(span, t)))
             }
             // The device is stopped (reset at unbind, or dead and stopped): no DMA any more.
             Err(_) if dev.is_quiesced() => {
                 st.unflushed = false;
+                self.dma.unmap_fenced(start as u64, end as u64);
                 Ok(st.done())
             }
             // Going (unbind in progress, or just declared dead) but not yet stopped: it may still
             // use the cleared entries. Return only once it is stopped.
-            Err(_) => Ok(st.finish_later(span.until(Ticket::QUIESCED))),
+            Err(_) => Ok(st.finish_later(fence(span, Ticket::QUIESCED))),
         }
     }
 
-    fn invalidate_finish(&self, (ticket, _span): (Ticket, InvalSpan)) {
-        if let Ok(waited) = self.ctx.dev.wait_sync(ticket) {
+    /// Step 3: wait for the SYNC, then unmap. `wait_sync` returns only once the SYNC executed
+    /// or the device is stopped, so either way the device can no longer use the range.
+    fn invalidate_finish(&self, fence: Fence) {
+        if let Ok(waited) = self.ctx.dev.wait_sync(fence.ticket) {
             self.ctx.record_sync_wait(waited);
         }
+        self.dma.unmap_fenced(fence.start, fence.end);
     }
 }
 
 impl Ctx {
     /// Clears [start, end) and waits until the device dropped it (deregistration: the same
-    /// steps as an invalidation, started by the driver).
+    /// steps as an invalidation, started by the driver). When it returns, the device can use no
+    /// translation of the range: the caller may unmap its pages' DMA mappings.
     pub(crate) fn shoot_down(&self, start: u64, end: u64) -> Result {
         let ticket = {
             let mut st = self.state.lock();
             let cleared = st.table.clear(start, end);
             if cleared.total() == 0 && !st.unflushed {
-                return Ok(());
+                // As in an invalidation: an earlier SYNC for leaves of this range may not have
+                // executed yet, and the range's DMA mappings must outlive it.
+                return match st.pending {
+                    Some(t) if !self.dev.sync_done(t) => {
+                        drop(st);
+                        self.dev.wait_sync(t).map(|_| ())
+                    }
+                    _ => Ok(()),
+                };
             }
             let cmd = st.invalidation(self.index, start, end);
             st.unflushed = false;

@@ -10,7 +10,7 @@
 //! Modules, from the hardware up (each uses only modules listed before it):
 //! - `regs` (BAR0 registers as types), `dma_mem` (word access to DMA memory the device
 //!   shares), `shadow` (a shadow doorbell page and the producer's rule), `pin` (the pinned
-//!   baseline);
+//!   baseline), `dma_map` (the DMA mappings of a registration's pages);
 //! - `table` (a context's translation table), `cmd_ring` and `event_ring` (the rings and SYNC
 //!   tickets), `device` (register access, posting and SYNC waits, unbind, a dead device);
 //! - `context` (a context and its lifecycle), and what it does: `registration` (register,
@@ -43,6 +43,7 @@ mod cmd_ring;
 mod context;
 mod debugfs;
 mod device;
+mod dma_map;
 mod dma_mem;
 mod event_ring;
 mod fault;

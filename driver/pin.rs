@@ -3,6 +3,10 @@
 //! costs. Every page of the registration is pinned with `pin_user_pages_fast(FOLL_LONGTERM)`
 //! and stays pinned until deregistration, so it can be neither swapped out nor migrated.
 //!
+//! The leaves of a pinned registration are filled like any other (a prefetch at registration),
+//! so the pages are mapped through the DMA API there (`dma_map.rs`), and deregistration unmaps
+//! them behind its SYNC before these pins are dropped: a page is never unpinned while mapped.
+//!
 //! The kernel crate has no abstraction for `pin_user_pages` yet; this is the FFI boundary.
 
 use kernel::{bindings, prelude::*};

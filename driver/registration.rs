@@ -13,6 +13,7 @@ use crate::abi::{self, pte, reg_flags};
 use crate::cmd_ring::Ticket;
 use crate::context::{Ctx, Region, Registered, Registrations};
 use crate::device::fault_delay;
+use crate::dma_map::DmaPages;
 use crate::pin::PinnedPages;
 use crate::table::{self, PageTable};
 
@@ -66,6 +67,10 @@ impl Ctx {
             registrations.next_handle = registrations.next_handle.wrapping_add(1).max(1);
             handle
         };
+        let dma = {
+            let access = self.dev.enter()?;
+            DmaPages::new(access.bound(), start, end)?
+        };
         let region = KBox::pin_init(
             IntervalNotifier::new(
                 &mm,
@@ -75,6 +80,7 @@ impl Ctx {
                     ctx: self.clone(),
                     handle,
                     flags: req.flags,
+                    dma,
                 },
             ),
             GFP_KERNEL,
@@ -139,9 +145,11 @@ impl Ctx {
         // the range (nothing can fill it again: the registration left the list under `registrations`,
         // and fills find their registration there). Removed first, an munmap in between would
         // free pages the table still maps, and nobody would tell the device. Other
-        // registrations over the same pages fault them back on demand. Pinned pages are
-        // released only once the device cannot use them any more.
+        // registrations over the same pages fault them back on demand. The pages' DMA mappings
+        // go once the device is fenced, while the notifier still guarantees that the pages
+        // are not freed; pinned pages are released only after that.
         let result = self.shoot_down(start, end);
+        notifier.dma.unmap_fenced(start, end);
         // Fault injection (debugfs): widens the window between the two steps for tests.
         fault_delay(&self.dev.deregister_delay_ms);
         drop(notifier);
@@ -187,7 +195,34 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// Teardown, once the device can no longer use this context (`CTX_DISABLE` executed, or
+    /// the device stopped): unmaps the DMA mappings of every registration while their
+    /// notifiers still keep the pages from being freed.
+    pub(crate) fn unmap_registrations(&self) {
+        self.registrations.lock().unmap_all();
+    }
+
+    /// The same at unbind, once the device is stopped, but without waiting for the list: a
+    /// device fault being resolved holds it, and may wait as long as its page takes (an
+    /// unresponsive file system). Then the mappings stay until the registrations go.
+    pub(crate) fn try_unmap_registrations(&self) -> bool {
+        self.registrations
+            .try_lock()
+            .map(|r| r.unmap_all())
+            .is_some()
+    }
+}
+
 impl Registrations {
+    fn unmap_all(&self) {
+        for r in self.list.iter() {
+            r.notifier
+                .dma
+                .unmap_fenced(r.notifier.start() as u64, r.notifier.end() as u64);
+        }
+    }
+
     /// Index in the list of the registration with `handle`.
     fn position(&self, handle: u32) -> Option<usize> {
         self.list

@@ -107,4 +107,17 @@ impl OpenContexts for ContextSlots {
         }
         Ok(())
     }
+
+    fn unmap_dma(&self) -> Result {
+        for ctx in self.live()?.iter() {
+            if !ctx.try_unmap_registrations() {
+                pr_warn!(
+                    "mnic ctx {}: unbind: a fault holds the registrations; their DMA mappings \
+                     stay until they go\n",
+                    ctx.index
+                );
+            }
+        }
+        Ok(())
+    }
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 //! One context's translation table in DMA memory (spec §6): four levels of 512 entries, 4 KiB
-//! leaves in level-1 tables and 2 MiB leaves in level-2 entries.
+//! leaves in level-1 tables and 2 MiB leaves in level-2 entries. Leaves hold bus addresses
+//! (DMA mappings of the pages, `dma_map.rs`), never physical ones.
 //!
 //! The table lives under the context's notifier lock, and invalidations run in memory reclaim,
 //! so nothing here allocates except [`PageTable::grow`], which is handed tables allocated before
@@ -159,7 +160,7 @@ impl PageTable {
     /// to do. A read-only huge leaf under a writable 4 KiB one is split: left in place, the
     /// device would fault on its write for ever. The device may cache the 2 MiB translation,
     /// so on a split the caller invalidates the block (as for `set_2m`).
-    pub(crate) fn set_4k(&mut self, va: u64, pa: u64, writable: bool) -> Result<bool> {
+    pub(crate) fn set_4k(&mut self, va: u64, bus: u64, writable: bool) -> Result<bool> {
         let l2 = self.tables.get(&key(2, va)).ok_or(EINVAL)?;
         let i2 = pte::index(va, 2);
         let e2 = load(l2, i2)?;
@@ -174,7 +175,7 @@ impl PageTable {
         }
         let i = pte::index(va, 1);
         let old = load(l1, i)?;
-        store(l1, i, pte::leaf_4k(pa, writable))?;
+        store(l1, i, pte::leaf_4k(bus, writable))?;
         if old & pte::P == 0 {
             self.valid.small += 1;
         }
@@ -188,11 +189,11 @@ impl PageTable {
     /// 2 MiB one), and once they are gone from the table no later `clear` can see them: the
     /// caller must have the device invalidate the block (`Ctx::fill` does, behind a SYNC it
     /// records as pending) so that "the table shows everything the device may cache" holds.
-    pub(crate) fn set_2m(&mut self, va: u64, pa: u64, writable: bool) -> Result<u64> {
+    pub(crate) fn set_2m(&mut self, va: u64, bus: u64, writable: bool) -> Result<u64> {
         let l2 = self.tables.get(&key(2, va)).ok_or(EINVAL)?;
         let i = pte::index(va, 2);
         let old = load(l2, i)?;
-        store(l2, i, pte::leaf_2m(pa, writable))?;
+        store(l2, i, pte::leaf_2m(bus, writable))?;
         let mut replaced = 0;
         if old & pte::H == 0 {
             self.valid.huge += 1;

@@ -12,6 +12,7 @@
 
 mod around;
 mod devices;
+mod dma;
 mod holes;
 mod mm;
 mod stress;
@@ -74,6 +75,12 @@ fn main() {
             mm::read_fault_keeps_pages_clean,
             true,
         ),
+        ("dma_mappings_released", dma::dma_mappings_released, true),
+        (
+            "dma_unmap_waits_for_sync",
+            dma::dma_unmap_waits_for_sync,
+            true,
+        ),
         (
             "write_fault_around_cow",
             around::write_fault_around_cow,
@@ -93,6 +100,7 @@ fn main() {
             true,
         ),
         ("unbind_zaps_doorbells", stress::unbind_zaps_doorbells, true),
+        ("dma_unmapped_at_unbind", dma::dma_unmapped_at_unbind, true),
         ("garbage_registers", stress::garbage_registers, true),
         // Only in their own boots (mnic-vm run --kill-device-after; --devices 2).
         ("device_killed", stress::device_killed, false),
