@@ -28,8 +28,8 @@ use kernel::{
 use crate::abi::{self, pte, Command};
 use crate::cmd_ring::Ticket;
 use crate::device::MnicDev;
-use crate::latency::{FaultClock, Latency};
 use crate::dma_map::DmaPages;
+use crate::latency::{FaultClock, Latency};
 use crate::pin::PinnedPages;
 use crate::shadow::ShadowPage;
 use crate::table::{Leaves, PageTable};
