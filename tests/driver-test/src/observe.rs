@@ -215,6 +215,19 @@ pub fn trace_events_show_each_step() -> CaseResult {
         .collect();
     note(format!("ctx {me}: {}", counts.join(", ")));
 
+    // The fault-around window (debugfs `fault_around_kib`, rounded down to a power of two
+    // pages): a resolved fault maps at least its own page and at most the window.
+    let knob = format!(
+        "/sys/kernel/debug/mnic{}/fault_around_kib",
+        ctx.info().minor
+    );
+    let window_kib: u64 = std::fs::read_to_string(&knob)
+        .map_err(|err| format!("read {knob}: {err}"))?
+        .trim()
+        .parse()
+        .map_err(|err| format!("{knob}: {err}"))?;
+    let window_pages = (window_kib / 4).max(1);
+    let window_pages = 1u64 << window_pages.ilog2();
     let within = |va: u64, buf: &DmaBuffer| buf.va() <= va && va < buf.va() + buf.len() as u64;
     // Faults: every one received is resolved and answered, in that order, under its id.
     let mut faults = 0;
@@ -241,7 +254,7 @@ pub fn trace_events_show_each_step() -> CaseResult {
             resolved.num("va") == va && resolved.get("result") == "0",
             || format!("{resolved:?} for {recv:?}"),
         )?;
-        check((1..=16).contains(&resolved.num("window")), || {
+        check((1..=window_pages).contains(&resolved.num("window")), || {
             format!("the fault's page is not in its window: {resolved:?}")
         })?;
         let (_, resumed) = find_after(&events, j, |ev| {
