@@ -10,6 +10,7 @@ use mnic_abi::{MNIC_DEVICE_ID, MNIC_VENDOR_ID};
 use crate::error::{io_err, Error, Result};
 
 const PCI_DEVICES: &str = "/sys/bus/pci/devices";
+const UNSAFE_INTERRUPTS: &str = "/sys/module/vfio_iommu_type1/parameters/allow_unsafe_interrupts";
 const VFIO_PCI: &str = "vfio-pci";
 
 /// A PCI function in sysfs.
@@ -111,6 +112,22 @@ impl PciFunction {
         }
         Ok(dev)
     }
+}
+
+/// Lets VFIO's type-1 IOMMU driver accept a device on a platform without interrupt
+/// remapping. The test guest's IOMMU (QEMU's intel-iommu as `mnic-vm run --iommu` creates
+/// it) has none, and without this VFIO refuses to set up the container (`EPERM`). Without
+/// remapping, a device could forge MSI writes; that matters for untrusted devices on real
+/// machines, not for a test guest whose one device is the one under test. Returns whether
+/// the setting was changed.
+pub fn allow_unsafe_interrupts() -> Result<bool> {
+    let p = Path::new(UNSAFE_INTERRUPTS);
+    let now = fs::read_to_string(p).map_err(io_err(UNSAFE_INTERRUPTS))?;
+    if now.trim() == "Y" {
+        return Ok(false);
+    }
+    write(p, "1")?;
+    Ok(true)
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {

@@ -66,6 +66,9 @@ impl Nic {
     /// Opens `pci` (already bound to `vfio-pci`), checks it is an mnic of this version,
     /// maps its BARs and DMA memory, wires its interrupts, resets and enables it.
     pub fn open(pci: PciFunction) -> Result<Self> {
+        if crate::bind::allow_unsafe_interrupts()? {
+            println!("# vfio_iommu_type1: allow_unsafe_interrupts set (no interrupt remapping)");
+        }
         let vfio = VfioFunction::open(&pci.path)?;
         let regs = Bar::map(&vfio.device, BAR_REGS)?;
         let id = regs.read32(reg::ID.into());
