@@ -49,7 +49,7 @@ pub struct Context {
 impl Context {
     /// Creates context `index` with `1 << wq_log2` work and `1 << cq_log2` completion
     /// entries, maps its queues (the work queue read-only: the device only reads it),
-    /// writes its table entry, and enables it (`CTX_ENABLE` + `SYNC`). Fails if the
+    /// writes its table entry, and enables it (`CTX_DISABLE`, `CTX_ENABLE`, `SYNC`). Fails if the
     /// device reports an error for it.
     pub fn create(nic: &mut Nic, index: u16, wq_log2: u8, cq_log2: u8) -> Result<Self> {
         let table = TranslationTable::new(nic.mem.clone())?;
@@ -73,6 +73,9 @@ impl Context {
             },
         );
         let errors = nic.reg(reg::ERROR_COUNT);
+        // Disabling first makes this work whatever an earlier run left enabled (disabling a
+        // disabled context is no error, spec §7).
+        nic.command(cmd::CTX_DISABLE, index, 0, 0)?;
         nic.run_command(cmd::CTX_ENABLE, index, 0, 0)?;
         if nic.reg(reg::ERROR_COUNT) != errors {
             return Err(Error::Device(format!(

@@ -272,6 +272,17 @@ impl Nic {
         }
     }
 
+    /// Whether MSI-X vector `v` has signalled since the driver had seen `before` signals
+    /// from it, waiting for the signal if it has not come yet: the device writes events
+    /// first and signals at the end of its poll round, so an event can be read before its
+    /// interrupt arrives.
+    pub fn signalled_since(&self, v: u16, before: u64) -> Result<bool> {
+        if self.irqs.seen(v) > before {
+            return Ok(true);
+        }
+        self.irqs.wait(v, DEVICE_WAIT)
+    }
+
     /// Every event that has arrived and not been handed out, without waiting.
     pub fn pending_events(&mut self) -> Vec<Event> {
         self.collect_events();

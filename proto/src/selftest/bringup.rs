@@ -111,8 +111,10 @@ pub fn command_queue_sync(s: &mut Session) -> CaseResult {
 pub fn context_enable(s: &mut Session) -> CaseResult {
     s.ctx = None;
     let nic = &mut s.nic;
-    let mut ctx =
-        Context::create(nic, CTX, QUEUE_LOG2, QUEUE_LOG2).map_err(e("create context 0"))?;
+    let ctx = Context::create(nic, CTX, QUEUE_LOG2, QUEUE_LOG2).map_err(e("create context 0"))?;
+    // Kept for the cases after this one whatever this one finds.
+    let ctx = s.ctx.insert(ctx);
+    let nic = &mut s.nic;
     let before = nic.counters();
     let irqs = nic.irqs.seen(VECTOR_EVENT);
     let tag = 0xc0ff_ee00;
@@ -133,13 +135,14 @@ pub fn context_enable(s: &mut Session) -> CaseResult {
         ev.kind == event::WORK_DONE && ev.ctx == CTX && ev.addr == tag,
         || format!("event {ev:?}, want WORK_DONE of context {CTX} tag {tag:#x}"),
     )?;
-    check(nic.irqs.seen(VECTOR_EVENT) > irqs, || {
+    let signalled = nic
+        .signalled_since(VECTOR_EVENT, irqs)
+        .map_err(e("vector 0"))?;
+    check(signalled, || {
         "no EVENT interrupt on the vector 0 eventfd".into()
     })?;
     let done = nic.counters().since(&before, counter::WORK_COMPLETED);
-    check(done == 1, || format!("WORK_COMPLETED +{done}"))?;
-    s.ctx = Some(ctx);
-    Ok(())
+    check(done == 1, || format!("WORK_COMPLETED +{done}"))
 }
 
 /// A COPY between two buffers mapped in our own translation table, at odd offsets: the

@@ -29,7 +29,10 @@ fn expect_fault(nic: &mut Nic, va: u64, write: bool) -> Result<Event, String> {
             format!("event {ev:?}, want a not-present FAULT of context {CTX} at {va:#x} (write {write})")
         },
     )?;
-    check(nic.irqs.seen(VECTOR_EVENT) > irqs, || {
+    let signalled = nic
+        .signalled_since(VECTOR_EVENT, irqs)
+        .map_err(e("vector 0"))?;
+    check(signalled, || {
         "the FAULT event came without a signal on the vector 0 eventfd".into()
     })?;
     Ok(ev)
