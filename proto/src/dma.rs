@@ -94,6 +94,39 @@ impl DmaArena {
         ARENA_SIZE - self.next.get()
     }
 
+    /// Bytes handed out so far.
+    pub fn used(&self) -> usize {
+        self.next.get()
+    }
+
+    /// Whether the kernel backs the arena with a transparent huge page (then the IOMMU
+    /// maps it with one entry, and the device model gets one `DMA_MAP` for it), from
+    /// `/proc/self/smaps`; `None` if that cannot be read.
+    pub fn huge_backed(&self) -> Option<bool> {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
+        let base = self.base.as_ptr() as usize;
+        let mut inside = false;
+        for line in smaps.lines() {
+            if let Some((range, _)) = line.split_once(' ') {
+                if let Some((lo, hi)) = range.split_once('-') {
+                    if let (Ok(lo), Ok(hi)) =
+                        (usize::from_str_radix(lo, 16), usize::from_str_radix(hi, 16))
+                    {
+                        inside = lo <= base && base < hi;
+                        continue;
+                    }
+                }
+            }
+            if inside {
+                if let Some(kb) = line.strip_prefix("AnonHugePages:") {
+                    let kb: usize = kb.trim().trim_end_matches("kB").trim().parse().ok()?;
+                    return Some(kb * 1024 >= ARENA_SIZE);
+                }
+            }
+        }
+        None
+    }
+
     /// `len` bytes of zeroed memory aligned to `align` (a power of two, at least a page
     /// is used for page-sized buffers); returns their IOVA. Memory is never given back:
     /// the arena lives as long as the run.

@@ -266,6 +266,16 @@ pub fn device_clean(s: &mut Session) -> CaseResult {
         let v = c.0[i as usize];
         check(v == 0, || format!("{name} = {v}"))?;
     }
+    println!(
+        "# DMA arena: {} KiB of {} KiB used, backed by a huge page: {}",
+        nic.mem.used() / 1024,
+        crate::dma::ARENA_SIZE / 1024,
+        match nic.mem.huge_backed() {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        }
+    );
     let left = nic.pending_events();
     check(left.is_empty(), || format!("unread events {left:?}"))?;
     if let Some(ctx) = &s.ctx {

@@ -1,7 +1,7 @@
 //! The worked example of `docs/prototyping.md`: the `SCRATCH` register (spec §3), added
 //! to the device model and exercised from user space with no kernel code. A device
-//! without it reads the register as 0 and counts every access in `BAD_MMIO`, so this case
-//! fails there.
+//! without it reads the register as all ones and counts every access in `BAD_MMIO`, so
+//! this case fails there.
 
 use mnic_abi::{counter, reg};
 
