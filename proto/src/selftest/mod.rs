@@ -87,6 +87,7 @@ fn bind_vfio(bdf: Option<&str>) -> Result<Nic, String> {
         None => PciFunction::find_mnic(),
     }
     .map_err(e("find the NIC"))?;
+    println!("# {} was bound to {:?}", pci.bdf, pci.driver());
     let group = pci.bind_vfio().map_err(e("bind to vfio-pci"))?;
     check(pci.driver().as_deref() == Some("vfio-pci"), || {
         format!("driver is {:?}", pci.driver())
