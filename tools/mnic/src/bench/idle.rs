@@ -116,9 +116,10 @@ pub fn run(c: &Common, period: Duration, settle: Duration) -> CmdResult<Report> 
     report
         .params
         .push(param::SETTLE_MS, json!(settle.as_millis() as u64));
-    report
-        .params
-        .push(param::SHADOW_CAP, json!(ctx.info().caps.contains(Caps::SHADOW)));
+    report.params.push(
+        param::SHADOW_CAP,
+        json!(ctx.info().caps.contains(Caps::SHADOW)),
+    );
     report.params.push(
         param::MEASURED_DOORBELL,
         json!(ctx
