@@ -7,33 +7,9 @@ use mnic_abi::{
     VECTOR_CMD_DONE, VECTOR_EVENT,
 };
 
-use super::{check, e, CaseResult, Session, CTX, QUEUE_LOG2};
+use super::kit::{check, contents, copy, e, pattern, CaseResult, Session, CTX, QUEUE_LOG2};
 use crate::context::{Buffer, Context};
-use crate::nic::{Nic, DEVICE_WAIT};
-
-/// A recognisable byte pattern, different for every `salt`.
-pub fn pattern(len: usize, salt: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ (i >> 8) as u8 ^ salt)
-        .collect()
-}
-
-/// A COPY descriptor (no `NOTIFY`: its completion is enough).
-pub fn copy(src: u64, dst: u64, len: u32, tag: u64) -> WorkDesc {
-    WorkDesc {
-        opcode: work::COPY,
-        len,
-        tag,
-        src,
-        dst,
-        ..Default::default()
-    }
-}
-
-/// The contents of a buffer.
-pub fn contents(nic: &Nic, b: &Buffer) -> Vec<u8> {
-    nic.mem.read_vec(b.iova, b.len as usize)
-}
+use crate::nic::DEVICE_WAIT;
 
 /// `CONTROL.RESET` puts every register back to its reset value and clears the counters;
 /// the enable that follows latches our rings and table.

@@ -5,7 +5,7 @@
 
 use mnic_abi::{counter, reg};
 
-use super::{check, e, CaseResult, Session};
+use super::kit::{check, e, CaseResult, Session};
 
 /// `SCRATCH` keeps every value written (walking ones, all ones, zero) and a reset
 /// clears it; no access is counted as bad.

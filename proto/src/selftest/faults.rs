@@ -5,8 +5,7 @@
 
 use mnic_abi::{cmd, completion, counter, event, Event, VECTOR_EVENT};
 
-use super::bringup::{contents, copy, pattern};
-use super::{check, e, CaseResult, Session, CTX};
+use super::kit::{check, contents, copy, e, pattern, CaseResult, Session, CTX};
 use crate::nic::{Nic, DEVICE_WAIT};
 
 const PAGE: u64 = mnic_abi::pte::PAGE_SIZE;

@@ -5,57 +5,16 @@
 //!
 //! The cases live in `bringup.rs` (reset, rings, context, COPY, TRAFFIC), `faults.rs`
 //! (device faults, RESUME, ABORT, INVALIDATE + SYNC) and `example.rs` (the worked example
-//! of `docs/prototyping.md`).
+//! of `docs/prototyping.md`); what they share is in `kit.rs`.
 
 mod bringup;
 mod example;
 mod faults;
+mod kit;
 
 use crate::bind::PciFunction;
-use crate::context::Context;
 use crate::nic::Nic;
-
-/// The context index the cases use.
-pub const CTX: u16 = 0;
-/// log2 of its work and completion queue sizes.
-pub const QUEUE_LOG2: u8 = 6;
-
-/// What the cases share: the open device and, once `context_enable` ran, context 0.
-pub struct Session {
-    /// The device.
-    pub nic: Nic,
-    /// Context 0.
-    pub ctx: Option<Context>,
-}
-
-impl Session {
-    /// Context 0, created now if no case has yet (so that a case runs alone too).
-    pub fn ctx(&mut self) -> Result<(&mut Nic, &mut Context), String> {
-        if self.ctx.is_none() {
-            let c = Context::create(&mut self.nic, CTX, QUEUE_LOG2, QUEUE_LOG2)
-                .map_err(e("create context 0"))?;
-            self.ctx = Some(c);
-        }
-        Ok((&mut self.nic, self.ctx.as_mut().expect("just created")))
-    }
-}
-
-/// A case's verdict: `Err` carries why it failed.
-pub type CaseResult = Result<(), String>;
-
-/// Fails with `what()` unless `cond`.
-pub fn check(cond: bool, what: impl FnOnce() -> String) -> CaseResult {
-    if cond {
-        Ok(())
-    } else {
-        Err(what())
-    }
-}
-
-/// Turns any displayable error into a case failure with context.
-pub fn e<E: std::fmt::Display>(ctx: &'static str) -> impl FnOnce(E) -> String {
-    move |err| format!("{ctx}: {err}")
-}
+use kit::{check, e, CaseResult, Session};
 
 type Case = (&'static str, fn(&mut Session) -> CaseResult);
 
