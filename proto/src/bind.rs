@@ -112,6 +112,19 @@ impl PciFunction {
         }
         Ok(dev)
     }
+
+    /// Gives the function back to the kernel: unbinds it from `vfio-pci`, clears
+    /// `driver_override` and probes it again, so that its own driver (`mnic.ko`, if
+    /// loaded) binds it. Returns the driver that holds it now, if any.
+    pub fn release(&self) -> Result<Option<String>> {
+        if self.driver().as_deref() == Some(VFIO_PCI) {
+            write(&self.path.join("driver/unbind"), &self.bdf)?;
+        }
+        // A newline alone clears the override.
+        write(&self.path.join("driver_override"), "\n")?;
+        write(Path::new("/sys/bus/pci/drivers_probe"), &self.bdf)?;
+        Ok(self.driver())
+    }
 }
 
 /// Lets VFIO's type-1 IOMMU driver accept a device on a platform without interrupt

@@ -20,6 +20,18 @@ pub const CQ_VA: u64 = WQ_VA + (1 << 20);
 /// Where [`Context::buffer`] places data buffers in the context's address space.
 pub const DATA_VA: u64 = 0x10_0000_0000;
 
+bitflags::bitflags! {
+    /// How [`Context::buffer`] maps a new buffer in the context's table.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct BufferFlags: u32 {
+        /// The device may write it (leaves with `W`); without it, read-only.
+        const WRITABLE = 1 << 0;
+        /// Left out of the table: the device faults on every page until the driver maps
+        /// them (the VA is reserved all the same).
+        const UNMAPPED = 1 << 1;
+    }
+}
+
 /// A data buffer: DMA memory and the VA the context sees it at.
 #[derive(Clone, Copy, Debug)]
 pub struct Buffer {
@@ -98,15 +110,8 @@ impl Context {
     }
 
     /// `pages` pages of fresh zeroed DMA memory at the next free VA of the context, with
-    /// a guard page of VA space after it; mapped (writable if `writable`) unless `mapped`
-    /// is false, so that the device faults on it.
-    pub fn buffer(
-        &mut self,
-        nic: &Nic,
-        pages: usize,
-        writable: bool,
-        mapped: bool,
-    ) -> Result<Buffer> {
+    /// a guard page of VA space after it, mapped as `flags` say.
+    pub fn buffer(&mut self, nic: &Nic, pages: usize, flags: BufferFlags) -> Result<Buffer> {
         let len = pages as u64 * pte::PAGE_SIZE;
         let b = Buffer {
             va: self.next_va,
@@ -114,8 +119,9 @@ impl Context {
             len,
         };
         self.next_va += len + pte::PAGE_SIZE;
-        if mapped {
-            self.table.map(b.va, b.iova, len, writable)?;
+        if !flags.contains(BufferFlags::UNMAPPED) {
+            self.table
+                .map(b.va, b.iova, len, flags.contains(BufferFlags::WRITABLE))?;
         }
         Ok(b)
     }

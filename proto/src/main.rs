@@ -5,8 +5,9 @@
 //! SYNC. New device features can be tried from here in minutes, without kernel code; see
 //! `docs/prototyping.md`.
 //!
-//! Commands: `bind` (hand the NIC to vfio-pci), `info` (identity, status, counters),
-//! `selftest [CASE...]` (the end-to-end test, KTAP).
+//! Commands: `bind` (hand the NIC to vfio-pci), `release` (give it back to the kernel),
+//! `info` (identity, status, counters), `selftest [CASE...]` (the end-to-end test, KTAP),
+//! `cases`.
 
 mod bind;
 mod cmdq;
@@ -41,8 +42,12 @@ struct Cli {
 enum Command {
     /// Unbind the NIC from its driver and bind it to vfio-pci; print its VFIO group file.
     Bind,
-    /// Open the NIC through VFIO, reset and enable it, print its registers and counters.
+    /// Open the NIC through VFIO and print its registers and counters as found (a
+    /// reset on the way out leaves it quiet).
     Info,
+    /// Give the NIC back to the kernel: unbind it from vfio-pci and let its own driver
+    /// (mnic.ko, if loaded) bind it again.
+    Release,
     /// Run the end-to-end test (KTAP); with CASE names, only those (after bind_vfio).
     Selftest {
         /// Cases to run (default: all).
@@ -93,6 +98,11 @@ fn main() {
             Ok(())
         }),
         Command::Info => info(bdf),
+        Command::Release => function(bdf).and_then(|f| {
+            let driver = f.release()?;
+            println!("{} released, now bound to {driver:?}", f.bdf);
+            Ok(())
+        }),
         Command::Selftest { cases } => std::process::exit(selftest::run(bdf, &cases)),
         Command::Cases => {
             println!("{}", selftest::case_names().join("\n"));

@@ -64,7 +64,8 @@ pub struct Nic {
 
 impl Nic {
     /// Opens `pci` (already bound to `vfio-pci`), checks it is an mnic of this version,
-    /// maps its BARs and DMA memory, wires its interrupts, resets and enables it.
+    /// maps its BARs and DMA memory, turns bus mastering on and wires its interrupts. The
+    /// device is left as it was found; [`Self::start`] resets and enables it.
     pub fn open(pci: PciFunction) -> Result<Self> {
         if crate::bind::allow_unsafe_interrupts()? {
             println!("# vfio_iommu_type1: allow_unsafe_interrupts set (no interrupt remapping)");
@@ -90,7 +91,7 @@ impl Nic {
         let cmdq = CommandQueue::new(&mem)?;
         let evq = EventQueue::new(&mem)?;
         let sync_word = mem.alloc(8, 8)?;
-        let mut nic = Self {
+        let nic = Self {
             pci,
             regs,
             doorbells,
@@ -104,9 +105,13 @@ impl Nic {
             stash: VecDeque::new(),
             vfio,
         };
-        nic.reset()?;
-        nic.enable()?;
         Ok(nic)
+    }
+
+    /// Resets the device and enables it with this driver's rings and context table.
+    pub fn start(&mut self) -> Result<()> {
+        self.reset()?;
+        self.enable()
     }
 
     /// A BAR0 register.
@@ -204,8 +209,8 @@ impl Nic {
 
     /// Posts a `SYNC` that raises vector 1 when done and waits until its value is in
     /// memory: every command before it has then taken effect (spec §7). Returns whether
-    /// the wait was woken by the MSI-X eventfd (rather than finding the value already
-    /// there).
+    /// a vector 1 signal was consumed on the way (the signal can also arrive after the
+    /// value is seen: [`Self::signalled_since`] waits for it).
     pub fn sync(&mut self) -> Result<bool> {
         self.sync_seq += 1;
         let want = self.sync_seq;

@@ -6,6 +6,7 @@
 use mnic_abi::{cmd, completion, counter, event, Event, VECTOR_EVENT};
 
 use super::kit::{check, contents, copy, e, pattern, CaseResult, Session, CTX};
+use crate::context::BufferFlags;
 use crate::nic::{Nic, DEVICE_WAIT};
 
 const PAGE: u64 = mnic_abi::pte::PAGE_SIZE;
@@ -42,8 +43,12 @@ fn expect_fault(nic: &mut Nic, va: u64, write: bool) -> Result<Event, String> {
 /// COPY completes with every byte in place.
 pub fn fault_resume(s: &mut Session) -> CaseResult {
     let (nic, ctx) = s.ctx()?;
-    let src = ctx.buffer(nic, 2, false, true).map_err(e("source"))?;
-    let dst = ctx.buffer(nic, 2, true, false).map_err(e("destination"))?;
+    let src = ctx
+        .buffer(nic, 2, BufferFlags::empty())
+        .map_err(e("source"))?;
+    let dst = ctx
+        .buffer(nic, 2, BufferFlags::WRITABLE | BufferFlags::UNMAPPED)
+        .map_err(e("destination"))?;
     ctx.table
         .map_page(dst.va, dst.iova, true)
         .map_err(e("map the first destination page"))?;
@@ -84,8 +89,12 @@ pub fn fault_resume(s: &mut Session) -> CaseResult {
 /// reports as copied are the source's.
 pub fn fault_abort(s: &mut Session) -> CaseResult {
     let (nic, ctx) = s.ctx()?;
-    let src = ctx.buffer(nic, 2, false, false).map_err(e("source"))?;
-    let dst = ctx.buffer(nic, 2, true, true).map_err(e("destination"))?;
+    let src = ctx
+        .buffer(nic, 2, BufferFlags::UNMAPPED)
+        .map_err(e("source"))?;
+    let dst = ctx
+        .buffer(nic, 2, BufferFlags::WRITABLE)
+        .map_err(e("destination"))?;
     ctx.table
         .map_page(src.va, src.iova, false)
         .map_err(e("map the first source page"))?;
@@ -133,8 +142,12 @@ pub fn fault_abort(s: &mut Session) -> CaseResult {
 /// page and resumes, the COPY moves the new page's bytes, not the old ones.
 pub fn invalidate_sync_refaults(s: &mut Session) -> CaseResult {
     let (nic, ctx) = s.ctx()?;
-    let src = ctx.buffer(nic, 1, false, true).map_err(e("source"))?;
-    let dst = ctx.buffer(nic, 1, true, true).map_err(e("destination"))?;
+    let src = ctx
+        .buffer(nic, 1, BufferFlags::empty())
+        .map_err(e("source"))?;
+    let dst = ctx
+        .buffer(nic, 1, BufferFlags::WRITABLE)
+        .map_err(e("destination"))?;
     let old = pattern(PAGE as usize, 0x33);
     nic.mem.write(src.iova, &old);
     ctx.post(nic, copy(src.va, dst.va, PAGE as u32, 9))

@@ -51,7 +51,8 @@ fn bind_vfio(bdf: Option<&str>) -> Result<Nic, String> {
     check(pci.driver().as_deref() == Some("vfio-pci"), || {
         format!("driver is {:?}", pci.driver())
     })?;
-    let nic = Nic::open(pci).map_err(e("open through VFIO"))?;
+    let mut nic = Nic::open(pci).map_err(e("open through VFIO"))?;
+    nic.start().map_err(e("reset and enable"))?;
     use mnic_abi::{caps, reg, NUM_CONTEXTS};
     let (c, n) = (nic.reg(reg::CAPS), nic.reg(reg::NUM_CONTEXTS));
     check(c == caps::ALL && n == NUM_CONTEXTS, || {
