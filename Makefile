@@ -25,13 +25,14 @@ RUN        := $(VMRUN) run --kernel $(KERNEL) --initrd $(INITRD) --device-bin $(
 # Out-of-tree kernel modules (each directory has a Kbuild file).
 MODULE_DIRS := images/smoke $(patsubst %/Kbuild,%,$(wildcard driver/Kbuild tests/kmod/*/Kbuild))
 
-.PHONY: help setup host-bins guest-bins modules initramfs image vm run-guest demo test \
+.PHONY: help setup host-bins guest-bins modules initramfs image vm proto run-guest demo test \
         test-host test-guest lint bench soak soak-debug clean
 
 help:
 	@echo "make demo   - set up, build, boot the guest with the mnic device and run the demo"
 	@echo "make test   - set up, build and run every test (host unit/integration + guest)"
 	@echo "make vm     - a shell in the guest (driver and tools inside)"
+	@echo "make proto  - a shell in a guest with an IOMMU, the NIC bound to vfio-pci for mnic-proto"
 	@echo "make run-guest GUEST_CMD='...'  - run one command in the guest"
 	@echo "make bench  - performance runs (host and guest), report in results/"
 	@echo "make soak   - the long variants of the guest tests (tests/soak.txt)"
@@ -69,6 +70,11 @@ initramfs: host-bins guest-bins modules
 
 vm: initramfs
 	$(RUN) --interactive
+
+# The prototyping driver's shell (docs/prototyping.md): the NIC behind the emulated IOMMU,
+# handed to vfio-pci before the shell starts; `mnic-proto selftest`, `mnic-proto info`.
+proto: initramfs
+	$(RUN) --iommu --interactive --cmd 'mnic-proto bind'
 
 GUEST_CMD ?= true
 run-guest: initramfs

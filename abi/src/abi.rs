@@ -126,6 +126,9 @@ pub mod reg {
     /// The device's spin budget (spec §4a): `spin::OVERRIDE` and a value in µs; 0 (the
     /// reset value) = the device's own default.
     pub const SPIN_US: u32 = 0x0b0;
+    /// Scratch: holds whatever is written, does nothing with it (reset clears it). For a
+    /// driver to check that its register writes reach the device.
+    pub const SCRATCH: u32 = 0x0b4;
     /// First 64-bit counter; counter `i` is at `COUNTERS + 8 * i`.
     pub const COUNTERS: u32 = 0x100;
     /// Offset of 64-bit counter `i`.

@@ -68,7 +68,8 @@ fn classify(off: u32) -> Option<Reg> {
         | reg::ORACLE_END_HI
         | reg::SHADOW_BASE_LO
         | reg::SHADOW_BASE_HI
-        | reg::SPIN_US => Reg::ReadWrite,
+        | reg::SPIN_US
+        | reg::SCRATCH => Reg::ReadWrite,
         reg::IRQ_MASK => Reg::IrqMask,
         reg::ORACLE_OP => Reg::OracleOp,
         reg::DEBUG_STALL_MS => Reg::Stall,
@@ -283,6 +284,20 @@ mod tests {
             assert_eq!(d.bar0_write(r.into(), &v.to_le_bytes()), None);
             assert_eq!(rd32(&d, r), v);
         }
+        assert_eq!(bad(&d), 0);
+    }
+
+    #[test]
+    fn scratch_register_keeps_what_is_written_until_reset() {
+        let d = dev();
+        assert_eq!(rd32(&d, reg::SCRATCH), 0);
+        for v in [0xdead_beef_u32, 0, u32::MAX] {
+            assert_eq!(d.bar0_write(reg::SCRATCH.into(), &v.to_le_bytes()), None);
+            assert_eq!(rd32(&d, reg::SCRATCH), v);
+        }
+        // A reset puts every register back to its reset value (the engine does this).
+        d.shared().clear_regs();
+        assert_eq!(rd32(&d, reg::SCRATCH), 0);
         assert_eq!(bad(&d), 0);
     }
 

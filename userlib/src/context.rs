@@ -367,7 +367,7 @@ impl Context {
                 true
             }
             DoorbellMode::Auto => {
-                self.info.caps.has(abi::caps::SHADOW)
+                self.info.caps.contains(crate::Caps::SHADOW)
                     && sys::command(self.fd.as_fd(), Command::Shadow).is_ok()
             }
             DoorbellMode::Mapped | DoorbellMode::Syscall => false,

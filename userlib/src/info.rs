@@ -3,33 +3,39 @@
 use mnic_abi as abi;
 use mnic_abi::caps;
 
-/// Device capabilities (`CAPS` register).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Caps(pub u32);
+bitflags::bitflags! {
+    /// Device capabilities (`CAPS` register). Bits this library does not know are kept
+    /// (`from_bits_retain`), so a newer device's capabilities still show.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub struct Caps: u32 {
+        /// 2 MiB leaves.
+        const HUGE_2M = caps::HUGE_2M;
+        /// The traffic generator.
+        const TRAFFIC_GEN = caps::TRAFFIC_GEN;
+        /// The stale-access checker.
+        const STALE_CHECK = caps::STALE_CHECK;
+        /// Per-context doorbells in BAR2.
+        const DOORBELL_BAR = caps::DOORBELL_BAR;
+        /// The stale-access oracle registers.
+        const ORACLE = caps::ORACLE;
+        /// Shadow doorbells.
+        const SHADOW = caps::SHADOW;
+    }
+}
 
 impl Caps {
-    /// Names of the known capability bits.
-    pub const NAMES: [(u32, &'static str); 6] = [
-        (caps::HUGE_2M, "huge_2m"),
-        (caps::TRAFFIC_GEN, "traffic_gen"),
-        (caps::STALE_CHECK, "stale_check"),
-        (caps::DOORBELL_BAR, "doorbell_bar"),
-        (caps::ORACLE, "oracle"),
-        (caps::SHADOW, "shadow"),
-    ];
-    /// True if `bit` (a `mnic_abi::caps` constant) is set.
-    pub fn has(self, bit: u32) -> bool {
-        self.0 & bit == bit
-    }
-    /// Names of the set bits, and `bitN` for unknown ones.
+    /// Names of the set bits (the flag names in lower case), and `bitN` for unknown ones.
     pub fn names(self) -> Vec<String> {
         (0..32)
-            .filter(|i| self.0 & (1 << i) != 0)
-            .map(|i| {
-                Self::NAMES
-                    .iter()
-                    .find(|(b, _)| *b == 1 << i)
-                    .map_or_else(|| format!("bit{i}"), |(_, n)| (*n).to_owned())
+            .map(|i| 1u32 << i)
+            .filter(|b| self.bits() & b != 0)
+            .map(|b| {
+                Caps::from_bits(b)
+                    .and_then(|f| f.iter_names().next())
+                    .map_or_else(
+                        || format!("bit{}", b.trailing_zeros()),
+                        |(n, _)| n.to_lowercase(),
+                    )
             })
             .collect()
     }
@@ -71,7 +77,7 @@ impl From<abi::MnicInfo> for Info {
             abi_version: i.abi_version,
             hw_major: (i.hw_version >> 16) as u16,
             hw_minor: i.hw_version as u16,
-            caps: Caps(i.caps),
+            caps: Caps::from_bits_retain(i.caps),
             num_contexts: i.num_contexts,
             ctx: i.ctx,
             minor: i.minor,
@@ -97,7 +103,8 @@ mod tests {
             rsvd: 0,
         });
         assert_eq!((i.hw_major, i.hw_minor), (1, 2));
-        assert!(i.caps.has(caps::TRAFFIC_GEN));
+        assert!(i.caps.contains(Caps::TRAFFIC_GEN));
+        assert_eq!(i.caps.bits(), caps::ALL | 1 << 9, "unknown bits kept");
         assert_eq!(
             i.caps.names(),
             [

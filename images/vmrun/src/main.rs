@@ -83,7 +83,7 @@ struct RunArgs {
     /// Guest CPUs.
     #[arg(long, default_value_t = 2)]
     cpus: u32,
-    /// Shell command the guest runs as its job (ignored with --interactive).
+    /// Shell command the guest runs as its job (with --interactive: before the shell).
     #[arg(long, default_value = "true")]
     cmd: String,
     /// Give a shell on the console instead of running a job.
@@ -282,11 +282,7 @@ fn kernel_cmdline(a: &RunArgs) -> String {
 /// The per-run archive that the kernel unpacks over the base image: the job to run.
 fn job_archive(a: &RunArgs, rd: &RunDir) -> Result<PathBuf> {
     let mut ar = Archive::new();
-    let job = if a.interactive {
-        String::new()
-    } else {
-        format!("{}\n", a.cmd)
-    };
+    let job = format!("{}\n", a.cmd);
     ar.file(FileSpec {
         content: Content::Bytes(job.into_bytes()),
         dest: "/etc/mnic/job".into(),

@@ -54,8 +54,8 @@ fn probe_identity() -> CaseResult {
         u32::from(info.hw_major) == abi::MNIC_VERSION_VALUE >> 16,
         || format!("hardware version {}.{}", info.hw_major, info.hw_minor),
     )?;
-    check(info.caps.0 == abi::caps::ALL, || {
-        format!("caps {:#x}", info.caps.0)
+    check(info.caps.bits() == abi::caps::ALL, || {
+        format!("caps {:#x}", info.caps.bits())
     })?;
     check(info.num_contexts == abi::NUM_CONTEXTS, || {
         format!("{} contexts", info.num_contexts)
@@ -768,8 +768,8 @@ fn shadow_config(doorbell: DoorbellMode) -> QueueConfig {
 fn shadow_ioctls() -> CaseResult {
     let ctx = open()?;
     let fd: &Context = &ctx;
-    check(ctx.info().caps.has(abi::caps::SHADOW), || {
-        format!("no CAPS.SHADOW: caps {:#x}", ctx.info().caps.0)
+    check(ctx.info().caps.contains(mnic::Caps::SHADOW), || {
+        format!("no CAPS.SHADOW: caps {:#x}", ctx.info().caps.bits())
     })?;
     // Before MNIC_IOC_SHADOW there is no page to map.
     let early = map_dev(fd, abi::MMAP_SHADOW_OFFSET, 4096, libc::MAP_SHARED);

@@ -5,8 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use mnic::abi::caps;
-use mnic::{Access, Context, Device, DmaBuffer, DoorbellMode, QueueConfig, Work};
+use mnic::{Access, Caps, Context, Device, DmaBuffer, DoorbellMode, QueueConfig, Work};
 use mnic_bench_schema::names::{param, ratio, row};
 use mnic_bench_schema::{Bench, Report, Side};
 use serde_json::json;
@@ -53,7 +52,7 @@ pub fn run(c: &Common, size: u64, batch: u32) -> CmdResult<Report> {
         Ok(ctx) => ctx,
         Err(e) => {
             let cap = Device::open_index(c.device)
-                .map(|x| x.info().caps.has(caps::SHADOW))
+                .map(|x| x.info().caps.contains(Caps::SHADOW))
                 .unwrap_or(false);
             return Ok(Report::skipped(
                 Bench::Doorbell,

@@ -6,8 +6,8 @@
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use mnic::abi::{caps, counter};
-use mnic::{Context, DevCounters, Work};
+use mnic::abi::counter;
+use mnic::{Caps, Context, DevCounters, Work};
 use mnic_bench_schema::names::{metric, param, ratio, row};
 use mnic_bench_schema::{Bench, Fields, Report, Side};
 use serde_json::json;
@@ -116,9 +116,10 @@ pub fn run(c: &Common, period: Duration, settle: Duration) -> CmdResult<Report> 
     report
         .params
         .push(param::SETTLE_MS, json!(settle.as_millis() as u64));
-    report
-        .params
-        .push(param::SHADOW_CAP, json!(ctx.info().caps.has(caps::SHADOW)));
+    report.params.push(
+        param::SHADOW_CAP,
+        json!(ctx.info().caps.contains(Caps::SHADOW)),
+    );
     report.params.push(
         param::MEASURED_DOORBELL,
         json!(ctx

@@ -5,8 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use mnic::abi::caps;
-use mnic::{Context, Device};
+use mnic::{Caps, Context, Device};
 use mnic_bench_schema::names::{param, ratio, row};
 use mnic_bench_schema::{Bench, Report, Side};
 use serde_json::json;
@@ -47,7 +46,7 @@ pub fn run(c: &Common, batch: u32) -> CmdResult<Report> {
         Ok(k) => k,
         Err(why) => return Ok(Report::skipped(Bench::Sync, c.device, why)),
     };
-    let shadow_cap = ctx.info().caps.has(caps::SHADOW);
+    let shadow_cap = ctx.info().caps.contains(Caps::SHADOW);
     eprintln!(
         "[sync] {batch} SYNC round trips per block, shadow and trapped blocks alternating, \
          {} iterations + {} warmup; device CAPS.SHADOW: {shadow_cap}",
