@@ -21,11 +21,12 @@
 //! mapping is only unmapped when the last map and view holding it are gone.)
 
 pub mod access;
+pub mod error;
 pub mod file;
 pub mod intervals;
+pub mod view;
 
 use std::fs::File;
-use std::io;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -35,8 +36,10 @@ use arc_swap::ArcSwap;
 pub use access::{
     check, copy, load_u32, load_u64, read, store_u16, store_u32, store_u64, store_u8, write,
 };
+pub use error::{AddrError, MapError, UnmapError};
 use file::{FileMap, Files};
 use intervals::Intervals;
+pub use view::{GuestMem, Target};
 
 /// Most DMA maps with a file descriptor the device keeps (DMA_MAP beyond is refused):
 /// 1 GiB of guest RAM in 4 KiB IOMMU pages.
@@ -46,77 +49,6 @@ pub const MAX_NO_FD: usize = 1024;
 
 /// How often `unmap` says that it is still waiting for a DMA.
 const DRAIN_WARN: Duration = Duration::from_secs(10);
-
-/// A guest address the device may not access.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("DMA address {addr:#x} is in no DMA map")]
-pub struct AddrError {
-    /// The first offending address (or the start of the refused range).
-    pub addr: u64,
-}
-
-/// Why a DMA_MAP could not be mapped.
-#[derive(Debug, thiserror::Error)]
-pub enum MapError {
-    /// Size or offset do not fit the host.
-    #[error("map does not fit the host address space")]
-    TooLarge,
-    /// mmap of the fd failed.
-    #[error("mmap: {0}")]
-    Mmap(#[from] vm_memory::mmap::MmapRegionError),
-    /// The range overlaps a map or range already recorded.
-    #[error("overlaps an existing map")]
-    Overlap,
-    /// The fd is not a memfd sealed against shrinking, and cannot be sealed (a memfd
-    /// created without `MFD_ALLOW_SEALING`, a plain file, not a file at all): it could
-    /// shrink under the device.
-    #[error("not a memfd that is or can be sealed against shrinking: {0}")]
-    Shrinkable(io::Error),
-    /// `offset + size` lies beyond the end of the file.
-    #[error("file offset {offset:#x} + size {size:#x} is beyond the end of the file ({len:#x})")]
-    Short {
-        /// DMA_MAP offset.
-        offset: u64,
-        /// DMA_MAP size.
-        size: u64,
-        /// The file's size.
-        len: u64,
-    },
-    /// A writable map of a file the device can only map read-only.
-    #[error("writable map of a file opened read-only")]
-    ReadOnlyFile,
-    /// The device keeps no more of this kind ([`MAX_MAPS`], [`file::MAX_FILES`],
-    /// [`MAX_NO_FD`]).
-    #[error("already {0} of them")]
-    Full(usize),
-}
-
-/// Why a DMA_UNMAP was refused (nothing was removed).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the map at {start:#x} (size {len:#x}) crosses an edge of the range")]
-pub struct UnmapError {
-    /// Start of the map that would be cut.
-    pub start: u64,
-    /// Its size.
-    pub len: u64,
-}
-
-/// Where one DMA map's bytes are.
-#[derive(Clone)]
-pub struct Target {
-    /// The file's mapping.
-    file: Arc<FileMap>,
-    /// Offset in the file of the map's first byte.
-    offset: u64,
-    /// The device may write (`VFIO_DMA_MAP_FLAG_WRITE`).
-    writable: bool,
-}
-
-/// One immutable view of the DMA maps: what a work step of the data thread uses.
-#[derive(Clone, Default)]
-pub struct GuestMem {
-    maps: Intervals<Target>,
-}
 
 /// What the socket thread edits: the maps, the files, the ranges without fd, and the
 /// views published so far that may still be in use.
@@ -239,9 +171,7 @@ impl GuestRam {
 
     /// Makes the maps of `st` the current view.
     fn publish(&self, st: &mut State) {
-        let view = Arc::new(GuestMem {
-            maps: st.maps.clone(),
-        });
+        let view = Arc::new(GuestMem::new(st.maps.clone()));
         st.views.retain(|w| w.strong_count() > 0);
         st.views.push(Arc::downgrade(&view));
         self.current.store(view);

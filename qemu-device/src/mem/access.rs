@@ -8,62 +8,10 @@
 
 use std::sync::atomic::Ordering;
 
-use vm_memory::{AtomicAccess, Bytes, VolatileSlice};
+use vm_memory::{AtomicAccess, Bytes};
 
-use super::{AddrError, GuestMem};
-
-impl GuestMem {
-    /// The host bytes of `[addr, addr + len)` if they lie in one map, writable if
-    /// `write`; `None` when not (the range may still be valid across several maps).
-    #[inline]
-    fn one_map(&self, addr: u64, len: usize, write: bool) -> Option<VolatileSlice<'_>> {
-        let (start, iv) = self.maps.find(addr)?;
-        let t = &iv.value;
-        if (write && !t.writable) || (len as u64) > iv.end - addr {
-            return None;
-        }
-        t.file.slice(t.offset + (addr - start), len)
-    }
-
-    /// Checks `[addr, addr + len)` map by map: `Err` at the first address in no map (or
-    /// in a read-only map for a write).
-    fn check(&self, addr: u64, len: u64, write: bool) -> Result<(), AddrError> {
-        let end = addr.checked_add(len).ok_or(AddrError { addr })?;
-        let mut a = addr;
-        while a < end {
-            let (_, iv) = self.maps.find(a).ok_or(AddrError { addr: a })?;
-            if write && !iv.value.writable {
-                return Err(AddrError { addr: a });
-            }
-            a = iv.end;
-        }
-        Ok(())
-    }
-
-    /// Hands `[addr, addr + len)` to `f` map by map as (host bytes, offset in the range).
-    /// The range must have passed [`Self::check`].
-    fn each_map(
-        &self,
-        addr: u64,
-        len: usize,
-        mut f: impl FnMut(VolatileSlice<'_>, usize),
-    ) -> Result<(), AddrError> {
-        let mut off = 0usize;
-        while off < len {
-            let a = addr + off as u64;
-            let (start, iv) = self.maps.find(a).ok_or(AddrError { addr: a })?;
-            let n = ((iv.end - a) as usize).min(len - off);
-            let t = &iv.value;
-            let s = t
-                .file
-                .slice(t.offset + (a - start), n)
-                .ok_or(AddrError { addr: a })?;
-            f(s, off);
-            off += n;
-        }
-        Ok(())
-    }
-}
+use crate::mem::error::AddrError;
+use crate::mem::view::GuestMem;
 
 /// Checks that `[addr, addr + len)` lies in DMA maps (writable ones if `write`).
 pub fn check(mem: &GuestMem, addr: u64, len: u64, write: bool) -> Result<(), AddrError> {
@@ -165,8 +113,7 @@ pub fn copy(mem: &GuestMem, src: u64, dst: u64, len: usize) -> Result<(), AddrEr
     let mut off = 0usize;
     while off < len {
         let (s_at, d_at) = (src + off as u64, dst + off as u64);
-        let room = |a: u64| mem.maps.find(a).map(|(_, iv)| iv.end - a);
-        let (Some(sr), Some(dr)) = (room(s_at), room(d_at)) else {
+        let (Some(sr), Some(dr)) = (mem.room(s_at), mem.room(d_at)) else {
             return Err(AddrError { addr: s_at });
         };
         let n = (sr.min(dr) as usize).min(len - off);

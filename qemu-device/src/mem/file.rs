@@ -17,7 +17,7 @@ use std::sync::{Arc, Weak};
 
 use vm_memory::{FileOffset, MmapRegion, VolatileMemory, VolatileSlice};
 
-use super::MapError;
+use crate::mem::error::MapError;
 
 /// Most distinct files mapped at once (superseded mappings still in use included).
 pub const MAX_FILES: usize = 64;
