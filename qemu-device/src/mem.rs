@@ -42,8 +42,10 @@ use intervals::Intervals;
 pub use view::{GuestMem, Target};
 
 /// Most DMA maps with a file descriptor the device keeps (DMA_MAP beyond is refused):
-/// 1 GiB of guest RAM in 4 KiB IOMMU pages.
-pub const MAX_MAPS: usize = 1 << 18;
+/// 256 MiB of guest RAM in 4 KiB IOMMU pages. The most QEMU's vfio-user client accepts
+/// as `max_dma_maps` (it refuses a server that offers more: the default map limit of
+/// the kernel's VFIO type1 IOMMU, whose semantics vfio-user follows).
+pub const MAX_MAPS: usize = 65535;
 /// Most ranges without a file descriptor (ROM) the device records.
 pub const MAX_NO_FD: usize = 1024;
 

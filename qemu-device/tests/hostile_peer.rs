@@ -397,8 +397,8 @@ fn dma_unmap_waits_for_a_stalled_copy() {
 /// The device keeps at most 1024 ranges without an fd and 64 distinct files behind its
 /// DMA maps (spec §1, §1b); beyond that DMA_MAP is refused. Many small maps of one file
 /// (as behind an IOMMU) are taken far past the old one-mmap-per-map bound. The map count
-/// bound (262144) is said in the VERSION reply; reaching it is a unit test
-/// (`mem::tests::map_count_is_bounded`), 262144 round trips being too slow here.
+/// bound (65535) is said in the VERSION reply; reaching it is a unit test
+/// (`mem::tests::map_count_is_bounded`), 65535 round trips being too slow here.
 #[test]
 fn dma_regions_are_bounded() {
     const BOUND: u64 = 1024;
@@ -406,7 +406,7 @@ fn dma_regions_are_bounded() {
     let (mut srv, mut c) = start("bounds");
     // The reply of a second VERSION, to see the capabilities.
     let caps = String::from_utf8_lossy(&c.version()[4..]).into_owned();
-    assert!(caps.contains("\"max_dma_maps\":262144"), "{caps}");
+    assert!(caps.contains("\"max_dma_maps\":65535"), "{caps}");
 
     let rom = 1u64 << 40;
     for i in 0..BOUND {
