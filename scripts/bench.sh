@@ -98,7 +98,7 @@ r() { name=\$1; shift
 	value() { # value CONSOLE CASE ROW METRIC: the metric of that row in the case's report
 		sed -n "s/.*@@MNIC-JSON $2 //p" "$1" | tr -d '\r' | tail -n 1 |
 			jq -r --arg r "$3" --arg m "$4" \
-				'[.results[] | select(.name == $r) | .metrics[$m]] | first // empty' 2>/dev/null
+				'[.results[] | select(.name == $r) | .metrics[$m]] | first // empty | . * 10 | round / 10' 2>/dev/null
 	}
 	printf '%-14s %-28s %10s %10s %7s\n' case metric no_iommu iommu ratio
 	for c in "${iommu_cases[@]}"; do
