@@ -3,6 +3,9 @@
 #   1. host: the device-model criterion benches (qemu-device/benches/device.rs), native;
 #   2. guest: one boot with one NIC running images/guest/bench.sh (every `mnic bench`
 #      case, each against its baseline in the same boot), console kept;
+#   2b. guest behind QEMU's emulated IOMMU: a second boot with `mnic-vm run --iommu` runs
+#      the COPY and registration cases again (named `iommu_<case>`), and the ratio of each
+#      against the same case of step 2 is printed (what the IOMMU costs);
 #   3. mnic-bench-report (tools/bench-report) turns both into results/report.md, SVG
 #      plots, results/results.json and a summary table of the targets (printed).
 # Environment: MNIC_BENCH_MODE=quick (fewer sizes/iterations), MNIC_BENCH_OUT=DIR
@@ -60,11 +63,60 @@ if [ "${MNIC_BENCH_SKIP_GUEST:-0}" != 1 ]; then
 	[ $guest_rc -eq 0 ] || echo "make bench: the guest run ended with status $guest_rc (see $out/guest-console.log)" >&2
 fi
 
+# The cases run again behind the IOMMU: `NAME|mnic bench ARGS|ROW|METRIC`, NAME the case of
+# images/guest/bench.sh it is compared with, ROW and METRIC (tools/bench-schema names) the
+# time the ratio compares.
+if [ "$mode" = quick ]; then n_iommu=3; else n_iommu=15; fi
+iommu_cases=(
+	"copy_hot_1M|copy --size 1M -n $n_iommu|device_copy|p50_us"
+	"copy_hot_16M|copy --size 16M -n $n_iommu|device_copy|p50_us"
+	"register_16M|register --size 16M --no-touch -n $n_iommu --warmup 1|on_demand|register_p50_us"
+)
+if [ "${MNIC_BENCH_SKIP_GUEST:-0}" != 1 ] && [ "${MNIC_BENCH_SKIP_IOMMU:-0}" != 1 ]; then
+	echo "== guest behind the emulated IOMMU (--iommu): ${#iommu_cases[@]} cases"
+	job=". /usr/share/mnic/bench-env.sh 512M
+dmesg -n 1 2>/dev/null
+fails=0
+r() { name=\$1; shift
+	if mnic bench \"\$@\" --json >/tmp/b.json 2>/tmp/b.err; then echo \"@@MNIC-JSON iommu_\$name \$(tr -d '\\n' </tmp/b.json)\"
+	else echo \"@@MNIC-FAIL iommu_\$name rc=\$? \$(tail -n 3 /tmp/b.err | tr '\\n' ' ')\"; fails=\$((fails + 1)); fi; }"
+	for c in "${iommu_cases[@]}"; do
+		IFS='|' read -r name args _ _ <<<"$c"
+		job+=$'\n'"r $name $args"
+	done
+	job+=$'\n''echo "@@MNIC-DONE fails=$fails"'
+	set +e
+	target/release/mnic-vm run --kernel "$KBUILD/arch/x86/boot/bzImage" \
+		--initrd target/images/initramfs.cpio --device-bin target/release/mnic-device \
+		--devices 1 --iommu --memory-mib "$mem" --timeout 1200 --quiet \
+		--log "$tmp/console-iommu.log" --cmd "$job"
+	iommu_rc=$?
+	set -e
+	cp "$tmp/console-iommu.log" "$out/guest-iommu-console.log"
+	[ $iommu_rc -eq 0 ] || echo "make bench: the --iommu guest run ended with status $iommu_rc (see $out/guest-iommu-console.log)" >&2
+	echo "== the emulated IOMMU against none (same case, same metric; > 1: the IOMMU costs)"
+	value() { # value CONSOLE CASE ROW METRIC: the metric of that row in the case's report
+		sed -n "s/.*@@MNIC-JSON $2 //p" "$1" | tr -d '\r' | tail -n 1 |
+			jq -r --arg r "$3" --arg m "$4" \
+				'[.results[] | select(.name == $r) | .metrics[$m]] | first // empty | . * 10 | round / 10' 2>/dev/null
+	}
+	printf '%-14s %-28s %10s %10s %7s\n' case metric no_iommu iommu ratio
+	for c in "${iommu_cases[@]}"; do
+		IFS='|' read -r name _ row metric <<<"$c"
+		base=$(value "$out/guest-console.log" "$name" "$row" "$metric" 2>/dev/null || true)
+		with=$(value "$out/guest-iommu-console.log" "iommu_$name" "$row" "$metric")
+		ratio=$(awk -v a="$with" -v b="$base" 'BEGIN { if (a != "" && b > 0) printf "%.2f", a / b; else print "-" }')
+		printf '%-14s %-28s %10s %10s %7s\n' "$name" "$row.$metric" "${base:--}" "${with:--}" "$ratio"
+	done | tee "$out/iommu-ratio.txt"
+	grep '@@MNIC-FAIL' "$out/guest-iommu-console.log" || true
+fi
+
 elapsed=$(($(date +%s) - start))
 cpu=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 echo "== report"
 target/release/mnic-bench-report --criterion target/criterion \
 	$([ -f "$out/guest-console.log" ] && echo --guest "$out/guest-console.log") \
+	$([ -f "$out/guest-iommu-console.log" ] && echo --guest "$out/guest-iommu-console.log") \
 	--out "$out" \
 	--meta "command=make bench (MNIC_BENCH_MODE=$mode)" \
 	--meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \

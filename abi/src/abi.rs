@@ -288,8 +288,11 @@ pub mod counter {
     pub const SLEEPS: u32 = 25;
     /// CPU time the device process has used, in microseconds (what polling costs).
     pub const DEVICE_CPU_US: u32 = 26;
+    /// Accesses refused because their DMA address is in no DMA map (or the access writes
+    /// a read-only map), spec §1b.
+    pub const DMA_UNMAPPED: u32 = 27;
     /// Number of defined counters.
-    pub const COUNT: u32 = 27;
+    pub const COUNT: u32 = 28;
     /// Counter register slots in BAR0.
     pub const SLOTS: u32 = 32;
     /// Names, indexed by counter number (for tools and the stats socket).
@@ -321,6 +324,7 @@ pub mod counter {
         "shadow_tails",
         "sleeps",
         "device_cpu_us",
+        "dma_unmapped",
     ];
 }
 

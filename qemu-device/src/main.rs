@@ -18,7 +18,7 @@ use std::time::Duration;
 use mnic_device::control;
 use mnic_device::counters::Counters;
 use mnic_device::engine::{Engine, DEFAULT_SPIN};
-use mnic_device::mem::{GuestRam, MAX_REGIONS};
+use mnic_device::mem::{file::MAX_FILES, GuestRam};
 use mnic_device::mmio::Mmio;
 use mnic_device::server::Server;
 use mnic_device::shared::Shared;
@@ -146,11 +146,11 @@ fn engine(a: &Args) -> Result<(), String> {
     })
 }
 
-/// Makes room for the file descriptors the device may hold: one per DMA region (up to
-/// `MAX_REGIONS`), the MSI-X eventfds, one message's fds and the sockets. The soft limit
+/// Makes room for the file descriptors the device may hold: one per file behind its DMA
+/// maps (up to `MAX_FILES`), the MSI-X eventfds, one message's fds and the sockets. The soft limit
 /// is raised (within the hard one) if it is lower.
 fn raise_fd_limit() {
-    let want = (MAX_REGIONS + 64) as libc::rlim_t;
+    let want = (MAX_FILES + 64) as libc::rlim_t;
     let mut rl = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

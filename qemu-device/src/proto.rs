@@ -45,46 +45,121 @@ pub const FLAG_NO_REPLY: u32 = 1 << 4;
 /// The reply carries an error.
 pub const FLAG_ERROR: u32 = 1 << 5;
 
+// VFIO's own constants, which vfio-user reuses: taken from the kernel's uapi through
+// rust-vmm's `vfio-bindings` (the message framing above and below stays ours). The short
+// names are what the server and the tests use.
+use vfio_bindings::bindings::vfio;
+
+pub use vfio::{vfio_device_info, vfio_iommu_type1_dma_unmap, vfio_irq_info, vfio_region_info};
+
 /// VFIO device flags: reset supported.
-pub const DEVICE_FLAGS_RESET: u32 = 1 << 0;
+pub const DEVICE_FLAGS_RESET: u32 = vfio::VFIO_DEVICE_FLAGS_RESET;
 /// VFIO device flags: PCI device.
-pub const DEVICE_FLAGS_PCI: u32 = 1 << 1;
+pub const DEVICE_FLAGS_PCI: u32 = vfio::VFIO_DEVICE_FLAGS_PCI;
 /// VFIO PCI region count (BAR0..5, ROM, CONFIG, VGA).
-pub const PCI_NUM_REGIONS: u32 = 9;
+pub const PCI_NUM_REGIONS: u32 = vfio::VFIO_PCI_NUM_REGIONS;
 /// Region index of the ROM.
-pub const PCI_ROM_REGION_INDEX: u32 = 6;
+pub const PCI_ROM_REGION_INDEX: u32 = vfio::VFIO_PCI_ROM_REGION_INDEX;
 /// Region index of the configuration space.
-pub const PCI_CONFIG_REGION_INDEX: u32 = 7;
+pub const PCI_CONFIG_REGION_INDEX: u32 = vfio::VFIO_PCI_CONFIG_REGION_INDEX;
+/// Region index of the VGA ranges (the device has none).
+pub const PCI_VGA_REGION_INDEX: u32 = vfio::VFIO_PCI_VGA_REGION_INDEX;
 /// VFIO PCI IRQ index count (INTx, MSI, MSI-X, ERR, REQ).
-pub const PCI_NUM_IRQS: u32 = 5;
+pub const PCI_NUM_IRQS: u32 = vfio::VFIO_PCI_NUM_IRQS;
 /// IRQ index of MSI-X.
-pub const PCI_MSIX_IRQ_INDEX: u32 = 2;
+pub const PCI_MSIX_IRQ_INDEX: u32 = vfio::VFIO_PCI_MSIX_IRQ_INDEX;
 /// Region flag: readable.
-pub const REGION_INFO_FLAG_READ: u32 = 1 << 0;
+pub const REGION_INFO_FLAG_READ: u32 = vfio::VFIO_REGION_INFO_FLAG_READ;
 /// Region flag: writable.
-pub const REGION_INFO_FLAG_WRITE: u32 = 1 << 1;
-/// DMA_MAP flag: the device may read the region.
-pub const DMA_MAP_FLAG_READ: u32 = 1 << 0;
-/// DMA_MAP flag: the device may write the region.
-pub const DMA_MAP_FLAG_WRITE: u32 = 1 << 1;
-/// DMA_UNMAP flag (`VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP`): return a dirty bitmap. The
-/// device has no dirty page tracking; refused.
-pub const DMA_UNMAP_FLAG_GET_DIRTY_BITMAP: u32 = 1 << 0;
-/// DMA_UNMAP flag (`VFIO_DMA_UNMAP_FLAG_ALL`): remove every region; address and size
-/// are 0. QEMU sends it when the whole address space goes.
-pub const DMA_UNMAP_FLAG_ALL: u32 = 1 << 1;
+pub const REGION_INFO_FLAG_WRITE: u32 = vfio::VFIO_REGION_INFO_FLAG_WRITE;
+/// DMA_MAP flag: the device may read the map.
+pub const DMA_MAP_FLAG_READ: u32 = vfio::VFIO_DMA_MAP_FLAG_READ;
+/// DMA_MAP flag: the device may write the map.
+pub const DMA_MAP_FLAG_WRITE: u32 = vfio::VFIO_DMA_MAP_FLAG_WRITE;
+/// DMA_UNMAP flag: return a dirty bitmap. The device has no dirty page tracking; refused.
+pub const DMA_UNMAP_FLAG_GET_DIRTY_BITMAP: u32 = vfio::VFIO_DMA_UNMAP_FLAG_GET_DIRTY_BITMAP;
+/// DMA_UNMAP flag: remove every map; address and size are 0. QEMU sends it when the
+/// whole address space goes.
+pub const DMA_UNMAP_FLAG_ALL: u32 = vfio::VFIO_DMA_UNMAP_FLAG_ALL;
 /// IRQ info flag: eventfd signalling.
-pub const IRQ_INFO_EVENTFD: u32 = 1 << 0;
+pub const IRQ_INFO_EVENTFD: u32 = vfio::VFIO_IRQ_INFO_EVENTFD;
 /// IRQ info flag: the count cannot change without disabling.
-pub const IRQ_INFO_NORESIZE: u32 = 1 << 3;
+pub const IRQ_INFO_NORESIZE: u32 = vfio::VFIO_IRQ_INFO_NORESIZE;
 /// SET_IRQS: no data.
-pub const IRQ_SET_DATA_NONE: u32 = 1 << 0;
+pub const IRQ_SET_DATA_NONE: u32 = vfio::VFIO_IRQ_SET_DATA_NONE;
 /// SET_IRQS: bool data.
-pub const IRQ_SET_DATA_BOOL: u32 = 1 << 1;
+pub const IRQ_SET_DATA_BOOL: u32 = vfio::VFIO_IRQ_SET_DATA_BOOL;
 /// SET_IRQS: eventfds (in the message's fds).
-pub const IRQ_SET_DATA_EVENTFD: u32 = 1 << 2;
+pub const IRQ_SET_DATA_EVENTFD: u32 = vfio::VFIO_IRQ_SET_DATA_EVENTFD;
 /// SET_IRQS: trigger action.
-pub const IRQ_SET_ACTION_TRIGGER: u32 = 1 << 5;
+pub const IRQ_SET_ACTION_TRIGGER: u32 = vfio::VFIO_IRQ_SET_ACTION_TRIGGER;
+
+/// Little-endian field writer for a reply payload.
+#[derive(Default)]
+pub struct Writer {
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    /// Appends a u32.
+    pub fn u32(mut self, v: u32) -> Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// Appends a u64.
+    pub fn u64(mut self, v: u64) -> Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    /// The bytes written.
+    pub fn done(self) -> Vec<u8> {
+        self.buf
+    }
+}
+
+/// The DEVICE_GET_INFO reply: vfio-user sends the first four fields of
+/// `vfio_device_info` (16 bytes, no capability chain).
+pub fn device_info(info: &vfio_device_info) -> Vec<u8> {
+    Writer::default()
+        .u32(16)
+        .u32(info.flags)
+        .u32(info.num_regions)
+        .u32(info.num_irqs)
+        .done()
+}
+
+/// The DEVICE_GET_REGION_INFO reply: a `vfio_region_info` (32 bytes, no capabilities).
+pub fn region_info(info: &vfio_region_info) -> Vec<u8> {
+    Writer::default()
+        .u32(std::mem::size_of::<vfio_region_info>() as u32)
+        .u32(info.flags)
+        .u32(info.index)
+        .u32(info.cap_offset)
+        .u64(info.size)
+        .u64(info.offset)
+        .done()
+}
+
+/// The DEVICE_GET_IRQ_INFO reply: a `vfio_irq_info` (16 bytes).
+pub fn irq_info(info: &vfio_irq_info) -> Vec<u8> {
+    Writer::default()
+        .u32(std::mem::size_of::<vfio_irq_info>() as u32)
+        .u32(info.flags)
+        .u32(info.index)
+        .u32(info.count)
+        .done()
+}
+
+/// The DMA_UNMAP reply: the request's `vfio_iommu_type1_dma_unmap` echoed (24 bytes, no
+/// dirty bitmap).
+pub fn dma_unmap(u: &vfio_iommu_type1_dma_unmap) -> Vec<u8> {
+    Writer::default()
+        .u32(std::mem::size_of::<vfio_iommu_type1_dma_unmap>() as u32)
+        .u32(u.flags)
+        .u64(u.iova)
+        .u64(u.size)
+        .done()
+}
 
 /// A message header.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -187,6 +262,29 @@ mod tests {
         };
         assert_eq!(Header::decode(&h.encode()), h);
         assert_eq!(h.message(&[1, 2]).len(), 18);
+    }
+
+    #[test]
+    fn replies_have_the_vfio_layouts() {
+        let r = region_info(&vfio_region_info {
+            flags: REGION_INFO_FLAG_READ,
+            index: 7,
+            size: 256,
+            ..Default::default()
+        });
+        assert_eq!(r.len(), 32);
+        assert_eq!(&r[0..4], &32u32.to_le_bytes());
+        assert_eq!(&r[16..24], &256u64.to_le_bytes());
+        assert_eq!(irq_info(&vfio_irq_info::default()).len(), 16);
+        let u = dma_unmap(&vfio_iommu_type1_dma_unmap {
+            flags: DMA_UNMAP_FLAG_ALL,
+            iova: 0x1000,
+            size: 0x2000,
+            ..Default::default()
+        });
+        assert_eq!(u.len(), 24);
+        assert_eq!(&u[8..16], &0x1000u64.to_le_bytes());
+        assert_eq!(device_info(&vfio_device_info::default()).len(), 16);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use mnic_abi::{BAR_DOORBELLS, BAR_MSIX, BAR_REGS, MSIX_VECTORS};
 
 use crate::config::{bar_size, ConfigSpace, CONFIG_SIZE};
 use crate::engine::Engine;
-use crate::mem::{GuestRam, MapError, MAX_REGIONS};
+use crate::mem::{GuestRam, MapError, MAX_MAPS};
 use crate::mmio::{Followup, Mmio};
 use crate::proto::*;
 use crate::shared::Request;
@@ -55,7 +55,7 @@ impl Server {
         self.dev.shared().data_thread_gone()
     }
 
-    /// Number of DMA regions recorded and how many of them are mapped.
+    /// Number of DMA maps recorded and how many of them are DMA-able (have an fd).
     pub fn dma_regions(&self) -> (usize, usize) {
         let (mapped, no_fd) = self.ram.regions();
         (mapped + no_fd, mapped)
@@ -113,18 +113,12 @@ impl Server {
             cmd::VERSION => self.version(&mut r),
             cmd::DMA_MAP => self.dma_map(&mut r, fds),
             cmd::DMA_UNMAP => self.dma_unmap(&mut r),
-            cmd::DEVICE_GET_INFO => {
-                let mut out = Vec::with_capacity(16);
-                for v in [
-                    16,
-                    DEVICE_FLAGS_PCI | DEVICE_FLAGS_RESET,
-                    PCI_NUM_REGIONS,
-                    PCI_NUM_IRQS,
-                ] {
-                    out.extend_from_slice(&u32::to_le_bytes(v));
-                }
-                Ok(out)
-            }
+            cmd::DEVICE_GET_INFO => Ok(device_info(&vfio_device_info {
+                flags: DEVICE_FLAGS_PCI | DEVICE_FLAGS_RESET,
+                num_regions: PCI_NUM_REGIONS,
+                num_irqs: PCI_NUM_IRQS,
+                ..Default::default()
+            })),
             cmd::DEVICE_GET_REGION_INFO => self.region_info(&mut r),
             cmd::DEVICE_GET_IRQ_INFO => self.irq_info(&mut r),
             cmd::DEVICE_SET_IRQS => self.set_irqs(&mut r, fds),
@@ -146,7 +140,7 @@ impl Server {
             return Err(libc::ENOTSUP);
         }
         let caps = format!(
-            "{{\"capabilities\":{{\"max_msg_fds\":{MAX_MSG_FDS},\"max_data_xfer_size\":{MAX_DATA_XFER},\"max_dma_maps\":{MAX_REGIONS}}}}}"
+            "{{\"capabilities\":{{\"max_msg_fds\":{MAX_MSG_FDS},\"max_data_xfer_size\":{MAX_DATA_XFER},\"max_dma_maps\":{MAX_MAPS}}}}}"
         );
         let mut out = Vec::new();
         out.extend_from_slice(&0u16.to_le_bytes());
@@ -156,12 +150,12 @@ impl Server {
         Ok(out)
     }
 
-    /// DMA_MAP. Refused (error reply) when the fd could turn a device access into SIGBUS
-    /// (not a memfd sealed or sealable against shrinking, or shorter than offset + size),
-    /// when the range overlaps one already recorded (`EEXIST`, as the protocol says), or
-    /// when the device keeps as many regions as it will (`ENOSPC`). A range without fd
-    /// (ROM) is recorded as not DMA-able; so is one whose fd is sound but that the host
-    /// cannot mmap.
+    /// DMA_MAP (spec §1b). Refused (error reply) when the fd could turn a device access
+    /// into SIGBUS (not a memfd sealed or sealable against shrinking, or shorter than
+    /// offset + size), when the range overlaps one already recorded (`EEXIST`, as the
+    /// protocol says), or when the device keeps as many maps or files as it will
+    /// (`ENOSPC`). A range without fd (ROM) is recorded as not DMA-able; so is one whose
+    /// fd is sound but that the host cannot mmap (or only read-only, for a writable map).
     fn dma_map(&mut self, r: &mut Reader, fds: Vec<OwnedFd>) -> Result<Vec<u8>, Errno> {
         let (_argsz, flags, offset, iova, size) = (
             r.u32().ok_or(libc::EINVAL)?,
@@ -181,7 +175,7 @@ impl Server {
         let mapped = match fds.into_iter().next() {
             Some(fd) => match self.ram.map_fd(iova, size, fd, offset, writable) {
                 Ok(()) => true,
-                Err(e @ (MapError::TooLarge | MapError::Mmap(_))) => {
+                Err(e @ (MapError::TooLarge | MapError::Mmap(_) | MapError::ReadOnlyFile)) => {
                     tracing::warn!(iova, size, "DMA_MAP: cannot map, not DMA-able: {e}");
                     false
                 }
@@ -237,13 +231,12 @@ impl Server {
         } else {
             REGION_INFO_FLAG_READ | REGION_INFO_FLAG_WRITE
         };
-        let mut out = Vec::with_capacity(32);
-        for v in [32u32, flags, index, 0] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&size.to_le_bytes());
-        out.extend_from_slice(&0u64.to_le_bytes());
-        Ok(out)
+        Ok(region_info(&vfio_region_info {
+            flags,
+            index,
+            size,
+            ..Default::default()
+        }))
     }
 
     fn irq_info(&mut self, r: &mut Reader) -> Result<Vec<u8>, Errno> {
@@ -261,11 +254,12 @@ impl Server {
         } else {
             (0, 0)
         };
-        let mut out = Vec::with_capacity(16);
-        for v in [16u32, flags, index, count] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        Ok(out)
+        Ok(irq_info(&vfio_irq_info {
+            flags,
+            index,
+            count,
+            ..Default::default()
+        }))
     }
 
     fn set_irqs(&mut self, r: &mut Reader, fds: Vec<OwnedFd>) -> Result<Vec<u8>, Errno> {
@@ -401,24 +395,29 @@ pub fn region_echo(offset: u64, region: u32, count: u32) -> Vec<u8> {
     out
 }
 
-/// The flags, IOVA and size of a DMA_UNMAP request (`EINVAL` if short or wrapping).
+/// The flags, IOVA and size of a DMA_UNMAP request (`EINVAL` if short or wrapping). A
+/// range may end at 2^64 exactly: QEMU unmaps a 64-bit IOMMU address space as its two
+/// halves, the upper one [2^63, 2^64).
 pub fn dma_unmap_args(r: &mut Reader) -> Result<(u32, u64, u64), Errno> {
     let _argsz = r.u32().ok_or(libc::EINVAL)?;
     let flags = r.u32().ok_or(libc::EINVAL)?;
     let iova = r.u64().ok_or(libc::EINVAL)?;
     let size = r.u64().ok_or(libc::EINVAL)?;
-    iova.checked_add(size).ok_or(libc::EINVAL)?;
+    // The last byte must not wrap.
+    if size > 0 {
+        iova.checked_add(size - 1).ok_or(libc::EINVAL)?;
+    }
     Ok((flags, iova, size))
 }
 
-/// The DMA_UNMAP reply: the request's table entry echoed (argsz, flags, iova, size).
+/// The DMA_UNMAP reply: the request's entry echoed (argsz, flags, iova, size).
 pub fn dma_unmap_reply(flags: u32, iova: u64, size: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(24);
-    out.extend_from_slice(&24u32.to_le_bytes());
-    out.extend_from_slice(&flags.to_le_bytes());
-    out.extend_from_slice(&iova.to_le_bytes());
-    out.extend_from_slice(&size.to_le_bytes());
-    out
+    dma_unmap(&vfio_iommu_type1_dma_unmap {
+        flags,
+        iova,
+        size,
+        ..Default::default()
+    })
 }
 
 /// Size of region `index`, `None` if there is no such region.
@@ -427,7 +426,7 @@ pub fn region_size(index: u32) -> Option<u64> {
         0..=5 => Some(bar_size(index)),
         PCI_ROM_REGION_INDEX => Some(0),
         PCI_CONFIG_REGION_INDEX => Some(CONFIG_SIZE as u64),
-        8 => Some(0),
+        PCI_VGA_REGION_INDEX => Some(0),
         _ => None,
     }
 }
@@ -438,7 +437,12 @@ fn check_access(region: u32, offset: u64, len: usize) -> Result<(), Errno> {
     }
     let size = region_size(region).ok_or(libc::EINVAL)?;
     let end = offset.checked_add(len as u64).ok_or(libc::EINVAL)?;
-    if end > size || !matches!(region, BAR_REGS | BAR_DOORBELLS | BAR_MSIX | 7) {
+    if end > size
+        || !matches!(
+            region,
+            BAR_REGS | BAR_DOORBELLS | BAR_MSIX | PCI_CONFIG_REGION_INDEX
+        )
+    {
         return einval();
     }
     Ok(())
@@ -663,6 +667,32 @@ mod tests {
     use std::io::Read;
     use std::sync::atomic::Ordering;
     use std::time::{Duration, Instant};
+
+    /// QEMU removes a 64-bit IOMMU address space as two DMA_UNMAPs, [0, 2^63) and
+    /// [2^63, 2^64): the upper half ends at 2^64 exactly and must be taken (it was refused
+    /// as wrapping, and QEMU reported the error reply at every guest shutdown behind
+    /// `--iommu`). A range whose last byte wraps is still refused.
+    #[test]
+    fn dma_unmap_of_the_upper_half_is_taken() {
+        let args = |iova: u64, size: u64| {
+            let mut b = Vec::new();
+            b.extend_from_slice(&24u32.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.extend_from_slice(&iova.to_le_bytes());
+            b.extend_from_slice(&size.to_le_bytes());
+            dma_unmap_args(&mut Reader::new(&b))
+        };
+        assert_eq!(args(1 << 63, 1 << 63), Ok((0, 1 << 63, 1 << 63)));
+        assert_eq!(args(u64::MAX, 1), Ok((0, u64::MAX, 1)));
+        assert_eq!(args(u64::MAX, 2), Err(libc::EINVAL));
+        assert_eq!(args((1 << 63) + 1, 1 << 63), Err(libc::EINVAL));
+        // And the range removes what lies in it.
+        let ram = GuestRam::anonymous(&[(0, 0x1000)]).unwrap();
+        let fd = crate::testkit::memfd::memfd(0x1000);
+        ram.map_fd(u64::MAX - 0x1fff, 0x1000, fd, 0, true).unwrap();
+        assert_eq!(ram.unmap(1 << 63, 1 << 63), Ok(1));
+        assert_eq!(ram.regions(), (1, 0));
+    }
 
     /// A panic ends the data thread: the server must not sit 10 s on every request that
     /// needs it. It closes the connection at once (the device is gone, as a device that

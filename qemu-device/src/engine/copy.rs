@@ -128,7 +128,7 @@ impl Core {
             return Ok(());
         };
         self.dma_gate(r.mark, true)?;
-        if mem::copy(m, r.src, r.dst, r.len as usize, &mut self.scratch).is_err() {
+        if mem::copy(m, r.src, r.dst, r.len as usize).is_err() {
             // Refused by the RAM check before any byte moved.
             self.oracle_pieces.truncate(r.mark);
             return Err(DeviceError::Address { addr: r.va }.into());

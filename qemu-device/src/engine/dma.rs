@@ -99,9 +99,8 @@ impl Core {
         let leaf = walk(m, root, va).map_err(|e| match e {
             WalkError::NotPresent { .. } => AccessError::Fault(fault(FaultCause::NotPresent)),
             WalkError::Table { .. } => DeviceError::Table { va }.into(),
-            WalkError::Address { .. } | WalkError::NonCanonical => {
-                DeviceError::Address { addr: va }.into()
-            }
+            WalkError::Address { .. } => DeviceError::Address { addr: va }.into(),
+            WalkError::NonCanonical => DeviceError::NonCanonical { va }.into(),
         })?;
         let e = self.tlb.insert(c, leaf, self.seq, oracle);
         counters.set(counter::TLB_ENTRIES, self.tlb.len() as u64);

@@ -34,11 +34,19 @@ pub enum DeviceError {
         /// The VA being translated.
         va: u64,
     },
-    /// An address outside guest RAM.
-    #[error("address {addr:#x} outside guest RAM")]
+    /// An access refused because its DMA address is in no DMA map, or is in a read-only
+    /// one and the access writes (spec §1b). Counted in `DMA_UNMAPPED` when reported.
+    #[error("address {addr:#x} outside the DMA maps")]
     Address {
-        /// The VA of the access, or the guest-physical address the device used.
+        /// The VA of the access, or the DMA address the device used.
         addr: u64,
+    },
+    /// A VA outside the translatable (canonical) range: reported
+    /// with the same code as [`Self::Address`], but no DMA address was refused.
+    #[error("VA {va:#x} is not canonical")]
+    NonCanonical {
+        /// The VA.
+        va: u64,
     },
     /// RESUME or ABORT of a fault that is not parked.
     #[error("no parked fault with id {id}")]
@@ -76,7 +84,7 @@ impl DeviceError {
             DeviceError::BadCommand { .. } => error::BAD_COMMAND,
             DeviceError::BadContext { .. } => error::BAD_CONTEXT,
             DeviceError::Table { .. } => error::TABLE_ERROR,
-            DeviceError::Address { .. } => error::ADDRESS_ERROR,
+            DeviceError::Address { .. } | DeviceError::NonCanonical { .. } => error::ADDRESS_ERROR,
             DeviceError::BadFaultId { .. } => error::BAD_FAULT_ID,
             DeviceError::StaleAccess { .. } => error::STALE_ACCESS,
             DeviceError::BadDescriptor { .. } => error::BAD_DESCRIPTOR,
@@ -91,6 +99,7 @@ impl DeviceError {
             DeviceError::BadCommand { value } | DeviceError::BadContext { value } => value,
             DeviceError::Table { va }
             | DeviceError::StaleAccess { va }
+            | DeviceError::NonCanonical { va }
             | DeviceError::OracleViolation { va } => va,
             DeviceError::Address { addr } => addr,
             DeviceError::BadFaultId { id } => id,

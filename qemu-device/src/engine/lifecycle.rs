@@ -41,10 +41,8 @@ impl Core {
     pub fn reset(&mut self) {
         tracing::debug!("device reset");
         let next_fault_id = self.next_fault_id;
-        let scratch = std::mem::take(&mut self.scratch);
         *self = Core::new(self.sh.clone());
         self.next_fault_id = next_fault_id;
-        self.scratch = scratch;
         self.sh.clear_regs();
         self.sh.clear_ctxs();
         self.sh.counters.clear();

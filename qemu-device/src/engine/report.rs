@@ -1,6 +1,6 @@
 //! What leaves the device besides DMA: errors, events and interrupts. The one place a
-//! [`DeviceError`] becomes `ERROR_CODE`, `ERROR_COUNT`, a counter and an `ERROR` event
-//! ([`Core::report`]); the event ring flushed; halts in strict mode.
+//! [`DeviceError`] becomes `ERROR_CODE`, `ERROR_COUNT`, counters (`ERRORS`, and
+//! `DMA_UNMAPPED` for a refused DMA address) and an `ERROR` event ([`Core::report`]); the event ring flushed; halts in strict mode.
 
 use mnic_abi::{counter, event, irq, reg, status, Event};
 
@@ -19,6 +19,10 @@ impl Core {
         let n = self.sh.reg(reg::ERROR_COUNT).wrapping_add(1);
         self.sh.set_reg(reg::ERROR_COUNT, n);
         self.sh.counters.inc(counter::ERRORS);
+        if matches!(e, DeviceError::Address { .. }) {
+            // A DMA address in no map (spec §1b): the access was refused.
+            self.sh.counters.inc(counter::DMA_UNMAPPED);
+        }
         self.irq_pending |= irq::ERROR;
         if self.enabled {
             self.post(Event {
@@ -53,7 +57,9 @@ impl Core {
         let n = match self.evq.flush(m, head) {
             Ok(n) => n,
             Err(e) => {
-                // The ring left guest RAM (DMA_UNMAP after enable): keep the events.
+                // The ring left the DMA maps (DMA_UNMAP after enable): keep the events.
+                // A refused access like any other, but there is nowhere to report it.
+                self.sh.counters.inc(counter::DMA_UNMAPPED);
                 tracing::warn!(addr = e.addr, "event ring not writable");
                 0
             }

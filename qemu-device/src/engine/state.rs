@@ -49,8 +49,6 @@ pub struct Core {
     pub(super) tlb_hits: u64,
     /// Round-robin start among contexts.
     pub(super) rr: usize,
-    /// Bounce buffer of a COPY whose sides do not each lie in one guest RAM region.
-    pub(super) scratch: Vec<u8>,
     /// Interrupt causes raised during this poll, signalled at its end.
     pub(super) irq_pending: u32,
     /// Accesses of armed contexts in the current work step, for the oracle to judge
@@ -82,7 +80,6 @@ impl Core {
             next_fault_id: 1,
             tlb_hits: 0,
             rr: 0,
-            scratch: Vec::new(),
             irq_pending: 0,
             oracle_pieces: Vec::new(),
         }
