@@ -67,7 +67,9 @@ struct State {
 /// The device's view of guest memory, shared by the server (map/unmap) and the data
 /// thread (views).
 pub struct GuestRam {
-    current: ArcSwap<GuestMem>,
+    /// Shared with every view it publishes (weakly), so that a refused access can look
+    /// at the newest view (`GuestMem::newer`).
+    current: Arc<ArcSwap<GuestMem>>,
     state: Mutex<State>,
 }
 
@@ -85,7 +87,7 @@ impl GuestRam {
     /// No DMA maps: every access is an address error.
     pub fn new() -> Self {
         GuestRam {
-            current: ArcSwap::from_pointee(GuestMem::default()),
+            current: Arc::new(ArcSwap::from_pointee(GuestMem::default())),
             state: Mutex::new(State::default()),
         }
     }
@@ -173,7 +175,9 @@ impl GuestRam {
 
     /// Makes the maps of `st` the current view.
     fn publish(&self, st: &mut State) {
-        let view = Arc::new(GuestMem::new(st.maps.clone()));
+        let view = Arc::new(
+            GuestMem::new(st.maps.clone()).published_at(Arc::downgrade(&self.current)),
+        );
         st.views.retain(|w| w.strong_count() > 0);
         st.views.push(Arc::downgrade(&view));
         self.current.store(view);

@@ -557,6 +557,17 @@ fn run(a: &RunArgs) -> Result<i32> {
         }
     }
     let qemu_status = qemu.stop(Duration::from_secs(5));
+    // The device servers' logs live in the run directory, which goes with the run; a
+    // developer chasing a device-side error asks to keep them.
+    if let Some(dir) = std::env::var_os("MNIC_VM_KEEP_DEVICE_LOGS") {
+        for i in 0..devices.len() {
+            let name = format!("mnic{i}.log");
+            let to = Path::new(&dir).join(&name);
+            if let Err(e) = std::fs::copy(rd.path(&name), &to) {
+                eprintln!("mnic-vm: keeping {name} in {}: {e}", to.display());
+            }
+        }
+    }
     for (i, dev) in devices.iter_mut().enumerate() {
         if let Ok(Some(st)) = dev.try_wait() {
             if !killed_device || i != 0 {

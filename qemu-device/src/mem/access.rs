@@ -5,6 +5,12 @@
 //!
 //! The common case, a range inside one map, costs one interval lookup; a range over
 //! several maps (behind an IOMMU every 4 KiB page is its own map) is done map by map.
+//!
+//! A refusal is final only if the newest view refuses too ([`on_newest_if_refused`]): the
+//! data thread takes its view at the start of a round, and the guest may map a page
+//! (DMA_MAP, answered and published), write a leaf that points at it and post work that
+//! the same round then reads. The map came before the post, so the device must see it
+//! (spec §1b). A refused access has moved no byte, so it can be tried again.
 
 use std::sync::atomic::Ordering;
 
@@ -13,13 +19,33 @@ use vm_memory::{AtomicAccess, Bytes};
 use crate::mem::error::AddrError;
 use crate::mem::view::GuestMem;
 
+/// `op` on `mem`; if refused, once more on the newest published view when there is a newer
+/// one. The first refusal is the one reported.
+#[inline]
+fn on_newest_if_refused<T>(
+    mem: &GuestMem,
+    mut op: impl FnMut(&GuestMem) -> Result<T, AddrError>,
+) -> Result<T, AddrError> {
+    match op(mem) {
+        Ok(v) => Ok(v),
+        Err(e) => match mem.newer() {
+            Some(newest) => op(&newest).map_err(|_| e),
+            None => Err(e),
+        },
+    }
+}
+
 /// Checks that `[addr, addr + len)` lies in DMA maps (writable ones if `write`).
 pub fn check(mem: &GuestMem, addr: u64, len: u64, write: bool) -> Result<(), AddrError> {
-    mem.check(addr, len, write)
+    on_newest_if_refused(mem, |m| m.check(addr, len, write))
 }
 
 /// Reads guest memory into `buf`.
 pub fn read(mem: &GuestMem, addr: u64, buf: &mut [u8]) -> Result<(), AddrError> {
+    on_newest_if_refused(mem, |m| read_in(m, addr, buf))
+}
+
+fn read_in(mem: &GuestMem, addr: u64, buf: &mut [u8]) -> Result<(), AddrError> {
     if let Some(s) = mem.one_map(addr, buf.len(), false) {
         s.copy_to(buf);
         return Ok(());
@@ -32,6 +58,10 @@ pub fn read(mem: &GuestMem, addr: u64, buf: &mut [u8]) -> Result<(), AddrError> 
 
 /// Writes `buf` to guest memory.
 pub fn write(mem: &GuestMem, addr: u64, buf: &[u8]) -> Result<(), AddrError> {
+    on_newest_if_refused(mem, |m| write_in(m, addr, buf))
+}
+
+fn write_in(mem: &GuestMem, addr: u64, buf: &[u8]) -> Result<(), AddrError> {
     if let Some(s) = mem.one_map(addr, buf.len(), true) {
         s.copy_from(buf);
         return Ok(());
@@ -45,6 +75,10 @@ pub fn write(mem: &GuestMem, addr: u64, buf: &[u8]) -> Result<(), AddrError> {
 /// One aligned atomic load (an aligned value never spans two maps: maps are page
 /// granular; one that would is refused).
 fn load<T: AtomicAccess>(mem: &GuestMem, addr: u64, order: Ordering) -> Result<T, AddrError> {
+    on_newest_if_refused(mem, |m| load_in(m, addr, order))
+}
+
+fn load_in<T: AtomicAccess>(mem: &GuestMem, addr: u64, order: Ordering) -> Result<T, AddrError> {
     let n = std::mem::size_of::<T>();
     if !addr.is_multiple_of(n as u64) {
         return Err(AddrError { addr });
@@ -55,6 +89,15 @@ fn load<T: AtomicAccess>(mem: &GuestMem, addr: u64, order: Ordering) -> Result<T
 
 /// One aligned atomic store.
 fn store<T: AtomicAccess>(
+    mem: &GuestMem,
+    addr: u64,
+    v: T,
+    order: Ordering,
+) -> Result<(), AddrError> {
+    on_newest_if_refused(mem, |m| store_in(m, addr, v, order))
+}
+
+fn store_in<T: AtomicAccess>(
     mem: &GuestMem,
     addr: u64,
     v: T,
@@ -104,6 +147,10 @@ pub fn store_u16(mem: &GuestMem, addr: u64, v: u16) -> Result<(), AddrError> {
 /// moves; they may overlap). One memmove when each side lies in one map, else one per
 /// stretch where neither side changes map.
 pub fn copy(mem: &GuestMem, src: u64, dst: u64, len: usize) -> Result<(), AddrError> {
+    on_newest_if_refused(mem, |m| copy_in(m, src, dst, len))
+}
+
+fn copy_in(mem: &GuestMem, src: u64, dst: u64, len: usize) -> Result<(), AddrError> {
     if let (Some(s), Some(d)) = (mem.one_map(src, len, false), mem.one_map(dst, len, true)) {
         s.copy_to_volatile_slice(d);
         return Ok(());

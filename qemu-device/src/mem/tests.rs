@@ -261,3 +261,36 @@ fn map_count_is_bounded() {
         Err(MapError::Full(MAX_MAPS))
     ));
 }
+
+/// A page mapped after the data thread took its view is seen by an access that comes
+/// after the map (the guest maps, writes a leaf, then posts the work that reads it): the
+/// refusal falls back to the newest view. Before that fallback, a per-round view refused
+/// such pages behind an IOMMU ("address outside the DMA maps" right after the DMA_MAP).
+#[test]
+fn a_map_published_after_the_view_was_taken_is_seen() {
+    let fd = memfd(0x4000);
+    let ram = GuestRam::new();
+    ram.map_fd(0x1000, 0x1000, fd.try_clone().unwrap(), 0, true)
+        .unwrap();
+    let old = ram.snapshot();
+    ram.map_fd(0x8000, 0x1000, fd.try_clone().unwrap(), 0x2000, true)
+        .unwrap();
+    // Every kind of access, through the view taken before the map.
+    check(&old, 0x8000, 0x1000, true).unwrap();
+    store_u64(&old, 0x8008, 0x5a5a).unwrap();
+    assert_eq!(load_u64(&old, 0x8008).unwrap(), 0x5a5a);
+    write(&old, 0x8100, b"late map").unwrap();
+    copy(&old, 0x8100, 0x1100, 8).unwrap();
+    let mut b = [0u8; 8];
+    read(&old, 0x1100, &mut b).unwrap();
+    assert_eq!(&b, b"late map");
+    // What no view maps stays refused, with the first refusal's address.
+    assert_eq!(
+        read(&old, 0x20000, &mut b),
+        Err(AddrError { addr: 0x20000 })
+    );
+    // A read-only map stays read-only in the newest view too.
+    ram.map_fd(0xa000, 0x1000, fd, 0x3000, false).unwrap();
+    assert!(write(&old, 0xa000, b"x").is_err());
+    assert!(read(&old, 0xa000, &mut b).is_ok());
+}

@@ -2,7 +2,9 @@
 //! holds a DMA address, and where its bytes are in the host. The data thread makes every
 //! access of a work step through one view ([`crate::mem::access`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+
+use arc_swap::ArcSwap;
 
 use vm_memory::VolatileSlice;
 
@@ -33,6 +35,9 @@ pub struct GuestMem {
     maps: Intervals<Target>,
     /// The maps in address order when there are at most [`FLAT_MAX`].
     flat: Option<Box<[FlatMap]>>,
+    /// Where the newest view is published (`GuestRam`), for [`GuestMem::newer`]; weak, so
+    /// views and the publication point do not keep each other alive.
+    latest: Weak<ArcSwap<GuestMem>>,
 }
 
 /// One map of the sorted array: its start and the rest.
@@ -46,7 +51,23 @@ impl GuestMem {
     pub fn new(maps: Intervals<Target>) -> Self {
         let flat =
             (maps.len() <= FLAT_MAX).then(|| maps.iter().map(|(s, iv)| (s, iv.clone())).collect());
-        GuestMem { maps, flat }
+        GuestMem {
+            maps,
+            flat,
+            latest: Weak::new(),
+        }
+    }
+
+    /// This view, published at `latest` (whose newest view [`GuestMem::newer`] finds).
+    pub fn published_at(self, latest: Weak<ArcSwap<GuestMem>>) -> Self {
+        GuestMem { latest, ..self }
+    }
+
+    /// The newest published view, if it is not this one: a DMA_MAP may have been published
+    /// after this view was taken (spec §1b, "a map is seen by what follows it").
+    pub fn newer(&self) -> Option<Arc<GuestMem>> {
+        let newest = self.latest.upgrade()?.load_full();
+        (!std::ptr::eq(Arc::as_ptr(&newest), self)).then_some(newest)
     }
 
     /// The map that holds `addr`, as (start, interval).
