@@ -175,9 +175,8 @@ impl GuestRam {
 
     /// Makes the maps of `st` the current view.
     fn publish(&self, st: &mut State) {
-        let view = Arc::new(
-            GuestMem::new(st.maps.clone()).published_at(Arc::downgrade(&self.current)),
-        );
+        let view =
+            Arc::new(GuestMem::new(st.maps.clone()).published_at(Arc::downgrade(&self.current)));
         st.views.retain(|w| w.strong_count() > 0);
         st.views.push(Arc::downgrade(&view));
         self.current.store(view);
