@@ -18,7 +18,8 @@ die() { printf '[setup] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # ---------------------------------------------------------------- host packages (bookworm)
 HOST_PKGS=(clang-19 lld-19 llvm-19 libclang-19-dev bison flex bc libelf-dev libssl-dev
-           cpio busybox-static xz-utils zstd)
+           cpio busybox-static xz-utils zstd
+           jq) # jq: make bench reads the --iommu reports (scripts/bench.sh)
 setup_host() {
 	local missing=()
 	for p in "${HOST_PKGS[@]}"; do
