@@ -119,7 +119,16 @@ pub enum SendStatus {
 /// The header of every fabric datagram, 40 bytes (docs/fabric.md 14.2).
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
     Unaligned,
 )]
 pub struct Header {
@@ -161,7 +170,16 @@ pub const EAGER_HEADER_LEN: usize = 16;
 /// Start of an `EAGER` payload (operations; the transport carries it as opaque bytes).
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
     Unaligned,
 )]
 pub struct EagerHeader {
@@ -176,7 +194,16 @@ pub struct EagerHeader {
 /// Payload of an `RTS` (operations): where the receiver pulls the message from.
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
     Unaligned,
 )]
 pub struct RtsHeader {
@@ -197,7 +224,16 @@ pub struct RtsHeader {
 /// Start of a `PUT` or `GET_REQ` payload (operations): the remote range and its key.
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
     Unaligned,
 )]
 pub struct RemoteAccess {
@@ -216,7 +252,16 @@ pub struct RemoteAccess {
 /// Start of a `GET_RESP` payload (operations).
 #[repr(C)]
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
     Unaligned,
 )]
 pub struct GetRespHeader {
@@ -232,14 +277,6 @@ pub struct GetRespHeader {
 /// numbers wrap, and two live ones are never 2^31 apart).
 pub const fn seq_after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
-}
-
-/// The sequence number after `s`; 0 means "none" on the wire, so it is skipped.
-pub const fn seq_next(s: u32) -> u32 {
-    match s.wrapping_add(1) {
-        0 => 1,
-        n => n,
-    }
 }
 
 /// Whether epoch `a` is newer than `b` (the same serial arithmetic as sequence numbers).
@@ -286,10 +323,8 @@ mod tests {
     }
 
     #[test]
-    fn sequence_numbers_wrap_past_zero() {
-        assert_eq!(seq_next(u32::MAX), 1);
-        assert_eq!(seq_next(1), 2);
-        assert!(seq_after(1, u32::MAX));
+    fn sequence_numbers_compare_across_the_wrap() {
+        assert!(seq_after(0, u32::MAX) && seq_after(1, u32::MAX));
         assert!(seq_after(5, 3) && !seq_after(3, 5) && !seq_after(4, 4));
         assert!(epoch_newer(0x8000_0000, 0x7fff_ffff));
     }
