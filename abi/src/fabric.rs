@@ -41,7 +41,8 @@ pub const NODE_NONE: u16 = 0xffff;
 pub const RTO_MS: u64 = 10;
 /// Default ceiling of the doubling retransmission timeout, in milliseconds.
 pub const RTO_MAX_MS: u64 = 500;
-/// Default retransmissions of one packet before its peer is declared gone.
+/// Default retransmissions of one packet, with nothing heard from its peer, before the
+/// peer is declared gone.
 pub const RETRIES: u32 = 8;
 /// RNR NAKs in a row for one packet before it fails (the operations).
 pub const RNR_RETRIES: u32 = 16;

@@ -37,7 +37,7 @@ pub struct Timing {
     pub rto: Duration,
     /// Ceiling of the doubling timeout.
     pub rto_max: Duration,
-    /// Retransmissions of one packet before its peer is gone.
+    /// Retransmissions of one packet, with nothing heard from its peer, before it is gone.
     pub retries: u32,
 }
 

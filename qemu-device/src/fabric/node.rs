@@ -242,6 +242,7 @@ impl Node {
             }
         }
         peer.state = State::Up;
+        peer.send.heard();
         if ack_counts {
             for id in peer.send.on_ack(f.ack) {
                 self.stats.acked();

@@ -33,6 +33,10 @@ pub struct InFlight {
     pub msg: Outgoing,
     /// How many times it was sent.
     pub sends: u32,
+    /// Retransmissions since the peer was last heard from: the retry budget counts these,
+    /// so a peer that answers (even without progress: a receiver whose layer above is
+    /// slow) is never declared gone.
+    pub silent: u32,
     /// When it is sent again if still unacknowledged.
     pub deadline: Instant,
 }
@@ -101,6 +105,7 @@ impl SendStream {
                 seq,
                 msg,
                 sends: 1,
+                silent: 0,
                 deadline: now + t.backoff(1),
             });
         }
@@ -146,10 +151,11 @@ impl SendStream {
             if p.deadline > now {
                 continue;
             }
-            if p.sends > t.retries {
+            if p.silent >= t.retries {
                 return Due::Exhausted;
             }
             p.sends += 1;
+            p.silent += 1;
             p.deadline = now + t.backoff(p.sends);
             resend.push(i);
         }
@@ -157,6 +163,14 @@ impl SendStream {
             Due::Nothing
         } else {
             Due::Resend(resend)
+        }
+    }
+
+    /// The peer was heard from (a valid packet of this connection): the retry budget
+    /// starts over for every packet in flight; their back-off does not.
+    pub fn heard(&mut self) {
+        for p in self.in_flight.iter_mut() {
+            p.silent = 0;
         }
     }
 
@@ -233,6 +247,25 @@ mod tests {
             }
         }
         assert_eq!(resends, 3);
+    }
+
+    #[test]
+    fn a_peer_that_answers_never_exhausts_the_budget() {
+        let t = Timing {
+            rto: Duration::from_millis(1),
+            rto_max: Duration::from_millis(4),
+            retries: 3,
+        };
+        let mut now = Instant::now();
+        let mut s = SendStream::default();
+        s.push(msg(1));
+        s.fill_window(now, &t);
+        for _ in 0..20 {
+            now += Duration::from_millis(4);
+            assert!(matches!(s.due(now, &t), Due::Resend(_)));
+            s.heard();
+        }
+        assert_eq!(s.in_flight()[0].sends, 21);
     }
 
     #[test]

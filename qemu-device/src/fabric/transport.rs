@@ -62,7 +62,23 @@ impl Transport {
     pub fn start(cfg: &FabricConfig, device: Option<Arc<Counters>>) -> io::Result<Transport> {
         cfg.validate()
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let socket = UdpSocket::bind(cfg.bind)?;
+        Transport::on_socket(cfg, UdpSocket::bind(cfg.bind)?, device)
+    }
+
+    /// Like [`Transport::start`] on a socket bound already (`cfg.bind` is not used): a
+    /// fabric whose nodes take ephemeral ports binds them all before any map is written.
+    pub fn on_socket(
+        cfg: &FabricConfig,
+        socket: UdpSocket,
+        device: Option<Arc<Counters>>,
+    ) -> io::Result<Transport> {
+        let with_bind = FabricConfig {
+            bind: socket.local_addr()?,
+            ..cfg.clone()
+        };
+        with_bind
+            .validate()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         socket.set_nonblocking(true)?;
         let stats = Arc::new(Stats::new(device));
         let node = Node::new(cfg, start_epoch(), stats.clone());
