@@ -383,7 +383,7 @@ impl Node {
     /// The next completion of a sent message.
     pub fn take_completion(&mut self) -> Option<Completion> {
         let c = self.done.pop_front()?;
-        self.outstanding -= 1;
+        self.outstanding = self.outstanding.saturating_sub(1);
         Some(c)
     }
 
