@@ -291,8 +291,16 @@ pub mod counter {
     /// Accesses refused because their DMA address is in no DMA map (or the access writes
     /// a read-only map), spec §1b.
     pub const DMA_UNMAPPED: u32 = 27;
+    /// Fabric datagrams sent: first sends, retransmissions, ACKs and NAKs (spec §14).
+    pub const FABRIC_TX: u32 = 28;
+    /// Fabric datagrams received and accepted (duplicates and stale ones included).
+    pub const FABRIC_RX: u32 = 29;
+    /// Fabric retransmissions.
+    pub const FABRIC_RETRANSMITS: u32 = 30;
+    /// Fabric datagrams refused as malformed, forged or from an unknown peer.
+    pub const FABRIC_BAD_PACKETS: u32 = 31;
     /// Number of defined counters.
-    pub const COUNT: u32 = 28;
+    pub const COUNT: u32 = 32;
     /// Counter register slots in BAR0.
     pub const SLOTS: u32 = 32;
     /// Names, indexed by counter number (for tools and the stats socket).
@@ -325,6 +333,10 @@ pub mod counter {
         "sleeps",
         "device_cpu_us",
         "dma_unmapped",
+        "fabric_tx",
+        "fabric_rx",
+        "fabric_retransmits",
+        "fabric_bad_packets",
     ];
 }
 

@@ -12,6 +12,7 @@ pub mod config;
 pub mod control;
 pub mod counters;
 pub mod engine;
+pub mod fabric;
 pub mod mem;
 pub mod mmio;
 pub mod oracle;

@@ -5,6 +5,12 @@
 //! `mnic-device stats --control PATH`: print the device counters.
 //! `mnic-device engine --fd N [--control PATH] [--strict] [--spin-us N]` (internal): the
 //! engine, serving the supervisor on the inherited socket N.
+//!
+//! Fabric options (docs/fabric.md; off unless `--fabric-node` is given): `--fabric-node
+//! ID`, `--fabric-bind ADDR:PORT` (default 127.0.0.1:0), `--fabric-peer ID=ADDR:PORT`
+//! (repeated), `--fabric-allow-remote` (addresses outside loopback), and for tests
+//! `--fabric-drop P`, `--fabric-dup P`, `--fabric-reorder P`, `--fabric-seed N`. The
+//! supervisor checks them and passes them on to the engine, which runs the transport.
 
 use std::io::IsTerminal;
 use std::os::fd::{FromRawFd, RawFd};
@@ -18,13 +24,14 @@ use std::time::Duration;
 use mnic_device::control;
 use mnic_device::counters::Counters;
 use mnic_device::engine::{Engine, DEFAULT_SPIN};
+use mnic_device::fabric::{sink, FabricArgs, Transport};
 use mnic_device::mem::{file::MAX_FILES, GuestRam};
 use mnic_device::mmio::Mmio;
 use mnic_device::server::Server;
 use mnic_device::shared::Shared;
 use mnic_device::supervisor;
 
-const USAGE: &str = "usage: mnic-device serve --socket PATH [--control PATH] [--strict] [--engine-pid PATH] [--spin-us N]\n       mnic-device stats --control PATH";
+const USAGE: &str = "usage: mnic-device serve --socket PATH [--control PATH] [--strict] [--engine-pid PATH] [--spin-us N]\n           [--fabric-node ID [--fabric-bind ADDR:PORT] [--fabric-peer ID=ADDR:PORT]... [--fabric-allow-remote]\n            [--fabric-drop P] [--fabric-dup P] [--fabric-reorder P] [--fabric-seed N]]\n       mnic-device stats --control PATH";
 
 struct Args {
     cmd: String,
@@ -35,6 +42,8 @@ struct Args {
     fd: Option<RawFd>,
     /// `--spin-us`: `None` leaves the device's default.
     spin_us: Option<u64>,
+    /// `--fabric-*`: none given, no fabric.
+    fabric: FabricArgs,
 }
 
 fn parse() -> Result<Args, String> {
@@ -51,6 +60,7 @@ fn parse() -> Result<Args, String> {
         engine_pid: None,
         fd: None,
         spin_us: None,
+        fabric: FabricArgs::default(),
     };
     while let Some(arg) = it.next() {
         match arg.to_str() {
@@ -72,6 +82,12 @@ fn parse() -> Result<Args, String> {
                     n.filter(|&n: &RawFd| n > 2)
                         .ok_or("--fd needs a number > 2")?,
                 );
+            }
+            Some(f) if f.starts_with("--fabric-") => {
+                let mut rest = (&mut it).map_while(|s| s.into_string().ok());
+                if !a.fabric.take(f, &mut rest).map_err(|e| e.to_string())? {
+                    return Err(format!("unknown argument {arg:?}"));
+                }
             }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
@@ -98,6 +114,9 @@ fn serve(a: &Args) -> Result<(), String> {
     if let Some(us) = a.spin_us {
         engine.arg("--spin-us").arg(us.to_string());
     }
+    // Refused here, before QEMU connects, rather than by an engine that then dies.
+    a.fabric.config().map_err(|e| e.to_string())?;
+    engine.args(a.fabric.raw());
     supervisor::serve(socket, engine, a.engine_pid.as_deref())
 }
 
@@ -123,6 +142,12 @@ fn engine(a: &Args) -> Result<(), String> {
     if let Some(ctl) = &a.control {
         control::spawn(ctl, counters.clone())
             .map_err(|e| format!("control socket {}: {e}", ctl.display()))?;
+    }
+    if let Some(cfg) = a.fabric.config().map_err(|e| e.to_string())? {
+        let t = Transport::start(&cfg, Some(counters.clone()))
+            .map_err(|e| format!("fabric socket {}: {e}", cfg.bind))?;
+        tracing::info!(node = cfg.node, addr = ?t.local_addr().ok(), "fabric transport up");
+        sink::spawn_discarding(t).map_err(|e| format!("fabric thread: {e}"))?;
     }
     // One fd per DMA region is held here, in the engine.
     raise_fd_limit();

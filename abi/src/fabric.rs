@@ -1,0 +1,341 @@
+// SPDX-License-Identifier: GPL-2.0 OR MIT
+//! The fabric's wire (docs/fabric.md, spec §14): packet header, packet types, NAK
+//! reasons, sender statuses, limits and the sequence-number arithmetic, defined once for
+//! every device model that speaks it.
+//!
+//! The kernel driver never sees a packet, so this file is not part of what it compiles
+//! (`abi.rs` is); the fabric's device counters are in `abi.rs` with the others. Every
+//! multi-byte field is an explicit little-endian type: datagrams cross hosts.
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy_derive::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+/// `Header::magic`: `"MNFC"` in memory.
+pub const MAGIC: u32 = 0x4346_4e4d;
+/// `Header::version` of this specification.
+pub const VERSION: u8 = 1;
+/// Size of [`Header`].
+pub const HEADER_LEN: usize = 40;
+/// Largest datagram: an Ethernet MTU minus the IPv4 and UDP headers (no fragmentation).
+pub const MAX_DATAGRAM: usize = 1472;
+/// Largest payload of one packet.
+pub const MAX_PAYLOAD: usize = MAX_DATAGRAM - HEADER_LEN;
+/// Largest eager message: one packet's payload after its [`EagerHeader`].
+pub const EAGER_MAX: usize = MAX_PAYLOAD - EAGER_HEADER_LEN;
+/// Unacknowledged packets per peer, and the receiver's window.
+pub const WINDOW: u32 = 64;
+/// Messages queued for sending (waiting for the window or unacknowledged), per node.
+pub const SEND_QUEUE: usize = 1024;
+/// Messages delivered to the layer above and not yet taken, per node.
+pub const DELIVER_QUEUE: usize = 256;
+/// Peers a node may have.
+pub const MAX_PEERS: usize = 1024;
+/// Unexpected messages kept per context (the operations).
+pub const UNEXPECTED_MAX: usize = 64;
+/// Bytes of unexpected messages kept per context (the operations).
+pub const UNEXPECTED_BYTES: usize = 64 * 1024;
+/// The node id that is never valid.
+pub const NODE_NONE: u16 = 0xffff;
+
+/// Default first retransmission timeout, in milliseconds.
+pub const RTO_MS: u64 = 10;
+/// Default ceiling of the doubling retransmission timeout, in milliseconds.
+pub const RTO_MAX_MS: u64 = 500;
+/// Default retransmissions of one packet, with nothing heard from its peer, before the
+/// peer is declared gone.
+pub const RETRIES: u32 = 8;
+/// RNR NAKs in a row for one packet before it fails (the operations).
+pub const RNR_RETRIES: u32 = 16;
+
+/// Packet types (`Header::ptype`).
+pub mod ptype {
+    /// A tagged message that fits in one packet.
+    pub const EAGER: u8 = 0x01;
+    /// Rendezvous request to send (operations).
+    pub const RTS: u8 = 0x02;
+    /// Remote read request: rendezvous pull and GET (operations).
+    pub const GET_REQ: u8 = 0x03;
+    /// Data answering a `GET_REQ` (operations).
+    pub const GET_RESP: u8 = 0x04;
+    /// Remote write (operations).
+    pub const PUT: u8 = 0x05;
+    /// A rendezvous message was pulled completely (operations).
+    pub const FIN: u8 = 0x06;
+    /// Cumulative acknowledgement, not sequenced.
+    pub const ACK: u8 = 0x10;
+    /// Negative acknowledgement with a reason in `status`, not sequenced.
+    pub const NAK: u8 = 0x11;
+
+    /// Whether packets of type `t` take a sequence number (everything but ACK and NAK).
+    pub const fn is_sequenced(t: u8) -> bool {
+        matches!(t, EAGER | RTS | GET_REQ | GET_RESP | PUT | FIN)
+    }
+}
+
+/// `Header::flags`.
+pub mod flags {
+    /// The sender sent this sequence number before (informational).
+    pub const RETRANSMIT: u16 = 1 << 0;
+    /// Every defined bit; the others must be 0.
+    pub const ALL: u16 = RETRANSMIT;
+}
+
+/// NAK reasons (`Header::status` of a `NAK`).
+pub mod nak {
+    /// The packet was sent to an earlier connection of this node.
+    pub const STALE_EPOCH: u16 = 1;
+    /// The target context faulted: back off and retry (operations).
+    pub const RNR: u16 = 2;
+    /// Remote key unknown or not for this context (operations).
+    pub const BAD_KEY: u16 = 3;
+    /// Range outside the registration (operations).
+    pub const BAD_RANGE: u16 = 4;
+    /// The registration does not allow the access (operations).
+    pub const BAD_ACCESS: u16 = 5;
+    /// The target's driver aborted the fault (operations).
+    pub const REMOTE_FAULT: u16 = 6;
+    /// Target context not enabled (operations).
+    pub const NO_CONTEXT: u16 = 7;
+
+    /// Whether `s` is a defined reason.
+    pub const fn is_valid(s: u16) -> bool {
+        matches!(s, STALE_EPOCH..=NO_CONTEXT)
+    }
+}
+
+/// What became of a message at its sender.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendStatus {
+    /// Acknowledged by the peer: delivered.
+    Ok = 0,
+    /// The retry budget ran out: the peer is gone.
+    PeerGone = 1,
+    /// The peer started a new connection before acknowledging it.
+    PeerReset = 2,
+    /// A NAK with an operation error (operations).
+    RemoteError = 3,
+}
+
+/// The header of every fabric datagram, 40 bytes (docs/fabric.md 14.2).
+#[repr(C)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+pub struct Header {
+    /// [`MAGIC`].
+    pub magic: U32,
+    /// [`VERSION`].
+    pub version: u8,
+    /// A [`ptype`] value.
+    pub ptype: u8,
+    /// [`flags`] bits.
+    pub flags: U16,
+    /// Sender's node id.
+    pub src_node: U16,
+    /// Receiver's node id.
+    pub dst_node: U16,
+    /// Sending context; 0 for ACK/NAK.
+    pub src_ctx: U16,
+    /// Target context; 0 for ACK/NAK.
+    pub dst_ctx: U16,
+    /// The sender's epoch of this connection.
+    pub src_epoch: U32,
+    /// The receiver's epoch as the sender knows it; 0 = not known.
+    pub dst_epoch: U32,
+    /// Sequence number (sequenced types), refused one (NAK), 0 (ACK).
+    pub seq: U32,
+    /// Cumulative acknowledgement: everything up to and including it was delivered.
+    pub ack: U32,
+    /// Payload bytes after the header.
+    pub len: U16,
+    /// NAK reason; 0 otherwise.
+    pub status: U16,
+    /// 0.
+    pub reserved: U32,
+}
+
+/// Size of [`EagerHeader`].
+pub const EAGER_HEADER_LEN: usize = 16;
+
+/// Start of an `EAGER` payload (operations; the transport carries it as opaque bytes).
+#[repr(C)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+pub struct EagerHeader {
+    /// Match bits, compared under the posted receive's mask.
+    pub match_bits: U64,
+    /// Message length (the rest of the payload).
+    pub msg_len: U32,
+    /// 0.
+    pub reserved: U32,
+}
+
+/// Payload of an `RTS` (operations): where the receiver pulls the message from.
+#[repr(C)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+pub struct RtsHeader {
+    /// Match bits.
+    pub match_bits: U64,
+    /// Message length.
+    pub msg_len: U32,
+    /// Remote key of the sender's buffer.
+    pub rkey: U32,
+    /// VA of the sender's buffer.
+    pub va: U64,
+    /// The sender's id of this message, echoed in `FIN`.
+    pub req_id: U32,
+    /// 0.
+    pub reserved: U32,
+}
+
+/// Start of a `PUT` or `GET_REQ` payload (operations): the remote range and its key.
+#[repr(C)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+pub struct RemoteAccess {
+    /// Remote key of the target registration.
+    pub rkey: U32,
+    /// Bytes (`GET_REQ`); the data length for `PUT`.
+    pub len: U32,
+    /// VA in the target context.
+    pub va: U64,
+    /// The requester's id, echoed in `GET_RESP`.
+    pub req_id: U32,
+    /// 0.
+    pub reserved: U32,
+}
+
+/// Start of a `GET_RESP` payload (operations).
+#[repr(C)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+pub struct GetRespHeader {
+    /// The `GET_REQ`'s `req_id`.
+    pub req_id: U32,
+    /// 0.
+    pub reserved: U32,
+    /// Offset of this data in the requested range.
+    pub offset: U64,
+}
+
+/// Whether sequence number `a` comes after `b` (serial-number arithmetic: the wire's
+/// numbers wrap, and two live ones are never 2^31 apart).
+pub const fn seq_after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+/// Whether epoch `a` is newer than `b` (the same serial arithmetic as sequence numbers).
+pub const fn epoch_newer(a: u32, b: u32) -> bool {
+    seq_after(a, b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    #[test]
+    fn header_layout_matches_the_spec() {
+        assert_eq!(size_of::<Header>(), HEADER_LEN);
+        assert_eq!(offset_of!(Header, version), 0x04);
+        assert_eq!(offset_of!(Header, ptype), 0x05);
+        assert_eq!(offset_of!(Header, flags), 0x06);
+        assert_eq!(offset_of!(Header, src_node), 0x08);
+        assert_eq!(offset_of!(Header, dst_node), 0x0a);
+        assert_eq!(offset_of!(Header, src_ctx), 0x0c);
+        assert_eq!(offset_of!(Header, dst_ctx), 0x0e);
+        assert_eq!(offset_of!(Header, src_epoch), 0x10);
+        assert_eq!(offset_of!(Header, dst_epoch), 0x14);
+        assert_eq!(offset_of!(Header, seq), 0x18);
+        assert_eq!(offset_of!(Header, ack), 0x1c);
+        assert_eq!(offset_of!(Header, len), 0x20);
+        assert_eq!(offset_of!(Header, status), 0x22);
+        assert_eq!(offset_of!(Header, reserved), 0x24);
+        assert_eq!(&MAGIC.to_le_bytes(), b"MNFC");
+    }
+
+    #[test]
+    fn payload_headers_match_the_spec() {
+        assert_eq!(size_of::<EagerHeader>(), EAGER_HEADER_LEN);
+        assert_eq!(size_of::<RtsHeader>(), 32);
+        assert_eq!(offset_of!(RtsHeader, va), 0x10);
+        assert_eq!(size_of::<RemoteAccess>(), 24);
+        assert_eq!(offset_of!(RemoteAccess, va), 0x08);
+        assert_eq!(size_of::<GetRespHeader>(), 16);
+        assert_eq!(MAX_PAYLOAD, 1432);
+        assert_eq!(EAGER_MAX, 1416);
+        assert!(MAX_PAYLOAD <= u16::MAX as usize);
+    }
+
+    #[test]
+    fn sequence_numbers_compare_across_the_wrap() {
+        assert!(seq_after(0, u32::MAX) && seq_after(1, u32::MAX));
+        assert!(seq_after(5, 3) && !seq_after(3, 5) && !seq_after(4, 4));
+        assert!(epoch_newer(0x8000_0000, 0x7fff_ffff));
+    }
+
+    #[test]
+    fn sequenced_types_and_nak_reasons() {
+        assert!(ptype::is_sequenced(ptype::EAGER) && ptype::is_sequenced(ptype::FIN));
+        assert!(!ptype::is_sequenced(ptype::ACK) && !ptype::is_sequenced(ptype::NAK));
+        assert!(!ptype::is_sequenced(0) && !ptype::is_sequenced(0x07));
+        assert!(nak::is_valid(nak::STALE_EPOCH) && nak::is_valid(nak::NO_CONTEXT));
+        assert!(!nak::is_valid(0) && !nak::is_valid(8));
+    }
+}
