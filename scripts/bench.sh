@@ -77,14 +77,15 @@ if [ "${MNIC_BENCH_SKIP_GUEST:-0}" != 1 ] && [ "${MNIC_BENCH_SKIP_IOMMU:-0}" != 
 	job=". /usr/share/mnic/bench-env.sh 512M
 dmesg -n 1 2>/dev/null
 fails=0
+m=@@MNIC
 r() { name=\$1; shift
-	if mnic bench \"\$@\" --json >/tmp/b.json 2>/tmp/b.err; then echo \"@@MNIC-JSON iommu_\$name \$(tr -d '\\n' </tmp/b.json)\"
-	else echo \"@@MNIC-FAIL iommu_\$name rc=\$? \$(tail -n 3 /tmp/b.err | tr '\\n' ' ')\"; fails=\$((fails + 1)); fi; }"
+	if mnic bench \"\$@\" --json >/tmp/b.json 2>/tmp/b.err; then echo \"\${m}-JSON iommu_\$name \$(tr -d '\\n' </tmp/b.json)\"
+	else echo \"\${m}-FAIL iommu_\$name rc=\$? \$(tail -n 3 /tmp/b.err | tr '\\n' ' ')\"; fails=\$((fails + 1)); fi; }"
 	for c in "${iommu_cases[@]}"; do
 		IFS='|' read -r name args _ _ <<<"$c"
 		job+=$'\n'"r $name $args"
 	done
-	job+=$'\n''echo "@@MNIC-DONE fails=$fails"'
+	job+=$'\n''echo "${m}-DONE fails=$fails"'
 	set +e
 	target/release/mnic-vm run --kernel "$KBUILD/arch/x86/boot/bzImage" \
 		--initrd target/images/initramfs.cpio --device-bin target/release/mnic-device \
