@@ -76,9 +76,10 @@ fn count_new(m: Mapped) -> u64 {
 }
 
 fn unmap_counted(table: &MapTable, range: Range<usize>) {
-    // Most tables of a large range are empty: no walk over their slots then. The count is
-    // exact here: every mapping a fill made is published under the notifier lock, which the
-    // invalidation or deregistration that unmaps took after it.
+    // A table with nothing mapped needs no walk over its slots. The count is exact here:
+    // fills map under the notifier lock and the registration list, and every unmap path took
+    // one of them after the fill (the first pass of an invalidation, which its second pass
+    // follows, the shoot-down of a deregistration, or the list at teardown and unbind).
     if table.mapped() == 0 {
         return;
     }
