@@ -169,7 +169,8 @@ pub(crate) struct Region {
     pub(crate) handle: u32,
     /// `reg_flags` of the registration.
     pub(crate) flags: u32,
-    /// The DMA mappings its leaves point at (`dma_map.rs`).
+    /// The DMA mappings its leaves point at (`dma_map.rs`): slots per 2 MiB block, allocated
+    /// when a fill first touches the block.
     pub(crate) dma: DmaPages,
 }
 

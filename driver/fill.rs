@@ -187,6 +187,12 @@ impl Ctx {
         let may_write = region.data().flags & reg_flags::WRITE != 0 && how.writes();
         // Allocates: before any lock.
         let mut range = Range::new(region, start as usize, end as usize, access)?;
+        // The DMA slots of the blocks this fill may map, likewise before any lock (the notifier
+        // lock is taken in reclaim); allocated when a fill first touches a block.
+        {
+            let access = self.dev.enter()?;
+            region.data().dma.prepare(access.bound(), start, end)?;
+        }
         let mut retries = 0;
         // Set when the range lies on a userfaultfd area: faults nothing, yet every page must be
         // there (writable for a write).

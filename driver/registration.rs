@@ -4,8 +4,9 @@
 //! callbacks are in `invalidate.rs`), listed in `Ctx::registrations`.
 //!
 //! Registration preallocates every translation table its range needs, so neither a fill nor
-//! an invalidation ever allocates one; deregistration takes the range's translations down
-//! behind a SYNC before it removes the notifier, and bounds the tables left behind.
+//! an invalidation ever allocates one (DMA slots it leaves to the fills, which allocate them
+//! per 2 MiB block they touch, `dma_map.rs`); deregistration takes the range's translations
+//! down behind a SYNC before it removes the notifier, and bounds the tables left behind.
 
 use kernel::{mm::mmu_notifier::IntervalNotifier, prelude::*, sync::Arc};
 
@@ -67,10 +68,8 @@ impl Ctx {
             registrations.next_handle = registrations.next_handle.wrapping_add(1).max(1);
             handle
         };
-        let dma = {
-            let access = self.dev.enter()?;
-            DmaPages::new(access.bound(), start, end)?
-        };
+        // No DMA slots yet: fills allocate them per 2 MiB block they touch (`dma_map.rs`).
+        let dma = DmaPages::new(start, end)?;
         let region = KBox::pin_init(
             IntervalNotifier::new(
                 &mm,
