@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use mnic::{Access, DmaBuffer, Work};
 use mnic_guest_util::nic::{ensure_module, no_stale, open_with_queues, TIMEOUT};
-use mnic_guest_util::{check, e, ensure_swap, note, os_err, CaseResult, Outcome::*};
+use mnic_guest_util::{check, e, ensure_swap, note, os_err, CaseResult, OnOneCpu, Outcome::*};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -62,45 +62,6 @@ impl Drop for TraceInstance {
     fn drop(&mut self) {
         let _ = self.write("events/mnic/enable", "0");
         let _ = fs::remove_dir(&self.dir);
-    }
-}
-
-/// Keeps the calling thread on one CPU while it lives (the previous mask comes back on drop).
-///
-/// MADV_PAGEOUT can only take pages off the LRU lists, and a freshly filled page sits in a
-/// per-CPU batch until that CPU drains it: madvise drains only its own CPU's, so a page
-/// filled on the other CPU stays resident. Filling and paging out on one CPU makes the page-out
-/// complete.
-struct OnOneCpu {
-    previous: libc::cpu_set_t,
-}
-
-impl OnOneCpu {
-    fn new(cpu: usize) -> Result<OnOneCpu, String> {
-        // SAFETY: `cpu_set_t` is plain data, valid all zeros; the libc calls only read and
-        // write the sets passed, whose sizes are given.
-        unsafe {
-            let mut previous: libc::cpu_set_t = std::mem::zeroed();
-            let size = std::mem::size_of::<libc::cpu_set_t>();
-            check(libc::sched_getaffinity(0, size, &mut previous) == 0, || {
-                os_err("sched_getaffinity")
-            })?;
-            let mut one: libc::cpu_set_t = std::mem::zeroed();
-            libc::CPU_SET(cpu, &mut one);
-            check(libc::sched_setaffinity(0, size, &one) == 0, || {
-                os_err("sched_setaffinity")
-            })?;
-            Ok(OnOneCpu { previous })
-        }
-    }
-}
-
-impl Drop for OnOneCpu {
-    fn drop(&mut self) {
-        // SAFETY: as in `new`: a valid set of the size given.
-        unsafe {
-            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.previous);
-        }
     }
 }
 
