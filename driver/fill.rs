@@ -328,10 +328,18 @@ impl Ctx {
     /// them before it continues.
     fn forget_replaced(&self, st: &mut CtxState, lo: u64, hi: u64) {
         let cmd = st.invalidation(self.index, lo, hi);
-        // Failing means the device is gone: it uses no translation any more.
-        if let Ok(t) = self.dev.post_sync(&[cmd]) {
-            st.pending = Some(t);
-            st.unflushed = false;
+        match self.dev.post_sync(&[cmd]) {
+            Ok(t) => {
+                st.pending = Some(t);
+                st.unflushed = false;
+            }
+            // Stopped: it uses no translation any more.
+            Err(_) if self.dev.is_quiesced() => {}
+            // Going (unbind started) but not stopped: it may still have the replaced leaves
+            // cached. Remember that it was not told, so that the next invalidation of any range
+            // posts (or, failing, waits for the device to stop) instead of returning at once,
+            // as the OOM reaper's path does.
+            Err(_) => st.unflushed = true,
         }
     }
 

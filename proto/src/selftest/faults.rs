@@ -11,7 +11,7 @@ use crate::nic::{Nic, DEVICE_WAIT};
 
 const PAGE: u64 = mnic_abi::pte::PAGE_SIZE;
 /// errno the `ABORT` case hands the device (EFAULT), returned in the completion.
-const ABORT_ERRNO: u64 = 14;
+const ABORT_ERRNO: u64 = libc::EFAULT as u64;
 
 /// Waits for the next event, which must be a `FAULT` of context 0 at `va` (a write fault
 /// if `write`), delivered with an MSI-X signal on vector 0.
