@@ -129,6 +129,9 @@ pub mod reg {
     /// Scratch: holds whatever is written, does nothing with it (reset clears it). For a
     /// driver to check that its register writes reach the device.
     pub const SCRATCH: u32 = 0x0b4;
+    /// This device's fabric node id (spec §14), or `fabric::NODE_NONE` (0xffff) when the
+    /// device is not a node of a fabric. Read only.
+    pub const FABRIC_NODE: u32 = 0x0b8;
     /// First 64-bit counter; counter `i` is at `COUNTERS + 8 * i`.
     pub const COUNTERS: u32 = 0x100;
     /// Offset of 64-bit counter `i`.
@@ -158,7 +161,11 @@ pub mod caps {
     pub const ORACLE: u32 = 1 << 4;
     /// Shadow doorbells and the polling device (spec §4a).
     pub const SHADOW: u32 = 1 << 5;
-    /// Everything this version implements.
+    /// Remote memory access over a fabric (spec §14): `PUT`/`GET` work items, the
+    /// `KEY_SET`/`KEY_CLEAR` commands and the `FABRIC_NODE` register. Set only when the
+    /// device is a node of a fabric.
+    pub const FABRIC: u32 = 1 << 6;
+    /// Everything this version implements without a fabric.
     pub const ALL: u32 = HUGE_2M | TRAFFIC_GEN | STALE_CHECK | DOORBELL_BAR | ORACLE | SHADOW;
 }
 
@@ -438,7 +445,30 @@ pub mod cmd {
     pub const CTX_ENABLE: u8 = 6;
     /// Stop `ctx`.
     pub const CTX_DISABLE: u8 = 7;
+    /// Give `ctx` a remote key (spec §14.13): arg0 VA, arg1 length, arg2 the key in bits
+    /// 31:0 and `key_access` bits in 33:32.
+    pub const KEY_SET: u8 = 8;
+    /// Take remote key arg0 (bits 31:0) away from `ctx`.
+    pub const KEY_CLEAR: u8 = 9;
 }
+
+/// `KEY_SET` arg2 bits 33:32: what a peer may do through the key.
+pub mod key_access {
+    /// Peers may read (`GET`).
+    pub const READ: u64 = 1 << 32;
+    /// Peers may write (`PUT`).
+    pub const WRITE: u64 = 1 << 33;
+    /// Every defined bit above the key.
+    pub const ALL: u64 = READ | WRITE;
+    /// `KEY_SET` arg2 for `key` with `access` (`READ`/`WRITE` bits).
+    pub const fn arg(key: u32, access: u64) -> u64 {
+        (access & ALL) | key as u64
+    }
+}
+
+/// Remote keys a device holds at most, over every context (spec §14.13): `KEY_SET`
+/// beyond it fails with `BAD_COMMAND`.
+pub const MAX_REMOTE_KEYS: u32 = 65536;
 
 /// `Command::flags`: raise `VECTOR_CMD_DONE` when done.
 pub const CMD_FLAG_IRQ: u8 = 1 << 0;
@@ -519,6 +549,10 @@ pub mod work {
     pub const TRAFFIC: u16 = 2;
     /// Complete without doing anything.
     pub const NOP: u16 = 3;
+    /// Remote write (spec §14.13): `len` bytes from local `src` to remote `dst`.
+    pub const PUT: u16 = 4;
+    /// Remote read (spec §14.13): `len` bytes from remote `src` to local `dst`.
+    pub const GET: u16 = 5;
     /// `WorkDesc::flags`: post a `WORK_DONE` event when done.
     pub const FLAG_NOTIFY: u16 = 1 << 0;
     /// Every `WorkDesc::flags` bit the spec defines; a descriptor with any other bit set
@@ -526,6 +560,8 @@ pub mod work {
     pub const FLAGS_KNOWN: u16 = FLAG_NOTIFY;
     /// Largest COPY length.
     pub const COPY_MAX: u32 = 64 << 20;
+    /// Largest PUT or GET length.
+    pub const RMA_MAX: u32 = 64 << 20;
     /// Largest TRAFFIC operation size.
     pub const TRAFFIC_OP_MAX: u32 = 65536;
     /// Largest TRAFFIC operation count.
@@ -580,6 +616,26 @@ pub mod completion {
     pub const TABLE_ERROR: u16 = 3;
     /// The context was disabled while the item was queued.
     pub const CTX_DISABLED: u16 = 4;
+    /// PUT/GET: the target has no live remote key of that value for that context.
+    pub const REMOTE_BAD_KEY: u16 = 5;
+    /// PUT/GET: the remote range is not inside the key's registration.
+    pub const REMOTE_BAD_RANGE: u16 = 6;
+    /// PUT/GET: the key does not allow the access (write for PUT, read for GET).
+    pub const REMOTE_BAD_ACCESS: u16 = 7;
+    /// PUT/GET: the target context is not enabled (it exited, or never existed).
+    pub const REMOTE_NO_CONTEXT: u16 = 8;
+    /// PUT/GET: the target's driver aborted the fault the access raised there; `detail`
+    /// holds the target's errno.
+    pub const REMOTE_FAULT_ABORTED: u16 = 9;
+    /// PUT/GET: the target answered "not ready" (RNR) `fabric::RNR_RETRIES` times in a
+    /// row for one packet.
+    pub const RNR_RETRY_EXCEEDED: u16 = 10;
+    /// PUT/GET: the peer stopped answering (retry budget spent), restarted, or its answers
+    /// did not come within `fabric::REPLY_TIMEOUT_MS`.
+    pub const PEER_GONE: u16 = 11;
+    /// PUT/GET: this device is not a node of a fabric, or the node is not one of its
+    /// peers.
+    pub const NO_ROUTE: u16 = 12;
     /// `Completion::flags`: phase bit.
     pub const FLAG_PHASE: u16 = 1 << 0;
 }
@@ -750,6 +806,13 @@ pub enum DescError {
     BadPattern,
     /// TRAFFIC `ops` above `TRAFFIC_OPS_MAX`.
     TooManyOps,
+    /// A PUT or GET longer than `work::RMA_MAX`.
+    RmaTooLong,
+    /// PUT/GET remote part invalid: node `NODE_NONE`, context beyond `NUM_CONTEXTS`, or
+    /// key 0.
+    BadRemote,
+    /// PUT/GET with a non-zero reserved field (`ops`, `rate`, `seed`).
+    Reserved,
 }
 
 impl DescError {
@@ -765,6 +828,9 @@ impl DescError {
             DescError::BadOpSize => "TRAFFIC op_size not in 1..=65536 or larger than the range",
             DescError::BadPattern => "unknown TRAFFIC pattern",
             DescError::TooManyOps => "TRAFFIC ops above 2^32",
+            DescError::RmaTooLong => "PUT/GET longer than RMA_MAX (64 MiB)",
+            DescError::BadRemote => "PUT/GET remote node, context or key invalid",
+            DescError::Reserved => "PUT/GET reserved field not zero",
         }
     }
 }
@@ -829,17 +895,110 @@ impl WorkDesc {
                 }
                 Ok(())
             }
+            work::PUT | work::GET => {
+                if self.len == 0 {
+                    return Err(DescError::Empty);
+                }
+                if self.len > work::RMA_MAX {
+                    return Err(DescError::RmaTooLong);
+                }
+                if va_range_end(self.src, len).is_none() || va_range_end(self.dst, len).is_none() {
+                    return Err(DescError::BadRange);
+                }
+                let r = self.remote();
+                if r.node == NODE_NONE || r.ctx as u32 >= NUM_CONTEXTS || r.key == 0 {
+                    return Err(DescError::BadRemote);
+                }
+                if self.ops != 0 || self.rate != 0 || self.seed != 0 {
+                    return Err(DescError::Reserved);
+                }
+                Ok(())
+            }
             _ => Err(DescError::UnknownOpcode),
         }
     }
+
+    /// A PUT (`len` bytes from local `src` to `remote`) or GET (`len` bytes from `remote`
+    /// to local `dst`) descriptor: `opcode` is `work::PUT` or `work::GET`, `local` the
+    /// local VA, `flags` the `work::FLAG_*` bits.
+    pub const fn rma(
+        opcode: u16,
+        flags: u16,
+        tag: u64,
+        local: u64,
+        remote: Remote,
+        len: u32,
+    ) -> Self {
+        let (src, dst) = if opcode == work::GET {
+            (remote.va, local)
+        } else {
+            (local, remote.va)
+        };
+        WorkDesc {
+            opcode,
+            flags,
+            len,
+            tag,
+            src,
+            dst,
+            op_size: remote.key,
+            pattern: remote.node as u32 | (remote.ctx as u32) << 16,
+            ops: 0,
+            rate: 0,
+            seed: 0,
+        }
+    }
+
+    /// The remote side of a PUT or GET (spec §11: `op_size` holds the key, `pattern` the
+    /// node in bits 15:0 and the context in bits 31:16; the remote VA is `dst` for PUT,
+    /// `src` for GET).
+    pub const fn remote(&self) -> Remote {
+        Remote {
+            node: self.pattern as u16,
+            ctx: (self.pattern >> 16) as u16,
+            key: self.op_size,
+            va: if self.opcode == work::GET {
+                self.src
+            } else {
+                self.dst
+            },
+        }
+    }
+
+    /// The local VA of a PUT (`src`) or GET (`dst`).
+    pub const fn local(&self) -> u64 {
+        if self.opcode == work::GET {
+            self.dst
+        } else {
+            self.src
+        }
+    }
+}
+
+/// The node id that is never valid: the `FABRIC_NODE` value of a device that is not a
+/// node of a fabric (the same value as `fabric::NODE_NONE`).
+pub const NODE_NONE: u16 = 0xffff;
+
+/// The remote side of a PUT or GET: which node, context, key and VA.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Remote {
+    /// Fabric node id of the target device.
+    pub node: u16,
+    /// Context index on the target device.
+    pub ctx: u16,
+    /// The remote key of the target's registration.
+    pub key: u32,
+    /// VA in the target context.
+    pub va: u64,
 }
 
 // ------------------------------------------------------------------ user ABI (spec §13)
 
 /// ioctl type byte.
 pub const IOC_TYPE: u32 = 0xB7;
-/// Version of the user ABI reported in `MnicInfo::abi_version`.
-pub const UABI_VERSION: u32 = 1;
+/// Version of the user ABI reported in `MnicInfo::abi_version` (2: remote keys and the
+/// fabric node).
+pub const UABI_VERSION: u32 = 2;
 
 const IOC_NRBITS: u32 = 8;
 const IOC_TYPEBITS: u32 = 8;
@@ -881,8 +1040,8 @@ pub struct MnicInfo {
     pub minor: u32,
     /// Most registrations per context.
     pub max_registrations: u32,
-    /// Reserved, zero.
-    pub rsvd: u32,
+    /// The device's fabric node id (`FABRIC_NODE`), `NODE_NONE` (0xffff) without a fabric.
+    pub node: u32,
 }
 
 /// Registration flags (`MnicRegister::flags`).
@@ -895,8 +1054,12 @@ pub mod reg_flags {
     pub const PINNED: u32 = 1 << 2;
     /// Fill the table now, without pinning.
     pub const PREFETCH: u32 = 1 << 3;
+    /// Peers on the fabric may access the range, with this registration's `READ`/`WRITE`
+    /// access, through the remote key returned in `MnicRegister::rkey` (spec §14.13).
+    /// Refused with `EOPNOTSUPP` on a device without `CAPS.FABRIC`.
+    pub const REMOTE: u32 = 1 << 4;
     /// Every defined bit.
-    pub const ALL: u32 = READ | WRITE | PINNED | PREFETCH;
+    pub const ALL: u32 = READ | WRITE | PINNED | PREFETCH | REMOTE;
 }
 
 /// Most registrations one context may hold.
@@ -916,6 +1079,11 @@ pub struct MnicRegister {
     pub flags: u32,
     /// Out: the registration's handle (never 0).
     pub handle: u32,
+    /// Out: the remote key with `reg_flags::REMOTE` (never 0, unique on the device while
+    /// the registration lives), else 0.
+    pub rkey: u32,
+    /// Reserved, zero.
+    pub rsvd: u32,
 }
 
 /// `MNIC_IOC_DEREGISTER` argument.

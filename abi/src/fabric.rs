@@ -34,8 +34,8 @@ pub const MAX_PEERS: usize = 1024;
 pub const UNEXPECTED_MAX: usize = 64;
 /// Bytes of unexpected messages kept per context (the operations).
 pub const UNEXPECTED_BYTES: usize = 64 * 1024;
-/// The node id that is never valid.
-pub const NODE_NONE: u16 = 0xffff;
+/// The node id that is never valid (the same value as `mnic_abi::NODE_NONE`).
+pub const NODE_NONE: u16 = crate::abi::NODE_NONE;
 
 /// Default first retransmission timeout, in milliseconds.
 pub const RTO_MS: u64 = 10;
@@ -44,8 +44,25 @@ pub const RTO_MAX_MS: u64 = 500;
 /// Default retransmissions of one packet, with nothing heard from its peer, before the
 /// peer is declared gone.
 pub const RETRIES: u32 = 8;
-/// RNR NAKs in a row for one packet before it fails (the operations).
-pub const RNR_RETRIES: u32 = 16;
+/// `REPLY RNR`s in a row for one packet of a PUT or GET before the work item fails with
+/// `RNR_RETRY_EXCEEDED` (14.13).
+pub const RNR_RETRIES: u32 = 32;
+/// First wait before a packet answered `RNR` is sent again, in microseconds; it doubles
+/// with every `RNR` in a row for that packet, up to [`RNR_BACKOFF_MAX_US`].
+pub const RNR_BACKOFF_US: u64 = 500;
+/// Ceiling of the RNR back-off, in microseconds.
+pub const RNR_BACKOFF_MAX_US: u64 = 64_000;
+/// Data bytes of one `PUT` packet: a packet's payload after its [`RemoteAccess`].
+pub const PUT_CHUNK: usize = MAX_PAYLOAD - REMOTE_ACCESS_LEN;
+/// Most bytes one `GET_REQ` asks for: what one `GET_RESP` packet carries after its
+/// [`GetRespHeader`].
+pub const GET_CHUNK: usize = MAX_PAYLOAD - GET_RESP_HEADER_LEN;
+/// Packets of one PUT or GET that the initiator keeps unanswered at most (data or
+/// requests sent, no `REPLY`/`GET_RESP` yet).
+pub const RMA_IN_FLIGHT: usize = 64;
+/// A PUT or GET with packets unanswered and nothing heard about it for this long fails
+/// with `PEER_GONE` (a target that takes packets and never answers).
+pub const REPLY_TIMEOUT_MS: u64 = 10_000;
 
 /// Packet types (`Header::ptype`).
 pub mod ptype {
@@ -61,6 +78,9 @@ pub mod ptype {
     pub const PUT: u8 = 0x05;
     /// A rendezvous message was pulled completely (operations).
     pub const FIN: u8 = 0x06;
+    /// The target's answer to one `PUT` packet (written, or why not) or to a `GET_REQ`
+    /// it cannot serve ([`ReplyHeader`], 14.13).
+    pub const REPLY: u8 = 0x07;
     /// Cumulative acknowledgement, not sequenced.
     pub const ACK: u8 = 0x10;
     /// Negative acknowledgement with a reason in `status`, not sequenced.
@@ -68,7 +88,7 @@ pub mod ptype {
 
     /// Whether packets of type `t` take a sequence number (everything but ACK and NAK).
     pub const fn is_sequenced(t: u8) -> bool {
-        matches!(t, EAGER | RTS | GET_REQ | GET_RESP | PUT | FIN)
+        matches!(t, EAGER | RTS | GET_REQ | GET_RESP | PUT | FIN | REPLY)
     }
 }
 
@@ -80,8 +100,11 @@ pub mod flags {
     pub const ALL: u16 = RETRANSMIT;
 }
 
-/// NAK reasons (`Header::status` of a `NAK`).
+/// NAK reasons (`Header::status` of a `NAK`: only `STALE_EPOCH`) and the statuses of a
+/// `REPLY` (`ReplyHeader::status`: `OK` and 2..=7).
 pub mod nak {
+    /// `REPLY`: the `PUT` packet's data is written.
+    pub const OK: u16 = 0;
     /// The packet was sent to an earlier connection of this node.
     pub const STALE_EPOCH: u16 = 1;
     /// The target context faulted: back off and retry (operations).
@@ -163,6 +186,43 @@ pub struct Header {
     pub status: U16,
     /// 0.
     pub reserved: U32,
+}
+
+/// Size of [`RemoteAccess`].
+pub const REMOTE_ACCESS_LEN: usize = 24;
+/// Size of [`GetRespHeader`].
+pub const GET_RESP_HEADER_LEN: usize = 16;
+/// Size of [`ReplyHeader`].
+pub const REPLY_HEADER_LEN: usize = 24;
+
+/// Payload of a `REPLY` (14.13): the target's answer to one `PUT` packet or `GET_REQ`.
+#[repr(C)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+pub struct ReplyHeader {
+    /// The `req_id` of the packet answered.
+    pub req_id: U32,
+    /// `nak::OK`, or why the packet was not served (`nak::RNR`..=`nak::NO_CONTEXT`).
+    pub status: U16,
+    /// 0.
+    pub reserved: U16,
+    /// The `va` of the packet answered.
+    pub va: U64,
+    /// `REMOTE_FAULT`: the errno the target's driver aborted the fault with; else 0.
+    pub detail: U32,
+    /// 0.
+    pub reserved2: U32,
 }
 
 /// Size of [`EagerHeader`].
@@ -270,8 +330,8 @@ pub struct GetRespHeader {
     pub req_id: U32,
     /// 0.
     pub reserved: U32,
-    /// Offset of this data in the requested range.
-    pub offset: U64,
+    /// VA (in the target context) of this data: the `GET_REQ`'s `va`.
+    pub va: U64,
 }
 
 /// Whether sequence number `a` comes after `b` (serial-number arithmetic: the wire's
@@ -317,7 +377,12 @@ mod tests {
         assert_eq!(offset_of!(RtsHeader, va), 0x10);
         assert_eq!(size_of::<RemoteAccess>(), 24);
         assert_eq!(offset_of!(RemoteAccess, va), 0x08);
-        assert_eq!(size_of::<GetRespHeader>(), 16);
+        assert_eq!(size_of::<GetRespHeader>(), GET_RESP_HEADER_LEN);
+        assert_eq!(size_of::<RemoteAccess>(), REMOTE_ACCESS_LEN);
+        assert_eq!(size_of::<ReplyHeader>(), REPLY_HEADER_LEN);
+        assert_eq!(offset_of!(ReplyHeader, va), 0x08);
+        assert_eq!(PUT_CHUNK, 1408);
+        assert_eq!(GET_CHUNK, 1416);
         assert_eq!(MAX_PAYLOAD, 1432);
         assert_eq!(EAGER_MAX, 1416);
         assert!(MAX_PAYLOAD <= u16::MAX as usize);
@@ -334,7 +399,8 @@ mod tests {
     fn sequenced_types_and_nak_reasons() {
         assert!(ptype::is_sequenced(ptype::EAGER) && ptype::is_sequenced(ptype::FIN));
         assert!(!ptype::is_sequenced(ptype::ACK) && !ptype::is_sequenced(ptype::NAK));
-        assert!(!ptype::is_sequenced(0) && !ptype::is_sequenced(0x07));
+        assert!(!ptype::is_sequenced(0) && !ptype::is_sequenced(0x08));
+        assert!(ptype::is_sequenced(ptype::REPLY));
         assert!(nak::is_valid(nak::STALE_EPOCH) && nak::is_valid(nak::NO_CONTEXT));
         assert!(!nak::is_valid(0) && !nak::is_valid(8));
     }

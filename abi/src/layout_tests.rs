@@ -51,7 +51,7 @@ fn hardware_structures_match_the_spec() {
 #[test]
 fn user_abi_structures_have_no_padding() {
     assert_eq!(size_of::<MnicInfo>(), 32);
-    assert_eq!(size_of::<MnicRegister>(), 24);
+    assert_eq!(size_of::<MnicRegister>(), 32);
     assert_eq!(size_of::<MnicHandle>(), 8);
     assert_eq!(size_of::<MnicRange>(), 24);
     assert_eq!(size_of::<MnicQueues>(), 24);
@@ -67,7 +67,7 @@ fn user_abi_structures_have_no_padding() {
 fn ioctl_numbers_follow_the_linux_encoding() {
     // _IOR(0xB7, 0, 32 bytes) = dir 2, size 32, type 0xB7, nr 0.
     assert_eq!(MNIC_IOC_INFO, (2 << 30) | (32 << 16) | (0xB7 << 8));
-    assert_eq!(MNIC_IOC_REGISTER, (3 << 30) | (24 << 16) | (0xB7 << 8) | 1);
+    assert_eq!(MNIC_IOC_REGISTER, (3 << 30) | (32 << 16) | (0xB7 << 8) | 1);
     assert_eq!(MNIC_IOC_DEREGISTER, (1 << 30) | (8 << 16) | (0xB7 << 8) | 2);
     let all = [
         MNIC_IOC_INFO,
@@ -314,4 +314,48 @@ fn latency_buckets_are_powers_of_two_microseconds() {
         );
         assert_eq!(latency_bucket(start * 1000 - 1), i - 1);
     }
+}
+
+#[test]
+fn rma_descriptors_round_trip_their_remote_part() {
+    let r = Remote {
+        node: 2,
+        ctx: 7,
+        key: 0xdead_beef,
+        va: 0x7000_0000,
+    };
+    let put = WorkDesc::rma(work::PUT, work::FLAG_NOTIFY, 9, 0x1000, r, 4096);
+    assert_eq!(
+        (put.src, put.dst, put.remote(), put.local()),
+        (0x1000, r.va, r, 0x1000)
+    );
+    assert_eq!(put.validate(), Ok(()));
+    let get = WorkDesc::rma(work::GET, 0, 9, 0x1000, r, 4096);
+    assert_eq!(
+        (get.src, get.dst, get.remote(), get.local()),
+        (r.va, 0x1000, r, 0x1000)
+    );
+    assert_eq!(get.validate(), Ok(()));
+    let bad = |f: fn(&mut WorkDesc)| {
+        let mut d = put;
+        f(&mut d);
+        d.validate()
+    };
+    assert_eq!(bad(|d| d.len = 0), Err(DescError::Empty));
+    assert_eq!(
+        bad(|d| d.len = work::RMA_MAX + 1),
+        Err(DescError::RmaTooLong)
+    );
+    assert_eq!(bad(|d| d.op_size = 0), Err(DescError::BadRemote));
+    assert_eq!(
+        bad(|d| d.pattern = u32::from(NODE_NONE)),
+        Err(DescError::BadRemote)
+    );
+    assert_eq!(
+        bad(|d| d.pattern = 2 | (NUM_CONTEXTS << 16)),
+        Err(DescError::BadRemote)
+    );
+    assert_eq!(bad(|d| d.dst = pte::VA_LIMIT - 1), Err(DescError::BadRange));
+    assert_eq!(bad(|d| d.seed = 1), Err(DescError::Reserved));
+    assert_eq!(key_access::arg(5, key_access::WRITE), (1 << 33) | 5);
 }

@@ -230,7 +230,7 @@ impl Context {
             addr,
             len,
             flags: access.bits(),
-            handle: 0,
+            ..Default::default()
         };
         sys::ioctl(self.fd.as_fd(), &mut r)?;
         Ok(Registration {
@@ -379,7 +379,7 @@ impl Context {
             addr: q.mem().va(),
             len: q.mem().len() as u64,
             flags: reg_flags::READ | reg_flags::WRITE | reg_flags::PREFETCH,
-            handle: 0,
+            ..Default::default()
         };
         sys::ioctl(self.fd.as_fd(), &mut r)?;
         let mut setup = abi::MnicQueues {

@@ -100,7 +100,7 @@ mod tests {
             ctx: 3,
             minor: 0,
             max_registrations: 1024,
-            rsvd: 0,
+            node: 0xffff,
         });
         assert_eq!((i.hw_major, i.hw_minor), (1, 2));
         assert!(i.caps.contains(Caps::TRAFFIC_GEN));

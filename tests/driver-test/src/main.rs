@@ -407,7 +407,7 @@ fn bad_ioctls_refused() -> CaseResult {
         addr,
         len,
         flags,
-        handle: 0,
+        ..Default::default()
     };
     let rw = abi::reg_flags::READ | abi::reg_flags::WRITE;
     let cases: [(&str, abi::MnicRegister, i32); 7] = [

@@ -612,7 +612,7 @@ impl<'a> RawQueue<'a> {
             addr: mem.va(),
             len: mem.len as u64,
             flags: abi::reg_flags::READ | abi::reg_flags::WRITE | abi::reg_flags::PREFETCH,
-            handle: 0,
+            ..Default::default()
         };
         raw_ioctl(fd, abi::MNIC_IOC_REGISTER, &mut r)
             .map_err(|n| format!("register: errno {n}"))?;
@@ -675,7 +675,7 @@ pub fn hostile_descriptors() -> CaseResult {
         addr: buf.va(),
         len: buf.len as u64,
         flags: abi::reg_flags::READ | abi::reg_flags::WRITE,
-        handle: 0,
+        ..Default::default()
     };
     raw_ioctl(&fd, abi::MNIC_IOC_REGISTER, &mut r).map_err(|n| format!("register: errno {n}"))?;
     let mut dstats = abi::MnicDevStats::default();

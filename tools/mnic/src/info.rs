@@ -162,7 +162,7 @@ mod tests {
             ctx: 0,
             minor: 0,
             max_registrations: 1024,
-            rsvd: 0,
+            node: 0xffff,
         }
         .into();
         let r = report(vec![
