@@ -135,6 +135,27 @@ impl Work {
         Self::rma(work::GET, local, local_off, remote, remote_off, len)
     }
 
+    /// A PUT from local VA `local` (any memory this context registered readable, as
+    /// [`Work::copy`] takes VAs): the remote side is checked against `remote` as in
+    /// [`put`](Self::put); the local side can only be checked by the device (an address
+    /// no registration covers fails the item with `FAULT_ABORTED`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidWork`] if the remote range leaves its region, `len` is 0 or above
+    /// [`work::RMA_MAX`], or the local range wraps.
+    pub fn put_va(local: u64, remote: &RemoteRegion, remote_off: u64, len: u32) -> Result<Self> {
+        Self::rma_va(work::PUT, local, remote, remote_off, len)
+    }
+
+    /// A GET into local VA `local` (registered writable on the context): see
+    /// [`put_va`](Self::put_va).
+    ///
+    /// # Errors
+    /// As [`put_va`](Self::put_va).
+    pub fn get_va(local: u64, remote: &RemoteRegion, remote_off: u64, len: u32) -> Result<Self> {
+        Self::rma_va(work::GET, local, remote, remote_off, len)
+    }
+
     fn rma(
         opcode: u16,
         local: &DmaBuffer,
@@ -143,19 +164,30 @@ impl Work {
         remote_off: u64,
         len: usize,
     ) -> Result<Self> {
-        if len == 0 {
-            return Err(Error::InvalidWork(DescError::Empty.message()));
-        }
         if local_off
             .checked_add(len)
             .is_none_or(|end| end > local.len())
         {
             return Err(Error::InvalidWork("PUT/GET range leaves its local buffer"));
         }
-        let len = u32::try_from(len)
-            .ok()
-            .filter(|&l| l <= work::RMA_MAX)
-            .ok_or(Error::InvalidWork(DescError::RmaTooLong.message()))?;
+        let len =
+            u32::try_from(len).map_err(|_| Error::InvalidWork(DescError::RmaTooLong.message()))?;
+        Self::rma_va(opcode, local.va_at(local_off), remote, remote_off, len)
+    }
+
+    fn rma_va(
+        opcode: u16,
+        local: u64,
+        remote: &RemoteRegion,
+        remote_off: u64,
+        len: u32,
+    ) -> Result<Self> {
+        if len == 0 {
+            return Err(Error::InvalidWork(DescError::Empty.message()));
+        }
+        if len > work::RMA_MAX {
+            return Err(Error::InvalidWork(DescError::RmaTooLong.message()));
+        }
         remote
             .check(remote_off, u64::from(len))
             .map_err(|_| Error::InvalidWork("PUT/GET range leaves the remote region"))?;
@@ -163,7 +195,7 @@ impl Work {
             opcode,
             work::FLAG_NOTIFY,
             0,
-            local.va_at(local_off),
+            local,
             remote.remote_at(remote_off),
             len,
         ))
@@ -432,6 +464,20 @@ mod tests {
             ..region(4096)
         };
         assert!(Work::get(&local, 0, &wraps, 0, 4096).is_err());
+    }
+
+    #[test]
+    fn put_and_get_from_vas() {
+        let r = region(8192);
+        let w = Work::put_va(VA, &r, 4096, 4096).unwrap();
+        assert_eq!((w.desc().src, w.desc().dst), (VA, r.va + 4096));
+        let w = Work::get_va(VA, &r, 0, 8192).unwrap();
+        assert_eq!((w.desc().src, w.desc().dst), (r.va, VA));
+        assert!(Work::put_va(VA, &r, 4096, 4097).is_err());
+        assert!(Work::get_va(VA, &r, 0, 0).is_err());
+        // A local range that wraps or leaves the canonical half.
+        assert!(Work::put_va(u64::MAX - 10, &r, 0, 100).is_err());
+        assert!(Work::get_va(pte::VA_LIMIT - 10, &r, 0, 100).is_err());
     }
 
     #[test]
