@@ -92,8 +92,10 @@ pub fn bad_key_route_context() -> CaseResult {
 }
 
 /// The library refuses a range that leaves the region before posting; a region claimed
-/// larger (or starting earlier) than the registration reaches the target, which refuses it
-/// with `BAD_RANGE`.
+/// larger (or starting earlier) than the registration reaches the target, which refuses a
+/// range wholly outside the registration with `BAD_RANGE` and changes nothing. (The target
+/// checks each packet, so a PUT that straddles the end has its inside packet written before
+/// the outside one is refused: it too fails with `BAD_RANGE`, as checked last.)
 pub fn range_outside_registration() -> CaseResult {
     let p = pair()?;
     let w = Window::new(&p.target, LEN, Access::READ_WRITE, Some(90))?;
@@ -110,7 +112,7 @@ pub fn range_outside_registration() -> CaseResult {
         &p,
         &w,
         &longer,
-        (LEN - 8) as u64,
+        LEN as u64,
         RemoteError::BadRange,
         90,
         "range past the end",
@@ -124,11 +126,18 @@ pub fn range_outside_registration() -> CaseResult {
         &p,
         &w,
         &earlier,
-        (PAGE - 8) as u64,
+        0,
         RemoteError::BadRange,
         90,
         "range before the start",
     )?;
+    let (src, _rs) = local(&p.init, PAGE, Access::READ, 91)?;
+    want_remote(
+        p.run(Work::put_va(src.va(), &longer, (LEN - 8) as u64, 16)),
+        RemoteError::BadRange,
+        "PUT straddling the registration's end",
+    )?;
+    w.holds(0, LEN - 8, 90)?;
     p.no_stale()?;
     Ok(Outcome::Pass)
 }
