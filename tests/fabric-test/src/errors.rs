@@ -11,8 +11,8 @@ use crate::pair::*;
 
 const LEN: usize = 8 * PAGE;
 
-/// A PUT and a GET through `region` both fail with `want`, and the target window keeps
-/// pattern `seed`.
+/// A PUT and a GET through `region` both fail with `want`; the target window keeps pattern
+/// `seed` and the GET's destination its own (`seed + 2`).
 fn both_refused(
     p: &Pair,
     w: &Window,
@@ -23,7 +23,7 @@ fn both_refused(
     what: &str,
 ) -> Result<(), String> {
     let (src, _rs) = local(&p.init, PAGE, Access::READ, seed + 1)?;
-    let (back, _rb) = local(&p.init, PAGE, Access::WRITE, 0)?;
+    let (back, _rb) = local(&p.init, PAGE, Access::WRITE, seed + 2)?;
     want_remote(
         p.run(Work::put_va(src.va(), region, off, 16)),
         want,
@@ -34,7 +34,8 @@ fn both_refused(
         want,
         &format!("GET, {what}"),
     )?;
-    mnic_guest_util::is_zero(&back.read(0, PAGE), &format!("GET destination, {what}"))?;
+    mnic_guest_util::is_pattern(&back.read(0, PAGE), 0, seed + 2)
+        .map_err(|m| format!("GET destination changed, {what}: {m}"))?;
     w.holds(0, LEN, seed)
 }
 
@@ -172,7 +173,8 @@ pub fn write_only_key_get() -> CaseResult {
         RemoteError::BadAccess,
         "GET through a write-only key",
     )?;
-    mnic_guest_util::is_zero(&back.read(0, LEN), "GET destination after BAD_ACCESS")?;
+    mnic_guest_util::is_pattern(&back.read(0, LEN), 0, 0)
+        .map_err(|m| format!("GET destination changed after BAD_ACCESS: {m}"))?;
     let (src, _rs) = local(&p.init, LEN, Access::READ, 111)?;
     p.run(Work::put_va(src.va(), &w.region, 0, LEN as u32))
         .map_err(e("PUT through a write-only key"))?;
