@@ -1028,6 +1028,80 @@ fn shadow_survives_sleep() -> CaseResult {
     Ok(Pass)
 }
 
+/// Remote keys on a device without a fabric (spec §13 `REMOTE`, INFO `node`): `REMOTE` is
+/// refused with `EOPNOTSUPP` and leaves nothing behind, non-zero `rkey`/`rsvd` in are
+/// `EINVAL` (before the capability check), INFO says UABI 2 and no node.
+fn remote_registration_without_fabric() -> CaseResult {
+    ensure_module()?;
+    let fd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(DEV)
+        .map_err(e("open"))?;
+    let mut info = abi::MnicInfo::default();
+    raw_ioctl(&fd, abi::MNIC_IOC_INFO, &mut info).map_err(|n| format!("INFO: errno {n}"))?;
+    check(
+        info.abi_version == 2 && info.abi_version == abi::UABI_VERSION,
+        || format!("abi_version {}", info.abi_version),
+    )?;
+    check(info.caps & abi::caps::FABRIC == 0, || {
+        format!("caps {:#x}: this guest's NIC has no fabric", info.caps)
+    })?;
+    check(info.node == u32::from(abi::NODE_NONE), || {
+        format!("node {:#x} without a fabric, want 0xffff", info.node)
+    })?;
+    let page = 4096u64;
+    let buf = DmaBuffer::new(page as usize).map_err(e("buffer"))?;
+    let rw = abi::reg_flags::READ | abi::reg_flags::WRITE;
+    let reg = |flags: u32, rkey: u32, rsvd: u32| abi::MnicRegister {
+        addr: buf.va(),
+        len: page,
+        flags,
+        rkey,
+        rsvd,
+        ..Default::default()
+    };
+    let remote = rw | abi::reg_flags::REMOTE;
+    let cases = [
+        (
+            "REMOTE without CAPS.FABRIC",
+            reg(remote, 0, 0),
+            libc::EOPNOTSUPP,
+        ),
+        (
+            "REMOTE read-only",
+            reg(abi::reg_flags::READ | abi::reg_flags::REMOTE, 0, 0),
+            libc::EOPNOTSUPP,
+        ),
+        ("rkey not zero", reg(rw, 7, 0), libc::EINVAL),
+        ("rsvd not zero", reg(rw, 0, 1), libc::EINVAL),
+        ("REMOTE with rkey not zero", reg(remote, 7, 0), libc::EINVAL),
+        ("REMOTE with rsvd not zero", reg(remote, 0, 1), libc::EINVAL),
+    ];
+    for (what, mut r, want) in cases {
+        expect_errno(&fd, what, abi::MNIC_IOC_REGISTER, &mut r, want)?;
+    }
+    let mut stats = abi::MnicCtxStats::default();
+    raw_ioctl(&fd, abi::MNIC_IOC_CTX_STATS, &mut stats).map_err(|n| format!("stats: {n}"))?;
+    check(stats.registrations == 0, || {
+        format!("{} registrations left by refused ones", stats.registrations)
+    })?;
+    // A plain registration still works, and gets no key.
+    let mut r = reg(rw, 0, 0);
+    raw_ioctl(&fd, abi::MNIC_IOC_REGISTER, &mut r).map_err(|n| format!("register: {n}"))?;
+    check(r.handle != 0 && r.rkey == 0, || {
+        format!("plain registration: handle {} rkey {:#x}", r.handle, r.rkey)
+    })?;
+    // The driver's own view (debugfs): the node it read at probe, and no key recorded.
+    let fabric = fs::read_to_string(format!("/sys/kernel/debug/mnic{}/fabric", info.minor))
+        .map_err(e("debugfs fabric"))?;
+    check(
+        fabric.lines().any(|l| l == "node 0xffff") && fabric.lines().any(|l| l == "remote_keys 0"),
+        || format!("debugfs fabric: {fabric:?}"),
+    )?;
+    Ok(Pass)
+}
+
 fn main() {
     let cases: &[Case] = &[
         ("probe_identity", probe_identity, true),
@@ -1059,6 +1133,11 @@ fn main() {
         ),
         ("kill_with_dma_in_flight", kill_with_dma_in_flight, true),
         ("bad_ioctls_refused", bad_ioctls_refused, true),
+        (
+            "remote_registration_without_fabric",
+            remote_registration_without_fabric,
+            true,
+        ),
         (
             "pinned_baseline_pins_and_fills",
             pinned_baseline_pins_and_fills,
