@@ -417,6 +417,30 @@ fn device_stats(bin: &Path, rd: &RunDir, i: u32) -> String {
     }
 }
 
+/// Records, for each device not recorded yet, an exit seen while QEMU still runs. Once QEMU
+/// has gone, every supervisor ends too (its client left), which is no failure: QEMU is
+/// checked after the devices, so an exit that races QEMU's own is not recorded.
+fn note_ended_devices(
+    devices: &mut [Owned],
+    ended: &mut Vec<Option<std::process::ExitStatus>>,
+    qemu: &mut Owned,
+) -> Result<()> {
+    ended.resize(devices.len(), None);
+    let now: Vec<_> = devices
+        .iter_mut()
+        .map(|d| d.try_wait().ok().flatten())
+        .collect();
+    if qemu.try_wait()?.is_some() {
+        return Ok(());
+    }
+    for (slot, st) in ended.iter_mut().zip(now) {
+        if slot.is_none() {
+            *slot = st;
+        }
+    }
+    Ok(())
+}
+
 fn run(a: &RunArgs) -> Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [
@@ -513,6 +537,7 @@ fn run(a: &RunArgs) -> Result<i32> {
     let mut result: Option<i32> = None;
     let mut result_at: Option<Instant> = None;
     let mut killed_device = false;
+    let mut ended = Vec::new();
     let mut stdout = std::io::stdout();
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -581,6 +606,7 @@ fn run(a: &RunArgs) -> Result<i32> {
                 }
             }
         }
+        note_ended_devices(&mut devices, &mut ended, &mut qemu)?;
         // After the result the guest powers off; give it a moment, then stop QEMU ourselves.
         if let Some(t) = result_at {
             if qemu.try_wait()?.is_some() || t.elapsed() > Duration::from_secs(10) {
@@ -601,7 +627,13 @@ fn run(a: &RunArgs) -> Result<i32> {
         }
     }
     for (i, dev) in devices.iter_mut().enumerate() {
-        if let Ok(Some(st)) = dev.try_wait() {
+        // Without a result, any device that ended may be why.
+        let st = match ended.get(i).copied().flatten() {
+            Some(st) => Some(st),
+            None if result.is_none() => dev.try_wait().ok().flatten(),
+            None => None,
+        };
+        if let Some(st) = st {
             if !killed_device || i != 0 {
                 let log =
                     std::fs::read_to_string(rd.path(&format!("mnic{i}.log"))).unwrap_or_default();
