@@ -1102,6 +1102,97 @@ fn remote_registration_without_fabric() -> CaseResult {
     Ok(Pass)
 }
 
+/// The `remote_keys` line of debugfs `fabric` of NIC `minor` (the driver's device-wide key set).
+fn live_remote_keys(minor: u32) -> Result<u64, String> {
+    let path = format!("/sys/kernel/debug/mnic{minor}/fabric");
+    let text = fs::read_to_string(&path).map_err(e("debugfs fabric"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("remote_keys ")?.parse().ok())
+        .ok_or_else(|| format!("{path}: no remote_keys line in {text:?}"))
+}
+
+/// `MNIC_IOC_REGISTER` with `REMOTE` and `flags` over `pages` pages at `addr`: the handle and
+/// the key.
+fn register_remote(
+    fd: &impl AsRawFd,
+    addr: u64,
+    pages: u64,
+    flags: u32,
+) -> Result<(u32, u32), String> {
+    let mut r = abi::MnicRegister {
+        addr,
+        len: pages * 4096,
+        flags: flags | abi::reg_flags::REMOTE,
+        ..Default::default()
+    };
+    raw_ioctl(fd, abi::MNIC_IOC_REGISTER, &mut r)
+        .map_err(|n| format!("REMOTE register: errno {n}"))?;
+    Ok((r.handle, r.rkey))
+}
+
+/// Remote keys on a NIC that is a node of a fabric (explicit: boot with `--fabric`): keys
+/// of registrations made before the queues (given at `SETUP_QUEUES`) and after are non-zero
+/// and distinct; the driver's set follows registration, deregistration and close; and the
+/// device refused none of the `KEY_SET`/`KEY_CLEAR` commands (a refused command is a device
+/// error in the kernel log).
+fn remote_keys_follow_registrations() -> CaseResult {
+    let klog = mnic_guest_util::KlogWindow::new("remote_keys_follow_registrations", false)?;
+    let minor;
+    {
+        let ctx = open()?;
+        let info = ctx.info();
+        if info.caps.bits() & abi::caps::FABRIC == 0 {
+            return Ok(Skip(
+                "the NIC is no node of a fabric (boot with --fabric)".into(),
+            ));
+        }
+        minor = info.minor;
+        let mut raw = abi::MnicInfo::default();
+        raw_ioctl(&*ctx, abi::MNIC_IOC_INFO, &mut raw).map_err(|n| format!("INFO: {n}"))?;
+        check(raw.node != u32::from(abi::NODE_NONE), || {
+            format!("node {:#x} on a fabric", raw.node)
+        })?;
+        let before = live_remote_keys(minor)?;
+        let buf = DmaBuffer::new(3 * 4096).map_err(e("buffer"))?;
+        let rw = abi::reg_flags::READ | abi::reg_flags::WRITE;
+        let (h_rw, k_rw) = register_remote(&*ctx, buf.va(), 1, rw)?;
+        let (_, k_ro) = register_remote(&*ctx, buf.va() + 4096, 1, abi::reg_flags::READ)?;
+        ctx.setup_queues(mnic_guest_util::nic::queue_config())
+            .map_err(e("setup_queues"))?;
+        let (_, k_after) = register_remote(&*ctx, buf.va() + 8192, 1, rw)?;
+        let keys = [k_rw, k_ro, k_after];
+        check(
+            keys.iter().all(|&k| k != 0) && k_rw != k_ro && k_ro != k_after && k_rw != k_after,
+            || format!("keys {keys:x?}: must be non-zero and distinct"),
+        )?;
+        let live = live_remote_keys(minor)?;
+        check(live == before + 3, || {
+            format!("{live} live keys after 3, {before} before")
+        })?;
+        let mut h = abi::MnicHandle {
+            handle: h_rw,
+            rsvd: 0,
+        };
+        raw_ioctl(&*ctx, abi::MNIC_IOC_DEREGISTER, &mut h)
+            .map_err(|n| format!("deregister: {n}"))?;
+        let live = live_remote_keys(minor)?;
+        check(live == before + 2, || {
+            format!("{live} live keys after a deregistration")
+        })?;
+        note(format!("keys {keys:08x?}, node {}", raw.node));
+    }
+    let live = live_remote_keys(minor)?;
+    check(live == 0, || {
+        format!("{live} live keys after the context closed")
+    })?;
+    let log = klog.clean()?;
+    let refused: Vec<_> = log.iter().filter(|l| l.contains("device error")).collect();
+    check(refused.is_empty(), || {
+        format!("the device refused commands: {refused:?}")
+    })?;
+    Ok(Pass)
+}
+
 fn main() {
     let cases: &[Case] = &[
         ("probe_identity", probe_identity, true),
@@ -1137,6 +1228,12 @@ fn main() {
             "remote_registration_without_fabric",
             remote_registration_without_fabric,
             true,
+        ),
+        // Explicit: needs a NIC that is a node of a fabric (`mnic-vm run --fabric`).
+        (
+            "remote_keys_follow_registrations",
+            remote_keys_follow_registrations,
+            false,
         ),
         (
             "pinned_baseline_pins_and_fills",
