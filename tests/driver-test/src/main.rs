@@ -540,7 +540,8 @@ fn bad_ioctls_refused() -> CaseResult {
         // An address in the first page, which is never mapped.
         expect_errno(&fd, what, cmd, 16 as *mut abi::MnicLatency, libc::EFAULT)?;
     }
-    // A registration whose copy-out fails is rolled back, not leaked.
+    // The refusals above left nothing behind: a good registration is the only one listed
+    // (a failed copy-out is checked by `remote_registration_without_fabric`).
     let mut r = reg(buf.va(), page, rw);
     raw_ioctl(&fd, abi::MNIC_IOC_REGISTER, &mut r).map_err(|n| format!("good register: {n}"))?;
     let mut stats = abi::MnicCtxStats::default();
@@ -1086,6 +1087,16 @@ fn remote_registration_without_fabric() -> CaseResult {
     check(stats.registrations == 0, || {
         format!("{} registrations left by refused ones", stats.registrations)
     })?;
+    // A registration whose handle cannot be written back is rolled back.
+    register_copy_out_fails(&fd, reg(rw, 0, 0))?;
+    let mut stats = abi::MnicCtxStats::default();
+    raw_ioctl(&fd, abi::MNIC_IOC_CTX_STATS, &mut stats).map_err(|n| format!("stats: {n}"))?;
+    check(stats.registrations == 0, || {
+        format!(
+            "{} registrations left by a failed copy-out",
+            stats.registrations
+        )
+    })?;
     // A plain registration still works, and gets no key.
     let mut r = reg(rw, 0, 0);
     raw_ioctl(&fd, abi::MNIC_IOC_REGISTER, &mut r).map_err(|n| format!("register: {n}"))?;
@@ -1100,6 +1111,25 @@ fn remote_registration_without_fabric() -> CaseResult {
         || format!("debugfs fabric: {fabric:?}"),
     )?;
     Ok(Pass)
+}
+
+/// `MNIC_IOC_REGISTER` of `req` from a read-only page: the kernel reads the request, registers,
+/// and then cannot write the handle (and key) back. Must fail with `EFAULT`.
+fn register_copy_out_fails(fd: &impl AsRawFd, req: abi::MnicRegister) -> Result<(), String> {
+    let page = Map::anon(4096)?;
+    let arg = page.ptr as *mut abi::MnicRegister;
+    // SAFETY: `arg` points at the start of a fresh, page-aligned read-write anonymous mapping
+    // of 4096 bytes, which holds a `MnicRegister` (32 bytes); nothing else refers to it.
+    unsafe { arg.write(req) };
+    // SAFETY: mprotect of the whole mapping `page` owns; only the kernel accesses it after.
+    let rc = unsafe { libc::mprotect(page.ptr as *mut libc::c_void, 4096, libc::PROT_READ) };
+    check(rc == 0, || "mprotect read-only".into())?;
+    match raw_ioctl(fd, abi::MNIC_IOC_REGISTER, arg) {
+        Err(n) if n == libc::EFAULT => Ok(()),
+        other => Err(format!(
+            "REGISTER with a read-only argument: {other:?}, want EFAULT"
+        )),
+    }
 }
 
 /// The `remote_keys` line of debugfs `fabric` of NIC `minor` (the driver's device-wide key set).
@@ -1178,6 +1208,24 @@ fn remote_keys_follow_registrations() -> CaseResult {
         let live = live_remote_keys(minor)?;
         check(live == before + 2, || {
             format!("{live} live keys after a deregistration")
+        })?;
+        // A key whose registration cannot return it is cleared again (KEY_CLEAR + SYNC, no
+        // device error below) and forgotten, and no registration remains.
+        let regs = ctx.ctx_stats().map_err(e("stats"))?.registrations;
+        let req = abi::MnicRegister {
+            addr: buf.va(),
+            len: 4096,
+            flags: rw | abi::reg_flags::REMOTE,
+            ..Default::default()
+        };
+        register_copy_out_fails(&*ctx, req)?;
+        let live = live_remote_keys(minor)?;
+        check(live == before + 2, || {
+            format!("{live} live keys after a failed copy-out")
+        })?;
+        let now = ctx.ctx_stats().map_err(e("stats"))?.registrations;
+        check(now == regs, || {
+            format!("{now} registrations after a failed copy-out, {regs} before")
         })?;
         note(format!("keys {keys:08x?}, node {}", raw.node));
     }
