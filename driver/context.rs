@@ -137,7 +137,7 @@ pub(crate) struct Ctx {
     #[pin]
     pub(crate) tables_lock: Mutex<()>,
     /// Orders giving remote keys to the device against enabling the context and against
-    /// deregistration (`remote_key.rs`). Taken before `registrations` and `state`, never
+    /// deregistration (`remote.rs`). Taken before `registrations` and `state`, never
     /// under them.
     #[pin]
     pub(crate) key_lock: Mutex<()>,

@@ -47,15 +47,7 @@ impl RemoteKey {
             held: Atomic::new(false),
         })
     }
-}
 
-impl Drop for RemoteKey {
-    fn drop(&mut self) {
-        self.dev.remote_keys.lock().forget(self.key);
-    }
-}
-
-impl RemoteKey {
     /// The `KEY_SET` that gives the device this key for context `ctx` over [start, end), if
     /// the device does not hold it yet; it counts as held from now on. Under `Ctx::key_lock`:
     /// if the post that carries the command then fails, the device is going and executes no
@@ -80,5 +72,11 @@ impl RemoteKey {
             arg0: u64::from(self.key),
             ..Command::default()
         })
+    }
+}
+
+impl Drop for RemoteKey {
+    fn drop(&mut self) {
+        self.dev.remote_keys.lock().forget(self.key);
     }
 }
