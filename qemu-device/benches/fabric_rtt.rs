@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mnic_abi::fabric::ptype;
 use mnic_device::fabric::{FabricConfig, Transport};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -64,7 +65,7 @@ fn transport(n: usize) -> Vec<Duration> {
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 if let Some(m) = b.recv_timeout(Duration::from_millis(100)) {
-                    b.send(1, 0, 0, &m.payload).unwrap();
+                    b.send(1, ptype::EAGER, 0, 0, &m.payload).unwrap();
                 }
                 while b.completion_timeout(Duration::ZERO).is_some() {}
             }
@@ -73,7 +74,7 @@ fn transport(n: usize) -> Vec<Duration> {
     let mut times = Vec::with_capacity(n);
     for i in 0..n as u64 {
         let t = Instant::now();
-        a.send(2, 0, 0, &i.to_le_bytes()).unwrap();
+        a.send(2, ptype::EAGER, 0, 0, &i.to_le_bytes()).unwrap();
         let m = a.recv_timeout(WAIT).expect("transport echo: reply");
         times.push(t.elapsed());
         assert_eq!(m.payload, i.to_le_bytes());

@@ -38,7 +38,7 @@ fn send_numbered(from: &Transport, to: u16, n: u32) -> Vec<SendStatus> {
     for i in 0..n {
         let ctx = (i % 4) as u16;
         loop {
-            match from.send(to, ctx, ctx, &i.to_le_bytes()) {
+            match from.send(to, ptype::EAGER, ctx, ctx, &i.to_le_bytes()) {
                 Ok(_) => break,
                 Err(SendError::Full) => {
                     assert!(Instant::now() < end, "send queue never drained");
@@ -442,11 +442,23 @@ fn hostile_datagrams_are_counted_deliver_nothing_and_leave_the_node_working() {
 fn messages_that_cannot_be_sent_are_refused_before_anything_is_queued() {
     let peer = loopback_socket();
     let a = Transport::start(&config(1, &[(2, peer.local_addr().unwrap())]), None).unwrap();
-    assert_eq!(a.send(9, 0, 0, b""), Err(SendError::UnknownPeer));
-    assert_eq!(a.send(1, 0, 0, b""), Err(SendError::UnknownPeer));
-    assert_eq!(a.send(2, 0, 0, &[0; 1433]), Err(SendError::TooLong));
-    assert_eq!(a.send(2, 256, 0, b""), Err(SendError::BadContext));
-    assert!(a.send(2, 0, 0, &[0; 1432]).is_ok());
+    assert_eq!(
+        a.send(9, ptype::EAGER, 0, 0, b""),
+        Err(SendError::UnknownPeer)
+    );
+    assert_eq!(
+        a.send(1, ptype::EAGER, 0, 0, b""),
+        Err(SendError::UnknownPeer)
+    );
+    assert_eq!(
+        a.send(2, ptype::EAGER, 0, 0, &[0; 1433]),
+        Err(SendError::TooLong)
+    );
+    assert_eq!(
+        a.send(2, ptype::EAGER, 256, 0, b""),
+        Err(SendError::BadContext)
+    );
+    assert!(a.send(2, ptype::EAGER, 0, 0, &[0; 1432]).is_ok());
     assert_eq!(a.stats().tx, 1);
     let remote = config(1, &[(2, SocketAddr::from(([192, 0, 2, 1], 7)))]);
     assert!(

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{start, stat, stats, tmpdir, wait_until, TIMEOUT};
-use mnic_abi::fabric::SendStatus;
+use mnic_abi::fabric::{ptype, SendStatus};
 use mnic_abi::{reg, MNIC_ID_VALUE};
 use mnic_device::fabric::{FabricConfig, Transport};
 
@@ -47,7 +47,7 @@ fn a_device_on_the_fabric_acknowledges_counts_and_refuses() {
     };
     let peer = Transport::on_socket(&cfg, peer_sock, None).unwrap();
     for i in 0..20u32 {
-        peer.send(1, 0, 0, &i.to_le_bytes()).unwrap();
+        peer.send(1, ptype::EAGER, 0, 0, &i.to_le_bytes()).unwrap();
     }
     let end = Instant::now() + TIMEOUT;
     for _ in 0..20 {
