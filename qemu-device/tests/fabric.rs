@@ -327,7 +327,16 @@ fn hostile_datagrams_are_counted_deliver_nothing_and_leave_the_node_working() {
             ..honest
         }, // the victim itself
         Fields {
-            ptype: ptype::PUT,
+            ptype: ptype::NAK,
+            src_ctx: 0,
+            dst_ctx: 0,
+            seq: 2,
+            ack: 0,
+            status: 3,
+            ..honest
+        }, // a NAK says only STALE_EPOCH (the operations answer with REPLY)
+        Fields {
+            ptype: ptype::RTS,
             ..honest
         }, // not implemented yet
         Fields {

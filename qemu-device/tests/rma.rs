@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use mnic_abi::{cmd, completion, counter, event, key_access, work};
-use mnic_abi::{Completion, Remote, WorkDesc};
+use mnic_abi::{cmd, completion, counter, error, event, key_access, work};
+use mnic_abi::{Command, Completion, Event, Remote, WorkDesc};
 use mnic_device::engine::NETWORK_FAULT;
 use mnic_device::mem;
 use mnic_device::testkit::{Harness, Pair, PairConfig};
@@ -169,4 +169,244 @@ fn put_and_get_move_every_size_intact() {
         assert_eq!(h.counter(counter::STALE_ACCESSES), 0);
         assert_eq!(h.counter(counter::ERRORS), 0);
     }
+}
+
+/// Polls until the target `b` posts a FAULT event (consuming its events).
+fn target_fault(p: &mut Pair) -> Event {
+    p.until(LIMIT, |p| {
+        p.b.events().into_iter().find(|e| e.kind == event::FAULT)
+    })
+}
+
+/// The PUT of three pages whose middle page is missing at the target: the FAULT the
+/// target parks is a network fault of node 1 at that page.
+fn put_into_a_missing_page(cfg: &PairConfig) -> (Setup, Vec<u8>, Event) {
+    let mut s = setup(cfg, 3 * 4096, RW);
+    s.p.b.unmap(CB, VA_B + 4096);
+    let data = pattern(3 * 4096, 9);
+    write(&s.p.a, s.gpa_a, &data);
+    s.p.a.post(CA, put(VA_A, VA_B, 3 * 4096, 1));
+    let e = target_fault(&mut s.p);
+    assert_eq!(e.ctx, CB);
+    assert_eq!(e.info, NETWORK_FAULT | 1, "a network fault of node 1");
+    assert_eq!(e.addr & !0xfff, VA_B + 4096);
+    assert_ne!(e.flags & event::FLAG_WRITE, 0);
+    (s, data, e)
+}
+
+#[test]
+fn a_fault_at_the_target_is_answered_rnr_until_its_driver_resumes() {
+    let (mut s, data, e) = put_into_a_missing_page(&PairConfig::default());
+    // Nothing was written into the missing page's frame meanwhile.
+    assert_eq!(read(&s.p.b, s.gpa_b + 4096, 4096), vec![0; 4096]);
+    // The driver fills the leaf and resumes: the retried packets land.
+    s.p.b.map(CB, VA_B + 4096, s.gpa_b + 4096, 4096, true);
+    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+    let c = s.p.completion(CA, LIMIT);
+    ok(&c, 3 * 4096);
+    assert_eq!(read(&s.p.b, s.gpa_b, 3 * 4096), data);
+    let (sa, sb) = (s.p.a.core.shared().rma.snapshot(), s.p.b.core.shared().rma.snapshot());
+    assert!(sa.rnr_received >= 1 && sa.resends >= 1, "{sa:?}");
+    assert_eq!(sb.rnr_sent, sa.rnr_received);
+    assert_eq!(sb.network_faults, 1, "one fault per context: {sb:?}");
+    assert_eq!(s.p.b.counter(counter::FAULTS), 1);
+    assert_eq!(s.p.b.counter(counter::RESUMES), 1);
+}
+
+#[test]
+fn an_aborted_network_fault_fails_the_put_with_the_target_errno() {
+    const EIO: u64 = 5;
+    let (mut s, data, e) = put_into_a_missing_page(&PairConfig::default());
+    s.p.b.command(cmd::ABORT, CB, e.id, EIO);
+    let c = s.p.completion(CA, LIMIT);
+    assert_eq!(c.status, completion::REMOTE_FAULT_ABORTED, "{c:?}");
+    assert_eq!(c.detail, EIO as u32);
+    assert_eq!(c.fault_va & !0xfff, VA_B + 4096, "the packet that failed");
+    assert!(c.bytes < 3 * 4096);
+    // The pages that were there got their data; the missing one nothing.
+    assert_eq!(read(&s.p.b, s.gpa_b, 4096), data[..4096]);
+    assert_eq!(read(&s.p.b, s.gpa_b + 4096, 4096), vec![0; 4096]);
+    assert_eq!(s.p.b.counter(counter::ABORTS), 1);
+    // The target's context runs on: a PUT into its other pages still works.
+    let c = run(&mut s.p, put(VA_A, VA_B + 8192, 4096, 2));
+    ok(&c, 4096);
+}
+
+#[test]
+fn rnr_in_a_row_fails_the_item_when_the_fault_is_never_answered() {
+    let cfg = PairConfig {
+        rma: mnic_device::engine::RmaTiming {
+            rnr_backoff: Duration::from_micros(100),
+            rnr_backoff_max: Duration::from_micros(400),
+            rnr_retries: 5,
+            ..Default::default()
+        },
+        ..PairConfig::default()
+    };
+    let (mut s, _, _) = put_into_a_missing_page(&cfg);
+    let c = s.p.completion(CA, LIMIT);
+    assert_eq!(c.status, completion::RNR_RETRY_EXCEEDED, "{c:?}");
+    assert_eq!(c.fault_va & !0xfff, VA_B + 4096);
+    assert!(s.p.a.core.shared().rma.snapshot().rnr_received >= 5);
+}
+
+/// One item from a to b that fails at the target's checks with `status`.
+fn fails_with(s: &mut Setup, d: WorkDesc, status: u16) {
+    let before = read(&s.p.b, s.gpa_b, 8192);
+    let c = run(&mut s.p, d);
+    assert_eq!(c.status, status, "{c:?}");
+    assert_eq!((c.bytes, c.detail), (0, 0), "{c:?}");
+    assert_eq!(c.fault_va, d.remote().va, "{c:?}");
+    assert_eq!(read(&s.p.b, s.gpa_b, 8192), before, "target memory unchanged");
+}
+
+#[test]
+fn the_target_checks_context_key_range_and_access() {
+    // The key covers 3000 bytes of the first page only, for reading.
+    let mut s = setup(&PairConfig::default(), 8192, key_access::READ);
+    s.p.b.key_clear(CB, KEY);
+    s.p.b.key_set(CB, VA_B, 3000, KEY, key_access::READ);
+    s.p.b.run();
+    write(&s.p.a, s.gpa_a, &pattern(8192, 3));
+    let with = |d: WorkDesc, f: &dyn Fn(&mut WorkDesc)| {
+        let mut d = d;
+        f(&mut d);
+        d
+    };
+    let bad_key = with(put(VA_A, VA_B, 100, 1), &|d| d.op_size = KEY ^ 1);
+    fails_with(&mut s, bad_key, completion::REMOTE_BAD_KEY);
+    let beyond = get(VA_A, VA_B + 4096, 100, 2);
+    fails_with(&mut s, beyond, completion::REMOTE_BAD_RANGE);
+    let inside = get(VA_A, VA_B + 2900, 100, 3);
+    let c = run(&mut s.p, inside);
+    assert_eq!(c.status, completion::OK, "inside: {c:?}");
+    let straddles = get(VA_A, VA_B + 2950, 100, 4);
+    fails_with(&mut s, straddles, completion::REMOTE_BAD_RANGE);
+    fails_with(&mut s, put(VA_A, VA_B, 100, 5), completion::REMOTE_BAD_ACCESS);
+    let other_ctx = with(put(VA_A, VA_B, 100, 6), &|d| d.pattern = 2 | 7 << 16);
+    fails_with(&mut s, other_ctx, completion::REMOTE_NO_CONTEXT);
+    let sb = s.p.b.core.shared().rma.snapshot();
+    assert_eq!(sb.errors_sent, 5, "{sb:?}");
+}
+
+#[test]
+fn key_clear_then_sync_stops_every_later_packet() {
+    let mut s = setup(&PairConfig::default(), 8192, RW);
+    write(&s.p.a, s.gpa_a, &pattern(8192, 1));
+    ok(&run(&mut s.p, put(VA_A, VA_B, 4096, 1)), 4096);
+    s.p.b.key_clear(CB, KEY);
+    assert_eq!(s.p.b.sync(7), 7);
+    write(&s.p.a, s.gpa_a, &pattern(8192, 2));
+    fails_with(&mut s, put(VA_A, VA_B, 8192, 2), completion::REMOTE_BAD_KEY);
+    assert_eq!(read(&s.p.b, s.gpa_b, 4096), pattern(8192, 1)[..4096]);
+}
+
+#[test]
+fn ctx_disable_drops_the_keys_and_the_context() {
+    let mut s = setup(&PairConfig::default(), 4096, RW);
+    s.p.b.command(cmd::CTX_DISABLE, CB, 0, 0);
+    s.p.b.run();
+    fails_with(&mut s, put(VA_A, VA_B, 8, 1), completion::REMOTE_NO_CONTEXT);
+    s.p.b.command(cmd::CTX_ENABLE, CB, 0, 0);
+    s.p.b.run();
+    fails_with(&mut s, put(VA_A, VA_B, 8, 2), completion::REMOTE_BAD_KEY);
+}
+
+#[test]
+fn no_fabric_or_an_unknown_node_is_no_route() {
+    let mut s = setup(&PairConfig::default(), 4096, RW);
+    let mut d = put(VA_A, VA_B, 8, 1);
+    d.pattern = 9 | u32::from(CB) << 16;
+    let c = run(&mut s.p, d);
+    assert_eq!((c.status, c.fault_va), (completion::NO_ROUTE, VA_B), "{c:?}");
+    // A device that is not a node.
+    let mut h = Harness::new(false);
+    h.setup_ctx(CA, 4, 4);
+    buffer(&mut h, CA, VA_A, 4096);
+    h.post(CA, get(VA_A, VA_B, 8, 2));
+    h.run();
+    let c = h.completions(CA);
+    assert_eq!(c.len(), 1);
+    assert_eq!(c[0].status, completion::NO_ROUTE, "{c:?}");
+}
+
+/// The ERROR events' codes of `h` since the last call.
+fn errors(h: &mut Harness) -> Vec<u32> {
+    h.events()
+        .into_iter()
+        .filter(|e| e.kind == event::ERROR)
+        .map(|e| e.code)
+        .collect()
+}
+
+#[test]
+fn key_set_and_key_clear_refuse_every_error_case() {
+    let mut p = Pair::new(&PairConfig::default());
+    let h = &mut p.b;
+    h.setup_ctx(CB, 4, 4);
+    h.setup_ctx(CB + 1, 4, 4);
+    let key_cmd = |ctx: u16, va: u64, len: u64, arg2: u64| Command {
+        opcode: cmd::KEY_SET,
+        ctx,
+        arg0: va,
+        arg1: len,
+        arg2,
+        ..Default::default()
+    };
+    let good = key_access::arg(KEY, RW);
+    h.cmd(key_cmd(CB, VA_B, 4096, good));
+    h.run();
+    assert_eq!(errors(h), Vec::<u32>::new(), "taken");
+    let bad = [
+        (key_cmd(CB, VA_B, 4096, key_access::arg(0, RW)), error::BAD_COMMAND),
+        (key_cmd(CB, VA_B, 0, key_access::arg(5, RW)), error::BAD_COMMAND),
+        (key_cmd(CB, u64::MAX - 10, 4096, key_access::arg(5, RW)), error::BAD_COMMAND),
+        (key_cmd(CB, VA_B, 4096, 5), error::BAD_COMMAND),
+        (key_cmd(CB, VA_B, 4096, key_access::arg(5, RW) | 1 << 40), error::BAD_COMMAND),
+        (key_cmd(CB, VA_B, 4096, good), error::BAD_COMMAND),
+        (key_cmd(CB + 1, VA_B, 4096, good), error::BAD_COMMAND),
+        (key_cmd(CB + 2, VA_B, 4096, key_access::arg(5, RW)), error::BAD_CONTEXT),
+        (key_cmd(256, VA_B, 4096, key_access::arg(5, RW)), error::BAD_CONTEXT),
+    ];
+    for (c, code) in bad {
+        h.cmd(c);
+        h.run();
+        assert_eq!(errors(h), vec![code], "{c:?}");
+    }
+    h.key_clear(CB + 1, KEY);
+    h.run();
+    assert_eq!(errors(h), vec![error::BAD_COMMAND], "another context's key");
+    h.key_clear(CB + 2, KEY);
+    h.run();
+    assert_eq!(errors(h), vec![error::BAD_COMMAND], "a disabled context's");
+    h.key_clear(CB, KEY);
+    h.key_clear(CB, KEY);
+    h.run();
+    assert_eq!(errors(h), vec![error::BAD_COMMAND], "cleared once");
+
+    // MAX_REMOTE_KEYS over the device, then one more.
+    for k in 1..=mnic_abi::MAX_REMOTE_KEYS {
+        h.cmd(key_cmd(CB, VA_B, 4096, key_access::arg(k, key_access::READ)));
+        if k % 60 == 0 {
+            h.run();
+        }
+    }
+    h.run();
+    assert_eq!(errors(h), Vec::<u32>::new());
+    h.cmd(key_cmd(CB, VA_B, 4096, key_access::arg(u32::MAX, RW)));
+    h.run();
+    assert_eq!(errors(h), vec![error::BAD_COMMAND], "full");
+    // CTX_DISABLE gives them all back.
+    h.command(cmd::CTX_DISABLE, CB, 0, 0);
+    h.command(cmd::CTX_ENABLE, CB, 0, 0);
+    h.cmd(key_cmd(CB, VA_B, 4096, key_access::arg(u32::MAX, RW)));
+    h.run();
+    assert_eq!(errors(h), Vec::<u32>::new(), "room again");
+
+    // A device that is not a node has no keys at all.
+    let mut plain = Harness::new(false);
+    plain.setup_ctx(CB, 4, 4);
+    plain.cmd(key_cmd(CB, VA_B, 4096, good));
+    plain.run();
+    assert_eq!(errors(&mut plain), vec![error::BAD_COMMAND]);
 }
