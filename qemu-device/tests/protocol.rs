@@ -77,8 +77,7 @@ fn protocol_session() {
     // The stats subcommand sees the bad access; the PUT/GET statistics follow the
     // counters.
     let text = common::stats(&ctl);
-    let (rma, counters): (Vec<&str>, Vec<&str>) =
-        text.lines().partition(|l| l.starts_with("rma_"));
+    let (rma, counters): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.starts_with("rma_"));
     assert_eq!(counters.len(), counter::NAMES.len(), "{text}");
     assert!(rma.contains(&"rma_put_served 0"), "{text}");
     assert!(text.contains("bad_mmio 1\n"), "{text}");

@@ -205,7 +205,10 @@ fn a_fault_at_the_target_is_answered_rnr_until_its_driver_resumes() {
     let c = s.p.completion(CA, LIMIT);
     ok(&c, 3 * 4096);
     assert_eq!(read(&s.p.b, s.gpa_b, 3 * 4096), data);
-    let (sa, sb) = (s.p.a.core.shared().rma.snapshot(), s.p.b.core.shared().rma.snapshot());
+    let (sa, sb) = (
+        s.p.a.core.shared().rma.snapshot(),
+        s.p.b.core.shared().rma.snapshot(),
+    );
     assert!(sa.rnr_received >= 1 && sa.resends >= 1, "{sa:?}");
     assert_eq!(sb.rnr_sent, sa.rnr_received);
     assert_eq!(sb.network_faults, 1, "one fault per context: {sb:?}");
@@ -257,7 +260,11 @@ fn fails_with(s: &mut Setup, d: WorkDesc, status: u16) {
     assert_eq!(c.status, status, "{c:?}");
     assert_eq!((c.bytes, c.detail), (0, 0), "{c:?}");
     assert_eq!(c.fault_va, d.remote().va, "{c:?}");
-    assert_eq!(read(&s.p.b, s.gpa_b, 8192), before, "target memory unchanged");
+    assert_eq!(
+        read(&s.p.b, s.gpa_b, 8192),
+        before,
+        "target memory unchanged"
+    );
 }
 
 #[test]
@@ -282,7 +289,11 @@ fn the_target_checks_context_key_range_and_access() {
     assert_eq!(c.status, completion::OK, "inside: {c:?}");
     let straddles = get(VA_A, VA_B + 2950, 100, 4);
     fails_with(&mut s, straddles, completion::REMOTE_BAD_RANGE);
-    fails_with(&mut s, put(VA_A, VA_B, 100, 5), completion::REMOTE_BAD_ACCESS);
+    fails_with(
+        &mut s,
+        put(VA_A, VA_B, 100, 5),
+        completion::REMOTE_BAD_ACCESS,
+    );
     let other_ctx = with(put(VA_A, VA_B, 100, 6), &|d| d.pattern = 2 | 7 << 16);
     fails_with(&mut s, other_ctx, completion::REMOTE_NO_CONTEXT);
     let sb = s.p.b.core.shared().rma.snapshot();
@@ -318,7 +329,11 @@ fn no_fabric_or_an_unknown_node_is_no_route() {
     let mut d = put(VA_A, VA_B, 8, 1);
     d.pattern = 9 | u32::from(CB) << 16;
     let c = run(&mut s.p, d);
-    assert_eq!((c.status, c.fault_va), (completion::NO_ROUTE, VA_B), "{c:?}");
+    assert_eq!(
+        (c.status, c.fault_va),
+        (completion::NO_ROUTE, VA_B),
+        "{c:?}"
+    );
     // A device that is not a node.
     let mut h = Harness::new(false);
     h.setup_ctx(CA, 4, 4);
@@ -358,15 +373,33 @@ fn key_set_and_key_clear_refuse_every_error_case() {
     h.run();
     assert_eq!(errors(h), Vec::<u32>::new(), "taken");
     let bad = [
-        (key_cmd(CB, VA_B, 4096, key_access::arg(0, RW)), error::BAD_COMMAND),
-        (key_cmd(CB, VA_B, 0, key_access::arg(5, RW)), error::BAD_COMMAND),
-        (key_cmd(CB, u64::MAX - 10, 4096, key_access::arg(5, RW)), error::BAD_COMMAND),
+        (
+            key_cmd(CB, VA_B, 4096, key_access::arg(0, RW)),
+            error::BAD_COMMAND,
+        ),
+        (
+            key_cmd(CB, VA_B, 0, key_access::arg(5, RW)),
+            error::BAD_COMMAND,
+        ),
+        (
+            key_cmd(CB, u64::MAX - 10, 4096, key_access::arg(5, RW)),
+            error::BAD_COMMAND,
+        ),
         (key_cmd(CB, VA_B, 4096, 5), error::BAD_COMMAND),
-        (key_cmd(CB, VA_B, 4096, key_access::arg(5, RW) | 1 << 40), error::BAD_COMMAND),
+        (
+            key_cmd(CB, VA_B, 4096, key_access::arg(5, RW) | 1 << 40),
+            error::BAD_COMMAND,
+        ),
         (key_cmd(CB, VA_B, 4096, good), error::BAD_COMMAND),
         (key_cmd(CB + 1, VA_B, 4096, good), error::BAD_COMMAND),
-        (key_cmd(CB + 2, VA_B, 4096, key_access::arg(5, RW)), error::BAD_CONTEXT),
-        (key_cmd(256, VA_B, 4096, key_access::arg(5, RW)), error::BAD_CONTEXT),
+        (
+            key_cmd(CB + 2, VA_B, 4096, key_access::arg(5, RW)),
+            error::BAD_CONTEXT,
+        ),
+        (
+            key_cmd(256, VA_B, 4096, key_access::arg(5, RW)),
+            error::BAD_CONTEXT,
+        ),
     ];
     for (c, code) in bad {
         h.cmd(c);
@@ -386,7 +419,12 @@ fn key_set_and_key_clear_refuse_every_error_case() {
 
     // MAX_REMOTE_KEYS over the device, then one more.
     for k in 1..=mnic_abi::MAX_REMOTE_KEYS {
-        h.cmd(key_cmd(CB, VA_B, 4096, key_access::arg(k, key_access::READ)));
+        h.cmd(key_cmd(
+            CB,
+            VA_B,
+            4096,
+            key_access::arg(k, key_access::READ),
+        ));
         if k % 60 == 0 {
             h.run();
         }
@@ -409,4 +447,227 @@ fn key_set_and_key_clear_refuse_every_error_case() {
     plain.cmd(key_cmd(CB, VA_B, 4096, good));
     plain.run();
     assert_eq!(errors(&mut plain), vec![error::BAD_COMMAND]);
+}
+
+#[test]
+fn an_invalidation_at_the_target_between_packets_is_never_written_through() {
+    const LEN: u32 = 1 << 20;
+    const MOVED: u64 = 768 << 10;
+    let mut s = setup(&PairConfig::default(), u64::from(LEN), RW);
+    let (old, new) = (pattern(LEN as usize, 1), pattern(LEN as usize, 2));
+    // A first PUT leaves the target's TLB holding the whole buffer.
+    write(&s.p.a, s.gpa_a, &old);
+    ok(&run(&mut s.p, put(VA_A, VA_B, LEN, 1)), LEN);
+    write(&s.p.a, s.gpa_a, &new);
+    s.p.a.post(CA, put(VA_A, VA_B, LEN, 2));
+    let served = s.p.b.core.shared().rma.snapshot().put_served;
+    s.p.until(LIMIT, |p| {
+        (p.b.core.shared().rma.snapshot().put_served >= served + 20).then_some(())
+    });
+    // The target's driver takes one page away while the PUT runs: leaf cleared,
+    // INVALIDATE_RANGE, SYNC.
+    s.p.b.unmap(CB, VA_B + MOVED);
+    s.p.b.command(cmd::INVALIDATE_RANGE, CB, VA_B + MOVED, 4096);
+    assert_eq!(s.p.b.sync(9), 9);
+    let e = target_fault(&mut s.p);
+    assert_eq!((e.addr & !0xfff, e.info), (VA_B + MOVED, NETWORK_FAULT | 1));
+    // It comes back elsewhere (as after a migration), and the PUT completes there.
+    let moved_to = s.p.b.alloc(4096, false);
+    s.p.b.map(CB, VA_B + MOVED, moved_to, 4096, true);
+    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+    ok(&s.p.completion(CA, LIMIT), LEN);
+    let m = MOVED as usize;
+    assert_eq!(read(&s.p.b, moved_to, 4096), new[m..m + 4096]);
+    assert_eq!(
+        read(&s.p.b, s.gpa_b + MOVED, 4096),
+        old[m..m + 4096],
+        "old page untouched"
+    );
+    assert_eq!(read(&s.p.b, s.gpa_b, m), new[..m]);
+    assert_eq!(s.p.b.counter(counter::STALE_ACCESSES), 0);
+    assert!(s.p.b.core.shared().rma.snapshot().rnr_sent >= 1);
+}
+
+#[test]
+fn a_local_fault_parks_the_initiator_as_copy_does() {
+    let mut s = setup(&PairConfig::default(), 3 * 4096, RW);
+    let data = pattern(3 * 4096, 4);
+    write(&s.p.a, s.gpa_a, &data);
+    for (tag, d) in [
+        (1, put(VA_A, VA_B, 3 * 4096, 1)),
+        (2, get(VA_A, VA_B, 3 * 4096, 2)),
+    ] {
+        s.p.a.unmap(CA, VA_A + 4096);
+        s.p.a.command(cmd::INVALIDATE_CTX, CA, 0, 0);
+        s.p.a.run();
+        s.p.a.post(CA, d);
+        let e = s.p.until(LIMIT, |p| {
+            p.a.events().into_iter().find(|e| e.kind == event::FAULT)
+        });
+        assert_eq!(
+            (e.ctx, e.addr & !0xfff, e.info),
+            (CA, VA_A + 4096, 0),
+            "{tag}"
+        );
+        s.p.a.map(CA, VA_A + 4096, s.gpa_a + 4096, 4096, true);
+        s.p.a.command(cmd::RESUME, CA, e.id, 0);
+        let c = s.p.completion(CA, LIMIT);
+        assert_eq!(c.tag, tag);
+        ok(&c, 3 * 4096);
+    }
+    assert_eq!(read(&s.p.b, s.gpa_b, 3 * 4096), data);
+    assert_eq!(read(&s.p.a, s.gpa_a, 3 * 4096), data);
+}
+
+#[test]
+fn a_get_response_whose_destination_went_away_is_asked_for_again() {
+    let mut s = setup(&PairConfig::default(), 3 * 4096, RW);
+    let data = pattern(3 * 4096, 5);
+    write(&s.p.b, s.gpa_b, &data);
+    s.p.a.post(CA, get(VA_A, VA_B, 3 * 4096, 1));
+    // Only the initiator runs: it probes its pages and sends every request (three per
+    // page: 1416 + 1416 + 1264 bytes).
+    let sent = |h: &Harness| h.core.shared().rma.snapshot().packets_sent;
+    while sent(&s.p.a) < 9 {
+        s.p.a.core.poll(&s.p.a.mem());
+    }
+    // Its middle page goes away before the answers are in.
+    s.p.a.unmap(CA, VA_A + 4096);
+    s.p.a.command(cmd::INVALIDATE_RANGE, CA, VA_A + 4096, 4096);
+    while s.p.b.core.shared().rma.snapshot().get_served < 9 {
+        s.p.b.core.poll(&s.p.b.mem());
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    let e = s.p.until(LIMIT, |p| {
+        p.a.events().into_iter().find(|e| e.kind == event::FAULT)
+    });
+    assert_eq!((e.addr & !0xfff, e.info), (VA_A + 4096, 0));
+    assert_eq!(s.p.a.core.shared().rma.snapshot().get_resp_dropped, 3);
+    assert_eq!(
+        read(&s.p.a, s.gpa_a + 4096, 4096),
+        vec![0; 4096],
+        "not written"
+    );
+    let moved_to = s.p.a.alloc(4096, false);
+    s.p.a.map(CA, VA_A + 4096, moved_to, 4096, true);
+    s.p.a.command(cmd::RESUME, CA, e.id, 0);
+    ok(&s.p.completion(CA, LIMIT), 3 * 4096);
+    assert_eq!(read(&s.p.a, moved_to, 4096), data[4096..8192]);
+    assert_eq!(read(&s.p.a, s.gpa_a, 4096), data[..4096]);
+    assert_eq!(s.p.a.counter(counter::STALE_ACCESSES), 0);
+}
+
+#[test]
+fn a_lossy_wire_moves_put_and_get_intact() {
+    const LEN: u32 = 256 << 10;
+    let lossy = |seed| mnic_device::fabric::Inject {
+        drop: 0.05,
+        dup: 0.05,
+        reorder: 0.1,
+        seed,
+    };
+    let cfg = PairConfig {
+        inject_a: lossy(1),
+        inject_b: lossy(2),
+        ..PairConfig::default()
+    };
+    let mut s = setup(&cfg, 2 * u64::from(LEN), RW);
+    let data = pattern(LEN as usize, 6);
+    write(&s.p.a, s.gpa_a, &data);
+    ok(&run(&mut s.p, put(VA_A, VA_B, LEN, 1)), LEN);
+    assert_eq!(read(&s.p.b, s.gpa_b, LEN as usize), data);
+    let back = u64::from(LEN);
+    ok(&run(&mut s.p, get(VA_A + back, VA_B, LEN, 2)), LEN);
+    assert_eq!(read(&s.p.a, s.gpa_a + back, LEN as usize), data);
+    let ta = s.p.a.core.fabric().unwrap().stats();
+    let tb = s.p.b.core.fabric().unwrap().stats();
+    assert!(
+        ta.injected_drops > 0 && tb.injected_drops > 0,
+        "{ta:?} {tb:?}"
+    );
+    assert!(ta.retransmits > 0, "{ta:?}");
+}
+
+#[test]
+fn a_target_that_goes_away_mid_put_fails_it_with_peer_gone() {
+    const LEN: u32 = 1 << 20;
+    let cfg = PairConfig {
+        timing: mnic_device::fabric::Timing {
+            rto: Duration::from_millis(2),
+            rto_max: Duration::from_millis(8),
+            retries: 3,
+        },
+        ..PairConfig::default()
+    };
+    let mut s = setup(&cfg, u64::from(LEN), RW);
+    s.p.a.post(CA, put(VA_A, VA_B, LEN, 1));
+    s.p.until(LIMIT, |p| {
+        (p.b.core.shared().rma.snapshot().put_served >= 10).then_some(())
+    });
+    let Pair { mut a, b } = s.p;
+    drop(b);
+    let t = std::time::Instant::now();
+    let c = loop {
+        a.core.poll(&a.mem());
+        if let Some(c) = a.completions(CA).pop() {
+            break c;
+        }
+        assert!(t.elapsed() < LIMIT, "no completion");
+        std::thread::sleep(Duration::from_micros(100));
+    };
+    assert_eq!(c.status, completion::PEER_GONE, "{c:?}");
+    assert!(c.bytes < u64::from(LEN) && c.bytes >= 10 * 1408, "{c:?}");
+    assert!((VA_B..VA_B + u64::from(LEN)).contains(&c.fault_va), "{c:?}");
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(a.core.shared().rma.snapshot().peer_gone, 1);
+}
+
+#[test]
+fn silence_after_packets_fails_the_item_with_peer_gone() {
+    // A "target" that takes packets (its transport acknowledges them) and never answers.
+    let (sa, sb) = (
+        mnic_device::testkit::loopback_socket(),
+        mnic_device::testkit::loopback_socket(),
+    );
+    let (aa, ab) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
+    let rma = mnic_device::engine::RmaTiming {
+        reply_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let mut a = mnic_device::testkit::node_harness(
+        1,
+        sa,
+        &[(2, ab)],
+        Default::default(),
+        Default::default(),
+        rma,
+    );
+    let mute = mnic_device::fabric::Transport::on_socket(
+        &mnic_device::fabric::FabricConfig {
+            peers: vec![(1, aa)],
+            ..mnic_device::fabric::FabricConfig::loopback(2)
+        },
+        sb,
+        None,
+    )
+    .unwrap();
+    a.setup_ctx(CA, 4, 4);
+    buffer(&mut a, CA, VA_A, 4096);
+    a.post(CA, put(VA_A, VA_B, 100, 1));
+    let t = std::time::Instant::now();
+    let c = loop {
+        a.core.poll(&a.mem());
+        if let Some(c) = a.completions(CA).pop() {
+            break c;
+        }
+        assert!(t.elapsed() < LIMIT, "no completion");
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    assert_eq!(
+        (c.status, c.fault_va),
+        (completion::PEER_GONE, VA_B),
+        "{c:?}"
+    );
+    assert!(t.elapsed() >= Duration::from_millis(200));
+    assert!(mute.stats().delivered >= 1, "the packet arrived");
 }
