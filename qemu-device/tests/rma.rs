@@ -671,3 +671,156 @@ fn silence_after_packets_fails_the_item_with_peer_gone() {
     assert!(t.elapsed() >= Duration::from_millis(200));
     assert!(mute.stats().delivered >= 1, "the packet arrived");
 }
+
+/// A `RemoteAccess` payload: header, then `data`.
+fn access(key: u32, len: u32, va: u64, req_id: u32, data: &[u8]) -> Vec<u8> {
+    use zerocopy::IntoBytes;
+    let ra = mnic_abi::fabric::RemoteAccess {
+        rkey: key.into(),
+        len: len.into(),
+        va: va.into(),
+        req_id: req_id.into(),
+        reserved: 0.into(),
+    };
+    let mut p = ra.as_bytes().to_vec();
+    p.extend_from_slice(data);
+    p
+}
+
+#[test]
+fn a_hostile_peer_changes_no_memory_and_is_counted() {
+    use mnic_abi::fabric::{nak, ptype, ReplyHeader, MAX_DATAGRAM};
+    use mnic_device::fabric::wire::{self, Fields};
+    use zerocopy::{FromBytes, IntoBytes};
+
+    // Node 2's map has node 1 at the attacker's address: forgeries come from there.
+    let attacker = mnic_device::testkit::loopback_socket();
+    let sb = mnic_device::testkit::loopback_socket();
+    let victim = sb.local_addr().unwrap();
+    let mut b = mnic_device::testkit::node_harness(
+        2,
+        sb,
+        &[(1, attacker.local_addr().unwrap())],
+        Default::default(),
+        Default::default(),
+        Default::default(),
+    );
+    b.setup_ctx(CB, 4, 4);
+    let gpa_b = buffer(&mut b, CB, VA_B, 8192);
+    b.key_set(CB, VA_B, 8192, KEY, RW);
+    b.run();
+    let before = pattern(8192, 8);
+    write(&b, gpa_b, &before);
+
+    let mut seq = 0;
+    let mut send = |t: u8, dst_ctx: u16, payload: &[u8], again: bool| {
+        if !again {
+            seq += 1;
+        }
+        let f = Fields {
+            ptype: t,
+            src_node: 1,
+            dst_node: 2,
+            src_ctx: CA,
+            dst_ctx,
+            src_epoch: 1000,
+            seq,
+            ..Fields::default()
+        };
+        attacker
+            .send_to(&wire::encode(&f, payload), victim)
+            .unwrap();
+    };
+    let data = [0xee; 64];
+    let forged = KEY ^ 0x100;
+    send(ptype::PUT, CB, &access(forged, 64, VA_B, 1, &data), false);
+    for _ in 0..5 {
+        // Replays of the same packet: the transport drops them.
+        send(ptype::PUT, CB, &access(forged, 64, VA_B, 1, &data), true);
+    }
+    send(
+        ptype::PUT,
+        CB,
+        &access(KEY, 64, VA_B, 2, &data)[..10],
+        false,
+    );
+    send(ptype::PUT, CB, &access(KEY, 100, VA_B, 3, &data), false);
+    send(ptype::GET_REQ, CB, &access(KEY, 0, VA_B, 4, &[]), false);
+    send(ptype::GET_REQ, CB, &access(KEY, 1417, VA_B, 5, &[]), false);
+    send(
+        ptype::GET_REQ,
+        CB,
+        &access(KEY, 16, VA_B + 4090, 6, &[]),
+        false,
+    );
+    // Even with the right key, a PUT across a page is not served.
+    send(
+        ptype::PUT,
+        CB,
+        &access(KEY, 16, VA_B + 4090, 7, &[1; 16]),
+        false,
+    );
+    let reply = |status: u16| {
+        ReplyHeader {
+            req_id: 99.into(),
+            status: status.into(),
+            va: VA_B.into(),
+            ..ReplyHeader::default()
+        }
+        .as_bytes()
+        .to_vec()
+    };
+    send(ptype::REPLY, CB, &reply(nak::OK), false);
+    let mut resp = access(0, 0, VA_B, 99, &[])[..16].to_vec();
+    resp.extend_from_slice(&[5; 32]);
+    send(ptype::GET_RESP, CB, &resp, false);
+    send(ptype::REPLY, CB, &reply(nak::STALE_EPOCH), false);
+    send(ptype::EAGER, CB, &[0; 24], false);
+    send(ptype::PUT, 9, &access(KEY, 64, VA_B, 8, &data), false);
+    send(ptype::GET_REQ, CB, &access(forged, 64, VA_B, 9, &[]), false);
+
+    let want = (7, 2, 1, 3);
+    let t = std::time::Instant::now();
+    let got = loop {
+        b.core.poll(&b.mem());
+        let s = b.core.shared().rma.snapshot();
+        let got = (s.refused, s.late, s.eager_dropped, s.errors_sent);
+        if got == want || t.elapsed() > LIMIT {
+            break got;
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    };
+    assert_eq!(got, want, "(refused, late, eager, errors answered)");
+    let s = b.core.shared().rma.snapshot();
+    assert_eq!(
+        (s.put_served, s.get_served, s.network_faults),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    assert_eq!(read(&b, gpa_b, 8192), before, "memory unchanged");
+    assert!(b.core.fabric().unwrap().stats().duplicates >= 5);
+
+    // The answers went back to the map's address for node 1: BAD_KEY twice, NO_CONTEXT.
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // By sequence number: unacknowledged, they come again.
+    let mut statuses = std::collections::BTreeMap::new();
+    let mut buf = [0u8; MAX_DATAGRAM];
+    while let Ok(n) = attacker.recv(&mut buf) {
+        let Ok(p) = wire::parse(&buf[..n]) else {
+            continue;
+        };
+        assert_ne!(p.f.ptype, ptype::GET_RESP, "nothing read for the attacker");
+        if p.f.ptype == ptype::REPLY {
+            let h = ReplyHeader::read_from_bytes(p.payload).unwrap();
+            statuses.insert(p.f.seq, h.status.get());
+        }
+    }
+    let mut statuses: Vec<u16> = statuses.into_values().collect();
+    statuses.sort();
+    assert_eq!(statuses, vec![nak::BAD_KEY, nak::BAD_KEY, nak::NO_CONTEXT]);
+    // The device is up and serves its driver.
+    assert_eq!(b.sync(3), 3);
+    assert_eq!(b.counter(counter::ERRORS), 0);
+}
