@@ -503,3 +503,69 @@ fn a_slow_receiver_holds_its_sender_back_without_being_declared_gone() {
     assert_eq!(s.peers_gone, 0, "{s:?}");
     assert!(s.retransmits > 0, "the receiver never held back: {s:?}");
 }
+
+#[test]
+fn the_operations_packet_types_are_carried_in_order_and_wake_the_taker() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (sa, sb) = (loopback_socket(), loopback_socket());
+    let (aa, ab) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
+    let a = Transport::on_socket(&config(1, &[(2, ab)]), sa, None).unwrap();
+    let b = Transport::on_socket(&config(2, &[(1, aa)]), sb, None).unwrap();
+    let woken = Arc::new(AtomicU64::new(0));
+    let w = woken.clone();
+    b.set_waker(Box::new(move || {
+        w.fetch_add(1, Ordering::Relaxed);
+    }));
+    assert_eq!((a.node(), b.node()), (1, 2));
+    let types = [
+        ptype::PUT,
+        ptype::GET_REQ,
+        ptype::GET_RESP,
+        ptype::REPLY,
+        ptype::EAGER,
+    ];
+    for (i, &t) in types.iter().enumerate() {
+        a.send(2, t, 1, 3, &[t, i as u8]).unwrap();
+    }
+    for t in [ptype::ACK, ptype::NAK, ptype::RTS, ptype::FIN, 0x7f] {
+        assert_eq!(a.send(2, t, 1, 3, b""), Err(SendError::BadType), "{t:#x}");
+    }
+    // Taken without waiting, by whoever the waker woke: here, a poll after it.
+    let end = Instant::now() + LIMIT;
+    let mut got = Vec::new();
+    while got.len() < types.len() {
+        assert!(
+            Instant::now() < end,
+            "{} of {} arrived",
+            got.len(),
+            types.len()
+        );
+        let mut done = Vec::new();
+        b.take(2, &mut got, &mut done);
+        assert!(got.len() <= types.len());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(
+            (m.ptype, m.src_node, m.src_ctx, m.dst_ctx),
+            (types[i], 1, 1, 3)
+        );
+        assert_eq!(m.payload, [types[i], i as u8]);
+    }
+    assert!(woken.load(Ordering::Relaxed) >= 1, "the waker was called");
+    // Completions come back through `take` too.
+    let mut done = Vec::new();
+    while done.len() < types.len() {
+        assert!(
+            Instant::now() < end,
+            "{} of {} completed",
+            done.len(),
+            types.len()
+        );
+        a.take(0, &mut Vec::new(), &mut done);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(done
+        .iter()
+        .all(|c| c.status == SendStatus::Ok && c.dst_node == 2));
+}
