@@ -150,8 +150,8 @@ impl Transport {
     }
 
     /// Installs `waker`: the transport's thread calls it (outside its lock) after a round
-    /// that leaves deliveries or completions to take. It must be cheap and must not call
-    /// back into the transport.
+    /// that leaves deliveries or completions to take, when some are new since the last
+    /// call. It must be cheap and must not call back into the transport.
     pub fn set_waker(&self, waker: Waker) {
         *self.inner.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(waker));
     }
@@ -263,6 +263,9 @@ impl Inner {
 
     fn run(&self) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        // The waker is called for new news only: a taker that does not take (a device
+        // without bus mastering) is not woken every tick for the same messages.
+        let mut woken_at = self.stats.news();
         while !self.stop.load(Ordering::Relaxed) {
             let readable = self.readable(self.tick);
             let now = Instant::now();
@@ -287,9 +290,13 @@ impl Inner {
             drop(l);
             if news {
                 self.news.notify_all();
-                let w = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                if let Some(w) = w {
-                    w();
+                let gen = self.stats.news();
+                if gen != woken_at {
+                    woken_at = gen;
+                    let w = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(w) = w {
+                        w();
+                    }
                 }
             }
         }
