@@ -824,3 +824,48 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     assert_eq!(b.sync(3), 3);
     assert_eq!(b.counter(counter::ERRORS), 0);
 }
+
+/// Polls `h`'s completions of `ctx` (its core runs in a data thread) until one comes.
+fn wait_completion(h: &mut Harness, ctx: u16) -> Completion {
+    let t = std::time::Instant::now();
+    loop {
+        if let Some(c) = h.completions(ctx).pop() {
+            return c;
+        }
+        assert!(t.elapsed() < LIMIT, "no completion");
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+#[test]
+fn the_real_data_threads_sleep_and_wake_for_the_network() {
+    const LEN: u32 = 1 << 20;
+    let mut s = setup(&PairConfig::default(), u64::from(LEN), RW);
+    s.p.b.unmap(CB, VA_B + 4096);
+    let data = pattern(LEN as usize, 10);
+    write(&s.p.a, s.gpa_a, &data);
+    let spin = mnic_device::engine::DEFAULT_SPIN;
+    let _ea = s.p.a.start_engine(spin).unwrap();
+    let _eb = s.p.b.start_engine(spin).unwrap();
+    s.p.a.post(CA, put(VA_A, VA_B, LEN, 1));
+    // The target's fault, answered after a pause: the initiator sleeps through back-offs.
+    let t = std::time::Instant::now();
+    let e = loop {
+        if let Some(e) = s.p.b.events().into_iter().find(|e| e.kind == event::FAULT) {
+            break e;
+        }
+        assert!(t.elapsed() < LIMIT, "no fault");
+        std::thread::sleep(Duration::from_micros(100));
+    };
+    assert_eq!(e.info, NETWORK_FAULT | 1);
+    std::thread::sleep(Duration::from_millis(20));
+    s.p.b.map(CB, VA_B + 4096, s.gpa_b + 4096, 4096, true);
+    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+    ok(&wait_completion(&mut s.p.a, CA), LEN);
+    assert_eq!(read(&s.p.b, s.gpa_b, LEN as usize), data);
+    write(&s.p.a, s.gpa_a, &vec![0; LEN as usize]);
+    s.p.a.post(CA, get(VA_A, VA_B, LEN, 2));
+    ok(&wait_completion(&mut s.p.a, CA), LEN);
+    assert_eq!(read(&s.p.a, s.gpa_a, LEN as usize), data);
+    assert!(s.p.a.counter(counter::SLEEPS) >= 1, "the initiator slept");
+}

@@ -29,6 +29,16 @@ impl Engine {
         spin: Duration,
         fabric: Option<Transport>,
     ) -> std::io::Result<Self> {
+        let mut core = Core::new(sh);
+        if let Some(t) = fabric {
+            core.attach_fabric(t);
+        }
+        Self::with_core(core, ram, spin)
+    }
+
+    /// Starts the data thread around `core` (tests and benches prepare one by function
+    /// calls first).
+    pub fn with_core(mut core: Core, ram: Arc<GuestRam>, spin: Duration) -> std::io::Result<Self> {
         /// Tells everyone waiting for the data thread that it died, if it unwinds.
         struct Watch(Arc<Shared>);
         impl Drop for Watch {
@@ -38,10 +48,7 @@ impl Engine {
                 }
             }
         }
-        let mut core = Core::new(sh.clone());
-        if let Some(t) = fabric {
-            core.attach_fabric(t);
-        }
+        let sh = core.shared().clone();
         let thread = std::thread::Builder::new()
             .name("mnic-data".into())
             .spawn(move || {
