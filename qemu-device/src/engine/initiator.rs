@@ -190,33 +190,38 @@ impl Core {
             bump(&self.sh.rma.late);
             return;
         };
-        let used = self.enabled && !self.halted && self.answer_item(m, msg, &a, &mut x);
+        let used = if self.enabled && !self.halted {
+            self.answer_item(m, msg, &a, &mut x)
+        } else {
+            Used::Late
+        };
         self.ctxs[i] = Some(x);
         if !self.oracle_pieces.is_empty() {
             self.oracle_judge();
         }
-        if !used {
-            bump(&self.sh.rma.late);
+        match used {
+            Used::Yes => {}
+            Used::Late => bump(&self.sh.rma.late),
+            Used::Malformed => bump(&self.sh.rma.refused),
         }
     }
 
-    /// Applies answer `a` to the current item of context `x`; false if it answers no
-    /// packet of it (late, or for something else).
-    fn answer_item(&mut self, m: &GuestMem, msg: &Message, a: &Answer, x: &mut Ctx) -> bool {
+    /// Applies answer `a` to the current item of context `x`.
+    fn answer_item(&mut self, m: &GuestMem, msg: &Message, a: &Answer, x: &mut Ctx) -> Used {
         let c = msg.dst_ctx;
         let root = x.root();
         let Stage::Exec(item) = &mut x.stage else {
-            return false;
+            return Used::Late;
         };
         let Some(r) = item.rma.as_deref_mut() else {
-            return false;
+            return Used::Late;
         };
         let ours = r.req_id == a.req_id()
             && r.remote.node == msg.src_node
             && r.remote.ctx == msg.src_ctx
             && r.end.is_none();
         let Some(i) = r.find(a.va()).filter(|_| ours) else {
-            return false;
+            return Used::Late;
         };
         let now = Instant::now();
         let timing = self.link.as_ref().map(|l| l.timing).unwrap_or_default();
@@ -224,7 +229,7 @@ impl Core {
             Answer::Reply { status, detail, .. } => match status {
                 nak::OK if r.put => r.ok(i, now),
                 // A GET_REQ is served with a GET_RESP, never `REPLY OK`.
-                nak::OK => return false,
+                nak::OK => return Used::Malformed,
                 nak::RNR => {
                     bump(&self.sh.rma.rnr_received);
                     r.rnr(i, now, &timing);
@@ -238,7 +243,7 @@ impl Core {
             Answer::Data { data, .. } => {
                 let p = r.pkt(i);
                 if r.put || data.len() != p.len as usize {
-                    return false;
+                    return Used::Malformed;
                 }
                 let va = r.local_va(p.off);
                 let mark = self.oracle_pieces.len();
@@ -274,8 +279,18 @@ impl Core {
             }
         }
         item.done = r.confirmed;
-        true
+        Used::Yes
     }
+}
+
+/// What became of an answer.
+enum Used {
+    /// It answered a packet of the item.
+    Yes,
+    /// It answers nothing in flight (late, forged, replayed): dropped.
+    Late,
+    /// It names a packet in flight but cannot be its answer: refused.
+    Malformed,
 }
 
 /// Why a step stopped sending.
