@@ -869,3 +869,43 @@ fn the_real_data_threads_sleep_and_wake_for_the_network() {
     assert_eq!(read(&s.p.a, s.gpa_a, LEN as usize), data);
     assert!(s.p.a.counter(counter::SLEEPS) >= 1, "the initiator slept");
 }
+
+#[test]
+fn the_oracle_judges_the_networks_accesses_at_the_target() {
+    use mnic_abi::oracle_op;
+    let mut s = setup(&PairConfig::default(), 4096, RW);
+    let gen = s.p.b.oracle(oracle_op::ARM, CB, 0, 0, 0);
+    assert_ne!(gen, 0);
+    ok(&run(&mut s.p, put(VA_A, VA_B, 64, 1)), 64);
+    // A driver that cleared its leaf and reported it, but never told the device: the
+    // target's TLB still holds the page, and the next packet through it is a violation.
+    s.p.b.unmap(CB, VA_B);
+    s.p.b
+        .oracle(oracle_op::INVALIDATE, CB, gen, VA_B, VA_B + 4096);
+    assert_eq!(
+        s.p.b.counter(counter::ORACLE_VIOLATIONS),
+        0,
+        "the table is clean"
+    );
+    ok(&run(&mut s.p, get(VA_A, VA_B, 64, 2)), 64);
+    assert_eq!(s.p.b.counter(counter::ORACLE_VIOLATIONS), 1);
+    assert_eq!(
+        s.p.b.counter(counter::STALE_ACCESSES),
+        0,
+        "the checker saw nothing"
+    );
+}
+
+#[test]
+fn ctx_disable_withdraws_a_parked_network_fault() {
+    let (mut s, _, e) = put_into_a_missing_page(&PairConfig::default());
+    s.p.b.command(cmd::CTX_DISABLE, CB, 0, 0);
+    s.p.b.run();
+    // The initiator's retried packets meet no context now.
+    let c = s.p.completion(CA, LIMIT);
+    assert_eq!(c.status, completion::REMOTE_NO_CONTEXT, "{c:?}");
+    // Its fault is gone: answering it is an error.
+    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+    s.p.b.run();
+    assert_eq!(errors(&mut s.p.b), vec![error::BAD_FAULT_ID]);
+}
