@@ -10,6 +10,7 @@
 
 use mnic_abi::{ring, work, Completion, CtxEntry, WorkDesc};
 
+use super::rma::Rma;
 use super::traffic::TrafficState;
 
 /// Where a parked context stopped.
@@ -21,6 +22,20 @@ pub enum Site {
     Work,
     /// Writing the current item's completion.
     Completion,
+    /// Serving a packet from the fabric (a network fault, docs/fabric.md 14.13): nothing
+    /// of the context's own waits on it; RESUME just unparks, ABORT makes packets that
+    /// fault at the page answered `REMOTE_FAULT`.
+    Network,
+}
+
+/// A network fault the driver aborted: packets that fault at `page` are answered
+/// `REMOTE_FAULT` with `errno` instead of parking a fault again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetAbort {
+    /// The 4 KiB page (its first VA).
+    pub page: u64,
+    /// The errno the driver gave ABORT.
+    pub errno: u32,
 }
 
 /// A parked fault.
@@ -42,6 +57,8 @@ pub struct Item {
     pub done: u64,
     /// Traffic generator state, created on the first step.
     pub traffic: Option<TrafficState>,
+    /// PUT/GET state, created on the first step.
+    pub rma: Option<Box<Rma>>,
 }
 
 impl Item {
@@ -51,6 +68,7 @@ impl Item {
             desc,
             done: 0,
             traffic: None,
+            rma: None,
         }
     }
 }
@@ -107,6 +125,9 @@ pub struct Ctx {
     pub stage: Stage,
     /// Set while a fault waits for RESUME/ABORT.
     pub parked: Option<Parked>,
+    /// The last network fault the driver aborted (until a packet translates at that page,
+    /// or another network fault is aborted).
+    pub net_abort: Option<NetAbort>,
     /// The work queue's tail as last read from the shadow page (modulo the ring size);
     /// unused without one.
     pub shadow_tail: u32,
@@ -122,6 +143,7 @@ impl Ctx {
             cq_written: 0,
             stage: Stage::Idle,
             parked: None,
+            net_abort: None,
             shadow_tail,
         }
     }

@@ -455,7 +455,7 @@ fn bad_ctx_shadow_refuses_ctx_enable() {
 fn data_thread_polls_sleeps_and_backstops() {
     let sh = Shared::new(Arc::new(Counters::default()), true);
     let ram = Arc::new(GuestRam::anonymous(&[(0, 1 << 20)]).unwrap());
-    let engine = Engine::spawn(sh.clone(), ram.clone(), Duration::from_millis(2)).unwrap();
+    let engine = Engine::spawn(sh.clone(), ram.clone(), Duration::from_millis(2), None).unwrap();
     let dev = Mmio::new(sh.clone());
     sh.set_bus_master(true);
     for (r, v) in [
