@@ -236,6 +236,84 @@ fn an_aborted_network_fault_fails_the_put_with_the_target_errno() {
 }
 
 #[test]
+fn an_aborted_write_fault_refuses_no_read_of_the_page() {
+    // A PUT into a read-only page faults for write; the target's driver refuses it
+    // (EPERM, as for an mprotect(PROT_READ) range).
+    const EPERM: u64 = 1;
+    let mut s = setup(&PairConfig::default(), 4096, RW);
+    let old = pattern(4096, 4);
+    write(&s.p.b, s.gpa_b, &old);
+    s.p.b.map(CB, VA_B, s.gpa_b, 4096, false);
+    s.p.a.post(CA, put(VA_A, VA_B, 4096, 1));
+    let e = target_fault(&mut s.p);
+    assert_ne!(e.flags & event::FLAG_WRITE, 0);
+    s.p.b.command(cmd::ABORT, CB, e.id, EPERM);
+    let c = s.p.completion(CA, LIMIT);
+    assert_eq!((c.status, c.detail), (completion::REMOTE_FAULT_ABORTED, 1));
+    // The page then leaves the device's table (an invalidation): a GET of it faults for
+    // read, and that fault is the driver's to resolve, not refused by the write's ABORT.
+    s.p.b.unmap(CB, VA_B);
+    s.p.b.command(cmd::INVALIDATE_CTX, CB, 0, 0);
+    s.p.b.run();
+    s.p.a.post(CA, get(VA_A, VA_B, 4096, 2));
+    let e = target_fault(&mut s.p);
+    assert_eq!(e.flags & event::FLAG_WRITE, 0, "a read fault: {e:?}");
+    s.p.b.map(CB, VA_B, s.gpa_b, 4096, false);
+    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+    ok(&s.p.completion(CA, LIMIT), 4096);
+    assert_eq!(read(&s.p.a, s.gpa_a, 4096), old);
+}
+
+#[test]
+fn a_context_the_device_stopped_keeps_its_keys_until_ctx_disable() {
+    const EFAULT: u64 = 14;
+    let mut s = setup(&PairConfig::default(), 4096, RW);
+    // The target's work queue page goes away and its descriptor fetch is aborted: the
+    // device stops the context on its own.
+    s.p.b.unmap(CB, mnic_device::testkit::WQ_VA);
+    s.p.b.post(
+        CB,
+        WorkDesc {
+            opcode: work::NOP,
+            tag: 9,
+            ..Default::default()
+        },
+    );
+    let e = target_fault(&mut s.p);
+    s.p.b.command(cmd::ABORT, CB, e.id, EFAULT);
+    s.p.b.run();
+    // The stop itself is reported (BAD_CONTEXT, spec §12).
+    let errors = s.p.b.counter(counter::ERRORS);
+    assert!(errors >= 1);
+    fails_with(&mut s, put(VA_A, VA_B, 8, 1), completion::REMOTE_NO_CONTEXT);
+    // The driver still clears the key it gave (deregistration): the device holds it.
+    s.p.b.key_clear(CB, KEY);
+    s.p.b.run();
+    assert_eq!(
+        s.p.b.counter(counter::ERRORS),
+        errors,
+        "KEY_CLEAR of a stopped context's key is no error"
+    );
+    // And once CTX_DISABLE has run, the key is gone.
+    s.p.b.key_set(CB, VA_B, 4096, KEY, RW);
+    s.p.b.run();
+    assert_eq!(
+        s.p.b.counter(counter::ERRORS),
+        errors + 1,
+        "KEY_SET on a stopped context"
+    );
+    s.p.b.command(cmd::CTX_DISABLE, CB, 0, 0);
+    s.p.b.run();
+    s.p.b.key_clear(CB, KEY);
+    s.p.b.run();
+    assert_eq!(
+        s.p.b.counter(counter::ERRORS),
+        errors + 2,
+        "the key went with CTX_DISABLE"
+    );
+}
+
+#[test]
 fn rnr_in_a_row_fails_the_item_when_the_fault_is_never_answered() {
     let cfg = PairConfig {
         rma: mnic_device::engine::RmaTiming {

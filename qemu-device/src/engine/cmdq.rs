@@ -144,6 +144,10 @@ impl Core {
             cmd::CTX_DISABLE => {
                 let i = Self::ctx_index(c)?;
                 self.disable_ctx(i);
+                // Only the command takes the keys away: a context the device stopped on
+                // its own keeps them until the driver's CTX_DISABLE (spec §12a), so that
+                // the driver's record of the keys the device holds stays exact.
+                self.keys.drop_ctx(c.ctx);
                 self.checker.record(c.ctx, seq, 0, u64::MAX);
                 // The context's process is gone or going: its oracle watch ends too.
                 self.sh.oracle.forget(c.ctx);
@@ -188,7 +192,7 @@ impl Core {
         let Some(x) = self.ctxs[i].as_mut() else {
             return;
         };
-        let fault_va = x.parked.map_or(0, |p| p.va);
+        let (fault_va, fault_write) = x.parked.map_or((0, false), |p| (p.va, p.write));
         x.parked = None;
         self.evq.withdraw_fault(i as u16);
         match site {
@@ -209,6 +213,7 @@ impl Core {
                 // refused to the peers that fault there.
                 x.net_abort = Some(NetAbort {
                     page: fault_va & !(pte::PAGE_SIZE - 1),
+                    write: fault_write,
                     errno: detail,
                 });
             }
@@ -220,13 +225,13 @@ impl Core {
         }
     }
 
-    /// Stops context `i`: drops its TLB entries, its remote keys and any queued or parked
-    /// work (and the parked fault's event if it is still waiting inside the device).
+    /// Stops context `i`: drops its TLB entries and any queued or parked work (and the
+    /// parked fault's event if it is still waiting inside the device). Its remote keys
+    /// stay until `CTX_DISABLE` (packets to a stopped context are answered `NO_CONTEXT`).
     pub(super) fn disable_ctx(&mut self, i: usize) {
         if self.ctxs.get_mut(i).and_then(Option::take).is_some() {
             tracing::debug!(ctx = i, "context disabled");
         }
-        self.keys.drop_ctx(i as u16);
         self.evq.withdraw_fault(i as u16);
         self.set_live(i, false);
         self.tlb.invalidate_ctx(i as u16);

@@ -28,12 +28,15 @@ pub enum Site {
     Network,
 }
 
-/// A network fault the driver aborted: packets that fault at `page` are answered
-/// `REMOTE_FAULT` with `errno` instead of parking a fault again.
+/// A network fault the driver aborted: packets that fault at `page` with the same kind
+/// of access are answered `REMOTE_FAULT` with `errno` instead of parking a fault again.
+/// The kind matters: a write refused on a read-only page says nothing about reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetAbort {
     /// The 4 KiB page (its first VA).
     pub page: u64,
+    /// The aborted fault was for a write.
+    pub write: bool,
     /// The errno the driver gave ABORT.
     pub errno: u32,
 }
@@ -47,6 +50,8 @@ pub struct Parked {
     pub site: Site,
     /// The faulting VA.
     pub va: u64,
+    /// The faulting access was a write.
+    pub write: bool,
 }
 
 /// A work item being executed.

@@ -517,6 +517,7 @@ fn a_parked_fault_stretches_the_budget_to_fault_spin() {
         id: 7,
         site: Site::Fetch,
         va: 0x1000,
+        write: false,
     });
     // Past the ordinary budget: still polling, the answer is expected soon.
     let next = pace.after_round(&mut h.core, &m, Activity::Idle(None), t0 + SPIN * 2);
@@ -552,6 +553,7 @@ fn a_parked_fault_does_not_make_a_zero_budget_poll() {
         id: 7,
         site: Site::Fetch,
         va: 0x1000,
+        write: false,
     });
     let next = pace.after_round(&mut h.core, &m, Activity::Idle(None), t0);
     assert_eq!(next, Next::Sleep(None));

@@ -183,9 +183,10 @@ impl Core {
         self.sh.counters.inc(counter::DMA_OPS);
         self.sh.counters.add(counter::DMA_BYTES, a.len);
         if let Some(x) = self.ctxs[i].as_mut() {
-            // The page is back: an earlier ABORT of it no longer applies.
+            // The page is back for this access: an earlier ABORT of it no longer applies
+            // (a read that translates says nothing about an aborted write).
             if x.net_abort
-                .is_some_and(|n| n.page == a.va & !(pte::PAGE_SIZE - 1))
+                .is_some_and(|n| n.page == a.va & !(pte::PAGE_SIZE - 1) && (a.put || !n.write))
             {
                 x.net_abort = None;
             }
@@ -202,7 +203,7 @@ impl Core {
         };
         let page = f.va & !(pte::PAGE_SIZE - 1);
         let r = match x.net_abort {
-            Some(n) if n.page == page => (nak::REMOTE_FAULT, n.errno),
+            Some(n) if n.page == page && n.write == f.write => (nak::REMOTE_FAULT, n.errno),
             _ => {
                 if x.parked.is_none() {
                     bump(&self.sh.rma.network_faults);

@@ -232,7 +232,12 @@ impl Core {
     pub(super) fn park_with(&mut self, x: &mut Ctx, c: u16, site: Site, f: Fault, info: u64) {
         let id = self.next_fault_id;
         self.next_fault_id = self.next_fault_id.checked_add(1).unwrap_or(1);
-        x.parked = Some(Parked { id, site, va: f.va });
+        x.parked = Some(Parked {
+            id,
+            site,
+            va: f.va,
+            write: f.write,
+        });
         self.sh.counters.inc(counter::FAULTS);
         let (va, write, code) = (f.va, f.write, f.cause.code());
         tracing::debug!(ctx = c, va, write, code, id, ?site, "fault: context parked");
