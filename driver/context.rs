@@ -8,7 +8,9 @@
 //!   `INVALIDATE_RANGE` + `SYNC`, and wait for the SYNC before the invalidation completes (the
 //!   invariant of `docs/spec.md` §7, whose rules `docs/driver.md` lists);
 //! - `fill.rs`: filling the translation table on demand (device faults, prefetch) through `hmm`;
-//! - `fault.rs`: handing device faults from the event thread to the context's worker.
+//! - `fault.rs`: handing device faults from the event thread to the context's worker;
+//! - `remote.rs`: giving the device the remote keys of `REMOTE` registrations (`KEY_SET`,
+//!   the key itself is `remote_key.rs`) and taking them back (`KEY_CLEAR`).
 //!
 //! No user page is ever pinned (but by the pinned baseline, `pin.rs`).
 
@@ -31,6 +33,7 @@ use crate::device::MnicDev;
 use crate::dma_map::DmaPages;
 use crate::latency::{FaultClock, Latency};
 use crate::pin::PinnedPages;
+use crate::remote_key::RemoteKey;
 use crate::shadow::ShadowPage;
 use crate::table::{Leaves, PageTable};
 
@@ -101,6 +104,9 @@ pub(crate) struct PendingFault {
     pub(crate) va: u64,
     pub(crate) write: bool,
     pub(crate) id: u64,
+    /// A network fault (spec §12): raised by a packet from the fabric, not by the context's
+    /// own work. Resolved the same way; only observed apart (`observe.rs`).
+    pub(crate) network: bool,
 }
 
 /// The fault slot of a context (under `Ctx::fault_slot`): the device parks at most one
@@ -130,6 +136,11 @@ pub(crate) struct Ctx {
     /// `registrations` and `state`, never under them or under the mmap lock.
     #[pin]
     pub(crate) tables_lock: Mutex<()>,
+    /// Orders giving remote keys to the device against enabling the context and against
+    /// deregistration (`remote.rs`). Taken before `registrations` and `state`, never
+    /// under them.
+    #[pin]
+    pub(crate) key_lock: Mutex<()>,
     /// Set once the queues are given and the context is enabled on the device.
     pub(crate) enabled: Atomic<bool>,
     /// Set by the one `MNIC_IOC_SETUP_QUEUES` that goes ahead (cleared again if it fails).
@@ -169,6 +180,8 @@ pub(crate) struct Region {
     pub(crate) handle: u32,
     /// `reg_flags` of the registration.
     pub(crate) flags: u32,
+    /// With `reg_flags::REMOTE`: its remote key (`remote_key.rs`).
+    pub(crate) remote: Option<RemoteKey>,
     /// The DMA mappings its leaves point at (`dma_map.rs`): slots per 2 MiB block, allocated
     /// when a fill first touches the block.
     pub(crate) dma: DmaPages,
@@ -192,6 +205,7 @@ impl Ctx {
             state <- new_mutex!(CtxState { table, pending: None, unflushed: false }),
             registrations <- new_mutex!(Registrations { list: KVec::new(), next_handle: 1 }),
             tables_lock <- new_mutex!(()),
+            key_lock <- new_mutex!(()),
             enabled: Atomic::new(false),
             queues_claimed: Atomic::new(false),
             reaped: Atomic::new(false),
@@ -303,8 +317,9 @@ impl Ctx {
         }
     }
 
-    /// Tears the context down (file release): stop the context on the device behind a SYNC,
-    /// then remove every registration.
+    /// Tears the context down (file release): stop the context on the device behind a SYNC
+    /// (which also drops its remote keys there), then remove every registration (which
+    /// forgets the keys in the device's set).
     pub(crate) fn teardown(&self) {
         if self.enabled.load(Relaxed) {
             let disable = Command {

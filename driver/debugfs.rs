@@ -27,6 +27,8 @@
 //!   fast a loaded host schedules the guest; 0 gives the device its own budget back;
 //! - `dma_maps`: DMA mappings of user pages (`dma_map.rs`), of the whole module: `live` (mapped
 //!   now), `mapped` and `unmapped` (since the module was loaded);
+//! - `fabric`: the device's fabric node id (`FABRIC_NODE`, 0xffff without a fabric), its live
+//!   remote keys (`key_set.rs`) and the network faults (spec §12) received since it was bound;
 //! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
 //!   oracle find the PCI function behind `/dev/mnicN`).
 
@@ -62,6 +64,8 @@ pub(crate) struct Counters(pub(crate) Arc<MnicDev>);
 pub(crate) struct DmaMaps;
 /// BAR0 bus address.
 pub(crate) struct Bar0(pub(crate) u64);
+/// The device's part of a fabric.
+pub(crate) struct Fabric(pub(crate) Arc<MnicDev>);
 /// A knob of the device, a number read and written as text: a fault-injection delay (in
 /// milliseconds) or a switch. Values above `max` are refused.
 pub(crate) struct Knob {
@@ -186,6 +190,15 @@ impl fmt::Debug for CtxLatencies {
     }
 }
 
+impl fmt::Debug for Fabric {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dev = &self.0;
+        writeln!(f, "node {:#x}", dev.node)?;
+        writeln!(f, "remote_keys {}", dev.remote_keys.lock().len())?;
+        writeln!(f, "network_faults {}", dev.network_faults.load(Relaxed))
+    }
+}
+
 impl fmt::Debug for Counters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut values = [0u64; counter::COUNT as usize];
@@ -217,6 +230,7 @@ pub(crate) struct DebugDir {
     _latencies: Pin<KBox<File<CtxLatencies>>>,
     _counters: Pin<KBox<File<Counters>>>,
     _bar0: Pin<KBox<File<Bar0>>>,
+    _fabric: Pin<KBox<File<Fabric>>>,
     _dma_maps: Pin<KBox<File<DmaMaps>>>,
     _deregister_delay: Pin<KBox<File<Knob>>>,
     _unbind_delay: Pin<KBox<File<Knob>>>,
@@ -273,6 +287,10 @@ impl DebugDir {
                 GFP_KERNEL,
             )?,
             _bar0: KBox::pin_init(dir.read_only_file(c"bar0", Bar0(dev.bar_phys)), GFP_KERNEL)?,
+            _fabric: KBox::pin_init(
+                dir.read_only_file(c"fabric", Fabric(dev.clone())),
+                GFP_KERNEL,
+            )?,
             _dma_maps: KBox::pin_init(dir.read_only_file(c"dma_maps", DmaMaps), GFP_KERNEL)?,
             _deregister_delay: KBox::pin_init(
                 dir.read_write_file(

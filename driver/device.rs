@@ -32,6 +32,7 @@ use crate::abi::{self, reg, Command};
 use crate::cmd_ring::{self, CmdRing, Ticket};
 use crate::dma_mem::{load, store};
 use crate::event_ring::{self, EventRing};
+use crate::key_set::KeySet;
 use crate::latency::DevLatency;
 use crate::regs;
 use crate::shadow::ShadowPage;
@@ -159,6 +160,9 @@ pub(crate) struct MnicDev {
     /// that carried them (debugfs `device`).
     pub(crate) answers_posted: Atomic<u64>,
     pub(crate) answer_posts: Atomic<u64>,
+    /// Network faults received (spec §12: raised by a packet, not by local work; debugfs
+    /// `fabric`).
+    pub(crate) network_faults: Atomic<u64>,
     /// The command queue's shadow page (`SHADOW_BASE`), if the device has `CAPS.SHADOW`.
     cmd_shadow: Option<ShadowPage>,
     /// One u64 the device's SYNCs write their ticket to.
@@ -169,6 +173,11 @@ pub(crate) struct MnicDev {
     open_contexts: Arc<dyn OpenContexts>,
     pub(crate) hw_version: u32,
     pub(crate) caps: u32,
+    /// The device's fabric node id (`FABRIC_NODE`), `abi::NODE_NONE` without `CAPS.FABRIC`.
+    pub(crate) node: u32,
+    /// The live remote keys of every context (`remote_key.rs`): unique on the device.
+    #[pin]
+    pub(crate) remote_keys: Mutex<KeySet>,
     /// How long SYNC waits and device faults took, over every context (`latency.rs`).
     pub(crate) latency: DevLatency,
 }
@@ -226,6 +235,13 @@ impl MnicDev {
         if !caps.stale_check() || !caps.doorbell_bar() {
             dev_warn!(pdev, "device lacks capabilities {:#x}\n", caps.into_raw());
         }
+        // Without a fabric the offset is not a register of older devices: its value is only
+        // trusted with `CAPS.FABRIC`.
+        let node = if caps.fabric() {
+            bar.read(regs::FABRIC_NODE).into_raw()
+        } else {
+            u32::from(abi::NODE_NONE)
+        };
         let caps = caps.into_raw();
         let nctx = bar.read(regs::NUM_CONTEXTS).into_raw();
         if nctx < abi::NUM_CONTEXTS {
@@ -315,12 +331,15 @@ impl MnicDev {
             }),
             answers_posted: Atomic::new(0),
             answer_posts: Atomic::new(0),
+            network_faults: Atomic::new(0),
             cmd_shadow,
             sync_word,
             ctx_table,
             open_contexts,
             hw_version,
             caps,
+            node,
+            remote_keys <- new_mutex!(KeySet::new()),
             latency: DevLatency::new(),
         }? Error))
     }

@@ -158,7 +158,7 @@ impl MiscDevice for OpenFile {
                     ctx: ctx.index.into(),
                     minor: ctx.dev.minor_index,
                     max_registrations: abi::MAX_REGISTRATIONS,
-                    rsvd: 0,
+                    node: ctx.dev.node,
                 };
                 write_user(&mut user.writer(), &info)?;
             }
@@ -265,7 +265,8 @@ impl MiscDevice for OpenFile {
     }
 }
 
-/// `MNIC_IOC_SETUP_QUEUES`: write the context entry and enable the context behind a SYNC.
+/// `MNIC_IOC_SETUP_QUEUES`: write the context entry and enable the context behind a SYNC
+/// (and give it the remote keys of the registrations made before, `remote.rs`).
 fn setup_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
     let sizes = u32::from(abi::RING_LOG2_MIN)..=u32::from(abi::RING_LOG2_MAX);
     if !sizes.contains(&req.wq_size_log2)
@@ -291,7 +292,9 @@ fn setup_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
         return Err(EBUSY);
     }
     let result = enable_queues(ctx, req);
-    if result.is_err() {
+    // Once enabled, the claim stays: a second enable would be refused by the device. (What
+    // can fail after it, giving the remote keys, fails only when the device is going.)
+    if result.is_err() && !ctx.enabled.load(Relaxed) {
         ctx.queues_claimed.store(false, Relaxed);
     }
     result
@@ -318,15 +321,7 @@ fn enable_queues(ctx: &Ctx, req: &abi::MnicQueues) -> Result {
         rsvd2: [0; 3],
     };
     ctx.dev.write_ctx_entry(ctx.index, &entry)?;
-    let enable = abi::Command {
-        opcode: abi::cmd::CTX_ENABLE,
-        ctx: ctx.index,
-        ..Default::default()
-    };
-    let t = ctx.dev.post_sync(&[enable])?;
-    ctx.dev.wait_sync(t)?;
-    ctx.enabled.store(true, Relaxed);
-    Ok(())
+    ctx.enable()
 }
 
 /// `MNIC_IOC_WAIT`: sleep until the context's `WORK_DONE` count reaches `target`.

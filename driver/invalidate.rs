@@ -166,12 +166,13 @@ impl IntervalNotifierOps for Region {
 impl Ctx {
     /// Clears [start, end) and waits until the device dropped it (deregistration: the same
     /// steps as an invalidation, started by the driver). When it returns, the device can use no
-    /// translation of the range: the caller may unmap its pages' DMA mappings.
-    pub(crate) fn shoot_down(&self, start: u64, end: u64) -> Result {
+    /// translation of the range: the caller may unmap its pages' DMA mappings. `first` (a
+    /// registration's `KEY_CLEAR`) is posted before the invalidation, behind the same SYNC.
+    pub(crate) fn shoot_down(&self, start: u64, end: u64, first: Option<Command>) -> Result {
         let ticket = {
             let mut st = self.state.lock();
             let cleared = st.table.clear(start, end);
-            if cleared.total() == 0 && !st.unflushed {
+            if cleared.total() == 0 && !st.unflushed && first.is_none() {
                 // As in an invalidation: an earlier SYNC for leaves of this range may not have
                 // executed yet, and the range's DMA mappings must outlive it.
                 return match st.pending {
@@ -184,7 +185,11 @@ impl Ctx {
             }
             let cmd = st.invalidation(self.index, start, end);
             st.unflushed = false;
-            match self.dev.post_sync(&[cmd]) {
+            let posted = match first {
+                Some(first) => self.dev.post_sync(&[first, cmd]),
+                None => self.dev.post_sync(&[cmd]),
+            };
+            match posted {
                 Ok(t) => {
                     st.pending = Some(t);
                     t

@@ -10,12 +10,15 @@
 //! Modules, from the hardware up (each uses only modules listed before it):
 //! - `regs` (BAR0 registers as types), `dma_mem` (word access to DMA memory the device
 //!   shares), `shadow` (a shadow doorbell page and the producer's rule), `pin` (the pinned
-//!   baseline), `dma_map` (the DMA mappings of a registration's pages);
+//!   baseline), `dma_map` (the DMA mappings of a registration's pages), `key_set` (the live
+//!   remote keys of a device);
 //! - `table` (a context's translation table), `cmd_ring` and `event_ring` (the rings and SYNC
-//!   tickets), `device` (register access, posting and SYNC waits, unbind, a dead device);
+//!   tickets), `device` (register access, posting and SYNC waits, unbind, a dead device),
+//!   `remote_key` (one registration's remote key and its commands);
 //! - `context` (a context and its lifecycle), and what it does: `registration` (register,
-//!   deregister), `invalidate` (the notifier callbacks), `fill` (device faults and prefetch),
-//!   `fault` (faults handed to a per-context worker);
+//!   deregister), `remote` (when `KEY_SET` and `KEY_CLEAR` are posted), `invalidate` (the
+//!   notifier callbacks), `fill` (device faults and prefetch), `fault` (faults handed to a
+//!   per-context worker);
 //! - `slots` (context index → context), `file` (misc device, ioctls, doorbell and shadow mmap),
 //!   `debugfs`, and here: PCI probe/unbind and the event interrupt;
 //! - beside them, where the time goes: `trace` (the `mnic:*` trace events, defined in C in
@@ -50,11 +53,14 @@ mod fault;
 mod file;
 mod fill;
 mod invalidate;
+mod key_set;
 mod latency;
 mod observe;
 mod pin;
 mod registration;
 mod regs;
+mod remote;
+mod remote_key;
 mod shadow;
 mod slots;
 mod table;
@@ -123,6 +129,7 @@ impl ThreadedHandler for EventIrq {
                         va: ev.addr,
                         write: ev.flags & abi::event::FLAG_WRITE != 0,
                         id: ev.id,
+                        network: ev.info & abi::event::FAULT_INFO_NETWORK != 0,
                     }),
                     // The file is gone: CTX_DISABLE dropped the parked work already.
                     None => {}
@@ -242,11 +249,12 @@ impl pci::Driver for MnicDriver {
                     unsafe { ((*this.as_ptr()).dev.clone(), (*this.as_ptr()).contexts.clone()) };
                 dev_info!(
                     pdev,
-                    "mnic{}: {} MSI-X vectors, hardware {:#x}, caps {:#x}\n",
+                    "mnic{}: {} MSI-X vectors, hardware {:#x}, caps {:#x}, node {:#x}\n",
                     dev.minor_index,
                     vecs.len(),
                     dev.hw_version,
-                    dev.caps
+                    dev.caps,
+                    dev.node
                 );
                 let vector = vecs.index(abi::VECTOR_EVENT.into())?;
                 // SAFETY: the registration is a field of the pinned `MnicPci` and is never

@@ -148,14 +148,15 @@ TRACE_EVENT(sync_done,
 		  __entry->dev, __entry->seq, __entry->us, __entry->polled)
 );
 
-/* The event thread took a FAULT event off the ring. */
+/* The event thread took a FAULT event off the ring (remote: a network fault, raised by a packet). */
 TRACE_EVENT(fault_recv,
-	TP_PROTO(u32 dev, u16 ctx, u64 va, bool write, u64 id),
-	TP_ARGS(dev, ctx, va, write, id),
+	TP_PROTO(u32 dev, u16 ctx, u64 va, bool write, u64 id, bool remote),
+	TP_ARGS(dev, ctx, va, write, id, remote),
 	TP_STRUCT__entry(
 		__field(u32, dev)
 		__field(u16, ctx)
 		__field(bool, write)
+		__field(bool, remote)
 		__field(u64, va)
 		__field(u64, id)
 	),
@@ -163,12 +164,13 @@ TRACE_EVENT(fault_recv,
 		__entry->dev = dev;
 		__entry->ctx = ctx;
 		__entry->write = write;
+		__entry->remote = remote;
 		__entry->va = va;
 		__entry->id = id;
 	),
-	TP_printk("dev=%u ctx=%u va=0x%llx write=%d id=%llu",
+	TP_printk("dev=%u ctx=%u va=0x%llx write=%d id=%llu remote=%d",
 		  __entry->dev, __entry->ctx, __entry->va, __entry->write,
-		  __entry->id)
+		  __entry->id, __entry->remote)
 );
 
 /* The fault's fill finished (result 0, or the errno it is aborted with). */

@@ -131,7 +131,17 @@ impl Ctx {
         self.stats
             .fault_clock
             .start(f.id, self.dev.latency.now_ns());
-        trace::fault_recv(self.dev.minor_index, self.index, f.va, f.write, f.id);
+        if f.network {
+            self.dev.network_faults.add(1, Relaxed);
+        }
+        trace::fault_recv(
+            self.dev.minor_index,
+            self.index,
+            f.va,
+            f.write,
+            f.id,
+            f.network,
+        );
     }
 
     /// Nanoseconds since fault `id` was received (0 if its receipt is not known).

@@ -16,6 +16,7 @@ use crate::context::{Ctx, Region, Registered, Registrations};
 use crate::device::fault_delay;
 use crate::dma_map::DmaPages;
 use crate::pin::PinnedPages;
+use crate::remote_key::RemoteKey;
 use crate::table::{self, PageTable};
 
 /// Largest registration: 1 GiB keeps the preallocated translation tables at 2 MiB.
@@ -34,6 +35,8 @@ impl Ctx {
         if req.flags & !reg_flags::ALL != 0
             || req.flags & (reg_flags::READ | reg_flags::WRITE) == 0
             || req.handle != 0
+            || req.rkey != 0
+            || req.rsvd != 0
             || len == 0
             || len > MAX_REGISTER_LEN
             || start % pte::PAGE_SIZE != 0
@@ -41,6 +44,10 @@ impl Ctx {
             || start.checked_add(len).is_none_or(|end| end > pte::VA_LIMIT)
         {
             return Err(EINVAL);
+        }
+        let remote = req.flags & reg_flags::REMOTE != 0;
+        if remote && self.dev.caps & abi::caps::FABRIC == 0 {
+            return Err(EOPNOTSUPP);
         }
         let end = start + len;
         let mm = self.caller_mm()?;
@@ -70,6 +77,13 @@ impl Ctx {
         };
         // No DMA slots yet: fills allocate them per 2 MiB block they touch (`dma_map.rs`).
         let dma = DmaPages::new(start, end)?;
+        // Recorded in the device's set from here on; forgotten again if this fails below.
+        let remote = if remote {
+            Some(RemoteKey::claim(&self.dev, self.index, req.flags)?)
+        } else {
+            None
+        };
+        let rkey = remote.as_ref().map_or(0, |k| k.key);
         let region = KBox::pin_init(
             IntervalNotifier::new(
                 &mm,
@@ -79,6 +93,7 @@ impl Ctx {
                     ctx: self.clone(),
                     handle,
                     flags: req.flags,
+                    remote,
                     dma,
                 },
             ),
@@ -126,6 +141,15 @@ impl Ctx {
                 return Err(e);
             }
         }
+        // Listed first: a packet that faults once the device has the key finds the
+        // registration (`fill.rs` resolves network faults through the list too).
+        if rkey != 0 {
+            if let Err(e) = self.give_key(handle) {
+                let _ = self.deregister(handle);
+                return Err(e);
+            }
+        }
+        req.rkey = rkey;
         Ok(())
     }
 
@@ -139,6 +163,14 @@ impl Ctx {
         };
         let Registered { notifier, pinned } = region;
         let (start, end) = (notifier.start() as u64, notifier.end() as u64);
+        // A remote key goes first, behind the same SYNC as the translations: once it has
+        // executed, no packet reaches the range through the key and no translation is left.
+        let keys = self.key_lock.lock();
+        let key_clear = notifier
+            .data()
+            .remote
+            .as_ref()
+            .and_then(|k| k.clear_command(self.index));
         // Fence first, remove the notifier last (as `ib_umem_odp_free` does): take the
         // translations down behind a SYNC while the notifier still hears every invalidation of
         // the range (nothing can fill it again: the registration left the list under `registrations`,
@@ -147,7 +179,8 @@ impl Ctx {
         // registrations over the same pages fault them back on demand. The pages' DMA mappings
         // go once the device is fenced, while the notifier still guarantees that the pages
         // are not freed; pinned pages are released only after that.
-        let result = self.shoot_down(start, end);
+        let result = self.shoot_down(start, end, key_clear);
+        drop(keys);
         notifier.dma.unmap_fenced(start, end);
         // Fault injection (debugfs): widens the window between the two steps for tests.
         fault_delay(&self.dev.deregister_delay_ms);
@@ -227,5 +260,10 @@ impl Registrations {
         self.list
             .iter()
             .position(|r| r.notifier.data().handle == handle)
+    }
+
+    /// The registration with `handle`.
+    pub(crate) fn find(&self, handle: u32) -> Option<&Registered> {
+        self.list.get(self.position(handle)?)
     }
 }

@@ -20,6 +20,7 @@ register! {
 
     /// Capabilities.
     pub(crate) CAPS(u32) @ 0x008 {
+        6:6     fabric => bool;
         5:5     shadow => bool;
         3:3     doorbell_bar => bool;
         2:2     stale_check => bool;
@@ -82,6 +83,9 @@ register! {
 
     /// The device's spin budget (spec §4a): bit 31 overrides its default with bits 19:0.
     pub(crate) SPIN_US(u32) @ 0x0b0 {}
+
+    /// The device's fabric node id (spec §14), `abi::NODE_NONE` without a fabric.
+    pub(crate) FABRIC_NODE(u32) @ 0x0b8 {}
 }
 
 /// Each typed register sits at the offset the shared ABI gives it.
@@ -115,7 +119,8 @@ const _: () = {
         IRQ_MASK,
         SHADOW_BASE_LO,
         SHADOW_BASE_HI,
-        SPIN_US
+        SPIN_US,
+        FABRIC_NODE
     );
     assert!(abi::spin::OVERRIDE == 1 << 31);
     assert!(abi::control::ENABLE == 1 << 0 && abi::control::RESET == 1 << 1);
@@ -125,5 +130,5 @@ const _: () = {
     assert!(abi::irq::ERROR == 1 << 2);
     assert!(abi::caps::HUGE_2M == 1 << 0 && abi::caps::TRAFFIC_GEN == 1 << 1);
     assert!(abi::caps::STALE_CHECK == 1 << 2 && abi::caps::DOORBELL_BAR == 1 << 3);
-    assert!(abi::caps::SHADOW == 1 << 5);
+    assert!(abi::caps::SHADOW == 1 << 5 && abi::caps::FABRIC == 1 << 6);
 };

@@ -90,8 +90,9 @@ events! {
     fn sync_post(dev: u32, ctx: i32, seq: u64, cmds: u32, rang: bool);
     /// `mnic:sync_done`: a wait saw SYNC `seq` after `us`; `polled`: within the polling phase.
     fn sync_done(dev: u32, seq: u64, us: u64, polled: bool);
-    /// `mnic:fault_recv`: the event thread took fault `id` at `va`.
-    fn fault_recv(dev: u32, ctx: u16, va: u64, write: bool, id: u64);
+    /// `mnic:fault_recv`: the event thread took fault `id` at `va`; `remote`: a network fault
+    /// (raised by a packet from the fabric, spec §12).
+    fn fault_recv(dev: u32, ctx: u16, va: u64, write: bool, id: u64, remote: bool);
     /// `mnic:fault_resolved`: the fill of fault `id` finished `us` after its receipt with
     /// `result` (0 or an errno); `window` pages of its fault-around window are mapped.
     fn fault_resolved(

@@ -515,6 +515,12 @@ pub mod event {
     pub const FAULT_NOT_WRITABLE: u32 = 2;
     /// `Event::ctx` when no context applies.
     pub const NO_CTX: u16 = 0xffff;
+    /// `Event::info` of a FAULT: set for a network fault, raised by a packet from the
+    /// fabric (spec §12 "Network faults"); bits 15:0 then hold the source node. 0 for every
+    /// local fault.
+    pub const FAULT_INFO_NETWORK: u64 = 1 << 32;
+    /// `Event::info` of a network FAULT: the bits that hold the source node.
+    pub const FAULT_INFO_NODE_MASK: u64 = 0xffff;
 }
 
 /// One event-queue entry, 32 bytes.

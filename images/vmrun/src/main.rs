@@ -6,7 +6,9 @@
 //! guest's init as `MNIC-EXIT=<n>`). Sockets, logs and the per-run archive live in a
 //! per-run directory that is removed afterwards; every process it started is ended by PID
 //! (each `mnic-device serve` is a supervisor that ends its engine process by PID in turn).
+//! With `--fabric` the NICs form one fabric on loopback (`fabric.rs`).
 
+mod fabric;
 mod initramfs;
 mod processes;
 mod qmp;
@@ -121,6 +123,16 @@ struct RunArgs {
     /// in the guest reaches the device before the guest's unmap returns.
     #[arg(long)]
     iommu: bool,
+    /// Make the NICs of `--devices` one fabric on loopback (docs/fabric.md 14.1): device i
+    /// is node i+1, bound to 127.0.0.1 on a free port the runner picks, with every other
+    /// device as a peer. A device hot-added by `--hot-add-device-after` is no node.
+    #[arg(long)]
+    fabric: bool,
+    /// With `--fabric`: the transport's fault injection (docs/fabric.md 14.11) on every
+    /// device, as `drop=P,dup=P,reorder=P,seed=N` (any of them), e.g.
+    /// `drop=0.05,dup=0.05,reorder=0.1,seed=1`.
+    #[arg(long, requires = "fabric")]
+    fabric_inject: Option<String>,
     /// Print the device counters (host side) when the job ends.
     #[arg(long)]
     stats: bool,
@@ -211,7 +223,14 @@ struct DeviceOpts {
     spin_us: Option<u64>,
 }
 
-fn start_device(bin: &Path, rd: &RunDir, i: u32, opts: DeviceOpts) -> Result<Owned> {
+/// Starts device server `i`; `fabric`: its `--fabric-*` options (none: no fabric).
+fn start_device(
+    bin: &Path,
+    rd: &RunDir,
+    i: u32,
+    opts: DeviceOpts,
+    fabric: &[String],
+) -> Result<Owned> {
     let sock = rd.path(&format!("mnic{i}.sock"));
     let ctl = rd.path(&format!("mnic{i}.ctl"));
     let log = std::fs::File::create(rd.path(&format!("mnic{i}.log")))?;
@@ -229,6 +248,7 @@ fn start_device(bin: &Path, rd: &RunDir, i: u32, opts: DeviceOpts) -> Result<Own
     if let Some(us) = opts.spin_us {
         cmd.arg("--spin-us").arg(us.to_string());
     }
+    cmd.args(fabric);
     cmd.stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -371,7 +391,7 @@ const HOTPLUG_PORT: &str = "hotplug0";
 
 /// Starts device server `i` and hot-adds it to the running guest through QMP.
 fn hot_add_device(bin: &Path, rd: &RunDir, i: u32, opts: DeviceOpts) -> Result<Owned> {
-    let dev = start_device(bin, rd, i, opts)?;
+    let dev = start_device(bin, rd, i, opts, &[])?;
     let mut qmp = qmp::Qmp::connect(&rd.path("qmp.sock"))?;
     qmp.execute(&qmp::device_add_vfio_user(
         &format!("mnic{i}"),
@@ -397,6 +417,30 @@ fn device_stats(bin: &Path, rd: &RunDir, i: u32) -> String {
     }
 }
 
+/// Records, for each device not recorded yet, an exit seen while QEMU still runs. Once QEMU
+/// has gone, every supervisor ends too (its client left), which is no failure: QEMU is
+/// checked after the devices, so an exit that races QEMU's own is not recorded.
+fn note_ended_devices(
+    devices: &mut [Owned],
+    ended: &mut Vec<Option<std::process::ExitStatus>>,
+    qemu: &mut Owned,
+) -> Result<()> {
+    ended.resize(devices.len(), None);
+    let now: Vec<_> = devices
+        .iter_mut()
+        .map(|d| d.try_wait().ok().flatten())
+        .collect();
+    if qemu.try_wait()?.is_some() {
+        return Ok(());
+    }
+    for (slot, st) in ended.iter_mut().zip(now) {
+        if slot.is_none() {
+            *slot = st;
+        }
+    }
+    Ok(())
+}
+
 fn run(a: &RunArgs) -> Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [
@@ -416,10 +460,22 @@ fn run(a: &RunArgs) -> Result<i32> {
         (Some(b), _) => Some(b.clone()),
         (None, _) => bail!("--device-bin is required unless --devices 0"),
     };
+    let mut fabric = match (a.fabric, &device_bin) {
+        (false, _) => None,
+        (true, None) => bail!("--fabric needs devices (--devices 1 or more)"),
+        (true, Some(_)) => {
+            let inject = fabric::inject_args(a.fabric_inject.as_deref().unwrap_or(""))?;
+            Some(fabric::Fabric::new(a.devices, inject)?)
+        }
+    };
+    if let Some(f) = &fabric {
+        eprintln!("mnic-vm: fabric: {}", f.describe());
+    }
     let mut devices = Vec::new();
     if let Some(bin) = &device_bin {
         for i in 0..a.devices {
-            devices.push(start_device(bin, &rd, i, opts)?);
+            let fabric_args = fabric.as_mut().map_or_else(Vec::new, |f| f.device_args(i));
+            devices.push(start_device(bin, &rd, i, opts, &fabric_args)?);
         }
     }
     let initrd = job_archive(a, &rd)?;
@@ -481,6 +537,7 @@ fn run(a: &RunArgs) -> Result<i32> {
     let mut result: Option<i32> = None;
     let mut result_at: Option<Instant> = None;
     let mut killed_device = false;
+    let mut ended = Vec::new();
     let mut stdout = std::io::stdout();
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
@@ -549,6 +606,7 @@ fn run(a: &RunArgs) -> Result<i32> {
                 }
             }
         }
+        note_ended_devices(&mut devices, &mut ended, &mut qemu)?;
         // After the result the guest powers off; give it a moment, then stop QEMU ourselves.
         if let Some(t) = result_at {
             if qemu.try_wait()?.is_some() || t.elapsed() > Duration::from_secs(10) {
@@ -569,7 +627,13 @@ fn run(a: &RunArgs) -> Result<i32> {
         }
     }
     for (i, dev) in devices.iter_mut().enumerate() {
-        if let Ok(Some(st)) = dev.try_wait() {
+        // Without a result, any device that ended may be why.
+        let st = match ended.get(i).copied().flatten() {
+            Some(st) => Some(st),
+            None if result.is_none() => dev.try_wait().ok().flatten(),
+            None => None,
+        };
+        if let Some(st) = st {
             if !killed_device || i != 0 {
                 let log =
                     std::fs::read_to_string(rd.path(&format!("mnic{i}.log"))).unwrap_or_default();

@@ -10,6 +10,7 @@
 
 use mnic_abi::{ring, work, Completion, CtxEntry, WorkDesc};
 
+use super::rma::Rma;
 use super::traffic::TrafficState;
 
 /// Where a parked context stopped.
@@ -21,6 +22,23 @@ pub enum Site {
     Work,
     /// Writing the current item's completion.
     Completion,
+    /// Serving a packet from the fabric (a network fault, docs/fabric.md 14.13): nothing
+    /// of the context's own waits on it; RESUME just unparks, ABORT makes packets that
+    /// fault at the page answered `REMOTE_FAULT`.
+    Network,
+}
+
+/// A network fault the driver aborted: packets that fault at `page` with the same kind
+/// of access are answered `REMOTE_FAULT` with `errno` instead of parking a fault again.
+/// The kind matters: a write refused on a read-only page says nothing about reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetAbort {
+    /// The 4 KiB page (its first VA).
+    pub page: u64,
+    /// The aborted fault was for a write.
+    pub write: bool,
+    /// The errno the driver gave ABORT.
+    pub errno: u32,
 }
 
 /// A parked fault.
@@ -32,6 +50,8 @@ pub struct Parked {
     pub site: Site,
     /// The faulting VA.
     pub va: u64,
+    /// The faulting access was a write.
+    pub write: bool,
 }
 
 /// A work item being executed.
@@ -42,6 +62,8 @@ pub struct Item {
     pub done: u64,
     /// Traffic generator state, created on the first step.
     pub traffic: Option<TrafficState>,
+    /// PUT/GET state, created on the first step.
+    pub rma: Option<Box<Rma>>,
 }
 
 impl Item {
@@ -51,6 +73,7 @@ impl Item {
             desc,
             done: 0,
             traffic: None,
+            rma: None,
         }
     }
 }
@@ -107,6 +130,9 @@ pub struct Ctx {
     pub stage: Stage,
     /// Set while a fault waits for RESUME/ABORT.
     pub parked: Option<Parked>,
+    /// The last network fault the driver aborted (until a packet translates at that page,
+    /// or another network fault is aborted).
+    pub net_abort: Option<NetAbort>,
     /// The work queue's tail as last read from the shadow page (modulo the ring size);
     /// unused without one.
     pub shadow_tail: u32,
@@ -122,6 +148,7 @@ impl Ctx {
             cq_written: 0,
             stage: Stage::Idle,
             parked: None,
+            net_abort: None,
             shadow_tail,
         }
     }

@@ -540,7 +540,8 @@ fn bad_ioctls_refused() -> CaseResult {
         // An address in the first page, which is never mapped.
         expect_errno(&fd, what, cmd, 16 as *mut abi::MnicLatency, libc::EFAULT)?;
     }
-    // A registration whose copy-out fails is rolled back, not leaked.
+    // The refusals above left nothing behind: a good registration is the only one listed
+    // (a failed copy-out is checked by `remote_registration_without_fabric`).
     let mut r = reg(buf.va(), page, rw);
     raw_ioctl(&fd, abi::MNIC_IOC_REGISTER, &mut r).map_err(|n| format!("good register: {n}"))?;
     let mut stats = abi::MnicCtxStats::default();
@@ -1028,6 +1029,218 @@ fn shadow_survives_sleep() -> CaseResult {
     Ok(Pass)
 }
 
+/// Remote keys on a device without a fabric (spec §13 `REMOTE`, INFO `node`): `REMOTE` is
+/// refused with `EOPNOTSUPP` and leaves nothing behind, non-zero `rkey`/`rsvd` in are
+/// `EINVAL` (before the capability check), INFO says UABI 2 and no node.
+fn remote_registration_without_fabric() -> CaseResult {
+    ensure_module()?;
+    let fd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(DEV)
+        .map_err(e("open"))?;
+    let mut info = abi::MnicInfo::default();
+    raw_ioctl(&fd, abi::MNIC_IOC_INFO, &mut info).map_err(|n| format!("INFO: errno {n}"))?;
+    check(
+        info.abi_version == 2 && info.abi_version == abi::UABI_VERSION,
+        || format!("abi_version {}", info.abi_version),
+    )?;
+    check(info.caps & abi::caps::FABRIC == 0, || {
+        format!("caps {:#x}: this guest's NIC has no fabric", info.caps)
+    })?;
+    check(info.node == u32::from(abi::NODE_NONE), || {
+        format!("node {:#x} without a fabric, want 0xffff", info.node)
+    })?;
+    let page = 4096u64;
+    let buf = DmaBuffer::new(page as usize).map_err(e("buffer"))?;
+    let rw = abi::reg_flags::READ | abi::reg_flags::WRITE;
+    let reg = |flags: u32, rkey: u32, rsvd: u32| abi::MnicRegister {
+        addr: buf.va(),
+        len: page,
+        flags,
+        rkey,
+        rsvd,
+        ..Default::default()
+    };
+    let remote = rw | abi::reg_flags::REMOTE;
+    let cases = [
+        (
+            "REMOTE without CAPS.FABRIC",
+            reg(remote, 0, 0),
+            libc::EOPNOTSUPP,
+        ),
+        (
+            "REMOTE read-only",
+            reg(abi::reg_flags::READ | abi::reg_flags::REMOTE, 0, 0),
+            libc::EOPNOTSUPP,
+        ),
+        ("rkey not zero", reg(rw, 7, 0), libc::EINVAL),
+        ("rsvd not zero", reg(rw, 0, 1), libc::EINVAL),
+        ("REMOTE with rkey not zero", reg(remote, 7, 0), libc::EINVAL),
+        ("REMOTE with rsvd not zero", reg(remote, 0, 1), libc::EINVAL),
+    ];
+    for (what, mut r, want) in cases {
+        expect_errno(&fd, what, abi::MNIC_IOC_REGISTER, &mut r, want)?;
+    }
+    let mut stats = abi::MnicCtxStats::default();
+    raw_ioctl(&fd, abi::MNIC_IOC_CTX_STATS, &mut stats).map_err(|n| format!("stats: {n}"))?;
+    check(stats.registrations == 0, || {
+        format!("{} registrations left by refused ones", stats.registrations)
+    })?;
+    // A registration whose handle cannot be written back is rolled back.
+    register_copy_out_fails(&fd, reg(rw, 0, 0))?;
+    let mut stats = abi::MnicCtxStats::default();
+    raw_ioctl(&fd, abi::MNIC_IOC_CTX_STATS, &mut stats).map_err(|n| format!("stats: {n}"))?;
+    check(stats.registrations == 0, || {
+        format!(
+            "{} registrations left by a failed copy-out",
+            stats.registrations
+        )
+    })?;
+    // A plain registration still works, and gets no key.
+    let mut r = reg(rw, 0, 0);
+    raw_ioctl(&fd, abi::MNIC_IOC_REGISTER, &mut r).map_err(|n| format!("register: {n}"))?;
+    check(r.handle != 0 && r.rkey == 0, || {
+        format!("plain registration: handle {} rkey {:#x}", r.handle, r.rkey)
+    })?;
+    // The driver's own view (debugfs): the node it read at probe, and no key recorded.
+    let fabric = fs::read_to_string(format!("/sys/kernel/debug/mnic{}/fabric", info.minor))
+        .map_err(e("debugfs fabric"))?;
+    check(
+        fabric.lines().any(|l| l == "node 0xffff") && fabric.lines().any(|l| l == "remote_keys 0"),
+        || format!("debugfs fabric: {fabric:?}"),
+    )?;
+    Ok(Pass)
+}
+
+/// `MNIC_IOC_REGISTER` of `req` from a read-only page: the kernel reads the request, registers,
+/// and then cannot write the handle (and key) back. Must fail with `EFAULT`.
+fn register_copy_out_fails(fd: &impl AsRawFd, req: abi::MnicRegister) -> Result<(), String> {
+    let page = Map::anon(4096)?;
+    let arg = page.ptr as *mut abi::MnicRegister;
+    // SAFETY: `arg` points at the start of a fresh, page-aligned read-write anonymous mapping
+    // of 4096 bytes, which holds a `MnicRegister` (32 bytes); nothing else refers to it.
+    unsafe { arg.write(req) };
+    // SAFETY: mprotect of the whole mapping `page` owns; only the kernel accesses it after.
+    let rc = unsafe { libc::mprotect(page.ptr as *mut libc::c_void, 4096, libc::PROT_READ) };
+    check(rc == 0, || "mprotect read-only".into())?;
+    match raw_ioctl(fd, abi::MNIC_IOC_REGISTER, arg) {
+        Err(n) if n == libc::EFAULT => Ok(()),
+        other => Err(format!(
+            "REGISTER with a read-only argument: {other:?}, want EFAULT"
+        )),
+    }
+}
+
+/// The `remote_keys` line of debugfs `fabric` of NIC `minor` (the driver's device-wide key set).
+fn live_remote_keys(minor: u32) -> Result<u64, String> {
+    let path = format!("/sys/kernel/debug/mnic{minor}/fabric");
+    let text = fs::read_to_string(&path).map_err(e("debugfs fabric"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("remote_keys ")?.parse().ok())
+        .ok_or_else(|| format!("{path}: no remote_keys line in {text:?}"))
+}
+
+/// `MNIC_IOC_REGISTER` with `REMOTE` and `flags` over `pages` pages at `addr`: the handle and
+/// the key.
+fn register_remote(
+    fd: &impl AsRawFd,
+    addr: u64,
+    pages: u64,
+    flags: u32,
+) -> Result<(u32, u32), String> {
+    let mut r = abi::MnicRegister {
+        addr,
+        len: pages * 4096,
+        flags: flags | abi::reg_flags::REMOTE,
+        ..Default::default()
+    };
+    raw_ioctl(fd, abi::MNIC_IOC_REGISTER, &mut r)
+        .map_err(|n| format!("REMOTE register: errno {n}"))?;
+    Ok((r.handle, r.rkey))
+}
+
+/// Remote keys on a NIC that is a node of a fabric (explicit: boot with `--fabric`): keys
+/// of registrations made before the queues (given at `SETUP_QUEUES`) and after are non-zero
+/// and distinct; the driver's set follows registration, deregistration and close; and the
+/// device refused none of the `KEY_SET`/`KEY_CLEAR` commands (a refused command is a device
+/// error in the kernel log).
+fn remote_keys_follow_registrations() -> CaseResult {
+    let klog = mnic_guest_util::KlogWindow::new("remote_keys_follow_registrations", false)?;
+    let minor;
+    {
+        let ctx = open()?;
+        let info = ctx.info();
+        if info.caps.bits() & abi::caps::FABRIC == 0 {
+            return Ok(Skip(
+                "the NIC is no node of a fabric (boot with --fabric)".into(),
+            ));
+        }
+        minor = info.minor;
+        let mut raw = abi::MnicInfo::default();
+        raw_ioctl(&*ctx, abi::MNIC_IOC_INFO, &mut raw).map_err(|n| format!("INFO: {n}"))?;
+        check(raw.node != u32::from(abi::NODE_NONE), || {
+            format!("node {:#x} on a fabric", raw.node)
+        })?;
+        let before = live_remote_keys(minor)?;
+        let buf = DmaBuffer::new(3 * 4096).map_err(e("buffer"))?;
+        let rw = abi::reg_flags::READ | abi::reg_flags::WRITE;
+        let (h_rw, k_rw) = register_remote(&*ctx, buf.va(), 1, rw)?;
+        let (_, k_ro) = register_remote(&*ctx, buf.va() + 4096, 1, abi::reg_flags::READ)?;
+        ctx.setup_queues(mnic_guest_util::nic::queue_config())
+            .map_err(e("setup_queues"))?;
+        let (_, k_after) = register_remote(&*ctx, buf.va() + 8192, 1, rw)?;
+        let keys = [k_rw, k_ro, k_after];
+        check(
+            keys.iter().all(|&k| k != 0) && k_rw != k_ro && k_ro != k_after && k_rw != k_after,
+            || format!("keys {keys:x?}: must be non-zero and distinct"),
+        )?;
+        let live = live_remote_keys(minor)?;
+        check(live == before + 3, || {
+            format!("{live} live keys after 3, {before} before")
+        })?;
+        let mut h = abi::MnicHandle {
+            handle: h_rw,
+            rsvd: 0,
+        };
+        raw_ioctl(&*ctx, abi::MNIC_IOC_DEREGISTER, &mut h)
+            .map_err(|n| format!("deregister: {n}"))?;
+        let live = live_remote_keys(minor)?;
+        check(live == before + 2, || {
+            format!("{live} live keys after a deregistration")
+        })?;
+        // A key whose registration cannot return it is cleared again (KEY_CLEAR + SYNC, no
+        // device error below) and forgotten, and no registration remains.
+        let regs = ctx.ctx_stats().map_err(e("stats"))?.registrations;
+        let req = abi::MnicRegister {
+            addr: buf.va(),
+            len: 4096,
+            flags: rw | abi::reg_flags::REMOTE,
+            ..Default::default()
+        };
+        register_copy_out_fails(&*ctx, req)?;
+        let live = live_remote_keys(minor)?;
+        check(live == before + 2, || {
+            format!("{live} live keys after a failed copy-out")
+        })?;
+        let now = ctx.ctx_stats().map_err(e("stats"))?.registrations;
+        check(now == regs, || {
+            format!("{now} registrations after a failed copy-out, {regs} before")
+        })?;
+        note(format!("keys {keys:08x?}, node {}", raw.node));
+    }
+    let live = live_remote_keys(minor)?;
+    check(live == 0, || {
+        format!("{live} live keys after the context closed")
+    })?;
+    let log = klog.clean()?;
+    let refused: Vec<_> = log.iter().filter(|l| l.contains("device error")).collect();
+    check(refused.is_empty(), || {
+        format!("the device refused commands: {refused:?}")
+    })?;
+    Ok(Pass)
+}
+
 fn main() {
     let cases: &[Case] = &[
         ("probe_identity", probe_identity, true),
@@ -1059,6 +1272,17 @@ fn main() {
         ),
         ("kill_with_dma_in_flight", kill_with_dma_in_flight, true),
         ("bad_ioctls_refused", bad_ioctls_refused, true),
+        (
+            "remote_registration_without_fabric",
+            remote_registration_without_fabric,
+            true,
+        ),
+        // Explicit: needs a NIC that is a node of a fabric (`mnic-vm run --fabric`).
+        (
+            "remote_keys_follow_registrations",
+            remote_keys_follow_registrations,
+            false,
+        ),
         (
             "pinned_baseline_pins_and_fills",
             pinned_baseline_pins_and_fills,
