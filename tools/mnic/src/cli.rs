@@ -179,8 +179,8 @@ mod tests {
         assert_eq!(args.local.to_str(), Some("/dev/mnic0"));
         assert_eq!(args.remote.to_str(), Some("/dev/mnic1"));
         assert_eq!(args.sizes(&[8, 64, 4096]), [8, 64, 4096]);
-        assert_eq!(args.common().device, 0);
-        assert_eq!(args.common().iters, 200);
+        let c = args.common(10);
+        assert_eq!((c.device, c.iters, c.warmup), (0, 200, 10));
         let Cmd::Bw { args } = Cli::parse_from([
             "mnic",
             "bw",
@@ -202,7 +202,7 @@ mod tests {
         assert_eq!(args.sizes, [64 << 10, 1 << 20, 4096]);
         // Smoke: the two smallest sizes, one iteration.
         assert_eq!(args.sizes(&[]), [4096, 64 << 10]);
-        let c = args.common();
+        let c = args.common(1);
         assert_eq!((c.device, c.iters, c.warmup, c.json), (3, 1, 0, true));
         assert!(Cli::try_parse_from(["mnic", "bw", "--sizes", "0"]).is_err());
     }

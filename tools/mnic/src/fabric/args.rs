@@ -27,9 +27,9 @@ pub struct FabricArgs {
     /// Timed iterations per size.
     #[arg(long, short = 'n', default_value_t = 200)]
     pub iters: u32,
-    /// Untimed iterations first, per size.
-    #[arg(long, default_value_t = 10)]
-    pub warmup: u32,
+    /// Untimed iterations first, per size (default: 10 for pingpong, 1 for bw).
+    #[arg(long)]
+    pub warmup: Option<u32>,
     /// Give up waiting for one work item (or a PUT's bytes) after this many milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub timeout_ms: u64,
@@ -40,8 +40,9 @@ pub struct FabricArgs {
 
 impl FabricArgs {
     /// The bench harness's flags for this run: the local device's index (for the report),
-    /// the smoke settings applied, queues of 256 entries, the best doorbell.
-    pub fn common(&self) -> Common {
+    /// `--warmup` or `default_warmup`, the smoke settings applied, queues of 256 entries,
+    /// the best doorbell.
+    pub fn common(&self, default_warmup: u32) -> Common {
         let device = self
             .local
             .file_name()
@@ -51,7 +52,7 @@ impl FabricArgs {
             device,
             json: self.json,
             iters: self.iters,
-            warmup: self.warmup,
+            warmup: self.warmup.unwrap_or(default_warmup),
             doorbell: DoorbellArg::Auto,
             queue_log2: 8,
             timeout_ms: self.timeout_ms,

@@ -48,7 +48,7 @@ fn timed(
 }
 
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
-    let c = a.common();
+    let c = a.common(1);
     let sizes = a.sizes(&DEFAULT_SIZES);
     let (local, remote) = match open_both(a, &c)? {
         Ok(ends) => ends,

@@ -96,7 +96,7 @@ fn latency_metrics(t: &Timing, size: u64) -> Fields<f64> {
 }
 
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
-    let c = a.common();
+    let c = a.common(10);
     let sizes = a.sizes(&DEFAULT_SIZES);
     let (local, remote) = match open_both(a, &c)? {
         Ok(ends) => ends,
