@@ -265,6 +265,32 @@ fn an_aborted_write_fault_refuses_no_read_of_the_page() {
 }
 
 #[test]
+fn an_abort_answers_its_operation_and_a_later_one_is_asked_again() {
+    // The page is not in the device's table (an mprotect(PROT_READ) took it away); the
+    // driver refuses the PUT's write fault with EPERM.
+    const EPERM: u64 = 1;
+    let mut s = setup(&PairConfig::default(), 4096, RW);
+    s.p.b.unmap(CB, VA_B);
+    let data = pattern(4096, 6);
+    write(&s.p.a, s.gpa_a, &data);
+    s.p.a.post(CA, put(VA_A, VA_B, 4096, 1));
+    let e = target_fault(&mut s.p);
+    s.p.b.command(cmd::ABORT, CB, e.id, EPERM);
+    let c = s.p.completion(CA, LIMIT);
+    assert_eq!((c.status, c.detail), (completion::REMOTE_FAULT_ABORTED, 1));
+    // The target makes the page writable again (mprotect back): the next PUT is a new
+    // operation, and its fault goes to the driver instead of being refused by the old
+    // answer.
+    s.p.a.post(CA, put(VA_A, VA_B, 4096, 2));
+    let e = target_fault(&mut s.p);
+    assert_ne!(e.flags & event::FLAG_WRITE, 0, "{e:?}");
+    s.p.b.map(CB, VA_B, s.gpa_b, 4096, true);
+    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+    ok(&s.p.completion(CA, LIMIT), 4096);
+    assert_eq!(read(&s.p.b, s.gpa_b, 4096), data);
+}
+
+#[test]
 fn a_context_the_device_stopped_keeps_its_keys_until_ctx_disable() {
     const EFAULT: u64 = 14;
     let mut s = setup(&PairConfig::default(), 4096, RW);

@@ -211,10 +211,11 @@ impl Core {
             Site::Network => {
                 // Nothing of the context's own waited: it runs on, and the page is
                 // refused to the peers that fault there.
-                x.net_abort = Some(NetAbort {
+                x.net_abort = x.parked_origin.take().map(|origin| NetAbort {
                     page: fault_va & !(pte::PAGE_SIZE - 1),
                     write: fault_write,
                     errno: detail,
+                    origin,
                 });
             }
             Site::Fetch | Site::Completion => {

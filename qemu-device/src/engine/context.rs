@@ -28,15 +28,32 @@ pub enum Site {
     Network,
 }
 
-/// A network fault the driver aborted: packets that fault at `page` with the same kind
-/// of access are answered `REMOTE_FAULT` with `errno` instead of parking a fault again.
-/// The kind matters: a write refused on a read-only page says nothing about reads.
+/// The remote operation a packet belongs to: its sender's node and context, and the
+/// sender's request id of the work item (unique per sending device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// Sending node.
+    pub node: u16,
+    /// Sending context.
+    pub ctx: u16,
+    /// The item's `req_id`.
+    pub req_id: u32,
+}
+
+/// A network fault the driver aborted: packets of the same operation (`origin`) that
+/// fault at `page` with the same kind of access are answered `REMOTE_FAULT` with `errno`
+/// instead of parking a fault again. The driver's answer was about the mapping at that
+/// moment and that operation: a write refused on a read-only page says nothing about
+/// reads, and a later operation (after an `mprotect` back to writable, say) faults anew
+/// and is asked about again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NetAbort {
     /// The 4 KiB page (its first VA).
     pub page: u64,
     /// The aborted fault was for a write.
     pub write: bool,
+    /// The operation whose packet raised the fault.
+    pub origin: Origin,
     /// The errno the driver gave ABORT.
     pub errno: u32,
 }
@@ -133,6 +150,9 @@ pub struct Ctx {
     /// The last network fault the driver aborted (until a packet translates at that page,
     /// or another network fault is aborted).
     pub net_abort: Option<NetAbort>,
+    /// The operation whose packet raised the parked network fault (what an ABORT of it
+    /// applies to).
+    pub parked_origin: Option<Origin>,
     /// The work queue's tail as last read from the shadow page (modulo the ring size);
     /// unused without one.
     pub shadow_tail: u32,
@@ -149,6 +169,7 @@ impl Ctx {
             stage: Stage::Idle,
             parked: None,
             net_abort: None,
+            parked_origin: None,
             shadow_tail,
         }
     }

@@ -12,7 +12,7 @@ use mnic_abi::fabric::{nak, ptype, GetRespHeader, RemoteAccess, ReplyHeader, GET
 use mnic_abi::{counter, pte};
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::context::Site;
+use super::context::{Origin, Site};
 use super::error::{AccessError, Fault};
 use super::state::Core;
 use crate::fabric::rma_stats::bump;
@@ -154,7 +154,14 @@ impl Core {
         let mark = self.oracle_pieces.len();
         let p = match self.piece(m, c, root, a.va, a.len, a.put) {
             Ok(p) => p,
-            Err(AccessError::Fault(f)) => return Err(self.network_fault(i, f, msg.src_node)),
+            Err(AccessError::Fault(f)) => {
+                let origin = Origin {
+                    node: msg.src_node,
+                    ctx: msg.src_ctx,
+                    req_id: a.req_id,
+                };
+                return Err(self.network_fault(i, f, origin));
+            }
             Err(AccessError::Failed(e)) => {
                 self.report(e, c, 0);
                 return Err((nak::REMOTE_FAULT, EFAULT));
@@ -194,21 +201,24 @@ impl Core {
         Ok(data)
     }
 
-    /// A packet for context `i` from `src_node` faulted with `f`: `REMOTE_FAULT` if the
-    /// driver aborted a network fault at that page, else `RNR`, parking a network fault
-    /// if the context has none parked.
-    fn network_fault(&mut self, i: usize, f: Fault, src_node: u16) -> Refused {
+    /// A packet of operation `origin` for context `i` faulted with `f`: `REMOTE_FAULT` if
+    /// the driver aborted that operation's network fault at that page (for that access),
+    /// else `RNR`, parking a network fault if the context has none parked.
+    fn network_fault(&mut self, i: usize, f: Fault, origin: Origin) -> Refused {
         let Some(mut x) = self.ctxs.get_mut(i).and_then(Option::take) else {
             return (nak::NO_CONTEXT, 0);
         };
         let page = f.va & !(pte::PAGE_SIZE - 1);
         let r = match x.net_abort {
-            Some(n) if n.page == page && n.write == f.write => (nak::REMOTE_FAULT, n.errno),
+            Some(n) if n.page == page && n.write == f.write && n.origin == origin => {
+                (nak::REMOTE_FAULT, n.errno)
+            }
             _ => {
                 if x.parked.is_none() {
                     bump(&self.sh.rma.network_faults);
-                    let info = NETWORK_FAULT | u64::from(src_node);
+                    let info = NETWORK_FAULT | u64::from(origin.node);
                     self.park_with(&mut x, i as u16, Site::Network, f, info);
+                    x.parked_origin = Some(origin);
                 }
                 (nak::RNR, 0)
             }
