@@ -559,6 +559,14 @@ pub mod work {
     pub const PUT: u16 = 4;
     /// Remote read (spec §14.13): `len` bytes from remote `src` to local `dst`.
     pub const GET: u16 = 5;
+    /// Tagged send (spec §11, docs/fabric.md 14.14): `len` bytes from local `src` to a
+    /// context of another node, with 64-bit match bits ([`WorkDesc::send`]).
+    pub const SEND: u16 = 6;
+    /// Tagged receive (spec §11, docs/fabric.md 14.14): up to `len` bytes into local
+    /// `dst`, from the first message whose match bits equal the receive's under its mask
+    /// ([`WorkDesc::recv`]). Posted without blocking the queue; completes when a message
+    /// is delivered, possibly out of work-queue order.
+    pub const RECV: u16 = 7;
     /// `WorkDesc::flags`: post a `WORK_DONE` event when done.
     pub const FLAG_NOTIFY: u16 = 1 << 0;
     /// Every `WorkDesc::flags` bit the spec defines; a descriptor with any other bit set
@@ -566,8 +574,11 @@ pub mod work {
     pub const FLAGS_KNOWN: u16 = FLAG_NOTIFY;
     /// Largest COPY length.
     pub const COPY_MAX: u32 = 64 << 20;
-    /// Largest PUT or GET length.
+    /// Largest PUT, GET, SEND or RECV length.
     pub const RMA_MAX: u32 = 64 << 20;
+    /// Receives a context may have posted and not completed (waiting for a message, or
+    /// being delivered); the fetch of one more RECV waits until one completes.
+    pub const POSTED_MAX: usize = 64;
     /// Largest TRAFFIC operation size.
     pub const TRAFFIC_OP_MAX: u32 = 65536;
     /// Largest TRAFFIC operation count.
@@ -639,9 +650,13 @@ pub mod completion {
     /// PUT/GET: the peer stopped answering (retry budget spent), restarted, or its answers
     /// did not come within `fabric::REPLY_TIMEOUT_MS`.
     pub const PEER_GONE: u16 = 11;
-    /// PUT/GET: this device is not a node of a fabric, or the node is not one of its
-    /// peers.
+    /// PUT/GET/SEND: this device is not a node of a fabric, or the node is not one of
+    /// its peers.
     pub const NO_ROUTE: u16 = 12;
+    /// RECV: the message was longer than the buffer; its first `len` bytes were
+    /// delivered (`bytes` = `len`). The match bits and sender are in the completion as
+    /// for `OK` ([`Completion::recv_bits`], [`Completion::recv_sender`]).
+    pub const RECV_TRUNCATED: u16 = 13;
     /// `Completion::flags`: phase bit.
     pub const FLAG_PHASE: u16 = 1 << 0;
 }
@@ -658,11 +673,13 @@ pub struct Completion {
     pub status: u16,
     /// `completion::FLAG_PHASE`.
     pub flags: u16,
-    /// errno from the driver's ABORT, or 0.
+    /// errno from the driver's ABORT, or 0; a RECV's `OK`/`RECV_TRUNCATED`: the sender
+    /// ([`Completion::recv_sender`]).
     pub detail: u32,
-    /// Bytes copied, or traffic operations done.
+    /// Bytes copied, traffic operations done, or a message's bytes delivered (RECV).
     pub bytes: u64,
-    /// VA of the access that failed, or 0.
+    /// VA of the access that failed, or 0; a RECV's `OK`/`RECV_TRUNCATED`: the message's
+    /// match bits ([`Completion::recv_bits`]).
     pub fault_va: u64,
 }
 
@@ -812,13 +829,17 @@ pub enum DescError {
     BadPattern,
     /// TRAFFIC `ops` above `TRAFFIC_OPS_MAX`.
     TooManyOps,
-    /// A PUT or GET longer than `work::RMA_MAX`.
+    /// A PUT, GET, SEND or RECV longer than `work::RMA_MAX`.
     RmaTooLong,
     /// PUT/GET remote part invalid: node `NODE_NONE`, context beyond `NUM_CONTEXTS`, or
     /// key 0.
     BadRemote,
-    /// PUT/GET with a non-zero reserved field (`ops`, `rate`, `seed`).
+    /// PUT/GET/SEND/RECV with a non-zero reserved field (PUT/GET: `ops`, `rate`, `seed`;
+    /// SEND: `dst`, `op_size`, `rate`, `seed`; RECV: `src`, `op_size`, `pattern`,
+    /// `seed`).
     Reserved,
+    /// SEND destination invalid: node `NODE_NONE` or context beyond `NUM_CONTEXTS`.
+    BadDest,
 }
 
 impl DescError {
@@ -834,9 +855,10 @@ impl DescError {
             DescError::BadOpSize => "TRAFFIC op_size not in 1..=65536 or larger than the range",
             DescError::BadPattern => "unknown TRAFFIC pattern",
             DescError::TooManyOps => "TRAFFIC ops above 2^32",
-            DescError::RmaTooLong => "PUT/GET longer than RMA_MAX (64 MiB)",
+            DescError::RmaTooLong => "PUT/GET/SEND/RECV longer than RMA_MAX (64 MiB)",
             DescError::BadRemote => "PUT/GET remote node, context or key invalid",
-            DescError::Reserved => "PUT/GET reserved field not zero",
+            DescError::Reserved => "PUT/GET/SEND/RECV reserved field not zero",
+            DescError::BadDest => "SEND destination node or context invalid",
         }
     }
 }
@@ -920,6 +942,31 @@ impl WorkDesc {
                 }
                 Ok(())
             }
+            work::SEND | work::RECV => {
+                // Zero-length messages are allowed (a synchronisation carries only its
+                // match bits).
+                if self.len > work::RMA_MAX {
+                    return Err(DescError::RmaTooLong);
+                }
+                let send = self.opcode == work::SEND;
+                let buf = if send { self.src } else { self.dst };
+                if va_range_end(buf, len).is_none() {
+                    return Err(DescError::BadRange);
+                }
+                if send {
+                    let d = self.dest();
+                    if d.node == NODE_NONE || d.ctx as u32 >= NUM_CONTEXTS {
+                        return Err(DescError::BadDest);
+                    }
+                    if self.dst != 0 || self.op_size != 0 || self.rate != 0 || self.seed != 0 {
+                        return Err(DescError::Reserved);
+                    }
+                } else if self.src != 0 || self.op_size != 0 || self.pattern != 0 || self.seed != 0
+                {
+                    return Err(DescError::Reserved);
+                }
+                Ok(())
+            }
             _ => Err(DescError::UnknownOpcode),
         }
     }
@@ -978,6 +1025,104 @@ impl WorkDesc {
         } else {
             self.src
         }
+    }
+
+    /// A SEND of `len` bytes at local `src` to context `dest`, with match bits `bits`
+    /// (spec §11: `pattern` holds the node in bits 15:0 and the context in bits 31:16,
+    /// `ops` the match bits; `dst`, `op_size`, `rate`, `seed` are 0).
+    pub const fn send(flags: u16, tag: u64, src: u64, len: u32, dest: Endpoint, bits: u64) -> Self {
+        WorkDesc {
+            opcode: work::SEND,
+            flags,
+            len,
+            tag,
+            src,
+            dst: 0,
+            op_size: 0,
+            pattern: dest.packed(),
+            ops: bits,
+            rate: 0,
+            seed: 0,
+        }
+    }
+
+    /// A RECV of up to `len` bytes into local `dst`, taking the first message whose match
+    /// bits `m` satisfy `(m ^ bits) & mask == 0`, from any sender (spec §11: `ops` holds
+    /// the bits, `rate` the mask; `src`, `op_size`, `pattern`, `seed` are 0).
+    pub const fn recv(flags: u16, tag: u64, dst: u64, len: u32, bits: u64, mask: u64) -> Self {
+        WorkDesc {
+            opcode: work::RECV,
+            flags,
+            len,
+            tag,
+            src: 0,
+            dst,
+            op_size: 0,
+            pattern: 0,
+            ops: bits,
+            rate: mask,
+            seed: 0,
+        }
+    }
+
+    /// The destination of a SEND (`pattern`).
+    pub const fn dest(&self) -> Endpoint {
+        Endpoint::unpack(self.pattern)
+    }
+
+    /// The match bits of a SEND or RECV (`ops`).
+    pub const fn match_bits(&self) -> u64 {
+        self.ops
+    }
+
+    /// The mask of a RECV (`rate`): the bits that must be equal.
+    pub const fn match_mask(&self) -> u64 {
+        self.rate
+    }
+}
+
+/// Whether a message with match bits `msg` matches a receive with `bits` and `mask`
+/// (spec §11, docs/fabric.md 14.14): every bit the mask sets is equal.
+pub const fn tags_match(msg: u64, bits: u64, mask: u64) -> bool {
+    (msg ^ bits) & mask == 0
+}
+
+/// A context of a node: a SEND's destination, a message's sender.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Fabric node id.
+    pub node: u16,
+    /// Context index on that node.
+    pub ctx: u16,
+}
+
+impl Endpoint {
+    /// As one word: the node in bits 15:0, the context in bits 31:16 (a SEND's
+    /// `pattern`, a RECV completion's `detail`).
+    pub const fn packed(self) -> u32 {
+        self.node as u32 | (self.ctx as u32) << 16
+    }
+
+    /// The endpoint `packed` holds.
+    pub const fn unpack(packed: u32) -> Self {
+        Endpoint {
+            node: packed as u16,
+            ctx: (packed >> 16) as u16,
+        }
+    }
+}
+
+impl Completion {
+    /// A RECV completion with status `OK` or `RECV_TRUNCATED`: the match bits of the
+    /// message it took (held in `fault_va`).
+    pub const fn recv_bits(&self) -> u64 {
+        self.fault_va
+    }
+
+    /// A RECV completion with status `OK` or `RECV_TRUNCATED`: the sending node and
+    /// context (held in `detail`, as [`Endpoint::packed`]).
+    pub const fn recv_sender(&self) -> Endpoint {
+        Endpoint::unpack(self.detail)
     }
 }
 

@@ -76,7 +76,7 @@ pub mod ptype {
     pub const GET_RESP: u8 = 0x04;
     /// Remote write (operations).
     pub const PUT: u8 = 0x05;
-    /// A rendezvous message was pulled completely (operations).
+    /// The receiver is done with a rendezvous message ([`FinHeader`], 14.14).
     pub const FIN: u8 = 0x06;
     /// The target's answer to one `PUT` packet (written, or why not) or to a `GET_REQ`
     /// it cannot serve ([`ReplyHeader`], 14.13).
@@ -246,8 +246,8 @@ pub struct EagerHeader {
     pub match_bits: U64,
     /// Message length (the rest of the payload).
     pub msg_len: U32,
-    /// 0.
-    pub reserved: U32,
+    /// The sender's id of the SEND, echoed in the target's `REPLY` (never 0).
+    pub req_id: U32,
 }
 
 /// Payload of an `RTS` (operations): where the receiver pulls the message from.
@@ -270,14 +270,49 @@ pub struct RtsHeader {
     pub match_bits: U64,
     /// Message length.
     pub msg_len: U32,
-    /// Remote key of the sender's buffer.
+    /// 0: the receiver's pulls are authorised by `req_id` (14.14), not by a key.
     pub rkey: U32,
     /// VA of the sender's buffer.
     pub va: U64,
-    /// The sender's id of this message, echoed in `FIN`.
+    /// The sender's id of the SEND (never 0), echoed in the `REPLY`, the pulls'
+    /// `GET_REQ`s and the `FIN`.
     pub req_id: U32,
     /// 0.
     pub reserved: U32,
+}
+
+/// Size of [`FinHeader`].
+pub const FIN_LEN: usize = 16;
+
+/// Payload of a `FIN` (14.14): the receiver is done with a rendezvous message.
+#[repr(C)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    FromBytes,
+    IntoBytes,
+    Immutable,
+    KnownLayout,
+    Unaligned,
+)]
+pub struct FinHeader {
+    /// The `RTS`'s `req_id`.
+    pub req_id: U32,
+    /// `nak::OK` (pulled, as much as the receive had room for), or why the message was
+    /// not delivered: `NO_CONTEXT` (the receiving context was disabled), `REMOTE_FAULT`
+    /// (a fault on either buffer was aborted; `detail` the errno), `RNR` (the pull met
+    /// `RNR_RETRIES` RNRs in a row), or another `REPLY` status a pull was answered with.
+    pub status: U16,
+    /// 0.
+    pub reserved: U16,
+    /// `REMOTE_FAULT`: the errno; else 0.
+    pub detail: U32,
+    /// 0.
+    pub reserved2: U32,
 }
 
 /// Start of a `PUT` or `GET_REQ` payload (operations): the remote range and its key.
@@ -371,6 +406,11 @@ mod tests {
     #[test]
     fn payload_headers_match_the_spec() {
         assert_eq!(size_of::<EagerHeader>(), EAGER_HEADER_LEN);
+        assert_eq!(offset_of!(EagerHeader, req_id), 0x0c);
+        assert_eq!(size_of::<FinHeader>(), FIN_LEN);
+        assert_eq!(offset_of!(FinHeader, status), 0x04);
+        assert_eq!(offset_of!(FinHeader, detail), 0x08);
+        assert_eq!(offset_of!(RtsHeader, req_id), 0x18);
         assert_eq!(size_of::<RtsHeader>(), 32);
         assert_eq!(offset_of!(RtsHeader, va), 0x10);
         assert_eq!(size_of::<RemoteAccess>(), 24);

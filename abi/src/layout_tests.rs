@@ -359,3 +359,92 @@ fn rma_descriptors_round_trip_their_remote_part() {
     assert_eq!(bad(|d| d.seed = 1), Err(DescError::Reserved));
     assert_eq!(key_access::arg(5, key_access::WRITE), (1 << 33) | 5);
 }
+
+#[test]
+fn message_descriptors_round_trip_and_validate() {
+    let dest = Endpoint { node: 2, ctx: 7 };
+    let send = WorkDesc::send(
+        work::FLAG_NOTIFY,
+        4,
+        0x1000,
+        100,
+        dest,
+        0xfeed_0000_0000_0001,
+    );
+    assert_eq!(send.opcode, work::SEND);
+    assert_eq!(send.pattern, 2 | 7 << 16);
+    assert_eq!(send.ops, 0xfeed_0000_0000_0001);
+    assert_eq!(
+        (send.dest(), send.match_bits()),
+        (dest, 0xfeed_0000_0000_0001)
+    );
+    assert_eq!((send.dst, send.op_size, send.rate, send.seed), (0, 0, 0, 0));
+    assert_eq!(send.validate(), Ok(()));
+    let recv = WorkDesc::recv(0, 5, 0x2000, 4096, 0xab, 0xff);
+    assert_eq!(
+        (recv.opcode, recv.dst, recv.ops, recv.rate),
+        (work::RECV, 0x2000, 0xab, 0xff)
+    );
+    assert_eq!((recv.match_bits(), recv.match_mask()), (0xab, 0xff));
+    assert_eq!(
+        (recv.src, recv.op_size, recv.pattern, recv.seed),
+        (0, 0, 0, 0)
+    );
+    assert_eq!(recv.validate(), Ok(()));
+    // Zero-length messages are allowed.
+    assert_eq!(WorkDesc { len: 0, ..send }.validate(), Ok(()));
+    assert_eq!(WorkDesc { len: 0, ..recv }.validate(), Ok(()));
+    let bad = |d: WorkDesc, f: fn(&mut WorkDesc)| {
+        let mut d = d;
+        f(&mut d);
+        d.validate()
+    };
+    for d in [send, recv] {
+        assert_eq!(
+            bad(d, |d| d.len = work::RMA_MAX + 1),
+            Err(DescError::RmaTooLong)
+        );
+        assert_eq!(bad(d, |d| d.seed = 1), Err(DescError::Reserved));
+        assert_eq!(bad(d, |d| d.op_size = 1), Err(DescError::Reserved));
+        assert_eq!(bad(d, |d| d.flags = 1 << 3), Err(DescError::UnknownFlags));
+    }
+    assert_eq!(
+        bad(send, |d| d.src = pte::VA_LIMIT - 1),
+        Err(DescError::BadRange)
+    );
+    assert_eq!(bad(send, |d| d.dst = 1), Err(DescError::Reserved));
+    assert_eq!(bad(send, |d| d.rate = 1), Err(DescError::Reserved));
+    assert_eq!(
+        bad(send, |d| d.pattern = u32::from(NODE_NONE)),
+        Err(DescError::BadDest)
+    );
+    assert_eq!(
+        bad(send, |d| d.pattern = 2 | (NUM_CONTEXTS << 16)),
+        Err(DescError::BadDest)
+    );
+    assert_eq!(
+        bad(recv, |d| d.dst = pte::VA_LIMIT - 1),
+        Err(DescError::BadRange)
+    );
+    assert_eq!(bad(recv, |d| d.src = 1), Err(DescError::Reserved));
+    assert_eq!(bad(recv, |d| d.pattern = 1), Err(DescError::Reserved));
+    // The mask decides which bits count.
+    assert!(tags_match(0x1234, 0x1200, 0xff00));
+    assert!(!tags_match(0x1334, 0x1200, 0xff00));
+    assert!(tags_match(u64::MAX, 0, 0));
+    // A RECV completion carries the message's bits and sender.
+    let c = Completion {
+        detail: Endpoint { node: 3, ctx: 9 }.packed(),
+        fault_va: 0xabcd,
+        ..Completion::default()
+    };
+    assert_eq!(c.recv_sender(), Endpoint { node: 3, ctx: 9 });
+    assert_eq!(c.recv_bits(), 0xabcd);
+    assert_eq!(
+        Endpoint::unpack(0xffff_ffff),
+        Endpoint {
+            node: 0xffff,
+            ctx: 0xffff
+        }
+    );
+}

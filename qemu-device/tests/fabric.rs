@@ -336,9 +336,9 @@ fn hostile_datagrams_are_counted_deliver_nothing_and_leave_the_node_working() {
             ..honest
         }, // a NAK says only STALE_EPOCH (the operations answer with REPLY)
         Fields {
-            ptype: ptype::RTS,
+            ptype: 0x08,
             ..honest
-        }, // not implemented yet
+        }, // no such type
         Fields {
             status: 3,
             ..honest
@@ -523,11 +523,13 @@ fn the_operations_packet_types_are_carried_in_order_and_wake_the_taker() {
         ptype::GET_RESP,
         ptype::REPLY,
         ptype::EAGER,
+        ptype::RTS,
+        ptype::FIN,
     ];
     for (i, &t) in types.iter().enumerate() {
         a.send(2, t, 1, 3, &[t, i as u8]).unwrap();
     }
-    for t in [ptype::ACK, ptype::NAK, ptype::RTS, ptype::FIN, 0x7f] {
+    for t in [ptype::ACK, ptype::NAK, 0x08, 0x7f] {
         assert_eq!(a.send(2, t, 1, 3, b""), Err(SendError::BadType), "{t:#x}");
     }
     // Taken without waiting, by whoever the waker woke: here, a poll after it.

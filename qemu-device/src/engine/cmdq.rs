@@ -218,6 +218,12 @@ impl Core {
                     origin,
                 });
             }
+            Site::Recv => {
+                // The oldest delivery stopped on the fault: that receive completes.
+                if let Some(d) = x.msgs.active.front_mut() {
+                    d.abort(detail, fault_va);
+                }
+            }
             Site::Fetch | Site::Completion => {
                 self.disable_ctx(i);
                 let e = DeviceError::BadContext { value: fault_va };
@@ -226,12 +232,14 @@ impl Core {
         }
     }
 
-    /// Stops context `i`: drops its TLB entries and any queued or parked work (and the
-    /// parked fault's event if it is still waiting inside the device). Its remote keys
+    /// Stops context `i`: drops its TLB entries and any queued or parked work, posted
+    /// receive or waiting message (telling the rendezvous senders it owed a `FIN`), and
+    /// the parked fault's event if it is still waiting inside the device. Its remote keys
     /// stay until `CTX_DISABLE` (packets to a stopped context are answered `NO_CONTEXT`).
     pub(super) fn disable_ctx(&mut self, i: usize) {
-        if self.ctxs.get_mut(i).and_then(Option::take).is_some() {
+        if let Some(x) = self.ctxs.get_mut(i).and_then(Option::take) {
             tracing::debug!(ctx = i, "context disabled");
+            self.drop_messages(i as u16, &x);
         }
         self.evq.withdraw_fault(i as u16);
         self.set_live(i, false);

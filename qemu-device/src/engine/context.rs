@@ -1,15 +1,17 @@
 //! A running context's state (spec §11, §12): the device's copy of its table entry, its
-//! place in its work and completion rings, the item in progress and a parked fault.
+//! place in its work and completion rings, the item in progress, its receive side
+//! (posted receives, unexpected messages, deliveries: `msg`) and a parked fault.
 //!
 //! Ring indices follow spec §7a (`mnic_abi::ring`): the tail (the `WQ_TAIL` doorbell, or
 //! the shadow page's `tail` if the context has one, spec §4a) is taken modulo the ring
 //! size, and the device's consumer index advances when an item's
-//! completion is written, so at most `wq_entries - 1` items can be pending. Completions
-//! are counted from 0 since the context was enabled; the count gives the slot and the
-//! phase bit.
+//! completion is written (a RECV's when it is posted), so at most `wq_entries - 1` items
+//! can be pending. Completions are counted from 0 since the context was enabled; the
+//! count gives the slot and the phase bit.
 
 use mnic_abi::{ring, work, Completion, CtxEntry, WorkDesc};
 
+use super::msg::{MsgQueues, SendMsg};
 use super::rma::Rma;
 use super::traffic::TrafficState;
 
@@ -20,8 +22,11 @@ pub enum Site {
     Fetch,
     /// Executing the current item.
     Work,
-    /// Writing the current item's completion.
+    /// Writing a completion (the current item's, or a receive's).
     Completion,
+    /// Delivering a message into a receive's buffer (docs/fabric.md 14.14): RESUME
+    /// retries, ABORT completes that receive `FAULT_ABORTED`.
+    Recv,
     /// Serving a packet from the fabric (a network fault, docs/fabric.md 14.13): nothing
     /// of the context's own waits on it; RESUME just unparks, ABORT makes packets that
     /// fault at the page answered `REMOTE_FAULT`.
@@ -81,6 +86,8 @@ pub struct Item {
     pub traffic: Option<TrafficState>,
     /// PUT/GET state, created on the first step.
     pub rma: Option<Box<Rma>>,
+    /// SEND state, created on the first step.
+    pub msg: Option<Box<SendMsg>>,
 }
 
 impl Item {
@@ -91,6 +98,7 @@ impl Item {
             done: 0,
             traffic: None,
             rma: None,
+            msg: None,
         }
     }
 }
@@ -102,6 +110,9 @@ pub struct Done {
     pub cpl: Completion,
     /// Post a `WORK_DONE` event once it is written.
     pub notify: bool,
+    /// Writing it retires the item's work-queue slot (every item but a RECV, whose
+    /// slot was retired when it was posted).
+    pub retires: bool,
 }
 
 impl Done {
@@ -117,6 +128,15 @@ impl Done {
                 fault_va,
             },
             notify: desc.flags & work::FLAG_NOTIFY != 0,
+            retires: true,
+        }
+    }
+
+    /// The completion of a posted receive `recv` (its slot is retired already).
+    pub fn posted(recv: &WorkDesc, status: u16, detail: u32, bytes: u64, fault_va: u64) -> Self {
+        Done {
+            retires: false,
+            ..Done::of(recv, status, detail, bytes, fault_va)
         }
     }
 }
@@ -145,6 +165,8 @@ pub struct Ctx {
     cq_written: u64,
     /// Where the context is.
     pub stage: Stage,
+    /// Its receive side.
+    pub msgs: MsgQueues,
     /// Set while a fault waits for RESUME/ABORT.
     pub parked: Option<Parked>,
     /// The last network fault the driver aborted (until a packet translates at that page,
@@ -167,6 +189,7 @@ impl Ctx {
             wq_head: 0,
             cq_written: 0,
             stage: Stage::Idle,
+            msgs: MsgQueues::default(),
             parked: None,
             net_abort: None,
             parked_origin: None,
@@ -216,9 +239,14 @@ impl Ctx {
         (va, ring::phase(self.cq_written, n))
     }
 
-    /// The current item's completion is written: the item leaves the work queue.
-    pub fn completed(&mut self) {
+    /// A completion is written.
+    pub fn completion_written(&mut self) {
         self.cq_written += 1;
+    }
+
+    /// The item at the head leaves the work queue (at its completion, or a RECV when it
+    /// is posted).
+    pub fn retire(&mut self) {
         self.wq_head = ring::next(u64::from(self.wq_head), self.wq_entries()) as u32;
     }
 }

@@ -1,18 +1,21 @@
-//! The initiator side of PUT and GET (docs/fabric.md 14.13): a work item's bounded step
-//! sends the packets that are due (`rma` decides which), reading a PUT's data through
-//! the context's translation at send time and checking, before a GET request, that its
-//! local destination is translated writable; a local fault parks the context as COPY's
-//! do. The answers arrive between steps (`remote` hands them here): a `REPLY` retires,
-//! backs off or fails its packet, a `GET_RESP` is written through a fresh translation.
+//! The initiator side of PUT and GET (docs/fabric.md 14.13), and of a rendezvous pull
+//! (a GET authorised by a SEND's id, 14.14): a bounded step sends the packets that are
+//! due (`rma` decides which), reading a PUT's data through the context's translation at
+//! send time and checking, before a GET request, that its local destination is
+//! translated writable; a local fault parks the context as COPY's do. The answers arrive
+//! between steps (`remote` hands them here): a `REPLY` retires, backs off or fails its
+//! packet, a `GET_RESP` is written through a fresh translation; a `REPLY` to a SEND's
+//! `EAGER` or `RTS` goes to the SEND (`msg`).
 
 use std::time::{Duration, Instant};
 
 use mnic_abi::fabric::{nak, ptype, GetRespHeader, RemoteAccess, ReplyHeader};
-use mnic_abi::{completion, counter};
+use mnic_abi::{completion, counter, Endpoint};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::context::{Ctx, Item, Stage};
 use super::error::AccessError;
+use super::link::RmaTiming;
 use super::rma::{reply_status, Rma};
 use super::state::Core;
 use super::step::Outcome;
@@ -21,7 +24,7 @@ use crate::fabric::{Message, SendError};
 use crate::mem::{self, GuestMem};
 
 /// How soon a step tries again when the transport's send queue was full.
-const SEND_RETRY: Duration = Duration::from_millis(1);
+pub(super) const SEND_RETRY: Duration = Duration::from_millis(1);
 
 /// A well-formed answer to one of this node's packets.
 enum Answer<'a> {
@@ -77,7 +80,7 @@ impl Answer<'_> {
 
 impl Core {
     /// A fresh `req_id`: per device, never 0.
-    fn take_req_id(&mut self) -> u32 {
+    pub(super) fn take_req_id(&mut self) -> u32 {
         let id = self.next_req_id;
         self.next_req_id = self.next_req_id.checked_add(1).unwrap_or(1);
         id
@@ -94,6 +97,14 @@ impl Core {
         let Some(r) = item.rma.as_deref_mut() else {
             return Outcome::More;
         };
+        let out = self.rma_drive(m, c, root, r);
+        item.done = r.confirmed;
+        out
+    }
+
+    /// One step of PUT, GET or pull `r` of context `c`.
+    pub(super) fn rma_drive(&mut self, m: &GuestMem, c: u16, root: u64, r: &mut Rma) -> Outcome {
+        let now = Instant::now();
         let Some(timing) = self.link.as_ref().map(|l| l.timing) else {
             r.fail(completion::NO_ROUTE, 0, r.remote.va);
             return ended(r);
@@ -105,7 +116,6 @@ impl Core {
         if r.end.is_some() {
             return ended(r);
         }
-        item.done = r.confirmed;
         r.cut();
         let mut from = 0;
         let mut blocked = false;
@@ -124,7 +134,6 @@ impl Core {
                 }
             }
         }
-        item.done = r.confirmed;
         if r.finished() {
             return Outcome::Finished { bytes: r.len };
         }
@@ -206,25 +215,61 @@ impl Core {
         }
     }
 
-    /// Applies answer `a` to the current item of context `x`.
+    /// Applies answer `a` to what of context `x` it answers: the pull in progress, the
+    /// current item's PUT or GET, or its SEND.
     fn answer_item(&mut self, m: &GuestMem, msg: &Message, a: &Answer, x: &mut Ctx) -> Used {
         let c = msg.dst_ctx;
         let root = x.root();
+        let now = Instant::now();
+        let timing = self.link.as_ref().map(|l| l.timing).unwrap_or_default();
+        let from = Endpoint {
+            node: msg.src_node,
+            ctx: msg.src_ctx,
+        };
+        let ours = |r: &Rma| {
+            r.req_id == a.req_id()
+                && r.remote.node == from.node
+                && r.remote.ctx == from.ctx
+                && r.end.is_none()
+                && r.find(a.va()).is_some()
+        };
+        if let Some(r) = x.msgs.pull_mut().filter(|r| ours(r)) {
+            return self.answer_rma(m, c, root, r, a, now, &timing);
+        }
         let Stage::Exec(item) = &mut x.stage else {
             return Used::Late;
         };
-        let Some(r) = item.rma.as_deref_mut() else {
+        if let (Some(s), Answer::Reply { status, detail, .. }) = (item.msg.as_deref_mut(), a) {
+            // The answers to an EAGER or an RTS carry VA 0.
+            let used = a.va() == 0
+                && s.owns(from, a.req_id())
+                && s.replied(*status, *detail, now, &timing);
+            return if used { Used::Yes } else { Used::Late };
+        }
+        let Some(r) = item.rma.as_deref_mut().filter(|r| ours(r)) else {
             return Used::Late;
         };
-        let ours = r.req_id == a.req_id()
-            && r.remote.node == msg.src_node
-            && r.remote.ctx == msg.src_ctx
-            && r.end.is_none();
-        let Some(i) = r.find(a.va()).filter(|_| ours) else {
+        let used = self.answer_rma(m, c, root, r, a, now, &timing);
+        item.done = r.confirmed;
+        used
+    }
+
+    /// Applies answer `a` to PUT, GET or pull `r` of context `c`, which has a packet in
+    /// flight at the answer's VA.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_rma(
+        &mut self,
+        m: &GuestMem,
+        c: u16,
+        root: u64,
+        r: &mut Rma,
+        a: &Answer,
+        now: Instant,
+        timing: &RmaTiming,
+    ) -> Used {
+        let Some(i) = r.find(a.va()) else {
             return Used::Late;
         };
-        let now = Instant::now();
-        let timing = self.link.as_ref().map(|l| l.timing).unwrap_or_default();
         match *a {
             Answer::Reply { status, detail, .. } => match status {
                 nak::OK if r.put => r.ok(i, now),
@@ -232,7 +277,7 @@ impl Core {
                 nak::OK => return Used::Malformed,
                 nak::RNR => {
                     bump(&self.sh.rma.rnr_received);
-                    r.rnr(i, now, &timing);
+                    r.rnr(i, now, timing);
                 }
                 s => {
                     let status = reply_status(s).unwrap_or(completion::REMOTE_NO_CONTEXT);
@@ -278,7 +323,6 @@ impl Core {
                 }
             }
         }
-        item.done = r.confirmed;
         Used::Yes
     }
 }
@@ -293,8 +337,8 @@ enum Used {
     Malformed,
 }
 
-/// Why a step stopped sending.
-enum Stop {
+/// Why a step stopped sending (a PUT's, GET's or SEND's).
+pub(super) enum Stop {
     /// A local access failed or faulted.
     Access(AccessError),
     /// The transport's send queue is full.
@@ -304,7 +348,7 @@ enum Stop {
 }
 
 /// The outcome of a failed item.
-fn ended(r: &Rma) -> Outcome {
+pub(super) fn ended(r: &Rma) -> Outcome {
     match r.end {
         Some(e) => Outcome::Ended {
             status: e.status,

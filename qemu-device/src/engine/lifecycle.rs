@@ -55,8 +55,10 @@ impl Core {
     }
 
     fn stop_all(&mut self) {
-        for c in self.ctxs.iter_mut() {
-            *c = None;
+        for i in 0..self.ctxs.len() {
+            if let Some(x) = self.ctxs[i].take() {
+                self.drop_messages(i as u16, &x);
+            }
         }
         self.keys = Default::default();
         self.live = LiveSet::default();

@@ -16,7 +16,7 @@
 //! The engine runs only while bus mastering is on (spec §3), and a work step checks it
 //! again right before each access touches memory (`dma`).
 //!
-//! Packets from the fabric (docs/fabric.md 14.13) are served by this thread too, in its
+//! Packets from the fabric (docs/fabric.md 14.13, 14.14) are served by this thread too, in its
 //! poll rounds between commands, each translated afresh like a work step's access: the
 //! promise covers the network's accesses, and a SYNC after a `KEY_CLEAR` fences the key.
 //!
@@ -34,8 +34,9 @@
 //! | `traffic` | the TRAFFIC generator: which operations an item makes, a bounded step |
 //! | `keys` | remote keys: which range of which context a peer reaches, and how |
 //! | `link` | the fabric attachment: the transport and the PUT/GET timing |
-//! | `rma` | one PUT or GET at the initiator as a state machine: packets, back-off, answers |
-//! | `context` | a running context's state: table entry, ring positions, item, fault |
+//! | `rma` | one PUT or GET (or rendezvous pull) at the initiator as a state machine: packets, back-off, answers |
+//! | `msg` | tagged messages as state: posted receives, unexpected messages, deliveries, one SEND |
+//! | `context` | a running context's state: table entry, ring positions, item, receives, fault |
 //! | `live` | the set of enabled contexts and the round-robin order |
 //! | `evq` | the event ring and the backlog inside the device |
 //! | `state` | [`Core`]: the fields every job shares, the reset state |
@@ -44,9 +45,11 @@
 //! | `lifecycle` | CONTROL writes and resets: enable, disable |
 //! | `dma` | one access: translate (TLB, walk), judge (stale checker, oracle), gate |
 //! | `copy` | COPY: bounded steps, page runs copied with one memcpy |
-//! | `target` | PUT/GET at the target: checks, translation, access, REPLY; network faults |
-//! | `initiator` | PUT/GET at the initiator: a step's sends, the answers to its packets |
+//! | `target` | PUT/GET at the target (and a rendezvous pull at its sender): checks, translation, access, REPLY; network faults |
+//! | `initiator` | PUT/GET (and pulls) at the initiator: a step's sends, the answers to its packets |
+//! | `sender` | SEND: the EAGER or RTS, its REPLY, the FIN |
 //! | `work` | a context's work items: fetch and decode, execute, complete, park |
+//! | `receiver` | EAGER/RTS at the receiver: match, write or keep; RECV posting; deliveries (copy, pull, FIN, completion) |
 //! | `cmdq` | the command queue: invalidations, SYNC, RESUME/ABORT, context enable, keys |
 //! | `remote` | the fabric in a poll round: attach, deliveries, completions, lost peers |
 //! | `poll` | one poll round over commands, fabric deliveries and contexts |
@@ -64,11 +67,14 @@ mod keys;
 mod lifecycle;
 mod link;
 mod live;
+mod msg;
 mod pace;
 mod poll;
+mod receiver;
 mod remote;
 mod report;
 mod rma;
+mod sender;
 mod shadow;
 mod state;
 mod step;

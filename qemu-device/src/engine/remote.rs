@@ -2,14 +2,16 @@
 //! and, once per poll round between commands and the contexts' steps, taking what the
 //! transport delivered (a bounded batch) and the completions of what this node sent.
 //! `PUT` and `GET_REQ` are served (`target`), answers go to their work item
-//! (`initiator`), `EAGER` is dropped; a peer reported gone or reset fails the items
-//! waiting on it with `PEER_GONE`.
+//! (`initiator`), `EAGER` and `RTS` to the receiving context (`receiver`), `FIN` to its
+//! SEND (`sender`); a peer reported gone or reset fails the items and pulls waiting on
+//! it with `PEER_GONE`.
 
 use mnic_abi::completion;
 use mnic_abi::fabric::{ptype, SendStatus};
 
 use super::context::Stage;
 use super::link::{Link, RmaTiming};
+use super::rma::Rma;
 use super::state::Core;
 use crate::fabric::rma_stats::bump;
 use crate::fabric::{Completion, Message, Transport};
@@ -61,8 +63,8 @@ impl Core {
             match msg.ptype {
                 ptype::PUT | ptype::GET_REQ => self.serve_access(m, msg),
                 ptype::REPLY | ptype::GET_RESP => self.take_answer(m, msg),
-                // Tagged messages come with SEND/RECV.
-                ptype::EAGER => bump(&self.sh.rma.eager_dropped),
+                ptype::EAGER | ptype::RTS => self.serve_message(m, msg),
+                ptype::FIN => self.take_fin(msg),
                 _ => bump(&self.sh.rma.refused),
             }
         }
@@ -70,26 +72,46 @@ impl Core {
     }
 
     /// The transport gave up on `node` (gone, or reset: its answers will not come): every
-    /// item with packets unanswered there fails with `PEER_GONE`.
+    /// item with packets unanswered there, every SEND waiting on it and every pull from
+    /// it fails with `PEER_GONE`.
     fn peer_lost(&mut self, node: u16) {
+        let mut failed = 0;
+        let lost = |r: &mut Rma| {
+            let va = r
+                .first_waiting()
+                .filter(|_| r.remote.node == node && r.end.is_none());
+            if let Some(va) = va {
+                r.fail(completion::PEER_GONE, 0, va);
+            }
+            va.is_some()
+        };
         for i in self.live.round_robin(0) {
             let Some(x) = self.ctxs[i].as_mut() else {
                 continue;
             };
+            if x.msgs.pull_mut().is_some_and(lost) {
+                failed += 1;
+            }
             let Stage::Exec(item) = &mut x.stage else {
                 continue;
             };
-            let Some(r) = item.rma.as_deref_mut() else {
-                continue;
-            };
-            if r.remote.node != node || r.end.is_some() {
-                continue;
+            if item.rma.as_deref_mut().is_some_and(lost) {
+                failed += 1;
             }
-            if let Some(va) = r.first_waiting() {
-                tracing::debug!(ctx = i, node, va, "PUT/GET: peer lost");
-                bump(&self.sh.rma.peer_gone);
-                r.fail(completion::PEER_GONE, 0, va);
+            if item
+                .msg
+                .as_deref_mut()
+                .is_some_and(|s| s.dest.node == node && s.lost())
+            {
+                failed += 1;
             }
+        }
+        if failed > 0 {
+            tracing::debug!(node, failed, "peer lost");
+            self.sh
+                .rma
+                .peer_gone
+                .fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use mnic_abi::fabric::{nak, GET_CHUNK, PUT_CHUNK, RMA_IN_FLIGHT};
-use mnic_abi::{completion, pte, work, Remote, WorkDesc};
+use mnic_abi::{completion, pte, work, Endpoint, Remote, WorkDesc};
 
 use super::link::RmaTiming;
 
@@ -99,6 +99,29 @@ impl Rma {
             remote: d.remote(),
             local: d.local(),
             len: u64::from(d.len),
+            req_id,
+            next: 0,
+            pkts: Vec::new(),
+            confirmed: 0,
+            last_heard: now,
+            end: None,
+        }
+    }
+
+    /// The pull of a rendezvous message (docs/fabric.md 14.14): a GET of `len` bytes of
+    /// `from`'s buffer at `va` into local `local`, authorised by the SEND's `req_id`
+    /// (the key is 0).
+    pub fn pull(from: Endpoint, va: u64, local: u64, len: u64, req_id: u32, now: Instant) -> Self {
+        Rma {
+            put: false,
+            remote: Remote {
+                node: from.node,
+                ctx: from.ctx,
+                key: 0,
+                va,
+            },
+            local,
+            len,
             req_id,
             next: 0,
             pkts: Vec::new(),

@@ -17,7 +17,21 @@ pub enum Step {
     Until(Instant),
 }
 
-/// What executing a COPY, TRAFFIC, PUT or GET item for one step came to.
+impl Step {
+    /// What a step that did `self`, then `other`, came to: progress if either made
+    /// some, else the earlier instant to run again.
+    pub fn and(self, other: Step) -> Step {
+        match (self, other) {
+            (Step::Progress, _) | (_, Step::Progress) => Step::Progress,
+            (Step::Until(a), Step::Until(b)) => Step::Until(a.min(b)),
+            (Step::Until(t), Step::Idle) | (Step::Idle, Step::Until(t)) => Step::Until(t),
+            (Step::Idle, Step::Idle) => Step::Idle,
+        }
+    }
+}
+
+/// What executing a COPY, TRAFFIC, PUT, GET or SEND item (or a receive's delivery) for
+/// one step came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Not finished; continue next step.
@@ -30,7 +44,7 @@ pub enum Outcome {
     /// An access failed.
     Failed(AccessError),
     /// Ended with a status other than `OK` that is not an access of this device (PUT,
-    /// GET: the target's answer, the peer, the route).
+    /// GET, SEND: the target's answer, the peer, the route).
     Ended {
         /// `completion::*` status.
         status: u16,
@@ -44,4 +58,7 @@ pub enum Outcome {
     /// Throttled (TRAFFIC), or waiting for a back-off or answers (PUT, GET), until the
     /// instant.
     Wait(Instant),
+    /// Waiting for the network with no deadline (a rendezvous SEND waiting for its
+    /// receiver's `FIN`): the next arrival wakes the thread.
+    Waiting,
 }

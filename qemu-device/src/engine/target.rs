@@ -7,12 +7,16 @@
 //! gate right before memory), and the oracle judges it once the packet is served. A
 //! missing or read-only translation writes nothing: the packet is answered `RNR` and,
 //! if the context has no fault parked, a network fault is parked for its driver.
+//!
+//! A `GET_REQ` with key 0 is a rendezvous pull (docs/fabric.md 14.14): instead of a key,
+//! the context's current item must be the SEND it names, addressed to the puller, and
+//! the range inside that SEND's buffer; the rest is a GET's.
 
 use mnic_abi::fabric::{nak, ptype, GetRespHeader, RemoteAccess, ReplyHeader, GET_CHUNK};
-use mnic_abi::{counter, pte};
+use mnic_abi::{counter, pte, Endpoint};
 use zerocopy::{FromBytes, IntoBytes};
 
-use super::context::{Origin, Site};
+use super::context::{Ctx, Origin, Site, Stage};
 use super::error::{AccessError, Fault};
 use super::state::Core;
 use crate::fabric::rma_stats::bump;
@@ -24,7 +28,7 @@ pub const NETWORK_FAULT: u64 = 1 << 32;
 
 /// The errno a target answers `REMOTE_FAULT` with when its own table or memory failed
 /// the access (no driver aborted anything): `EFAULT`.
-const EFAULT: u32 = 14;
+pub(super) const EFAULT: u32 = 14;
 
 /// A well-formed `PUT` or `GET_REQ`.
 struct Access<'a> {
@@ -63,7 +67,17 @@ fn parse(put: bool, payload: &[u8]) -> Option<Access<'_>> {
 }
 
 /// Why a packet was not served: the `REPLY` status and detail.
-type Refused = (u16, u32);
+pub(super) type Refused = (u16, u32);
+
+/// Whether context `x`'s current item is a SEND to `from` that a pull of `a` may read.
+fn pull_allowed(x: &Ctx, from: Endpoint, a: &Access) -> bool {
+    let Stage::Exec(item) = &x.stage else {
+        return false;
+    };
+    item.msg
+        .as_deref()
+        .is_some_and(|s| !a.put && s.serves_pull(from, a.req_id, a.va, a.len))
+}
 
 impl Core {
     /// Serves one delivered `PUT` or `GET_REQ` and answers it.
@@ -85,7 +99,11 @@ impl Core {
         let c = msg.dst_ctx;
         let (t, payload) = match r {
             Ok(data) if !put => {
-                bump(&self.sh.rma.get_served);
+                if a.key == 0 {
+                    bump(&self.sh.rma.pull_served);
+                } else {
+                    bump(&self.sh.rma.get_served);
+                }
                 let h = GetRespHeader {
                     req_id: a.req_id.into(),
                     reserved: 0.into(),
@@ -140,16 +158,28 @@ impl Core {
     ) -> Result<Vec<u8>, Refused> {
         let c = msg.dst_ctx;
         let i = usize::from(c);
-        let root = match self.ctxs.get(i).and_then(Option::as_ref) {
-            Some(x) if self.enabled && !self.halted => x.root(),
+        let from = Endpoint {
+            node: msg.src_node,
+            ctx: msg.src_ctx,
+        };
+        let (root, pull_ok) = match self.ctxs.get(i).and_then(Option::as_ref) {
+            Some(x) if self.enabled && !self.halted => (x.root(), pull_allowed(x, from, a)),
             _ => return Err((nak::NO_CONTEXT, 0)),
         };
-        let key = self.keys.get(c, a.key).ok_or((nak::BAD_KEY, 0))?;
-        if !key.covers(a.va, a.len) {
-            return Err((nak::BAD_RANGE, 0));
-        }
-        if !(if a.put { key.write } else { key.read }) {
-            return Err((nak::BAD_ACCESS, 0));
+        if a.key == 0 {
+            // No key is ever 0: a pull, authorised by the SEND it names.
+            if !pull_ok {
+                bump(&self.sh.rma.pull_refused);
+                return Err((nak::BAD_KEY, 0));
+            }
+        } else {
+            let key = self.keys.get(c, a.key).ok_or((nak::BAD_KEY, 0))?;
+            if !key.covers(a.va, a.len) {
+                return Err((nak::BAD_RANGE, 0));
+            }
+            if !(if a.put { key.write } else { key.read }) {
+                return Err((nak::BAD_ACCESS, 0));
+            }
         }
         let mark = self.oracle_pieces.len();
         let p = match self.piece(m, c, root, a.va, a.len, a.put) {
@@ -190,13 +220,7 @@ impl Core {
         self.sh.counters.inc(counter::DMA_OPS);
         self.sh.counters.add(counter::DMA_BYTES, a.len);
         if let Some(x) = self.ctxs[i].as_mut() {
-            // The page is back for this access: an earlier ABORT of it no longer applies
-            // (a read that translates says nothing about an aborted write).
-            if x.net_abort
-                .is_some_and(|n| n.page == a.va & !(pte::PAGE_SIZE - 1) && (a.put || !n.write))
-            {
-                x.net_abort = None;
-            }
+            page_back(x, a.va, a.put);
         }
         Ok(data)
     }
@@ -208,6 +232,19 @@ impl Core {
         let Some(mut x) = self.ctxs.get_mut(i).and_then(Option::take) else {
             return (nak::NO_CONTEXT, 0);
         };
+        let r = self.network_fault_of(&mut x, i, f, origin);
+        self.ctxs[i] = Some(x);
+        r
+    }
+
+    /// [`Core::network_fault`] of context `x` (index `i`), taken out of its slot.
+    pub(super) fn network_fault_of(
+        &mut self,
+        x: &mut Ctx,
+        i: usize,
+        f: Fault,
+        origin: Origin,
+    ) -> Refused {
         let page = f.va & !(pte::PAGE_SIZE - 1);
         let r = match x.net_abort {
             Some(n) if n.page == page && n.write == f.write && n.origin == origin => {
@@ -217,14 +254,24 @@ impl Core {
                 if x.parked.is_none() {
                     bump(&self.sh.rma.network_faults);
                     let info = NETWORK_FAULT | u64::from(origin.node);
-                    self.park_with(&mut x, i as u16, Site::Network, f, info);
+                    self.park_with(x, i as u16, Site::Network, f, info);
                     x.parked_origin = Some(origin);
                 }
                 (nak::RNR, 0)
             }
         };
-        self.ctxs[i] = Some(x);
         r
+    }
+}
+
+/// An access of context `x` at `va` (a write if `write`) translated: an earlier ABORT of
+/// that page no longer applies (a read that translates says nothing about an aborted
+/// write).
+pub(super) fn page_back(x: &mut Ctx, va: u64, write: bool) {
+    if x.net_abort
+        .is_some_and(|n| n.page == va & !(pte::PAGE_SIZE - 1) && (write || !n.write))
+    {
+        x.net_abort = None;
     }
 }
 

@@ -1,8 +1,10 @@
 //! A context's work items (spec §11, §12), one bounded step at a time: fetch and decode
-//! the next descriptor (refusing it by `WorkDesc::validate`), execute it (COPY in
-//! `copy`, TRAFFIC through the generator in `traffic`, PUT and GET in `initiator`, NOP),
-//! write its completion, and
-//! park the context on a fault until RESUME or ABORT.
+//! the next descriptor (refusing it by `WorkDesc::validate`; a RECV is handed to
+//! `receiver`, which posts it), execute it (COPY in `copy`, TRAFFIC through the
+//! generator in `traffic`, PUT and GET in `initiator`, SEND in `sender`, NOP), write its
+//! completion, and park the context on a fault until RESUME or ABORT. Each step first
+//! advances the context's oldest message delivery (`receiver`), so that a delivery never
+//! waits behind the context's own SEND.
 //!
 //! A context that cannot make progress (its descriptor or completion ring fails with a
 //! device error) is disabled and the error reported, once, in [`Core::step_ctx`].
@@ -51,11 +53,16 @@ impl Core {
         if x.parked.is_some() {
             return Ok(Step::Idle);
         }
-        match std::mem::replace(&mut x.stage, Stage::Idle) {
+        let delivery = self.deliver_step(m, i as u16, x)?;
+        if x.parked.is_some() {
+            return Ok(delivery);
+        }
+        let work = match std::mem::replace(&mut x.stage, Stage::Idle) {
             Stage::Idle => self.fetch(m, i, x),
             Stage::Exec(item) => Ok(self.execute(m, i as u16, x, item)),
             Stage::Complete(d) => self.complete(m, i as u16, x, d),
-        }
+        }?;
+        Ok(delivery.and(work))
     }
 
     /// Fetches and decodes the next descriptor, if the tail (doorbell or shadow page)
@@ -86,6 +93,11 @@ impl Core {
             "work"
         );
         x.stage = match desc.validate() {
+            Ok(()) if desc.opcode == work::RECV => {
+                // Posted (or matched) and its slot retired; the stage stays idle.
+                let taken = self.post_recv(x, desc);
+                return Ok(if taken { Step::Progress } else { Step::Idle });
+            }
             Ok(()) => Stage::Exec(Item::new(desc)),
             Err(reason) => {
                 let tag = desc.tag;
@@ -115,6 +127,7 @@ impl Core {
                 })
             }
             work::PUT | work::GET => self.rma_step(m, c, root, &mut item),
+            work::SEND => self.send_step(m, c, root, &mut item),
             _ => Outcome::Finished { bytes: 0 },
         };
         let mut step = Step::Progress;
@@ -132,6 +145,10 @@ impl Core {
             } => Stage::Complete(Done::of(&item.desc, status, detail, bytes, fault_va)),
             Outcome::Wait(t) => {
                 step = Step::Until(t);
+                Stage::Exec(item)
+            }
+            Outcome::Waiting => {
+                step = Step::Idle;
                 Stage::Exec(item)
             }
             Outcome::Failed(AccessError::Fault(f)) => {
@@ -162,8 +179,7 @@ impl Core {
         step
     }
 
-    /// Writes the current item's completion (spec §7a: the entry with the previous
-    /// pass's phase first, the phase bit last) and posts its WORK_DONE event if asked.
+    /// Writes the current item's completion.
     fn complete(
         &mut self,
         m: &GuestMem,
@@ -171,6 +187,30 @@ impl Core {
         x: &mut Ctx,
         d: Done,
     ) -> Result<Step, DeviceError> {
+        match self.write_cpl(m, c, x, &d)? {
+            Wrote::Yes => Ok(Step::Progress),
+            Wrote::Fault(f) => {
+                x.stage = Stage::Complete(d);
+                self.park(x, c, Site::Completion, f);
+                Ok(Step::Progress)
+            }
+            Wrote::Later(s) => {
+                x.stage = Stage::Complete(d);
+                Ok(s)
+            }
+        }
+    }
+
+    /// Writes completion `d` of context `x` (spec §7a: the entry with the previous
+    /// pass's phase first, the phase bit last), retires its work-queue slot if it is
+    /// the item's, and posts its WORK_DONE event if asked.
+    pub(super) fn write_cpl(
+        &mut self,
+        m: &GuestMem,
+        c: u16,
+        x: &mut Ctx,
+        d: &Done,
+    ) -> Result<Wrote, DeviceError> {
         let (va, phase) = x.next_completion();
         // Entries are 32-byte aligned: one piece, never across a page.
         let mark = self.oracle_pieces.len();
@@ -179,20 +219,10 @@ impl Core {
             .and_then(|p| self.dma_gate(mark, false).map(|()| p.gpa));
         let gpa = match r {
             Ok(gpa) => gpa,
-            Err(AccessError::Fault(f)) => {
-                x.stage = Stage::Complete(d);
-                self.park(x, c, Site::Completion, f);
-                return Ok(Step::Progress);
-            }
+            Err(AccessError::Fault(f)) => return Ok(Wrote::Fault(f)),
             Err(AccessError::Failed(e)) => return Err(e),
-            Err(AccessError::Halted) => {
-                x.stage = Stage::Complete(d);
-                return Ok(Step::Progress);
-            }
-            Err(AccessError::Refused) => {
-                x.stage = Stage::Complete(d);
-                return Ok(Step::Idle);
-            }
+            Err(AccessError::Halted) => return Ok(Wrote::Later(Step::Progress)),
+            Err(AccessError::Refused) => return Ok(Wrote::Later(Step::Idle)),
         };
         // The entry with the old phase first, then the flags with a release store: a
         // process that sees the new phase sees the whole entry.
@@ -206,7 +236,10 @@ impl Core {
             .map_err(|e| DeviceError::Address { addr: e.addr })?;
         self.sh.counters.inc(counter::DMA_OPS);
         self.sh.counters.add(counter::DMA_BYTES, COMPLETION_SIZE);
-        x.completed();
+        x.completion_written();
+        if d.retires {
+            x.retire();
+        }
         self.sh.counters.inc(counter::WORK_COMPLETED);
         tracing::debug!(ctx = c, tag = cpl.tag, status = cpl.status, "completion");
         if d.notify {
@@ -218,12 +251,12 @@ impl Core {
                 ..Event::default()
             });
         }
-        Ok(Step::Progress)
+        Ok(Wrote::Yes)
     }
 
     /// Parks context `c` on fault `f` at `site` and posts its FAULT event (`info` 0: a
     /// local fault).
-    fn park(&mut self, x: &mut Ctx, c: u16, site: Site, f: Fault) {
+    pub(super) fn park(&mut self, x: &mut Ctx, c: u16, site: Site, f: Fault) {
         self.park_with(x, c, site, f, 0);
     }
 
@@ -251,4 +284,14 @@ impl Core {
             info,
         });
     }
+}
+
+/// What writing a completion came to.
+pub(super) enum Wrote {
+    /// Written.
+    Yes,
+    /// Its slot faulted: park at `Site::Completion`.
+    Fault(Fault),
+    /// Not now (bus mastering off, a halt): try again; the step ends so.
+    Later(Step),
 }

@@ -60,18 +60,14 @@ pub enum SendError {
     /// `SEND_QUEUE` messages outstanding (queued, in flight, or completed and not taken).
     #[error("send queue full")]
     Full,
-    /// Not a sequenced type this device sends (`EAGER`, `PUT`, `GET_REQ`, `GET_RESP`,
-    /// `REPLY`).
+    /// Not a sequenced type (`ACK` and `NAK` are the transport's own).
     #[error("packet type not sent by this device")]
     BadType,
 }
 
-/// The types the layer above may send (sequenced, and implemented: docs/fabric.md 14.3).
+/// The types the layer above may send: the sequenced ones (docs/fabric.md 14.3).
 fn sendable(t: u8) -> bool {
-    matches!(
-        t,
-        ptype::EAGER | ptype::PUT | ptype::GET_REQ | ptype::GET_RESP | ptype::REPLY
-    )
+    ptype::is_sequenced(t)
 }
 
 /// The protocol state of one node.

@@ -1,4 +1,5 @@
-//! Statistics of remote memory access (docs/fabric.md 14.13), kept by the device's data
+//! Statistics of remote memory access and tagged messages (docs/fabric.md 14.13,
+//! 14.14), kept by the device's data
 //! thread next to the transport's [`Stats`](super::stats::Stats): the 32 device counters
 //! are all taken, so these reach tests and the log through the control socket
 //! (`mnic-device stats` prints them after the counters, as `rma_<name> <value>` lines).
@@ -9,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// One statistic: its name (printed as `rma_<name>`) and what it counts.
 macro_rules! rma_stats {
     ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// What the device counts about PUT and GET. Relaxed atomics.
+        /// What the device counts about PUT, GET, SEND and RECV. Relaxed atomics.
         #[derive(Default)]
         pub struct RmaStats {
             $($(#[$doc])* pub $name: AtomicU64,)*
@@ -54,10 +55,9 @@ rma_stats! {
     network_faults,
     /// Target and initiator: malformed payloads refused and not answered (short
     /// header, wrong data length, a request of 0 or more than `GET_CHUNK` bytes or across
-    /// a page, a REPLY with an undefined status, a GET_RESP of the wrong length).
+    /// a page, a REPLY with an undefined status, a GET_RESP of the wrong length, a
+    /// malformed EAGER, RTS or FIN).
     refused,
-    /// `EAGER` packets dropped (no tagged matching yet).
-    eager_dropped,
     /// Initiator: `PUT` and `GET_REQ` packets sent (resends included).
     packets_sent,
     /// Initiator: packets sent again (after an `RNR`, or a GET_RESP dropped).
@@ -75,6 +75,29 @@ rma_stats! {
     /// Packets the transport would not take (send queue full): the initiator sends
     /// them again later; a target's lost answer is covered by the initiator's timeout.
     send_refused,
+    /// Sender: `EAGER` and `RTS` packets sent (resends included).
+    msg_sent,
+    /// Receiver: `EAGER` messages written into a posted receive on arrival.
+    eager_matched,
+    /// Receiver: `RTS` messages that matched a posted receive on arrival.
+    rts_matched,
+    /// Receiver: `EAGER`/`RTS` messages kept in an unexpected queue.
+    unexpected,
+    /// Receiver: `EAGER`/`RTS` answered `RNR` because the unexpected queue was full.
+    unexpected_full,
+    /// Receiver: RECVs that found their message in the unexpected queue when fetched.
+    recv_matched,
+    /// Sender: rendezvous pulls read and answered `GET_RESP`.
+    pull_served,
+    /// Sender: pulls answered `BAD_KEY` (no current SEND with that id to that puller, or
+    /// outside its buffer).
+    pull_refused,
+    /// Receiver: `FIN` packets sent.
+    fin_sent,
+    /// Sender: `FIN` packets that ended a SEND.
+    fin_received,
+    /// Sender: well-formed `FIN`s for no SEND waiting for one (late, forged, replayed).
+    fin_dropped,
 }
 
 /// Adds one to `c`.
@@ -94,6 +117,6 @@ mod tests {
         let r = s.render();
         assert!(r.contains("rma_rnr_sent 2\n"), "{r}");
         assert!(r.contains("rma_put_served 0\n"), "{r}");
-        assert_eq!(r.lines().count(), 14);
+        assert_eq!(r.lines().count(), 24);
     }
 }

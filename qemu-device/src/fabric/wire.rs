@@ -96,19 +96,10 @@ impl Refusal {
     }
 }
 
-/// The types this device accepts: the transport's and those of PUT and GET
-/// (docs/fabric.md 14.3).
+/// The types this device accepts: every type of docs/fabric.md 14.3 (the transport's,
+/// PUT and GET's, the tagged messages').
 fn implemented(t: u8) -> bool {
-    matches!(
-        t,
-        ptype::EAGER
-            | ptype::PUT
-            | ptype::GET_REQ
-            | ptype::GET_RESP
-            | ptype::REPLY
-            | ptype::ACK
-            | ptype::NAK
-    )
+    ptype::is_sequenced(t) || matches!(t, ptype::ACK | ptype::NAK)
 }
 
 /// Parses and checks one datagram on its own.
@@ -235,10 +226,16 @@ mod tests {
         );
         assert_eq!(parse(&with(0, b'X')).unwrap_err(), Refusal::NotOurs);
         assert_eq!(parse(&with(4, 2)).unwrap_err(), Refusal::NotOurs);
-        assert_eq!(parse(&with(5, ptype::RTS)).unwrap_err(), Refusal::Type);
-        assert_eq!(parse(&with(5, ptype::FIN)).unwrap_err(), Refusal::Type);
+        assert_eq!(parse(&with(5, 0x08)).unwrap_err(), Refusal::Type);
         assert_eq!(parse(&with(5, 0x7f)).unwrap_err(), Refusal::Type);
-        for t in [ptype::PUT, ptype::GET_REQ, ptype::GET_RESP, ptype::REPLY] {
+        for t in [
+            ptype::PUT,
+            ptype::GET_REQ,
+            ptype::GET_RESP,
+            ptype::REPLY,
+            ptype::RTS,
+            ptype::FIN,
+        ] {
             assert_eq!(
                 parse(&with(5, t)).unwrap().f.ptype,
                 t,
