@@ -151,6 +151,6 @@ pub use device::{parse_device_name, Device, DEV_DIR, DEV_PREFIX};
 pub use error::{Error, RemoteError, Result, WorkError};
 pub use info::{Caps, Info};
 pub use latency::{Bucket, Histogram, Latency};
-pub use queue::{DoorbellMode, QueueConfig, WorkDone};
+pub use queue::{DoorbellMode, QueueConfig, Received, WorkDone};
 pub use remote::{Endpoint, RemoteKey, RemoteRegion};
 pub use work::{validate, Pattern, Traffic, Work};
