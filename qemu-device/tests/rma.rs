@@ -10,8 +10,7 @@ use std::time::Duration;
 use mnic_abi::{cmd, completion, counter, error, event, key_access, work};
 use mnic_abi::{Command, Completion, Event, Remote, WorkDesc};
 use mnic_device::engine::NETWORK_FAULT;
-use mnic_device::mem;
-use mnic_device::testkit::{Harness, Pair, PairConfig};
+use mnic_device::testkit::{pattern, Harness, Pair, PairConfig};
 
 /// Longest wait for one completion.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -24,29 +23,6 @@ const VA_B: u64 = 0x2000_0000;
 /// The target's remote key.
 const KEY: u32 = 0x5eed_0001;
 const RW: u64 = key_access::READ | key_access::WRITE;
-
-/// A buffer of `len` bytes mapped at `va` of `ctx`: its GPA.
-fn buffer(h: &mut Harness, ctx: u16, va: u64, len: u64) -> u64 {
-    let gpa = h.alloc(len, false);
-    h.map(ctx, va, gpa, len.next_multiple_of(4096), true);
-    gpa
-}
-
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
-        .collect()
-}
-
-fn read(h: &Harness, gpa: u64, len: usize) -> Vec<u8> {
-    let mut b = vec![0u8; len];
-    mem::read(&h.mem(), gpa, &mut b).unwrap();
-    b
-}
-
-fn write(h: &Harness, gpa: u64, data: &[u8]) {
-    mem::write(&h.mem(), gpa, data).unwrap();
-}
 
 /// The two devices with a context each, a buffer of `len` bytes on both sides (at
 /// `VA_A + off_a`, `VA_B + off_b`) and the target's key over its buffer with `access`;
@@ -61,8 +37,8 @@ fn setup(cfg: &PairConfig, span: u64, access: u64) -> Setup {
     let mut p = Pair::new(cfg);
     p.a.setup_ctx(CA, 6, 6);
     p.b.setup_ctx(CB, 6, 6);
-    let gpa_a = buffer(&mut p.a, CA, VA_A, span);
-    let gpa_b = buffer(&mut p.b, CB, VA_B, span);
+    let gpa_a = p.a.buffer(CA, VA_A, span);
+    let gpa_b = p.b.buffer(CB, VA_B, span);
     p.b.key_set(CB, VA_B, span, KEY, access);
     p.b.run();
     assert_eq!(p.b.counter(counter::ERRORS), 0, "KEY_SET taken");
@@ -131,23 +107,23 @@ fn put_and_get_move_every_size_intact() {
         (1 << 20, 100, 3000),
     ] {
         let data = pattern(len as usize, tag as u8);
-        write(&s.p.a, s.gpa_a + off_a, &data);
+        s.p.a.write_bytes(s.gpa_a + off_a, &data);
         tag += 1;
         let c = run(&mut s.p, put(VA_A + off_a, VA_B + off_b, len, tag));
         ok(&c, len);
         assert_eq!(
-            read(&s.p.b, s.gpa_b + off_b, len as usize),
+            s.p.b.read_bytes(s.gpa_b + off_b, len as usize),
             data,
             "PUT {len}"
         );
 
         // And back: GET it into a zeroed buffer of a's.
-        write(&s.p.a, s.gpa_a, &vec![0; SPAN as usize]);
+        s.p.a.write_bytes(s.gpa_a, &vec![0; SPAN as usize]);
         tag += 1;
         let c = run(&mut s.p, get(VA_A + off_b, VA_B + off_b, len, tag));
         ok(&c, len);
         assert_eq!(
-            read(&s.p.a, s.gpa_a + off_b, len as usize),
+            s.p.a.read_bytes(s.gpa_a + off_b, len as usize),
             data,
             "GET {len}"
         );
@@ -184,7 +160,7 @@ fn put_into_a_missing_page(cfg: &PairConfig) -> (Setup, Vec<u8>, Event) {
     let mut s = setup(cfg, 3 * 4096, RW);
     s.p.b.unmap(CB, VA_B + 4096);
     let data = pattern(3 * 4096, 9);
-    write(&s.p.a, s.gpa_a, &data);
+    s.p.a.write_bytes(s.gpa_a, &data);
     s.p.a.post(CA, put(VA_A, VA_B, 3 * 4096, 1));
     let e = target_fault(&mut s.p);
     assert_eq!(e.ctx, CB);
@@ -198,13 +174,13 @@ fn put_into_a_missing_page(cfg: &PairConfig) -> (Setup, Vec<u8>, Event) {
 fn a_fault_at_the_target_is_answered_rnr_until_its_driver_resumes() {
     let (mut s, data, e) = put_into_a_missing_page(&PairConfig::default());
     // Nothing was written into the missing page's frame meanwhile.
-    assert_eq!(read(&s.p.b, s.gpa_b + 4096, 4096), vec![0; 4096]);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b + 4096, 4096), vec![0; 4096]);
     // The driver fills the leaf and resumes: the retried packets land.
     s.p.b.map(CB, VA_B + 4096, s.gpa_b + 4096, 4096, true);
     s.p.b.command(cmd::RESUME, CB, e.id, 0);
     let c = s.p.completion(CA, LIMIT);
     ok(&c, 3 * 4096);
-    assert_eq!(read(&s.p.b, s.gpa_b, 3 * 4096), data);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b, 3 * 4096), data);
     let (sa, sb) = (
         s.p.a.core.shared().rma.snapshot(),
         s.p.b.core.shared().rma.snapshot(),
@@ -227,8 +203,8 @@ fn an_aborted_network_fault_fails_the_put_with_the_target_errno() {
     assert_eq!(c.fault_va & !0xfff, VA_B + 4096, "the packet that failed");
     assert!(c.bytes < 3 * 4096);
     // The pages that were there got their data; the missing one nothing.
-    assert_eq!(read(&s.p.b, s.gpa_b, 4096), data[..4096]);
-    assert_eq!(read(&s.p.b, s.gpa_b + 4096, 4096), vec![0; 4096]);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b, 4096), data[..4096]);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b + 4096, 4096), vec![0; 4096]);
     assert_eq!(s.p.b.counter(counter::ABORTS), 1);
     // The target's context runs on: a PUT into its other pages still works.
     let c = run(&mut s.p, put(VA_A, VA_B + 8192, 4096, 2));
@@ -242,7 +218,7 @@ fn an_aborted_write_fault_refuses_no_read_of_the_page() {
     const EPERM: u64 = 1;
     let mut s = setup(&PairConfig::default(), 4096, RW);
     let old = pattern(4096, 4);
-    write(&s.p.b, s.gpa_b, &old);
+    s.p.b.write_bytes(s.gpa_b, &old);
     s.p.b.map(CB, VA_B, s.gpa_b, 4096, false);
     s.p.a.post(CA, put(VA_A, VA_B, 4096, 1));
     let e = target_fault(&mut s.p);
@@ -261,7 +237,7 @@ fn an_aborted_write_fault_refuses_no_read_of_the_page() {
     s.p.b.map(CB, VA_B, s.gpa_b, 4096, false);
     s.p.b.command(cmd::RESUME, CB, e.id, 0);
     ok(&s.p.completion(CA, LIMIT), 4096);
-    assert_eq!(read(&s.p.a, s.gpa_a, 4096), old);
+    assert_eq!(s.p.a.read_bytes(s.gpa_a, 4096), old);
 }
 
 #[test]
@@ -272,7 +248,7 @@ fn an_abort_answers_its_operation_and_a_later_one_is_asked_again() {
     let mut s = setup(&PairConfig::default(), 4096, RW);
     s.p.b.unmap(CB, VA_B);
     let data = pattern(4096, 6);
-    write(&s.p.a, s.gpa_a, &data);
+    s.p.a.write_bytes(s.gpa_a, &data);
     s.p.a.post(CA, put(VA_A, VA_B, 4096, 1));
     let e = target_fault(&mut s.p);
     s.p.b.command(cmd::ABORT, CB, e.id, EPERM);
@@ -287,7 +263,7 @@ fn an_abort_answers_its_operation_and_a_later_one_is_asked_again() {
     s.p.b.map(CB, VA_B, s.gpa_b, 4096, true);
     s.p.b.command(cmd::RESUME, CB, e.id, 0);
     ok(&s.p.completion(CA, LIMIT), 4096);
-    assert_eq!(read(&s.p.b, s.gpa_b, 4096), data);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b, 4096), data);
 }
 
 #[test]
@@ -359,13 +335,13 @@ fn rnr_in_a_row_fails_the_item_when_the_fault_is_never_answered() {
 
 /// One item from a to b that fails at the target's checks with `status`.
 fn fails_with(s: &mut Setup, d: WorkDesc, status: u16) {
-    let before = read(&s.p.b, s.gpa_b, 8192);
+    let before = s.p.b.read_bytes(s.gpa_b, 8192);
     let c = run(&mut s.p, d);
     assert_eq!(c.status, status, "{c:?}");
     assert_eq!((c.bytes, c.detail), (0, 0), "{c:?}");
     assert_eq!(c.fault_va, d.remote().va, "{c:?}");
     assert_eq!(
-        read(&s.p.b, s.gpa_b, 8192),
+        s.p.b.read_bytes(s.gpa_b, 8192),
         before,
         "target memory unchanged"
     );
@@ -378,7 +354,7 @@ fn the_target_checks_context_key_range_and_access() {
     s.p.b.key_clear(CB, KEY);
     s.p.b.key_set(CB, VA_B, 3000, KEY, key_access::READ);
     s.p.b.run();
-    write(&s.p.a, s.gpa_a, &pattern(8192, 3));
+    s.p.a.write_bytes(s.gpa_a, &pattern(8192, 3));
     let with = |d: WorkDesc, f: &dyn Fn(&mut WorkDesc)| {
         let mut d = d;
         f(&mut d);
@@ -407,13 +383,13 @@ fn the_target_checks_context_key_range_and_access() {
 #[test]
 fn key_clear_then_sync_stops_every_later_packet() {
     let mut s = setup(&PairConfig::default(), 8192, RW);
-    write(&s.p.a, s.gpa_a, &pattern(8192, 1));
+    s.p.a.write_bytes(s.gpa_a, &pattern(8192, 1));
     ok(&run(&mut s.p, put(VA_A, VA_B, 4096, 1)), 4096);
     s.p.b.key_clear(CB, KEY);
     assert_eq!(s.p.b.sync(7), 7);
-    write(&s.p.a, s.gpa_a, &pattern(8192, 2));
+    s.p.a.write_bytes(s.gpa_a, &pattern(8192, 2));
     fails_with(&mut s, put(VA_A, VA_B, 8192, 2), completion::REMOTE_BAD_KEY);
-    assert_eq!(read(&s.p.b, s.gpa_b, 4096), pattern(8192, 1)[..4096]);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b, 4096), pattern(8192, 1)[..4096]);
 }
 
 #[test]
@@ -441,7 +417,7 @@ fn no_fabric_or_an_unknown_node_is_no_route() {
     // A device that is not a node.
     let mut h = Harness::new(false);
     h.setup_ctx(CA, 4, 4);
-    buffer(&mut h, CA, VA_A, 4096);
+    h.buffer(CA, VA_A, 4096);
     h.post(CA, get(VA_A, VA_B, 8, 2));
     h.run();
     let c = h.completions(CA);
@@ -560,9 +536,9 @@ fn an_invalidation_at_the_target_between_packets_is_never_written_through() {
     let mut s = setup(&PairConfig::default(), u64::from(LEN), RW);
     let (old, new) = (pattern(LEN as usize, 1), pattern(LEN as usize, 2));
     // A first PUT leaves the target's TLB holding the whole buffer.
-    write(&s.p.a, s.gpa_a, &old);
+    s.p.a.write_bytes(s.gpa_a, &old);
     ok(&run(&mut s.p, put(VA_A, VA_B, LEN, 1)), LEN);
-    write(&s.p.a, s.gpa_a, &new);
+    s.p.a.write_bytes(s.gpa_a, &new);
     s.p.a.post(CA, put(VA_A, VA_B, LEN, 2));
     let served = s.p.b.core.shared().rma.snapshot().put_served;
     s.p.until(LIMIT, |p| {
@@ -581,13 +557,13 @@ fn an_invalidation_at_the_target_between_packets_is_never_written_through() {
     s.p.b.command(cmd::RESUME, CB, e.id, 0);
     ok(&s.p.completion(CA, LIMIT), LEN);
     let m = MOVED as usize;
-    assert_eq!(read(&s.p.b, moved_to, 4096), new[m..m + 4096]);
+    assert_eq!(s.p.b.read_bytes(moved_to, 4096), new[m..m + 4096]);
     assert_eq!(
-        read(&s.p.b, s.gpa_b + MOVED, 4096),
+        s.p.b.read_bytes(s.gpa_b + MOVED, 4096),
         old[m..m + 4096],
         "old page untouched"
     );
-    assert_eq!(read(&s.p.b, s.gpa_b, m), new[..m]);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b, m), new[..m]);
     assert_eq!(s.p.b.counter(counter::STALE_ACCESSES), 0);
     assert!(s.p.b.core.shared().rma.snapshot().rnr_sent >= 1);
 }
@@ -596,7 +572,7 @@ fn an_invalidation_at_the_target_between_packets_is_never_written_through() {
 fn a_local_fault_parks_the_initiator_as_copy_does() {
     let mut s = setup(&PairConfig::default(), 3 * 4096, RW);
     let data = pattern(3 * 4096, 4);
-    write(&s.p.a, s.gpa_a, &data);
+    s.p.a.write_bytes(s.gpa_a, &data);
     for (tag, d) in [
         (1, put(VA_A, VA_B, 3 * 4096, 1)),
         (2, get(VA_A, VA_B, 3 * 4096, 2)),
@@ -619,15 +595,15 @@ fn a_local_fault_parks_the_initiator_as_copy_does() {
         assert_eq!(c.tag, tag);
         ok(&c, 3 * 4096);
     }
-    assert_eq!(read(&s.p.b, s.gpa_b, 3 * 4096), data);
-    assert_eq!(read(&s.p.a, s.gpa_a, 3 * 4096), data);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b, 3 * 4096), data);
+    assert_eq!(s.p.a.read_bytes(s.gpa_a, 3 * 4096), data);
 }
 
 #[test]
 fn a_get_response_whose_destination_went_away_is_asked_for_again() {
     let mut s = setup(&PairConfig::default(), 3 * 4096, RW);
     let data = pattern(3 * 4096, 5);
-    write(&s.p.b, s.gpa_b, &data);
+    s.p.b.write_bytes(s.gpa_b, &data);
     s.p.a.post(CA, get(VA_A, VA_B, 3 * 4096, 1));
     // Only the initiator runs: it probes its pages and sends every request (three per
     // page: 1416 + 1416 + 1264 bytes).
@@ -648,7 +624,7 @@ fn a_get_response_whose_destination_went_away_is_asked_for_again() {
     assert_eq!((e.addr & !0xfff, e.info), (VA_A + 4096, 0));
     assert_eq!(s.p.a.core.shared().rma.snapshot().get_resp_dropped, 3);
     assert_eq!(
-        read(&s.p.a, s.gpa_a + 4096, 4096),
+        s.p.a.read_bytes(s.gpa_a + 4096, 4096),
         vec![0; 4096],
         "not written"
     );
@@ -656,8 +632,8 @@ fn a_get_response_whose_destination_went_away_is_asked_for_again() {
     s.p.a.map(CA, VA_A + 4096, moved_to, 4096, true);
     s.p.a.command(cmd::RESUME, CA, e.id, 0);
     ok(&s.p.completion(CA, LIMIT), 3 * 4096);
-    assert_eq!(read(&s.p.a, moved_to, 4096), data[4096..8192]);
-    assert_eq!(read(&s.p.a, s.gpa_a, 4096), data[..4096]);
+    assert_eq!(s.p.a.read_bytes(moved_to, 4096), data[4096..8192]);
+    assert_eq!(s.p.a.read_bytes(s.gpa_a, 4096), data[..4096]);
     assert_eq!(s.p.a.counter(counter::STALE_ACCESSES), 0);
 }
 
@@ -677,12 +653,12 @@ fn a_lossy_wire_moves_put_and_get_intact() {
     };
     let mut s = setup(&cfg, 2 * u64::from(LEN), RW);
     let data = pattern(LEN as usize, 6);
-    write(&s.p.a, s.gpa_a, &data);
+    s.p.a.write_bytes(s.gpa_a, &data);
     ok(&run(&mut s.p, put(VA_A, VA_B, LEN, 1)), LEN);
-    assert_eq!(read(&s.p.b, s.gpa_b, LEN as usize), data);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b, LEN as usize), data);
     let back = u64::from(LEN);
     ok(&run(&mut s.p, get(VA_A + back, VA_B, LEN, 2)), LEN);
-    assert_eq!(read(&s.p.a, s.gpa_a + back, LEN as usize), data);
+    assert_eq!(s.p.a.read_bytes(s.gpa_a + back, LEN as usize), data);
     let ta = s.p.a.core.fabric().unwrap().stats();
     let tb = s.p.b.core.fabric().unwrap().stats();
     assert!(
@@ -756,7 +732,7 @@ fn silence_after_packets_fails_the_item_with_peer_gone() {
     )
     .unwrap();
     a.setup_ctx(CA, 4, 4);
-    buffer(&mut a, CA, VA_A, 4096);
+    a.buffer(CA, VA_A, 4096);
     a.post(CA, put(VA_A, VA_B, 100, 1));
     let t = std::time::Instant::now();
     let c = loop {
@@ -810,11 +786,11 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
         Default::default(),
     );
     b.setup_ctx(CB, 4, 4);
-    let gpa_b = buffer(&mut b, CB, VA_B, 8192);
+    let gpa_b = b.buffer(CB, VA_B, 8192);
     b.key_set(CB, VA_B, 8192, KEY, RW);
     b.run();
     let before = pattern(8192, 8);
-    write(&b, gpa_b, &before);
+    b.write_bytes(gpa_b, &before);
 
     let mut seq = 0;
     let mut send = |t: u8, dst_ctx: u16, payload: &[u8], again: bool| {
@@ -901,7 +877,7 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
         (0, 0, 0),
         "{s:?}"
     );
-    assert_eq!(read(&b, gpa_b, 8192), before, "memory unchanged");
+    assert_eq!(b.read_bytes(gpa_b, 8192), before, "memory unchanged");
     assert!(b.core.fabric().unwrap().stats().duplicates >= 5);
 
     // The answers went back to the map's address for node 1: BAD_KEY twice, NO_CONTEXT.
@@ -947,7 +923,7 @@ fn the_real_data_threads_sleep_and_wake_for_the_network() {
     let mut s = setup(&PairConfig::default(), u64::from(LEN), RW);
     s.p.b.unmap(CB, VA_B + 4096);
     let data = pattern(LEN as usize, 10);
-    write(&s.p.a, s.gpa_a, &data);
+    s.p.a.write_bytes(s.gpa_a, &data);
     let spin = mnic_device::engine::DEFAULT_SPIN;
     let _ea = s.p.a.start_engine(spin).unwrap();
     let _eb = s.p.b.start_engine(spin).unwrap();
@@ -966,11 +942,11 @@ fn the_real_data_threads_sleep_and_wake_for_the_network() {
     s.p.b.map(CB, VA_B + 4096, s.gpa_b + 4096, 4096, true);
     s.p.b.command(cmd::RESUME, CB, e.id, 0);
     ok(&wait_completion(&mut s.p.a, CA), LEN);
-    assert_eq!(read(&s.p.b, s.gpa_b, LEN as usize), data);
-    write(&s.p.a, s.gpa_a, &vec![0; LEN as usize]);
+    assert_eq!(s.p.b.read_bytes(s.gpa_b, LEN as usize), data);
+    s.p.a.write_bytes(s.gpa_a, &vec![0; LEN as usize]);
     s.p.a.post(CA, get(VA_A, VA_B, LEN, 2));
     ok(&wait_completion(&mut s.p.a, CA), LEN);
-    assert_eq!(read(&s.p.a, s.gpa_a, LEN as usize), data);
+    assert_eq!(s.p.a.read_bytes(s.gpa_a, LEN as usize), data);
     assert!(s.p.a.counter(counter::SLEEPS) >= 1, "the initiator slept");
 }
 

@@ -244,6 +244,9 @@ impl Core {
             let used = a.va() == 0
                 && s.owns(from, a.req_id())
                 && s.replied(*status, *detail, now, &timing);
+            if used && *status == nak::RNR {
+                bump(&self.sh.rma.rnr_received);
+            }
             return if used { Used::Yes } else { Used::Late };
         }
         let Some(r) = item.rma.as_deref_mut().filter(|r| ours(r)) else {

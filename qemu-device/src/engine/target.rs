@@ -246,7 +246,7 @@ impl Core {
         origin: Origin,
     ) -> Refused {
         let page = f.va & !(pte::PAGE_SIZE - 1);
-        let r = match x.net_abort {
+        match x.net_abort {
             Some(n) if n.page == page && n.write == f.write && n.origin == origin => {
                 (nak::REMOTE_FAULT, n.errno)
             }
@@ -259,8 +259,7 @@ impl Core {
                 }
                 (nak::RNR, 0)
             }
-        };
-        r
+        }
     }
 }
 

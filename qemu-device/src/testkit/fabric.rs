@@ -102,6 +102,24 @@ impl Pair {
         }
     }
 
+    /// The next `n` completions of context `ctx` of `b` (if `on_b`) or `a`, polling
+    /// both devices, in the order they were written.
+    pub fn completions_on(
+        &mut self,
+        on_b: bool,
+        ctx: u16,
+        n: usize,
+        limit: Duration,
+    ) -> Vec<Completion> {
+        let mut got = Vec::new();
+        self.until(limit, |p| {
+            let h = if on_b { &mut p.b } else { &mut p.a };
+            got.extend(h.completions(ctx));
+            (got.len() >= n).then_some(())
+        });
+        got
+    }
+
     /// The next completion of `a`'s context `ctx`, polling both devices.
     pub fn completion(&mut self, ctx: u16, limit: Duration) -> Completion {
         self.until(limit, |p| {

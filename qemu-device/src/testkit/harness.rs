@@ -19,6 +19,14 @@ use crate::mem::{self, GuestMem, GuestRam};
 use crate::mmio::{Followup, Mmio};
 use crate::shared::Shared;
 
+/// `len` bytes that differ with `seed` and with their position (and not only every 256
+/// bytes), for comparing data moved by the device.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
 /// An oracle operation as the guest's oracle module does it (spec §8a), through `dev` as
 /// the socket thread would (any thread may call it): the argument registers, `ORACLE_OP`,
 /// then `ORACLE_GEN` read back (the generation after `ARM`).
@@ -302,6 +310,25 @@ impl Harness {
     pub fn map(&mut self, ctx: u16, va: u64, gpa: u64, len: u64, writable: bool) {
         let m = self.mem();
         self.tables(ctx).map_range(&m, va, gpa, len, writable);
+    }
+
+    /// A buffer of `len` bytes of fresh pages mapped writable at `va` of `ctx`: its GPA.
+    pub fn buffer(&mut self, ctx: u16, va: u64, len: u64) -> u64 {
+        let gpa = self.alloc(len, false);
+        self.map(ctx, va, gpa, len.next_multiple_of(pte::PAGE_SIZE), true);
+        gpa
+    }
+
+    /// `len` bytes of guest memory at `gpa`.
+    pub fn read_bytes(&self, gpa: u64, len: usize) -> Vec<u8> {
+        let mut b = vec![0u8; len];
+        mem::read(&self.mem(), gpa, &mut b).expect("inside guest RAM");
+        b
+    }
+
+    /// Writes `data` into guest memory at `gpa`.
+    pub fn write_bytes(&self, gpa: u64, data: &[u8]) {
+        mem::write(&self.mem(), gpa, data).expect("inside guest RAM");
     }
 
     /// Clears the 4 KiB leaf of `ctx` for `va`.
