@@ -5,10 +5,10 @@
 //! receive buffer, the match bits and sender every receive reports, and both devices'
 //! stale-access counters.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mnic::Work;
-use mnic_guest_util::{check, e, CaseResult, Map, Outcome, Rng, PAGE};
+use mnic_guest_util::{check, duration, e, note, CaseResult, Map, Outcome, Rng, PAGE};
 
 use crate::msg::*;
 use crate::pair::*;
@@ -265,35 +265,58 @@ pub fn msg_truncation() -> CaseResult {
     Ok(Outcome::Pass)
 }
 
+/// Messages of the stream case, and the room each receive has (no message is longer).
+const STREAM_N: usize = 200;
+const STREAM_SLOT: usize = 96 << 10;
+
 /// Messages in a stream: 200 of mixed sizes (eager and rendezvous, some empty), receives
 /// posted as the device takes them (at most `POSTED_MAX` at once), so some messages arrive
 /// before their receive. One sender's messages reach the receiver in posting order: the
-/// k-th receive (all match the same high bits) takes the k-th message, whole.
+/// k-th receive (all match the same high bits) takes the k-th message, whole. With
+/// `--soak`, new streams (other sizes) for 60 s.
 pub fn msg_stream() -> CaseResult {
-    const N: usize = 200;
-    const SLOT: usize = 96 << 10;
     let p = pair()?;
+    let b = buffers(&p, STREAM_N * STREAM_SLOT, 44)?;
+    let until = Instant::now() + duration(0, 60);
+    let mut rounds = 0;
+    loop {
+        stream_round(&p, &b, rounds)?;
+        rounds += 1;
+        if Instant::now() >= until {
+            break;
+        }
+    }
+    if rounds > 1 {
+        note(format!("{rounds} streams of {STREAM_N} messages"));
+    }
+    p.no_stale()?;
+    Ok(Outcome::Pass)
+}
+
+/// One stream of [`msg_stream`], sizes drawn with seed `round`.
+fn stream_round(p: &Pair, b: &Buffers, round: u64) -> Result<(), String> {
     let (from, to) = (endpoint(&p.init)?, endpoint(&p.target)?);
-    let b = buffers(&p, N * SLOT, 44)?;
-    let mut rng = Rng(0x5eed_0001);
-    let sizes: Vec<usize> = (0..N)
+    b.inbox.fill(0, b.inbox.len, GUARD);
+    let mut rng = Rng(0x5eed_0001 + round);
+    let sizes: Vec<usize> = (0..STREAM_N)
         .map(|_| match rng.below(10) {
             0 => 0,
             1..=5 => 1 + rng.below(EAGER_MAX as u64) as usize,
-            _ => EAGER_MAX + 1 + rng.below((SLOT - PAGE - EAGER_MAX) as u64) as usize,
+            _ => EAGER_MAX + 1 + rng.below((STREAM_SLOT - PAGE - EAGER_MAX) as u64) as usize,
         })
         .collect();
+    let slot = |k: usize| k * STREAM_SLOT;
     let sends = sizes
         .iter()
         .enumerate()
-        .map(|(i, &n)| Work::send_va(b.out.at(i * SLOT + 1), n as u32, to, STREAM_BITS | i as u64))
+        .map(|(i, &n)| Work::send_va(b.out.at(slot(i) + 1), n as u32, to, STREAM_BITS | i as u64))
         .collect::<mnic::Result<Vec<_>>>()
         .map_err(e("SEND"))?;
-    let recvs = (0..N)
+    let recvs = (0..STREAM_N)
         .map(|k| {
             Work::recv_va(
-                b.inbox.at(k * SLOT + 8),
-                (SLOT - PAGE) as u32,
+                b.inbox.at(slot(k) + 8),
+                (STREAM_SLOT - PAGE) as u32,
                 STREAM_BITS,
                 HIGH_HALF,
             )
@@ -306,11 +329,11 @@ pub fn msg_stream() -> CaseResult {
         sent_ok(d, sizes[i], &format!("stream message {i}"))?;
     }
     for (k, d) in got.iter().enumerate() {
-        let what = format!("stream receive {k}");
+        let what = format!("stream {round}, receive {k}");
         check(d.tag == 1000 + k as u64, || {
             format!(
-                "{what}: completion of receive {} came in its place",
-                d.tag - 1000
+                "{what}: the completion of the item tagged {} came in its place",
+                d.tag
             )
         })?;
         let want = Want {
@@ -320,8 +343,7 @@ pub fn msg_stream() -> CaseResult {
             truncated: false,
         };
         received(d, &want, &what)?;
-        holds_message(&b.inbox, k * SLOT + 8, sizes[k], k * SLOT + 1, 44, &what)?;
+        holds_message(&b.inbox, slot(k) + 8, sizes[k], slot(k) + 1, 44, &what)?;
     }
-    p.no_stale()?;
-    Ok(Outcome::Pass)
+    Ok(())
 }
