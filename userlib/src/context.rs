@@ -530,7 +530,9 @@ impl Context {
     }
 
     /// Waits for the next completion; `None` waits without limit. Completions come in
-    /// posting order.
+    /// posting order, except a RECV's ([`Work::recv`]): it completes when its message
+    /// has been delivered, after items posted behind it; match completions to items by
+    /// [`WorkDone::tag`].
     ///
     /// It first polls the completion queue for a short spin (100 µs): a small item on a
     /// polling device completes sooner than a system call and a wake-up would take.

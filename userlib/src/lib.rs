@@ -48,7 +48,20 @@
 //!    the target's device checks key, range and access before touching anything, and
 //!    a refusal comes back as [`WorkError::Remote`] ([`RemoteError::BadKey`], …). See
 //!    `examples/put_get.rs`.
-//! 8. **Observe**: [`Context::query`] counts the device's valid table entries over a
+//! 8. **Exchange tagged messages** (MX-style, `docs/fabric.md` 14.14), with no key: the
+//!    receiver posts [`Work::recv`] (a buffer range, match bits and a mask), the sender
+//!    [`Work::send`] (a buffer range, the receiver's [`Endpoint`] from
+//!    [`Context::endpoint`], the message's match bits). A message of at most 1416 bytes
+//!    goes eagerly in one packet; a longer one is pulled by the receiving device once a
+//!    receive matches (rendezvous), so its SEND completes only then. A RECV does not block
+//!    the work queue: **its completion can come after those of items posted behind it**,
+//!    so match completions to items by [`WorkDone::tag`] (the library's own bookkeeping
+//!    does). A RECV's completion carries [`WorkDone::message`]: the message's match bits,
+//!    its sender, and [`Received::truncated`] when the message was longer than the buffer
+//!    — the buffer then holds the message's first bytes and [`WorkDone::result`] is still
+//!    `Ok(bytes)` (truncation loses the tail, not the bytes delivered; check the flag
+//!    where a short message matters). See `examples/tagged_pingpong.rs`.
+//! 9. **Observe**: [`Context::query`] counts the device's valid table entries over a
 //!    range (watch them vanish after [`DmaBuffer::pageout`]), [`Context::ctx_stats`]
 //!    and [`Context::dev_stats`] read the driver and device counters,
 //!    [`Context::latency`] and [`Context::dev_latency`] the latency histograms.
@@ -115,6 +128,11 @@
 //!   [`RemoteRegion`], even a forged one, can only make a peer touch memory its owner
 //!   registered for remote access; the library additionally refuses, before posting,
 //!   a PUT or GET that leaves its local buffer or its region.
+//! - **Tagged messages.** A SEND's buffer is read, and a RECV's written, through the
+//!   sending or receiving context's own registrations, as a COPY's are; a peer can pull
+//!   only the buffer of a SEND addressed to it while that SEND is being sent, and can
+//!   write only into a receive that matched its message, never past the receive's
+//!   length. [`Work::send`] and [`Work::recv`] refuse a range that leaves its buffer.
 //!
 //! # Fork
 //!
@@ -151,6 +169,6 @@ pub use device::{parse_device_name, Device, DEV_DIR, DEV_PREFIX};
 pub use error::{Error, RemoteError, Result, WorkError};
 pub use info::{Caps, Info};
 pub use latency::{Bucket, Histogram, Latency};
-pub use queue::{DoorbellMode, QueueConfig, WorkDone};
+pub use queue::{DoorbellMode, QueueConfig, Received, WorkDone};
 pub use remote::{Endpoint, RemoteKey, RemoteRegion};
 pub use work::{validate, Pattern, Traffic, Work};

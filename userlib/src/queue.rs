@@ -10,11 +10,12 @@ use std::collections::VecDeque;
 use std::mem::size_of;
 use std::time::Instant;
 
-use mnic_abi::{ring, Completion, WorkDesc, RING_LOG2_MAX, RING_LOG2_MIN};
+use mnic_abi::{completion, ring, Completion, WorkDesc, RING_LOG2_MAX, RING_LOG2_MIN};
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::buffer::DmaBuffer;
 use crate::error::{Error, Result, WorkError};
+use crate::remote::Endpoint;
 use crate::sys;
 use crate::work::Work;
 
@@ -168,14 +169,36 @@ impl CqRing {
     }
 }
 
-/// Bookkeeping of outstanding items, oldest first: each item's notify ordinal (the
-/// per-context count of `WORK_DONE` events that its completion brings the total to),
-/// or `None` for items posted without [`Work::notify`].
+/// One outstanding item as the library posted it: enough to recognise its completion
+/// (`tag`), to decode it (`recv`: a RECV's completion carries a message's bits and
+/// sender) and to count the `WORK_DONE` events it brings (`notify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub(crate) tag: u64,
+    pub(crate) notify: bool,
+    pub(crate) recv: bool,
+}
+
+/// Bookkeeping of outstanding items, in posting order, and of the `WORK_DONE` events
+/// consumed so far.
+///
+/// Completions do not come in posting order once RECVs are involved (spec §11: a RECV
+/// completes when its message is delivered, after items posted behind it), so a
+/// completion is matched to its item by tag, not by position: the items other than
+/// RECV complete in posting order among themselves, and the oldest outstanding item
+/// with the completion's tag is taken. (Tags are unique while the library assigns them;
+/// with [`Work::with_tag`] duplicates among outstanding items, an out-of-order
+/// completion may be charged to the wrong one of them, which can only make a wait
+/// sleep one slice too long or wake up early, and mis-decode a RECV's message fields.)
+///
+/// The device posts a `WORK_DONE` event with each notifying completion, in completion
+/// order; so the event count that means "the next notifying completion is in the queue"
+/// is one more than the notifying completions consumed, whichever items they were.
 #[derive(Debug)]
 pub(crate) struct Outstanding {
     limit: u32,
-    items: VecDeque<Option<u64>>,
-    notify_posted: u64,
+    items: VecDeque<Pending>,
+    notify_consumed: u64,
 }
 
 impl Outstanding {
@@ -183,7 +206,7 @@ impl Outstanding {
         Self {
             limit,
             items: VecDeque::with_capacity(limit as usize),
-            notify_posted: 0,
+            notify_consumed: 0,
         }
     }
     pub(crate) fn len(&self) -> u32 {
@@ -203,20 +226,43 @@ impl Outstanding {
             Ok(())
         }
     }
-    pub(crate) fn push(&mut self, notify: bool) {
-        let ord = notify.then(|| {
-            self.notify_posted += 1;
-            self.notify_posted
-        });
-        self.items.push_back(ord);
+    pub(crate) fn push(&mut self, item: Pending) {
+        self.items.push_back(item);
     }
-    pub(crate) fn pop(&mut self) {
-        self.items.pop_front();
+    /// Takes the item a completion with `tag` belongs to: the oldest outstanding one
+    /// with that tag (the oldest item at all if none has it, which only a device that
+    /// invents tags could cause; the counts stay right either way).
+    pub(crate) fn complete(&mut self, tag: u64) -> Option<Pending> {
+        let i = self.items.iter().position(|p| p.tag == tag).unwrap_or(0);
+        let item = self.items.remove(i)?;
+        if item.notify {
+            self.notify_consumed += 1;
+        }
+        Some(item)
     }
-    /// `WORK_DONE` count to wait for so that the oldest notifying item has completed.
+    /// `WORK_DONE` count to wait for so that one more notifying item has completed, or
+    /// `None` if no outstanding item notifies.
     pub(crate) fn wait_target(&self) -> Option<u64> {
-        self.items.iter().flatten().next().copied()
+        self.items
+            .iter()
+            .any(|p| p.notify)
+            .then_some(self.notify_consumed + 1)
     }
+}
+
+/// What a RECV received: the message's match bits and sender (spec §11, from the
+/// completion's `fault_va` and `detail`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// The message's match bits (the SEND's, not the receive's).
+    pub match_bits: u64,
+    /// The context that sent it.
+    pub sender: Endpoint,
+    /// The message was longer than the receive's buffer: the buffer holds its first
+    /// bytes ([`WorkDone::bytes`] = the buffer's length) and the rest was dropped. Not
+    /// an error: the bytes delivered are good and [`WorkDone::result`] is `Ok`; check
+    /// this (or [`WorkDone::truncated`]) when a short read matters.
+    pub truncated: bool,
 }
 
 /// A consumed completion.
@@ -224,23 +270,58 @@ impl Outstanding {
 pub struct WorkDone {
     /// The descriptor's tag.
     pub tag: u64,
-    /// Bytes copied (COPY) or operations done (TRAFFIC); for a failed item, what was
-    /// done before the failure.
+    /// Bytes copied (COPY, PUT, GET, SEND), bytes of a message delivered (RECV), or
+    /// operations done (TRAFFIC); for a failed item, what was done before the failure.
     pub bytes: u64,
-    /// `None` on success, else why the item failed.
+    /// `None` on success (for a RECV also when the message was truncated), else why the
+    /// item failed.
     pub error: Option<WorkError>,
     /// VA of the access that failed, or 0.
     pub fault_va: u64,
+    /// A RECV that received a message (whole or truncated): its match bits and sender;
+    /// `None` for every other item and for a RECV that failed.
+    pub message: Option<Received>,
 }
 
 impl WorkDone {
-    /// Decodes a raw completion entry.
+    /// Decodes a raw completion entry of any item but a RECV (a `RECV_TRUNCATED`
+    /// status, which only a RECV gets, is decoded as [`from_recv`](Self::from_recv)
+    /// does).
     pub fn from_raw(c: &Completion) -> Self {
+        if c.status == completion::RECV_TRUNCATED {
+            return Self::from_recv(c);
+        }
         Self {
             tag: c.tag,
             bytes: c.bytes,
             error: WorkError::from_status(c.status, c.detail),
             fault_va: c.fault_va,
+            message: None,
+        }
+    }
+
+    /// Decodes a raw completion entry of a RECV: `OK` and `RECV_TRUNCATED` carry the
+    /// message's match bits in `fault_va` and its sender in `detail`
+    /// ([`Completion::recv_bits`], [`Completion::recv_sender`]).
+    pub fn from_recv(c: &Completion) -> Self {
+        let truncated = c.status == completion::RECV_TRUNCATED;
+        if c.status != completion::OK && !truncated {
+            return Self::from_raw(c);
+        }
+        let sender = c.recv_sender();
+        Self {
+            tag: c.tag,
+            bytes: c.bytes,
+            error: None,
+            fault_va: 0,
+            message: Some(Received {
+                match_bits: c.recv_bits(),
+                sender: Endpoint {
+                    node: sender.node,
+                    ctx: sender.ctx,
+                },
+                truncated,
+            }),
         }
     }
 
@@ -249,7 +330,12 @@ impl WorkDone {
         self.error.is_none()
     }
 
-    /// `Ok(bytes)` on success, [`Error::Work`] otherwise.
+    /// True for a RECV whose message was longer than its buffer.
+    pub fn truncated(&self) -> bool {
+        self.message.is_some_and(|m| m.truncated)
+    }
+
+    /// `Ok(bytes)` on success (a truncated RECV included), [`Error::Work`] otherwise.
     pub fn result(&self) -> Result<u64> {
         match self.error {
             None => Ok(self.bytes),
@@ -331,7 +417,11 @@ impl Queue {
         let off = st.wq.slot() * size_of::<WorkDesc>();
         self.mem.write_from(off, desc.as_bytes());
         st.wq.advance();
-        st.outstanding.push(work.notifies());
+        st.outstanding.push(Pending {
+            tag,
+            notify: work.notifies(),
+            recv: work.is_recv(),
+        });
         Ok(tag)
     }
 
@@ -368,8 +458,12 @@ impl Queue {
         self.mem.read_into(off, &mut raw);
         let c = Completion::read_from_bytes(&raw).unwrap_or_default();
         st.cq.advance();
-        st.outstanding.pop();
-        Some(WorkDone::from_raw(&c))
+        let recv = st.outstanding.complete(c.tag).is_some_and(|p| p.recv);
+        Some(if recv {
+            WorkDone::from_recv(&c)
+        } else {
+            WorkDone::from_raw(&c)
+        })
     }
 
     /// The `flags` field of the completion entry at byte offset `entry`, with one
@@ -409,7 +503,7 @@ impl Queue {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use mnic_abi::{completion, work};
+    use mnic_abi::work;
 
     /// Plays the device: executes descriptors between its head and `tail`, writing
     /// completions with the phase convention.
@@ -428,29 +522,39 @@ pub(crate) mod tests {
         /// Completes every descriptor up to doorbell value `tail`; returns how many.
         pub(crate) fn run(&mut self, q: &Queue, tail: u32) -> usize {
             let wq_n = 1u64 << q.cfg.wq_log2;
-            let cq_n = 1u64 << q.cfg.cq_log2;
             let mut n = 0;
             while ring::slot(self.wq_head, wq_n) as u32 != tail {
                 let mut raw = [0u8; 64];
                 q.mem
                     .read_into(ring::slot(self.wq_head, wq_n) as usize * 64, &mut raw);
                 let d = WorkDesc::read_from_bytes(&raw).unwrap();
-                let mut c = Completion {
-                    tag: d.tag,
-                    status: if d.opcode == work::NOP { 0 } else { 1 },
-                    flags: 0,
-                    detail: if d.opcode == work::NOP { 0 } else { 14 },
-                    bytes: u64::from(d.len),
-                    fault_va: d.src,
-                };
-                c.flags = c.flags_with_phase(ring::phase(self.cq_tail, cq_n));
-                let off = q.cq_off + ring::slot(self.cq_tail, cq_n) as usize * 32;
-                q.mem.write_from(off, c.as_bytes());
                 self.wq_head += 1;
-                self.cq_tail += 1;
                 n += 1;
+                if d.opcode == work::RECV {
+                    // Posted: completed later, by `complete`.
+                    continue;
+                }
+                self.complete(
+                    q,
+                    Completion {
+                        tag: d.tag,
+                        status: if d.opcode == work::NOP { 0 } else { 1 },
+                        flags: 0,
+                        detail: if d.opcode == work::NOP { 0 } else { 14 },
+                        bytes: u64::from(d.len),
+                        fault_va: d.src,
+                    },
+                );
             }
             n
+        }
+        /// Writes completion `c` into the next completion-queue slot.
+        pub(crate) fn complete(&mut self, q: &Queue, mut c: Completion) {
+            let cq_n = 1u64 << q.cfg.cq_log2;
+            c.flags = c.flags_with_phase(ring::phase(self.cq_tail, cq_n));
+            let off = q.cq_off + ring::slot(self.cq_tail, cq_n) as usize * 32;
+            q.mem.write_from(off, c.as_bytes());
+            self.cq_tail += 1;
         }
     }
 
@@ -661,5 +765,125 @@ pub(crate) mod tests {
         q.unring(0);
         assert_eq!(q.take_tail(), Some(t));
         assert_eq!(q.rung(), t);
+    }
+
+    fn pending(tag: u64, notify: bool, recv: bool) -> Pending {
+        Pending { tag, notify, recv }
+    }
+
+    #[test]
+    fn out_of_order_completions_are_matched_by_tag() {
+        let mut o = Outstanding::new(8);
+        o.push(pending(1, true, true)); // a RECV, completes last
+        o.push(pending(2, true, false));
+        o.push(pending(3, false, false));
+        o.push(pending(4, true, false));
+        assert_eq!(o.wait_target(), Some(1));
+        // The items behind the RECV complete first: each is charged to itself, and
+        // every notifying completion consumed moves the target by one.
+        assert_eq!(o.complete(2), Some(pending(2, true, false)));
+        assert_eq!(o.wait_target(), Some(2));
+        assert_eq!(o.complete(3), Some(pending(3, false, false)));
+        assert_eq!(o.wait_target(), Some(2));
+        assert_eq!(o.complete(4), Some(pending(4, true, false)));
+        assert_eq!((o.len(), o.wait_target()), (1, Some(3)));
+        assert_eq!(o.complete(1), Some(pending(1, true, true)));
+        assert_eq!((o.len(), o.wait_target()), (0, None));
+        assert_eq!(o.complete(1), None);
+        // Only non-notifying items outstanding: nothing to sleep on.
+        o.push(pending(5, false, true));
+        assert_eq!(o.wait_target(), None);
+        // A tag nobody posted takes the oldest item, so the count stays right.
+        assert_eq!(o.complete(99), Some(pending(5, false, true)));
+        // Duplicate tags: the oldest first.
+        o.push(pending(7, true, true));
+        o.push(pending(7, false, false));
+        assert_eq!(o.complete(7), Some(pending(7, true, true)));
+        assert_eq!(o.complete(7), Some(pending(7, false, false)));
+    }
+
+    #[test]
+    fn a_recv_completing_after_later_items_is_decoded_as_a_recv() {
+        let q = Queue::new(cfg(4, 4)).unwrap();
+        let recv = Work::recv_va(0x10_0000, 4096, 0xab00, 0xff00).unwrap();
+        let recv_tag = q.push(&recv).unwrap();
+        let recv2_tag = q.push(&recv).unwrap();
+        let nop_tag = q.push(&Work::nop()).unwrap();
+        let mut dev = FakeDevice::new();
+        assert_eq!(dev.run(&q, q.take_tail().unwrap()), 3);
+        // The NOP completes first, though posted last: not decoded as a message.
+        let d = q.poll().unwrap();
+        assert_eq!((d.tag, d.message, d.error), (nop_tag, None, None));
+        assert_eq!(q.outstanding(), 2);
+        assert_eq!(q.wait_target(), Some(2));
+        // The second RECV completes before the first, truncated.
+        let sender = mnic_abi::Endpoint { node: 2, ctx: 5 };
+        dev.complete(
+            &q,
+            Completion {
+                tag: recv2_tag,
+                status: completion::RECV_TRUNCATED,
+                detail: sender.packed(),
+                bytes: 4096,
+                fault_va: 0xab42,
+                ..Completion::default()
+            },
+        );
+        dev.complete(
+            &q,
+            Completion {
+                tag: recv_tag,
+                status: completion::OK,
+                detail: sender.packed(),
+                bytes: 17,
+                fault_va: 0xab01,
+                ..Completion::default()
+            },
+        );
+        let d = q.poll().unwrap();
+        assert_eq!(d.tag, recv2_tag);
+        assert_eq!(d.result().unwrap(), 4096);
+        assert!(d.truncated());
+        let m = d.message.unwrap();
+        assert_eq!(m.match_bits, 0xab42);
+        assert_eq!(m.sender, Endpoint { node: 2, ctx: 5 });
+        let d = q.poll().unwrap();
+        assert_eq!((d.tag, d.bytes, d.fault_va), (recv_tag, 17, 0));
+        assert!(!d.truncated());
+        assert_eq!(d.message.map(|m| m.match_bits), Some(0xab01));
+        assert_eq!(q.outstanding(), 0);
+        assert_eq!(q.wait_target(), None);
+    }
+
+    #[test]
+    fn a_failed_recv_has_no_message() {
+        let c = Completion {
+            tag: 3,
+            status: completion::REMOTE_NO_CONTEXT,
+            fault_va: 0x5000,
+            ..Completion::default()
+        };
+        let d = WorkDone::from_recv(&c);
+        assert_eq!(d.message, None);
+        assert_eq!(d.fault_va, 0x5000);
+        assert_eq!(
+            d.error,
+            Some(WorkError::Remote(crate::RemoteError::NoContext))
+        );
+        // RECV_TRUNCATED is a RECV's whichever decoder sees it.
+        let t = Completion {
+            status: completion::RECV_TRUNCATED,
+            ..c
+        };
+        assert_eq!(WorkDone::from_raw(&t), WorkDone::from_recv(&t));
+        assert!(WorkDone::from_raw(&t).truncated());
+        // An OK completion of another item keeps its fields as they are.
+        let ok = Completion {
+            status: completion::OK,
+            fault_va: 0,
+            detail: 0,
+            ..c
+        };
+        assert_eq!(WorkDone::from_raw(&ok).message, None);
     }
 }

@@ -4,12 +4,12 @@ use mnic_abi::{work, DescError, WorkDesc};
 
 use crate::buffer::DmaBuffer;
 use crate::error::{Error, Result};
-use crate::remote::RemoteRegion;
+use crate::remote::{Endpoint, RemoteRegion};
 
 /// One work item ready to post: a [`WorkDesc`] that passed the library's checks.
 ///
 /// Built with [`Work::copy`], [`Work::copy_buffers`], [`Work::put`], [`Work::get`],
-/// [`Work::nop`],
+/// [`Work::send`], [`Work::recv`], [`Work::nop`],
 /// [`Traffic::build`] or [`Work::from_desc`]. By default a work item asks for a
 /// `WORK_DONE` notification ([`notify`](Self::notify)) so that
 /// [`Context::wait`](crate::Context::wait) can sleep for it, and gets its tag from the
@@ -201,6 +201,77 @@ impl Work {
         ))
     }
 
+    /// A tagged SEND (spec §11, `docs/fabric.md` 14.14): the `len` bytes of
+    /// `buf[off..]` as one message to context `dest` of another node, with match bits
+    /// `bits`. `buf` must be registered readable on the context the item is posted to.
+    /// Nothing is registered at the receiver: the first receive posted there whose bits
+    /// and mask match takes the message. A message of at most
+    /// [`EAGER_MAX`](mnic_abi::fabric::EAGER_MAX) bytes travels in one packet and the
+    /// SEND completes once the target has taken it (into a posted receive, or kept for a
+    /// later one); a longer one waits, without a timeout, until a receive matches and
+    /// has pulled the data. `len` 0 is allowed (a message of match bits only).
+    ///
+    /// # Errors
+    /// [`Error::InvalidWork`] if the range leaves the buffer or is longer than
+    /// [`work::RMA_MAX`].
+    pub fn send(
+        buf: &DmaBuffer,
+        off: usize,
+        len: usize,
+        dest: Endpoint,
+        bits: u64,
+    ) -> Result<Self> {
+        let (va, len) = message_range(buf, off, len, "SEND range leaves its buffer")?;
+        Self::send_va(va, len, dest, bits)
+    }
+
+    /// A tagged RECV (spec §11, `docs/fabric.md` 14.14): room for a message of up to
+    /// `len` bytes at `buf[off..]`, taking the first message (from any sender) whose
+    /// match bits `m` satisfy `(m ^ bits) & mask == 0`. `buf` must be registered
+    /// writable on the context. The receive does not block the work queue: later items
+    /// run before it completes, so **its completion can come after theirs**; it carries
+    /// the message's bits and sender ([`WorkDone::message`](crate::WorkDone::message)).
+    /// A longer message fills the buffer and is reported
+    /// [`truncated`](crate::Received::truncated). At most
+    /// [`work::POSTED_MAX`] receives of a context can be posted at once: the device
+    /// stalls the context's queue on the next RECV until one completes.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub fn recv(buf: &DmaBuffer, off: usize, len: usize, bits: u64, mask: u64) -> Result<Self> {
+        let (va, len) = message_range(buf, off, len, "RECV range leaves its buffer")?;
+        Self::recv_va(va, len, bits, mask)
+    }
+
+    /// A SEND from local VA `src` (any memory the context registered readable): see
+    /// [`send`](Self::send); the local range can only be checked by the device.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWork`] if `len` is above [`work::RMA_MAX`] or the range wraps or
+    /// leaves the canonical lower half.
+    pub fn send_va(src: u64, len: u32, dest: Endpoint, bits: u64) -> Result<Self> {
+        let dest = mnic_abi::Endpoint {
+            node: dest.node,
+            ctx: dest.ctx,
+        };
+        Self::from_desc(WorkDesc::send(work::FLAG_NOTIFY, 0, src, len, dest, bits))
+    }
+
+    /// A RECV into local VA `dst` (registered writable on the context): see
+    /// [`recv`](Self::recv).
+    ///
+    /// # Errors
+    /// As [`send_va`](Self::send_va).
+    pub fn recv_va(dst: u64, len: u32, bits: u64, mask: u64) -> Result<Self> {
+        Self::from_desc(WorkDesc::recv(work::FLAG_NOTIFY, 0, dst, len, bits, mask))
+    }
+
+    /// True for a RECV: its completion can come out of posting order and carries a
+    /// message's match bits and sender.
+    pub fn is_recv(&self) -> bool {
+        self.desc.opcode == work::RECV
+    }
+
     /// Wraps a raw descriptor after checking it as [`validate`] does.
     ///
     /// # Errors
@@ -242,6 +313,21 @@ impl Work {
     pub fn desc(&self) -> &WorkDesc {
         &self.desc
     }
+}
+
+/// The VA and length of `buf[off..off + len]` for a SEND or RECV (empty allowed).
+fn message_range(
+    buf: &DmaBuffer,
+    off: usize,
+    len: usize,
+    leaves: &'static str,
+) -> Result<(u64, u32)> {
+    if off.checked_add(len).is_none_or(|end| end > buf.len()) {
+        return Err(Error::InvalidWork(leaves));
+    }
+    let len =
+        u32::try_from(len).map_err(|_| Error::InvalidWork(DescError::RmaTooLong.message()))?;
+    Ok((buf.va_at(off), len))
 }
 
 /// Checks a descriptor against the descriptor rules of spec §11: a thin wrapper over
@@ -562,5 +648,42 @@ mod tests {
             Err(Error::InvalidWork(m)) if m == DescError::BadPattern.message()
         ));
         assert_eq!(Work::nop().desc().opcode, work::NOP);
+    }
+
+    #[test]
+    fn send_and_recv_descriptors() {
+        let buf = DmaBuffer::new(8192).unwrap();
+        let dest = crate::Endpoint::new(2, 9).unwrap();
+        let w = Work::send(&buf, 100, 1417, dest, 0xfeed).unwrap();
+        let d = w.desc();
+        assert_eq!(
+            (d.opcode, d.src, d.len, d.match_bits()),
+            (work::SEND, buf.va() + 100, 1417, 0xfeed)
+        );
+        assert_eq!(d.dest(), mnic_abi::Endpoint { node: 2, ctx: 9 });
+        assert!(w.notifies() && !w.is_recv());
+        let w = Work::recv(&buf, 4096, 4096, 0xab00, 0xff00).unwrap();
+        let d = w.desc();
+        assert_eq!(
+            (d.opcode, d.dst, d.len, d.match_bits(), d.match_mask()),
+            (work::RECV, buf.va() + 4096, 4096, 0xab00, 0xff00)
+        );
+        assert!(w.is_recv());
+        // Empty messages, even at the very end of the buffer.
+        assert!(Work::send(&buf, 8192, 0, dest, 1).is_ok());
+        assert!(Work::recv(&buf, 8192, 0, 1, !0).is_ok());
+        // Ranges that leave the buffer are refused before posting.
+        assert!(Work::send(&buf, 8000, 193, dest, 1).is_err());
+        assert!(Work::recv(&buf, 1, 8192, 1, !0).is_err());
+        assert!(Work::recv(&buf, usize::MAX, 2, 1, !0).is_err());
+        // Raw VAs: too long, wrapping or non-canonical.
+        assert!(Work::send_va(VA, work::RMA_MAX, dest, 0).is_ok());
+        assert!(matches!(
+            Work::send_va(VA, work::RMA_MAX + 1, dest, 0),
+            Err(Error::InvalidWork(m)) if m == DescError::RmaTooLong.message()
+        ));
+        assert!(Work::recv_va(u64::MAX - 10, 100, 0, 0).is_err());
+        assert!(Work::recv_va(pte::VA_LIMIT - 10, 100, 0, 0).is_err());
+        assert!(Work::send_va(pte::VA_LIMIT - 100, 100, dest, 0).is_ok());
     }
 }

@@ -1,8 +1,9 @@
-//! `mnic-fabric-test`: remote memory access (PUT/GET, `docs/fabric.md` 14.13) between two
-//! NICs of one guest that are nodes of one fabric (`mnic-vm run --devices 2 --fabric`),
-//! KTAP on stdout.
+//! `mnic-fabric-test`: remote memory access (PUT/GET, `docs/fabric.md` 14.13) and tagged
+//! messages (SEND/RECV, 14.14) between two NICs of one guest that are nodes of one fabric
+//! (`mnic-vm run --devices 2 --fabric`), KTAP on stdout.
 //!
-//! The initiator context is on `/dev/mnic0`, the target context on `/dev/mnic1`; both are
+//! The initiator (or sender) context is on `/dev/mnic0`, the target (or receiver) context
+//! on `/dev/mnic1`; both are
 //! watched by the stale-access oracle when the image has it. Each case checks the data at
 //! both ends, the completion statuses (as the library's typed errors), the fault and
 //! invalidation counters of the side whose pages moved, and that neither device counted a
@@ -13,6 +14,9 @@
 
 mod errors;
 mod events;
+mod messages;
+mod msg;
+mod msgpaging;
 mod paging;
 mod pair;
 mod sizes;
@@ -60,6 +64,22 @@ fn main() {
         ("write_only_key_get", errors::write_only_key_get, true),
         ("target_context_closed", errors::target_context_closed, true),
         ("deregister_then_put", errors::deregister_then_put, true),
+        ("msg_sizes", messages::msg_sizes, true),
+        ("msg_unexpected", messages::msg_unexpected, true),
+        ("msg_match_masks", messages::msg_match_masks, true),
+        ("msg_truncation", messages::msg_truncation, true),
+        ("msg_stream", messages::msg_stream, true),
+        (
+            "msg_recv_buffer_paged",
+            msgpaging::msg_recv_buffer_paged,
+            true,
+        ),
+        (
+            "msg_rndv_source_swapped",
+            msgpaging::msg_rndv_source_swapped,
+            true,
+        ),
+        ("msg_receiver_exits", msgpaging::msg_receiver_exits, true),
     ];
     mnic_guest_util::run("mnic-fabric-test", cases);
 }

@@ -14,7 +14,7 @@ use crate::pair::*;
 
 /// Pages out `[0, len)` of `map` and returns how many pages left memory (MADV_PAGEOUT only
 /// takes what it can; a case needs at least one).
-fn page_out(map: &Map, len: usize) -> Result<usize, String> {
+pub(crate) fn page_out(map: &Map, len: usize) -> Result<usize, String> {
     map.madvise(0, len, libc::MADV_PAGEOUT)?;
     let gone = map.resident(0, len)?.iter().filter(|r| !**r).count();
     check(gone > 0, || "MADV_PAGEOUT reclaimed no page".into())?;
@@ -22,7 +22,11 @@ fn page_out(map: &Map, len: usize) -> Result<usize, String> {
 }
 
 /// No page of `map` that is out of memory has an entry in `ctx`'s device table.
-fn no_entries_for_gone_pages(ctx: &mnic::Context, map: &Map, len: usize) -> Result<(), String> {
+pub(crate) fn no_entries_for_gone_pages(
+    ctx: &mnic::Context,
+    map: &Map,
+    len: usize,
+) -> Result<(), String> {
     let resident = map.resident(0, len)?;
     for (i, _) in resident.iter().enumerate().filter(|(_, r)| !**r) {
         let q = ctx

@@ -75,6 +75,13 @@ pub mod row {
     pub const GET_BW: &str = "get_bw";
     /// The same bytes moved by local COPY items on the initiator's device (baseline).
     pub const COPY_BW: &str = "copy_bw";
+    /// Half a tagged SEND/RECV round trip (`--op send`): a SEND to the peer into a receive
+    /// posted there, answered by a SEND back, from the first post to the answer's receive
+    /// completion, halved (the one-way latency as `mx_pingpong` reports it; measured).
+    pub const SEND_HALF_ROUND_TRIP: &str = "send_half_round_trip";
+    /// SEND items back to back to the peer, into receives posted there (`--op send`;
+    /// measured).
+    pub const SEND_BW: &str = "send_bw";
 
     /// The name of row (or ratio) `base` for messages of `bytes` bytes: `base/bytes`.
     pub fn sized(base: &str, bytes: u64) -> String {
@@ -222,6 +229,10 @@ pub mod ratio {
     pub const PUT_OVER_COPY_BANDWIDTH: &str = "put_over_copy_bandwidth";
     /// GET bandwidth / local COPY bandwidth, medians.
     pub const GET_OVER_COPY_BANDWIDTH: &str = "get_over_copy_bandwidth";
+    /// Half a SEND/RECV round trip / one-way local COPY latency, medians.
+    pub const SEND_OVER_COPY_ONE_WAY: &str = "send_over_copy_one_way";
+    /// SEND bandwidth / local COPY bandwidth, medians.
+    pub const SEND_OVER_COPY_BANDWIDTH: &str = "send_over_copy_bandwidth";
 }
 
 /// Parameter names (`Report::params`).
@@ -294,6 +305,10 @@ pub mod param {
     pub const REMOTE_NODE: &str = "remote_node";
     /// Message sizes, bytes.
     pub const SIZES: &str = "sizes";
+    /// How the bytes move: "put" (PUT, and GET for bw) or "send" (tagged SEND/RECV).
+    pub const OP: &str = "op";
+    /// Largest eager message, bytes (`--op send`: larger ones go by rendezvous).
+    pub const EAGER_MAX: &str = "eager_max";
     /// Bytes moved per timed iteration of each size (bw).
     pub const BYTES_PER_ITER: &str = "bytes_per_iter";
 }

@@ -5,6 +5,8 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::args::BenchCmd;
 use crate::fabric::args::FabricArgs;
+#[cfg(test)]
+use crate::fabric::args::FabricOp;
 
 /// Inspect and benchmark mnic devices (/dev/mnicN).
 #[derive(Debug, Parser)]
@@ -53,13 +55,16 @@ pub enum Cmd {
     },
     /// One-way PUT latency per message size between two devices on one fabric (like
     /// ib_write_lat), against a local COPY: both ends in this process, each PUTs into the
-    /// other's memory and the process polls for the message's last bytes.
+    /// other's memory and the process polls for the message's last bytes. With `--op send`:
+    /// tagged SEND/RECV round trips into receives posted at each end, halved (like
+    /// mx_pingpong / fi_pingpong), across the eager/rendezvous limit.
     Pingpong {
         #[command(flatten)]
         args: FabricArgs,
     },
     /// PUT and GET bandwidth per message size between two devices on one fabric (like
-    /// ib_write_bw / ib_read_bw), against the same bytes moved by local COPY items.
+    /// ib_write_bw / ib_read_bw), against the same bytes moved by local COPY items. With
+    /// `--op send`: streaming tagged SENDs into receives the peer keeps posted.
     Bw {
         #[command(flatten)]
         args: FabricArgs,
@@ -181,6 +186,27 @@ mod tests {
         assert_eq!(args.sizes(&[8, 64, 4096]), [8, 64, 4096]);
         let c = args.common(10);
         assert_eq!((c.device, c.iters, c.warmup), (0, 200, 10));
+        assert_eq!(args.op, FabricOp::Put);
+        let Cmd::Pingpong { args } =
+            Cli::parse_from(["mnic", "pingpong", "--op", "send", "--smoke"]).cmd
+        else {
+            panic!("not pingpong");
+        };
+        assert_eq!(args.op, FabricOp::Send);
+        // A smoke run without --sizes takes the smoke sizes, with --sizes the two smallest.
+        assert_eq!(
+            args.sizes_or_smoke(&[8, 64, 4096], &[1416, 1417]),
+            [1416, 1417]
+        );
+        let Cmd::Pingpong { args } = Cli::parse_from([
+            "mnic", "pingpong", "--op", "send", "--smoke", "--sizes", "9,3,5",
+        ])
+        .cmd
+        else {
+            panic!("not pingpong");
+        };
+        assert_eq!(args.sizes_or_smoke(&[8], &[1416, 1417]), [3, 5]);
+        assert!(Cli::try_parse_from(["mnic", "bw", "--op", "get"]).is_err());
         let Cmd::Bw { args } = Cli::parse_from([
             "mnic",
             "bw",

@@ -4,7 +4,7 @@
 //! mnic info [--device N] [--json]
 //! mnic stats [--device N] [--interval SECS [--count N]] [--json]
 //! mnic bench copy|register|fault|invalidate|traffic|sync|doorbell|idle [--device N] [--json] [--smoke] [options]
-//! mnic pingpong|bw [--local /dev/mnic0] [--remote /dev/mnic1] [--sizes S,...] [-n N] [--json] [--smoke]
+//! mnic pingpong|bw [--op put|send] [--local /dev/mnic0] [--remote /dev/mnic1] [--sizes S,...] [-n N] [--json] [--smoke]
 //! ```
 //!
 //! This file only dispatches: the flags are in `cli.rs` (and `bench/args.rs`), each

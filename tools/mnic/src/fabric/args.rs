@@ -3,15 +3,39 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use mnic::parse_device_name;
 
 use crate::bench::args::{Common, DoorbellArg};
 use crate::output::parse_size;
 
+/// What a fabric benchmark moves the bytes with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum FabricOp {
+    /// Remote memory access through a key: PUT (and GET for `bw`), docs/fabric.md 14.13.
+    #[default]
+    Put,
+    /// Tagged messages: SEND into RECVs posted at the peer (MX-style, eager up to 1416
+    /// bytes, rendezvous above), docs/fabric.md 14.14.
+    Send,
+}
+
+impl FabricOp {
+    /// The name in reports (`op` parameter).
+    pub fn name(self) -> &'static str {
+        match self {
+            FabricOp::Put => "put",
+            FabricOp::Send => "send",
+        }
+    }
+}
+
 /// Flags both fabric benchmarks take.
 #[derive(Debug, Clone, Args)]
 pub struct FabricArgs {
+    /// How the bytes move: `put` (remote memory access) or `send` (tagged SEND/RECV).
+    #[arg(long, value_enum, default_value_t = FabricOp::Put)]
+    pub op: FabricOp,
     /// The initiator's device (it also runs the local COPY baseline).
     #[arg(long, default_value = "/dev/mnic0")]
     pub local: PathBuf,
@@ -33,7 +57,8 @@ pub struct FabricArgs {
     /// Give up waiting for one work item (or a PUT's bytes) after this many milliseconds.
     #[arg(long, default_value_t = 30_000)]
     pub timeout_ms: u64,
-    /// Smoke run: one timed iteration, no warmup, two small sizes (for `make test`).
+    /// Smoke run: one timed iteration, no warmup, two small sizes (with `--op send`: the
+    /// largest eager and the smallest rendezvous message) (for `make test`).
     #[arg(long)]
     pub smoke: bool,
 }
@@ -60,6 +85,15 @@ impl FabricArgs {
             smoke: self.smoke,
         }
         .effective()
+    }
+
+    /// `--sizes`, or `default`; in a smoke run without `--sizes`, `smoke` instead.
+    pub fn sizes_or_smoke(&self, default: &[u64], smoke: &[u64]) -> Vec<u64> {
+        if self.smoke && self.sizes.is_empty() {
+            smoke.to_vec()
+        } else {
+            self.sizes(default)
+        }
     }
 
     /// `--sizes`, or `default`; in a smoke run the two smallest of them.

@@ -27,12 +27,12 @@ const SMOKE_BYTES_PER_ITER: u64 = 256 << 10;
 const MAX_ITEMS: u64 = 2048;
 
 /// Items of `size` bytes per iteration so that about `per_iter` bytes move.
-fn items_per_iter(size: u64, per_iter: u64) -> u64 {
+pub(super) fn items_per_iter(size: u64, per_iter: u64) -> u64 {
     (per_iter / size.max(1)).clamp(1, MAX_ITEMS)
 }
 
 /// The time `drive` takes for `items` (which must all succeed and move `bytes`).
-fn timed(
+pub(super) fn timed(
     ctx: &mnic::Context,
     items: &[Work],
     bytes: u64,
@@ -45,6 +45,15 @@ fn timed(
         return Err(format!("moved {moved} bytes, expected {bytes}").into());
     }
     Ok(took)
+}
+
+/// Bytes each timed iteration moves.
+pub(super) fn per_iter_bytes(smoke: bool) -> u64 {
+    if smoke {
+        SMOKE_BYTES_PER_ITER
+    } else {
+        BYTES_PER_ITER
+    }
 }
 
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
@@ -63,14 +72,11 @@ pub fn run(a: &FabricArgs) -> CmdResult<Report> {
         .collect();
     lbufs.src.write_from(0, &pattern);
     rbufs.window.write_from(0, &pattern);
-    let per_iter = if c.smoke {
-        SMOKE_BYTES_PER_ITER
-    } else {
-        BYTES_PER_ITER
-    };
+    let per_iter = per_iter_bytes(c.smoke);
     let timeout = Duration::from_millis(c.timeout_ms);
     let mut report = new_report(Bench::Bw, &c);
     record_ends(&mut report, a, &local, &remote, &sizes);
+    report.params.push(param::OP, json!(a.op.name()));
     report.params.push(param::BYTES_PER_ITER, json!(per_iter));
     let before = local.dev_stats()?;
     let remote_before = remote.dev_stats()?;

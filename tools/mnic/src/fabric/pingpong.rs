@@ -7,8 +7,9 @@
 use std::time::{Duration, Instant};
 
 use mnic::{Context, DmaBuffer, Work};
-use mnic_bench_schema::names::{metric, ratio, row};
+use mnic_bench_schema::names::{metric, param, ratio, row};
 use mnic_bench_schema::{Bench, Fields, Report, Side as RowSide};
+use serde_json::json;
 
 use crate::bench::harness::progress;
 use crate::bench::report::{new_report, record_counters};
@@ -68,7 +69,7 @@ fn post_and_watch(
 /// One message of `size` bytes from `from` into `into_window` (a PUT through `region`, or a
 /// local COPY when `region` is `None`), stamped `n`: the bytes watched are first set to
 /// something else, so only this message can make them match.
-fn one_way(
+pub(super) fn one_way(
     from: &Side,
     into_window: &DmaBuffer,
     region: Option<&mnic::RemoteRegion>,
@@ -89,7 +90,7 @@ fn one_way(
 }
 
 /// Latency metrics of one row: timing metrics plus the 99th percentile.
-fn latency_metrics(t: &Timing, size: u64) -> Fields<f64> {
+pub(super) fn latency_metrics(t: &Timing, size: u64) -> Fields<f64> {
     let mut m = t.metrics(size);
     m.push(metric::P99_US, t.pct_us(0.99));
     m
@@ -109,6 +110,7 @@ pub fn run(a: &FabricArgs) -> CmdResult<Report> {
     let timeout = Duration::from_millis(c.timeout_ms);
     let mut report = new_report(Bench::Pingpong, &c);
     record_ends(&mut report, a, &local, &remote, &sizes);
+    report.params.push(param::OP, json!(a.op.name()));
     let before = local.dev_stats()?;
     let remote_before = remote.dev_stats()?;
     let mut n = 0u64;

@@ -1,0 +1,132 @@
+//! `mnic pingpong --op send`: tagged SEND/RECV latency per message size, like
+//! `mx_pingpong` or `fi_pingpong`. Each end has a receive posted for the other's next
+//! message; the local end SENDs a ping tagged with the round's number, the peer's receive
+//! completes and it SENDs the pong back, and the local receive's completion ends the round
+//! trip. Half the round trip is the one-way latency. The default sizes cross the eager
+//! limit (1416 bytes: one packet; above it the receiver pulls the message by rendezvous).
+//! Baseline: the same message moved by a local COPY on the local device, as in the PUT mode.
+
+use std::time::{Duration, Instant};
+
+use mnic::abi::fabric::EAGER_MAX;
+use mnic::Work;
+use mnic_bench_schema::names::{param, ratio, row};
+use mnic_bench_schema::{Bench, Report, Side as RowSide};
+use serde_json::json;
+
+use crate::bench::harness::progress;
+use crate::bench::report::{new_report, record_counters};
+use crate::bench::statistics::Timing;
+use crate::error::CmdResult;
+use crate::fabric::args::FabricArgs;
+use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
+use crate::fabric::messages::{check_received, drain, poll_for, SMOKE_SIZES};
+use crate::fabric::pingpong::{latency_metrics, one_way};
+
+/// Sizes without `--sizes`: small messages, the largest eager message and one byte more,
+/// a page, 64 KiB.
+pub const DEFAULT_SIZES: [u64; 7] = [8, 64, 512, 1416, 1417, 4096, 65536];
+/// Match bits: the direction in the high half, the round's number in the low half.
+const PING: u64 = 0x5049 << 48;
+const PONG: u64 = 0x504f << 48;
+
+/// One round trip of `size` bytes, round `n`: both receives posted first (untimed), then
+/// from the ping's post to the pong's receive completion. Every item's completion is
+/// consumed before returning.
+fn round_trip(l: &Side, r: &Side, size: usize, n: u64, timeout: Duration) -> CmdResult<Duration> {
+    let (ping_bits, pong_bits) = (PING | n, PONG | n);
+    let to_remote = r
+        .ctx
+        .endpoint()
+        .ok_or("the remote context has no endpoint")?;
+    let to_local = l
+        .ctx
+        .endpoint()
+        .ok_or("the local context has no endpoint")?;
+    let ping_recv = r
+        .ctx
+        .post(&Work::recv(&r.bufs.window, 0, size, ping_bits, !0)?)?;
+    let pong_recv = l
+        .ctx
+        .post(&Work::recv(&l.bufs.window, 0, size, pong_bits, !0)?)?;
+    let ping = Work::send(&l.bufs.src, 0, size, to_remote, ping_bits)?;
+    let pong = Work::send(&r.bufs.src, 0, size, to_local, pong_bits)?;
+    let start = Instant::now();
+    l.ctx.post(&ping)?;
+    let got = poll_for(r.ctx, ping_recv, timeout)?;
+    r.ctx.post(&pong)?;
+    let back = poll_for(l.ctx, pong_recv, timeout)?;
+    let took = start.elapsed();
+    check_received(&got, size as u64, ping_bits)?;
+    check_received(&back, size as u64, pong_bits)?;
+    drain(l.ctx, timeout)?;
+    drain(r.ctx, timeout)?;
+    Ok(took)
+}
+
+pub fn run(a: &FabricArgs) -> CmdResult<Report> {
+    let c = a.common(10);
+    let sizes = a.sizes_or_smoke(&DEFAULT_SIZES, &SMOKE_SIZES);
+    let (local, remote) = match open_both(a, &c)? {
+        Ok(ends) => ends,
+        Err(why) => return Ok(Report::skipped(Bench::Pingpong, c.device, why)),
+    };
+    let max = usize::try_from(sizes.iter().copied().max().unwrap_or(8))?;
+    let (lbufs, rbufs) = (Buffers::new(max)?, Buffers::new(max)?);
+    let l = Side::new(&local, &lbufs)?;
+    let r = Side::new(&remote, &rbufs)?;
+    let timeout = Duration::from_millis(c.timeout_ms);
+    let mut report = new_report(Bench::Pingpong, &c);
+    record_ends(&mut report, a, &local, &remote, &sizes);
+    report.params.push(param::OP, json!(a.op.name()));
+    report.params.push(param::EAGER_MAX, json!(EAGER_MAX));
+    let before = local.dev_stats()?;
+    let remote_before = remote.dev_stats()?;
+    let mut n = 0u64;
+    for &size in &sizes {
+        let len = usize::try_from(size)?;
+        if len == 0 {
+            return Err("message sizes must be at least 1 byte".into());
+        }
+        lbufs.src.fill_range(0, len, 0xa5 ^ size as u8);
+        rbufs.src.fill_range(0, len, 0x5a ^ size as u8);
+        eprintln!("[pingpong] send {size} bytes: {} iterations", c.iters);
+        let (mut send, mut copy) = (Timing::default(), Timing::default());
+        for i in 0..c.warmup + c.iters {
+            n += 1;
+            // The COPY first: it stamps the local source, which the ping then carries.
+            let local_copy = one_way(&l, &lbufs.dst, None, len, n, timeout)?;
+            let rtt = round_trip(&l, &r, len, n, timeout)?;
+            if i >= c.warmup {
+                send.0.push(rtt / 2);
+                copy.0.push(local_copy);
+                progress("pingpong", i - c.warmup, c.iters);
+            }
+        }
+        // Each end holds the other's message, whole.
+        if rbufs.window.to_vec()[..len] != lbufs.src.to_vec()[..len]
+            || lbufs.window.to_vec()[..len] != rbufs.src.to_vec()[..len]
+        {
+            return Err(format!("SEND of {size} bytes: a receive buffer differs").into());
+        }
+        report.row(
+            &row::sized(row::SEND_HALF_ROUND_TRIP, size),
+            RowSide::Measured,
+            latency_metrics(&send, size),
+        );
+        report.row(
+            &row::sized(row::COPY_ONE_WAY, size),
+            RowSide::Baseline,
+            latency_metrics(&copy, size),
+        );
+        report.ratio(
+            &row::sized(ratio::SEND_OVER_COPY_ONE_WAY, size),
+            send.p50_us(),
+            copy.p50_us(),
+            "half a SEND/RECV round trip / local COPY latency, medians (>1: the fabric is slower)",
+        );
+    }
+    record_counters(&mut report, &local, &before)?;
+    remote_note(&mut report, &remote, &remote_before)?;
+    Ok(report)
+}
