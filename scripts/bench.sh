@@ -6,11 +6,17 @@
 #   2b. guest behind QEMU's emulated IOMMU: a second boot with `mnic-vm run --iommu` runs
 #      the COPY and registration cases again (named `iommu_<case>`), and the ratio of each
 #      against the same case of step 2 is printed (what the IOMMU costs);
+#   2c. the fabric: the host benchmark of two device engines over the real UDP transport
+#      (qemu-device/benches/fabric_rma.rs: 1 MiB PUT against memcpy, an 8-byte PUT against
+#      a raw UDP round trip), and a guest with two NICs on one fabric running `mnic pingpong`
+#      and `mnic bw` for PUT/GET and for tagged SEND/RECV, each against a local COPY of the
+#      same bytes in the same boot; their text reports go to results/fabric.txt;
 #   3. mnic-bench-report (tools/bench-report) turns both into results/report.md, SVG
 #      plots, results/results.json and a summary table of the targets (printed).
 # Environment: MNIC_BENCH_MODE=quick (fewer sizes/iterations), MNIC_BENCH_OUT=DIR
 # (default results), MNIC_BENCH_MEM_MIB (guest RAM, default 2048: pinning 1 GiB needs
-# the pages), MNIC_BENCH_SKIP_HOST=1 / MNIC_BENCH_SKIP_GUEST=1, CARGO_JOBS (default -j2),
+# the pages), MNIC_BENCH_SKIP_HOST=1 / MNIC_BENCH_SKIP_GUEST=1 / MNIC_BENCH_SKIP_FABRIC=1,
+# CARGO_JOBS (default -j2),
 # MNIC_BENCH_DOC (the page whose generated part the report rewrites; default
 # docs/performance.md in full mode, none in quick mode; empty: none).
 set -euo pipefail
@@ -110,6 +116,27 @@ r() { name=\$1; shift
 		printf '%-14s %-28s %10s %10s %7s\n' "$name" "$row.$metric" "${base:--}" "${with:--}" "$ratio"
 	done | tee "$out/iommu-ratio.txt"
 	grep '@@MNIC-FAIL' "$out/guest-iommu-console.log" || true
+fi
+
+if [ "${MNIC_BENCH_SKIP_FABRIC:-0}" != 1 ]; then
+	echo "== the fabric: host engines over UDP (fabric_rma), then a guest with two NICs on one fabric"
+	{
+		# shellcheck disable=SC2086
+		cargo bench $jobs -q -p mnic-device --bench fabric_rma 2>/dev/null | grep -v '^$' || echo "fabric_rma: failed"
+		if [ "${MNIC_BENCH_SKIP_GUEST:-0}" != 1 ]; then
+			if [ "$mode" = quick ]; then fargs="-n 5"; else fargs="-n 50"; fi
+			fjob="insmod /lib/modules/mnic.ko; for op in put send; do for b in pingpong bw; do echo \"## mnic \$b --op \$op $fargs\"; mnic \$b --op \$op $fargs || echo \"@@MNIC-FAIL fabric \$b \$op\"; done; done"
+			set +e
+			target/release/mnic-vm run --kernel "$KBUILD/arch/x86/boot/bzImage" \
+				--initrd target/images/initramfs.cpio --device-bin target/release/mnic-device \
+				--devices 2 --fabric --memory-mib 1024 --timeout 1200 --quiet \
+				--log "$tmp/console-fabric.log" --cmd "$fjob"
+			fabric_rc=$?
+			set -e
+			tr -d '\r' <"$tmp/console-fabric.log" | sed -n '/^## mnic /,$p' | grep -v '^@@MNIC-DONE'
+			[ $fabric_rc -eq 0 ] || echo "make bench: the fabric guest run ended with status $fabric_rc"
+		fi
+	} | tee "$out/fabric.txt"
 fi
 
 elapsed=$(($(date +%s) - start))
