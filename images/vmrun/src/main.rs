@@ -699,13 +699,13 @@ fn run(a: &RunArgs) -> Result<i32> {
                     guest.result_at = Some(Instant::now());
                     if let (true, Some(bin)) = (a.stats, &device_bin) {
                         for i in guest.plan.devices.clone() {
-                            println!(
-                                "{}",
-                                guest.plan.console_line(&format!(
-                                    "[host] mnic-device #{i} counters:\n{}",
-                                    device_stats(bin, &rd, i)
-                                ))
+                            let stats = format!(
+                                "[host] mnic-device #{i} counters:\n{}",
+                                device_stats(bin, &rd, i)
                             );
+                            for line in stats.split('\n') {
+                                println!("{}", guest.plan.console_line(line));
+                            }
                         }
                     }
                 }
