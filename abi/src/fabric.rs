@@ -136,8 +136,6 @@ pub enum SendStatus {
     PeerGone = 1,
     /// The peer started a new connection before acknowledging it.
     PeerReset = 2,
-    /// A NAK with an operation error (operations).
-    RemoteError = 3,
 }
 
 /// The header of every fabric datagram, 40 bytes (docs/fabric.md 14.2).

@@ -9,38 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use mnic_abi::fabric::ptype;
 use mnic_device::fabric::{FabricConfig, Transport};
+use mnic_device::testkit::udp::{median, p99, raw_round_trips, us};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// Sorted round-trip times of `n` raw UDP echoes.
-fn raw_udp(n: usize) -> Vec<Duration> {
-    let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-    let b = UdpSocket::bind("127.0.0.1:0").unwrap();
-    a.connect(b.local_addr().unwrap()).unwrap();
-    b.connect(a.local_addr().unwrap()).unwrap();
-    for s in [&a, &b] {
-        s.set_read_timeout(Some(WAIT)).unwrap();
-    }
-    let echo = std::thread::spawn(move || {
-        let mut buf = [0u8; 64];
-        for _ in 0..n {
-            let k = b.recv(&mut buf).expect("raw echo: request");
-            b.send(&buf[..k]).unwrap();
-        }
-    });
-    let mut buf = [0u8; 64];
-    let mut times = Vec::with_capacity(n);
-    for i in 0..n as u64 {
-        let t = Instant::now();
-        a.send(&i.to_le_bytes()).unwrap();
-        a.recv(&mut buf).expect("raw echo: reply");
-        times.push(t.elapsed());
-    }
-    echo.join().unwrap();
-    times.sort();
-    times
-}
 
 /// Sorted round-trip times of `n` echoes through two transports.
 fn transport(n: usize) -> Vec<Duration> {
@@ -64,7 +37,7 @@ fn transport(n: usize) -> Vec<Duration> {
         std::thread::spawn(move || {
             while !done.load(Ordering::Relaxed) {
                 if let Some(m) = b.recv_timeout(Duration::from_millis(100)) {
-                    b.send(1, 0, 0, &m.payload).unwrap();
+                    b.send(1, ptype::EAGER, 0, 0, &m.payload).unwrap();
                 }
                 while b.completion_timeout(Duration::ZERO).is_some() {}
             }
@@ -73,7 +46,7 @@ fn transport(n: usize) -> Vec<Duration> {
     let mut times = Vec::with_capacity(n);
     for i in 0..n as u64 {
         let t = Instant::now();
-        a.send(2, 0, 0, &i.to_le_bytes()).unwrap();
+        a.send(2, ptype::EAGER, 0, 0, &i.to_le_bytes()).unwrap();
         let m = a.recv_timeout(WAIT).expect("transport echo: reply");
         times.push(t.elapsed());
         assert_eq!(m.payload, i.to_le_bytes());
@@ -90,20 +63,15 @@ fn transport(n: usize) -> Vec<Duration> {
     times
 }
 
-fn us(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e6
-}
-
 fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
     let n = if measuring { 20_000 } else { 200 };
     // Raw first, then the transport, then raw again: a drift of the machine shows as a
     // difference between the two raw runs.
-    let raw1 = raw_udp(n);
+    let raw1 = raw_round_trips(n);
     let tr = transport(n);
-    let raw2 = raw_udp(n);
-    let med = |v: &[Duration]| v[v.len() / 2];
-    let p99 = |v: &[Duration]| v[v.len() * 99 / 100];
+    let raw2 = raw_round_trips(n);
+    let med = median;
     println!("fabric round trip, 8-byte message, {n} round trips each (loopback)");
     for (name, v) in [
         ("raw UDP", &raw1),

@@ -1,4 +1,5 @@
-//! The control socket: a line `stats` is answered with `name value` lines.
+//! The control socket: a line `stats` is answered with `name value` lines: the device
+//! counters (spec §10), then the PUT/GET statistics (`rma_*`, docs/fabric.md 14.13).
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -8,12 +9,17 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::counters::Counters;
+use crate::fabric::RmaStats;
 
 /// Longest request line accepted.
 const MAX_LINE: u64 = 256;
 
 /// Binds `path` (replacing a stale socket) and answers requests on a thread.
-pub fn spawn(path: &Path, counters: Arc<Counters>) -> io::Result<JoinHandle<()>> {
+pub fn spawn(
+    path: &Path,
+    counters: Arc<Counters>,
+    rma: Arc<RmaStats>,
+) -> io::Result<JoinHandle<()>> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::thread::Builder::new()
@@ -22,7 +28,7 @@ pub fn spawn(path: &Path, counters: Arc<Counters>) -> io::Result<JoinHandle<()>>
             for conn in listener.incoming() {
                 match conn {
                     Ok(s) => {
-                        if let Err(e) = handle(s, &counters) {
+                        if let Err(e) = handle(s, &counters, &rma) {
                             tracing::warn!("control connection: {e}");
                         }
                     }
@@ -32,7 +38,7 @@ pub fn spawn(path: &Path, counters: Arc<Counters>) -> io::Result<JoinHandle<()>>
         })
 }
 
-fn handle(stream: UnixStream, counters: &Counters) -> io::Result<()> {
+fn handle(stream: UnixStream, counters: &Counters, rma: &RmaStats) -> io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut out = stream.try_clone()?;
@@ -44,7 +50,7 @@ fn handle(stream: UnixStream, counters: &Counters) -> io::Result<()> {
             return Ok(());
         }
         let reply = match String::from_utf8_lossy(&line).trim() {
-            "stats" => counters.render(),
+            "stats" => counters.render() + &rma.render(),
             "" => continue,
             other => format!("error: unknown request {other:?}\n"),
         };

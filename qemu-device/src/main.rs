@@ -2,7 +2,8 @@
 //! [--spin-us N]`: the vfio-user server, as a supervisor (it owns the socket, see
 //! `supervisor`) of the engine. `--spin-us` is how long the data thread polls shadow
 //! pages after its last work (spec §4a; default 200, 0 = never).
-//! `mnic-device stats --control PATH`: print the device counters.
+//! `mnic-device stats --control PATH`: print the device counters, then the PUT/GET
+//! statistics (`rma_*` lines, docs/fabric.md 14.13).
 //! `mnic-device engine --fd N [--control PATH] [--strict] [--spin-us N]` (internal): the
 //! engine, serving the supervisor on the inherited socket N.
 //!
@@ -10,7 +11,8 @@
 //! ID`, `--fabric-bind ADDR:PORT` (default 127.0.0.1:0), `--fabric-peer ID=ADDR:PORT`
 //! (repeated), `--fabric-allow-remote` (addresses outside loopback), and for tests
 //! `--fabric-drop P`, `--fabric-dup P`, `--fabric-reorder P`, `--fabric-seed N`. The
-//! supervisor checks them and passes them on to the engine, which runs the transport.
+//! supervisor checks them and passes them on to the engine, which runs the transport
+//! and hands it to the data thread (PUT, GET and the target's side of them).
 
 use std::io::IsTerminal;
 use std::os::fd::{FromRawFd, RawFd};
@@ -24,7 +26,7 @@ use std::time::Duration;
 use mnic_device::control;
 use mnic_device::counters::Counters;
 use mnic_device::engine::{Engine, DEFAULT_SPIN};
-use mnic_device::fabric::{sink, FabricArgs, Transport};
+use mnic_device::fabric::{FabricArgs, Transport};
 use mnic_device::mem::{file::MAX_FILES, GuestRam};
 use mnic_device::mmio::Mmio;
 use mnic_device::server::Server;
@@ -139,23 +141,27 @@ fn engine(a: &Args) -> Result<(), String> {
         );
     }
     let counters = Arc::new(Counters::default());
+    let sh = Shared::new(counters.clone(), a.strict);
     if let Some(ctl) = &a.control {
-        control::spawn(ctl, counters.clone())
+        control::spawn(ctl, counters.clone(), sh.rma.clone())
             .map_err(|e| format!("control socket {}: {e}", ctl.display()))?;
     }
-    if let Some(cfg) = a.fabric.config().map_err(|e| e.to_string())? {
-        let t = Transport::start(&cfg, Some(counters.clone()))
-            .map_err(|e| format!("fabric socket {}: {e}", cfg.bind))?;
-        tracing::info!(node = cfg.node, addr = ?t.local_addr().ok(), "fabric transport up");
-        sink::spawn_discarding(t).map_err(|e| format!("fabric thread: {e}"))?;
-    }
+    // The data thread serves the fabric: the node's packets are its DMA too.
+    let fabric = match a.fabric.config().map_err(|e| e.to_string())? {
+        Some(cfg) => {
+            let t = Transport::start(&cfg, Some(counters.clone()))
+                .map_err(|e| format!("fabric socket {}: {e}", cfg.bind))?;
+            tracing::info!(node = cfg.node, addr = ?t.local_addr().ok(), "fabric transport up");
+            Some(t)
+        }
+        None => None,
+    };
     // One fd per DMA region is held here, in the engine.
     raise_fd_limit();
-    let sh = Shared::new(counters, a.strict);
     let ram = Arc::new(GuestRam::new());
     let spin = a.spin_us.map_or(DEFAULT_SPIN, Duration::from_micros);
-    let engine =
-        Engine::spawn(sh.clone(), ram.clone(), spin).map_err(|e| format!("data thread: {e}"))?;
+    let engine = Engine::spawn(sh.clone(), ram.clone(), spin, fabric)
+        .map_err(|e| format!("data thread: {e}"))?;
     let mut server = Server::new(stream, Mmio::new(sh), engine, ram);
     let r = server.run();
     let (regions, mapped) = server.dma_regions();

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use mnic_abi::{caps, counter, oracle_op, reg, NUM_CONTEXTS, STALL_MS_MAX};
+use mnic_abi::{counter, oracle_op, reg, NUM_CONTEXTS, STALL_MS_MAX};
 use mnic_abi::{MNIC_ID_VALUE, MNIC_VERSION_VALUE};
 
 use crate::counters::Counters;
@@ -16,6 +16,10 @@ use crate::shared::{Request, Shared};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Reg {
     Const(u32),
+    /// `CAPS`: `FABRIC` only on a node of a fabric.
+    Caps,
+    /// `FABRIC_NODE`: the node id, or `NODE_NONE`.
+    FabricNode,
     ReadOnly,
     ReadWrite,
     /// Read-write, and a write wakes the data thread (ring indices).
@@ -45,7 +49,8 @@ fn classify(off: u32) -> Option<Reg> {
     Some(match off {
         reg::ID => Reg::Const(MNIC_ID_VALUE),
         reg::VERSION => Reg::Const(MNIC_VERSION_VALUE),
-        reg::CAPS => Reg::Const(caps::ALL),
+        reg::CAPS => Reg::Caps,
+        reg::FABRIC_NODE => Reg::FabricNode,
         reg::NUM_CONTEXTS => Reg::Const(NUM_CONTEXTS),
         reg::CONTROL => Reg::Control,
         reg::STATUS | reg::ERROR_COUNT | reg::CMDQ_HEAD | reg::EVQ_TAIL => Reg::ReadOnly,
@@ -138,6 +143,8 @@ impl Mmio {
                 }
                 let v = match classify(off)? {
                     Reg::Const(v) => v,
+                    Reg::Caps => self.sh.caps(),
+                    Reg::FabricNode => u32::from(self.sh.fabric_node()),
                     Reg::OracleOp => 0,
                     _ => self.sh.reg(off),
                 };
@@ -185,7 +192,8 @@ impl Mmio {
                 return Some(Followup::Oracle(v))
             }
             Some(Reg::Stall) => self.sh.set_reg(off, v.min(STALL_MS_MAX)),
-            Some(Reg::Const(_) | Reg::ReadOnly | Reg::OracleOp) | None => self.bad(),
+            Some(Reg::Const(_) | Reg::Caps | Reg::FabricNode | Reg::ReadOnly | Reg::OracleOp)
+            | None => self.bad(),
         }
         None
     }
@@ -227,7 +235,7 @@ impl Mmio {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mnic_abi::{control, irq};
+    use mnic_abi::{caps, control, irq};
 
     fn dev() -> Mmio {
         Mmio::new(Shared::new(Arc::new(Counters::default()), false))
@@ -250,10 +258,26 @@ mod tests {
         assert_eq!(rd32(&d, reg::ID), MNIC_ID_VALUE);
         assert_eq!(rd32(&d, reg::VERSION), MNIC_VERSION_VALUE);
         assert_eq!(rd32(&d, reg::CAPS), caps::ALL);
+        assert_eq!(rd32(&d, reg::CAPS) & caps::FABRIC, 0, "not a node");
+        assert_eq!(rd32(&d, reg::FABRIC_NODE), u32::from(mnic_abi::NODE_NONE));
         assert_eq!(rd32(&d, reg::NUM_CONTEXTS), NUM_CONTEXTS);
         assert_eq!(rd32(&d, reg::STATUS), 0);
         assert_eq!(rd32(&d, reg::counter(counter::DMA_OPS)), 0);
         assert_eq!(bad(&d), 0);
+    }
+
+    #[test]
+    fn a_node_reports_its_id_and_the_fabric_capability() {
+        let d = dev();
+        d.shared().set_fabric_node(7);
+        assert_eq!(rd32(&d, reg::FABRIC_NODE), 7);
+        assert_eq!(rd32(&d, reg::CAPS), caps::ALL | caps::FABRIC);
+        // Read-only: a write is ignored and counted.
+        assert!(d
+            .bar0_write(reg::FABRIC_NODE.into(), &3u32.to_le_bytes())
+            .is_none());
+        assert_eq!(rd32(&d, reg::FABRIC_NODE), 7);
+        assert_eq!(bad(&d), 1);
     }
 
     #[test]

@@ -702,7 +702,8 @@ mod tests {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
         let sh = Shared::new(Arc::new(Counters::default()), false);
         let ram = Arc::new(GuestRam::new());
-        let engine = Engine::spawn(sh.clone(), ram.clone(), crate::engine::DEFAULT_SPIN).unwrap();
+        let engine =
+            Engine::spawn(sh.clone(), ram.clone(), crate::engine::DEFAULT_SPIN, None).unwrap();
         let mut server = Server::new(ours, Mmio::new(sh.clone()), engine, ram);
         let t = std::thread::spawn(move || server.run());
         sh.panic_next.store(true, Ordering::SeqCst);

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use mnic_abi::{control, irq, reg, MSIX_VECTORS, NUM_CONTEXTS};
 
 use crate::counters::Counters;
+use crate::fabric::RmaStats;
 use crate::oracle::Oracle;
 
 /// Number of 32-bit register slots below the counters.
@@ -58,6 +59,11 @@ pub struct Shared {
     pub cli_strict: bool,
     /// The oracle (spec §8a).
     pub oracle: Oracle,
+    /// The fabric node id (`FABRIC_NODE`), `NODE_NONE` when the device is not a node.
+    /// Set once when the transport is attached; a device reset does not change it.
+    fabric_node: AtomicU32,
+    /// What PUT and GET count (printed by the control socket; not cleared by a reset).
+    pub rma: Arc<RmaStats>,
     /// Bus master enable (PCI command register bit 2): without it, no DMA and no MSI-X.
     bus_master: AtomicBool,
     /// The data thread is inside a poll round, where it may touch guest memory (it
@@ -100,6 +106,8 @@ impl Shared {
             ctx_live: std::array::from_fn(|_| AtomicBool::new(false)),
             cli_strict,
             oracle: Oracle::default(),
+            fabric_node: AtomicU32::new(u32::from(mnic_abi::NODE_NONE)),
+            rma: Arc::new(RmaStats::default()),
             bus_master: AtomicBool::new(false),
             in_round: AtomicBool::new(false),
             msix: Mutex::new((0..MSIX_VECTORS).map(|_| None).collect()),
@@ -112,6 +120,25 @@ impl Shared {
             wake: Condvar::new(),
             acked: Condvar::new(),
         })
+    }
+
+    /// The fabric node id, `NODE_NONE` (0xffff) when the device is not a node.
+    pub fn fabric_node(&self) -> u16 {
+        self.fabric_node.load(Ordering::Relaxed) as u16
+    }
+
+    /// Makes the device node `node` of a fabric (`FABRIC_NODE`, `CAPS.FABRIC`).
+    pub fn set_fabric_node(&self, node: u16) {
+        self.fabric_node.store(u32::from(node), Ordering::Relaxed);
+    }
+
+    /// `CAPS`: everything without a fabric, and `FABRIC` on a node (spec §3).
+    pub fn caps(&self) -> u32 {
+        if self.fabric_node() == mnic_abi::NODE_NONE {
+            mnic_abi::caps::ALL
+        } else {
+            mnic_abi::caps::ALL | mnic_abi::caps::FABRIC
+        }
     }
 
     /// Whether a stale access or an oracle violation halts the device.

@@ -38,7 +38,7 @@ fn send_numbered(from: &Transport, to: u16, n: u32) -> Vec<SendStatus> {
     for i in 0..n {
         let ctx = (i % 4) as u16;
         loop {
-            match from.send(to, ctx, ctx, &i.to_le_bytes()) {
+            match from.send(to, ptype::EAGER, ctx, ctx, &i.to_le_bytes()) {
                 Ok(_) => break,
                 Err(SendError::Full) => {
                     assert!(Instant::now() < end, "send queue never drained");
@@ -327,7 +327,16 @@ fn hostile_datagrams_are_counted_deliver_nothing_and_leave_the_node_working() {
             ..honest
         }, // the victim itself
         Fields {
-            ptype: ptype::PUT,
+            ptype: ptype::NAK,
+            src_ctx: 0,
+            dst_ctx: 0,
+            seq: 2,
+            ack: 0,
+            status: 3,
+            ..honest
+        }, // a NAK says only STALE_EPOCH (the operations answer with REPLY)
+        Fields {
+            ptype: ptype::RTS,
             ..honest
         }, // not implemented yet
         Fields {
@@ -442,11 +451,23 @@ fn hostile_datagrams_are_counted_deliver_nothing_and_leave_the_node_working() {
 fn messages_that_cannot_be_sent_are_refused_before_anything_is_queued() {
     let peer = loopback_socket();
     let a = Transport::start(&config(1, &[(2, peer.local_addr().unwrap())]), None).unwrap();
-    assert_eq!(a.send(9, 0, 0, b""), Err(SendError::UnknownPeer));
-    assert_eq!(a.send(1, 0, 0, b""), Err(SendError::UnknownPeer));
-    assert_eq!(a.send(2, 0, 0, &[0; 1433]), Err(SendError::TooLong));
-    assert_eq!(a.send(2, 256, 0, b""), Err(SendError::BadContext));
-    assert!(a.send(2, 0, 0, &[0; 1432]).is_ok());
+    assert_eq!(
+        a.send(9, ptype::EAGER, 0, 0, b""),
+        Err(SendError::UnknownPeer)
+    );
+    assert_eq!(
+        a.send(1, ptype::EAGER, 0, 0, b""),
+        Err(SendError::UnknownPeer)
+    );
+    assert_eq!(
+        a.send(2, ptype::EAGER, 0, 0, &[0; 1433]),
+        Err(SendError::TooLong)
+    );
+    assert_eq!(
+        a.send(2, ptype::EAGER, 256, 0, b""),
+        Err(SendError::BadContext)
+    );
+    assert!(a.send(2, ptype::EAGER, 0, 0, &[0; 1432]).is_ok());
     assert_eq!(a.stats().tx, 1);
     let remote = config(1, &[(2, SocketAddr::from(([192, 0, 2, 1], 7)))]);
     assert!(
@@ -481,4 +502,70 @@ fn a_slow_receiver_holds_its_sender_back_without_being_declared_gone() {
     let s = a.stats();
     assert_eq!(s.peers_gone, 0, "{s:?}");
     assert!(s.retransmits > 0, "the receiver never held back: {s:?}");
+}
+
+#[test]
+fn the_operations_packet_types_are_carried_in_order_and_wake_the_taker() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let (sa, sb) = (loopback_socket(), loopback_socket());
+    let (aa, ab) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
+    let a = Transport::on_socket(&config(1, &[(2, ab)]), sa, None).unwrap();
+    let b = Transport::on_socket(&config(2, &[(1, aa)]), sb, None).unwrap();
+    let woken = Arc::new(AtomicU64::new(0));
+    let w = woken.clone();
+    b.set_waker(Box::new(move || {
+        w.fetch_add(1, Ordering::Relaxed);
+    }));
+    assert_eq!((a.node(), b.node()), (1, 2));
+    let types = [
+        ptype::PUT,
+        ptype::GET_REQ,
+        ptype::GET_RESP,
+        ptype::REPLY,
+        ptype::EAGER,
+    ];
+    for (i, &t) in types.iter().enumerate() {
+        a.send(2, t, 1, 3, &[t, i as u8]).unwrap();
+    }
+    for t in [ptype::ACK, ptype::NAK, ptype::RTS, ptype::FIN, 0x7f] {
+        assert_eq!(a.send(2, t, 1, 3, b""), Err(SendError::BadType), "{t:#x}");
+    }
+    // Taken without waiting, by whoever the waker woke: here, a poll after it.
+    let end = Instant::now() + LIMIT;
+    let mut got = Vec::new();
+    while got.len() < types.len() {
+        assert!(
+            Instant::now() < end,
+            "{} of {} arrived",
+            got.len(),
+            types.len()
+        );
+        let mut done = Vec::new();
+        b.take(2, &mut got, &mut done);
+        assert!(got.len() <= types.len());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    for (i, m) in got.iter().enumerate() {
+        assert_eq!(
+            (m.ptype, m.src_node, m.src_ctx, m.dst_ctx),
+            (types[i], 1, 1, 3)
+        );
+        assert_eq!(m.payload, [types[i], i as u8]);
+    }
+    assert!(woken.load(Ordering::Relaxed) >= 1, "the waker was called");
+    // Completions come back through `take` too.
+    let mut done = Vec::new();
+    while done.len() < types.len() {
+        assert!(
+            Instant::now() < end,
+            "{} of {} completed",
+            done.len(),
+            types.len()
+        );
+        a.take(0, &mut Vec::new(), &mut done);
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(done
+        .iter()
+        .all(|c| c.status == SendStatus::Ok && c.dst_node == 2));
 }

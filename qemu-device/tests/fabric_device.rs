@@ -1,6 +1,7 @@
 //! The fabric options of the real `mnic-device serve` (docs/fabric.md 14.1): a device
-//! started with `--fabric-node` acknowledges a peer's messages and counts them in its
-//! `FABRIC_*` counters, refuses garbage and still serves the guest; a non-loopback peer is
+//! started with `--fabric-node` reports its node id and `CAPS.FABRIC`, acknowledges a
+//! peer's messages, counts them in its `FABRIC_*` counters and its `rma_*` statistics,
+//! refuses garbage and still serves the guest; a non-loopback peer is
 //! refused at start. Loopback only, ephemeral ports, bounded waits.
 
 mod common;
@@ -10,8 +11,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::{start, stat, stats, tmpdir, wait_until, TIMEOUT};
-use mnic_abi::fabric::SendStatus;
-use mnic_abi::{reg, MNIC_ID_VALUE};
+use mnic_abi::fabric::{ptype, SendStatus};
+use mnic_abi::{caps, reg, MNIC_ID_VALUE};
 use mnic_device::fabric::{FabricConfig, Transport};
 
 #[test]
@@ -40,6 +41,8 @@ fn a_device_on_the_fabric_acknowledges_counts_and_refuses() {
     );
     // The engine (and its transport) runs once the client connected: ask it something.
     assert_eq!(client.read(reg::ID), MNIC_ID_VALUE);
+    assert_eq!(client.read(reg::FABRIC_NODE), 1);
+    assert_eq!(client.read(reg::CAPS), caps::ALL | caps::FABRIC);
 
     let cfg = FabricConfig {
         peers: vec![(1, device_addr.parse().unwrap())],
@@ -47,7 +50,7 @@ fn a_device_on_the_fabric_acknowledges_counts_and_refuses() {
     };
     let peer = Transport::on_socket(&cfg, peer_sock, None).unwrap();
     for i in 0..20u32 {
-        peer.send(1, 0, 0, &i.to_le_bytes()).unwrap();
+        peer.send(1, ptype::EAGER, 0, 0, &i.to_le_bytes()).unwrap();
     }
     let end = Instant::now() + TIMEOUT;
     for _ in 0..20 {
@@ -63,6 +66,10 @@ fn a_device_on_the_fabric_acknowledges_counts_and_refuses() {
     }
     wait_until("10 bad packets counted", || {
         stat(&stats(&ctl), "fabric_bad_packets") == 10
+    });
+    // The data thread takes the messages (tagged matching is not there yet: dropped).
+    wait_until("20 eager messages taken", || {
+        stat(&stats(&ctl), "rma_eager_dropped") == 20
     });
     let st = stats(&ctl);
     assert!(stat(&st, "fabric_rx") >= 20, "{st}");

@@ -74,9 +74,12 @@ fn protocol_session() {
     let p = c.ok(cmd::DEVICE_GET_INFO, &u32s(&[16, 0, 0, 0]));
     assert_eq!(le32(&p, 2), 9);
 
-    // The stats subcommand sees the bad access.
+    // The stats subcommand sees the bad access; the PUT/GET statistics follow the
+    // counters.
     let text = common::stats(&ctl);
-    assert_eq!(text.lines().count(), counter::NAMES.len());
+    let (rma, counters): (Vec<&str>, Vec<&str>) = text.lines().partition(|l| l.starts_with("rma_"));
+    assert_eq!(counters.len(), counter::NAMES.len(), "{text}");
+    assert!(rma.contains(&"rma_put_served 0"), "{text}");
     assert!(text.contains("bad_mmio 1\n"), "{text}");
 
     // Disconnect: the server exits 0.

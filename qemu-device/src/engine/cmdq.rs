@@ -1,4 +1,6 @@
 //! The command queue (spec §7): strictly in order, one sequence number per command.
+//! `KEY_SET`/`KEY_CLEAR` change the remote keys (`keys`) between packets, so a SYNC after
+//! a `KEY_CLEAR` fences the key like an invalidation (docs/fabric.md 14.13).
 //! A bad command is reported (ERROR event, ERROR_CODE, counter), skipped, and the
 //! queue continues. Indices follow spec §7a (`mnic_abi::ring`).
 
@@ -7,8 +9,9 @@ use mnic_abi::{cmd, completion, counter, event, irq, pte, reg, ring, Command, Ct
 use mnic_abi::{CMD_FLAG_IRQ, CTX_FLAG_VALID, NUM_CONTEXTS, RING_LOG2_MAX, RING_LOG2_MIN};
 use zerocopy::FromBytes;
 
-use super::context::{Ctx, Done, Site, Stage};
+use super::context::{Ctx, Done, NetAbort, Site, Stage};
 use super::error::DeviceError;
+use super::keys::Keys;
 use super::shadow;
 use super::state::Core;
 use crate::mem::{self, GuestMem};
@@ -129,9 +132,22 @@ impl Core {
                 Ok(())
             }
             cmd::CTX_ENABLE => self.ctx_enable(m, c),
+            cmd::KEY_SET => self.key_set(c),
+            cmd::KEY_CLEAR => {
+                let i = Self::ctx_index(c)?;
+                self.keys
+                    .clear(i as u16, c.arg0 as u32)
+                    .map_err(|_| DeviceError::BadCommand { value: c.arg0 })?;
+                tracing::debug!(ctx = c.ctx, key = c.arg0 as u32, "remote key cleared");
+                Ok(())
+            }
             cmd::CTX_DISABLE => {
                 let i = Self::ctx_index(c)?;
                 self.disable_ctx(i);
+                // Only the command takes the keys away: a context the device stopped on
+                // its own keeps them until the driver's CTX_DISABLE (spec §12a), so that
+                // the driver's record of the keys the device holds stays exact.
+                self.keys.drop_ctx(c.ctx);
                 self.checker.record(c.ctx, seq, 0, u64::MAX);
                 // The context's process is gone or going: its oracle watch ends too.
                 self.sh.oracle.forget(c.ctx);
@@ -141,6 +157,25 @@ impl Core {
                 value: u64::from(op),
             }),
         }
+    }
+
+    /// `KEY_SET` (spec §7): the checks in order, then the key is live for packets served
+    /// after this command.
+    fn key_set(&mut self, c: &Command) -> Result<(), DeviceError> {
+        let i = Self::ctx_index(c)?;
+        let bad = DeviceError::BadCommand { value: c.arg2 };
+        if self.link.is_none() {
+            return Err(DeviceError::BadCommand {
+                value: u64::from(c.opcode),
+            });
+        }
+        let (key, k) = Keys::decode(c.ctx, c.arg0, c.arg1, c.arg2).map_err(|_| bad)?;
+        if self.ctxs[i].is_none() {
+            return Err(bad_context(c));
+        }
+        self.keys.insert(key, k).map_err(|_| bad)?;
+        tracing::debug!(ctx = c.ctx, key, va = k.va, len = k.len, "remote key set");
+        Ok(())
     }
 
     fn invalidated(&mut self, n: usize) {
@@ -157,7 +192,7 @@ impl Core {
         let Some(x) = self.ctxs[i].as_mut() else {
             return;
         };
-        let fault_va = x.parked.map_or(0, |p| p.va);
+        let (fault_va, fault_write) = x.parked.map_or((0, false), |p| (p.va, p.write));
         x.parked = None;
         self.evq.withdraw_fault(i as u16);
         match site {
@@ -173,6 +208,16 @@ impl Core {
                     ));
                 }
             }
+            Site::Network => {
+                // Nothing of the context's own waited: it runs on, and the page is
+                // refused to the peers that fault there.
+                x.net_abort = x.parked_origin.take().map(|origin| NetAbort {
+                    page: fault_va & !(pte::PAGE_SIZE - 1),
+                    write: fault_write,
+                    errno: detail,
+                    origin,
+                });
+            }
             Site::Fetch | Site::Completion => {
                 self.disable_ctx(i);
                 let e = DeviceError::BadContext { value: fault_va };
@@ -182,7 +227,8 @@ impl Core {
     }
 
     /// Stops context `i`: drops its TLB entries and any queued or parked work (and the
-    /// parked fault's event if it is still waiting inside the device).
+    /// parked fault's event if it is still waiting inside the device). Its remote keys
+    /// stay until `CTX_DISABLE` (packets to a stopped context are answered `NO_CONTEXT`).
     pub(super) fn disable_ctx(&mut self, i: usize) {
         if self.ctxs.get_mut(i).and_then(Option::take).is_some() {
             tracing::debug!(ctx = i, "context disabled");
@@ -200,6 +246,8 @@ impl Core {
         if self.ctxs[i].is_some() {
             return Err(bad_context(c));
         }
+        // A context starts without remote keys (spec §7).
+        self.keys.drop_ctx(c.ctx);
         let mut b = [0u8; size_of::<CtxEntry>()];
         let at = self.ctx_table + b.len() as u64 * i as u64;
         mem::read(m, at, &mut b).map_err(|e| DeviceError::Address { addr: e.addr })?;

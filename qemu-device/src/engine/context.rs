@@ -10,6 +10,7 @@
 
 use mnic_abi::{ring, work, Completion, CtxEntry, WorkDesc};
 
+use super::rma::Rma;
 use super::traffic::TrafficState;
 
 /// Where a parked context stopped.
@@ -21,6 +22,40 @@ pub enum Site {
     Work,
     /// Writing the current item's completion.
     Completion,
+    /// Serving a packet from the fabric (a network fault, docs/fabric.md 14.13): nothing
+    /// of the context's own waits on it; RESUME just unparks, ABORT makes packets that
+    /// fault at the page answered `REMOTE_FAULT`.
+    Network,
+}
+
+/// The remote operation a packet belongs to: its sender's node and context, and the
+/// sender's request id of the work item (unique per sending device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// Sending node.
+    pub node: u16,
+    /// Sending context.
+    pub ctx: u16,
+    /// The item's `req_id`.
+    pub req_id: u32,
+}
+
+/// A network fault the driver aborted: packets of the same operation (`origin`) that
+/// fault at `page` with the same kind of access are answered `REMOTE_FAULT` with `errno`
+/// instead of parking a fault again. The driver's answer was about the mapping at that
+/// moment and that operation: a write refused on a read-only page says nothing about
+/// reads, and a later operation (after an `mprotect` back to writable, say) faults anew
+/// and is asked about again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NetAbort {
+    /// The 4 KiB page (its first VA).
+    pub page: u64,
+    /// The aborted fault was for a write.
+    pub write: bool,
+    /// The operation whose packet raised the fault.
+    pub origin: Origin,
+    /// The errno the driver gave ABORT.
+    pub errno: u32,
 }
 
 /// A parked fault.
@@ -32,6 +67,8 @@ pub struct Parked {
     pub site: Site,
     /// The faulting VA.
     pub va: u64,
+    /// The faulting access was a write.
+    pub write: bool,
 }
 
 /// A work item being executed.
@@ -42,6 +79,8 @@ pub struct Item {
     pub done: u64,
     /// Traffic generator state, created on the first step.
     pub traffic: Option<TrafficState>,
+    /// PUT/GET state, created on the first step.
+    pub rma: Option<Box<Rma>>,
 }
 
 impl Item {
@@ -51,6 +90,7 @@ impl Item {
             desc,
             done: 0,
             traffic: None,
+            rma: None,
         }
     }
 }
@@ -107,6 +147,12 @@ pub struct Ctx {
     pub stage: Stage,
     /// Set while a fault waits for RESUME/ABORT.
     pub parked: Option<Parked>,
+    /// The last network fault the driver aborted (until a packet translates at that page,
+    /// or another network fault is aborted).
+    pub net_abort: Option<NetAbort>,
+    /// The operation whose packet raised the parked network fault (what an ABORT of it
+    /// applies to).
+    pub parked_origin: Option<Origin>,
     /// The work queue's tail as last read from the shadow page (modulo the ring size);
     /// unused without one.
     pub shadow_tail: u32,
@@ -122,6 +168,8 @@ impl Ctx {
             cq_written: 0,
             stage: Stage::Idle,
             parked: None,
+            net_abort: None,
+            parked_origin: None,
             shadow_tail,
         }
     }

@@ -36,13 +36,18 @@ impl Core {
         }
     }
 
-    /// Everything back to the reset state. Only the fault-id counter survives, so
-    /// ids stay unique per device.
+    /// Everything back to the reset state. Only the fault-id and request-id counters
+    /// survive, so ids stay unique per device, and the fabric attachment (the node is
+    /// the device's, not its state's).
     pub fn reset(&mut self) {
         tracing::debug!("device reset");
         let next_fault_id = self.next_fault_id;
+        let next_req_id = self.next_req_id;
+        let link = self.link.take();
         *self = Core::new(self.sh.clone());
         self.next_fault_id = next_fault_id;
+        self.next_req_id = next_req_id;
+        self.link = link;
         self.sh.clear_regs();
         self.sh.clear_ctxs();
         self.sh.counters.clear();
@@ -53,6 +58,7 @@ impl Core {
         for c in self.ctxs.iter_mut() {
             *c = None;
         }
+        self.keys = Default::default();
         self.live = LiveSet::default();
         self.shadowed = LiveSet::default();
         self.sh.clear_ctxs();

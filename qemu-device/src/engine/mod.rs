@@ -16,6 +16,10 @@
 //! The engine runs only while bus mastering is on (spec §3), and a work step checks it
 //! again right before each access touches memory (`dma`).
 //!
+//! Packets from the fabric (docs/fabric.md 14.13) are served by this thread too, in its
+//! poll rounds between commands, each translated afresh like a work step's access: the
+//! promise covers the network's accesses, and a SYNC after a `KEY_CLEAR` fences the key.
+//!
 //! Shadow pages (spec §4a) are read and written by this thread too, in its poll rounds
 //! and in the sleep handshake right after one (between work steps, like commands), so
 //! the promise above covers them: after the SYNC that follows a `CTX_DISABLE`, the
@@ -28,6 +32,9 @@
 //! | `error` | typed errors, and their spec error codes and details |
 //! | `step` | what one step of a context or of a work item came to |
 //! | `traffic` | the TRAFFIC generator: which operations an item makes, a bounded step |
+//! | `keys` | remote keys: which range of which context a peer reaches, and how |
+//! | `link` | the fabric attachment: the transport and the PUT/GET timing |
+//! | `rma` | one PUT or GET at the initiator as a state machine: packets, back-off, answers |
 //! | `context` | a running context's state: table entry, ring positions, item, fault |
 //! | `live` | the set of enabled contexts and the round-robin order |
 //! | `evq` | the event ring and the backlog inside the device |
@@ -37,9 +44,12 @@
 //! | `lifecycle` | CONTROL writes and resets: enable, disable |
 //! | `dma` | one access: translate (TLB, walk), judge (stale checker, oracle), gate |
 //! | `copy` | COPY: bounded steps, page runs copied with one memcpy |
+//! | `target` | PUT/GET at the target: checks, translation, access, REPLY; network faults |
+//! | `initiator` | PUT/GET at the initiator: a step's sends, the answers to its packets |
 //! | `work` | a context's work items: fetch and decode, execute, complete, park |
-//! | `cmdq` | the command queue: invalidations, SYNC, RESUME/ABORT, context enable |
-//! | `poll` | one poll round over commands and contexts |
+//! | `cmdq` | the command queue: invalidations, SYNC, RESUME/ABORT, context enable, keys |
+//! | `remote` | the fabric in a poll round: attach, deliveries, completions, lost peers |
+//! | `poll` | one poll round over commands, fabric deliveries and contexts |
 //! | `pace` | when the data thread polls and when it sleeps: spin budget, backstop |
 //! | `thread` | the data thread around [`Core`] |
 
@@ -49,14 +59,20 @@ mod copy;
 mod dma;
 mod error;
 mod evq;
+mod initiator;
+mod keys;
 mod lifecycle;
+mod link;
 mod live;
 mod pace;
 mod poll;
+mod remote;
 mod report;
+mod rma;
 mod shadow;
 mod state;
 mod step;
+mod target;
 mod thread;
 mod traffic;
 mod work;
@@ -65,9 +81,11 @@ pub use context::Ctx;
 pub use copy::COPY_STEP;
 pub use error::{AccessError, DeviceError, Fault, FaultCause};
 pub use evq::{EventQueue, BACKLOG_BOUND, BACKLOG_MAX};
+pub use link::RmaTiming;
 pub use pace::{Next, Pace, BACKSTOP, DEFAULT_SPIN};
 pub use poll::Activity;
 pub use state::Core;
+pub use target::NETWORK_FAULT;
 pub use thread::Engine;
 pub use traffic::{mix, op as traffic_op, pattern as traffic_pattern};
 

@@ -1,6 +1,6 @@
 //! One poll round of the state machine: shadow tails, events, a bounded batch of
-//! commands, one step of each enabled context in round-robin order, events again,
-//! interrupts.
+//! commands, a bounded batch of fabric deliveries, one step of each enabled context in
+//! round-robin order, events again, interrupts.
 
 use std::time::Instant;
 
@@ -35,7 +35,12 @@ impl Core {
 
     fn poll_round(&mut self, m: &GuestMem) -> Activity {
         if !self.enabled || self.halted {
-            return Activity::Idle(None);
+            // Peers still get their answers (NO_CONTEXT); no memory is touched.
+            return if self.serve_fabric(m) {
+                Activity::Busy
+            } else {
+                Activity::Idle(None)
+            };
         }
         if !self.sh.bus_master() {
             // No DMA at all (spec §3); setting the bit kicks us.
@@ -48,6 +53,8 @@ impl Core {
         self.refresh_tails(m);
         let mut busy = self.flush_events(m);
         busy |= self.run_commands(m);
+        // Between commands, like work steps: a SYNC fences the network's accesses too.
+        busy |= self.serve_fabric(m);
         let mut deadline: Option<Instant> = None;
         let n = self.ctxs.len();
         for c in self.live.round_robin(self.rr) {

@@ -455,7 +455,7 @@ fn bad_ctx_shadow_refuses_ctx_enable() {
 fn data_thread_polls_sleeps_and_backstops() {
     let sh = Shared::new(Arc::new(Counters::default()), true);
     let ram = Arc::new(GuestRam::anonymous(&[(0, 1 << 20)]).unwrap());
-    let engine = Engine::spawn(sh.clone(), ram.clone(), Duration::from_millis(2)).unwrap();
+    let engine = Engine::spawn(sh.clone(), ram.clone(), Duration::from_millis(2), None).unwrap();
     let dev = Mmio::new(sh.clone());
     sh.set_bus_master(true);
     for (r, v) in [
@@ -517,6 +517,7 @@ fn a_parked_fault_stretches_the_budget_to_fault_spin() {
         id: 7,
         site: Site::Fetch,
         va: 0x1000,
+        write: false,
     });
     // Past the ordinary budget: still polling, the answer is expected soon.
     let next = pace.after_round(&mut h.core, &m, Activity::Idle(None), t0 + SPIN * 2);
@@ -552,6 +553,7 @@ fn a_parked_fault_does_not_make_a_zero_budget_poll() {
         id: 7,
         site: Site::Fetch,
         va: 0x1000,
+        write: false,
     });
     let next = pace.after_round(&mut h.core, &m, Activity::Idle(None), t0);
     assert_eq!(next, Next::Sleep(None));

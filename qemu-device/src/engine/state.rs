@@ -7,6 +7,8 @@ use mnic_abi::NUM_CONTEXTS;
 
 use super::context::Ctx;
 use super::evq::EventQueue;
+use super::keys::Keys;
+use super::link::Link;
 use super::live::LiveSet;
 use crate::oracle::Access;
 use crate::shared::Shared;
@@ -54,6 +56,12 @@ pub struct Core {
     /// Accesses of armed contexts in the current work step, for the oracle to judge
     /// when the step ends (spec §8a).
     pub(super) oracle_pieces: Vec<Access>,
+    /// The fabric, when the device is a node of one (kept across resets).
+    pub(super) link: Option<Link>,
+    /// Remote keys of the contexts.
+    pub(super) keys: Keys,
+    /// The `req_id` of the next PUT or GET; per device, never 0 (kept across resets).
+    pub(super) next_req_id: u32,
 }
 
 impl Core {
@@ -82,6 +90,9 @@ impl Core {
             rr: 0,
             irq_pending: 0,
             oracle_pieces: Vec::new(),
+            link: None,
+            keys: Keys::default(),
+            next_req_id: 1,
         }
     }
 

@@ -12,11 +12,12 @@ pub enum Step {
     Progress,
     /// Nothing to do (no descriptors, parked, disabled).
     Idle,
-    /// A throttled traffic item wants to run again at this instant.
+    /// A throttled traffic item, or a PUT or GET waiting for a back-off or its answers,
+    /// wants to run again at this instant (or when woken).
     Until(Instant),
 }
 
-/// What executing a COPY or TRAFFIC item for one step came to.
+/// What executing a COPY, TRAFFIC, PUT or GET item for one step came to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Not finished; continue next step.
@@ -28,6 +29,19 @@ pub enum Outcome {
     },
     /// An access failed.
     Failed(AccessError),
-    /// Throttled until the instant.
+    /// Ended with a status other than `OK` that is not an access of this device (PUT,
+    /// GET: the target's answer, the peer, the route).
+    Ended {
+        /// `completion::*` status.
+        status: u16,
+        /// The completion's `detail`.
+        detail: u32,
+        /// Bytes confirmed before.
+        bytes: u64,
+        /// The completion's `fault_va`.
+        fault_va: u64,
+    },
+    /// Throttled (TRAFFIC), or waiting for a back-off or answers (PUT, GET), until the
+    /// instant.
     Wait(Instant),
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::pace::{Next, Pace};
 use super::state::Core;
+use crate::fabric::Transport;
 use crate::mem::GuestRam;
 use crate::shared::{Request, Shared};
 
@@ -20,8 +21,24 @@ pub struct Engine {
 
 impl Engine {
     /// Starts the data thread over `sh`, accessing guest memory through `ram`, polling
-    /// shadow pages for `spin` after the last work (zero: never).
-    pub fn spawn(sh: Arc<Shared>, ram: Arc<GuestRam>, spin: Duration) -> std::io::Result<Self> {
+    /// shadow pages for `spin` after the last work (zero: never), serving the fabric of
+    /// `fabric` if the device is a node of one.
+    pub fn spawn(
+        sh: Arc<Shared>,
+        ram: Arc<GuestRam>,
+        spin: Duration,
+        fabric: Option<Transport>,
+    ) -> std::io::Result<Self> {
+        let mut core = Core::new(sh);
+        if let Some(t) = fabric {
+            core.attach_fabric(t);
+        }
+        Self::with_core(core, ram, spin)
+    }
+
+    /// Starts the data thread around `core` (tests and benches prepare one by function
+    /// calls first).
+    pub fn with_core(mut core: Core, ram: Arc<GuestRam>, spin: Duration) -> std::io::Result<Self> {
         /// Tells everyone waiting for the data thread that it died, if it unwinds.
         struct Watch(Arc<Shared>);
         impl Drop for Watch {
@@ -31,7 +48,7 @@ impl Engine {
                 }
             }
         }
-        let mut core = Core::new(sh.clone());
+        let sh = core.shared().clone();
         let thread = std::thread::Builder::new()
             .name("mnic-data".into())
             .spawn(move || {

@@ -1,6 +1,7 @@
 //! A context's work items (spec §11, §12), one bounded step at a time: fetch and decode
 //! the next descriptor (refusing it by `WorkDesc::validate`), execute it (COPY in
-//! `copy`, TRAFFIC through the generator in `traffic`, NOP), write its completion, and
+//! `copy`, TRAFFIC through the generator in `traffic`, PUT and GET in `initiator`, NOP),
+//! write its completion, and
 //! park the context on a fault until RESUME or ABORT.
 //!
 //! A context that cannot make progress (its descriptor or completion ring fails with a
@@ -113,6 +114,7 @@ impl Core {
                     Ok(())
                 })
             }
+            work::PUT | work::GET => self.rma_step(m, c, root, &mut item),
             _ => Outcome::Finished { bytes: 0 },
         };
         let mut step = Step::Progress;
@@ -122,6 +124,12 @@ impl Core {
             Outcome::Finished { bytes } => {
                 Stage::Complete(Done::of(&item.desc, completion::OK, 0, bytes, 0))
             }
+            Outcome::Ended {
+                status,
+                detail,
+                bytes,
+                fault_va,
+            } => Stage::Complete(Done::of(&item.desc, status, detail, bytes, fault_va)),
             Outcome::Wait(t) => {
                 step = Step::Until(t);
                 Stage::Exec(item)
@@ -213,11 +221,23 @@ impl Core {
         Ok(Step::Progress)
     }
 
-    /// Parks context `c` on fault `f` at `site` and posts its FAULT event.
+    /// Parks context `c` on fault `f` at `site` and posts its FAULT event (`info` 0: a
+    /// local fault).
     fn park(&mut self, x: &mut Ctx, c: u16, site: Site, f: Fault) {
+        self.park_with(x, c, site, f, 0);
+    }
+
+    /// Parks context `c` on fault `f` at `site` and posts its FAULT event with `info`
+    /// (`1 << 32 | source node` for a network fault, docs/fabric.md 14.13).
+    pub(super) fn park_with(&mut self, x: &mut Ctx, c: u16, site: Site, f: Fault, info: u64) {
         let id = self.next_fault_id;
         self.next_fault_id = self.next_fault_id.checked_add(1).unwrap_or(1);
-        x.parked = Some(Parked { id, site, va: f.va });
+        x.parked = Some(Parked {
+            id,
+            site,
+            va: f.va,
+            write: f.write,
+        });
         self.sh.counters.inc(counter::FAULTS);
         let (va, write, code) = (f.va, f.write, f.cause.code());
         tracing::debug!(ctx = c, va, write, code, id, ?site, "fault: context parked");
@@ -228,7 +248,7 @@ impl Core {
             code,
             addr: va,
             id,
-            info: 0,
+            info,
         });
     }
 }

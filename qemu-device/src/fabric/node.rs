@@ -60,6 +60,18 @@ pub enum SendError {
     /// `SEND_QUEUE` messages outstanding (queued, in flight, or completed and not taken).
     #[error("send queue full")]
     Full,
+    /// Not a sequenced type this device sends (`EAGER`, `PUT`, `GET_REQ`, `GET_RESP`,
+    /// `REPLY`).
+    #[error("packet type not sent by this device")]
+    BadType,
+}
+
+/// The types the layer above may send (sequenced, and implemented: docs/fabric.md 14.3).
+fn sendable(t: u8) -> bool {
+    matches!(
+        t,
+        ptype::EAGER | ptype::PUT | ptype::GET_REQ | ptype::GET_RESP | ptype::REPLY
+    )
 }
 
 /// The protocol state of one node.
@@ -94,16 +106,21 @@ impl Node {
         }
     }
 
-    /// Queues a message of type `EAGER` to `dst` and sends what the window allows.
+    /// Queues a message of type `ptype` to `dst` and sends what the window allows.
+    #[allow(clippy::too_many_arguments)]
     pub fn send(
         &mut self,
         now: Instant,
         dst: u16,
+        ptype: u8,
         src_ctx: u16,
         dst_ctx: u16,
         payload: &[u8],
         out: &mut Vec<Datagram>,
     ) -> Result<u64, SendError> {
+        if !sendable(ptype) {
+            return Err(SendError::BadType);
+        }
         if payload.len() > MAX_PAYLOAD {
             return Err(SendError::TooLong);
         }
@@ -120,7 +137,7 @@ impl Node {
         peer.state = State::Up;
         peer.send.push(Outgoing {
             id,
-            ptype: ptype::EAGER,
+            ptype,
             src_ctx,
             dst_ctx,
             payload: payload.to_vec(),

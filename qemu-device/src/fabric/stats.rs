@@ -165,6 +165,15 @@ impl Stats {
         bump(&self.injected_reorders);
     }
 
+    /// Grows whenever a message is delivered or a sent one completes: a taker that saw
+    /// it unchanged has nothing new to take.
+    pub fn news(&self) -> u64 {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        g(&self.delivered)
+            .wrapping_add(g(&self.acked))
+            .wrapping_add(g(&self.failed))
+    }
+
     /// The values now.
     pub fn snapshot(&self) -> Snapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);

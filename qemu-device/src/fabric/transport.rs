@@ -1,7 +1,10 @@
 //! The transport: a node's UDP socket and the thread that serves it (docs/fabric.md
 //! 14.1, 14.5). Senders call [`Transport::send`] from any thread (the packet leaves at
 //! once when the window allows); the thread receives, acknowledges and retransmits, and
-//! wakes whoever waits for a message or a completion. Every path is bounded: the socket
+//! wakes whoever waits for a message or a completion: a thread blocked in
+//! [`Transport::recv_timeout`] or [`Transport::completion_timeout`], and the waker
+//! ([`Transport::set_waker`]: a device's data thread, which takes its arrivals with
+//! [`Transport::take`] in its poll rounds). Every path is bounded: the socket
 //! is non-blocking, the thread drains at most `BATCH` datagrams per round, the node's
 //! queues have their limits, and nothing a datagram says can make the thread panic.
 
@@ -33,8 +36,13 @@ struct Locked {
     inject: Injector,
 }
 
+/// What the transport calls when it has deliveries or completions to take.
+pub type Waker = Box<dyn Fn() + Send + Sync>;
+
 struct Inner {
     socket: UdpSocket,
+    node_id: u16,
+    waker: Mutex<Option<Arc<dyn Fn() + Send + Sync>>>,
     state: Mutex<Locked>,
     news: Condvar,
     stats: Arc<Stats>,
@@ -84,6 +92,8 @@ impl Transport {
         let node = Node::new(cfg, start_epoch(), stats.clone());
         let inner = Arc::new(Inner {
             socket,
+            node_id: cfg.node,
+            waker: Mutex::new(None),
             state: Mutex::new(Locked {
                 node,
                 inject: Injector::new(cfg.inject),
@@ -108,22 +118,58 @@ impl Transport {
         self.inner.socket.local_addr()
     }
 
-    /// Sends `payload` from context `src_ctx` to context `dst_ctx` of node `dst`; the
+    /// This node's id.
+    pub fn node(&self) -> u16 {
+        self.inner.node_id
+    }
+
+    /// Sends a packet of type `ptype` (`EAGER`, `PUT`, `GET_REQ`, `GET_RESP` or `REPLY`)
+    /// with `payload` from context `src_ctx` to context `dst_ctx` of node `dst`; the
     /// returned id comes back in its [`Completion`].
     pub fn send(
         &self,
         dst: u16,
+        ptype: u8,
         src_ctx: u16,
         dst_ctx: u16,
         payload: &[u8],
     ) -> Result<u64, SendError> {
         let mut l = self.inner.lock();
         let mut out = Vec::new();
-        let r = l
-            .node
-            .send(Instant::now(), dst, src_ctx, dst_ctx, payload, &mut out);
+        let r = l.node.send(
+            Instant::now(),
+            dst,
+            ptype,
+            src_ctx,
+            dst_ctx,
+            payload,
+            &mut out,
+        );
         self.inner.emit(&mut l, out);
         r
+    }
+
+    /// Installs `waker`: the transport's thread calls it (outside its lock) after a round
+    /// that leaves deliveries or completions to take, when some are new since the last
+    /// call. It must be cheap and must not call back into the transport.
+    pub fn set_waker(&self, waker: Waker) {
+        *self.inner.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::from(waker));
+    }
+
+    /// Takes, without waiting, up to `max` delivered messages into `msgs` and every
+    /// completion into `done` (completions must be taken: until then they count against
+    /// the send queue).
+    pub fn take(&self, max: usize, msgs: &mut Vec<Message>, done: &mut Vec<Completion>) {
+        let mut l = self.inner.lock();
+        while let Some(c) = l.node.take_completion() {
+            done.push(c);
+        }
+        for _ in 0..max {
+            let Some(m) = l.node.take_message() else {
+                break;
+            };
+            msgs.push(m);
+        }
     }
 
     /// The next delivered message, waiting up to `timeout`.
@@ -217,6 +263,9 @@ impl Inner {
 
     fn run(&self) {
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        // The waker is called for new news only: a taker that does not take (a device
+        // without bus mastering) is not woken every tick for the same messages.
+        let mut woken_at = self.stats.news();
         while !self.stop.load(Ordering::Relaxed) {
             let readable = self.readable(self.tick);
             let now = Instant::now();
@@ -237,8 +286,18 @@ impl Inner {
             if !readable {
                 l.inject.release(&mut |d| self.put(d));
             }
-            if l.node.has_news() {
+            let news = l.node.has_news();
+            drop(l);
+            if news {
                 self.news.notify_all();
+                let gen = self.stats.news();
+                if gen != woken_at {
+                    woken_at = gen;
+                    let w = self.waker.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    if let Some(w) = w {
+                        w();
+                    }
+                }
             }
         }
     }

@@ -96,9 +96,19 @@ impl Refusal {
     }
 }
 
-/// The types this device accepts today: the transport's (docs/fabric.md 14.3).
+/// The types this device accepts: the transport's and those of PUT and GET
+/// (docs/fabric.md 14.3).
 fn implemented(t: u8) -> bool {
-    matches!(t, ptype::EAGER | ptype::ACK | ptype::NAK)
+    matches!(
+        t,
+        ptype::EAGER
+            | ptype::PUT
+            | ptype::GET_REQ
+            | ptype::GET_RESP
+            | ptype::REPLY
+            | ptype::ACK
+            | ptype::NAK
+    )
 }
 
 /// Parses and checks one datagram on its own.
@@ -144,7 +154,9 @@ pub fn parse(d: &[u8]) -> Result<Packet<'_>, Refusal> {
                 && f.src_ctx == 0
                 && f.dst_ctx == 0
                 && f.ack == 0
-                && nak::is_valid(f.status)
+                // The operations answer with `REPLY` (14.13): a NAK only says
+                // STALE_EPOCH.
+                && f.status == nak::STALE_EPOCH
         }
         _ => f.status == 0,
     };
@@ -223,8 +235,16 @@ mod tests {
         );
         assert_eq!(parse(&with(0, b'X')).unwrap_err(), Refusal::NotOurs);
         assert_eq!(parse(&with(4, 2)).unwrap_err(), Refusal::NotOurs);
-        assert_eq!(parse(&with(5, ptype::PUT)).unwrap_err(), Refusal::Type);
+        assert_eq!(parse(&with(5, ptype::RTS)).unwrap_err(), Refusal::Type);
+        assert_eq!(parse(&with(5, ptype::FIN)).unwrap_err(), Refusal::Type);
         assert_eq!(parse(&with(5, 0x7f)).unwrap_err(), Refusal::Type);
+        for t in [ptype::PUT, ptype::GET_REQ, ptype::GET_RESP, ptype::REPLY] {
+            assert_eq!(
+                parse(&with(5, t)).unwrap().f.ptype,
+                t,
+                "type {t:#x} accepted"
+            );
+        }
         assert_eq!(parse(&with(6, 2)).unwrap_err(), Refusal::Reserved);
         assert_eq!(parse(&with(0x24, 1)).unwrap_err(), Refusal::Reserved);
         assert_eq!(parse(&with(0x0d, 1)).unwrap_err(), Refusal::Context);
@@ -248,11 +268,14 @@ mod tests {
             ..ack
         };
         assert!(parse(&encode(&nak_ok, b"")).is_ok());
-        let nak_bad = Fields {
-            status: 99,
-            ..nak_ok
-        };
-        assert_eq!(parse(&encode(&nak_bad, b"")).unwrap_err(), Refusal::Control);
+        for status in [99, nak::RNR, nak::BAD_KEY, nak::NO_CONTEXT] {
+            let nak_bad = Fields { status, ..nak_ok };
+            assert_eq!(
+                parse(&encode(&nak_bad, b"")).unwrap_err(),
+                Refusal::Control,
+                "NAK status {status}"
+            );
+        }
         let nak_ack = Fields { ack: 1, ..nak_ok };
         assert_eq!(parse(&encode(&nak_ack, b"")).unwrap_err(), Refusal::Control);
     }

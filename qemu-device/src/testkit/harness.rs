@@ -14,7 +14,7 @@ use zerocopy::{FromBytes, IntoBytes};
 
 use super::tables::Tables;
 use crate::counters::Counters;
-use crate::engine::{Activity, Core};
+use crate::engine::{Activity, Core, Engine};
 use crate::mem::{self, GuestMem, GuestRam};
 use crate::mmio::{Followup, Mmio};
 use crate::shared::Shared;
@@ -77,7 +77,7 @@ pub const WQ_VA: u64 = 0x7f00_0000_0000;
 /// by plain function calls: unit tests, the fuzz driver and the benches use it.
 pub struct Harness {
     /// Guest RAM.
-    pub ram: GuestRam,
+    pub ram: Arc<GuestRam>,
     /// The device state machine.
     pub core: Core,
     /// MMIO decode over the same shared state.
@@ -130,7 +130,7 @@ impl Harness {
         let sh = Shared::new(Arc::new(Counters::default()), strict);
         sh.set_bus_master(true);
         let mut h = Harness {
-            ram,
+            ram: Arc::new(ram),
             core: Core::new(sh.clone()),
             dev: Mmio::new(sh),
             forced_doorbells: false,
@@ -154,6 +154,17 @@ impl Harness {
             h.write_reg(r, v);
         }
         h
+    }
+
+    /// Hands the device core to a real data thread ([`Engine`]) polling shadow pages for
+    /// `spin`: from then on the harness plays only the driver (posts, commands,
+    /// completions, events, memory); [`Self::run`] and register writes that need the
+    /// data thread (`CONTROL`) must not be used.
+    pub fn start_engine(&mut self, spin: std::time::Duration) -> std::io::Result<Engine> {
+        // A disabled core in its place: polling it does nothing.
+        let sh = self.core.shared().clone();
+        let core = std::mem::replace(&mut self.core, Core::new(sh));
+        Engine::with_core(core, self.ram.clone(), spin)
     }
 
     /// The current guest memory snapshot.

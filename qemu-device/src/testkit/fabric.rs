@@ -1,0 +1,132 @@
+//! Devices on a loopback fabric for tests and benches: harnesses on memfd guest RAM,
+//! each attached to a real transport on 127.0.0.1 (ephemeral ports), polled by the
+//! caller; and the driver's `KEY_SET`/`KEY_CLEAR`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::{Duration, Instant};
+
+use mnic_abi::{cmd, key_access, Command, Completion};
+
+use super::harness::{Harness, RAM_SIZE};
+use super::memfd::memfd;
+use crate::engine::{Activity, RmaTiming};
+use crate::fabric::{FabricConfig, Inject, Timing, Transport};
+use crate::mem::GuestRam;
+
+/// How a [`Pair`] is built.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PairConfig {
+    /// The transports' retransmission timing.
+    pub timing: Timing,
+    /// The devices' PUT/GET timing.
+    pub rma: RmaTiming,
+    /// Injection on node 1's (`a`) outgoing datagrams.
+    pub inject_a: Inject,
+    /// Injection on node 2's (`b`) outgoing datagrams.
+    pub inject_b: Inject,
+}
+
+/// A harness (enabled, bus mastering on) on a memfd of `RAM_SIZE` bytes at GPA 0.
+pub fn memfd_harness() -> Harness {
+    let ram = GuestRam::new();
+    ram.map_fd(0, RAM_SIZE as u64, memfd(RAM_SIZE as u64), 0, true)
+        .expect("memfd guest RAM");
+    Harness::with_ram(ram, false)
+}
+
+/// A socket on 127.0.0.1, ephemeral port.
+pub fn loopback_socket() -> UdpSocket {
+    UdpSocket::bind("127.0.0.1:0").expect("bind 127.0.0.1:0")
+}
+
+/// A memfd harness attached as node `node` on `socket`, with `peers`.
+pub fn node_harness(
+    node: u16,
+    socket: UdpSocket,
+    peers: &[(u16, SocketAddr)],
+    timing: Timing,
+    inject: Inject,
+    rma: RmaTiming,
+) -> Harness {
+    let cfg = FabricConfig {
+        peers: peers.to_vec(),
+        timing,
+        inject,
+        ..FabricConfig::loopback(node)
+    };
+    let mut h = memfd_harness();
+    let t = Transport::on_socket(&cfg, socket, Some(h.dev.counters().clone())).expect("transport");
+    h.core.attach_fabric_with(t, rma);
+    h
+}
+
+/// Two devices, nodes 1 (`a`) and 2 (`b`), each the other's only peer.
+pub struct Pair {
+    /// Node 1.
+    pub a: Harness,
+    /// Node 2.
+    pub b: Harness,
+}
+
+impl Pair {
+    /// Nodes 1 and 2 on fresh loopback sockets.
+    pub fn new(cfg: &PairConfig) -> Pair {
+        let (sa, sb) = (loopback_socket(), loopback_socket());
+        let (aa, ab) = (sa.local_addr().unwrap(), sb.local_addr().unwrap());
+        let a = node_harness(1, sa, &[(2, ab)], cfg.timing, cfg.inject_a, cfg.rma);
+        let b = node_harness(2, sb, &[(1, aa)], cfg.timing, cfg.inject_b, cfg.rma);
+        Pair { a, b }
+    }
+
+    /// One poll round of each device; whether either was busy.
+    pub fn poll(&mut self) -> bool {
+        let (ma, mb) = (self.a.mem(), self.b.mem());
+        let a = self.a.core.poll(&ma);
+        let b = self.b.core.poll(&mb);
+        a == Activity::Busy || b == Activity::Busy
+    }
+
+    /// Polls both devices until `f` returns something, for at most `limit` (panics
+    /// then), resting a little when both are idle.
+    pub fn until<T>(&mut self, limit: Duration, mut f: impl FnMut(&mut Pair) -> Option<T>) -> T {
+        let end = Instant::now() + limit;
+        loop {
+            let busy = self.poll();
+            if let Some(v) = f(self) {
+                return v;
+            }
+            assert!(Instant::now() < end, "nothing within {limit:?}");
+            if !busy {
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
+    }
+
+    /// The next completion of `a`'s context `ctx`, polling both devices.
+    pub fn completion(&mut self, ctx: u16, limit: Duration) -> Completion {
+        self.until(limit, |p| {
+            let c = p.a.completions(ctx);
+            assert!(c.len() <= 1, "one item at a time: {c:?}");
+            c.into_iter().next()
+        })
+    }
+}
+
+impl Harness {
+    /// `KEY_SET(ctx, va, len, key | access)` queued (not run).
+    pub fn key_set(&mut self, ctx: u16, va: u64, len: u64, key: u32, access: u64) {
+        self.cmd(Command {
+            opcode: cmd::KEY_SET,
+            ctx,
+            arg0: va,
+            arg1: len,
+            arg2: key_access::arg(key, access),
+            ..Default::default()
+        });
+    }
+
+    /// `KEY_CLEAR(ctx, key)` queued (not run).
+    pub fn key_clear(&mut self, ctx: u16, key: u32) {
+        self.command(cmd::KEY_CLEAR, ctx, u64::from(key), 0);
+    }
+}
