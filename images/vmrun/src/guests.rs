@@ -6,7 +6,9 @@
 //! joined by a serial link, their second serial port (`/dev/ttyS1` in the guest): a QEMU
 //! `socket` chardev in the run directory, listening in guest 1's QEMU (started first) and
 //! connected to from guest 2's. It is the guests' out-of-band channel, e.g. to hand each
-//! other a `RemoteRegion` line.
+//! other a `RemoteRegion` line. Like any serial line it loses what arrives before the
+//! receiving guest has the port open (opening it clears the UART's FIFO): the jobs repeat
+//! until answered (`mnic ... --link` shakes hands).
 
 use std::ops::Range;
 use std::path::Path;
