@@ -17,6 +17,12 @@ bitflags::bitflags! {
         const PINNED = reg_flags::PINNED;
         /// Fill the device table now, without pinning (saves the first faults).
         const PREFETCH = reg_flags::PREFETCH;
+        /// Peers on the fabric may access the range too, with this registration's
+        /// `READ`/`WRITE` rights, through the remote key the driver returns
+        /// ([`Registration::remote_region`](crate::Registration::remote_region)).
+        /// Refused with [`Error::NoFabric`](crate::Error::NoFabric) on a device that is
+        /// not a node of a fabric.
+        const REMOTE = reg_flags::REMOTE;
     }
 }
 
@@ -31,7 +37,7 @@ mod tests {
         assert!(a.contains(Access::WRITE));
         assert!(!a.contains(Access::PINNED));
         assert_eq!(
-            (a | Access::PINNED | Access::PREFETCH).bits(),
+            (a | Access::PINNED | Access::PREFETCH | Access::REMOTE).bits(),
             reg_flags::ALL
         );
         assert_eq!(Access::all().bits(), reg_flags::ALL);

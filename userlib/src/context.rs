@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::info::Info;
 use crate::latency::Latency;
 use crate::queue::{DoorbellMode, Queue, QueueConfig, WorkDone};
+use crate::remote::{Endpoint, RemoteKey, RemoteRegion};
 use crate::shadow;
 use crate::sys::{self, Command, DoorbellPage, ShadowPage};
 use crate::work::Work;
@@ -121,6 +122,15 @@ impl Context {
     /// Identity and limits of the device and of this context (read at open).
     pub fn info(&self) -> &Info {
         &self.info
+    }
+
+    /// This context's address on the fabric (the device's node id and this context's
+    /// index), `None` when the device is not a node of a fabric. Peers reach the context
+    /// only while it is enabled, i.e. once [`setup_queues`](Self::setup_queues) has
+    /// run (before, their PUT and GET fail with
+    /// [`RemoteError::NoContext`](crate::RemoteError::NoContext)).
+    pub fn endpoint(&self) -> Option<Endpoint> {
+        Endpoint::new(u32::from(self.info.node?), self.info.ctx)
     }
 
     /// The device node this context was opened from.
@@ -239,6 +249,7 @@ impl Context {
             addr,
             len,
             access,
+            rkey: RemoteKey::new(r.rkey),
             buf: None,
         })
     }
@@ -640,6 +651,8 @@ pub struct Registration<'a> {
     addr: u64,
     len: u64,
     access: Access,
+    /// The remote key, for a registration made with [`Access::REMOTE`].
+    rkey: Option<RemoteKey>,
     /// The buffer it covers ([`Context::register`]), which counts it until the driver has
     /// dropped it.
     buf: Option<&'a DmaBuffer>,
@@ -665,6 +678,21 @@ impl Registration<'_> {
     /// The flags it was registered with.
     pub fn access(&self) -> Access {
         self.access
+    }
+    /// The remote key the driver gave a registration made with [`Access::REMOTE`].
+    pub fn remote_key(&self) -> Option<RemoteKey> {
+        self.rkey
+    }
+    /// What a peer needs to PUT into or GET from this registration: this context's
+    /// endpoint, the key and the range. `None` unless registered with
+    /// [`Access::REMOTE`] on a device that is a node of a fabric.
+    pub fn remote_region(&self) -> Option<RemoteRegion> {
+        Some(RemoteRegion {
+            endpoint: self.ctx.endpoint()?,
+            key: self.rkey?,
+            va: self.addr,
+            len: self.len,
+        })
     }
     /// [`Context::prefetch`] over the whole registration.
     pub fn prefetch(&self, write: bool) -> Result<()> {

@@ -73,6 +73,13 @@ pub enum Error {
         /// The operation.
         op: &'static str,
     },
+    /// `EOPNOTSUPP`: the device is not a node of a fabric, so it cannot give a
+    /// registration a remote key ([`Access::REMOTE`](crate::Access::REMOTE)).
+    #[error("{op}: the device is not a node of a fabric (EOPNOTSUPP)")]
+    NoFabric {
+        /// The operation.
+        op: &'static str,
+    },
     /// Any other errno.
     #[error("{op}: {source}")]
     Os {
@@ -149,6 +156,7 @@ impl Error {
             libc::ETIMEDOUT => Error::TimedOut { op },
             libc::EINTR => Error::Interrupted { op },
             libc::ENOTTY => Error::NotSupported { op },
+            libc::EOPNOTSUPP => Error::NoFabric { op },
             _ => Error::Os {
                 op,
                 source: io::Error::from_raw_os_error(errno),
@@ -173,9 +181,23 @@ impl Error {
             Error::TimedOut { .. } => libc::ETIMEDOUT,
             Error::Interrupted { .. } => libc::EINTR,
             Error::NotSupported { .. } => libc::ENOTTY,
+            Error::NoFabric { .. } => libc::EOPNOTSUPP,
             Error::Os { source, .. } | Error::Open { source, .. } => source.raw_os_error()?,
             _ => return None,
         })
+    }
+
+    /// The [`WorkError`] of a failed work item, if this is one.
+    pub fn work_error(&self) -> Option<WorkError> {
+        match self {
+            Error::Work { error, .. } => Some(*error),
+            _ => None,
+        }
+    }
+
+    /// The [`RemoteError`] of a failed PUT or GET, if this is one.
+    pub fn remote_error(&self) -> Option<RemoteError> {
+        self.work_error()?.remote()
     }
 
     /// True for errors after which repeating the same call may succeed (`EINTR`,
@@ -212,9 +234,114 @@ pub enum WorkError {
     /// fetch or completion write that could not be resolved, device reset).
     #[error("context disabled while the item was queued (CTX_DISABLED)")]
     ContextDisabled,
+    /// A PUT or GET failed at or on the way to the target (completion statuses 5..=12).
+    #[error("remote access failed: {0}")]
+    Remote(RemoteError),
     /// A status this library does not know.
     #[error("unknown completion status {0}")]
     Unknown(u16),
+}
+
+/// Why a PUT or GET failed (spec §11 statuses 5..=12, `docs/fabric.md` 14.13). The
+/// first four come from the target's checks, made before it translates anything, so
+/// nothing was written there; bytes already confirmed before any other failure stay
+/// written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RemoteError {
+    /// `REMOTE_BAD_KEY`: the target context has no live key of that value (never
+    /// given, or deregistered).
+    #[error("the target has no such remote key (REMOTE_BAD_KEY)")]
+    BadKey,
+    /// `REMOTE_BAD_RANGE`: the remote range is not inside the key's registration.
+    #[error("remote range outside the key's registration (REMOTE_BAD_RANGE)")]
+    BadRange,
+    /// `REMOTE_BAD_ACCESS`: the key does not allow the access (write for PUT, read for
+    /// GET).
+    #[error("the remote key does not allow this access (REMOTE_BAD_ACCESS)")]
+    BadAccess,
+    /// `REMOTE_NO_CONTEXT`: the target context is not enabled (its process closed it,
+    /// or it never existed).
+    #[error("the target context is not enabled (REMOTE_NO_CONTEXT)")]
+    NoContext,
+    /// `REMOTE_FAULT_ABORTED`: the target's driver aborted the fault the access raised
+    /// there, with `errno` (e.g. `EFAULT`: the target unmapped or write-protected the
+    /// page).
+    #[error("the target's driver aborted the fault: {}", errno_text(*.errno))]
+    FaultAborted {
+        /// The target driver's errno.
+        errno: i32,
+    },
+    /// `RNR_RETRY_EXCEEDED`: the target answered "not ready" too many times in a row for
+    /// one packet (its fault was not resolved in time).
+    #[error("the target stayed not ready (RNR_RETRY_EXCEEDED)")]
+    RnrRetryExceeded,
+    /// `PEER_GONE`: the target node stopped answering, restarted, or did not answer in
+    /// time.
+    #[error("the peer is gone (PEER_GONE)")]
+    PeerGone,
+    /// `NO_ROUTE`: this device is not a node of a fabric, or the target node is not one
+    /// of its peers.
+    #[error("no route to the target node (NO_ROUTE)")]
+    NoRoute,
+}
+
+impl RemoteError {
+    /// Every variant with its status, for mapping both ways.
+    const STATUSES: [(u16, Option<RemoteError>); 8] = [
+        (completion::REMOTE_BAD_KEY, Some(RemoteError::BadKey)),
+        (completion::REMOTE_BAD_RANGE, Some(RemoteError::BadRange)),
+        (completion::REMOTE_BAD_ACCESS, Some(RemoteError::BadAccess)),
+        (completion::REMOTE_NO_CONTEXT, Some(RemoteError::NoContext)),
+        (completion::REMOTE_FAULT_ABORTED, None),
+        (
+            completion::RNR_RETRY_EXCEEDED,
+            Some(RemoteError::RnrRetryExceeded),
+        ),
+        (completion::PEER_GONE, Some(RemoteError::PeerGone)),
+        (completion::NO_ROUTE, Some(RemoteError::NoRoute)),
+    ];
+
+    /// Decodes a remote status (`detail` is the errno of `REMOTE_FAULT_ABORTED`);
+    /// `None` for any other status.
+    pub fn from_status(status: u16, detail: u32) -> Option<Self> {
+        if status == completion::REMOTE_FAULT_ABORTED {
+            return Some(RemoteError::FaultAborted {
+                errno: errno_from_detail(detail),
+            });
+        }
+        Self::STATUSES
+            .iter()
+            .find(|(s, _)| *s == status)
+            .and_then(|(_, e)| *e)
+    }
+
+    /// The raw completion status.
+    pub fn status(&self) -> u16 {
+        match self {
+            RemoteError::FaultAborted { .. } => completion::REMOTE_FAULT_ABORTED,
+            other => Self::STATUSES
+                .iter()
+                .find(|(_, e)| *e == Some(*other))
+                .map_or(completion::REMOTE_FAULT_ABORTED, |(s, _)| *s),
+        }
+    }
+
+    /// True if the target refused the access before touching any memory (bad key,
+    /// range, access or context): repeating it unchanged fails the same way.
+    pub fn refused_by_target(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::BadKey
+                | RemoteError::BadRange
+                | RemoteError::BadAccess
+                | RemoteError::NoContext
+        )
+    }
+}
+
+fn errno_from_detail(detail: u32) -> i32 {
+    i32::try_from(detail).unwrap_or(i32::MAX)
 }
 
 fn errno_text(errno: i32) -> String {
@@ -227,12 +354,15 @@ impl WorkError {
         Some(match status {
             completion::OK => return None,
             completion::FAULT_ABORTED => WorkError::FaultAborted {
-                errno: i32::try_from(detail).unwrap_or(i32::MAX),
+                errno: errno_from_detail(detail),
             },
             completion::BAD_DESCRIPTOR => WorkError::BadDescriptor,
             completion::TABLE_ERROR => WorkError::TableError,
             completion::CTX_DISABLED => WorkError::ContextDisabled,
-            other => WorkError::Unknown(other),
+            other => match RemoteError::from_status(other, detail) {
+                Some(r) => WorkError::Remote(r),
+                None => WorkError::Unknown(other),
+            },
         })
     }
 
@@ -243,7 +373,16 @@ impl WorkError {
             WorkError::BadDescriptor => completion::BAD_DESCRIPTOR,
             WorkError::TableError => completion::TABLE_ERROR,
             WorkError::ContextDisabled => completion::CTX_DISABLED,
+            WorkError::Remote(r) => r.status(),
             WorkError::Unknown(s) => *s,
+        }
+    }
+
+    /// The [`RemoteError`], for a failed PUT or GET.
+    pub fn remote(&self) -> Option<RemoteError> {
+        match self {
+            WorkError::Remote(r) => Some(*r),
+            _ => None,
         }
     }
 }
@@ -264,6 +403,7 @@ mod tests {
             (libc::ETIMEDOUT, "TimedOut"),
             (libc::EINTR, "Interrupted"),
             (libc::ENOTTY, "NotSupported"),
+            (libc::EOPNOTSUPP, "NoFabric"),
         ];
         for (errno, name) in table {
             let e = Error::from_errno("TEST", errno);
@@ -305,6 +445,57 @@ mod tests {
             assert_eq!(got, w);
             assert_eq!(got.status(), s);
         }
+    }
+
+    #[test]
+    fn remote_statuses_map_to_typed_errors() {
+        let table = [
+            (completion::REMOTE_BAD_KEY, RemoteError::BadKey),
+            (completion::REMOTE_BAD_RANGE, RemoteError::BadRange),
+            (completion::REMOTE_BAD_ACCESS, RemoteError::BadAccess),
+            (completion::REMOTE_NO_CONTEXT, RemoteError::NoContext),
+            (
+                completion::REMOTE_FAULT_ABORTED,
+                RemoteError::FaultAborted {
+                    errno: libc::EFAULT,
+                },
+            ),
+            (
+                completion::RNR_RETRY_EXCEEDED,
+                RemoteError::RnrRetryExceeded,
+            ),
+            (completion::PEER_GONE, RemoteError::PeerGone),
+            (completion::NO_ROUTE, RemoteError::NoRoute),
+        ];
+        // Statuses 5..=12, each once.
+        let mut seen: Vec<u16> = table.iter().map(|(s, _)| *s).collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (5..=12).collect::<Vec<u16>>());
+        for (status, remote) in table {
+            let w = WorkError::from_status(status, libc::EFAULT as u32).unwrap();
+            assert_eq!(w, WorkError::Remote(remote), "status {status}");
+            assert_eq!(w.status(), status);
+            assert_eq!(w.remote(), Some(remote));
+            let e = Error::Work {
+                tag: 1,
+                error: w,
+                fault_va: 0,
+            };
+            assert_eq!(e.remote_error(), Some(remote));
+        }
+        let aborted = WorkError::from_status(completion::REMOTE_FAULT_ABORTED, 13).unwrap();
+        assert_eq!(
+            aborted,
+            WorkError::Remote(RemoteError::FaultAborted {
+                errno: libc::EACCES
+            })
+        );
+        assert!(aborted.to_string().contains("errno 13"), "{aborted}");
+        assert!(RemoteError::BadKey.refused_by_target());
+        assert!(!RemoteError::PeerGone.refused_by_target());
+        assert_eq!(RemoteError::from_status(completion::FAULT_ABORTED, 0), None);
+        assert_eq!(WorkError::from_status(13, 0), Some(WorkError::Unknown(13)));
+        assert_eq!(WorkError::BadDescriptor.remote(), None);
     }
 
     #[test]

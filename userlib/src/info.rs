@@ -20,6 +20,8 @@ bitflags::bitflags! {
         const ORACLE = caps::ORACLE;
         /// Shadow doorbells.
         const SHADOW = caps::SHADOW;
+        /// Remote memory access over a fabric (`PUT`/`GET`, remote keys).
+        const FABRIC = caps::FABRIC;
     }
 }
 
@@ -69,6 +71,8 @@ pub struct Info {
     pub minor: u32,
     /// Most registrations per context.
     pub max_registrations: u32,
+    /// The device's fabric node id, `None` when it is not a node of a fabric.
+    pub node: Option<u16>,
 }
 
 impl From<abi::MnicInfo> for Info {
@@ -82,6 +86,7 @@ impl From<abi::MnicInfo> for Info {
             ctx: i.ctx,
             minor: i.minor,
             max_registrations: i.max_registrations,
+            node: u16::try_from(i.node).ok().filter(|&n| n != abi::NODE_NONE),
         }
     }
 }
@@ -103,6 +108,22 @@ mod tests {
             node: 0xffff,
         });
         assert_eq!((i.hw_major, i.hw_minor), (1, 2));
+        assert_eq!(i.node, None, "NODE_NONE is no node");
+        let on_fabric = Info::from(abi::MnicInfo {
+            node: 2,
+            caps: caps::ALL | caps::FABRIC,
+            ..Default::default()
+        });
+        assert_eq!(on_fabric.node, Some(2));
+        assert!(on_fabric.caps.contains(Caps::FABRIC));
+        assert_eq!(
+            Info::from(abi::MnicInfo {
+                node: 0x1_0000,
+                ..Default::default()
+            })
+            .node,
+            None
+        );
         assert!(i.caps.contains(Caps::TRAFFIC_GEN));
         assert_eq!(i.caps.bits(), caps::ALL | 1 << 9, "unknown bits kept");
         assert_eq!(

@@ -40,7 +40,15 @@
 //!    A failed item reports a [`WorkError`], e.g. `FaultAborted { errno: EFAULT }` when
 //!    the device touched memory no registration covers. [`Context::sync`] is a device
 //!    fence.
-//! 7. **Observe**: [`Context::query`] counts the device's valid table entries over a
+//! 7. **Reach another node's memory** (a device that is a node of a fabric,
+//!    [`Caps::FABRIC`]): the target registers with [`Access::REMOTE`] and hands the
+//!    initiator its [`Registration::remote_region`] (a [`RemoteRegion`]: endpoint, key,
+//!    VA, length; plain data with a byte and a text form); the initiator posts
+//!    [`Work::put`] or [`Work::get`] on its own context. Both ends are paged on demand;
+//!    the target's device checks key, range and access before touching anything, and
+//!    a refusal comes back as [`WorkError::Remote`] ([`RemoteError::BadKey`], …). See
+//!    `examples/put_get.rs`.
+//! 8. **Observe**: [`Context::query`] counts the device's valid table entries over a
 //!    range (watch them vanish after [`DmaBuffer::pageout`]), [`Context::ctx_stats`]
 //!    and [`Context::dev_stats`] read the driver and device counters,
 //!    [`Context::latency`] and [`Context::dev_latency`] the latency histograms.
@@ -100,6 +108,13 @@
 //! - **Wrong addresses in work.** Descriptors carry plain addresses, but the device can
 //!   only reach memory through this context's registrations, so a wrong address fails
 //!   with [`WorkError::FaultAborted`] instead of corrupting anything.
+//! - **Remote access.** A PUT or GET reaches the target only through a key that the
+//!   target's registration with [`Access::REMOTE`] made, inside that registration's
+//!   range and rights; the target's device checks every packet before it translates
+//!   anything, and the key dies with the registration (behind the same SYNC). So a
+//!   [`RemoteRegion`], even a forged one, can only make a peer touch memory its owner
+//!   registered for remote access; the library additionally refuses, before posting,
+//!   a PUT or GET that leaves its local buffer or its region.
 //!
 //! # Fork
 //!
@@ -120,6 +135,7 @@ mod error;
 mod info;
 mod latency;
 mod queue;
+mod remote;
 mod shadow;
 mod sys;
 mod work;
@@ -132,8 +148,9 @@ pub use buffer::{Advice, DmaBuffer};
 pub use context::{Context, Registration};
 pub use counters::{ctx_stats_fields, DevCounters, TableEntries};
 pub use device::{parse_device_name, Device, DEV_DIR, DEV_PREFIX};
-pub use error::{Error, Result, WorkError};
+pub use error::{Error, RemoteError, Result, WorkError};
 pub use info::{Caps, Info};
 pub use latency::{Bucket, Histogram, Latency};
 pub use queue::{DoorbellMode, QueueConfig, WorkDone};
+pub use remote::{Endpoint, RemoteKey, RemoteRegion};
 pub use work::{validate, Pattern, Traffic, Work};

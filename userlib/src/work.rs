@@ -4,10 +4,12 @@ use mnic_abi::{work, DescError, WorkDesc};
 
 use crate::buffer::DmaBuffer;
 use crate::error::{Error, Result};
+use crate::remote::RemoteRegion;
 
 /// One work item ready to post: a [`WorkDesc`] that passed the library's checks.
 ///
-/// Built with [`Work::copy`], [`Work::copy_buffers`], [`Work::nop`],
+/// Built with [`Work::copy`], [`Work::copy_buffers`], [`Work::put`], [`Work::get`],
+/// [`Work::nop`],
 /// [`Traffic::build`] or [`Work::from_desc`]. By default a work item asks for a
 /// `WORK_DONE` notification ([`notify`](Self::notify)) so that
 /// [`Context::wait`](crate::Context::wait) can sleep for it, and gets its tag from the
@@ -96,6 +98,107 @@ impl Work {
         let len =
             u32::try_from(len).map_err(|_| Error::InvalidWork(DescError::CopyTooLong.message()))?;
         Self::copy(src.va_at(src_off), dst.va_at(dst_off), len)
+    }
+
+    /// A PUT (remote write, spec §11): `len` bytes of `local[local_off..]` into
+    /// `remote` at `remote_off`. `local` must be registered readable on the context the
+    /// item is posted to (else the item fails with `FAULT_ABORTED`, as a COPY does);
+    /// the target's device checks the key, the range and write access before it
+    /// touches anything.
+    ///
+    /// # Errors
+    /// [`Error::InvalidWork`] if a range leaves its buffer or region, is empty, or is
+    /// longer than [`work::RMA_MAX`].
+    pub fn put(
+        local: &DmaBuffer,
+        local_off: usize,
+        remote: &RemoteRegion,
+        remote_off: u64,
+        len: usize,
+    ) -> Result<Self> {
+        Self::rma(work::PUT, local, local_off, remote, remote_off, len)
+    }
+
+    /// A GET (remote read, spec §11): `len` bytes of `remote` at `remote_off` into
+    /// `local[local_off..]`, which must be registered writable on the context the item
+    /// is posted to. The target's device checks the key, the range and read access.
+    ///
+    /// # Errors
+    /// As [`put`](Self::put).
+    pub fn get(
+        local: &DmaBuffer,
+        local_off: usize,
+        remote: &RemoteRegion,
+        remote_off: u64,
+        len: usize,
+    ) -> Result<Self> {
+        Self::rma(work::GET, local, local_off, remote, remote_off, len)
+    }
+
+    /// A PUT from local VA `local` (any memory this context registered readable, as
+    /// [`Work::copy`] takes VAs): the remote side is checked against `remote` as in
+    /// [`put`](Self::put); the local side can only be checked by the device (an address
+    /// no registration covers fails the item with `FAULT_ABORTED`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidWork`] if the remote range leaves its region, `len` is 0 or above
+    /// [`work::RMA_MAX`], or the local range wraps.
+    pub fn put_va(local: u64, remote: &RemoteRegion, remote_off: u64, len: u32) -> Result<Self> {
+        Self::rma_va(work::PUT, local, remote, remote_off, len)
+    }
+
+    /// A GET into local VA `local` (registered writable on the context): see
+    /// [`put_va`](Self::put_va).
+    ///
+    /// # Errors
+    /// As [`put_va`](Self::put_va).
+    pub fn get_va(local: u64, remote: &RemoteRegion, remote_off: u64, len: u32) -> Result<Self> {
+        Self::rma_va(work::GET, local, remote, remote_off, len)
+    }
+
+    fn rma(
+        opcode: u16,
+        local: &DmaBuffer,
+        local_off: usize,
+        remote: &RemoteRegion,
+        remote_off: u64,
+        len: usize,
+    ) -> Result<Self> {
+        if local_off
+            .checked_add(len)
+            .is_none_or(|end| end > local.len())
+        {
+            return Err(Error::InvalidWork("PUT/GET range leaves its local buffer"));
+        }
+        let len =
+            u32::try_from(len).map_err(|_| Error::InvalidWork(DescError::RmaTooLong.message()))?;
+        Self::rma_va(opcode, local.va_at(local_off), remote, remote_off, len)
+    }
+
+    fn rma_va(
+        opcode: u16,
+        local: u64,
+        remote: &RemoteRegion,
+        remote_off: u64,
+        len: u32,
+    ) -> Result<Self> {
+        if len == 0 {
+            return Err(Error::InvalidWork(DescError::Empty.message()));
+        }
+        if len > work::RMA_MAX {
+            return Err(Error::InvalidWork(DescError::RmaTooLong.message()));
+        }
+        remote
+            .check(remote_off, u64::from(len))
+            .map_err(|_| Error::InvalidWork("PUT/GET range leaves the remote region"))?;
+        Self::from_desc(WorkDesc::rma(
+            opcode,
+            work::FLAG_NOTIFY,
+            0,
+            local,
+            remote.remote_at(remote_off),
+            len,
+        ))
     }
 
     /// Wraps a raw descriptor after checking it as [`validate`] does.
@@ -295,6 +398,111 @@ mod tests {
         assert!(Work::copy_buffers(&a, usize::MAX, &b, 0, 2).is_err());
         // Same buffer, overlapping ranges.
         assert!(Work::copy_buffers(&a, 0, &a, 100, 200).is_err());
+    }
+
+    fn region(len: u64) -> RemoteRegion {
+        RemoteRegion {
+            endpoint: crate::Endpoint::new(2, 9).unwrap(),
+            key: crate::RemoteKey::new(0x1234_5678).unwrap(),
+            va: 0x7e00_0000_0000,
+            len,
+        }
+    }
+
+    #[test]
+    fn put_and_get_descriptors() {
+        let local = DmaBuffer::new(8192).unwrap();
+        let r = region(1 << 20);
+        let put = Work::put(&local, 100, &r, 5000, 1409).unwrap();
+        let d = put.desc();
+        assert_eq!(
+            (d.opcode, d.len, d.src, d.dst),
+            (work::PUT, 1409, local.va() + 100, r.va + 5000)
+        );
+        assert_eq!(d.flags, work::FLAG_NOTIFY);
+        let remote = d.remote();
+        assert_eq!((remote.node, remote.ctx, remote.key), (2, 9, 0x1234_5678));
+        assert_eq!(d.local(), local.va() + 100);
+
+        let get = Work::get(&local, 0, &r, (1 << 20) - 8192, 8192).unwrap();
+        let d = get.desc();
+        assert_eq!(
+            (d.opcode, d.src, d.dst),
+            (work::GET, r.va + (1 << 20) - 8192, local.va())
+        );
+        assert_eq!(d.remote().va, r.va + (1 << 20) - 8192);
+        assert_eq!(d.local(), local.va());
+        assert!(validate(d).is_ok());
+    }
+
+    #[test]
+    fn put_and_get_refuse_out_of_range_use() {
+        let local = DmaBuffer::new(8192).unwrap();
+        let r = region(4096);
+        for build in [Work::put, Work::get] {
+            assert!(build(&local, 0, &r, 0, 4096).is_ok());
+            // Local side leaves the buffer.
+            assert!(build(&local, 4097, &r, 0, 4096).is_err());
+            assert!(build(&local, usize::MAX, &r, 0, 2).is_err());
+            // Remote side leaves the region.
+            assert!(build(&local, 0, &r, 1, 4096).is_err());
+            assert!(build(&local, 0, &r, u64::MAX, 1).is_err());
+            // Empty.
+            assert!(build(&local, 0, &r, 0, 0).is_err());
+        }
+        // Longer than RMA_MAX, even inside a big enough region.
+        let big = DmaBuffer::new(work::RMA_MAX as usize + 4096).unwrap();
+        let r = region(u64::from(work::RMA_MAX) + 4096);
+        assert!(Work::put(&big, 0, &r, 0, work::RMA_MAX as usize).is_ok());
+        assert!(matches!(
+            Work::put(&big, 0, &r, 0, work::RMA_MAX as usize + 1),
+            Err(Error::InvalidWork(m)) if m == DescError::RmaTooLong.message()
+        ));
+        // A region whose VA range wraps is refused by the abi's rule.
+        let wraps = RemoteRegion {
+            va: u64::MAX - 100,
+            ..region(4096)
+        };
+        assert!(Work::get(&local, 0, &wraps, 0, 4096).is_err());
+    }
+
+    #[test]
+    fn put_and_get_from_vas() {
+        let r = region(8192);
+        let w = Work::put_va(VA, &r, 4096, 4096).unwrap();
+        assert_eq!((w.desc().src, w.desc().dst), (VA, r.va + 4096));
+        let w = Work::get_va(VA, &r, 0, 8192).unwrap();
+        assert_eq!((w.desc().src, w.desc().dst), (r.va, VA));
+        assert!(Work::put_va(VA, &r, 4096, 4097).is_err());
+        assert!(Work::get_va(VA, &r, 0, 0).is_err());
+        // A local range that wraps or leaves the canonical half.
+        assert!(Work::put_va(u64::MAX - 10, &r, 0, 100).is_err());
+        assert!(Work::get_va(pte::VA_LIMIT - 10, &r, 0, 100).is_err());
+    }
+
+    #[test]
+    fn raw_rma_descriptors_follow_the_abi() {
+        let remote = mnic_abi::Remote {
+            node: 1,
+            ctx: 0,
+            key: 0,
+            va: VA,
+        };
+        let d = WorkDesc::rma(work::PUT, work::FLAG_NOTIFY, 0, VA + 0x10000, remote, 64);
+        assert!(matches!(
+            Work::from_desc(d),
+            Err(Error::InvalidWork(m)) if m == DescError::BadRemote.message()
+        ));
+        let d = WorkDesc::rma(
+            work::GET,
+            0,
+            0,
+            VA + 0x10000,
+            mnic_abi::Remote { key: 3, ..remote },
+            64,
+        );
+        assert!(Work::from_desc(d).is_ok());
+        assert!(Work::from_desc(WorkDesc { seed: 1, ..d }).is_err());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Helpers shared by the guest test programs (`tests/driver-test`, `tests/matrix-test`,
 //! `tests/kmod/mm-mirror-test`): the KTAP runner, forked children with a message channel,
-//! /proc values, zram swap, memory cgroups, kernel-log windows, raw ioctls, and (module
-//! [`nic`]) the mnic device node and its contexts.
+//! /proc values, zram swap, memory cgroups, kernel-log windows, raw ioctls, NUMA migration
+//! (module [`numa`]), and (module [`nic`]) the mnic device node and its contexts.
 //!
 //! Everything here runs inside the guest, as root, on the test kernel.
 
@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 pub mod nic;
+pub mod numa;
 pub mod oracle;
 
 /// The guest's page size.

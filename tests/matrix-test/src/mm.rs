@@ -8,9 +8,7 @@ use std::time::Duration;
 use mnic::{Access, DmaBuffer, Traffic};
 
 use crate::util::*;
-
-/// MPOL_MF_MOVE of move_pages(2) (not in the libc crate).
-const MPOL_MF_MOVE: i32 = 1 << 1;
+use mnic_guest_util::numa::{move_to_other_node, one_numa_node};
 
 const RW: i32 = libc::PROT_READ | libc::PROT_WRITE;
 
@@ -733,43 +731,6 @@ pub fn thp_huge_split_collapse() -> CaseResult {
     drop(buf);
     no_stale(&ctx)?;
     Ok(Outcome::Pass)
-}
-
-fn move_pages(pages: &[usize], nodes: Option<&[i32]>, status: &mut [i32]) -> Result<i64, String> {
-    let ptrs: Vec<*mut libc::c_void> = pages.iter().map(|p| *p as *mut _).collect();
-    // SAFETY: move_pages(2) on our own process with arrays of `pages.len()` entries.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_pages,
-            0,
-            ptrs.len() as libc::c_ulong,
-            ptrs.as_ptr(),
-            nodes.map_or(std::ptr::null(), |n| n.as_ptr()),
-            status.as_mut_ptr(),
-            MPOL_MF_MOVE,
-        )
-    };
-    check(rc >= 0, || os_err("move_pages"))?;
-    Ok(rc)
-}
-
-/// The skip of a migration case on a guest with one NUMA node (numa=fake=2 gives two).
-fn one_numa_node() -> Option<Outcome> {
-    fs::metadata("/sys/devices/system/node/node1")
-        .is_err()
-        .then(|| Outcome::Skip("one NUMA node (numa=fake=2 missing)".into()))
-}
-
-/// Moves the first `n` pages of `m` to the node page 0 is not on: (from, to, per-page node or
-/// -errno after the move).
-fn move_to_other_node(m: &Map, n: usize) -> Result<(i32, i32, Vec<i32>), String> {
-    let pages: Vec<usize> = (0..n).map(|i| m.ptr + i * PAGE).collect();
-    let mut status = vec![-1i32; n];
-    move_pages(&pages, None, &mut status)?;
-    let from = status[0];
-    let to = if from == 0 { 1 } else { 0 };
-    move_pages(&pages, Some(&vec![to; n]), &mut status)?;
-    Ok((from, to, status))
 }
 
 /// Page migration between the two fake NUMA nodes (move_pages): device entries of migrated

@@ -64,6 +64,22 @@ pub mod row {
     pub const DEVICE_IDLE: &str = "device_idle";
     /// The device's CPU time while one context posts NOP items back to back.
     pub const DEVICE_BUSY: &str = "device_busy";
+    // pingpong, bw: one row per message size, named with [`sized`].
+    /// PUT to the peer, post to the last bytes visible in its memory (measured).
+    pub const PUT_ONE_WAY: &str = "put_one_way";
+    /// Local COPY on the initiator's device, post to the last bytes visible (baseline).
+    pub const COPY_ONE_WAY: &str = "copy_one_way";
+    /// PUT items back to back to the peer (measured).
+    pub const PUT_BW: &str = "put_bw";
+    /// GET items back to back from the peer (measured).
+    pub const GET_BW: &str = "get_bw";
+    /// The same bytes moved by local COPY items on the initiator's device (baseline).
+    pub const COPY_BW: &str = "copy_bw";
+
+    /// The name of row (or ratio) `base` for messages of `bytes` bytes: `base/bytes`.
+    pub fn sized(base: &str, bytes: u64) -> String {
+        format!("{base}/{bytes}")
+    }
 }
 
 /// Metric names (`Row::metrics`).
@@ -81,6 +97,8 @@ pub mod metric {
     pub const P50_US: &str = "p50_us";
     /// Slowest iteration, µs.
     pub const MAX_US: &str = "max_us";
+    /// 99th percentile iteration, µs (pingpong).
+    pub const P99_US: &str = "p99_us";
     /// Throughput over all iterations, MiB/s.
     pub const MIB_PER_S: &str = "mib_per_s";
     // Rows that count faults.
@@ -197,6 +215,13 @@ pub mod ratio {
     pub const IDLE_DEVICE_CPU_OVER_WALL: &str = "idle_device_cpu_over_wall";
     /// Idle device CPU time / busy device CPU time over the same period.
     pub const IDLE_OVER_BUSY_DEVICE_CPU: &str = "idle_over_busy_device_cpu";
+    // pingpong, bw: one ratio per message size, named with `row::sized`.
+    /// One-way PUT latency / one-way local COPY latency, medians.
+    pub const PUT_OVER_COPY_ONE_WAY: &str = "put_over_copy_one_way";
+    /// PUT bandwidth / local COPY bandwidth, medians.
+    pub const PUT_OVER_COPY_BANDWIDTH: &str = "put_over_copy_bandwidth";
+    /// GET bandwidth / local COPY bandwidth, medians.
+    pub const GET_OVER_COPY_BANDWIDTH: &str = "get_over_copy_bandwidth";
 }
 
 /// Parameter names (`Report::params`).
@@ -258,4 +283,17 @@ pub mod param {
     pub const PERIOD_MS: &str = "period_ms";
     /// Quiet time before the idle measurement starts, ms.
     pub const SETTLE_MS: &str = "settle_ms";
+    // pingpong, bw
+    /// The initiator's device node.
+    pub const LOCAL: &str = "local";
+    /// The target's device node.
+    pub const REMOTE: &str = "remote";
+    /// Fabric node id of the local device.
+    pub const LOCAL_NODE: &str = "local_node";
+    /// Fabric node id of the remote device.
+    pub const REMOTE_NODE: &str = "remote_node";
+    /// Message sizes, bytes.
+    pub const SIZES: &str = "sizes";
+    /// Bytes moved per timed iteration of each size (bw).
+    pub const BYTES_PER_ITER: &str = "bytes_per_iter";
 }

@@ -25,6 +25,10 @@ pub enum Bench {
     Doorbell,
     /// `mnic bench idle`: the device's CPU time while idle (against busy, and one core).
     Idle,
+    /// `mnic pingpong`: one-way PUT latency between two nodes against a local COPY.
+    Pingpong,
+    /// `mnic bw`: PUT and GET bandwidth between two nodes against a local COPY.
+    Bw,
 }
 
 impl Bench {
@@ -39,6 +43,8 @@ impl Bench {
             Bench::Sync => "sync",
             Bench::Doorbell => "doorbell",
             Bench::Idle => "idle",
+            Bench::Pingpong => "pingpong",
+            Bench::Bw => "bw",
         }
     }
 }
@@ -262,5 +268,9 @@ mod tests {
         assert_eq!(back.skipped.as_deref(), Some("no MNIC_IOC_SYNC (ENOTTY)"));
         assert!(back.results.is_empty());
         assert_eq!(Bench::Doorbell.name(), "doorbell");
+        for b in [Bench::Pingpong, Bench::Bw] {
+            let v = serde_json::to_value(Report::new(b, 0)).unwrap();
+            assert_eq!(v["bench"], b.name());
+        }
     }
 }

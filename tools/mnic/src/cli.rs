@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::bench::args::BenchCmd;
+use crate::fabric::args::FabricArgs;
 
 /// Inspect and benchmark mnic devices (/dev/mnicN).
 #[derive(Debug, Parser)]
@@ -49,6 +50,19 @@ pub enum Cmd {
     Bench {
         #[command(subcommand)]
         which: BenchCmd,
+    },
+    /// One-way PUT latency per message size between two devices on one fabric (like
+    /// ib_write_lat), against a local COPY: both ends in this process, each PUTs into the
+    /// other's memory and the process polls for the message's last bytes.
+    Pingpong {
+        #[command(flatten)]
+        args: FabricArgs,
+    },
+    /// PUT and GET bandwidth per message size between two devices on one fabric (like
+    /// ib_write_bw / ib_read_bw), against the same bytes moved by local COPY items.
+    Bw {
+        #[command(flatten)]
+        args: FabricArgs,
     },
 }
 
@@ -155,6 +169,42 @@ mod tests {
         ));
         assert!(Cli::try_parse_from(["mnic", "bench", "doorbell", "--batch", "0"]).is_err());
         assert!(Cli::try_parse_from(["mnic", "bench", "idle", "--period-ms", "0"]).is_err());
+    }
+
+    #[test]
+    fn fabric_flags() {
+        let Cmd::Pingpong { args } = Cli::parse_from(["mnic", "pingpong"]).cmd else {
+            panic!("not pingpong");
+        };
+        assert_eq!(args.local.to_str(), Some("/dev/mnic0"));
+        assert_eq!(args.remote.to_str(), Some("/dev/mnic1"));
+        assert_eq!(args.sizes(&[8, 64, 4096]), [8, 64, 4096]);
+        let c = args.common(10);
+        assert_eq!((c.device, c.iters, c.warmup), (0, 200, 10));
+        let Cmd::Bw { args } = Cli::parse_from([
+            "mnic",
+            "bw",
+            "--local",
+            "/dev/mnic3",
+            "--remote",
+            "/dev/mnic2",
+            "--sizes",
+            "64K,1M,4K",
+            "--smoke",
+            "--json",
+            "-n",
+            "9",
+        ])
+        .cmd
+        else {
+            panic!("not bw");
+        };
+        assert_eq!(args.sizes, [64 << 10, 1 << 20, 4096]);
+        // Smoke: the two smallest sizes, one iteration.
+        assert_eq!(args.sizes(&[]), [4096, 64 << 10]);
+        let c = args.common(1);
+        assert_eq!((c.device, c.iters, c.warmup, c.json), (3, 1, 0, true));
+        assert!(Cli::try_parse_from(["mnic", "bw", "--sizes", "0"]).is_err());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! mnic info [--device N] [--json]
 //! mnic stats [--device N] [--interval SECS [--count N]] [--json]
 //! mnic bench copy|register|fault|invalidate|traffic|sync|doorbell|idle [--device N] [--json] [--smoke] [options]
+//! mnic pingpong|bw [--local /dev/mnic0] [--remote /dev/mnic1] [--sizes S,...] [-n N] [--json] [--smoke]
 //! ```
 //!
 //! This file only dispatches: the flags are in `cli.rs` (and `bench/args.rs`), each
@@ -12,6 +13,7 @@
 mod bench;
 mod cli;
 mod error;
+mod fabric;
 mod info;
 mod latency;
 mod output;
@@ -34,6 +36,8 @@ fn main() -> ExitCode {
             json,
         } => stats::run(device, interval, count, json),
         Cmd::Bench { which } => bench::run(which),
+        Cmd::Pingpong { args } => fabric::pingpong(&args),
+        Cmd::Bw { args } => fabric::bw(&args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

@@ -15,6 +15,11 @@ pub const PAGE: usize = pte::PAGE_SIZE as usize;
 /// Opens /dev/mnicN and sets up its queues as the flags say.
 pub fn open(c: &Common) -> CmdResult<Context> {
     let ctx = Device::open_index(c.device)?;
+    setup(c, ctx)
+}
+
+/// Sets up the queues of an opened context as the flags say.
+pub fn setup(c: &Common, ctx: Context) -> CmdResult<Context> {
     ctx.setup_queues(QueueConfig {
         wq_log2: c.queue_log2,
         cq_log2: c.queue_log2,
@@ -27,8 +32,8 @@ pub fn open(c: &Common) -> CmdResult<Context> {
     })?;
     let qc = ctx.queue_config().ok_or("queues not set up")?;
     eprintln!(
-        "[bench] /dev/mnic{} context {}, doorbell {:?}, up to {} items outstanding",
-        c.device,
+        "[bench] {} context {}, doorbell {:?}, up to {} items outstanding",
+        ctx.path().display(),
         ctx.info().ctx,
         qc.doorbell,
         ctx.outstanding_limit()

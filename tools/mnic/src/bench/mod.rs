@@ -19,12 +19,12 @@ mod copy;
 mod device_counts;
 mod doorbell;
 mod fault;
-mod harness;
+pub mod harness;
 mod idle;
 mod invalidate;
 mod register;
-mod report;
-mod statistics;
+pub mod report;
+pub mod statistics;
 mod sync;
 mod traffic;
 mod trapped;
@@ -129,10 +129,15 @@ pub fn run(cmd: BenchCmd) -> CmdResult {
             (report, c.json)
         }
     };
+    print(&report, json)
+}
+
+/// Prints `report` as JSON or as tables.
+pub fn print(report: &mnic_bench_schema::Report, json: bool) -> CmdResult {
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", report::render(&report));
+        print!("{}", report::render(report));
     }
     Ok(())
 }

@@ -36,7 +36,12 @@ pub fn record_counters(r: &mut Report, ctx: &Context, before: &DevCounters) -> C
 
 /// The human-readable form of a report.
 pub fn render(r: &Report) -> String {
-    let mut out = format!("mnic bench {} on /dev/mnic{}\n", r.bench.name(), r.device);
+    // `mnic pingpong` and `mnic bw` are subcommands of their own, the rest of `mnic bench`.
+    let group = match r.bench {
+        Bench::Pingpong | Bench::Bw => "",
+        _ => "bench ",
+    };
+    let mut out = format!("mnic {group}{} on /dev/mnic{}\n", r.bench.name(), r.device);
     if let Some(why) = &r.skipped {
         out.push_str(&format!("  skipped: {why}\n"));
         return out;
@@ -153,5 +158,7 @@ mod tests {
             render(&s),
             "mnic bench sync on /dev/mnic0\n  skipped: no SYNC\n"
         );
+        let s = Report::skipped(Bench::Bw, 0, "no fabric");
+        assert_eq!(render(&s), "mnic bw on /dev/mnic0\n  skipped: no fabric\n");
     }
 }
