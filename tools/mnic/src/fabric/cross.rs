@@ -2,8 +2,8 @@
 //! (another guest): `--serve` runs the target's end, `--connect` the initiator's, and the
 //! two talk over a line link (`link.rs`).
 //!
-//! The exchange: the server registers its window for remote access and sends its region;
-//! the client reads it (ping-pong: and sends its own), runs, then says it is done; the
+//! The exchange: the server registers its window for remote access and answers the
+//! client's `hello` with its region; the client (ping-pong: sends its own and) runs, then says it is done; the
 //! server checks what it must and answers `ok` or `fail WHY`, so both ends agree on how the
 //! run ended. Ping-pong: before each message size the client announces its rounds; in
 //! each round it PUTs a stamped message into the server's window and the server, which
@@ -87,7 +87,7 @@ pub fn pingpong_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     let max = usize::try_from(sizes.iter().copied().max().unwrap_or(8))?;
     let bufs = Buffers::new(max)?;
     let me = Side::new(&ctx, &bufs)?;
-    let peer = link.recv_region(PEER_WAIT)?;
+    let peer = link.connect(PEER_WAIT)?;
     fits(&peer, max)?;
     link.send(&Msg::Region(me.region))?;
     let timeout = Duration::from_millis(c.timeout_ms);
@@ -186,8 +186,8 @@ pub fn pingpong_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
     let ctx = open_end(a, &c)?;
     let bufs = Buffers::new(max)?;
     let me = Side::new(&ctx, &bufs)?;
-    link.send(&Msg::Region(me.region))?;
-    println!("pingpong server: {} offered", me.region);
+    println!("pingpong server: offering {}", me.region);
+    link.accept(&me.region, PEER_WAIT)?;
     let peer = link.recv_region(PEER_WAIT)?;
     let timeout = Duration::from_millis(c.timeout_ms);
     let mut rounds = 0u64;
@@ -237,7 +237,7 @@ pub fn bw_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     let max = usize::try_from(sizes.iter().copied().max().unwrap_or(4096))?;
     let bufs = Buffers::new(max)?;
     let me = Side::new(&ctx, &bufs)?;
-    let peer = link.recv_region(PEER_WAIT)?;
+    let peer = link.connect(PEER_WAIT)?;
     fits(&peer, max)?;
     let pattern = bw::pattern(max);
     bufs.src.write_from(0, &pattern);
@@ -270,8 +270,8 @@ pub fn bw_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
     let bufs = Buffers::new(max)?;
     let me = Side::new(&ctx, &bufs)?;
     let before = ctx.dev_stats()?;
-    link.send(&Msg::Region(me.region))?;
-    println!("bw server: {} offered", me.region);
+    println!("bw server: offering {}", me.region);
+    link.accept(&me.region, PEER_WAIT)?;
     let every = a.pageout_ms.map(Duration::from_millis);
     let mut last = Instant::now();
     let mut pageouts = 0u32;

@@ -7,6 +7,13 @@
 //! A serial port is put in raw mode (no echo, no line editing, no CR/LF translation) when
 //! opened. Lines that are not messages (anything not starting with `mnic-`: a console's
 //! noise on a shared line) are skipped.
+//!
+//! A serial line loses what arrives before the other end has the port open (the guest's
+//! 8250 driver clears the UART's FIFO when the port is opened, and what QEMU holds back
+//! behind a full FIFO then arrives without its start). So the two ends first shake hands:
+//! the client sends `hello` every second ([`Link::connect`]) until the server, which only
+//! listens once its port is open ([`Link::accept`]), answers with its region; from then on
+//! both ports are open and nothing is lost. Late `hello`s are skipped.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -24,12 +31,16 @@ use crate::error::CmdResult;
 const PREFIX: &str = "mnic-link";
 /// How often a waiting end calls its idle hook.
 const TICK: Duration = Duration::from_millis(50);
+/// How often the client says `hello` until the server answers.
+const HELLO_EVERY: Duration = Duration::from_secs(1);
 /// Longest line accepted: a region line is well under 100 bytes.
 const MAX_LINE: usize = 512;
 
 /// One message between the two ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
+    /// The client is there (sent until the server answers with its region).
+    Hello,
     /// The sender's window, for the other end's PUTs (and GETs).
     Region(RemoteRegion),
     /// Ping-pong: the client starts `count` rounds of `size`-byte messages, numbered from
@@ -50,6 +61,7 @@ impl fmt::Display for Msg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Msg::Region(r) => write!(f, "{r}"),
+            Msg::Hello => write!(f, "{PREFIX} hello"),
             Msg::Rounds { size, count, first } => {
                 write!(f, "{PREFIX} rounds size={size} count={count} first={first}")
             }
@@ -90,6 +102,7 @@ impl FromStr for Msg {
                 count: num("count")?,
                 first: num("first")?,
             },
+            "hello" => Msg::Hello,
             "ready" => Msg::Ready,
             "done" => Msg::Done {
                 check: num("check")?,
@@ -182,21 +195,27 @@ impl<T: Read + Write + AsRawFd> Link<T> {
         Ok(())
     }
 
-    /// The next message, waiting at most `timeout`; `idle` runs every `TICK` while
-    /// nothing arrives (and may fail the wait). Lines that are not messages are skipped.
-    pub fn recv_with(
+    /// The next message, or `None` once `timeout` has passed; `idle` runs every `TICK`
+    /// while nothing arrives (and may fail the wait). Lines that are not messages are
+    /// skipped, and so are `hello`s unless `hello` is set.
+    fn next(
         &mut self,
         timeout: Duration,
-        mut idle: impl FnMut() -> CmdResult,
-    ) -> CmdResult<Msg> {
+        hello: bool,
+        idle: &mut dyn FnMut() -> CmdResult,
+    ) -> CmdResult<Option<Msg>> {
         let deadline = Instant::now() + timeout;
         loop {
             while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.pending.drain(..=end).collect();
                 let line = String::from_utf8_lossy(&line);
                 let line = line.trim();
-                if line.starts_with("mnic-") {
-                    return Ok(line.parse()?);
+                if !line.starts_with("mnic-") {
+                    continue;
+                }
+                match line.parse()? {
+                    Msg::Hello if !hello => {}
+                    m => return Ok(Some(m)),
                 }
             }
             if self.pending.len() > MAX_LINE {
@@ -204,7 +223,7 @@ impl<T: Read + Write + AsRawFd> Link<T> {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(format!("link: no message within {timeout:?}").into());
+                return Ok(None);
             }
             if !readable(self.io.as_raw_fd(), left.min(TICK))? {
                 idle()?;
@@ -220,9 +239,45 @@ impl<T: Read + Write + AsRawFd> Link<T> {
         }
     }
 
+    /// The next message, waiting at most `timeout`; `idle` runs every `TICK` while nothing
+    /// arrives (and may fail the wait).
+    pub fn recv_with(
+        &mut self,
+        timeout: Duration,
+        mut idle: impl FnMut() -> CmdResult,
+    ) -> CmdResult<Msg> {
+        self.next(timeout, false, &mut idle)?
+            .ok_or_else(|| format!("link: no message within {timeout:?}").into())
+    }
+
     /// The next message, waiting at most `timeout`.
     pub fn recv(&mut self, timeout: Duration) -> CmdResult<Msg> {
         self.recv_with(timeout, || Ok(()))
+    }
+
+    /// The server's side of the handshake: waits for the client's `hello`, answers with
+    /// `region`.
+    pub fn accept(&mut self, region: &RemoteRegion, timeout: Duration) -> CmdResult {
+        match self.next(timeout, true, &mut || Ok(()))? {
+            Some(Msg::Hello) => self.send(&Msg::Region(*region)),
+            Some(other) => Err(format!("link: expected `hello`, got `{other}`").into()),
+            None => Err(format!("link: no client within {timeout:?}").into()),
+        }
+    }
+
+    /// The client's side of the handshake: says `hello` every second until the server's
+    /// region arrives, and returns it.
+    pub fn connect(&mut self, timeout: Duration) -> CmdResult<RemoteRegion> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            self.send(&Msg::Hello)?;
+            match self.next(HELLO_EVERY, false, &mut || Ok(()))? {
+                Some(Msg::Region(r)) => return Ok(r),
+                Some(other) => return Err(format!("link: expected a region, got `{other}`").into()),
+                None => {}
+            }
+        }
+        Err(format!("link: no server within {timeout:?}").into())
     }
 
     /// The next message, which must be a region.
@@ -272,6 +327,7 @@ mod tests {
     fn messages_round_trip_as_one_line() {
         for m in [
             Msg::Region(region()),
+            Msg::Hello,
             Msg::Rounds {
                 size: 4096,
                 count: 20,
@@ -341,6 +397,34 @@ mod tests {
         assert!(t.elapsed() >= Duration::from_millis(150));
         let failed = link.recv_with(Duration::from_secs(5), || Err("stop".into()));
         assert_eq!(failed.unwrap_err().to_string(), "stop");
+    }
+
+    #[test]
+    fn the_handshake_survives_a_lost_start_and_late_hellos() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut s = Link::new(b);
+            // A serial line that was not open yet: the first hello arrives without its start.
+            let mut first = [0u8; 5];
+            let mut got = 0;
+            while got < first.len() {
+                got += s.io.read(&mut first[got..]).unwrap();
+            }
+            s.accept(&region(), Duration::from_secs(10)).unwrap();
+            // Hellos sent before the region arrived do not disturb what follows.
+            s.recv(Duration::from_secs(10)).unwrap()
+        });
+        let mut c = Link::new(a);
+        assert_eq!(c.connect(Duration::from_secs(10)).unwrap(), region());
+        c.send(&Msg::Ok).unwrap();
+        assert_eq!(server.join().unwrap(), Msg::Ok);
+    }
+
+    #[test]
+    fn a_handshake_without_the_other_end_times_out() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        let mut c = Link::new(a);
+        assert!(c.connect(Duration::from_millis(300)).is_err());
     }
 
     #[test]
