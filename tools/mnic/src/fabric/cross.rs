@@ -144,7 +144,7 @@ pub fn pingpong_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     link.finish(0, timeout)?;
     report
         .notes
-        .push("one ends per process: one-way PUT latency is half the round trip".into());
+        .push("one end per process: one-way PUT latency is half the round trip".into());
     record_counters(&mut report, &ctx, &before)?;
     Ok(report)
 }
