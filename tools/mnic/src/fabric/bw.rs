@@ -19,6 +19,8 @@ use crate::fabric::args::FabricArgs;
 use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
 
 /// Sizes without `--sizes`.
+/// Untimed iterations per size without `--warmup`.
+pub const DEFAULT_WARMUP: u32 = 1;
 pub const DEFAULT_SIZES: [u64; 5] = [1408, 4096, 65536, 1 << 20, 4 << 20];
 /// Bytes each timed iteration moves (at least one item of the size).
 const BYTES_PER_ITER: u64 = 8 << 20;
@@ -56,7 +58,7 @@ pub(super) fn pattern(len: usize) -> Vec<u8> {
 }
 
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
-    let c = a.common(1);
+    let c = a.common(DEFAULT_WARMUP);
     let sizes = a.sizes(&DEFAULT_SIZES);
     let (local, remote) = match open_both(a, &c)? {
         Ok(ends) => ends,

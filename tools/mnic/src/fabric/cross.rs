@@ -80,7 +80,7 @@ fn verdict(link: &mut Link<std::fs::File>, result: CmdResult) -> CmdResult {
 
 /// `mnic pingpong --connect`.
 pub fn pingpong_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
-    let c = a.common();
+    let c = a.common(pingpong::DEFAULT_WARMUP);
     let sizes = a.sizes(&pingpong::DEFAULT_SIZES);
     let mut link = Link::open(link_path)?;
     let ctx = open_end(a, &c)?;
@@ -175,7 +175,7 @@ fn arm(window: &mnic::DmaBuffer, len: usize, n: u64) {
 
 /// `mnic pingpong --serve`.
 pub fn pingpong_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
-    let c = a.common();
+    let c = a.common(pingpong::DEFAULT_WARMUP);
     let max = usize::try_from(
         a.sizes(&pingpong::DEFAULT_SIZES)
             .into_iter()
@@ -230,7 +230,7 @@ pub fn pingpong_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
 
 /// `mnic bw --connect`.
 pub fn bw_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
-    let c = a.common();
+    let c = a.common(bw::DEFAULT_WARMUP);
     let sizes = a.sizes(&bw::DEFAULT_SIZES);
     let mut link = Link::open(link_path)?;
     let ctx = open_end(a, &c)?;
@@ -258,7 +258,7 @@ pub fn bw_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
 /// `mnic bw --serve`: offers the window, pages it out every `--pageout-ms` while the
 /// client streams, then checks the data.
 pub fn bw_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
-    let c = a.common();
+    let c = a.common(bw::DEFAULT_WARMUP);
     let max = usize::try_from(
         a.sizes(&bw::DEFAULT_SIZES)
             .into_iter()
