@@ -36,6 +36,31 @@ pub struct FabricArgs {
     /// Smoke run: one timed iteration, no warmup, two small sizes (for `make test`).
     #[arg(long)]
     pub smoke: bool,
+    /// Run only the target's end, in this process, on `--local`: register a window for
+    /// remote access, hand its region to the client over `--link`, serve until the client
+    /// is done, and answer whether all went well (ends in two processes or two guests).
+    #[arg(long, requires = "link", conflicts_with = "connect")]
+    pub serve: bool,
+    /// Run only the initiator's end, in this process, on `--local`, against the window a
+    /// `--serve` end hands over `--link`; prints the report.
+    #[arg(long, requires = "link")]
+    pub connect: bool,
+    /// The line link to the other end with `--serve`/`--connect`: a serial port (made
+    /// raw), e.g. `/dev/ttyS1` between two guests of `mnic-vm run --peer-cmd`.
+    #[arg(long)]
+    pub link: Option<PathBuf>,
+    /// With `--serve` (bw): page the window out (MADV_PAGEOUT) every this many
+    /// milliseconds while the client streams; the server then fails unless at least one
+    /// page-out happened during the stream and the data arrived intact.
+    #[arg(long)]
+    pub pageout_ms: Option<u64>,
+}
+
+/// Which end this process runs, with `--serve` or `--connect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Connect,
 }
 
 impl FabricArgs {
@@ -60,6 +85,21 @@ impl FabricArgs {
             smoke: self.smoke,
         }
         .effective()
+    }
+
+    /// The end this process runs and the link to the other, or `None` for both ends here.
+    pub fn role(&self) -> Result<Option<(Role, &std::path::Path)>, String> {
+        if self.pageout_ms.is_some() && !self.serve {
+            return Err("--pageout-ms is for the --serve end".into());
+        }
+        let Some(link) = self.link.as_deref() else {
+            return Ok(None);
+        };
+        match (self.serve, self.connect) {
+            (true, _) => Ok(Some((Role::Serve, link))),
+            (false, true) => Ok(Some((Role::Connect, link))),
+            (false, false) => Err("--link needs --serve or --connect".into()),
+        }
     }
 
     /// `--sizes`, or `default`; in a smoke run the two smallest of them.
