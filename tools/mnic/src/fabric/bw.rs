@@ -18,9 +18,9 @@ use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
 use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
 
-/// Sizes without `--sizes`.
 /// Untimed iterations per size without `--warmup`.
 pub const DEFAULT_WARMUP: u32 = 1;
+/// Sizes without `--sizes`.
 pub const DEFAULT_SIZES: [u64; 5] = [1408, 4096, 65536, 1 << 20, 4 << 20];
 /// Bytes each timed iteration moves (at least one item of the size).
 const BYTES_PER_ITER: u64 = 8 << 20;
@@ -59,7 +59,8 @@ pub(super) fn per_iter_bytes(smoke: bool) -> u64 {
     }
 }
 
-/// What a PUT stream of `len` bytes carries (and what the target's window must hold after).
+/// What a stream of `len` bytes carries (and what the target's window or receive buffer
+/// must hold after).
 pub(super) fn pattern(len: usize) -> Vec<u8> {
     (0..len)
         .map(|i| (i as u8).wrapping_mul(29) ^ 0x3c)

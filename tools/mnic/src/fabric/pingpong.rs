@@ -18,10 +18,10 @@ use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
 use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
 
-/// Sizes without `--sizes`: small messages, one full PUT packet and one byte more, a page,
-/// 64 KiB.
 /// Untimed iterations per size without `--warmup`.
 pub const DEFAULT_WARMUP: u32 = 10;
+/// Sizes without `--sizes`: small messages, one full PUT packet and one byte more, a page,
+/// 64 KiB.
 pub const DEFAULT_SIZES: [u64; 7] = [8, 64, 512, 1408, 1409, 4096, 65536];
 
 /// The stamp bytes of message `n`: the last `min(8, size)` bytes of the message.
