@@ -25,11 +25,12 @@ RUN        := $(VMRUN) run --kernel $(KERNEL) --initrd $(INITRD) --device-bin $(
 # Out-of-tree kernel modules (each directory has a Kbuild file).
 MODULE_DIRS := images/smoke $(patsubst %/Kbuild,%,$(wildcard driver/Kbuild tests/kmod/*/Kbuild))
 
-.PHONY: help setup host-bins guest-bins modules initramfs image vm proto run-guest demo test \
+.PHONY: help setup host-bins guest-bins modules initramfs image vm proto run-guest demo demo-fabric test \
         test-host test-guest lint bench soak soak-debug clean
 
 help:
 	@echo "make demo   - set up, build, boot the guest with the mnic device and run the demo"
+	@echo "make demo-fabric - only the demo's second part: two guests on one fabric"
 	@echo "make test   - set up, build and run every test (host unit/integration + guest)"
 	@echo "make vm     - a shell in the guest (driver and tools inside)"
 	@echo "make proto  - a shell in a guest with an IOMMU, the NIC bound to vfio-pci for mnic-proto"
@@ -80,8 +81,19 @@ GUEST_CMD ?= true
 run-guest: initramfs
 	$(RUN) --cmd '$(GUEST_CMD)'
 
+# The demo: one guest (images/guest/demo.sh), then two guests with one NIC each, nodes 1 and
+# 2 of one fabric, joined by a serial link (demo.sh fabric-client / fabric-server): a
+# ping-pong between them and a PUT stream into guest 2's memory while guest 2 pages it out.
+DEMO_FABRIC = $(RUN) --fabric --stats --timeout 600 \
+	--cmd 'sh /usr/share/mnic/demo.sh fabric-client' \
+	--peer-cmd 'sh /usr/share/mnic/demo.sh fabric-server'
+
 demo: initramfs
 	$(RUN) --stats --timeout 900 --cmd 'sh /usr/share/mnic/demo.sh'
+	$(DEMO_FABRIC)
+
+demo-fabric: initramfs
+	$(DEMO_FABRIC)
 
 # Roots of the out-of-tree kernel crates: rustfmt follows their `mod`s. The kernel's own
 # settings (its .rustfmt.toml): edition 2021, defaults otherwise.

@@ -1,5 +1,7 @@
 #!/bin/sh
-# The main job of `make demo`: the point of mnic, end to end, through the library and tools.
+# The guest jobs of `make demo`: the point of mnic, end to end, through the library and tools.
+#
+# `demo.sh` (one guest, one NIC):
 # 1. the guest kernel runs our Rust code, and the mnic NIC is on the PCI bus;
 # 2. mnic.ko binds it (MSI-X, queues) and `mnic info` describes it;
 # 3. a buffer is registered (nothing pinned), the device DMAs into it and faults the pages
@@ -8,27 +10,76 @@
 # 4. fork + copy-on-write: the parent's device writes stay in the parent's pages;
 # 5. the device's own counters (`mnic stats`): faults, invalidations, SYNCs, and zero stale
 #    accesses (the device checks the invariant itself).
+#
+# `demo.sh fabric-client` / `demo.sh fabric-server` (two guests of `mnic-vm run --peer-cmd`,
+# one NIC each, nodes of one fabric, joined by the serial link /dev/ttyS1):
+# 6. ping-pong: one-way PUT latency between the two guests' memories;
+# 7. a PUT (and GET) stream from guest 1 into a buffer of guest 2 that guest 2 pages out to
+#    zram every 100 ms while the stream runs; guest 2 then checks that the data arrived
+#    intact and prints its device's counters (network faults, invalidations, zero stale
+#    accesses).
 set -e
-echo "### kernel $(uname -r); PCI functions (vendor:device class):"
-for d in /sys/bus/pci/devices/*; do
-	echo "  $(basename "$d") $(cat "$d/vendor"):$(cat "$d/device") $(cat "$d/class")"
-done
-if ! grep -qx 0x4d4e /sys/bus/pci/devices/*/device 2>/dev/null; then
-	echo "no mnic NIC (1234:4d4e) attached: run with a device (mnic-vm run --devices 1)" >&2
-	exit 1
-fi
-echo "### insmod mnic.ko"
-insmod /lib/modules/mnic.ko
-dmesg | grep 'mnic0:' | tail -n 1
-echo "### mnic info"
-mnic info
-echo "### zram swap, so that pages can really leave memory"
-echo 64M > /sys/block/zram0/disksize
-mkswap /dev/zram0 >/dev/null && swapon /dev/zram0
-grep -E 'SwapTotal|SwapFree' /proc/meminfo
-echo "### register, DMA, swap out, DMA again (userlib/examples/survive_swapout.rs)"
-survive_swapout
-echo "### fork and copy-on-write (userlib/examples/fork.rs)"
-fork
-echo "### device counters (mnic stats)"
-mnic stats
+role=${1:-local}
+
+# Message sizes of the two-guest part: both ends must agree (the server sizes its window).
+PINGPONG_SIZES=8,4096,65536
+BW_SIZES=64K,1M
+
+load_driver() {
+	if ! grep -qx 0x4d4e /sys/bus/pci/devices/*/device 2>/dev/null; then
+		echo "no mnic NIC (1234:4d4e) attached: run with a device (mnic-vm run --devices 1)" >&2
+		exit 1
+	fi
+	echo "### insmod mnic.ko"
+	insmod /lib/modules/mnic.ko
+	dmesg | grep 'mnic0:' | tail -n 1
+}
+
+zram_swap() {
+	echo "### zram swap, so that pages can really leave memory"
+	echo 64M > /sys/block/zram0/disksize
+	mkswap /dev/zram0 >/dev/null && swapon /dev/zram0
+	grep -E 'SwapTotal|SwapFree' /proc/meminfo
+}
+
+case $role in
+local)
+	echo "### kernel $(uname -r); PCI functions (vendor:device class):"
+	for d in /sys/bus/pci/devices/*; do
+		echo "  $(basename "$d") $(cat "$d/vendor"):$(cat "$d/device") $(cat "$d/class")"
+	done
+	load_driver
+	echo "### mnic info"
+	mnic info
+	zram_swap
+	echo "### register, DMA, swap out, DMA again (userlib/examples/survive_swapout.rs)"
+	survive_swapout
+	echo "### fork and copy-on-write (userlib/examples/fork.rs)"
+	fork
+	echo "### device counters (mnic stats)"
+	mnic stats
+	;;
+fabric-client)
+	load_driver
+	echo "### mnic info: this guest's NIC is one node of the fabric"
+	mnic info
+	echo "### ping-pong with guest 2 (PUT into its memory, it PUTs back; one way = half)"
+	mnic pingpong --connect --link /dev/ttyS1 --sizes $PINGPONG_SIZES -n 50 --warmup 5
+	echo "### PUT/GET stream into guest 2's buffer, which guest 2 pages out meanwhile"
+	mnic bw --connect --link /dev/ttyS1 --sizes $BW_SIZES -n 5 --warmup 1
+	;;
+fabric-server)
+	load_driver
+	zram_swap
+	echo "### ping-pong server (answers each PUT of guest 1 with a PUT back)"
+	mnic pingpong --serve --link /dev/ttyS1 --sizes $PINGPONG_SIZES
+	echo "### stream target: the window is paged out every 100 ms while guest 1 streams"
+	mnic bw --serve --link /dev/ttyS1 --sizes $BW_SIZES --pageout-ms 100
+	echo "### device counters (mnic stats): network faults, invalidations, stale accesses"
+	mnic stats
+	;;
+*)
+	echo "usage: demo.sh [fabric-client|fabric-server]" >&2
+	exit 2
+	;;
+esac

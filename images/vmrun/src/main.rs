@@ -6,15 +6,19 @@
 //! guest's init as `MNIC-EXIT=<n>`). Sockets, logs and the per-run archive live in a
 //! per-run directory that is removed afterwards; every process it started is ended by PID
 //! (each `mnic-device serve` is a supervisor that ends its engine process by PID in turn).
-//! With `--fabric` the NICs form one fabric on loopback (`fabric.rs`).
+//! With `--fabric` the NICs form one fabric on loopback (`fabric.rs`). With `--peer-cmd` a
+//! second guest runs next to the first, with NICs of its own in the same fabric and a serial
+//! link between the two (`guests.rs`).
 
 mod fabric;
+mod guests;
 mod initramfs;
 mod processes;
 mod qmp;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use guests::GuestPlan;
 use initramfs::{Archive, Content, FileSpec};
 use processes::Owned;
 use std::io::{BufRead, BufReader, Write};
@@ -43,7 +47,7 @@ enum Cmd {
     /// Write the base initramfs (busybox, init, modules, programs).
     Initramfs(InitramfsArgs),
     /// Boot the guest next to mnic-device servers and run a job or a shell.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Args)]
@@ -88,6 +92,18 @@ struct RunArgs {
     /// Shell command the guest runs as its job (with --interactive: before the shell).
     #[arg(long, default_value = "true")]
     cmd: String,
+    /// Boot a second guest (same kernel and initramfs) that runs this shell command as its
+    /// job. It gets `--devices` NICs of its own (with `--fabric`: nodes N+1..2N of the same
+    /// fabric), and the two guests are joined by a serial link, `/dev/ttyS1` in each.
+    /// Consoles are prefixed `[guest1]`/`[guest2]`; the run's status is the worse job's.
+    #[arg(long, conflicts_with_all = ["interactive", "hot_add_device_after"])]
+    peer_cmd: Option<String>,
+    /// The second guest's memory in MiB.
+    #[arg(long, default_value_t = 384, requires = "peer_cmd")]
+    peer_memory_mib: u32,
+    /// The second guest's CPUs.
+    #[arg(long, default_value_t = 1, requires = "peer_cmd")]
+    peer_cpus: u32,
     /// Give a shell on the console instead of running a job.
     #[arg(long)]
     interactive: bool,
@@ -299,10 +315,11 @@ fn kernel_cmdline(a: &RunArgs) -> String {
     s
 }
 
-/// The per-run archive that the kernel unpacks over the base image: the job to run.
-fn job_archive(a: &RunArgs, rd: &RunDir) -> Result<PathBuf> {
+/// The per-run archive that the kernel unpacks over the base image: the job to run. Each
+/// guest of the run has its own, `name` in the run directory.
+fn job_archive(a: &RunArgs, guest: &GuestPlan, rd: &RunDir, name: &str) -> Result<PathBuf> {
     let mut ar = Archive::new();
-    let job = format!("{}\n", a.cmd);
+    let job = format!("{}\n", guest.cmd);
     ar.file(FileSpec {
         content: Content::Bytes(job.into_bytes()),
         dest: "/etc/mnic/job".into(),
@@ -317,7 +334,7 @@ fn job_archive(a: &RunArgs, rd: &RunDir) -> Result<PathBuf> {
     }
     // The kernel wants each archive in an initrd to start on a 4-byte boundary; concatenate
     // the base image (itself padded by cpio's trailer alignment) and the job archive.
-    let job_path = rd.path("job.cpio");
+    let job_path = rd.path(&format!("{name}.job.cpio"));
     ar.write_to(&job_path)?;
     let mut all =
         std::fs::read(&a.initrd).with_context(|| format!("reading {}", a.initrd.display()))?;
@@ -325,14 +342,14 @@ fn job_archive(a: &RunArgs, rd: &RunDir) -> Result<PathBuf> {
         all.push(0);
     }
     all.extend(std::fs::read(&job_path)?);
-    let out = rd.path("initrd.cpio");
+    let out = rd.path(&format!("{name}.initrd.cpio"));
     std::fs::write(&out, all)?;
     Ok(out)
 }
 
-fn qemu_command(a: &RunArgs, rd: &RunDir, initrd: &Path) -> Command {
+fn qemu_command(a: &RunArgs, guest: &GuestPlan, rd: &RunDir, initrd: &Path) -> Command {
     let mut q = Command::new(&a.qemu);
-    let mem = a.memory_mib;
+    let mem = guest.memory_mib;
     q.args([
         "-M",
         "q35",
@@ -345,7 +362,7 @@ fn qemu_command(a: &RunArgs, rd: &RunDir, initrd: &Path) -> Command {
         "-nic",
         "none",
     ]);
-    q.args(["-m", &format!("{mem}M"), "-smp", &a.cpus.to_string()]);
+    q.args(["-m", &format!("{mem}M"), "-smp", &guest.cpus.to_string()]);
     // Guest RAM must be a shared memfd: QEMU hands its fd to the device in DMA_MAP, and the
     // device then reads and writes guest memory directly.
     q.args([
@@ -361,7 +378,10 @@ fn qemu_command(a: &RunArgs, rd: &RunDir, initrd: &Path) -> Command {
         // lets QEMU send the device a DMA_MAP for each one.
         q.args(["-device", "intel-iommu,caching-mode=on"]);
     }
-    for i in 0..a.devices {
+    if let Some(end) = guest.link {
+        q.args(guests::link_args(end, &rd.path(guests::LINK_SOCKET)));
+    }
+    for i in guest.devices.clone() {
         let sock = rd.path(&format!("mnic{i}.sock"));
         q.args([
             "-device",
@@ -422,10 +442,9 @@ fn device_stats(bin: &Path, rd: &RunDir, i: u32) -> String {
 /// checked after the devices, so an exit that races QEMU's own is not recorded.
 fn note_ended_devices(
     devices: &mut [Owned],
-    ended: &mut Vec<Option<std::process::ExitStatus>>,
+    ended: &mut [Option<std::process::ExitStatus>],
     qemu: &mut Owned,
 ) -> Result<()> {
-    ended.resize(devices.len(), None);
     let now: Vec<_> = devices
         .iter_mut()
         .map(|d| d.try_wait().ok().flatten())
@@ -439,6 +458,151 @@ fn note_ended_devices(
         }
     }
     Ok(())
+}
+
+/// How long the other guest may still run after one guest's job failed or its QEMU ended
+/// without a result (it may be waiting on the link for a peer that will never answer).
+const PEER_GRACE: Duration = Duration::from_secs(10);
+/// How long a guest may take to power off after reporting its result.
+const POWER_OFF_GRACE: Duration = Duration::from_secs(10);
+
+/// One console line of guest `.0`, or the end (`None`) of one of its QEMU's output pipes.
+type ConsoleEvent = (usize, Option<String>);
+
+/// A guest while the run lasts.
+struct GuestRun {
+    plan: GuestPlan,
+    qemu: Owned,
+    /// QEMU's output pipes not at their end yet: 0 once QEMU is gone and all its output read.
+    open_pipes: usize,
+    result: Option<i32>,
+    result_at: Option<Instant>,
+    /// Finished (its QEMU stopped), with QEMU's status.
+    done: Option<Option<std::process::ExitStatus>>,
+    /// Stopped because the other guest failed: its missing result is not the run's status.
+    stopped_for_peer: bool,
+}
+
+impl GuestRun {
+    /// Whether the guest has finished: it reported its result and powered off (or had
+    /// `POWER_OFF_GRACE` to), or its QEMU ended and all its output has been read.
+    fn finished(&mut self) -> Result<bool> {
+        Ok(match self.result_at {
+            Some(t) => self.qemu.try_wait()?.is_some() || t.elapsed() > POWER_OFF_GRACE,
+            None => self.open_pipes == 0,
+        })
+    }
+
+    /// Stops its QEMU (if still running) and marks it finished.
+    fn finish(&mut self) {
+        if self.done.is_none() {
+            self.done = Some(self.qemu.stop(Duration::from_secs(5)));
+        }
+    }
+
+    /// Finished without a successful job.
+    fn failed(&self) -> bool {
+        self.done.is_some() && self.result != Some(0)
+    }
+}
+
+/// Starts QEMU for `guest`, its output sent to `tx` as guest `g`'s.
+fn start_qemu(
+    a: &RunArgs,
+    rd: &RunDir,
+    g: usize,
+    guest: GuestPlan,
+    tx: &mpsc::Sender<ConsoleEvent>,
+) -> Result<GuestRun> {
+    let name = guest.label.clone().unwrap_or_else(|| "guest".into());
+    let initrd = job_archive(a, &guest, rd, &name)?;
+    let mut qcmd = qemu_command(a, &guest, rd, &initrd);
+    let qemu_name = match &guest.label {
+        Some(l) => format!("qemu ({l})"),
+        None => "qemu".into(),
+    };
+    let mut qemu = Owned::spawn(
+        &qemu_name,
+        qcmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )?;
+    let mut open_pipes = 0;
+    for pipe in [
+        qemu.child_mut()
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+        qemu.child_mut()
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        open_pipes += 1;
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).split(b'\n').map_while(|l| l.ok()) {
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_string();
+                if tx.send((g, Some(line))).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send((g, None));
+        });
+    }
+    Ok(GuestRun {
+        plan: guest,
+        qemu,
+        open_pipes,
+        result: None,
+        result_at: None,
+        done: None,
+        stopped_for_peer: false,
+    })
+}
+
+/// Waits until guest 1's QEMU listens on the link socket, so that guest 2's QEMU can
+/// connect to it (a client QEMU that cannot connect does not start).
+fn wait_for_link(rd: &RunDir, server: &mut GuestRun) -> Result<()> {
+    let sock = rd.path(guests::LINK_SOCKET);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sock.exists() {
+        if let Some(st) = server.qemu.try_wait()? {
+            bail!(
+                "{} exited ({st}) before listening on the link",
+                server.qemu.name()
+            );
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} did not create {} within 20 s",
+                server.qemu.name(),
+                sock.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The guests `a` asks for: one, or two with `--peer-cmd`.
+fn guest_plans(a: &RunArgs) -> Vec<GuestPlan> {
+    guests::plan(
+        &a.cmd,
+        a.memory_mib,
+        a.cpus,
+        a.devices,
+        a.peer_cmd.as_deref().map(|cmd| guests::Peer {
+            cmd,
+            memory_mib: a.peer_memory_mib,
+            cpus: a.peer_cpus,
+        }),
+    )
 }
 
 fn run(a: &RunArgs) -> Result<i32> {
@@ -455,6 +619,8 @@ fn run(a: &RunArgs) -> Result<i32> {
         strict: a.strict,
         spin_us: a.device_spin_us,
     };
+    let plans = guest_plans(a);
+    let all_devices = a.devices * plans.len() as u32;
     let device_bin = match (&a.device_bin, a.devices) {
         (_, 0) => None,
         (Some(b), _) => Some(b.clone()),
@@ -465,7 +631,7 @@ fn run(a: &RunArgs) -> Result<i32> {
         (true, None) => bail!("--fabric needs devices (--devices 1 or more)"),
         (true, Some(_)) => {
             let inject = fabric::inject_args(a.fabric_inject.as_deref().unwrap_or(""))?;
-            Some(fabric::Fabric::new(a.devices, inject)?)
+            Some(fabric::Fabric::new(all_devices, inject)?)
         }
     };
     if let Some(f) = &fabric {
@@ -473,14 +639,15 @@ fn run(a: &RunArgs) -> Result<i32> {
     }
     let mut devices = Vec::new();
     if let Some(bin) = &device_bin {
-        for i in 0..a.devices {
+        for i in 0..all_devices {
             let fabric_args = fabric.as_mut().map_or_else(Vec::new, |f| f.device_args(i));
             devices.push(start_device(bin, &rd, i, opts, &fabric_args)?);
         }
     }
-    let initrd = job_archive(a, &rd)?;
-    let mut qcmd = qemu_command(a, &rd, &initrd);
     if a.interactive {
+        let guest = &plans[0];
+        let initrd = job_archive(a, guest, &rd, "guest")?;
+        let mut qcmd = qemu_command(a, guest, &rd, &initrd);
         let mut qemu = Owned::spawn(
             "qemu",
             qcmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()),
@@ -493,37 +660,15 @@ fn run(a: &RunArgs) -> Result<i32> {
         }
         return Ok(0);
     }
-    let mut qemu = Owned::spawn(
-        "qemu",
-        qcmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )?;
-    let (tx, rx) = mpsc::channel::<String>();
-    for pipe in [
-        qemu.child_mut()
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-        qemu.child_mut()
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).split(b'\n').map_while(|l| l.ok()) {
-                let line = String::from_utf8_lossy(&line)
-                    .trim_end_matches('\r')
-                    .to_string();
-                if tx.send(line).is_err() {
-                    break;
-                }
+    let (tx, rx) = mpsc::channel::<ConsoleEvent>();
+    let mut guests: Vec<GuestRun> = Vec::new();
+    for (g, plan) in plans.into_iter().enumerate() {
+        if plan.link == Some(guests::LinkEnd::Client) {
+            if let Some(server) = guests.first_mut() {
+                wait_for_link(&rd, server)?;
             }
-        });
+        }
+        guests.push(start_qemu(a, &rd, g, plan, &tx)?);
     }
     drop(tx);
     let mut log = match &a.log {
@@ -534,33 +679,38 @@ fn run(a: &RunArgs) -> Result<i32> {
     };
     let started = Instant::now();
     let deadline = (a.timeout > 0).then(|| started + Duration::from_secs(a.timeout));
-    let mut result: Option<i32> = None;
-    let mut result_at: Option<Instant> = None;
     let mut killed_device = false;
     let mut ended = Vec::new();
+    let mut first_failure: Option<Instant> = None;
     let mut stdout = std::io::stdout();
     loop {
         match rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(line) => {
+            Ok((g, Some(line))) => {
+                let guest = &mut guests[g];
+                let shown = guest.plan.console_line(&line);
                 if !a.quiet {
-                    let _ = writeln!(stdout, "{line}");
+                    let _ = writeln!(stdout, "{shown}");
                 }
                 if let Some(f) = log.as_mut() {
-                    let _ = writeln!(f, "{line}");
+                    let _ = writeln!(f, "{shown}");
                 }
                 if let Some(rest) = line.trim().strip_prefix(RESULT_MARKER) {
-                    result = rest.trim().parse().ok().or(Some(EXIT_NO_RESULT));
-                    result_at = Some(Instant::now());
+                    guest.result = rest.trim().parse().ok().or(Some(EXIT_NO_RESULT));
+                    guest.result_at = Some(Instant::now());
                     if let (true, Some(bin)) = (a.stats, &device_bin) {
-                        for i in 0..a.devices {
-                            println!(
+                        for i in guest.plan.devices.clone() {
+                            let stats = format!(
                                 "[host] mnic-device #{i} counters:\n{}",
                                 device_stats(bin, &rd, i)
                             );
+                            for line in stats.split('\n') {
+                                println!("{}", guest.plan.console_line(line));
+                            }
                         }
                     }
                 }
             }
+            Ok((g, None)) => guests[g].open_pipes -= 1,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
             Err(mpsc::RecvTimeoutError::Timeout) => {}
         }
@@ -569,10 +719,11 @@ fn run(a: &RunArgs) -> Result<i32> {
         }
         if let Some(d) = deadline {
             if Instant::now() > d {
+                let pids: Vec<String> = guests.iter().map(|g| g.qemu.pid().to_string()).collect();
                 eprintln!(
                     "mnic-vm: timeout after {} s; stopping QEMU (pid {})",
                     a.timeout,
-                    qemu.pid()
+                    pids.join(", ")
                 );
                 return Ok(EXIT_TIMEOUT);
             }
@@ -606,15 +757,43 @@ fn run(a: &RunArgs) -> Result<i32> {
                 }
             }
         }
-        note_ended_devices(&mut devices, &mut ended, &mut qemu)?;
-        // After the result the guest powers off; give it a moment, then stop QEMU ourselves.
-        if let Some(t) = result_at {
-            if qemu.try_wait()?.is_some() || t.elapsed() > Duration::from_secs(10) {
-                break;
+        ended.resize(devices.len(), None);
+        for guest in guests.iter_mut() {
+            // Guest 1's range grows with a hot-added device (one guest only).
+            let range = guest.plan.devices.start as usize..match guest.plan.link {
+                None => devices.len(),
+                Some(_) => guest.plan.devices.end as usize,
+            };
+            note_ended_devices(
+                &mut devices[range.clone()],
+                &mut ended[range],
+                &mut guest.qemu,
+            )?;
+            if guest.done.is_none() && guest.finished()? {
+                guest.finish();
             }
         }
+        if first_failure.is_none() && guests.iter().any(GuestRun::failed) {
+            first_failure = Some(Instant::now());
+        }
+        if first_failure.is_some_and(|t| t.elapsed() > PEER_GRACE) {
+            for guest in guests.iter_mut().filter(|g| g.done.is_none()) {
+                eprintln!(
+                    "mnic-vm: stopping {} (pid {}): the other guest failed",
+                    guest.plan.name(),
+                    guest.qemu.pid()
+                );
+                guest.stopped_for_peer = true;
+                guest.finish();
+            }
+        }
+        if guests.iter().all(|g| g.done.is_some()) {
+            break;
+        }
     }
-    let qemu_status = qemu.stop(Duration::from_secs(5));
+    for guest in guests.iter_mut() {
+        guest.finish();
+    }
     // The device servers' logs live in the run directory, which goes with the run; a
     // developer chasing a device-side error asks to keep them.
     if let Some(dir) = std::env::var_os("MNIC_VM_KEEP_DEVICE_LOGS") {
@@ -626,11 +805,12 @@ fn run(a: &RunArgs) -> Result<i32> {
             }
         }
     }
+    let any_missing = guests.iter().any(|g| g.result.is_none());
     for (i, dev) in devices.iter_mut().enumerate() {
         // Without a result, any device that ended may be why.
         let st = match ended.get(i).copied().flatten() {
             Some(st) => Some(st),
-            None if result.is_none() => dev.try_wait().ok().flatten(),
+            None if any_missing => dev.try_wait().ok().flatten(),
             None => None,
         };
         if let Some(st) = st {
@@ -644,13 +824,119 @@ fn run(a: &RunArgs) -> Result<i32> {
             }
         }
     }
-    match result {
-        Some(code) => Ok(code),
-        None => {
-            eprintln!(
-                "mnic-vm: QEMU ended ({qemu_status:?}) without a guest result ({RESULT_MARKER}<n>)"
-            );
-            Ok(EXIT_NO_RESULT)
+    let codes: Vec<i32> = guests
+        .iter()
+        .filter(|g| g.result.is_some() || !g.stopped_for_peer)
+        .map(|g| match g.result {
+            Some(code) => code,
+            None => {
+                let whose = match &g.plan.label {
+                    Some(l) => format!(" ({l})"),
+                    None => String::new(),
+                };
+                eprintln!(
+                    "mnic-vm: QEMU{whose} ended ({:?}) without a guest result ({RESULT_MARKER}<n>)",
+                    g.done.flatten()
+                );
+                EXIT_NO_RESULT
+            }
+        })
+        .collect();
+    Ok(guests::worst(&codes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> std::result::Result<RunArgs, clap::Error> {
+        let base = ["mnic-vm", "run", "--kernel", "bz", "--initrd", "i.cpio"];
+        let cli = Cli::try_parse_from(base.iter().chain(extra))?;
+        match cli.cmd {
+            Cmd::Run(a) => Ok(*a),
+            Cmd::Initramfs(_) => panic!("parsed as initramfs"),
         }
+    }
+
+    fn args_of(c: &Command) -> Vec<String> {
+        c.get_args()
+            .map(|s| s.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn peer_options_need_a_peer_and_exclude_a_shell_and_hot_add() {
+        assert!(run_args(&["--peer-cmd", "true"]).is_ok());
+        assert!(run_args(&["--peer-memory-mib", "256"]).is_err());
+        assert!(run_args(&["--peer-cpus", "2"]).is_err());
+        assert!(run_args(&["--peer-cmd", "true", "--interactive"]).is_err());
+        assert!(run_args(&["--peer-cmd", "true", "--hot-add-device-after", "5"]).is_err());
+        assert!(run_args(&["--fabric-inject", "seed=1"]).is_err());
+        let a = run_args(&["--peer-cmd", "echo hi", "--peer-memory-mib", "256"]).unwrap();
+        assert_eq!((a.peer_memory_mib, a.peer_cpus), (256, 1));
+    }
+
+    #[test]
+    fn each_guest_gets_its_own_devices_memory_and_link_end() {
+        let a = run_args(&[
+            "--devices",
+            "2",
+            "--fabric",
+            "--memory-mib",
+            "768",
+            "--peer-cmd",
+            "true",
+        ])
+        .unwrap();
+        let rd = RunDir::new().unwrap();
+        let g = guest_plans(&a);
+        let q1 = args_of(&qemu_command(&a, &g[0], &rd, Path::new("g1.cpio")));
+        let q2 = args_of(&qemu_command(&a, &g[1], &rd, Path::new("g2.cpio")));
+        let has = |q: &[String], s: &str| q.iter().any(|x| x.contains(s));
+        assert!(has(&q1, "mnic0.sock") && has(&q1, "mnic1.sock") && !has(&q1, "mnic2.sock"));
+        assert!(has(&q2, "mnic2.sock") && has(&q2, "mnic3.sock") && !has(&q2, "mnic0.sock"));
+        assert!(has(&q1, "size=768M") && has(&q2, "size=384M"));
+        assert!(has(&q1, "link.sock,server=on,wait=off"));
+        assert!(has(&q2, "link.sock") && !has(&q2, "server=on"));
+        assert!(q2.windows(2).any(|w| w == ["-smp", "1"]));
+        assert!(q2.iter().any(|x| x == "g2.cpio"));
+    }
+
+    #[test]
+    fn one_guest_keeps_the_default_console_and_no_link() {
+        let a = run_args(&["--devices", "1"]).unwrap();
+        let rd = RunDir::new().unwrap();
+        let q = args_of(&qemu_command(&a, &guest_plans(&a)[0], &rd, Path::new("i")));
+        assert!(!q.iter().any(|x| x == "-serial" || x == "-chardev"));
+        assert!(q.iter().any(|x| x.contains("mnic0.sock")));
+    }
+
+    #[test]
+    fn kernel_cmdline_follows_the_options() {
+        let a = run_args(&["--iommu", "--kunit", "rust_*", "--append", "foo=1"]).unwrap();
+        let c = kernel_cmdline(&a);
+        assert!(c.starts_with("console=ttyS0 "));
+        assert!(c.contains(" loglevel=7 kunit.filter_glob=rust_*"));
+        assert!(c.contains(" intel_iommu=on iommu.strict=1"));
+        assert!(c.contains(" foo=1"));
+        let plain = kernel_cmdline(&run_args(&[]).unwrap());
+        assert!(plain.contains("kunit.enable=0") && !plain.contains("intel_iommu"));
+    }
+
+    #[test]
+    fn each_guest_gets_its_own_job() {
+        let a = run_args(&["--cmd", "job one", "--peer-cmd", "job two"]).unwrap();
+        let rd = RunDir::new().unwrap();
+        let base = rd.path("base.cpio");
+        std::fs::write(&base, b"123").unwrap();
+        let a = RunArgs { initrd: base, ..a };
+        let g = guest_plans(&a);
+        let one = std::fs::read(job_archive(&a, &g[0], &rd, "guest1").unwrap()).unwrap();
+        let two = std::fs::read(job_archive(&a, &g[1], &rd, "guest2").unwrap()).unwrap();
+        let contains = |hay: &[u8], s: &str| hay.windows(s.len()).any(|w| w == s.as_bytes());
+        assert!(contains(&one, "job one\n") && !contains(&one, "job two"));
+        assert!(contains(&two, "job two\n") && !contains(&two, "job one"));
+        // The base image, padded to 4 bytes, comes first.
+        assert_eq!(&one[..4], b"123\0");
     }
 }

@@ -57,14 +57,17 @@ pub enum Cmd {
     /// ib_write_lat), against a local COPY: both ends in this process, each PUTs into the
     /// other's memory and the process polls for the message's last bytes. With `--op send`:
     /// tagged SEND/RECV round trips into receives posted at each end, halved (like
-    /// mx_pingpong / fi_pingpong), across the eager/rendezvous limit.
+    /// mx_pingpong / fi_pingpong), across the eager/rendezvous limit. With
+    /// `--serve`/`--connect --link PATH` (PUT only), one end per process (or guest): half
+    /// the round trip.
     Pingpong {
         #[command(flatten)]
         args: FabricArgs,
     },
     /// PUT and GET bandwidth per message size between two devices on one fabric (like
     /// ib_write_bw / ib_read_bw), against the same bytes moved by local COPY items. With
-    /// `--op send`: streaming tagged SENDs into receives the peer keeps posted.
+    /// `--op send`: streaming tagged SENDs into receives the peer keeps posted. With
+    /// `--serve`/`--connect --link PATH` (PUT/GET only), one end per process (or guest).
     Bw {
         #[command(flatten)]
         args: FabricArgs,
@@ -231,6 +234,63 @@ mod tests {
         let c = args.common(1);
         assert_eq!((c.device, c.iters, c.warmup, c.json), (3, 1, 0, true));
         assert!(Cli::try_parse_from(["mnic", "bw", "--sizes", "0"]).is_err());
+    }
+
+    #[test]
+    fn one_end_per_process_flags() {
+        use crate::fabric::args::Role;
+        let fabric = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.cmd) {
+            Ok(Cmd::Pingpong { args } | Cmd::Bw { args }) => Ok(args),
+            Ok(other) => panic!("not a fabric command: {other:?}"),
+            Err(e) => Err(e),
+        };
+        let a = fabric(&[
+            "mnic",
+            "bw",
+            "--serve",
+            "--link",
+            "/dev/ttyS1",
+            "--pageout-ms",
+            "50",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.role().unwrap().map(|(r, p)| (r, p.to_str())),
+            Some((Role::Serve, Some("/dev/ttyS1")))
+        );
+        assert_eq!(a.pageout_ms, Some(50));
+        let a = fabric(&["mnic", "pingpong", "--connect", "--link", "/dev/ttyS1"]).unwrap();
+        assert_eq!(a.role().unwrap().map(|(r, _)| r), Some(Role::Connect));
+        assert_eq!(fabric(&["mnic", "pingpong"]).unwrap().role(), Ok(None));
+        // A link needs an end, an end needs a link, one end only, page-outs on the server.
+        assert!(fabric(&["mnic", "bw", "--link", "/dev/ttyS1"])
+            .unwrap()
+            .role()
+            .is_err());
+        assert!(fabric(&["mnic", "bw", "--serve"]).is_err());
+        assert!(fabric(&["mnic", "bw", "--serve", "--connect", "--link", "x"]).is_err());
+        let a = fabric(&[
+            "mnic",
+            "bw",
+            "--connect",
+            "--link",
+            "x",
+            "--pageout-ms",
+            "5",
+        ]);
+        assert!(a.unwrap().role().is_err());
+        // The cross mode is PUT's: `--op send` is refused at either end, `--op put` taken.
+        for end in ["--serve", "--connect"] {
+            let a = fabric(&["mnic", "pingpong", "--op", "send", end, "--link", "x"]).unwrap();
+            let e = a.role().unwrap_err();
+            assert!(e.contains("--op send"), "{e}");
+            let a = fabric(&["mnic", "bw", "--op", "put", end, "--link", "x"]).unwrap();
+            assert!(a.role().unwrap().is_some());
+        }
+        assert_eq!(
+            fabric(&["mnic", "bw", "--op", "send"]).unwrap().role(),
+            Ok(None)
+        );
     }
 
     #[test]

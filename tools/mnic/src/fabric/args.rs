@@ -33,7 +33,8 @@ impl FabricOp {
 /// Flags both fabric benchmarks take.
 #[derive(Debug, Clone, Args)]
 pub struct FabricArgs {
-    /// How the bytes move: `put` (remote memory access) or `send` (tagged SEND/RECV).
+    /// How the bytes move: `put` (remote memory access) or `send` (tagged SEND/RECV; both
+    /// ends in this process only, not with `--serve`/`--connect`).
     #[arg(long, value_enum, default_value_t = FabricOp::Put)]
     pub op: FabricOp,
     /// The initiator's device (it also runs the local COPY baseline).
@@ -61,6 +62,32 @@ pub struct FabricArgs {
     /// largest eager and the smallest rendezvous message) (for `make test`).
     #[arg(long)]
     pub smoke: bool,
+    /// Run only the target's end, in this process, on `--local`: register a window for
+    /// remote access, hand its region to the client over `--link`, serve until the client
+    /// is done, and answer whether all went well (ends in two processes or two guests).
+    #[arg(long, requires = "link", conflicts_with = "connect")]
+    pub serve: bool,
+    /// Run only the initiator's end, in this process, on `--local`, against the window a
+    /// `--serve` end hands over `--link`; prints the report.
+    #[arg(long, requires = "link")]
+    pub connect: bool,
+    /// The line link to the other end with `--serve`/`--connect` (`--op put` only): a
+    /// serial port (made raw), e.g. `/dev/ttyS1` between two guests of `mnic-vm run
+    /// --peer-cmd`.
+    #[arg(long)]
+    pub link: Option<PathBuf>,
+    /// With `--serve` (bw): page the window out (MADV_PAGEOUT) every this many
+    /// milliseconds while the client streams; the server then fails unless at least one
+    /// page-out happened during the stream and the data arrived intact.
+    #[arg(long)]
+    pub pageout_ms: Option<u64>,
+}
+
+/// Which end this process runs, with `--serve` or `--connect`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Serve,
+    Connect,
 }
 
 impl FabricArgs {
@@ -93,6 +120,30 @@ impl FabricArgs {
             smoke.to_vec()
         } else {
             self.sizes(default)
+        }
+    }
+
+    /// The end this process runs and the link to the other, or `None` for both ends here.
+    pub fn role(&self) -> Result<Option<(Role, &std::path::Path)>, String> {
+        if self.pageout_ms.is_some() && !self.serve {
+            return Err("--pageout-ms is for the --serve end".into());
+        }
+        let Some(link) = self.link.as_deref() else {
+            return Ok(None);
+        };
+        if self.op != FabricOp::Put {
+            // The line protocol hands over a remote window and the server answers by PUT:
+            // tagged messages have no such exchange (both ends must post receives).
+            return Err(format!(
+                "--serve/--connect run PUT/GET only: `--op {}` needs both ends in one process \
+                 (--local and --remote)",
+                self.op.name()
+            ));
+        }
+        match (self.serve, self.connect) {
+            (true, _) => Ok(Some((Role::Serve, link))),
+            (false, true) => Ok(Some((Role::Connect, link))),
+            (false, false) => Err("--link needs --serve or --connect".into()),
         }
     }
 

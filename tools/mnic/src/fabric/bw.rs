@@ -5,11 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use mnic::Work;
+use mnic::{RemoteRegion, Work};
 use mnic_bench_schema::names::{param, ratio, row};
 use mnic_bench_schema::{Bench, Report, Side as RowSide};
 use serde_json::json;
 
+use crate::bench::args::Common;
 use crate::bench::harness::{drive, progress};
 use crate::bench::report::{new_report, record_counters};
 use crate::bench::statistics::Timing;
@@ -17,6 +18,8 @@ use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
 use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
 
+/// Untimed iterations per size without `--warmup`.
+pub const DEFAULT_WARMUP: u32 = 1;
 /// Sizes without `--sizes`.
 pub const DEFAULT_SIZES: [u64; 5] = [1408, 4096, 65536, 1 << 20, 4 << 20];
 /// Bytes each timed iteration moves (at least one item of the size).
@@ -56,8 +59,16 @@ pub(super) fn per_iter_bytes(smoke: bool) -> u64 {
     }
 }
 
+/// What a stream of `len` bytes carries (and what the target's window or receive buffer
+/// must hold after).
+pub(super) fn pattern(len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(29) ^ 0x3c)
+        .collect()
+}
+
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
-    let c = a.common(1);
+    let c = a.common(DEFAULT_WARMUP);
     let sizes = a.sizes(&DEFAULT_SIZES);
     let (local, remote) = match open_both(a, &c)? {
         Ok(ends) => ends,
@@ -67,25 +78,45 @@ pub fn run(a: &FabricArgs) -> CmdResult<Report> {
     let (lbufs, rbufs) = (Buffers::new(max)?, Buffers::new(max)?);
     let l = Side::new(&local, &lbufs)?;
     let r = Side::new(&remote, &rbufs)?;
-    let pattern: Vec<u8> = (0..max)
-        .map(|i| (i as u8).wrapping_mul(29) ^ 0x3c)
-        .collect();
+    let pattern = pattern(max);
     lbufs.src.write_from(0, &pattern);
     rbufs.window.write_from(0, &pattern);
-    let per_iter = per_iter_bytes(c.smoke);
-    let timeout = Duration::from_millis(c.timeout_ms);
     let mut report = new_report(Bench::Bw, &c);
     record_ends(&mut report, a, &local, &remote, &sizes);
     report.params.push(param::OP, json!(a.op.name()));
-    report.params.push(param::BYTES_PER_ITER, json!(per_iter));
     let before = local.dev_stats()?;
     let remote_before = remote.dev_stats()?;
-    for &size in &sizes {
+    measure(&mut report, &c, &sizes, &l, &r.region, &pattern)?;
+    if rbufs.window.to_vec() != pattern {
+        return Err("the target's window differs after the runs".into());
+    }
+    drop(r);
+    record_counters(&mut report, &local, &before)?;
+    remote_note(&mut report, &remote, &remote_before)?;
+    Ok(report)
+}
+
+/// The timed runs of every size from `l` against `region` (PUT, GET) and the local COPY
+/// baseline, into `report`; `l`'s source holds `pattern`, and what GET and COPY bring
+/// back is checked against it. The target's window is the caller's to check.
+pub(super) fn measure(
+    report: &mut Report,
+    c: &Common,
+    sizes: &[u64],
+    l: &Side,
+    region: &RemoteRegion,
+    pattern: &[u8],
+) -> CmdResult {
+    let per_iter = per_iter_bytes(c.smoke);
+    let timeout = Duration::from_millis(c.timeout_ms);
+    report.params.push(param::BYTES_PER_ITER, json!(per_iter));
+    let lbufs = l.bufs;
+    for &size in sizes {
         let len = usize::try_from(size)?;
         let count = items_per_iter(size, per_iter);
         let bytes = count * size;
-        let put = Work::put(&lbufs.src, 0, &r.region, 0, len)?;
-        let get = Work::get(&lbufs.dst, 0, &r.region, 0, len)?;
+        let put = Work::put(&lbufs.src, 0, region, 0, len)?;
+        let get = Work::get(&lbufs.dst, 0, region, 0, len)?;
         let copy = Work::copy_buffers(&lbufs.src, 0, &lbufs.dst, 0, len)?;
         let batch = |w: Work| vec![w; count as usize];
         let (puts, gets, copies) = (batch(put), batch(get), batch(copy));
@@ -105,9 +136,7 @@ pub fn run(a: &FabricArgs) -> CmdResult<Report> {
                 progress("bw", i - c.warmup, c.iters);
             }
         }
-        if rbufs.window.to_vec()[..len] != pattern[..len]
-            || lbufs.dst.to_vec()[..len] != pattern[..len]
-        {
+        if lbufs.dst.to_vec()[..len] != pattern[..len] {
             return Err(format!("{size} bytes: data differs after the runs").into());
         }
         report.row(
@@ -139,10 +168,7 @@ pub fn run(a: &FabricArgs) -> CmdResult<Report> {
             "GET bandwidth / local COPY bandwidth, medians (<1: the fabric is slower)",
         );
     }
-    drop(r);
-    record_counters(&mut report, &local, &before)?;
-    remote_note(&mut report, &remote, &remote_before)?;
-    Ok(report)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,41 +1,50 @@
 //! `mnic pingpong` and `mnic bw`: remote memory access (`--op put`, the default) or tagged
 //! messages (`--op send`) between two devices that are nodes of one fabric, both ends in
-//! this process, each against a local COPY baseline.
+//! this process, each against a local COPY baseline; or, with `--serve`/`--connect --link
+//! PATH` (remote memory access only), one end per process (another guest), the two talking
+//! over a line link.
 //!
 //! The reports have the schema of `mnic bench` (`mnic-bench-schema`), with one row and one
 //! ratio per message size (`names::row::sized`). One file per job: `args` (flags), `ends`
 //! (the two contexts, their buffers and remote windows), `pingpong` and `bw` (PUT/GET),
-//! `send_pingpong` and `send_bw` (SEND/RECV), `messages` (what the last two share). A run
-//! where the two devices are not peers on a fabric prints a report that says so
+//! `send_pingpong` and `send_bw` (SEND/RECV), `messages` (what the last two share), `link`
+//! (the line protocol between two processes) and `cross` (the two ends of that mode). A
+//! run where the two devices are not peers on a fabric prints a report that says so
 //! (`skipped`).
 
 pub mod args;
 mod bw;
+mod cross;
 mod ends;
+mod link;
 mod messages;
 mod pingpong;
 mod send_bw;
 mod send_pingpong;
 
-use args::{FabricArgs, FabricOp};
+use args::{FabricArgs, FabricOp, Role};
 
 use crate::bench::print;
 use crate::error::CmdResult;
 
 /// `mnic pingpong`.
 pub fn pingpong(a: &FabricArgs) -> CmdResult {
-    let report = match a.op {
-        FabricOp::Put => pingpong::run(a)?,
-        FabricOp::Send => send_pingpong::run(a)?,
-    };
-    print(&report, a.json)
+    match (a.role()?, a.op) {
+        (None, FabricOp::Put) => print(&pingpong::run(a)?, a.json),
+        (None, FabricOp::Send) => print(&send_pingpong::run(a)?, a.json),
+        // `role` refuses `--op send` with an end per process: the cross mode is PUT's.
+        (Some((Role::Serve, link)), _) => cross::pingpong_server(a, link),
+        (Some((Role::Connect, link)), _) => print(&cross::pingpong_client(a, link)?, a.json),
+    }
 }
 
 /// `mnic bw`.
 pub fn bw(a: &FabricArgs) -> CmdResult {
-    let report = match a.op {
-        FabricOp::Put => bw::run(a)?,
-        FabricOp::Send => send_bw::run(a)?,
-    };
-    print(&report, a.json)
+    match (a.role()?, a.op) {
+        (None, FabricOp::Put) => print(&bw::run(a)?, a.json),
+        (None, FabricOp::Send) => print(&send_bw::run(a)?, a.json),
+        // As for `pingpong`: the cross mode is PUT's.
+        (Some((Role::Serve, link)), _) => cross::bw_server(a, link),
+        (Some((Role::Connect, link)), _) => print(&cross::bw_client(a, link)?, a.json),
+    }
 }

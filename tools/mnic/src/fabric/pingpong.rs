@@ -18,12 +18,14 @@ use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
 use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
 
+/// Untimed iterations per size without `--warmup`.
+pub const DEFAULT_WARMUP: u32 = 10;
 /// Sizes without `--sizes`: small messages, one full PUT packet and one byte more, a page,
 /// 64 KiB.
 pub const DEFAULT_SIZES: [u64; 7] = [8, 64, 512, 1408, 1409, 4096, 65536];
 
 /// The stamp bytes of message `n`: the last `min(8, size)` bytes of the message.
-fn stamp(n: u64, size: usize) -> Vec<u8> {
+pub(super) fn stamp(n: u64, size: usize) -> Vec<u8> {
     n.to_le_bytes()[..size.min(8)].to_vec()
 }
 
@@ -97,7 +99,7 @@ pub(super) fn latency_metrics(t: &Timing, size: u64) -> Fields<f64> {
 }
 
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
-    let c = a.common(10);
+    let c = a.common(DEFAULT_WARMUP);
     let sizes = a.sizes(&DEFAULT_SIZES);
     let (local, remote) = match open_both(a, &c)? {
         Ok(ends) => ends,

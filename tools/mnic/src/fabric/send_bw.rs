@@ -18,7 +18,7 @@ use crate::bench::report::{new_report, record_counters};
 use crate::bench::statistics::Timing;
 use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
-use crate::fabric::bw::{items_per_iter, per_iter_bytes, timed};
+use crate::fabric::bw::{self, items_per_iter, per_iter_bytes, timed};
 use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
 use crate::fabric::messages::{stream, SMOKE_SIZES};
 
@@ -28,7 +28,7 @@ pub const DEFAULT_SIZES: [u64; 4] = [1416, 4096, 65536, 1 << 20];
 const BITS: u64 = 0x5354_5245_414d;
 
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
-    let c = a.common(1);
+    let c = a.common(bw::DEFAULT_WARMUP);
     let sizes = a.sizes_or_smoke(&DEFAULT_SIZES, &SMOKE_SIZES);
     let (local, remote) = match open_both(a, &c)? {
         Ok(ends) => ends,
@@ -41,9 +41,7 @@ pub fn run(a: &FabricArgs) -> CmdResult<Report> {
     let to = remote
         .endpoint()
         .ok_or("the remote context has no endpoint")?;
-    let pattern: Vec<u8> = (0..max)
-        .map(|i| (i as u8).wrapping_mul(31) ^ 0xc3)
-        .collect();
+    let pattern = bw::pattern(max);
     lbufs.src.write_from(0, &pattern);
     let per_iter = per_iter_bytes(c.smoke);
     let timeout = Duration::from_millis(c.timeout_ms);

@@ -21,7 +21,7 @@ use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
 use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
 use crate::fabric::messages::{check_received, drain, poll_for, SMOKE_SIZES};
-use crate::fabric::pingpong::{latency_metrics, one_way};
+use crate::fabric::pingpong::{self, latency_metrics, one_way};
 
 /// Sizes without `--sizes`: small messages, the largest eager message and one byte more,
 /// a page, 64 KiB.
@@ -65,7 +65,7 @@ fn round_trip(l: &Side, r: &Side, size: usize, n: u64, timeout: Duration) -> Cmd
 }
 
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
-    let c = a.common(10);
+    let c = a.common(pingpong::DEFAULT_WARMUP);
     let sizes = a.sizes_or_smoke(&DEFAULT_SIZES, &SMOKE_SIZES);
     let (local, remote) = match open_both(a, &c)? {
         Ok(ends) => ends,
