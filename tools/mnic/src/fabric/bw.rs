@@ -7,16 +7,15 @@ use std::time::{Duration, Instant};
 
 use mnic::{RemoteRegion, Work};
 use mnic_bench_schema::names::{param, ratio, row};
-use mnic_bench_schema::{Bench, Report, Side as RowSide};
+use mnic_bench_schema::{Bench, Report};
 use serde_json::json;
 
 use crate::bench::args::Common;
-use crate::bench::harness::{drive, progress};
-use crate::bench::report::{new_report, record_counters};
-use crate::bench::statistics::Timing;
+use crate::bench::harness::drive;
 use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
-use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
+use crate::fabric::ends::{run_local, Side};
+use crate::fabric::measure::{bandwidth_vs_copy, rounds, Measured};
 
 /// Untimed iterations per size without `--warmup`.
 pub const DEFAULT_WARMUP: u32 = 1;
@@ -70,30 +69,16 @@ pub(super) fn pattern(len: usize) -> Vec<u8> {
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
     let c = a.common(DEFAULT_WARMUP);
     let sizes = a.sizes(&DEFAULT_SIZES);
-    let (local, remote) = match open_both(a, &c)? {
-        Ok(ends) => ends,
-        Err(why) => return Ok(Report::skipped(Bench::Bw, c.device, why)),
-    };
-    let max = usize::try_from(sizes.iter().copied().max().unwrap_or(4096))?;
-    let (lbufs, rbufs) = (Buffers::new(max)?, Buffers::new(max)?);
-    let l = Side::new(&local, &lbufs)?;
-    let r = Side::new(&remote, &rbufs)?;
-    let pattern = pattern(max);
-    lbufs.src.write_from(0, &pattern);
-    rbufs.window.write_from(0, &pattern);
-    let mut report = new_report(Bench::Bw, &c);
-    record_ends(&mut report, a, &local, &remote, &sizes);
-    report.params.push(param::OP, json!(a.op.name()));
-    let before = local.dev_stats()?;
-    let remote_before = remote.dev_stats()?;
-    measure(&mut report, &c, &sizes, &l, &r.region, &pattern)?;
-    if rbufs.window.to_vec() != pattern {
-        return Err("the target's window differs after the runs".into());
-    }
-    drop(r);
-    record_counters(&mut report, &local, &before)?;
-    remote_note(&mut report, &remote, &remote_before)?;
-    Ok(report)
+    run_local(a, Bench::Bw, &c, &sizes, 4096, |report, e| {
+        let pattern = pattern(e.max);
+        e.l.bufs.src.write_from(0, &pattern);
+        e.r.bufs.window.write_from(0, &pattern);
+        measure(report, &c, &sizes, &e.l, &e.r.region, &pattern)?;
+        if e.r.bufs.window.to_vec() != pattern {
+            return Err("the target's window differs after the runs".into());
+        }
+        Ok(())
+    })
 }
 
 /// The timed runs of every size from `l` against `region` (PUT, GET) and the local COPY
@@ -120,53 +105,32 @@ pub(super) fn measure(
         let copy = Work::copy_buffers(&lbufs.src, 0, &lbufs.dst, 0, len)?;
         let batch = |w: Work| vec![w; count as usize];
         let (puts, gets, copies) = (batch(put), batch(get), batch(copy));
-        eprintln!(
-            "[bw] {size} bytes: {count} items per iteration, {} iterations",
-            c.iters
-        );
-        let (mut tp, mut tg, mut tc) = (Timing::default(), Timing::default(), Timing::default());
-        for i in 0..c.warmup + c.iters {
-            let p = timed(l.ctx, &puts, bytes, timeout)?;
-            let g = timed(l.ctx, &gets, bytes, timeout)?;
-            let k = timed(l.ctx, &copies, bytes, timeout)?;
-            if i >= c.warmup {
-                tp.0.push(p);
-                tg.0.push(g);
-                tc.0.push(k);
-                progress("bw", i - c.warmup, c.iters);
-            }
-        }
+        let what = format!("{size} bytes: {count} items per iteration");
+        let [tp, tg, tc] = rounds(c, "bw", &what, || {
+            Ok([
+                timed(l.ctx, &puts, bytes, timeout)?,
+                timed(l.ctx, &gets, bytes, timeout)?,
+                timed(l.ctx, &copies, bytes, timeout)?,
+            ])
+        })?;
         if lbufs.dst.to_vec()[..len] != pattern[..len] {
             return Err(format!("{size} bytes: data differs after the runs").into());
         }
-        report.row(
-            &row::sized(row::PUT_BW, size),
-            RowSide::Measured,
-            tp.metrics(bytes),
-        );
-        report.row(
-            &row::sized(row::GET_BW, size),
-            RowSide::Measured,
-            tg.metrics(bytes),
-        );
-        report.row(
-            &row::sized(row::COPY_BW, size),
-            RowSide::Baseline,
-            tc.metrics(bytes),
-        );
-        // Same bytes per iteration: bandwidth ratio = inverse time ratio.
-        report.ratio(
-            &row::sized(ratio::PUT_OVER_COPY_BANDWIDTH, size),
-            tc.p50_us(),
-            tp.p50_us(),
-            "PUT bandwidth / local COPY bandwidth, medians (<1: the fabric is slower)",
-        );
-        report.ratio(
-            &row::sized(ratio::GET_OVER_COPY_BANDWIDTH, size),
-            tc.p50_us(),
-            tg.p50_us(),
-            "GET bandwidth / local COPY bandwidth, medians (<1: the fabric is slower)",
-        );
+        let ms = [
+            Measured {
+                row: row::PUT_BW,
+                ratio: ratio::PUT_OVER_COPY_BANDWIDTH,
+                meaning: "PUT bandwidth / local COPY bandwidth, medians (<1: the fabric is slower)",
+                times: &tp,
+            },
+            Measured {
+                row: row::GET_BW,
+                ratio: ratio::GET_OVER_COPY_BANDWIDTH,
+                meaning: "GET bandwidth / local COPY bandwidth, medians (<1: the fabric is slower)",
+                times: &tg,
+            },
+        ];
+        bandwidth_vs_copy(report, size, bytes, &ms, &tc);
     }
     Ok(())
 }

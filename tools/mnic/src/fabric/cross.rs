@@ -17,19 +17,19 @@ use std::time::{Duration, Instant};
 
 use mnic::{Context, RemoteRegion, Work};
 use mnic_bench_schema::names::{param, ratio, row};
-use mnic_bench_schema::{Bench, Report, Side as RowSide};
+use mnic_bench_schema::{Bench, Report};
 use serde_json::json;
 
 use crate::bench::args::Common;
-use crate::bench::harness::{progress, setup};
+use crate::bench::harness::setup;
 use crate::bench::report::{new_report, record_counters};
-use crate::bench::statistics::Timing;
 use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
 use crate::fabric::bw;
-use crate::fabric::ends::{Buffers, Side};
+use crate::fabric::ends::{largest, Buffers, Side};
 use crate::fabric::link::{Link, Msg};
-use crate::fabric::pingpong::{self, latency_metrics, one_way, stamp};
+use crate::fabric::measure::{latency_vs_copy, message_len, rounds, Measured};
+use crate::fabric::pingpong::{self, one_way, stamp};
 
 /// How long an end waits for the other to come up (the other guest may still be booting).
 const PEER_WAIT: Duration = Duration::from_secs(300);
@@ -86,7 +86,7 @@ pub fn pingpong_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     let sizes = a.sizes(&pingpong::DEFAULT_SIZES);
     let mut link = Link::open(link_path)?;
     let ctx = open_end(a, &c)?;
-    let max = usize::try_from(sizes.iter().copied().max().unwrap_or(8))?;
+    let max = largest(&sizes, 8)?;
     let bufs = Buffers::new(max)?;
     let me = Side::new(&ctx, &bufs)?;
     let peer = link.connect(PEER_WAIT)?;
@@ -99,10 +99,7 @@ pub fn pingpong_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     let before = ctx.dev_stats()?;
     let mut n = 0u64;
     for &size in &sizes {
-        let len = usize::try_from(size)?;
-        if len == 0 {
-            return Err("message sizes must be at least 1 byte".into());
-        }
+        let len = message_len(size)?;
         bufs.src.fill_range(0, len, 0xa5 ^ size as u8);
         let count = u64::from(c.warmup + c.iters);
         link.request(
@@ -113,35 +110,21 @@ pub fn pingpong_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
             },
             timeout,
         )?;
-        eprintln!("[pingpong] {size} bytes: {} iterations", c.iters);
-        let (mut put, mut copy) = (Timing::default(), Timing::default());
-        for i in 0..c.warmup + c.iters {
+        let what = format!("{size} bytes");
+        let [put, copy] = rounds(&c, "pingpong", &what, || {
             n += 1;
             // Into the server's window, and watched in ours, where its answer lands.
             let round_trip = one_way(&me, &bufs.window, Some(&peer), len, n, timeout)?;
             let local_copy = one_way(&me, &bufs.dst, None, len, n, timeout)?;
-            if i >= c.warmup {
-                put.0.push(round_trip / 2);
-                copy.0.push(local_copy);
-                progress("pingpong", i - c.warmup, c.iters);
-            }
-        }
-        report.row(
-            &row::sized(row::PUT_ONE_WAY, size),
-            RowSide::Measured,
-            latency_metrics(&put, size),
-        );
-        report.row(
-            &row::sized(row::COPY_ONE_WAY, size),
-            RowSide::Baseline,
-            latency_metrics(&copy, size),
-        );
-        report.ratio(
-            &row::sized(ratio::PUT_OVER_COPY_ONE_WAY, size),
-            put.p50_us(),
-            copy.p50_us(),
-            "one-way PUT latency (half the round trip) / local COPY latency, medians",
-        );
+            Ok([round_trip / 2, local_copy])
+        })?;
+        let m = Measured {
+            row: row::PUT_ONE_WAY,
+            ratio: ratio::PUT_OVER_COPY_ONE_WAY,
+            meaning: "one-way PUT latency (half the round trip) / local COPY latency, medians",
+            times: &put,
+        };
+        latency_vs_copy(&mut report, size, m, &copy);
     }
     link.finish(0, timeout)?;
     report
@@ -178,12 +161,7 @@ fn arm(window: &mnic::DmaBuffer, len: usize, n: u64) {
 /// `mnic pingpong --serve`.
 pub fn pingpong_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
     let c = a.common(pingpong::DEFAULT_WARMUP);
-    let max = usize::try_from(
-        a.sizes(&pingpong::DEFAULT_SIZES)
-            .into_iter()
-            .max()
-            .unwrap_or(8),
-    )?;
+    let max = largest(&a.sizes(&pingpong::DEFAULT_SIZES), 8)?;
     let mut link = Link::open(link_path)?;
     let ctx = open_end(a, &c)?;
     let bufs = Buffers::new(max)?;
@@ -236,7 +214,7 @@ pub fn bw_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     let sizes = a.sizes(&bw::DEFAULT_SIZES);
     let mut link = Link::open(link_path)?;
     let ctx = open_end(a, &c)?;
-    let max = usize::try_from(sizes.iter().copied().max().unwrap_or(4096))?;
+    let max = largest(&sizes, 4096)?;
     let bufs = Buffers::new(max)?;
     let me = Side::new(&ctx, &bufs)?;
     let peer = link.connect(PEER_WAIT)?;
@@ -261,12 +239,7 @@ pub fn bw_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
 /// client streams, then checks the data.
 pub fn bw_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
     let c = a.common(bw::DEFAULT_WARMUP);
-    let max = usize::try_from(
-        a.sizes(&bw::DEFAULT_SIZES)
-            .into_iter()
-            .max()
-            .unwrap_or(4096),
-    )?;
+    let max = largest(&a.sizes(&bw::DEFAULT_SIZES), 4096)?;
     let mut link = Link::open(link_path)?;
     let ctx = open_end(a, &c)?;
     let bufs = Buffers::new(max)?;

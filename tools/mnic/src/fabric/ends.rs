@@ -2,14 +2,16 @@
 //! a receive window registered for remote access ([`Side`]).
 
 use std::path::Path;
+use std::time::Duration;
 
 use mnic::{Access, Context, DmaBuffer, Registration, RemoteRegion};
 use mnic_bench_schema::names::param;
-use mnic_bench_schema::Report;
+use mnic_bench_schema::{Bench, Report};
 use serde_json::json;
 
 use crate::bench::args::Common;
 use crate::bench::harness::setup;
+use crate::bench::report::{new_report, record_counters};
 use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
 
@@ -62,7 +64,7 @@ impl<'a> Side<'a> {
 /// Opens both contexts and sets up their queues as `c` says; `Ok(Err(why))` when the
 /// benchmark cannot run here (a device missing, not a node of a fabric, or both ends on
 /// one node), which the caller reports as skipped.
-pub fn open_both(a: &FabricArgs, c: &Common) -> CmdResult<Result<(Context, Context), String>> {
+fn open_both(a: &FabricArgs, c: &Common) -> CmdResult<Result<(Context, Context), String>> {
     let open = |p: &Path| Context::open(p).map_err(|e| e.to_string());
     let (local, remote) = match (open(&a.local), open(&a.remote)) {
         (Ok(l), Ok(r)) => (l, r),
@@ -78,14 +80,63 @@ pub fn open_both(a: &FabricArgs, c: &Common) -> CmdResult<Result<(Context, Conte
     Ok(Ok((setup(c, local)?, setup(c, remote)?)))
 }
 
-/// The parameters every fabric report has: the two ends and the sizes.
-pub fn record_ends(
-    r: &mut Report,
+/// The length of buffers that take the largest of `sizes` (`fallback` bytes without any).
+pub fn largest(sizes: &[u64], fallback: u64) -> CmdResult<usize> {
+    Ok(usize::try_from(
+        sizes.iter().copied().max().unwrap_or(fallback),
+    )?)
+}
+
+/// Both ends of a run in this process, registered, with the run's sizes.
+pub struct Local<'a> {
+    pub sizes: &'a [u64],
+    /// The largest of `sizes`: the length of every buffer.
+    pub max: usize,
+    pub timeout: Duration,
+    pub l: Side<'a>,
+    pub r: Side<'a>,
+}
+
+/// The frame of a `bench` run with both ends here, whatever it posts: opens the ends (or
+/// reports the run skipped), gives each buffers for the largest of `sizes` (`fallback`
+/// bytes without any), records the ends and the operation, runs `body`, then adds the
+/// counters of both devices that moved during it.
+pub fn run_local(
     a: &FabricArgs,
-    local: &Context,
-    remote: &Context,
+    bench: Bench,
+    c: &Common,
     sizes: &[u64],
-) {
+    fallback: u64,
+    body: impl FnOnce(&mut Report, &Local) -> CmdResult,
+) -> CmdResult<Report> {
+    let (local, remote) = match open_both(a, c)? {
+        Ok(ends) => ends,
+        Err(why) => return Ok(Report::skipped(bench, c.device, why)),
+    };
+    let max = largest(sizes, fallback)?;
+    let (lbufs, rbufs) = (Buffers::new(max)?, Buffers::new(max)?);
+    let ends = Local {
+        sizes,
+        max,
+        timeout: Duration::from_millis(c.timeout_ms),
+        l: Side::new(&local, &lbufs)?,
+        r: Side::new(&remote, &rbufs)?,
+    };
+    let mut report = new_report(bench, c);
+    record_ends(&mut report, a, &local, &remote, sizes);
+    report.params.push(param::OP, json!(a.op.name()));
+    let before = local.dev_stats()?;
+    let remote_before = remote.dev_stats()?;
+    body(&mut report, &ends)?;
+    // The remote window's registration ends before the counters are read.
+    drop(ends.r);
+    record_counters(&mut report, &local, &before)?;
+    remote_note(&mut report, &remote, &remote_before)?;
+    Ok(report)
+}
+
+/// The parameters every fabric report has: the two ends and the sizes.
+fn record_ends(r: &mut Report, a: &FabricArgs, local: &Context, remote: &Context, sizes: &[u64]) {
     r.params
         .push(param::LOCAL, json!(a.local.display().to_string()));
     r.params
@@ -97,7 +148,7 @@ pub fn record_ends(
 
 /// A note with the remote device's fabric counters that moved (its datagrams, and the
 /// retransmissions a lossy fabric causes).
-pub fn remote_note(r: &mut Report, remote: &Context, before: &mnic::DevCounters) -> CmdResult {
+fn remote_note(r: &mut Report, remote: &Context, before: &mnic::DevCounters) -> CmdResult {
     let delta = remote.dev_stats()?.since(before);
     let moved: Vec<String> = delta
         .iter()

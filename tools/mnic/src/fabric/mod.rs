@@ -7,7 +7,8 @@
 //! The reports have the schema of `mnic bench` (`mnic-bench-schema`), with one row and one
 //! ratio per message size (`names::row::sized`). One file per job: `args` (flags), `ends`
 //! (the two contexts, their buffers and remote windows), `pingpong` and `bw` (PUT/GET),
-//! `send_pingpong` and `send_bw` (SEND/RECV), `messages` (what the last two share), `link`
+//! `send_pingpong` and `send_bw` (SEND/RECV), `messages` (what the last two share), `measure`
+//! (what every mode's timed rounds and rows against the COPY baseline share), `link`
 //! (the line protocol between two processes) and `cross` (the two ends of that mode). A
 //! run where the two devices are not peers on a fabric prints a report that says so
 //! (`skipped`).
@@ -17,6 +18,7 @@ mod bw;
 mod cross;
 mod ends;
 mod link;
+mod measure;
 mod messages;
 mod pingpong;
 mod send_bw;

@@ -7,16 +7,13 @@
 use std::time::{Duration, Instant};
 
 use mnic::{Context, DmaBuffer, Work};
-use mnic_bench_schema::names::{metric, param, ratio, row};
-use mnic_bench_schema::{Bench, Fields, Report, Side as RowSide};
-use serde_json::json;
+use mnic_bench_schema::names::{ratio, row};
+use mnic_bench_schema::{Bench, Report};
 
-use crate::bench::harness::progress;
-use crate::bench::report::{new_report, record_counters};
-use crate::bench::statistics::Timing;
 use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
-use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
+use crate::fabric::ends::{run_local, Local, Side};
+use crate::fabric::measure::{latency_vs_copy, message_len, rounds, Measured};
 
 /// Untimed iterations per size without `--warmup`.
 pub const DEFAULT_WARMUP: u32 = 10;
@@ -91,76 +88,49 @@ pub(super) fn one_way(
     post_and_watch(from.ctx, &work, into_window, off, &want, timeout)
 }
 
-/// Latency metrics of one row: timing metrics plus the 99th percentile.
-pub(super) fn latency_metrics(t: &Timing, size: u64) -> Fields<f64> {
-    let mut m = t.metrics(size);
-    m.push(metric::P99_US, t.pct_us(0.99));
-    m
+/// Fills both ends' sources with their `size`-byte messages, bytes that differ from zero,
+/// from each other's and from the previous size's; returns the messages' length.
+pub(super) fn fill_messages(e: &Local, size: u64) -> CmdResult<usize> {
+    let len = message_len(size)?;
+    e.l.bufs.src.fill_range(0, len, 0xa5 ^ size as u8);
+    e.r.bufs.src.fill_range(0, len, 0x5a ^ size as u8);
+    Ok(len)
 }
 
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
     let c = a.common(DEFAULT_WARMUP);
     let sizes = a.sizes(&DEFAULT_SIZES);
-    let (local, remote) = match open_both(a, &c)? {
-        Ok(ends) => ends,
-        Err(why) => return Ok(Report::skipped(Bench::Pingpong, c.device, why)),
-    };
-    let max = usize::try_from(sizes.iter().copied().max().unwrap_or(8))?;
-    let (lbufs, rbufs) = (Buffers::new(max)?, Buffers::new(max)?);
-    let l = Side::new(&local, &lbufs)?;
-    let r = Side::new(&remote, &rbufs)?;
-    let timeout = Duration::from_millis(c.timeout_ms);
-    let mut report = new_report(Bench::Pingpong, &c);
-    record_ends(&mut report, a, &local, &remote, &sizes);
-    report.params.push(param::OP, json!(a.op.name()));
-    let before = local.dev_stats()?;
-    let remote_before = remote.dev_stats()?;
-    let mut n = 0u64;
-    for &size in &sizes {
-        let len = usize::try_from(size)?;
-        if len == 0 {
-            return Err("message sizes must be at least 1 byte".into());
-        }
-        // Message bytes that differ from zero and from the previous size's.
-        lbufs.src.fill_range(0, len, 0xa5 ^ size as u8);
-        rbufs.src.fill_range(0, len, 0x5a ^ size as u8);
-        eprintln!("[pingpong] {size} bytes: {} iterations", c.iters);
-        let (mut put, mut copy) = (Timing::default(), Timing::default());
-        for i in 0..c.warmup + c.iters {
-            n += 1;
-            let there = one_way(&l, &rbufs.window, Some(&r.region), len, n, timeout)?;
-            let back = one_way(&r, &lbufs.window, Some(&l.region), len, n, timeout)?;
-            let local_copy = one_way(&l, &lbufs.dst, None, len, n, timeout)?;
-            if i >= c.warmup {
-                put.0.extend([there, back]);
-                copy.0.push(local_copy);
-                progress("pingpong", i - c.warmup, c.iters);
+    run_local(a, Bench::Pingpong, &c, &sizes, 8, |report, e| {
+        let (l, r) = (&e.l, &e.r);
+        let mut n = 0u64;
+        for &size in e.sizes {
+            let len = fill_messages(e, size)?;
+            let what = format!("{size} bytes");
+            let [mut put, back, copy] = rounds(&c, "pingpong", &what, || {
+                n += 1;
+                Ok([
+                    one_way(l, &r.bufs.window, Some(&r.region), len, n, e.timeout)?,
+                    one_way(r, &l.bufs.window, Some(&l.region), len, n, e.timeout)?,
+                    one_way(l, &l.bufs.dst, None, len, n, e.timeout)?,
+                ])
+            })?;
+            // Both directions are one-way PUTs.
+            put.0.extend(back.0);
+            // The whole message arrived, not only its stamp.
+            if r.bufs.window.to_vec()[..len] != l.bufs.src.to_vec()[..len] {
+                return Err(format!("PUT of {size} bytes: the target's window differs").into());
             }
+            let m = Measured {
+                row: row::PUT_ONE_WAY,
+                ratio: ratio::PUT_OVER_COPY_ONE_WAY,
+                meaning:
+                    "one-way PUT latency / local COPY latency, medians (>1: the fabric is slower)",
+                times: &put,
+            };
+            latency_vs_copy(report, size, m, &copy);
         }
-        // The whole message arrived, not only its stamp.
-        if rbufs.window.to_vec()[..len] != lbufs.src.to_vec()[..len] {
-            return Err(format!("PUT of {size} bytes: the target's window differs").into());
-        }
-        report.row(
-            &row::sized(row::PUT_ONE_WAY, size),
-            RowSide::Measured,
-            latency_metrics(&put, size),
-        );
-        report.row(
-            &row::sized(row::COPY_ONE_WAY, size),
-            RowSide::Baseline,
-            latency_metrics(&copy, size),
-        );
-        report.ratio(
-            &row::sized(ratio::PUT_OVER_COPY_ONE_WAY, size),
-            put.p50_us(),
-            copy.p50_us(),
-            "one-way PUT latency / local COPY latency, medians (>1: the fabric is slower)",
-        );
-    }
-    record_counters(&mut report, &local, &before)?;
-    remote_note(&mut report, &remote, &remote_before)?;
-    Ok(report)
+        Ok(())
+    })
 }
 
 #[cfg(test)]

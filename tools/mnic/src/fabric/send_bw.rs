@@ -5,21 +5,17 @@
 //! has taken it), so this measures the per-message cost as much as the wire. Baseline: the
 //! same bytes moved by local COPY items of the same size, as in the PUT mode.
 
-use std::time::Duration;
-
 use mnic::abi::fabric::EAGER_MAX;
 use mnic::Work;
 use mnic_bench_schema::names::{param, ratio, row};
-use mnic_bench_schema::{Bench, Report, Side as RowSide};
+use mnic_bench_schema::{Bench, Report};
 use serde_json::json;
 
-use crate::bench::harness::progress;
-use crate::bench::report::{new_report, record_counters};
-use crate::bench::statistics::Timing;
 use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
 use crate::fabric::bw::{self, items_per_iter, per_iter_bytes, timed};
-use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
+use crate::fabric::ends::run_local;
+use crate::fabric::measure::{bandwidth_vs_copy, rounds, Measured};
 use crate::fabric::messages::{stream, SMOKE_SIZES};
 
 /// Sizes without `--sizes`: the largest eager message, then rendezvous ones.
@@ -30,75 +26,48 @@ const BITS: u64 = 0x5354_5245_414d;
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
     let c = a.common(bw::DEFAULT_WARMUP);
     let sizes = a.sizes_or_smoke(&DEFAULT_SIZES, &SMOKE_SIZES);
-    let (local, remote) = match open_both(a, &c)? {
-        Ok(ends) => ends,
-        Err(why) => return Ok(Report::skipped(Bench::Bw, c.device, why)),
-    };
-    let max = usize::try_from(sizes.iter().copied().max().unwrap_or(4096))?;
-    let (lbufs, rbufs) = (Buffers::new(max)?, Buffers::new(max)?);
-    let l = Side::new(&local, &lbufs)?;
-    let r = Side::new(&remote, &rbufs)?;
-    let to = remote
-        .endpoint()
-        .ok_or("the remote context has no endpoint")?;
-    let pattern = bw::pattern(max);
-    lbufs.src.write_from(0, &pattern);
-    let per_iter = per_iter_bytes(c.smoke);
-    let timeout = Duration::from_millis(c.timeout_ms);
-    let mut report = new_report(Bench::Bw, &c);
-    record_ends(&mut report, a, &local, &remote, &sizes);
-    report.params.push(param::OP, json!(a.op.name()));
-    report.params.push(param::EAGER_MAX, json!(EAGER_MAX));
-    report.params.push(param::BYTES_PER_ITER, json!(per_iter));
-    let before = local.dev_stats()?;
-    let remote_before = remote.dev_stats()?;
-    for &size in &sizes {
-        let len = usize::try_from(size)?;
-        let count = items_per_iter(size, per_iter);
-        let bytes = count * size;
-        let send = Work::send(&lbufs.src, 0, len, to, BITS)?;
-        let recv = Work::recv(&rbufs.window, 0, len, BITS, !0)?;
-        let copies = vec![Work::copy_buffers(&lbufs.src, 0, &lbufs.dst, 0, len)?; count as usize];
-        eprintln!(
-            "[bw] send {size} bytes: {count} messages per iteration, {} iterations",
-            c.iters
-        );
-        let (mut ts, mut tc) = (Timing::default(), Timing::default());
-        for i in 0..c.warmup + c.iters {
-            rbufs.window.fill_range(0, len, 0);
-            let (s, got) = stream(l.ctx, r.ctx, send, recv, count, timeout)?;
-            if got != bytes {
-                return Err(format!("{size} bytes: received {got} bytes, expected {bytes}").into());
+    run_local(a, Bench::Bw, &c, &sizes, 4096, |report, e| {
+        let (l, r) = (&e.l, &e.r);
+        let to = r
+            .ctx
+            .endpoint()
+            .ok_or("the remote context has no endpoint")?;
+        let pattern = bw::pattern(e.max);
+        l.bufs.src.write_from(0, &pattern);
+        let per_iter = per_iter_bytes(c.smoke);
+        report.params.push(param::EAGER_MAX, json!(EAGER_MAX));
+        report.params.push(param::BYTES_PER_ITER, json!(per_iter));
+        for &size in e.sizes {
+            let len = usize::try_from(size)?;
+            let count = items_per_iter(size, per_iter);
+            let bytes = count * size;
+            let send = Work::send(&l.bufs.src, 0, len, to, BITS)?;
+            let recv = Work::recv(&r.bufs.window, 0, len, BITS, !0)?;
+            let copies =
+                vec![Work::copy_buffers(&l.bufs.src, 0, &l.bufs.dst, 0, len)?; count as usize];
+            let what = format!("send {size} bytes: {count} messages per iteration");
+            let [ts, tc] = rounds(&c, "bw", &what, || {
+                r.bufs.window.fill_range(0, len, 0);
+                let (s, got) = stream(l.ctx, r.ctx, send, recv, count, e.timeout)?;
+                if got != bytes {
+                    return Err(
+                        format!("{size} bytes: received {got} bytes, expected {bytes}").into(),
+                    );
+                }
+                Ok([s, timed(l.ctx, &copies, bytes, e.timeout)?])
+            })?;
+            if r.bufs.window.to_vec()[..len] != pattern[..len] {
+                return Err(format!("SEND of {size} bytes: the receive buffer differs").into());
             }
-            let k = timed(l.ctx, &copies, bytes, timeout)?;
-            if i >= c.warmup {
-                ts.0.push(s);
-                tc.0.push(k);
-                progress("bw", i - c.warmup, c.iters);
-            }
+            let m = Measured {
+                row: row::SEND_BW,
+                ratio: ratio::SEND_OVER_COPY_BANDWIDTH,
+                meaning:
+                    "SEND bandwidth / local COPY bandwidth, medians (<1: the fabric is slower)",
+                times: &ts,
+            };
+            bandwidth_vs_copy(report, size, bytes, &[m], &tc);
         }
-        if rbufs.window.to_vec()[..len] != pattern[..len] {
-            return Err(format!("SEND of {size} bytes: the receive buffer differs").into());
-        }
-        report.row(
-            &row::sized(row::SEND_BW, size),
-            RowSide::Measured,
-            ts.metrics(bytes),
-        );
-        report.row(
-            &row::sized(row::COPY_BW, size),
-            RowSide::Baseline,
-            tc.metrics(bytes),
-        );
-        report.ratio(
-            &row::sized(ratio::SEND_OVER_COPY_BANDWIDTH, size),
-            tc.p50_us(),
-            ts.p50_us(),
-            "SEND bandwidth / local COPY bandwidth, medians (<1: the fabric is slower)",
-        );
-    }
-    drop(r);
-    record_counters(&mut report, &local, &before)?;
-    remote_note(&mut report, &remote, &remote_before)?;
-    Ok(report)
+        Ok(())
+    })
 }

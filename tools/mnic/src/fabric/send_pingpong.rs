@@ -11,17 +11,15 @@ use std::time::{Duration, Instant};
 use mnic::abi::fabric::EAGER_MAX;
 use mnic::Work;
 use mnic_bench_schema::names::{param, ratio, row};
-use mnic_bench_schema::{Bench, Report, Side as RowSide};
+use mnic_bench_schema::{Bench, Report};
 use serde_json::json;
 
-use crate::bench::harness::progress;
-use crate::bench::report::{new_report, record_counters};
-use crate::bench::statistics::Timing;
 use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
-use crate::fabric::ends::{open_both, record_ends, remote_note, Buffers, Side};
+use crate::fabric::ends::{run_local, Side};
+use crate::fabric::measure::{latency_vs_copy, rounds, Measured};
 use crate::fabric::messages::{check_received, drain, poll_for, SMOKE_SIZES};
-use crate::fabric::pingpong::{self, latency_metrics, one_way};
+use crate::fabric::pingpong::{self, fill_messages, one_way};
 
 /// Sizes without `--sizes`: small messages, the largest eager message and one byte more,
 /// a page, 64 KiB.
@@ -67,66 +65,34 @@ fn round_trip(l: &Side, r: &Side, size: usize, n: u64, timeout: Duration) -> Cmd
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
     let c = a.common(pingpong::DEFAULT_WARMUP);
     let sizes = a.sizes_or_smoke(&DEFAULT_SIZES, &SMOKE_SIZES);
-    let (local, remote) = match open_both(a, &c)? {
-        Ok(ends) => ends,
-        Err(why) => return Ok(Report::skipped(Bench::Pingpong, c.device, why)),
-    };
-    let max = usize::try_from(sizes.iter().copied().max().unwrap_or(8))?;
-    let (lbufs, rbufs) = (Buffers::new(max)?, Buffers::new(max)?);
-    let l = Side::new(&local, &lbufs)?;
-    let r = Side::new(&remote, &rbufs)?;
-    let timeout = Duration::from_millis(c.timeout_ms);
-    let mut report = new_report(Bench::Pingpong, &c);
-    record_ends(&mut report, a, &local, &remote, &sizes);
-    report.params.push(param::OP, json!(a.op.name()));
-    report.params.push(param::EAGER_MAX, json!(EAGER_MAX));
-    let before = local.dev_stats()?;
-    let remote_before = remote.dev_stats()?;
-    let mut n = 0u64;
-    for &size in &sizes {
-        let len = usize::try_from(size)?;
-        if len == 0 {
-            return Err("message sizes must be at least 1 byte".into());
-        }
-        lbufs.src.fill_range(0, len, 0xa5 ^ size as u8);
-        rbufs.src.fill_range(0, len, 0x5a ^ size as u8);
-        eprintln!("[pingpong] send {size} bytes: {} iterations", c.iters);
-        let (mut send, mut copy) = (Timing::default(), Timing::default());
-        for i in 0..c.warmup + c.iters {
-            n += 1;
-            // The COPY first: it stamps the local source, which the ping then carries.
-            let local_copy = one_way(&l, &lbufs.dst, None, len, n, timeout)?;
-            let rtt = round_trip(&l, &r, len, n, timeout)?;
-            if i >= c.warmup {
-                send.0.push(rtt / 2);
-                copy.0.push(local_copy);
-                progress("pingpong", i - c.warmup, c.iters);
+    run_local(a, Bench::Pingpong, &c, &sizes, 8, |report, e| {
+        report.params.push(param::EAGER_MAX, json!(EAGER_MAX));
+        let (l, r) = (&e.l, &e.r);
+        let mut n = 0u64;
+        for &size in e.sizes {
+            let len = fill_messages(e, size)?;
+            let what = format!("send {size} bytes");
+            let [send, copy] = rounds(&c, "pingpong", &what, || {
+                n += 1;
+                // The COPY first: it stamps the local source, which the ping then carries.
+                let local_copy = one_way(l, &l.bufs.dst, None, len, n, e.timeout)?;
+                let rtt = round_trip(l, r, len, n, e.timeout)?;
+                Ok([rtt / 2, local_copy])
+            })?;
+            // Each end holds the other's message, whole.
+            if r.bufs.window.to_vec()[..len] != l.bufs.src.to_vec()[..len]
+                || l.bufs.window.to_vec()[..len] != r.bufs.src.to_vec()[..len]
+            {
+                return Err(format!("SEND of {size} bytes: a receive buffer differs").into());
             }
+            let m = Measured {
+                row: row::SEND_HALF_ROUND_TRIP,
+                ratio: ratio::SEND_OVER_COPY_ONE_WAY,
+                meaning: "half a SEND/RECV round trip / local COPY latency, medians (>1: the fabric is slower)",
+                times: &send,
+            };
+            latency_vs_copy(report, size, m, &copy);
         }
-        // Each end holds the other's message, whole.
-        if rbufs.window.to_vec()[..len] != lbufs.src.to_vec()[..len]
-            || lbufs.window.to_vec()[..len] != rbufs.src.to_vec()[..len]
-        {
-            return Err(format!("SEND of {size} bytes: a receive buffer differs").into());
-        }
-        report.row(
-            &row::sized(row::SEND_HALF_ROUND_TRIP, size),
-            RowSide::Measured,
-            latency_metrics(&send, size),
-        );
-        report.row(
-            &row::sized(row::COPY_ONE_WAY, size),
-            RowSide::Baseline,
-            latency_metrics(&copy, size),
-        );
-        report.ratio(
-            &row::sized(ratio::SEND_OVER_COPY_ONE_WAY, size),
-            send.p50_us(),
-            copy.p50_us(),
-            "half a SEND/RECV round trip / local COPY latency, medians (>1: the fabric is slower)",
-        );
-    }
-    record_counters(&mut report, &local, &before)?;
-    remote_note(&mut report, &remote, &remote_before)?;
-    Ok(report)
+        Ok(())
+    })
 }
