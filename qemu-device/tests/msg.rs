@@ -11,7 +11,7 @@ use mnic_abi::{cmd, completion, counter, event, work};
 use mnic_abi::{Completion, Endpoint, Event, WorkDesc};
 use mnic_device::engine::{RmaTiming, NETWORK_FAULT};
 use mnic_device::fabric::rma_stats::RmaSnapshot;
-use mnic_device::testkit::{pattern, Harness, Pair, PairConfig};
+use mnic_device::testkit::{pattern, Harness, Hostile, Pair, PairConfig};
 
 /// Longest wait for one completion.
 const LIMIT: Duration = Duration::from_secs(20);
@@ -454,22 +454,13 @@ fn ctx_disable_drops_receives_and_messages_without_completions() {
 fn a_hostile_peer_changes_no_memory_and_is_counted() {
     use mnic_abi::fabric::{nak, ptype, FinHeader, RemoteAccess, ReplyHeader, RtsHeader};
     use mnic_abi::fabric::{EagerHeader, MAX_DATAGRAM};
-    use mnic_device::fabric::wire::{self, Fields};
+    use mnic_device::fabric::wire;
     use zerocopy::{FromBytes, IntoBytes};
 
     const LEN: u32 = 5000;
     // Node 2's map has node 1 at the attacker's address.
-    let attacker = mnic_device::testkit::loopback_socket();
-    let sb = mnic_device::testkit::loopback_socket();
-    let victim = sb.local_addr().unwrap();
-    let mut b = mnic_device::testkit::node_harness(
-        2,
-        sb,
-        &[(1, attacker.local_addr().unwrap())],
-        Default::default(),
-        Default::default(),
-        Default::default(),
-    );
+    let mut h = Hostile::new();
+    let b = &mut h.victim;
     b.setup_ctx(CB, 6, 6);
     let gpa_b = b.buffer(CB, VA_B, 3 * 4096);
     let before = pattern(3 * 4096, 8);
@@ -478,13 +469,13 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     b.post(CB, recv(VA_B + 8192, 4096, 0, 0, 1));
     let to_attacker = Endpoint { node: 1, ctx: CA };
     b.post(CB, WorkDesc::send(0, 2, VA_B, LEN, to_attacker, 9));
-    attacker
+    h.attacker
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let mut buf = [0u8; MAX_DATAGRAM];
     let rts = loop {
         b.core.poll(&b.mem());
-        let Ok(n) = attacker.recv(&mut buf) else {
+        let Ok(n) = h.attacker.recv(&mut buf) else {
             continue;
         };
         let p = wire::parse(&buf[..n]).unwrap();
@@ -498,23 +489,6 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     );
     let req_id = rts.req_id.get();
 
-    let mut seq = 0;
-    let mut send = |t: u8, src_ctx: u16, payload: &[u8]| {
-        seq += 1;
-        let f = Fields {
-            ptype: t,
-            src_node: 1,
-            dst_node: 2,
-            src_ctx,
-            dst_ctx: CB,
-            src_epoch: 1000,
-            seq,
-            ..Fields::default()
-        };
-        attacker
-            .send_to(&wire::encode(&f, payload), victim)
-            .unwrap();
-    };
     let pull = |va: u64, len: u32, req_id: u32| {
         RemoteAccess {
             rkey: 0.into(),
@@ -546,37 +520,30 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
         p
     };
     // Pulls with the wrong id, outside the SEND's buffer, from another context.
-    send(ptype::GET_REQ, CA, &pull(VA_B, 16, req_id + 1));
-    send(
+    h.forge(ptype::GET_REQ, CA, CB, &pull(VA_B, 16, req_id + 1));
+    h.forge(
         ptype::GET_REQ,
         CA,
+        CB,
         &pull(VA_B + u64::from(LEN) - 8, 16, req_id),
     );
-    send(ptype::GET_REQ, CA + 1, &pull(VA_B, 16, req_id));
+    h.forge(ptype::GET_REQ, CA + 1, CB, &pull(VA_B, 16, req_id));
     // A FIN for nothing (the SEND waits for its REPLY, and the id is wrong anyway).
-    send(ptype::FIN, CA, &fin(req_id));
-    send(ptype::FIN, CA, &fin(req_id + 1));
+    h.forge(ptype::FIN, CA, CB, &fin(req_id));
+    h.forge(ptype::FIN, CA, CB, &fin(req_id + 1));
     // Malformed: a truncated EAGER, one with id 0, a short FIN, an RTS with a key.
-    send(ptype::EAGER, CA, &eager(100, 10, 5));
-    send(ptype::EAGER, CA, &eager(10, 10, 0));
-    send(ptype::FIN, CA, &fin(req_id)[..12]);
+    h.forge(ptype::EAGER, CA, CB, &eager(100, 10, 5));
+    h.forge(ptype::EAGER, CA, CB, &eager(10, 10, 0));
+    h.forge(ptype::FIN, CA, CB, &fin(req_id)[..12]);
     let mut keyed = rts;
     keyed.rkey = 7.into();
-    send(ptype::RTS, CA, keyed.as_bytes());
+    h.forge(ptype::RTS, CA, CB, keyed.as_bytes());
 
     let want = (4, 2, 3);
-    let t = std::time::Instant::now();
-    let got = loop {
-        b.core.poll(&b.mem());
-        let s = b.core.shared().rma.snapshot();
-        let got = (s.refused, s.fin_dropped, s.pull_refused);
-        if got == want || t.elapsed() > LIMIT {
-            break got;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    };
+    let got = h.counted(want, LIMIT, |s| (s.refused, s.fin_dropped, s.pull_refused));
     assert_eq!(got, want, "(refused, FIN dropped, pulls refused)");
-    let s = b.core.shared().rma.snapshot();
+    let b = &mut h.victim;
+    let s = rma(b);
     assert_eq!(
         (s.pull_served, s.eager_matched, s.unexpected),
         (0, 0, 0),
@@ -586,7 +553,7 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     assert!(b.completions(CB).is_empty(), "nothing completed");
     // The pulls were answered BAD_KEY, and nothing was read for the attacker.
     let mut refused = std::collections::BTreeSet::new();
-    while let Ok(n) = attacker.recv(&mut buf) {
+    while let Ok(n) = h.attacker.recv(&mut buf) {
         b.core.poll(&b.mem());
         let p = wire::parse(&buf[..n]).unwrap();
         assert_ne!(p.f.ptype, ptype::GET_RESP, "nothing read for the attacker");
@@ -603,8 +570,9 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
         req_id: req_id.into(),
         ..ReplyHeader::default()
     };
-    send(ptype::REPLY, CA, ok.as_bytes());
-    send(ptype::FIN, CA, &fin(req_id));
+    h.forge(ptype::REPLY, CA, CB, ok.as_bytes());
+    h.forge(ptype::FIN, CA, CB, &fin(req_id));
+    let b = &mut h.victim;
     let t = std::time::Instant::now();
     let c = loop {
         b.core.poll(&b.mem());

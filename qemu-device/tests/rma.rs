@@ -10,7 +10,7 @@ use std::time::Duration;
 use mnic_abi::{cmd, completion, counter, error, event, key_access, work};
 use mnic_abi::{Command, Completion, Event, Remote, WorkDesc};
 use mnic_device::engine::NETWORK_FAULT;
-use mnic_device::testkit::{pattern, Harness, Pair, PairConfig};
+use mnic_device::testkit::{pattern, Harness, Hostile, Pair, PairConfig};
 
 /// Longest wait for one completion.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -770,21 +770,12 @@ fn access(key: u32, len: u32, va: u64, req_id: u32, data: &[u8]) -> Vec<u8> {
 #[test]
 fn a_hostile_peer_changes_no_memory_and_is_counted() {
     use mnic_abi::fabric::{nak, ptype, ReplyHeader, MAX_DATAGRAM};
-    use mnic_device::fabric::wire::{self, Fields};
+    use mnic_device::fabric::wire;
     use zerocopy::{FromBytes, IntoBytes};
 
     // Node 2's map has node 1 at the attacker's address: forgeries come from there.
-    let attacker = mnic_device::testkit::loopback_socket();
-    let sb = mnic_device::testkit::loopback_socket();
-    let victim = sb.local_addr().unwrap();
-    let mut b = mnic_device::testkit::node_harness(
-        2,
-        sb,
-        &[(1, attacker.local_addr().unwrap())],
-        Default::default(),
-        Default::default(),
-        Default::default(),
-    );
+    let mut h = Hostile::new();
+    let b = &mut h.victim;
     b.setup_ctx(CB, 4, 4);
     let gpa_b = b.buffer(CB, VA_B, 8192);
     b.key_set(CB, VA_B, 8192, KEY, RW);
@@ -792,53 +783,29 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     let before = pattern(8192, 8);
     b.write_bytes(gpa_b, &before);
 
-    let mut seq = 0;
-    let mut send = |t: u8, dst_ctx: u16, payload: &[u8], again: bool| {
-        if !again {
-            seq += 1;
-        }
-        let f = Fields {
-            ptype: t,
-            src_node: 1,
-            dst_node: 2,
-            src_ctx: CA,
-            dst_ctx,
-            src_epoch: 1000,
-            seq,
-            ..Fields::default()
-        };
-        attacker
-            .send_to(&wire::encode(&f, payload), victim)
-            .unwrap();
-    };
     let data = [0xee; 64];
     let forged = KEY ^ 0x100;
-    send(ptype::PUT, CB, &access(forged, 64, VA_B, 1, &data), false);
+    h.forge(ptype::PUT, CA, CB, &access(forged, 64, VA_B, 1, &data));
     for _ in 0..5 {
         // Replays of the same packet: the transport drops them.
-        send(ptype::PUT, CB, &access(forged, 64, VA_B, 1, &data), true);
+        h.replay(ptype::PUT, CA, CB, &access(forged, 64, VA_B, 1, &data));
     }
-    send(
-        ptype::PUT,
-        CB,
-        &access(KEY, 64, VA_B, 2, &data)[..10],
-        false,
-    );
-    send(ptype::PUT, CB, &access(KEY, 100, VA_B, 3, &data), false);
-    send(ptype::GET_REQ, CB, &access(KEY, 0, VA_B, 4, &[]), false);
-    send(ptype::GET_REQ, CB, &access(KEY, 1417, VA_B, 5, &[]), false);
-    send(
+    h.forge(ptype::PUT, CA, CB, &access(KEY, 64, VA_B, 2, &data)[..10]);
+    h.forge(ptype::PUT, CA, CB, &access(KEY, 100, VA_B, 3, &data));
+    h.forge(ptype::GET_REQ, CA, CB, &access(KEY, 0, VA_B, 4, &[]));
+    h.forge(ptype::GET_REQ, CA, CB, &access(KEY, 1417, VA_B, 5, &[]));
+    h.forge(
         ptype::GET_REQ,
+        CA,
         CB,
         &access(KEY, 16, VA_B + 4090, 6, &[]),
-        false,
     );
     // Even with the right key, a PUT across a page is not served.
-    send(
+    h.forge(
         ptype::PUT,
+        CA,
         CB,
         &access(KEY, 16, VA_B + 4090, 7, &[1; 16]),
-        false,
     );
     let reply = |status: u16| {
         ReplyHeader {
@@ -850,27 +817,19 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
         .as_bytes()
         .to_vec()
     };
-    send(ptype::REPLY, CB, &reply(nak::OK), false);
+    h.forge(ptype::REPLY, CA, CB, &reply(nak::OK));
     let mut resp = access(0, 0, VA_B, 99, &[])[..16].to_vec();
     resp.extend_from_slice(&[5; 32]);
-    send(ptype::GET_RESP, CB, &resp, false);
-    send(ptype::REPLY, CB, &reply(nak::STALE_EPOCH), false);
-    send(ptype::EAGER, CB, &[0; 24], false);
-    send(ptype::PUT, 9, &access(KEY, 64, VA_B, 8, &data), false);
-    send(ptype::GET_REQ, CB, &access(forged, 64, VA_B, 9, &[]), false);
+    h.forge(ptype::GET_RESP, CA, CB, &resp);
+    h.forge(ptype::REPLY, CA, CB, &reply(nak::STALE_EPOCH));
+    h.forge(ptype::EAGER, CA, CB, &[0; 24]);
+    h.forge(ptype::PUT, CA, 9, &access(KEY, 64, VA_B, 8, &data));
+    h.forge(ptype::GET_REQ, CA, CB, &access(forged, 64, VA_B, 9, &[]));
 
     let want = (8, 2, 3);
-    let t = std::time::Instant::now();
-    let got = loop {
-        b.core.poll(&b.mem());
-        let s = b.core.shared().rma.snapshot();
-        let got = (s.refused, s.late, s.errors_sent);
-        if got == want || t.elapsed() > LIMIT {
-            break got;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    };
+    let got = h.counted(want, LIMIT, |s| (s.refused, s.late, s.errors_sent));
     assert_eq!(got, want, "(refused, late, errors answered)");
+    let b = &mut h.victim;
     let s = b.core.shared().rma.snapshot();
     assert_eq!(
         (s.put_served, s.get_served, s.network_faults),
@@ -881,13 +840,13 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     assert!(b.core.fabric().unwrap().stats().duplicates >= 5);
 
     // The answers went back to the map's address for node 1: BAD_KEY twice, NO_CONTEXT.
-    attacker
+    h.attacker
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     // By sequence number: unacknowledged, they come again.
     let mut statuses = std::collections::BTreeMap::new();
     let mut buf = [0u8; MAX_DATAGRAM];
-    while let Ok(n) = attacker.recv(&mut buf) {
+    while let Ok(n) = h.attacker.recv(&mut buf) {
         let Ok(p) = wire::parse(&buf[..n]) else {
             continue;
         };

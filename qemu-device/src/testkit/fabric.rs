@@ -1,6 +1,7 @@
 //! Devices on a loopback fabric for tests and benches: harnesses on memfd guest RAM,
 //! each attached to a real transport on 127.0.0.1 (ephemeral ports), polled by the
-//! caller; and the driver's `KEY_SET`/`KEY_CLEAR`.
+//! caller; a node facing a hostile peer that forges its datagrams; and the driver's
+//! `KEY_SET`/`KEY_CLEAR`.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -10,6 +11,8 @@ use mnic_abi::{cmd, key_access, Command, Completion};
 use super::harness::{Harness, RAM_SIZE};
 use super::memfd::memfd;
 use crate::engine::{Activity, RmaTiming};
+use crate::fabric::rma_stats::RmaSnapshot;
+use crate::fabric::wire::{self, Fields};
 use crate::fabric::{FabricConfig, Inject, Timing, Transport};
 use crate::mem::GuestRam;
 
@@ -127,6 +130,91 @@ impl Pair {
             assert!(c.len() <= 1, "one item at a time: {c:?}");
             c.into_iter().next()
         })
+    }
+}
+
+/// Node 2 (`victim`) whose map has node 1 at a socket of the test's (`attacker`): every
+/// datagram "from node 1" is forged by the test.
+pub struct Hostile {
+    /// Node 2, polled by the caller.
+    pub victim: Harness,
+    /// Node 1's address in the victim's map.
+    pub attacker: UdpSocket,
+    victim_addr: SocketAddr,
+    seq: u32,
+}
+
+impl Hostile {
+    /// The victim on a fresh loopback socket, with default timing.
+    pub fn new() -> Hostile {
+        let attacker = loopback_socket();
+        let socket = loopback_socket();
+        let victim_addr = socket.local_addr().unwrap();
+        let peers = [(1, attacker.local_addr().unwrap())];
+        let victim = node_harness(
+            2,
+            socket,
+            &peers,
+            Timing::default(),
+            Inject::default(),
+            RmaTiming::default(),
+        );
+        Hostile {
+            victim,
+            attacker,
+            victim_addr,
+            seq: 0,
+        }
+    }
+
+    /// Sends the victim a datagram of type `ptype` from node 1's context `src_ctx` (epoch
+    /// 1000) to its context `dst_ctx`, with the next sequence number.
+    pub fn forge(&mut self, ptype: u8, src_ctx: u16, dst_ctx: u16, payload: &[u8]) {
+        self.seq += 1;
+        self.replay(ptype, src_ctx, dst_ctx, payload);
+    }
+
+    /// As [`forge`](Self::forge), with the last datagram's sequence number: a replay,
+    /// which the transport drops.
+    pub fn replay(&mut self, ptype: u8, src_ctx: u16, dst_ctx: u16, payload: &[u8]) {
+        let f = Fields {
+            ptype,
+            src_node: 1,
+            dst_node: 2,
+            src_ctx,
+            dst_ctx,
+            src_epoch: 1000,
+            seq: self.seq,
+            ..Fields::default()
+        };
+        self.attacker
+            .send_to(&wire::encode(&f, payload), self.victim_addr)
+            .unwrap();
+    }
+
+    /// Polls the victim until `read` of its remote-access counters gives `want`, for at
+    /// most `limit`; returns the last reading (the caller asserts it).
+    pub fn counted<T: PartialEq>(
+        &mut self,
+        want: T,
+        limit: Duration,
+        read: impl Fn(&RmaSnapshot) -> T,
+    ) -> T {
+        let start = Instant::now();
+        loop {
+            self.victim.core.poll(&self.victim.mem());
+            let got = read(&self.victim.core.shared().rma.snapshot());
+            if got == want || start.elapsed() > limit {
+                return got;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+}
+
+impl Default for Hostile {
+    fn default() -> Self {
+        Self::new()
     }
 }
 

@@ -9,7 +9,7 @@ pub mod memfd;
 pub mod tables;
 pub mod udp;
 
-pub use fabric::{loopback_socket, memfd_harness, node_harness, Pair, PairConfig};
+pub use fabric::{loopback_socket, memfd_harness, node_harness, Hostile, Pair, PairConfig};
 pub use harness::{oracle_call, pattern, Harness};
 pub use harness::{
     CMDQ, CMDQ_LOG2, CMD_SHADOW, CTX_TABLE, DATA, EVQ, EVQ_LOG2, RAM_SIZE, SYNC_WORD, TABLES, WQ_VA,
