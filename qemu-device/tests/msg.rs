@@ -365,17 +365,7 @@ fn a_full_unexpected_queue_answers_rnr_until_a_receive_drains_it() {
 fn a_lossy_wire_delivers_200_mixed_messages_in_order() {
     const N: u64 = 200;
     const SLOT: u64 = 8 << 10;
-    let lossy = |seed| mnic_device::fabric::Inject {
-        drop: 0.05,
-        dup: 0.05,
-        reorder: 0.1,
-        seed,
-    };
-    let cfg = PairConfig {
-        inject_a: lossy(3),
-        inject_b: lossy(4),
-        ..PairConfig::default()
-    };
+    let cfg = PairConfig::lossy(3, 4);
     let mut s = setup(&cfg, N * SLOT);
     let len = |i: u64| match i % 5 {
         0 => 0,

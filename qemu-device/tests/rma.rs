@@ -154,6 +154,26 @@ fn target_fault(p: &mut Pair) -> Event {
     })
 }
 
+/// The target's driver refuses fault `e` with `errno` (ABORT): the initiator's item ends
+/// `REMOTE_FAULT_ABORTED` with that errno.
+fn target_refuses(s: &mut Setup, e: &Event, errno: u64) -> Completion {
+    s.p.b.command(cmd::ABORT, CB, e.id, errno);
+    let c = s.p.completion(CA, LIMIT);
+    assert_eq!(
+        (c.status, u64::from(c.detail)),
+        (completion::REMOTE_FAULT_ABORTED, errno),
+        "{c:?}"
+    );
+    c
+}
+
+/// The target's driver resolves fault `e`: it maps the page at `off` in its buffer
+/// (`writable` or not) and resumes.
+fn target_resolves(s: &mut Setup, e: &Event, off: u64, writable: bool) {
+    s.p.b.map(CB, VA_B + off, s.gpa_b + off, 4096, writable);
+    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+}
+
 /// The PUT of three pages whose middle page is missing at the target: the FAULT the
 /// target parks is a network fault of node 1 at that page.
 fn put_into_a_missing_page(cfg: &PairConfig) -> (Setup, Vec<u8>, Event) {
@@ -176,10 +196,8 @@ fn a_fault_at_the_target_is_answered_rnr_until_its_driver_resumes() {
     // Nothing was written into the missing page's frame meanwhile.
     assert_eq!(s.p.b.read_bytes(s.gpa_b + 4096, 4096), vec![0; 4096]);
     // The driver fills the leaf and resumes: the retried packets land.
-    s.p.b.map(CB, VA_B + 4096, s.gpa_b + 4096, 4096, true);
-    s.p.b.command(cmd::RESUME, CB, e.id, 0);
-    let c = s.p.completion(CA, LIMIT);
-    ok(&c, 3 * 4096);
+    target_resolves(&mut s, &e, 4096, true);
+    ok(&s.p.completion(CA, LIMIT), 3 * 4096);
     assert_eq!(s.p.b.read_bytes(s.gpa_b, 3 * 4096), data);
     let (sa, sb) = (
         s.p.a.core.shared().rma.snapshot(),
@@ -196,10 +214,7 @@ fn a_fault_at_the_target_is_answered_rnr_until_its_driver_resumes() {
 fn an_aborted_network_fault_fails_the_put_with_the_target_errno() {
     const EIO: u64 = 5;
     let (mut s, data, e) = put_into_a_missing_page(&PairConfig::default());
-    s.p.b.command(cmd::ABORT, CB, e.id, EIO);
-    let c = s.p.completion(CA, LIMIT);
-    assert_eq!(c.status, completion::REMOTE_FAULT_ABORTED, "{c:?}");
-    assert_eq!(c.detail, EIO as u32);
+    let c = target_refuses(&mut s, &e, EIO);
     assert_eq!(c.fault_va & !0xfff, VA_B + 4096, "the packet that failed");
     assert!(c.bytes < 3 * 4096);
     // The pages that were there got their data; the missing one nothing.
@@ -223,9 +238,7 @@ fn an_aborted_write_fault_refuses_no_read_of_the_page() {
     s.p.a.post(CA, put(VA_A, VA_B, 4096, 1));
     let e = target_fault(&mut s.p);
     assert_ne!(e.flags & event::FLAG_WRITE, 0);
-    s.p.b.command(cmd::ABORT, CB, e.id, EPERM);
-    let c = s.p.completion(CA, LIMIT);
-    assert_eq!((c.status, c.detail), (completion::REMOTE_FAULT_ABORTED, 1));
+    target_refuses(&mut s, &e, EPERM);
     // The page then leaves the device's table (an invalidation): a GET of it faults for
     // read, and that fault is the driver's to resolve, not refused by the write's ABORT.
     s.p.b.unmap(CB, VA_B);
@@ -234,8 +247,7 @@ fn an_aborted_write_fault_refuses_no_read_of_the_page() {
     s.p.a.post(CA, get(VA_A, VA_B, 4096, 2));
     let e = target_fault(&mut s.p);
     assert_eq!(e.flags & event::FLAG_WRITE, 0, "a read fault: {e:?}");
-    s.p.b.map(CB, VA_B, s.gpa_b, 4096, false);
-    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+    target_resolves(&mut s, &e, 0, false);
     ok(&s.p.completion(CA, LIMIT), 4096);
     assert_eq!(s.p.a.read_bytes(s.gpa_a, 4096), old);
 }
@@ -251,17 +263,14 @@ fn an_abort_answers_its_operation_and_a_later_one_is_asked_again() {
     s.p.a.write_bytes(s.gpa_a, &data);
     s.p.a.post(CA, put(VA_A, VA_B, 4096, 1));
     let e = target_fault(&mut s.p);
-    s.p.b.command(cmd::ABORT, CB, e.id, EPERM);
-    let c = s.p.completion(CA, LIMIT);
-    assert_eq!((c.status, c.detail), (completion::REMOTE_FAULT_ABORTED, 1));
+    target_refuses(&mut s, &e, EPERM);
     // The target makes the page writable again (mprotect back): the next PUT is a new
     // operation, and its fault goes to the driver instead of being refused by the old
     // answer.
     s.p.a.post(CA, put(VA_A, VA_B, 4096, 2));
     let e = target_fault(&mut s.p);
     assert_ne!(e.flags & event::FLAG_WRITE, 0, "{e:?}");
-    s.p.b.map(CB, VA_B, s.gpa_b, 4096, true);
-    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+    target_resolves(&mut s, &e, 0, true);
     ok(&s.p.completion(CA, LIMIT), 4096);
     assert_eq!(s.p.b.read_bytes(s.gpa_b, 4096), data);
 }
@@ -640,17 +649,7 @@ fn a_get_response_whose_destination_went_away_is_asked_for_again() {
 #[test]
 fn a_lossy_wire_moves_put_and_get_intact() {
     const LEN: u32 = 256 << 10;
-    let lossy = |seed| mnic_device::fabric::Inject {
-        drop: 0.05,
-        dup: 0.05,
-        reorder: 0.1,
-        seed,
-    };
-    let cfg = PairConfig {
-        inject_a: lossy(1),
-        inject_b: lossy(2),
-        ..PairConfig::default()
-    };
+    let cfg = PairConfig::lossy(1, 2);
     let mut s = setup(&cfg, 2 * u64::from(LEN), RW);
     let data = pattern(LEN as usize, 6);
     s.p.a.write_bytes(s.gpa_a, &data);
@@ -898,8 +897,7 @@ fn the_real_data_threads_sleep_and_wake_for_the_network() {
     };
     assert_eq!(e.info, NETWORK_FAULT | 1);
     std::thread::sleep(Duration::from_millis(20));
-    s.p.b.map(CB, VA_B + 4096, s.gpa_b + 4096, 4096, true);
-    s.p.b.command(cmd::RESUME, CB, e.id, 0);
+    target_resolves(&mut s, &e, 4096, true);
     ok(&wait_completion(&mut s.p.a, CA), LEN);
     assert_eq!(s.p.b.read_bytes(s.gpa_b, LEN as usize), data);
     s.p.a.write_bytes(s.gpa_a, &vec![0; LEN as usize]);

@@ -29,6 +29,24 @@ pub struct PairConfig {
     pub inject_b: Inject,
 }
 
+impl PairConfig {
+    /// Both directions lossy (5% of datagrams dropped, 5% duplicated, 10% reordered), the
+    /// injections seeded `seed_a` (node 1's) and `seed_b` (node 2's).
+    pub fn lossy(seed_a: u64, seed_b: u64) -> PairConfig {
+        let lossy = |seed| Inject {
+            drop: 0.05,
+            dup: 0.05,
+            reorder: 0.1,
+            seed,
+        };
+        PairConfig {
+            inject_a: lossy(seed_a),
+            inject_b: lossy(seed_b),
+            ..PairConfig::default()
+        }
+    }
+}
+
 /// A harness (enabled, bus mastering on) on a memfd of `RAM_SIZE` bytes at GPA 0.
 pub fn memfd_harness() -> Harness {
     let ram = GuestRam::new();
