@@ -23,6 +23,11 @@ const VA_B: u64 = 0x2000_0000;
 /// The target's remote key.
 const KEY: u32 = 0x5eed_0001;
 const RW: u64 = key_access::READ | key_access::WRITE;
+/// The errnos a target's driver refuses a fault with (an mprotect'd range, a failed read,
+/// a page gone).
+const EPERM: u64 = 1;
+const EIO: u64 = 5;
+const EFAULT: u64 = 14;
 
 /// The two devices with a context each, a buffer of `len` bytes on both sides (at
 /// `VA_A + off_a`, `VA_B + off_b`) and the target's key over its buffer with `access`;
@@ -154,6 +159,12 @@ fn target_fault(p: &mut Pair) -> Event {
     })
 }
 
+/// Posts `d` on a's context and polls until the target parks its FAULT.
+fn post_to_fault(s: &mut Setup, d: WorkDesc) -> Event {
+    s.p.a.post(CA, d);
+    target_fault(&mut s.p)
+}
+
 /// The target's driver refuses fault `e` with `errno` (ABORT): the initiator's item ends
 /// `REMOTE_FAULT_ABORTED` with that errno.
 fn target_refuses(s: &mut Setup, e: &Event, errno: u64) -> Completion {
@@ -181,8 +192,7 @@ fn put_into_a_missing_page(cfg: &PairConfig) -> (Setup, Vec<u8>, Event) {
     s.p.b.unmap(CB, VA_B + 4096);
     let data = pattern(3 * 4096, 9);
     s.p.a.write_bytes(s.gpa_a, &data);
-    s.p.a.post(CA, put(VA_A, VA_B, 3 * 4096, 1));
-    let e = target_fault(&mut s.p);
+    let e = post_to_fault(&mut s, put(VA_A, VA_B, 3 * 4096, 1));
     assert_eq!(e.ctx, CB);
     assert_eq!(e.info, NETWORK_FAULT | 1, "a network fault of node 1");
     assert_eq!(e.addr & !0xfff, VA_B + 4096);
@@ -212,7 +222,6 @@ fn a_fault_at_the_target_is_answered_rnr_until_its_driver_resumes() {
 
 #[test]
 fn an_aborted_network_fault_fails_the_put_with_the_target_errno() {
-    const EIO: u64 = 5;
     let (mut s, data, e) = put_into_a_missing_page(&PairConfig::default());
     let c = target_refuses(&mut s, &e, EIO);
     assert_eq!(c.fault_va & !0xfff, VA_B + 4096, "the packet that failed");
@@ -230,13 +239,11 @@ fn an_aborted_network_fault_fails_the_put_with_the_target_errno() {
 fn an_aborted_write_fault_refuses_no_read_of_the_page() {
     // A PUT into a read-only page faults for write; the target's driver refuses it
     // (EPERM, as for an mprotect(PROT_READ) range).
-    const EPERM: u64 = 1;
     let mut s = setup(&PairConfig::default(), 4096, RW);
     let old = pattern(4096, 4);
     s.p.b.write_bytes(s.gpa_b, &old);
     s.p.b.map(CB, VA_B, s.gpa_b, 4096, false);
-    s.p.a.post(CA, put(VA_A, VA_B, 4096, 1));
-    let e = target_fault(&mut s.p);
+    let e = post_to_fault(&mut s, put(VA_A, VA_B, 4096, 1));
     assert_ne!(e.flags & event::FLAG_WRITE, 0);
     target_refuses(&mut s, &e, EPERM);
     // The page then leaves the device's table (an invalidation): a GET of it faults for
@@ -244,8 +251,7 @@ fn an_aborted_write_fault_refuses_no_read_of_the_page() {
     s.p.b.unmap(CB, VA_B);
     s.p.b.command(cmd::INVALIDATE_CTX, CB, 0, 0);
     s.p.b.run();
-    s.p.a.post(CA, get(VA_A, VA_B, 4096, 2));
-    let e = target_fault(&mut s.p);
+    let e = post_to_fault(&mut s, get(VA_A, VA_B, 4096, 2));
     assert_eq!(e.flags & event::FLAG_WRITE, 0, "a read fault: {e:?}");
     target_resolves(&mut s, &e, 0, false);
     ok(&s.p.completion(CA, LIMIT), 4096);
@@ -256,19 +262,16 @@ fn an_aborted_write_fault_refuses_no_read_of_the_page() {
 fn an_abort_answers_its_operation_and_a_later_one_is_asked_again() {
     // The page is not in the device's table (an mprotect(PROT_READ) took it away); the
     // driver refuses the PUT's write fault with EPERM.
-    const EPERM: u64 = 1;
     let mut s = setup(&PairConfig::default(), 4096, RW);
     s.p.b.unmap(CB, VA_B);
     let data = pattern(4096, 6);
     s.p.a.write_bytes(s.gpa_a, &data);
-    s.p.a.post(CA, put(VA_A, VA_B, 4096, 1));
-    let e = target_fault(&mut s.p);
+    let e = post_to_fault(&mut s, put(VA_A, VA_B, 4096, 1));
     target_refuses(&mut s, &e, EPERM);
     // The target makes the page writable again (mprotect back): the next PUT is a new
     // operation, and its fault goes to the driver instead of being refused by the old
     // answer.
-    s.p.a.post(CA, put(VA_A, VA_B, 4096, 2));
-    let e = target_fault(&mut s.p);
+    let e = post_to_fault(&mut s, put(VA_A, VA_B, 4096, 2));
     assert_ne!(e.flags & event::FLAG_WRITE, 0, "{e:?}");
     target_resolves(&mut s, &e, 0, true);
     ok(&s.p.completion(CA, LIMIT), 4096);
@@ -277,7 +280,6 @@ fn an_abort_answers_its_operation_and_a_later_one_is_asked_again() {
 
 #[test]
 fn a_context_the_device_stopped_keeps_its_keys_until_ctx_disable() {
-    const EFAULT: u64 = 14;
     let mut s = setup(&PairConfig::default(), 4096, RW);
     // The target's work queue page goes away and its descriptor fetch is aborted: the
     // device stops the context on its own.
