@@ -94,32 +94,28 @@ fn page_room(va: u64) -> u64 {
 impl Rma {
     /// The state of validated PUT or GET `d`, its packets carrying `req_id`.
     pub fn new(d: &WorkDesc, req_id: u32, now: Instant) -> Self {
-        Rma {
-            put: d.opcode == work::PUT,
-            remote: d.remote(),
-            local: d.local(),
-            len: u64::from(d.len),
-            req_id,
-            next: 0,
-            pkts: Vec::new(),
-            confirmed: 0,
-            last_heard: now,
-            end: None,
-        }
+        let put = d.opcode == work::PUT;
+        Self::start(put, d.remote(), d.local(), u64::from(d.len), req_id, now)
     }
 
     /// The pull of a rendezvous message (docs/fabric.md 14.14): a GET of `len` bytes of
     /// `from`'s buffer at `va` into local `local`, authorised by the SEND's `req_id`
     /// (the key is 0).
     pub fn pull(from: Endpoint, va: u64, local: u64, len: u64, req_id: u32, now: Instant) -> Self {
+        let remote = Remote {
+            node: from.node,
+            ctx: from.ctx,
+            key: 0,
+            va,
+        };
+        Self::start(false, remote, local, len, req_id, now)
+    }
+
+    /// An operation that has sent nothing yet.
+    fn start(put: bool, remote: Remote, local: u64, len: u64, req_id: u32, now: Instant) -> Self {
         Rma {
-            put: false,
-            remote: Remote {
-                node: from.node,
-                ctx: from.ctx,
-                key: 0,
-                va,
-            },
+            put,
+            remote,
             local,
             len,
             req_id,
