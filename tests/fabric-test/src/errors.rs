@@ -155,8 +155,7 @@ pub fn read_only_key_put() -> CaseResult {
     )?;
     w.holds(0, LEN, 100)?;
     let (back, _rb) = local(&p.init, LEN, Access::WRITE, 0)?;
-    p.run(Work::get_va(back.va(), &w.region, 0, LEN as u32))
-        .map_err(e("GET through a read-only key"))?;
+    p.get(back.va(), &w.region, 0, LEN, "GET through a read-only key")?;
     mnic_guest_util::is_pattern(&back.read(0, LEN), 0, 100)?;
     p.no_stale()?;
     Ok(Outcome::Pass)
@@ -176,8 +175,7 @@ pub fn write_only_key_get() -> CaseResult {
     mnic_guest_util::is_pattern(&back.read(0, LEN), 0, 0)
         .map_err(|m| format!("GET destination changed after BAD_ACCESS: {m}"))?;
     let (src, _rs) = local(&p.init, LEN, Access::READ, 111)?;
-    p.run(Work::put_va(src.va(), &w.region, 0, LEN as u32))
-        .map_err(e("PUT through a write-only key"))?;
+    p.put(src.va(), &w.region, 0, LEN, "PUT through a write-only key")?;
     w.holds(0, LEN, 111)?;
     p.no_stale()?;
     Ok(Outcome::Pass)
@@ -254,8 +252,7 @@ pub fn deregister_then_put() -> CaseResult {
     let p = pair()?;
     let mut w = Window::new(&p.target, LEN, Access::READ_WRITE, Some(130))?;
     let (src, _rs) = local(&p.init, LEN, Access::READ, 131)?;
-    p.run(Work::put_va(src.va(), &w.region, 0, LEN as u32))
-        .map_err(e("PUT before deregistration"))?;
+    p.put(src.va(), &w.region, 0, LEN, "PUT before deregistration")?;
     w.holds(0, LEN, 131)?;
     w.deregister()?;
     src.fill(0, LEN, 132);

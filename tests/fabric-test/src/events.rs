@@ -79,8 +79,7 @@ pub fn mprotect_target_readonly() -> CaseResult {
     let len = 16 * PAGE;
     let w = Window::new(&p.target, len, Access::READ_WRITE, Some(60))?;
     let (src, _rs) = local(&p.init, len, Access::READ, 61)?;
-    p.run(Work::put_va(src.va(), &w.region, 0, PAGE as u32))
-        .map_err(e("PUT before mprotect"))?;
+    p.put(src.va(), &w.region, 0, PAGE, "PUT before mprotect")?;
     w.map.mprotect(0, len, libc::PROT_READ)?;
     let errno = want_remote_abort(
         p.run(Work::put_va(src.va(), &w.region, 0, len as u32)),
@@ -90,13 +89,17 @@ pub fn mprotect_target_readonly() -> CaseResult {
     w.holds(0, PAGE, 61)?;
     w.holds(PAGE, len - PAGE, 60)?;
     let (back, _rb) = local(&p.init, len, Access::WRITE, 0)?;
-    p.run(Work::get_va(back.va(), &w.region, 0, len as u32))
-        .map_err(e("GET of read-only target memory"))?;
+    p.get(
+        back.va(),
+        &w.region,
+        0,
+        len,
+        "GET of read-only target memory",
+    )?;
     mnic_guest_util::is_pattern(&back.read(0, PAGE), 0, 61)?;
     mnic_guest_util::is_pattern(&back.read(PAGE, len - PAGE), PAGE, 60)?;
     w.map.mprotect(0, len, libc::PROT_READ | libc::PROT_WRITE)?;
-    p.run(Work::put_va(src.va(), &w.region, 0, len as u32))
-        .map_err(e("PUT after mprotect read-write"))?;
+    p.put(src.va(), &w.region, 0, len, "PUT after mprotect read-write")?;
     w.holds(0, len, 61)?;
     note(format!("PUT into read-only memory: target errno {errno}"));
     p.no_stale()?;
@@ -120,8 +123,7 @@ pub fn fork_target_cow() -> CaseResult {
                 .map_err(|m| format!("child's copy-on-write view changed: {m}"))
         },
         |link, _pid| {
-            p.run(Work::put_va(src.va(), &w.region, 0, len as u32))
-                .map_err(e("PUT after fork"))?;
+            p.put(src.va(), &w.region, 0, len, "PUT after fork")?;
             w.holds(0, len, 71)
                 .map_err(|m| format!("parent after the PUT: {m}"))?;
             link.send(1);

@@ -122,11 +122,9 @@ pub fn msg_recv_buffer_paged() -> CaseResult {
 /// puller retries), and the message arrives intact. An eager SEND from swapped-out memory
 /// takes a local fault at the sender.
 pub fn msg_rndv_source_swapped() -> CaseResult {
-    if !ensure_swap()? {
-        return Ok(Outcome::Skip("no swap (no zram)".into()));
-    }
-    let _one_cpu = OnOneCpu::new(0)?;
-    let p = pair()?;
+    let Some((_one_cpu, p)) = swap_pair()? else {
+        return Ok(Outcome::Skip(NO_SWAP.into()));
+    };
     let (from, to) = (endpoint(&p.init)?, endpoint(&p.target)?);
     let len = (1 << 20) + 2 * PAGE;
     let (src, _rs) = local(&p.init, len, Access::READ, 51)?;

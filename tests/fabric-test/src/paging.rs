@@ -6,9 +6,7 @@
 
 use mnic::{Access, Work};
 use mnic_guest_util::numa::{move_to_other_node, one_numa_node};
-use mnic_guest_util::{
-    check, duration, e, ensure_swap, note, CaseResult, Map, OnOneCpu, Outcome, PAGE,
-};
+use mnic_guest_util::{check, duration, e, note, CaseResult, Map, Outcome, PAGE};
 
 use crate::pair::*;
 
@@ -73,27 +71,28 @@ fn put_stream(
 /// target, and a GET of the whole buffer returns the new half and the old half, read back
 /// from swap by the target's faults.
 pub fn swap_target_before_put() -> CaseResult {
-    if !ensure_swap()? {
-        return Ok(Outcome::Skip("no swap (no zram)".into()));
-    }
-    let _one_cpu = OnOneCpu::new(0)?;
-    let p = pair()?;
+    let Some((_one_cpu, p)) = swap_pair()? else {
+        return Ok(Outcome::Skip(NO_SWAP.into()));
+    };
     let len = 64 * PAGE;
     let w = Window::new(&p.target, len, Access::READ_WRITE, Some(1))?;
     let (src, _rs) = local(&p.init, len, Access::READ, 2)?;
-    p.run(Work::put_va(src.va(), &w.region, 0, len as u32))
-        .map_err(e("first PUT"))?;
+    p.put(src.va(), &w.region, 0, len, "first PUT")?;
     let gone = page_out(&w.map, len)?;
     no_entries_for_gone_pages(&p.target, &w.map, len)?;
     let f0 = faults(&p.target)?;
     src.fill(0, len / 2, 3);
-    p.run(Work::put_va(src.va(), &w.region, 0, (len / 2) as u32))
-        .map_err(e("PUT into swapped-out pages"))?;
+    p.put(
+        src.va(),
+        &w.region,
+        0,
+        len / 2,
+        "PUT into swapped-out pages",
+    )?;
     let f1 = faults(&p.target)?;
     check(f1 > f0, || "no target fault for swapped-out pages".into())?;
     let (back, _rb) = local(&p.init, len, Access::WRITE, 0)?;
-    p.run(Work::get_va(back.va(), &w.region, 0, len as u32))
-        .map_err(e("GET"))?;
+    p.get(back.va(), &w.region, 0, len, "GET")?;
     mnic_guest_util::is_pattern(&back.read(0, len / 2), 0, 3)?;
     mnic_guest_util::is_pattern(&back.read(len / 2, len / 2), len / 2, 2)?;
     w.holds(0, len / 2, 3)?;
@@ -110,11 +109,9 @@ pub fn swap_target_before_put() -> CaseResult {
 /// PUT streams into a 1 MiB target buffer while the target pages it out every few items:
 /// each round's data arrives intact, and the target keeps faulting pages back.
 pub fn swap_target_during_put() -> CaseResult {
-    if !ensure_swap()? {
-        return Ok(Outcome::Skip("no swap (no zram)".into()));
-    }
-    let _one_cpu = OnOneCpu::new(0)?;
-    let p = pair()?;
+    let Some((_one_cpu, p)) = swap_pair()? else {
+        return Ok(Outcome::Skip(NO_SWAP.into()));
+    };
     let len = 1 << 20;
     let w = Window::new(&p.target, len, Access::READ_WRITE, Some(10))?;
     let (src, _rs) = local(&p.init, len, Access::READ, 0)?;
@@ -149,22 +146,18 @@ pub fn swap_target_during_put() -> CaseResult {
 /// The initiator's own memory swapped out: a PUT's source faults back in at the initiator
 /// (the target receives the right bytes), and so does a GET's destination.
 pub fn swap_initiator() -> CaseResult {
-    if !ensure_swap()? {
-        return Ok(Outcome::Skip("no swap (no zram)".into()));
-    }
-    let _one_cpu = OnOneCpu::new(0)?;
-    let p = pair()?;
+    let Some((_one_cpu, p)) = swap_pair()? else {
+        return Ok(Outcome::Skip(NO_SWAP.into()));
+    };
     let len = 64 * PAGE;
     let w = Window::new(&p.target, len, Access::READ_WRITE, Some(30))?;
     let (src, _rs) = local(&p.init, len, Access::READ, 31)?;
-    p.run(Work::put_va(src.va(), &w.region, 0, len as u32))
-        .map_err(e("first PUT"))?;
+    p.put(src.va(), &w.region, 0, len, "first PUT")?;
     w.map.fill(0, len, 30);
     page_out(&src, len)?;
     no_entries_for_gone_pages(&p.init, &src, len)?;
     let f0 = faults(&p.init)?;
-    p.run(Work::put_va(src.va(), &w.region, 0, len as u32))
-        .map_err(e("PUT from swapped-out source"))?;
+    p.put(src.va(), &w.region, 0, len, "PUT from swapped-out source")?;
     let f1 = faults(&p.init)?;
     check(f1 > f0, || {
         "no initiator fault for a swapped-out source".into()
@@ -172,12 +165,16 @@ pub fn swap_initiator() -> CaseResult {
     w.holds(0, len, 31)?;
 
     let (back, _rb) = local(&p.init, len, Access::WRITE, 32)?;
-    p.run(Work::get_va(back.va(), &w.region, 0, len as u32))
-        .map_err(e("first GET"))?;
+    p.get(back.va(), &w.region, 0, len, "first GET")?;
     page_out(&back, len)?;
     w.map.fill(0, len, 33);
-    p.run(Work::get_va(back.va(), &w.region, 0, len as u32))
-        .map_err(e("GET into a swapped-out destination"))?;
+    p.get(
+        back.va(),
+        &w.region,
+        0,
+        len,
+        "GET into a swapped-out destination",
+    )?;
     let f2 = faults(&p.init)?;
     check(f2 > f1, || {
         "no initiator fault for a swapped-out destination".into()

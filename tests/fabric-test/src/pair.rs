@@ -4,7 +4,7 @@
 
 use mnic::{Access, Context, Error, Registration, RemoteError, RemoteRegion, Work, WorkDone};
 use mnic_guest_util::nic::{self, Nic, TIMEOUT};
-use mnic_guest_util::{check, e, is_pattern, Map};
+use mnic_guest_util::{check, e, ensure_swap, is_pattern, Map, OnOneCpu};
 
 /// The initiator's device.
 pub const INITIATOR: &str = "/dev/mnic0";
@@ -41,6 +41,20 @@ pub fn pair() -> Result<Pair, String> {
     }
 }
 
+/// The ends of a case that swaps memory out, with this process held on CPU 0 until the
+/// guard drops (page-outs and faults then race on one CPU); `None` where there is no swap
+/// (the case is then skipped: [`NO_SWAP`]).
+pub fn swap_pair() -> Result<Option<(OnOneCpu, Pair)>, String> {
+    if !ensure_swap()? {
+        return Ok(None);
+    }
+    let one_cpu = OnOneCpu::new(0)?;
+    Ok(Some((one_cpu, pair()?)))
+}
+
+/// Why a case that swaps memory out is skipped.
+pub const NO_SWAP: &str = "no swap (no zram)";
+
 impl Pair {
     /// Neither device saw a stale access, by its own checker or the oracle's.
     pub fn no_stale(&self) -> Result<(), String> {
@@ -52,6 +66,46 @@ impl Pair {
     pub fn run(&self, work: mnic::Result<Work>) -> mnic::Result<u64> {
         self.init.run(&work?, TIMEOUT)
     }
+
+    /// A PUT of `len` bytes from the initiator's `src` into `region` at `off`, which must
+    /// succeed and report all of them; errors begin with `what`.
+    pub fn put(
+        &self,
+        src: u64,
+        region: &RemoteRegion,
+        off: u64,
+        len: usize,
+        what: &str,
+    ) -> Result<(), String> {
+        let n = rma_len(len, what)?;
+        self.moved(Work::put_va(src, region, off, n), len, what)
+    }
+
+    /// A GET of `len` bytes of `region` at `off` into the initiator's `dst`, as
+    /// [`put`](Self::put).
+    pub fn get(
+        &self,
+        dst: u64,
+        region: &RemoteRegion,
+        off: u64,
+        len: usize,
+        what: &str,
+    ) -> Result<(), String> {
+        let n = rma_len(len, what)?;
+        self.moved(Work::get_va(dst, region, off, n), len, what)
+    }
+
+    fn moved(&self, work: mnic::Result<Work>, len: usize, what: &str) -> Result<(), String> {
+        let got = self.run(work).map_err(|err| format!("{what}: {err}"))?;
+        check(got == len as u64, || {
+            format!("{what}: completion says {got} bytes, want {len}")
+        })
+    }
+}
+
+/// `len` as the length of one PUT or GET.
+fn rma_len(len: usize, what: &str) -> Result<u32, String> {
+    u32::try_from(len).map_err(|_| format!("{what}: {len} bytes is too long for one item"))
 }
 
 /// Device faults the driver handled for `ctx` so far.

@@ -1,7 +1,7 @@
 //! Data cases: PUT and GET of every size that matters to the packet layer, and a target whose
 //! memory no CPU touched (on-demand paging at the target).
 
-use mnic::{Access, Work};
+use mnic::Access;
 use mnic_guest_util::{check, e, is_zero, note, pattern, CaseResult, Outcome, PAGE};
 
 use crate::pair::*;
@@ -29,17 +29,8 @@ pub fn put_get_sizes() -> CaseResult {
     for (i, &n) in SIZES.iter().enumerate() {
         let seed = 100 + i as u64;
         src.fill(0, len, seed);
-        let put = p
-            .run(Work::put_va(
-                src.at(SRC_OFF),
-                &w.region,
-                REMOTE_OFF as u64,
-                n as u32,
-            ))
-            .map_err(|err| format!("PUT {n}: {err}"))?;
-        check(put == n as u64, || {
-            format!("PUT {n}: completion says {put} bytes")
-        })?;
+        let at = REMOTE_OFF as u64;
+        p.put(src.at(SRC_OFF), &w.region, at, n, &format!("PUT {n}"))?;
         let want = pattern(SRC_OFF, n, seed);
         same(
             &w.map.read(REMOTE_OFF, n),
@@ -51,17 +42,7 @@ pub fn put_get_sizes() -> CaseResult {
         w.holds(after, PAGE.min(len - after), GUARD)?;
 
         back.madvise(0, len, libc::MADV_DONTNEED)?;
-        let got = p
-            .run(Work::get_va(
-                back.at(BACK_OFF),
-                &w.region,
-                REMOTE_OFF as u64,
-                n as u32,
-            ))
-            .map_err(|err| format!("GET {n}: {err}"))?;
-        check(got == n as u64, || {
-            format!("GET {n}: completion says {got} bytes")
-        })?;
+        p.get(back.at(BACK_OFF), &w.region, at, n, &format!("GET {n}"))?;
         same(&back.read(BACK_OFF, n), &want, &format!("GET {n}"))?;
         is_zero(
             &back.read(0, BACK_OFF),
@@ -94,8 +75,7 @@ pub fn target_untouched() -> CaseResult {
     })?;
     let (src, _rs) = local(&p.init, len, Access::READ, 7)?;
     let f0 = faults(&p.target)?;
-    p.run(Work::put_va(src.va(), &w.region, 0, len as u32))
-        .map_err(|err| format!("PUT: {err}"))?;
+    p.put(src.va(), &w.region, 0, len, "PUT")?;
     let f1 = faults(&p.target)?;
     check(f1 > f0, || "the PUT raised no fault at the target".into())?;
     w.holds(0, len, 7)?;
@@ -108,13 +88,7 @@ pub fn target_untouched() -> CaseResult {
 
     let untouched = Window::new(&p.target, 16 * PAGE, Access::READ_WRITE, None)?;
     let (back, _rb) = local(&p.init, 16 * PAGE, Access::WRITE, 9)?;
-    p.run(Work::get_va(
-        back.va(),
-        &untouched.region,
-        0,
-        (16 * PAGE) as u32,
-    ))
-    .map_err(|err| format!("GET: {err}"))?;
+    p.get(back.va(), &untouched.region, 0, 16 * PAGE, "GET")?;
     is_zero(&back.read(0, 16 * PAGE), "GET of untouched target memory")?;
     let f2 = faults(&p.target)?;
     check(f2 > f1, || "the GET raised no fault at the target".into())?;
