@@ -21,9 +21,8 @@
 set -e
 role=${1:-local}
 
-# Message sizes of the two-guest part: both ends must agree (the server sizes its window).
-PINGPONG_SIZES=8,4096,65536
-BW_SIZES=64K,1M
+# The two-guest part's sizes and ends, shared with the fabric-two boot of `make test`.
+. /usr/share/mnic/fabric-link.sh
 
 load_driver() {
 	if ! grep -qx 0x4d4e /sys/bus/pci/devices/*/device 2>/dev/null; then
@@ -64,17 +63,17 @@ fabric-client)
 	echo "### mnic info: this guest's NIC is one node of the fabric"
 	mnic info
 	echo "### ping-pong with guest 2 (PUT into its memory, it PUTs back; one way = half)"
-	mnic pingpong --connect --link /dev/ttyS1 --sizes $PINGPONG_SIZES -n 50 --warmup 5
+	fabric_pingpong_connect -n 50 --warmup 5
 	echo "### PUT/GET stream into guest 2's buffer, which guest 2 pages out meanwhile"
-	mnic bw --connect --link /dev/ttyS1 --sizes $BW_SIZES -n 5 --warmup 1
+	fabric_bw_connect -n 5 --warmup 1
 	;;
 fabric-server)
 	load_driver
 	zram_swap
 	echo "### ping-pong server (answers each PUT of guest 1 with a PUT back)"
-	mnic pingpong --serve --link /dev/ttyS1 --sizes $PINGPONG_SIZES
-	echo "### stream target: the window is paged out every 100 ms while guest 1 streams"
-	mnic bw --serve --link /dev/ttyS1 --sizes $BW_SIZES --pageout-ms 100
+	fabric_pingpong_serve
+	echo "### stream target: the window is paged out every $FABRIC_PAGEOUT_MS ms while guest 1 streams"
+	fabric_bw_serve
 	echo "### device counters (mnic stats): network faults, invalidations, stale accesses"
 	mnic stats
 	;;

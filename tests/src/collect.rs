@@ -174,7 +174,7 @@ pub fn boot_record(boot: &Boot, out: &vm::Outcome, log: &Path) -> BootRecord {
     if boot.kunit {
         records.push(kunit_record(b, &out.console, log));
     }
-    let problems = ktap::kernel_problems(&out.console);
+    let problems = kernel_problems(out);
     let clean = if problems.is_empty() {
         Ok(())
     } else {
@@ -203,8 +203,32 @@ pub fn boot_record(boot: &Boot, out: &vm::Outcome, log: &Path) -> BootRecord {
         seconds: out.seconds,
         job_status: out.status,
         suites: records,
-        devices: device_counters(&out.console),
+        devices: devices(out),
     }
+}
+
+/// Both guests' kernel warnings: a boot's log is clean only if every kernel's is; guest 2's
+/// lines are marked as such.
+fn kernel_problems(out: &vm::Outcome) -> Vec<String> {
+    let mut problems = ktap::kernel_problems(&out.console);
+    if let Some(peer) = &out.peer_console {
+        problems.extend(
+            ktap::kernel_problems(peer)
+                .into_iter()
+                .map(|p| format!("{}{p}", vm::GUEST2_PREFIX)),
+        );
+    }
+    problems
+}
+
+/// Every device's counters: guest 1's, then guest 2's (the runner numbers the run's
+/// devices across guests).
+fn devices(out: &vm::Outcome) -> Vec<DeviceCounters> {
+    let mut d = device_counters(&out.console);
+    if let Some(peer) = &out.peer_console {
+        d.extend(device_counters(peer));
+    }
+    d
 }
 
 /// The `[host] mnic-device #N counters:` blocks `mnic-vm run --stats` prints when the job
@@ -260,6 +284,7 @@ mod tests {
         let n = console.lines().count();
         vm::Outcome {
             console: console.to_string(),
+            peer_console: None,
             status,
             stderr: String::new(),
             line_times: (0..n).map(|i| i as f64).collect(),
@@ -309,6 +334,32 @@ mod tests {
             (3, 1),
             "only the kernel log is clean"
         );
+    }
+
+    #[test]
+    fn a_two_guest_boot_checks_both_kernels_and_keeps_both_devices() {
+        let boot = plan("boot b --devices 1 --peer-cmd p.sh\nsuite b s prog\n");
+        let console = "# mnic-suite-begin s\nok 1 a\n# mnic-suite-end s rc=0\n[host] mnic-device #0 counters:\nstale_accesses 0\n";
+        let peer = "[    3.0] WARNING: CPU: 0 PID: 9 at mm/x.c:1\n[host] mnic-device #1 counters:\nstale_accesses 0\n";
+        let mut out = outcome(console, 0);
+        out.peer_console = Some(peer.to_string());
+        let r = boot_record(&boot, &out, Path::new("b.log"));
+        let clean = r.cases().find(|c| c.test == "b/kernel_log_clean").unwrap();
+        assert_eq!(
+            clean.outcome,
+            Outcome::NotOk,
+            "guest 2's warning fails the boot"
+        );
+        assert!(clean
+            .message
+            .as_deref()
+            .unwrap()
+            .starts_with("[guest2] [    3.0] WARNING"));
+        let indices: Vec<u32> = r.devices.iter().map(|d| d.index).collect();
+        assert_eq!(indices, [0, 1]);
+        out.peer_console = Some("[    3.0] mnic0: bound\n".into());
+        let r = boot_record(&boot, &out, Path::new("b.log"));
+        assert_eq!(r.tally().failed, 0);
     }
 
     #[test]

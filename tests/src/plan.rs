@@ -31,6 +31,17 @@ impl Boot {
         }
         job
     }
+
+    /// Whether a cargo test filter can select a test of this boot (its tests are named
+    /// `BOOT/SUITE/CASE`), so that a filtered run boots no guest it does not need: a filter
+    /// with a `/` names the boot before it; one without is the start of the boot's name
+    /// (`fabric-two` selects no `fabric` boot, `fabric/` no `fabric-two`).
+    pub fn selected_by(&self, filter: &str) -> bool {
+        match filter.split_once('/') {
+            Some((boot, _)) => boot == self.name,
+            None => self.name.starts_with(filter),
+        }
+    }
 }
 
 /// Parses the plan text.
@@ -95,6 +106,23 @@ mod tests {
         assert!(p[0]
             .guest_job()
             .contains("'setup=echo 1..1; if insmod a.ko;"));
+    }
+
+    #[test]
+    fn filters_select_boots_by_name() {
+        let p = parse("boot fabric --fabric\nboot fabric-two --fabric --peer-cmd p.sh\n").unwrap();
+        let picked = |f: &str| -> Vec<&str> {
+            p.iter()
+                .filter(|b| b.selected_by(f))
+                .map(|b| b.name.as_str())
+                .collect()
+        };
+        assert_eq!(picked("fabric-two"), ["fabric-two"]);
+        assert_eq!(picked("fabric-two/"), ["fabric-two"]);
+        assert_eq!(picked("fabric/fabric/put_get_sizes"), ["fabric"]);
+        assert_eq!(picked("fabric/"), ["fabric"]);
+        assert_eq!(picked("fab"), ["fabric", "fabric-two"]);
+        assert!(picked("main").is_empty());
     }
 
     #[test]

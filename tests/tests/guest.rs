@@ -23,9 +23,16 @@ fn boot_record(art: &vm::Artifacts, boot: &plan::Boot, logs: &Path) -> BootRecor
         Err(e) => return collect::failed_boot(boot, format!("{e:#}")),
     };
     let log = logs.join(format!("{b}.log"));
+    let peer = match &out.peer_console {
+        Some(p) => format!("\n--- guest 2 console ---\n{p}"),
+        None => String::new(),
+    };
     let _ = std::fs::write(
         &log,
-        format!("{}\n--- runner stderr ---\n{}", out.console, out.stderr),
+        format!(
+            "{}{peer}\n--- runner stderr ---\n{}",
+            out.console, out.stderr
+        ),
     );
     collect::boot_record(boot, &out, &log)
 }
@@ -93,12 +100,7 @@ fn main() {
             let mut records = Vec::new();
             for boot in &boots {
                 // `--list` and filters must not boot guests that no selected test needs.
-                if args.list
-                    || args.filter.as_ref().is_some_and(|f| {
-                        !f.starts_with(&boot.name)
-                            && !boot.name.starts_with(f.split('/').next().unwrap_or(""))
-                    })
-                {
+                if args.list || args.filter.as_ref().is_some_and(|f| !boot.selected_by(f)) {
                     continue;
                 }
                 let rec = boot_record(&art, boot, &logs);

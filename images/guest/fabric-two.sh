@@ -1,0 +1,37 @@
+#!/bin/sh
+# Guest 1's suite in the fabric-two boot of `make test` (tests/suites.txt; KTAP), against
+# fabric-peer.sh in guest 2 over the serial link, each guest with one NIC on one fabric:
+#   pingpong           PUT ping-pong between the two guests' memories (guest 2 answers each
+#                      message with a PUT back);
+#   put_stream_pageout a PUT/GET stream into guest 2's window while guest 2 pages it out;
+#                      guest 2 checks the data and answers ok or fail over the link;
+#   device_clean       this guest's NIC counted no stale access and no oracle violation.
+# Guest 2's own NIC is its job's check (its exit status is part of the run's).
+. /usr/share/mnic/fabric-link.sh
+echo "KTAP version 1"
+echo "1..3"
+fail=0
+# Runs "$@" as case $1 (number) $2 (name), the command's last lines as the reason.
+case_of() {
+	n=$1 name=$2
+	shift 2
+	"$@" >/tmp/fabric-two.out 2>&1
+	rc=$?
+	sed 's/^/# /' /tmp/fabric-two.out
+	if [ $rc -eq 0 ]; then
+		echo "ok $n $name"
+	else
+		echo "not ok $n $name # $(tail -n 2 /tmp/fabric-two.out | tr '\n' ' ')"
+		fail=1
+	fi
+}
+if ! fabric_wait_nic; then
+	for c in "1 pingpong" "2 put_stream_pageout" "3 device_clean"; do
+		echo "not ok $c # /dev/mnic0 missing (insmod mnic.ko first; boot with --devices 1 --fabric)"
+	done
+	exit 1
+fi
+case_of 1 pingpong fabric_pingpong_connect -n 10 --warmup 2
+case_of 2 put_stream_pageout fabric_bw_connect -n 3 --warmup 1
+case_of 3 device_clean fabric_device_clean
+exit $fail
