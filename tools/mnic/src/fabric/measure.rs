@@ -195,4 +195,31 @@ mod tests {
         assert_eq!(r.ratios.len(), 2);
         assert_eq!(r.ratios[1].value, 0.25);
     }
+
+    #[test]
+    fn bandwidth_against_another_baseline_row() {
+        let mut r = new_report(Bench::Bw, &common("1", "0"));
+        let t = |us| Timing(vec![Duration::from_micros(us)]);
+        let (on_demand, pinned) = (t(50), t(40));
+        let m = Measured {
+            row: row::PUT_BW_ON_DEMAND_TARGET,
+            ratio: ratio::ON_DEMAND_OVER_PINNED_PUT_BANDWIDTH,
+            meaning: "m",
+            times: &on_demand,
+        };
+        bandwidth_vs_baseline(
+            &mut r,
+            65536,
+            65536,
+            &[m],
+            row::PUT_BW_PINNED_TARGET,
+            &pinned,
+        );
+        assert_eq!(
+            r.results[1].name,
+            row::sized(row::PUT_BW_PINNED_TARGET, 65536)
+        );
+        assert_eq!(r.results[1].side, RowSide::Baseline);
+        assert_eq!(r.ratios[0].value, 0.8);
+    }
 }

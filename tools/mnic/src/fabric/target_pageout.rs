@@ -322,7 +322,7 @@ mod tests {
         assert_eq!(r.results[2].side, RowSide::Baseline);
         assert_eq!(r.ratios.len(), 1);
         assert_eq!(r.ratios[0].value, 4.0);
-        // A quarter swapped out: the note says the rows mostly measure resident memory.
+        // A quarter swapped out: the note says the rows partly measure resident memory.
         assert_eq!(r.notes.len(), 1);
     }
 }
