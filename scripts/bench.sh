@@ -10,7 +10,9 @@
 #      (qemu-device/benches/fabric_rma.rs: 1 MiB PUT against memcpy, an 8-byte PUT against
 #      a raw UDP round trip), and a guest with two NICs on one fabric running `mnic pingpong`
 #      and `mnic bw` for PUT/GET and for tagged SEND/RECV, each against a local COPY of the
-#      same bytes in the same boot; their text reports go to results/fabric.txt;
+#      same bytes in the same boot, and `mnic bw --target-pageout --target-pinned` (a
+#      network fault per page against a local device fault, an on-demand target against
+#      a pinned one); their text reports go to results/fabric.txt;
 #   3. mnic-bench-report (tools/bench-report) turns both into results/report.md, SVG
 #      plots, results/results.json and a summary table of the targets (printed).
 # Environment: MNIC_BENCH_MODE=quick (fewer sizes/iterations), MNIC_BENCH_OUT=DIR
@@ -125,7 +127,12 @@ if [ "${MNIC_BENCH_SKIP_FABRIC:-0}" != 1 ]; then
 		cargo bench $jobs -q -p mnic-device --bench fabric_rma 2>/dev/null | grep -v '^$' || echo "fabric_rma: failed"
 		if [ "${MNIC_BENCH_SKIP_GUEST:-0}" != 1 ]; then
 			if [ "$mode" = quick ]; then fargs="-n 5"; else fargs="-n 50"; fi
-			fjob="insmod /lib/modules/mnic.ko; for op in put send; do for b in pingpong bw; do echo \"## mnic \$b --op \$op $fargs\"; mnic \$b --op \$op $fargs || echo \"@@MNIC-FAIL fabric \$b \$op\"; done; done"
+			# The target's costs: a network fault per page against a local one
+			# (--target-pageout) and an on-demand target against a pinned one
+			# (--target-pinned); bench-env.sh loads mnic.ko and sets up the zram swap
+			# MADV_PAGEOUT needs.
+			if [ "$mode" = quick ]; then targs="--sizes 64K -n 5"; else targs="--sizes 64K,1M -n 20"; fi
+			fjob=". /usr/share/mnic/bench-env.sh 256M; [ -z \"\$BENCH_ENV_ERR\" ] || echo \"@@MNIC-FAIL fabric env \$BENCH_ENV_ERR\"; for op in put send; do for b in pingpong bw; do echo \"## mnic \$b --op \$op $fargs\"; mnic \$b --op \$op $fargs || echo \"@@MNIC-FAIL fabric \$b \$op\"; done; done; echo \"## mnic bw --target-pageout --target-pinned $targs\"; mnic bw --target-pageout --target-pinned $targs || echo \"@@MNIC-FAIL fabric bw target\""
 			set +e
 			target/release/mnic-vm run --kernel "$KBUILD/arch/x86/boot/bzImage" \
 				--initrd target/images/initramfs.cpio --device-bin target/release/mnic-device \

@@ -82,6 +82,20 @@ pub mod row {
     /// SEND items back to back to the peer, into receives posted there (`--op send`;
     /// measured).
     pub const SEND_BW: &str = "send_bw";
+    // bw --target-pageout: one PUT (or COPY) per iteration, per page.
+    /// One PUT into the target's window paged out (`MADV_PAGEOUT`) just before: a network
+    /// fault at the target per missing page (measured).
+    pub const PUT_SWAPPED_TARGET: &str = "put_swapped_target";
+    /// The same PUT into the resident, translated window (reference).
+    pub const PUT_RESIDENT_TARGET: &str = "put_resident_target";
+    /// One local COPY of the same bytes into a destination paged out just before: a local
+    /// device fault per missing page (baseline).
+    pub const COPY_SWAPPED_DST: &str = "copy_swapped_dst";
+    // bw --target-pinned
+    /// PUT items back to back into a target window registered on demand (measured).
+    pub const PUT_BW_ON_DEMAND_TARGET: &str = "put_bw_on_demand_target";
+    /// The same into a target window registered `PINNED` (baseline).
+    pub const PUT_BW_PINNED_TARGET: &str = "put_bw_pinned_target";
 
     /// The name of row (or ratio) `base` for messages of `bytes` bytes: `base/bytes`.
     pub fn sized(base: &str, bytes: u64) -> String {
@@ -111,6 +125,9 @@ pub mod metric {
     // Rows that count faults.
     /// Driver faults per timed iteration.
     pub const FAULTS_PER_ITER: &str = "faults_per_iter";
+    /// Device faults (its `faults` counter) per timed iteration, of the device whose memory
+    /// faulted (bw `--target-pageout`: the target's, one per network fault).
+    pub const DEVICE_FAULTS_PER_ITER: &str = "device_faults_per_iter";
     // register
     /// Mean registration time, µs.
     pub const REGISTER_US: &str = "register_us";
@@ -233,6 +250,13 @@ pub mod ratio {
     pub const SEND_OVER_COPY_ONE_WAY: &str = "send_over_copy_one_way";
     /// SEND bandwidth / local COPY bandwidth, medians.
     pub const SEND_OVER_COPY_BANDWIDTH: &str = "send_over_copy_bandwidth";
+    /// Per page: PUT into a paged-out target / local COPY into a paged-out destination,
+    /// medians (bw `--target-pageout`; >1: a network fault costs more than a local one).
+    pub const NETWORK_FAULT_OVER_LOCAL_FAULT_PER_PAGE: &str =
+        "network_fault_over_local_fault_per_page";
+    /// PUT bandwidth into an on-demand target / into a pinned one, medians (bw
+    /// `--target-pinned`; <1: on-demand is slower).
+    pub const ON_DEMAND_OVER_PINNED_PUT_BANDWIDTH: &str = "on_demand_over_pinned_put_bandwidth";
 }
 
 /// Parameter names (`Report::params`).
@@ -311,4 +335,8 @@ pub mod param {
     pub const EAGER_MAX: &str = "eager_max";
     /// Bytes moved per timed iteration of each size (bw).
     pub const BYTES_PER_ITER: &str = "bytes_per_iter";
+    /// bw: what was measured: "put_get" (PUT/GET bandwidth), "target_pageout" (a network
+    /// fault per page against a local one), "target_pinned" (on-demand against pinned
+    /// target), comma separated.
+    pub const MEASUREMENTS: &str = "measurements";
 }

@@ -22,7 +22,7 @@ mod fault;
 pub mod harness;
 mod idle;
 mod invalidate;
-mod register;
+pub(crate) mod register;
 pub mod report;
 pub mod statistics;
 mod sync;

@@ -43,7 +43,7 @@ impl RegTimes {
 }
 
 /// True if `e` is the driver refusing `REG_PINNED` (`EOPNOTSUPP`).
-fn pinned_unsupported(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(crate) fn pinned_unsupported(e: &(dyn std::error::Error + 'static)) -> bool {
     e.downcast_ref::<mnic::Error>()
         .and_then(mnic::Error::errno)
         .is_some_and(|n| n == libc::EOPNOTSUPP)

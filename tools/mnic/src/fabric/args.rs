@@ -81,6 +81,39 @@ pub struct FabricArgs {
     /// page-out happened during the stream and the data arrived intact.
     #[arg(long)]
     pub pageout_ms: Option<u64>,
+    /// bw, both ends here, `--op put`: measure what a network fault costs per page instead
+    /// of PUT/GET bandwidth: one PUT per iteration into the target's window paged out
+    /// (MADV_PAGEOUT) just before, against one local COPY into a destination paged out the
+    /// same way, and a PUT into the resident window (default sizes 64K,1M).
+    #[arg(long)]
+    pub target_pageout: bool,
+    /// bw, both ends here, `--op put`: measure PUT bandwidth into a target window registered
+    /// on demand against one registered PINNED instead of PUT/GET bandwidth (with
+    /// `--target-pageout`: both) (default sizes 64K,1M).
+    #[arg(long)]
+    pub target_pinned: bool,
+}
+
+/// What one `mnic bw` run measures (`measurements` parameter).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BwMeasurement {
+    /// PUT and GET bandwidth against local COPY (the default).
+    PutGet,
+    /// `--target-pageout`.
+    TargetPageout,
+    /// `--target-pinned`.
+    TargetPinned,
+}
+
+impl BwMeasurement {
+    /// The name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            BwMeasurement::PutGet => "put_get",
+            BwMeasurement::TargetPageout => "target_pageout",
+            BwMeasurement::TargetPinned => "target_pinned",
+        }
+    }
 }
 
 /// Which end this process runs, with `--serve` or `--connect`.
@@ -123,6 +156,41 @@ impl FabricArgs {
         }
     }
 
+    /// What a `mnic bw` run measures: `--target-pageout` and `--target-pinned` if given (in
+    /// that order), else PUT/GET bandwidth.
+    pub fn bw_measurements(&self) -> Vec<BwMeasurement> {
+        let mut m = Vec::new();
+        if self.target_pageout {
+            m.push(BwMeasurement::TargetPageout);
+        }
+        if self.target_pinned {
+            m.push(BwMeasurement::TargetPinned);
+        }
+        if m.is_empty() {
+            m.push(BwMeasurement::PutGet);
+        }
+        m
+    }
+
+    /// Refuses `--target-pageout`/`--target-pinned` where they do not apply: anything but
+    /// `mnic bw` (`bw` false), `--op send`, one end per process.
+    pub fn check_target_modes(&self, bw: bool) -> Result<(), String> {
+        if !self.target_pageout && !self.target_pinned {
+            return Ok(());
+        }
+        if !bw {
+            return Err("--target-pageout and --target-pinned are options of `mnic bw`".into());
+        }
+        if self.op != FabricOp::Put || self.link.is_some() {
+            return Err(
+                "--target-pageout and --target-pinned need `--op put` and both ends in this \
+                 process (no --link)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// The end this process runs and the link to the other, or `None` for both ends here.
     pub fn role(&self) -> Result<Option<(Role, &std::path::Path)>, String> {
         if self.pageout_ms.is_some() && !self.serve {
@@ -159,5 +227,50 @@ impl FabricArgs {
             sizes.truncate(2);
         }
         sizes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> FabricArgs {
+        #[derive(Parser)]
+        struct Wrap {
+            #[command(flatten)]
+            a: FabricArgs,
+        }
+        Wrap::parse_from(std::iter::once("t").chain(args.iter().copied())).a
+    }
+
+    #[test]
+    fn bw_measures_put_get_unless_a_target_mode_is_given() {
+        assert_eq!(parse(&[]).bw_measurements(), [BwMeasurement::PutGet]);
+        assert_eq!(
+            parse(&["--target-pinned", "--target-pageout"]).bw_measurements(),
+            [BwMeasurement::TargetPageout, BwMeasurement::TargetPinned]
+        );
+        assert_eq!(
+            parse(&["--target-pinned"]).bw_measurements(),
+            [BwMeasurement::TargetPinned]
+        );
+    }
+
+    #[test]
+    fn target_modes_are_for_bw_put_with_both_ends_here() {
+        assert!(parse(&[]).check_target_modes(false).is_ok());
+        let pageout = parse(&["--target-pageout"]);
+        assert!(pageout.check_target_modes(true).is_ok());
+        assert!(pageout.check_target_modes(false).is_err());
+        assert!(parse(&["--target-pinned", "--op", "send"])
+            .check_target_modes(true)
+            .is_err());
+        assert!(
+            parse(&["--target-pinned", "--connect", "--link", "/dev/ttyS1"])
+                .check_target_modes(true)
+                .is_err()
+        );
     }
 }

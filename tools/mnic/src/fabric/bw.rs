@@ -1,7 +1,9 @@
 //! `mnic bw`: PUT and GET bandwidth per message size, like `ib_write_bw` and `ib_read_bw`:
 //! the initiator keeps its queue full of items of one size, all to (or from) the same
 //! remote window, and each timed iteration moves a fixed number of bytes. Baseline: the same
-//! bytes moved by local COPY items of the same size on the initiator's device.
+//! bytes moved by local COPY items of the same size on the initiator's device. With
+//! `--target-pageout` or `--target-pinned`, what those measure instead (`target_pageout`,
+//! `target_pinned`).
 
 use std::time::{Duration, Instant};
 
@@ -13,14 +15,19 @@ use serde_json::json;
 use crate::bench::args::Common;
 use crate::bench::harness::drive;
 use crate::error::CmdResult;
-use crate::fabric::args::FabricArgs;
+use crate::fabric::args::{BwMeasurement, FabricArgs};
 use crate::fabric::ends::{run_local, Side};
 use crate::fabric::measure::{bandwidth_vs_copy, rounds, Measured};
+use crate::fabric::{target_pageout, target_pinned};
 
 /// Untimed iterations per size without `--warmup`.
 pub const DEFAULT_WARMUP: u32 = 1;
 /// Sizes without `--sizes`.
 pub const DEFAULT_SIZES: [u64; 5] = [1408, 4096, 65536, 1 << 20, 4 << 20];
+/// Sizes of `--target-pageout` and `--target-pinned` without `--sizes`.
+const TARGET_SIZES: [u64; 2] = [65536, 1 << 20];
+/// The same in a smoke run.
+const SMOKE_TARGET_SIZES: [u64; 1] = [16384];
 /// Bytes each timed iteration moves (at least one item of the size).
 const BYTES_PER_ITER: u64 = 8 << 20;
 /// The same in a smoke run.
@@ -68,12 +75,25 @@ pub(super) fn pattern(len: usize) -> Vec<u8> {
 
 pub fn run(a: &FabricArgs) -> CmdResult<Report> {
     let c = a.common(DEFAULT_WARMUP);
-    let sizes = a.sizes(&DEFAULT_SIZES);
+    let measurements = a.bw_measurements();
+    let sizes = if measurements == [BwMeasurement::PutGet] {
+        a.sizes(&DEFAULT_SIZES)
+    } else {
+        a.sizes_or_smoke(&TARGET_SIZES, &SMOKE_TARGET_SIZES)
+    };
     run_local(a, Bench::Bw, &c, &sizes, 4096, |report, e| {
         let pattern = pattern(e.max);
         e.l.bufs.src.write_from(0, &pattern);
         e.r.bufs.window.write_from(0, &pattern);
-        measure(report, &c, &sizes, &e.l, &e.r.region, &pattern)?;
+        let names: Vec<&str> = measurements.iter().map(|m| m.name()).collect();
+        report.params.push(param::MEASUREMENTS, json!(names));
+        for m in &measurements {
+            match m {
+                BwMeasurement::PutGet => measure(report, &c, &sizes, &e.l, &e.r.region, &pattern)?,
+                BwMeasurement::TargetPageout => target_pageout::measure(report, &c, e)?,
+                BwMeasurement::TargetPinned => target_pinned::measure(report, &c, e, &pattern)?,
+            }
+        }
         if e.r.bufs.window.to_vec() != pattern {
             return Err("the target's window differs after the runs".into());
         }

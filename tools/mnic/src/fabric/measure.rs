@@ -81,14 +81,28 @@ pub fn latency_vs_copy(report: &mut Report, size: u64, m: Measured, copy: &Timin
 
 /// The bandwidth rows of `size`-byte items moving `bytes` per iteration, each of `ms`'s and
 /// the COPY baseline's, and each measured one's ratio to the baseline (below 1: the fabric
-/// is slower). The bytes per iteration are the same, so the bandwidth ratio is the inverse
-/// of the medians' ratio.
+/// is slower).
 pub fn bandwidth_vs_copy(
     report: &mut Report,
     size: u64,
     bytes: u64,
     ms: &[Measured],
     copy: &Timing,
+) {
+    bandwidth_vs_baseline(report, size, bytes, ms, row::COPY_BW, copy);
+}
+
+/// The bandwidth rows of `size`-byte items moving `bytes` per iteration, each of `ms`'s and
+/// the baseline's (row `baseline_row`), and each measured one's ratio to the baseline.
+/// The bytes per iteration are the same, so the bandwidth ratio is the inverse of the
+/// medians' ratio.
+pub fn bandwidth_vs_baseline(
+    report: &mut Report,
+    size: u64,
+    bytes: u64,
+    ms: &[Measured],
+    baseline_row: &str,
+    baseline: &Timing,
 ) {
     for m in ms {
         report.row(
@@ -98,14 +112,14 @@ pub fn bandwidth_vs_copy(
         );
     }
     report.row(
-        &row::sized(row::COPY_BW, size),
+        &row::sized(baseline_row, size),
         RowSide::Baseline,
-        copy.metrics(bytes),
+        baseline.metrics(bytes),
     );
     for m in ms {
         report.ratio(
             &row::sized(m.ratio, size),
-            copy.p50_us(),
+            baseline.p50_us(),
             m.times.p50_us(),
             m.meaning,
         );
@@ -180,5 +194,32 @@ mod tests {
         assert_eq!(r.results[2].side, RowSide::Baseline);
         assert_eq!(r.ratios.len(), 2);
         assert_eq!(r.ratios[1].value, 0.25);
+    }
+
+    #[test]
+    fn bandwidth_against_another_baseline_row() {
+        let mut r = new_report(Bench::Bw, &common("1", "0"));
+        let t = |us| Timing(vec![Duration::from_micros(us)]);
+        let (on_demand, pinned) = (t(50), t(40));
+        let m = Measured {
+            row: row::PUT_BW_ON_DEMAND_TARGET,
+            ratio: ratio::ON_DEMAND_OVER_PINNED_PUT_BANDWIDTH,
+            meaning: "m",
+            times: &on_demand,
+        };
+        bandwidth_vs_baseline(
+            &mut r,
+            65536,
+            65536,
+            &[m],
+            row::PUT_BW_PINNED_TARGET,
+            &pinned,
+        );
+        assert_eq!(
+            r.results[1].name,
+            row::sized(row::PUT_BW_PINNED_TARGET, 65536)
+        );
+        assert_eq!(r.results[1].side, RowSide::Baseline);
+        assert_eq!(r.ratios[0].value, 0.8);
     }
 }

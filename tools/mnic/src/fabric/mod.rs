@@ -7,8 +7,10 @@
 //! The reports have the schema of `mnic bench` (`mnic-bench-schema`), with one row and one
 //! ratio per message size (`names::row::sized`). One file per job: `args` (flags), `ends`
 //! (the two contexts, their buffers and remote windows), `pingpong` and `bw` (PUT/GET),
-//! `send_pingpong` and `send_bw` (SEND/RECV), `messages` (what the last two share), `measure`
-//! (what every mode's timed rounds and rows against the COPY baseline share), `link`
+//! `send_pingpong` and `send_bw` (SEND/RECV), `messages` (what the last two share),
+//! `target_pageout` (bw `--target-pageout`: a network fault per page against a local one)
+//! and `target_pinned` (bw `--target-pinned`: an on-demand target against a pinned one),
+//! `measure` (what every mode's timed rounds and rows against a baseline share), `link`
 //! (the line protocol between two processes) and `cross` (the two ends of that mode). A
 //! run where the two devices are not peers on a fabric prints a report that says so
 //! (`skipped`).
@@ -23,6 +25,8 @@ mod messages;
 mod pingpong;
 mod send_bw;
 mod send_pingpong;
+mod target_pageout;
+mod target_pinned;
 
 use args::{FabricArgs, FabricOp, Role};
 
@@ -31,6 +35,7 @@ use crate::error::CmdResult;
 
 /// `mnic pingpong`.
 pub fn pingpong(a: &FabricArgs) -> CmdResult {
+    a.check_target_modes(false)?;
     match (a.role()?, a.op) {
         (None, FabricOp::Put) => print(&pingpong::run(a)?, a.json),
         (None, FabricOp::Send) => print(&send_pingpong::run(a)?, a.json),
@@ -42,6 +47,7 @@ pub fn pingpong(a: &FabricArgs) -> CmdResult {
 
 /// `mnic bw`.
 pub fn bw(a: &FabricArgs) -> CmdResult {
+    a.check_target_modes(true)?;
     match (a.role()?, a.op) {
         (None, FabricOp::Put) => print(&bw::run(a)?, a.json),
         (None, FabricOp::Send) => print(&send_bw::run(a)?, a.json),
