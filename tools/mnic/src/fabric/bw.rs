@@ -5,7 +5,7 @@
 //! `--target-pageout` or `--target-pinned`, what those measure instead (`target_pageout`,
 //! `target_pinned`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mnic::{RemoteRegion, Work};
 use mnic_bench_schema::names::{param, ratio, row};
@@ -13,11 +13,11 @@ use mnic_bench_schema::{Bench, Report};
 use serde_json::json;
 
 use crate::bench::args::Common;
-use crate::bench::harness::drive;
 use crate::error::CmdResult;
 use crate::fabric::args::{BwMeasurement, FabricArgs};
 use crate::fabric::ends::{run_local, Side};
 use crate::fabric::measure::{bandwidth_vs_copy, rounds, Measured};
+use crate::fabric::stream::{items_per_iter, per_iter_bytes, timed};
 use crate::fabric::{target_pageout, target_pinned};
 
 /// Untimed iterations per size without `--warmup`.
@@ -28,43 +28,6 @@ pub const DEFAULT_SIZES: [u64; 5] = [1408, 4096, 65536, 1 << 20, 4 << 20];
 const TARGET_SIZES: [u64; 2] = [65536, 1 << 20];
 /// The same in a smoke run.
 const SMOKE_TARGET_SIZES: [u64; 1] = [16384];
-/// Bytes each timed iteration moves (at least one item of the size).
-const BYTES_PER_ITER: u64 = 8 << 20;
-/// The same in a smoke run.
-const SMOKE_BYTES_PER_ITER: u64 = 256 << 10;
-/// Most items per iteration: small sizes would otherwise make an iteration long.
-const MAX_ITEMS: u64 = 2048;
-
-/// Items of `size` bytes per iteration so that about `per_iter` bytes move.
-pub(super) fn items_per_iter(size: u64, per_iter: u64) -> u64 {
-    (per_iter / size.max(1)).clamp(1, MAX_ITEMS)
-}
-
-/// The time `drive` takes for `items` (which must all succeed and move `bytes`).
-pub(super) fn timed(
-    ctx: &mnic::Context,
-    items: &[Work],
-    bytes: u64,
-    timeout: Duration,
-) -> CmdResult<Duration> {
-    let start = Instant::now();
-    let moved = drive(ctx, items.iter().copied(), timeout)?;
-    let took = start.elapsed();
-    if moved != bytes {
-        return Err(format!("moved {moved} bytes, expected {bytes}").into());
-    }
-    Ok(took)
-}
-
-/// Bytes each timed iteration moves.
-pub(super) fn per_iter_bytes(smoke: bool) -> u64 {
-    if smoke {
-        SMOKE_BYTES_PER_ITER
-    } else {
-        BYTES_PER_ITER
-    }
-}
-
 /// What a stream of `len` bytes carries (and what the target's window or receive buffer
 /// must hold after).
 pub(super) fn pattern(len: usize) -> Vec<u8> {
@@ -153,18 +116,4 @@ pub(super) fn measure(
         bandwidth_vs_copy(report, size, bytes, &ms, &tc);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn items_per_iteration() {
-        assert_eq!(items_per_iter(4096, 8 << 20), 2048);
-        assert_eq!(items_per_iter(1, 8 << 20), MAX_ITEMS);
-        assert_eq!(items_per_iter(4 << 20, 8 << 20), 2);
-        assert_eq!(items_per_iter(16 << 20, 8 << 20), 1);
-        assert_eq!(items_per_iter(0, 8), 8);
-    }
 }

@@ -10,7 +10,8 @@
 //! `send_pingpong` and `send_bw` (SEND/RECV), `messages` (what the last two share),
 //! `target_pageout` (bw `--target-pageout`: a network fault per page against a local one)
 //! and `target_pinned` (bw `--target-pinned`: an on-demand target against a pinned one),
-//! `measure` (what every mode's timed rounds and rows against a baseline share), `link`
+//! `measure` (what every mode's timed rounds and rows against a baseline share), `stream`
+//! (items per iteration and one iteration's time, for the bandwidth modes), `link`
 //! (the line protocol between two processes) and `cross` (the two ends of that mode). A
 //! run where the two devices are not peers on a fabric prints a report that says so
 //! (`skipped`).
@@ -25,6 +26,7 @@ mod messages;
 mod pingpong;
 mod send_bw;
 mod send_pingpong;
+mod stream;
 mod target_pageout;
 mod target_pinned;
 

@@ -13,10 +13,11 @@ use serde_json::json;
 
 use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
-use crate::fabric::bw::{self, items_per_iter, per_iter_bytes, timed};
+use crate::fabric::bw;
 use crate::fabric::ends::run_local;
 use crate::fabric::measure::{bandwidth_vs_copy, rounds, Measured};
 use crate::fabric::messages::{stream, SMOKE_SIZES};
+use crate::fabric::stream::{items_per_iter, per_iter_bytes, timed};
 
 /// Sizes without `--sizes`: the largest eager message, then rendezvous ones.
 pub const DEFAULT_SIZES: [u64; 4] = [1416, 4096, 65536, 1 << 20];

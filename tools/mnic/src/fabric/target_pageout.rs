@@ -17,9 +17,9 @@ use crate::bench::args::Common;
 use crate::bench::harness::PAGE;
 use crate::bench::statistics::{per_page, Timing};
 use crate::error::CmdResult;
-use crate::fabric::bw::timed;
 use crate::fabric::ends::Local;
 use crate::fabric::measure::rounds;
+use crate::fabric::stream::timed;
 
 /// Below this fraction of pages swapped out, the report says the page-outs did not swap.
 const SWAPPED_ENOUGH: f64 = 0.9;

@@ -13,9 +13,9 @@ use serde_json::json;
 use crate::bench::args::Common;
 use crate::bench::register::pinned_unsupported;
 use crate::error::CmdResult;
-use crate::fabric::bw::{items_per_iter, per_iter_bytes, timed};
 use crate::fabric::ends::Local;
 use crate::fabric::measure::{bandwidth_vs_baseline, rounds, Measured};
+use crate::fabric::stream::{items_per_iter, per_iter_bytes, timed};
 
 /// `mnic bw --target-pinned` over `e.sizes`, into `report`; the initiator's source holds
 /// `pattern`, and the pinned window must hold it after. A driver without pinned mode
