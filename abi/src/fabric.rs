@@ -120,6 +120,10 @@ pub mod nak {
     /// Target context not enabled (operations).
     pub const NO_CONTEXT: u16 = 7;
 
+    /// Whether `s` is a status a `REPLY` or `FIN` may carry: `OK` or `RNR..=NO_CONTEXT`.
+    pub const fn is_answer(s: u16) -> bool {
+        s == OK || (s >= RNR && s <= NO_CONTEXT)
+    }
     /// Whether `s` is a defined reason.
     pub const fn is_valid(s: u16) -> bool {
         matches!(s, STALE_EPOCH..=NO_CONTEXT)
@@ -441,5 +445,9 @@ mod tests {
         assert!(ptype::is_sequenced(ptype::REPLY));
         assert!(nak::is_valid(nak::STALE_EPOCH) && nak::is_valid(nak::NO_CONTEXT));
         assert!(!nak::is_valid(0) && !nak::is_valid(8));
+        assert!(
+            nak::is_answer(nak::OK) && nak::is_answer(nak::RNR) && nak::is_answer(nak::NO_CONTEXT)
+        );
+        assert!(!nak::is_answer(nak::STALE_EPOCH) && !nak::is_answer(8));
     }
 }

@@ -48,7 +48,7 @@ impl Answer<'_> {
         if msg.ptype == ptype::REPLY {
             let h = ReplyHeader::read_from_bytes(&msg.payload).ok()?;
             let status = h.status.get();
-            let known = status == nak::OK || (nak::RNR..=nak::NO_CONTEXT).contains(&status);
+            let known = nak::is_answer(status);
             (known && h.reserved.get() == 0 && h.reserved2.get() == 0).then_some(Answer::Reply {
                 req_id: h.req_id.get(),
                 status,

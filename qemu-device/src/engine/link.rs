@@ -37,10 +37,7 @@ impl RmaTiming {
     /// The wait after the `n`th `RNR` in a row (n ≥ 1): the first wait doubled `n - 1`
     /// times, at most the ceiling.
     pub fn rnr_wait(&self, n: u32) -> Duration {
-        let doublings = n.saturating_sub(1).min(20);
-        self.rnr_backoff
-            .saturating_mul(1 << doublings)
-            .min(self.rnr_backoff_max)
+        crate::fabric::config::doubled(self.rnr_backoff, n, self.rnr_backoff_max)
     }
 }
 

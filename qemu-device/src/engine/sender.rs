@@ -27,7 +27,7 @@ fn parse_fin(payload: &[u8]) -> Option<(u32, u16, u32)> {
     }
     let h = FinHeader::read_from_bytes(payload).ok()?;
     let status = h.status.get();
-    let known = status == nak::OK || (nak::RNR..=nak::NO_CONTEXT).contains(&status);
+    let known = nak::is_answer(status);
     let ok = known && h.reserved.get() == 0 && h.reserved2.get() == 0 && h.req_id.get() != 0;
     ok.then(|| (h.req_id.get(), status, h.detail.get()))
 }

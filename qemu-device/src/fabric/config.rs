@@ -55,9 +55,15 @@ impl Timing {
     /// Wait before send number `sends + 1` of a packet sent `sends` times: `rto` doubled
     /// `sends - 1` times, at most `rto_max`.
     pub fn backoff(&self, sends: u32) -> Duration {
-        let doublings = sends.saturating_sub(1).min(20);
-        self.rto.saturating_mul(1 << doublings).min(self.rto_max)
+        doubled(self.rto, sends, self.rto_max)
     }
+}
+
+/// `first` doubled `n - 1` times (n ≥ 1), at most `max`: the back-off of the transport's
+/// retransmissions and of the operations' RNR answers.
+pub fn doubled(first: Duration, n: u32, max: Duration) -> Duration {
+    let doublings = n.saturating_sub(1).min(20);
+    first.saturating_mul(1 << doublings).min(max)
 }
 
 /// Fault injection on outgoing datagrams (docs/fabric.md 14.11); all 0 = off.

@@ -65,11 +65,6 @@ pub enum SendError {
     BadType,
 }
 
-/// The types the layer above may send: the sequenced ones (docs/fabric.md 14.3).
-fn sendable(t: u8) -> bool {
-    ptype::is_sequenced(t)
-}
-
 /// The protocol state of one node.
 pub struct Node {
     me: u16,
@@ -114,7 +109,8 @@ impl Node {
         payload: &[u8],
         out: &mut Vec<Datagram>,
     ) -> Result<u64, SendError> {
-        if !sendable(ptype) {
+        // The layer above sends only the sequenced types (docs/fabric.md 14.3).
+        if !ptype::is_sequenced(ptype) {
             return Err(SendError::BadType);
         }
         if payload.len() > MAX_PAYLOAD {

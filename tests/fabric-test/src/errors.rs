@@ -138,7 +138,7 @@ pub fn range_outside_registration() -> CaseResult {
         RemoteError::BadRange,
         "PUT straddling the registration's end",
     )?;
-    w.holds(0, LEN - 8, 90)?;
+    w.holds(0, LEN, 90)?;
     p.no_stale()?;
     Ok(Outcome::Pass)
 }

@@ -110,12 +110,12 @@ fn rma_len(len: usize, what: &str) -> Result<u32, String> {
 
 /// Device faults the driver handled for `ctx` so far.
 pub fn faults(ctx: &Context) -> Result<u64, String> {
-    Ok(ctx.ctx_stats().map_err(e("CTX_STATS"))?.faults)
+    Ok(nic::stats(ctx)?.faults)
 }
 
 /// Invalidations that hit `ctx` so far.
 pub fn invalidations(ctx: &Context) -> Result<u64, String> {
-    Ok(ctx.ctx_stats().map_err(e("CTX_STATS"))?.invalidations)
+    Ok(nic::stats(ctx)?.invalidations)
 }
 
 /// Registers a raw mapping of this process on `ctx`.
@@ -124,10 +124,7 @@ pub fn register<'a>(
     map: &Map,
     access: Access,
 ) -> Result<Registration<'a>, String> {
-    // SAFETY: the cases touch registered mappings only through `Map`'s volatile copies, and
-    // drop or deregister each registration before its mapping goes away for good (a case's
-    // mappings are private to it and never handed to the allocator).
-    unsafe { ctx.register_raw(map.va(), map.len as u64, access) }.map_err(e("register_raw"))
+    nic::reg_raw(ctx, map.va(), map.len, access)
 }
 
 /// Target memory registered for remote access: a fresh anonymous mapping, its registration

@@ -3,7 +3,7 @@
 use std::fs;
 use std::time::Duration;
 
-use mnic::{Context, DmaBuffer, Pattern, QueueConfig, Traffic};
+use mnic::{Access, Context, DmaBuffer, Pattern, QueueConfig, Registration, Traffic};
 use mnic_abi as abi;
 
 use crate::{check, e, oracle};
@@ -125,6 +125,25 @@ fn force_trapped_doorbells() {
 }
 
 /// Stale accesses the device found: by its own checker plus those the oracle saw.
+/// The context's driver counters (`MNIC_IOC_CTX_STATS`).
+pub fn stats(ctx: &Context) -> Result<abi::MnicCtxStats, String> {
+    ctx.ctx_stats().map_err(e("CTX_STATS"))
+}
+
+/// Registers `[va, va+len)` (which the caller maps and unmaps itself; the device only ever
+/// touches it through work items the case posts, and data is read back with volatile copies).
+pub fn reg_raw(
+    ctx: &Context,
+    va: u64,
+    len: usize,
+    access: Access,
+) -> Result<Registration<'_>, String> {
+    // SAFETY: the test programs access registered raw mappings only through `Map`'s volatile
+    // copies or while no work is in flight, and drop registrations before reusing addresses
+    // for Rust objects (mappings are private to each case and never handed to the allocator).
+    unsafe { ctx.register_raw(va, len as u64, access) }.map_err(e("register_raw"))
+}
+
 pub fn stale(ctx: &Context) -> Result<u64, String> {
     let c = ctx.dev_stats().map_err(e("DEV_STATS"))?;
     Ok(c.get(abi::counter::STALE_ACCESSES) + c.get(abi::counter::ORACLE_VIOLATIONS))

@@ -7,30 +7,11 @@ pub use mnic_guest_util::nic::*;
 pub use mnic_guest_util::*;
 
 use mnic::{Access, Context, DmaBuffer, Error, Registration, TableEntries, Work};
-use mnic_abi as abi;
 
 // ------------------------------------------------------------------ contexts
 
 pub fn query(ctx: &Context, va: u64, len: usize) -> Result<TableEntries, String> {
     ctx.query(va, len as u64).map_err(e("QUERY"))
-}
-
-pub fn stats(ctx: &Context) -> Result<abi::MnicCtxStats, String> {
-    ctx.ctx_stats().map_err(e("CTX_STATS"))
-}
-
-/// Registers `[va, va+len)` (which the caller maps and unmaps itself; the device only ever
-/// touches it through work items the case posts, and data is read back with volatile copies).
-pub fn reg_raw(
-    ctx: &Context,
-    va: u64,
-    len: usize,
-    access: Access,
-) -> Result<Registration<'_>, String> {
-    // SAFETY: the cases access registered raw mappings only through `Map`'s volatile copies
-    // or while no work is in flight, and drop registrations before reusing addresses for Rust
-    // objects (mappings are private to each case and never handed to the allocator).
-    unsafe { ctx.register_raw(va, len as u64, access) }.map_err(e("register_raw"))
 }
 
 /// The device copies `len` bytes at `va` into a scratch buffer: what the device reads there.

@@ -20,7 +20,7 @@ use crate::fabric::messages::{stream, SMOKE_SIZES};
 use crate::fabric::stream::{items_per_iter, per_iter_bytes, timed};
 
 /// Sizes without `--sizes`: the largest eager message, then rendezvous ones.
-pub const DEFAULT_SIZES: [u64; 4] = [1416, 4096, 65536, 1 << 20];
+pub const DEFAULT_SIZES: [u64; 4] = [EAGER_MAX as u64, 4096, 65536, 1 << 20];
 /// Match bits of every streamed message; the receives want exactly these.
 const BITS: u64 = 0x5354_5245_414d;
 

@@ -23,7 +23,15 @@ use crate::fabric::pingpong::{self, fill_messages, one_way};
 
 /// Sizes without `--sizes`: small messages, the largest eager message and one byte more,
 /// a page, 64 KiB.
-pub const DEFAULT_SIZES: [u64; 7] = [8, 64, 512, 1416, 1417, 4096, 65536];
+pub const DEFAULT_SIZES: [u64; 7] = [
+    8,
+    64,
+    512,
+    EAGER_MAX as u64,
+    EAGER_MAX as u64 + 1,
+    4096,
+    65536,
+];
 /// Match bits: the direction in the high half, the round's number in the low half.
 const PING: u64 = 0x5049 << 48;
 const PONG: u64 = 0x504f << 48;
