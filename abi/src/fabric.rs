@@ -12,8 +12,9 @@ use zerocopy_derive::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 /// `Header::magic`: `"MNFC"` in memory.
 pub const MAGIC: u32 = 0x4346_4e4d;
-/// `Header::version` of this specification.
-pub const VERSION: u8 = 1;
+/// `Header::version` of this specification (2: `RemoteAccess` carries the operation's
+/// range).
+pub const VERSION: u8 = 2;
 /// Size of [`Header`].
 pub const HEADER_LEN: usize = 40;
 /// Largest datagram: an Ethernet MTU minus the IPv4 and UDP headers (no fragmentation).
@@ -191,7 +192,7 @@ pub struct Header {
 }
 
 /// Size of [`RemoteAccess`].
-pub const REMOTE_ACCESS_LEN: usize = 24;
+pub const REMOTE_ACCESS_LEN: usize = 32;
 /// Size of [`GetRespHeader`].
 pub const GET_RESP_HEADER_LEN: usize = 16;
 /// Size of [`ReplyHeader`].
@@ -319,7 +320,13 @@ pub struct FinHeader {
     pub reserved2: U32,
 }
 
-/// Start of a `PUT` or `GET_REQ` payload (operations): the remote range and its key.
+/// Start of a `PUT` or `GET_REQ` payload (operations): the packet's remote range, the
+/// range of the whole operation it belongs to, and the key.
+///
+/// Every packet carries its operation's range so that the target checks the *operation*
+/// against the key: an operation that leaves the key's range is refused in every packet,
+/// and writes or reads nothing, however its packets are cut, ordered or resent (the target
+/// keeps no state per operation).
 #[repr(C)]
 #[derive(
     Clone,
@@ -335,7 +342,7 @@ pub struct FinHeader {
     Unaligned,
 )]
 pub struct RemoteAccess {
-    /// Remote key of the target registration.
+    /// Remote key of the target registration (0: a rendezvous pull, 14.14).
     pub rkey: U32,
     /// Bytes (`GET_REQ`); the data length for `PUT`.
     pub len: U32,
@@ -343,8 +350,27 @@ pub struct RemoteAccess {
     pub va: U64,
     /// The requester's id, echoed in `GET_RESP`.
     pub req_id: U32,
+    /// Bytes of the operation before this packet: it starts at `va - op_offset`.
+    pub op_offset: U32,
+    /// Bytes of the whole operation; `op_offset + len <= op_len`.
+    pub op_len: U32,
     /// 0.
     pub reserved: U32,
+}
+
+impl RemoteAccess {
+    /// The operation's remote range as (start VA, length), if the fields are consistent:
+    /// the packet lies inside it and it does not wrap.
+    pub fn operation(&self) -> Option<(u64, u64)> {
+        let (off, len, op_len) = (
+            u64::from(self.op_offset.get()),
+            u64::from(self.len.get()),
+            u64::from(self.op_len.get()),
+        );
+        let start = self.va.get().checked_sub(off)?;
+        (off.checked_add(len)? <= op_len && start.checked_add(op_len).is_some())
+            .then_some((start, op_len))
+    }
 }
 
 /// Start of a `GET_RESP` payload (operations).
@@ -417,17 +443,49 @@ mod tests {
         assert_eq!(offset_of!(RtsHeader, req_id), 0x18);
         assert_eq!(size_of::<RtsHeader>(), 32);
         assert_eq!(offset_of!(RtsHeader, va), 0x10);
-        assert_eq!(size_of::<RemoteAccess>(), 24);
+        assert_eq!(size_of::<RemoteAccess>(), 32);
         assert_eq!(offset_of!(RemoteAccess, va), 0x08);
+        assert_eq!(offset_of!(RemoteAccess, op_offset), 0x14);
+        assert_eq!(offset_of!(RemoteAccess, op_len), 0x18);
         assert_eq!(size_of::<GetRespHeader>(), GET_RESP_HEADER_LEN);
         assert_eq!(size_of::<RemoteAccess>(), REMOTE_ACCESS_LEN);
         assert_eq!(size_of::<ReplyHeader>(), REPLY_HEADER_LEN);
         assert_eq!(offset_of!(ReplyHeader, va), 0x08);
-        assert_eq!(PUT_CHUNK, 1408);
+        assert_eq!(PUT_CHUNK, 1400);
         assert_eq!(GET_CHUNK, 1416);
         assert_eq!(MAX_PAYLOAD, 1432);
         assert_eq!(EAGER_MAX, 1416);
         assert!(MAX_PAYLOAD <= u16::MAX as usize);
+    }
+
+    #[test]
+    fn a_remote_access_names_its_operation_only_when_consistent() {
+        let ra = |va: u64, len: u32, op_offset: u32, op_len: u32| RemoteAccess {
+            rkey: 5.into(),
+            len: len.into(),
+            va: va.into(),
+            req_id: 1.into(),
+            op_offset: op_offset.into(),
+            op_len: op_len.into(),
+            reserved: 0.into(),
+        };
+        assert_eq!(ra(0x2000, 8, 0, 8).operation(), Some((0x2000, 8)));
+        assert_eq!(
+            ra(0x2ff8, 8, 0xff8, 0x1010).operation(),
+            Some((0x2000, 0x1010))
+        );
+        assert_eq!(
+            ra(0x2ff8, 16, 0xff8, 0x1000).operation(),
+            None,
+            "packet past the end"
+        );
+        assert_eq!(ra(0x10, 8, 0x20, 0x100).operation(), None, "starts below 0");
+        assert_eq!(ra(u64::MAX - 7, 8, 0, 16).operation(), None, "wraps");
+        assert_eq!(
+            ra(0x2000, 8, u32::MAX, u32::MAX).operation(),
+            None,
+            "offset overflows"
+        );
     }
 
     #[test]

@@ -479,17 +479,21 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     );
     let req_id = rts.req_id.get();
 
-    let pull = |va: u64, len: u32, req_id: u32| {
+    // A packet of `op_len` bytes at offset `op_offset` of its pull.
+    let pull_in = |va: u64, len: u32, req_id: u32, op_offset: u32, op_len: u32| {
         RemoteAccess {
             rkey: 0.into(),
             len: len.into(),
             va: va.into(),
             req_id: req_id.into(),
+            op_offset: op_offset.into(),
+            op_len: op_len.into(),
             reserved: 0.into(),
         }
         .as_bytes()
         .to_vec()
     };
+    let pull = |va: u64, len: u32, req_id: u32| pull_in(va, len, req_id, 0, len);
     let fin = |req_id: u32| {
         FinHeader {
             req_id: req_id.into(),
@@ -518,6 +522,13 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
         &pull(VA_B + u64::from(LEN) - 8, 16, req_id),
     );
     h.forge(ptype::GET_REQ, CA + 1, CB, &pull(VA_B, 16, req_id));
+    // A packet inside the buffer, of a pull that leaves it.
+    h.forge(
+        ptype::GET_REQ,
+        CA,
+        CB,
+        &pull_in(VA_B + u64::from(LEN) - 16, 8, req_id, 0, 24),
+    );
     // A FIN for nothing (the SEND waits for its REPLY, and the id is wrong anyway).
     h.forge(ptype::FIN, CA, CB, &fin(req_id));
     h.forge(ptype::FIN, CA, CB, &fin(req_id + 1));
@@ -529,7 +540,7 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     keyed.rkey = 7.into();
     h.forge(ptype::RTS, CA, CB, keyed.as_bytes());
 
-    let want = (4, 2, 3);
+    let want = (4, 2, 4);
     let got = h.counted(want, LIMIT, |s| (s.refused, s.fin_dropped, s.pull_refused));
     assert_eq!(got, want, "(refused, FIN dropped, pulls refused)");
     let b = &mut h.victim;
@@ -554,7 +565,7 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
             }
         }
     }
-    assert_eq!(refused.len(), 3, "three pulls answered BAD_KEY");
+    assert_eq!(refused.len(), 4, "four pulls answered BAD_KEY");
     // The SEND's own receiver ends it properly: REPLY OK, then FIN.
     let ok = ReplyHeader {
         req_id: req_id.into(),

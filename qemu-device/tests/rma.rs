@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use mnic_abi::fabric::PUT_CHUNK;
 use mnic_abi::{cmd, completion, counter, error, event, key_access, work};
 use mnic_abi::{Command, Completion, Event, Remote, WorkDesc};
 use mnic_device::engine::NETWORK_FAULT;
@@ -105,8 +106,8 @@ fn put_and_get_move_every_size_intact() {
     // Sizes around a packet and a page, at offsets that make packets cross neither.
     for (len, off_a, off_b) in [
         (1u32, 0u64, 0u64),
-        (1408, 5, 17),
-        (1409, 0, 4090),
+        (PUT_CHUNK as u32, 5, 17),
+        (PUT_CHUNK as u32 + 1, 0, 4090),
         (4096 + 7, 4093, 1),
         (1 << 20, 0, 0),
         (1 << 20, 100, 3000),
@@ -389,6 +390,38 @@ fn the_target_checks_context_key_range_and_access() {
     fails_with(&mut s, other_ctx, completion::REMOTE_NO_CONTEXT);
     let sb = s.p.b.core.shared().rma.snapshot();
     assert_eq!(sb.errors_sent, 5, "{sb:?}");
+}
+
+#[test]
+fn an_operation_that_leaves_the_key_writes_and_reads_nothing() {
+    // Both target pages translated writable; the key covers the first one only. Each
+    // operation straddles the key's end, so its first packet lies inside the key.
+    let mut s = setup(&PairConfig::default(), 8192, RW);
+    s.p.b.key_clear(CB, KEY);
+    s.p.b.key_set(CB, VA_B, 4096, KEY, RW);
+    s.p.b.run();
+    s.p.a.write_bytes(s.gpa_a, &pattern(8192, 4));
+    s.p.b.write_bytes(s.gpa_b, &pattern(8192, 5));
+    let local_before = s.p.a.read_bytes(s.gpa_a, 8192);
+    fails_with(
+        &mut s,
+        put(VA_A, VA_B + 4088, 16, 1),
+        completion::REMOTE_BAD_RANGE,
+    );
+    fails_with(
+        &mut s,
+        get(VA_A + 4088, VA_B + 4088, 16, 2),
+        completion::REMOTE_BAD_RANGE,
+    );
+    assert_eq!(
+        s.p.a.read_bytes(s.gpa_a, 8192),
+        local_before,
+        "the GET wrote nothing locally"
+    );
+    let sb = s.p.b.core.shared().rma.snapshot();
+    assert_eq!((sb.put_served, sb.get_served), (0, 0), "{sb:?}");
+    // Inside the key, the same page is served.
+    ok(&run(&mut s.p, put(VA_A, VA_B + 4080, 16, 3)), 16);
 }
 
 #[test]
@@ -697,7 +730,10 @@ fn a_target_that_goes_away_mid_put_fails_it_with_peer_gone() {
         std::thread::sleep(Duration::from_micros(100));
     };
     assert_eq!(c.status, completion::PEER_GONE, "{c:?}");
-    assert!(c.bytes < u64::from(LEN) && c.bytes >= 10 * 1408, "{c:?}");
+    assert!(
+        c.bytes < u64::from(LEN) && c.bytes >= 10 * PUT_CHUNK as u64,
+        "{c:?}"
+    );
     assert!((VA_B..VA_B + u64::from(LEN)).contains(&c.fault_va), "{c:?}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert_eq!(a.core.shared().rma.snapshot().peer_gone, 1);
@@ -753,14 +789,21 @@ fn silence_after_packets_fails_the_item_with_peer_gone() {
     assert!(mute.stats().delivered >= 1, "the packet arrived");
 }
 
-/// A `RemoteAccess` payload: header, then `data`.
+/// A `RemoteAccess` payload of a one-packet operation: header, then `data`.
 fn access(key: u32, len: u32, va: u64, req_id: u32, data: &[u8]) -> Vec<u8> {
+    access_in(key, len, va, req_id, (0, len), data)
+}
+
+/// A `RemoteAccess` payload of the packet at `op.0` of an operation of `op.1` bytes.
+fn access_in(key: u32, len: u32, va: u64, req_id: u32, op: (u32, u32), data: &[u8]) -> Vec<u8> {
     use zerocopy::IntoBytes;
     let ra = mnic_abi::fabric::RemoteAccess {
         rkey: key.into(),
         len: len.into(),
         va: va.into(),
         req_id: req_id.into(),
+        op_offset: op.0.into(),
+        op_len: op.1.into(),
         reserved: 0.into(),
     };
     let mut p = ra.as_bytes().to_vec();
@@ -826,8 +869,29 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     h.forge(ptype::EAGER, CA, CB, &[0; 24]);
     h.forge(ptype::PUT, CA, 9, &access(KEY, 64, VA_B, 8, &data));
     h.forge(ptype::GET_REQ, CA, CB, &access(forged, 64, VA_B, 9, &[]));
+    // The right key and a packet inside its range, of an operation that leaves it.
+    h.forge(
+        ptype::PUT,
+        CA,
+        CB,
+        &access_in(KEY, 64, VA_B + 8192 - 64, 10, (0, 128), &data),
+    );
+    // Inconsistent operation fields: the packet past its operation's end; an operation
+    // that would start below VA 0.
+    h.forge(
+        ptype::PUT,
+        CA,
+        CB,
+        &access_in(KEY, 64, VA_B, 11, (8, 64), &data),
+    );
+    h.forge(
+        ptype::GET_REQ,
+        CA,
+        CB,
+        &access_in(KEY, 64, VA_B, 12, (u32::MAX - 64, u32::MAX), &[]),
+    );
 
-    let want = (8, 2, 3);
+    let want = (10, 2, 4);
     let got = h.counted(want, LIMIT, |s| (s.refused, s.late, s.errors_sent));
     assert_eq!(got, want, "(refused, late, errors answered)");
     let b = &mut h.victim;
@@ -840,7 +904,8 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     assert_eq!(b.read_bytes(gpa_b, 8192), before, "memory unchanged");
     assert!(b.core.fabric().unwrap().stats().duplicates >= 5);
 
-    // The answers went back to the map's address for node 1: BAD_KEY twice, NO_CONTEXT.
+    // The answers went back to the map's address for node 1: BAD_KEY twice, BAD_RANGE,
+    // NO_CONTEXT.
     h.attacker
         .set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -859,7 +924,10 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     }
     let mut statuses: Vec<u16> = statuses.into_values().collect();
     statuses.sort();
-    assert_eq!(statuses, vec![nak::BAD_KEY, nak::BAD_KEY, nak::NO_CONTEXT]);
+    assert_eq!(
+        statuses,
+        vec![nak::BAD_KEY, nak::BAD_KEY, nak::BAD_RANGE, nak::NO_CONTEXT]
+    );
     // The device is up and serves its driver.
     assert_eq!(b.sync(3), 3);
     assert_eq!(b.counter(counter::ERRORS), 0);

@@ -156,6 +156,10 @@ impl Core {
             len: p.len.into(),
             va: remote.into(),
             req_id: r.req_id.into(),
+            // Both fit: an operation is at most `work::RMA_MAX` bytes (were one longer,
+            // the target would refuse the packet as malformed).
+            op_offset: u32::try_from(p.off).unwrap_or(u32::MAX).into(),
+            op_len: u32::try_from(r.len).unwrap_or(0).into(),
             reserved: 0.into(),
         };
         let mut payload = ra.as_bytes().to_vec();

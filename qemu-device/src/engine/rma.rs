@@ -325,7 +325,7 @@ mod tests {
     fn packets_never_cross_a_page_of_either_side() {
         for (put, local, remote, len) in [
             (true, 0x1000, 0x5000, 1),
-            (true, 0x1000, 0x5000, 1409),
+            (true, 0x1000, 0x5000, PUT_CHUNK as u32 + 1),
             (true, 0x1007, 0x5ff0, 4096 + 7),
             (false, 0x1ffe, 0x5003, 20_000),
             (false, 0x1000, 0x5000, 1 << 20),

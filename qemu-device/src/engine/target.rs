@@ -37,6 +37,8 @@ struct Access<'a> {
     va: u64,
     len: u64,
     req_id: u32,
+    /// The whole operation's remote range (start VA, length): what the key must cover.
+    op: (u64, u64),
     /// A PUT's data.
     data: &'a [u8],
 }
@@ -44,6 +46,7 @@ struct Access<'a> {
 /// Parses the payload of a `PUT` (`put`) or `GET_REQ`: `None` if malformed.
 fn parse(put: bool, payload: &[u8]) -> Option<Access<'_>> {
     let (ra, rest) = RemoteAccess::read_from_prefix(payload).ok()?;
+    let op = ra.operation()?;
     let len = ra.len.get();
     let va = ra.va.get();
     let fits_page = (va & (pte::PAGE_SIZE - 1)).checked_add(u64::from(len))? <= pte::PAGE_SIZE;
@@ -62,6 +65,7 @@ fn parse(put: bool, payload: &[u8]) -> Option<Access<'_>> {
         va,
         len: u64::from(len),
         req_id: ra.req_id.get(),
+        op,
         data: rest,
     })
 }
@@ -69,14 +73,15 @@ fn parse(put: bool, payload: &[u8]) -> Option<Access<'_>> {
 /// Why a packet was not served: the `REPLY` status and detail.
 pub(super) type Refused = (u16, u32);
 
-/// Whether context `x`'s current item is a SEND to `from` that a pull of `a` may read.
+/// Whether context `x`'s current item is a SEND to `from` whose buffer holds the whole
+/// pull that `a` is a packet of.
 fn pull_allowed(x: &Ctx, from: Endpoint, a: &Access) -> bool {
     let Stage::Exec(item) = &x.stage else {
         return false;
     };
     item.msg
         .as_deref()
-        .is_some_and(|s| !a.put && s.serves_pull(from, a.req_id, a.va, a.len))
+        .is_some_and(|s| !a.put && s.serves_pull(from, a.req_id, a.op.0, a.op.1))
 }
 
 impl Core {
@@ -174,7 +179,9 @@ impl Core {
             }
         } else {
             let key = self.keys.get(c, a.key).ok_or((nak::BAD_KEY, 0))?;
-            if !key.covers(a.va, a.len) {
+            // The operation, not only this packet: one that leaves the key's range is
+            // refused in every packet, so none of it is written or read.
+            if !key.covers(a.op.0, a.op.1) {
                 return Err((nak::BAD_RANGE, 0));
             }
             if !(if a.put { key.write } else { key.read }) {
@@ -284,6 +291,8 @@ mod tests {
             len: len.into(),
             va: va.into(),
             req_id: 1.into(),
+            op_offset: 0.into(),
+            op_len: len.into(),
             reserved: 0.into(),
         };
         let mut p = ra.as_bytes().to_vec();
@@ -330,7 +339,22 @@ mod tests {
             "GET with data"
         );
         let mut p = payload(8, 0x1000, 0);
-        p[20] = 1;
+        p[28] = 1;
         assert!(parse(false, &p).is_none(), "reserved");
+        let mut p = payload(8, 0x1000, 0);
+        p[0x18] = 7;
+        assert!(
+            parse(false, &p).is_none(),
+            "packet longer than its operation"
+        );
+        let mut p = payload(8, 0x1000, 0);
+        p[0x14..0x18].copy_from_slice(&0x2000u32.to_le_bytes());
+        p[0x18..0x1c].copy_from_slice(&0x3000u32.to_le_bytes());
+        assert!(parse(false, &p).is_none(), "operation starting below 0");
+        let mut p = payload(8, 0x1ff8, 0);
+        p[0x14..0x18].copy_from_slice(&0xff8u32.to_le_bytes());
+        p[0x18..0x1c].copy_from_slice(&0x2000u32.to_le_bytes());
+        let a = parse(false, &p).expect("a packet inside its operation");
+        assert_eq!(a.op, (0x1000, 0x2000));
     }
 }

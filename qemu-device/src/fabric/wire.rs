@@ -225,7 +225,8 @@ mod tests {
             Refusal::Long
         );
         assert_eq!(parse(&with(0, b'X')).unwrap_err(), Refusal::NotOurs);
-        assert_eq!(parse(&with(4, 2)).unwrap_err(), Refusal::NotOurs);
+        assert_eq!(parse(&with(4, VERSION + 1)).unwrap_err(), Refusal::NotOurs);
+        assert_eq!(parse(&with(4, VERSION - 1)).unwrap_err(), Refusal::NotOurs);
         assert_eq!(parse(&with(5, 0x08)).unwrap_err(), Refusal::Type);
         assert_eq!(parse(&with(5, 0x7f)).unwrap_err(), Refusal::Type);
         for t in [

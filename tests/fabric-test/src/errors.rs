@@ -94,9 +94,10 @@ pub fn bad_key_route_context() -> CaseResult {
 
 /// The library refuses a range that leaves the region before posting; a region claimed
 /// larger (or starting earlier) than the registration reaches the target, which refuses a
-/// range wholly outside the registration with `BAD_RANGE` and changes nothing. (The target
-/// checks each packet, so a PUT that straddles the end has its inside packet written before
-/// the outside one is refused: it too fails with `BAD_RANGE`, as checked last.)
+/// range wholly outside the registration with `BAD_RANGE` and changes nothing. A PUT or
+/// GET that straddles the registration's end is refused whole, even when the target's
+/// page inside the registration is translated on its device: every packet carries the
+/// operation's range, and the target checks that against the key, not just the packet's.
 pub fn range_outside_registration() -> CaseResult {
     let p = pair()?;
     let w = Window::new(&p.target, LEN, Access::READ_WRITE, Some(90))?;
@@ -132,12 +133,34 @@ pub fn range_outside_registration() -> CaseResult {
         90,
         "range before the start",
     )?;
+    // The last page translated writable on the target's device: a PUT of the bytes it
+    // already holds, so the packet inside the registration would be written if checked
+    // alone.
+    let (same, _rsame) = local(&p.init, LEN, Access::READ, 90)?;
+    let last = LEN - PAGE;
+    p.put(
+        same.at(last),
+        &r,
+        last as u64,
+        PAGE,
+        "PUT of the last page's own bytes",
+    )?;
     let (src, _rs) = local(&p.init, PAGE, Access::READ, 91)?;
     want_remote(
         p.run(Work::put_va(src.va(), &longer, (LEN - 8) as u64, 16)),
         RemoteError::BadRange,
         "PUT straddling the registration's end",
     )?;
+    w.holds(0, LEN, 90)
+        .map_err(|m| format!("after a straddling PUT: {m}"))?;
+    let (back, _rb) = local(&p.init, PAGE, Access::WRITE, 92)?;
+    want_remote(
+        p.run(Work::get_va(back.va(), &longer, (LEN - 8) as u64, 16)),
+        RemoteError::BadRange,
+        "GET straddling the registration's end",
+    )?;
+    mnic_guest_util::is_pattern(&back.read(0, PAGE), 0, 92)
+        .map_err(|m| format!("GET destination changed by a straddling GET: {m}"))?;
     w.holds(0, LEN, 90)?;
     p.no_stale()?;
     Ok(Outcome::Pass)

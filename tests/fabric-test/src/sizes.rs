@@ -2,13 +2,14 @@
 //! memory no CPU touched (on-demand paging at the target).
 
 use mnic::Access;
+use mnic_abi::fabric::PUT_CHUNK;
 use mnic_guest_util::{check, e, is_zero, note, pattern, CaseResult, Outcome, PAGE};
 
 use crate::pair::*;
 
 /// One byte; one full PUT packet (`PUT_CHUNK`); one byte more (two packets); a page; 64 KiB
 /// and an odd tail; 1 MiB (hundreds of packets, many target pages).
-const SIZES: [usize; 6] = [1, 1408, 1409, 4096, (64 << 10) + 13, 1 << 20];
+const SIZES: [usize; 6] = [1, PUT_CHUNK, PUT_CHUNK + 1, 4096, (64 << 10) + 13, 1 << 20];
 /// The target range starts 7 bytes before a page boundary, so every size above 7 crosses
 /// target pages; the local ranges start at other odd offsets.
 const REMOTE_OFF: usize = PAGE - 7;

@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use mnic::abi::fabric::PUT_CHUNK;
 use mnic::{RemoteRegion, Work};
 use mnic_bench_schema::names::{param, ratio, row};
 use mnic_bench_schema::{Bench, Report};
@@ -22,8 +23,8 @@ use crate::fabric::{target_pageout, target_pinned};
 
 /// Untimed iterations per size without `--warmup`.
 pub const DEFAULT_WARMUP: u32 = 1;
-/// Sizes without `--sizes`.
-pub const DEFAULT_SIZES: [u64; 5] = [1408, 4096, 65536, 1 << 20, 4 << 20];
+/// Sizes without `--sizes`: one full PUT packet, a page, 64 KiB, 1 and 4 MiB.
+pub const DEFAULT_SIZES: [u64; 5] = [PUT_CHUNK as u64, 4096, 65536, 1 << 20, 4 << 20];
 /// Sizes of `--target-pageout` and `--target-pinned` without `--sizes`.
 const TARGET_SIZES: [u64; 2] = [65536, 1 << 20];
 /// The same in a smoke run.

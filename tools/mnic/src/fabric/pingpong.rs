@@ -6,6 +6,7 @@
 
 use std::time::{Duration, Instant};
 
+use mnic::abi::fabric::PUT_CHUNK;
 use mnic::{Context, DmaBuffer, Work};
 use mnic_bench_schema::names::{ratio, row};
 use mnic_bench_schema::{Bench, Report};
@@ -19,7 +20,15 @@ use crate::fabric::measure::{latency_vs_copy, message_len, rounds, Measured};
 pub const DEFAULT_WARMUP: u32 = 10;
 /// Sizes without `--sizes`: small messages, one full PUT packet and one byte more, a page,
 /// 64 KiB.
-pub const DEFAULT_SIZES: [u64; 7] = [8, 64, 512, 1408, 1409, 4096, 65536];
+pub const DEFAULT_SIZES: [u64; 7] = [
+    8,
+    64,
+    512,
+    PUT_CHUNK as u64,
+    PUT_CHUNK as u64 + 1,
+    4096,
+    65536,
+];
 
 /// The stamp bytes of message `n`: the last `min(8, size)` bytes of the message.
 pub(super) fn stamp(n: u64, size: usize) -> Vec<u8> {
