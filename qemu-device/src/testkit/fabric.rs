@@ -160,6 +160,8 @@ pub struct Hostile {
     pub attacker: UdpSocket,
     victim_addr: SocketAddr,
     seq: u32,
+    /// The victim's last data packet taken in order by [`Hostile::take_and_ack`].
+    acked: u32,
 }
 
 impl Hostile {
@@ -182,6 +184,7 @@ impl Hostile {
             attacker,
             victim_addr,
             seq: 0,
+            acked: 0,
         }
     }
 
@@ -208,6 +211,47 @@ impl Hostile {
         self.attacker
             .send_to(&wire::encode(&f, payload), self.victim_addr)
             .unwrap();
+    }
+
+    /// Takes, without waiting, every datagram the victim sent the attacker and
+    /// acknowledges its data packets as an honest node 1 would (cumulatively, in order),
+    /// so that a long attack neither fills the victim's send queue nor gets node 1
+    /// declared gone. Returns the data packets taken: (type, payload).
+    pub fn take_and_ack(&mut self) -> Vec<(u8, Vec<u8>)> {
+        self.attacker.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; mnic_abi::fabric::MAX_DATAGRAM];
+        let mut epoch = None;
+        while let Ok(n) = self.attacker.recv(&mut buf) {
+            let Ok(p) = wire::parse(&buf[..n]) else {
+                continue;
+            };
+            if p.f.ptype == mnic_abi::fabric::ptype::ACK {
+                continue;
+            }
+            epoch = Some(p.f.src_epoch);
+            if p.f.seq == self.acked.wrapping_add(1) {
+                self.acked = p.f.seq;
+                got.push((p.f.ptype, p.payload.to_vec()));
+            }
+            // Anything else is a retransmit or arrived past a gap: taken again in order.
+        }
+        self.attacker.set_nonblocking(false).unwrap();
+        if let Some(e) = epoch {
+            let f = Fields {
+                ptype: mnic_abi::fabric::ptype::ACK,
+                src_node: 1,
+                dst_node: 2,
+                src_epoch: 1000,
+                dst_epoch: e,
+                ack: self.acked,
+                ..Fields::default()
+            };
+            self.attacker
+                .send_to(&wire::encode(&f, &[]), self.victim_addr)
+                .unwrap();
+        }
+        got
     }
 
     /// Polls the victim until `read` of its remote-access counters gives `want`, for at
