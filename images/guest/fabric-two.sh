@@ -5,7 +5,10 @@
 #                      message with a PUT back);
 #   put_stream_pageout a PUT/GET stream into guest 2's window while guest 2 pages it out;
 #                      guest 2 checks the data and answers ok or fail over the link;
-#   device_clean       this guest's NIC counted no stale access and no oracle violation.
+#   device_clean       this guest's NIC counted no stale access and no oracle violation, and
+#                      accepted oracle reports.
+# Both ends of every run are armed with the stale-access oracle (`--oracle`), and each run
+# fails unless its NIC accepted oracle reports during it (fabric-link.sh `fabric_watched`).
 # Guest 2's own NIC is its job's check (its exit status is part of the run's).
 . /usr/share/mnic/fabric-link.sh
 echo "KTAP version 1"
@@ -25,12 +28,16 @@ case_of() {
 		fail=1
 	fi
 }
-if ! fabric_wait_nic; then
+# Fails every case with reason $1.
+all_fail() {
 	for c in "1 pingpong" "2 put_stream_pageout" "3 device_clean"; do
-		echo "not ok $c # /dev/mnic0 missing (insmod mnic.ko first; boot with --devices 1 --fabric)"
+		echo "not ok $c # $1"
 	done
 	exit 1
-fi
+}
+fabric_wait_nic || all_fail "/dev/mnic0 missing (insmod mnic.ko first; boot with --devices 1 --fabric)"
+fabric_load_oracle >/tmp/fabric-two.out 2>&1 ||
+	all_fail "the oracle module did not load: $(tail -n 1 /tmp/fabric-two.out)"
 case_of 1 pingpong fabric_pingpong_connect -n 10 --warmup 2
 case_of 2 put_stream_pageout fabric_bw_connect -n 3 --warmup 1
 case_of 3 device_clean fabric_device_clean

@@ -101,6 +101,14 @@ pub enum Error {
     /// No `/dev/mnicN` device exists (or the requested index does not).
     #[error("no mnic device found{}", match .0 { Some(p) => format!(" at {}", p.display()), None => String::new() })]
     NoDevice(Option<PathBuf>),
+    /// The stale-access oracle ([`crate::oracle`]) is not loaded: its module's node
+    /// [`crate::oracle::NODE`] does not exist.
+    #[error(
+        "the stale-access oracle is not loaded: no {} (insmod mnic_oracle.ko, the test module \
+         built from tests/kmod/mnic-oracle)",
+        crate::oracle::NODE
+    )]
+    NoOracle,
     /// The driver speaks another user-ABI version than this library.
     #[error("user ABI version mismatch: driver {driver}, library {library}")]
     AbiMismatch {

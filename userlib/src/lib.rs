@@ -65,6 +65,10 @@
 //!    range (watch them vanish after [`DmaBuffer::pageout`]), [`Context::ctx_stats`]
 //!    and [`Context::dev_stats`] read the driver and device counters,
 //!    [`Context::latency`] and [`Context::dev_latency`] the latency histograms.
+//! 10. **Test the invariant** (a testing aid): with the `mnic_oracle` test module loaded,
+//!     [`oracle::arm`] has an independent witness report every invalidation of this
+//!     process to the device, which then counts any access through an older translation
+//!     (module [`oracle`]).
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -152,6 +156,7 @@ mod device;
 mod error;
 mod info;
 mod latency;
+pub mod oracle;
 mod queue;
 mod remote;
 mod shadow;

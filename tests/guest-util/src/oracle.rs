@@ -1,23 +1,27 @@
 //! The stale-access oracle (`tests/kmod/mnic-oracle`, spec §8a) from the tests' side.
 //!
-//! Every context a test opens through [`crate::nic`] is armed: the oracle module watches the
-//! process's address space with a notifier of its own and reports each invalidation to the
-//! device, which then flags any access through a translation taken before it, and any leaf the
-//! driver left in the table. The device counts both in `ORACLE_VIOLATIONS` (strict mode halts
-//! it), and `nic::no_stale` checks that counter next to the device's own checker.
+//! Every context a test opens through [`crate::nic`] is armed with the library's
+//! [`mnic::oracle::arm`] (what arming is and does is described there): the oracle module
+//! watches the process's address space with a notifier of its own and reports each
+//! invalidation to the device, which then flags any access through a translation taken before
+//! it, and any leaf the driver left in the table. The device counts both in
+//! `ORACLE_VIOLATIONS` (strict mode halts it), and `nic::no_stale` checks that counter next to
+//! the device's own checker. What is here is the tests' part: loading the module from the
+//! image, `MNIC_ORACLE=0`, and the module's fault injection (`stall`) and register reads
+//! (`peek_counter`).
 //!
 //! `MNIC_ORACLE=0` in the environment turns arming off (the device-death boot: a report to a
 //! dead device would be an MMIO request that QEMU cannot answer).
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{Read, Seek, Write};
 
 use mnic::Context;
 
+pub use mnic::oracle::{Armed, NODE};
+
 use crate::e;
 
-/// The oracle's device node.
-pub const NODE: &str = "/dev/mnic_oracle";
 /// Where the image puts the oracle module.
 pub const MODULE: &str = "/lib/modules/mnic_oracle.ko";
 
@@ -28,7 +32,7 @@ pub fn wanted() -> bool {
 
 /// Loads the oracle module unless its node exists.
 pub fn ensure_module() -> Result<(), String> {
-    if fs::metadata(NODE).is_ok() {
+    if mnic::oracle::is_loaded() {
         return Ok(());
     }
     crate::module_cmd("insmod", MODULE)
@@ -36,26 +40,13 @@ pub fn ensure_module() -> Result<(), String> {
 
 /// BAR0 bus address of `/dev/mnicN` (the driver's debugfs `bar0` file).
 pub fn bar0(minor: u32) -> Result<u64, String> {
-    let path = format!("/sys/kernel/debug/mnic{minor}/bar0");
-    let text = fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
-    let hex = text.trim().trim_start_matches("0x");
-    u64::from_str_radix(hex, 16).map_err(|err| format!("{path}: {err}"))
+    mnic::oracle::bar0(minor).map_err(|err| err.to_string())
 }
 
-/// One armed context: disarmed (then the notifier removed) when dropped.
-pub struct Armed(#[allow(dead_code)] File);
-
-/// Arms the oracle for `ctx`, which the calling process opened.
+/// Arms the oracle for `ctx`, which the calling process opened (loading the module first).
 pub fn arm(ctx: &Context) -> Result<Armed, String> {
     ensure_module()?;
-    let bar0 = bar0(ctx.info().minor)?;
-    let mut f = OpenOptions::new()
-        .write(true)
-        .open(NODE)
-        .map_err(e("open oracle"))?;
-    f.write_all(format!("arm {bar0:#x} {}\n", ctx.info().ctx).as_bytes())
-        .map_err(e("arm oracle"))?;
-    Ok(Armed(f))
+    mnic::oracle::arm(ctx).map_err(e("arm oracle"))
 }
 
 /// Stalls the next DMA access of `/dev/mnicN`'s engine for `ms` milliseconds (spec §8a

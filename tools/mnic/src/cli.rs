@@ -294,6 +294,32 @@ mod tests {
     }
 
     #[test]
+    fn oracle_flag_for_both_tools_and_every_end() {
+        let oracle = |args: &[&str]| match Cli::parse_from(args).cmd {
+            Cmd::Pingpong { args } | Cmd::Bw { args } => args.oracle,
+            other => panic!("not a fabric command: {other:?}"),
+        };
+        assert!(!oracle(&["mnic", "pingpong"]));
+        assert!(!oracle(&["mnic", "bw", "--serve", "--link", "x"]));
+        for tool in ["pingpong", "bw"] {
+            assert!(oracle(&["mnic", tool, "--oracle"]));
+            assert!(oracle(&["mnic", tool, "--op", "send", "--oracle"]));
+            assert!(oracle(&[
+                "mnic", tool, "--serve", "--link", "x", "--oracle"
+            ]));
+            assert!(oracle(&[
+                "mnic",
+                tool,
+                "--oracle",
+                "--connect",
+                "--link",
+                "x"
+            ]));
+        }
+        assert!(Cli::try_parse_from(["mnic", "stats", "--oracle"]).is_err());
+    }
+
+    #[test]
     fn smoke_shrinks_the_run() {
         let c = bench_common(&["mnic", "bench", "fault", "--smoke", "-n", "9"]);
         let e = c.effective();

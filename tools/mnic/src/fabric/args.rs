@@ -81,6 +81,14 @@ pub struct FabricArgs {
     /// page-out happened during the stream and the data arrived intact.
     #[arg(long)]
     pub pageout_ms: Option<u64>,
+    /// Arm the stale-access oracle (spec §8a) for every context this run opens, so that its
+    /// device flags any access through a translation the kernel already invalidated, judged
+    /// by a witness that does not trust the driver (`oracle_invalidations` and
+    /// `oracle_violations` in `mnic stats`). A testing aid: needs root, debugfs and the
+    /// `mnic_oracle` test module loaded (tests/kmod/mnic-oracle; the guest image has it in
+    /// /lib/modules), and fails if it is not.
+    #[arg(long)]
+    pub oracle: bool,
     /// bw, both ends here, `--op put`: measure what a network fault costs per page instead
     /// of PUT/GET bandwidth: one PUT per iteration into the target's window paged out
     /// (MADV_PAGEOUT) just before, against one local COPY into a destination paged out the

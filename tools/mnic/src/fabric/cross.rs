@@ -29,18 +29,20 @@ use crate::fabric::bw;
 use crate::fabric::ends::{largest, Buffers, Side};
 use crate::fabric::link::{Link, Msg};
 use crate::fabric::measure::{latency_vs_copy, message_len, rounds, Measured};
+use crate::fabric::oracle::{self, End};
 use crate::fabric::pingpong::{self, one_way, stamp};
 
 /// How long an end waits for the other to come up (the other guest may still be booting).
 const PEER_WAIT: Duration = Duration::from_secs(300);
 
-/// This end's context on `--local` (a node of a fabric), with its queues set up.
-fn open_end(a: &FabricArgs, c: &Common) -> CmdResult<Context> {
+/// This end's context on `--local` (a node of a fabric), with its queues set up, armed with
+/// `--oracle` (by this process: the oracle watches the address space of the one that arms).
+fn open_end(a: &FabricArgs, c: &Common) -> CmdResult<End> {
     let ctx = Context::open(&a.local)?;
     if ctx.info().node.is_none() {
         return Err(format!("{} is not a node of a fabric", a.local.display()).into());
     }
-    setup(c, ctx)
+    oracle::end(a, setup(c, ctx)?)
 }
 
 /// The report parameters of a client: its device and node, the server's node, the link,
@@ -95,6 +97,7 @@ pub fn pingpong_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     let timeout = Duration::from_millis(c.timeout_ms);
     let mut report = new_report(Bench::Pingpong, &c);
     record_client(&mut report, a, &ctx, &peer, link_path);
+    oracle::note(&mut report, a);
     report.params.push(param::SIZES, json!(sizes));
     let before = ctx.dev_stats()?;
     let mut n = 0u64;
@@ -223,6 +226,7 @@ pub fn bw_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     bufs.src.write_from(0, &pattern);
     let mut report = new_report(Bench::Bw, &c);
     record_client(&mut report, a, &ctx, &peer, link_path);
+    oracle::note(&mut report, a);
     report.params.push(param::SIZES, json!(sizes));
     let before = ctx.dev_stats()?;
     bw::measure(&mut report, &c, &sizes, &me, &peer, &pattern)?;

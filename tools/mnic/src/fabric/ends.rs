@@ -14,6 +14,7 @@ use crate::bench::harness::setup;
 use crate::bench::report::{new_report, record_counters};
 use crate::error::CmdResult;
 use crate::fabric::args::FabricArgs;
+use crate::fabric::oracle::{self, End};
 
 /// Buffers of one end: a source, a destination for GET and COPY, and the window its peer
 /// writes (registered `READ | WRITE | REMOTE`), each `len` bytes.
@@ -61,10 +62,10 @@ impl<'a> Side<'a> {
     }
 }
 
-/// Opens both contexts and sets up their queues as `c` says; `Ok(Err(why))` when the
-/// benchmark cannot run here (a device missing, not a node of a fabric, or both ends on
-/// one node), which the caller reports as skipped.
-fn open_both(a: &FabricArgs, c: &Common) -> CmdResult<Result<(Context, Context), String>> {
+/// Opens both contexts, sets up their queues as `c` says and arms them with `--oracle`;
+/// `Ok(Err(why))` when the benchmark cannot run here (a device missing, not a node of a
+/// fabric, or both ends on one node), which the caller reports as skipped.
+fn open_both(a: &FabricArgs, c: &Common) -> CmdResult<Result<(End, End), String>> {
     let open = |p: &Path| Context::open(p).map_err(|e| e.to_string());
     let (local, remote) = match (open(&a.local), open(&a.remote)) {
         (Ok(l), Ok(r)) => (l, r),
@@ -77,7 +78,9 @@ fn open_both(a: &FabricArgs, c: &Common) -> CmdResult<Result<(Context, Context),
         (None, _) => return Ok(Err(not_a_node(&a.local))),
         (_, None) => return Ok(Err(not_a_node(&a.remote))),
     }
-    Ok(Ok((setup(c, local)?, setup(c, remote)?)))
+    let local = oracle::end(a, setup(c, local)?)?;
+    let remote = oracle::end(a, setup(c, remote)?)?;
+    Ok(Ok((local, remote)))
 }
 
 /// The length of buffers that take the largest of `sizes` (`fallback` bytes without any).
@@ -125,6 +128,7 @@ pub fn run_local(
     let mut report = new_report(bench, c);
     record_ends(&mut report, a, &local, &remote, sizes);
     report.params.push(param::OP, json!(a.op.name()));
+    oracle::note(&mut report, a);
     let before = local.dev_stats()?;
     let remote_before = remote.dev_stats()?;
     body(&mut report, &ends)?;

@@ -12,7 +12,8 @@
 //! and `target_pinned` (bw `--target-pinned`: an on-demand target against a pinned one),
 //! `measure` (what every mode's timed rounds and rows against a baseline share), `stream`
 //! (items per iteration and one iteration's time, for the bandwidth modes), `link`
-//! (the line protocol between two processes) and `cross` (the two ends of that mode). A
+//! (the line protocol between two processes), `cross` (the two ends of that mode) and
+//! `oracle` (`--oracle`: every context the run opens armed with the stale-access oracle). A
 //! run where the two devices are not peers on a fabric prints a report that says so
 //! (`skipped`).
 
@@ -23,6 +24,7 @@ mod ends;
 mod link;
 mod measure;
 mod messages;
+mod oracle;
 mod pingpong;
 mod send_bw;
 mod send_pingpong;
