@@ -7,10 +7,11 @@
 #      the COPY and registration cases again (named `iommu_<case>`), and the ratio of each
 #      against the same case of step 2 is printed (what the IOMMU costs);
 #   2c. the fabric: the host benchmark of two device engines over the real UDP transport
-#      (qemu-device/benches/fabric_rma.rs: 1 MiB PUT against memcpy, an 8-byte PUT against
-#      a raw UDP round trip), and a guest with two NICs on one fabric running `mnic pingpong`
-#      and `mnic bw` for PUT/GET and for tagged SEND/RECV, each against a local COPY of the
-#      same bytes in the same boot, and `mnic bw --target-pageout --target-pinned` (a
+#      (qemu-device/benches/fabric_rma.rs: 1 MiB PUT against memcpy and against a raw UDP
+#      stream of 1 MiB, the transport's floor; an 8-byte PUT against a raw UDP round trip),
+#      and a guest with two NICs on one fabric running `mnic pingpong` and `mnic bw` for
+#      PUT/GET and for tagged SEND/RECV, each against a local COPY of the same bytes in
+#      the same boot, and `mnic bw --target-pageout --target-pinned` (a
 #      network fault per page against a local device fault, an on-demand target against
 #      a pinned one); their text reports go to results/fabric.txt;
 #   3. mnic-bench-report (tools/bench-report) turns both into results/report.md, SVG

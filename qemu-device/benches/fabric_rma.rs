@@ -1,16 +1,21 @@
 //! PUT over the fabric between two devices, each run by its real data thread (the
 //! engine) over a real transport on loopback: the bandwidth of a 1 MiB PUT against a
-//! memcpy of 1 MiB, and the completion latency of an 8-byte PUT (post to completion:
-//! one round trip, `PUT` there and `REPLY` back) against a raw UDP round trip measured
-//! in the same run. `cargo bench --bench fabric_rma` measures (200 large PUTs, 5000
-//! small ones); under `cargo test` it runs a few of each, to show it still works.
+//! memcpy of 1 MiB and against a raw UDP stream of 1 MiB (the transport's floor:
+//! datagrams as large as the fabric's, a window and an acknowledgement of the end,
+//! `testkit::udp_stream`), and the completion latency of an 8-byte PUT (post to
+//! completion: one round trip, `PUT` there and `REPLY` back) against a raw UDP round
+//! trip. Both raw baselines run in the same process, before and after the PUTs they are
+//! compared with. `cargo bench --bench fabric_rma` measures (200 large PUTs, 5000 small
+//! ones); under `cargo test` it runs a few of each, to show it still works.
 
 use std::time::{Duration, Instant};
 
+use mnic_abi::fabric::MAX_DATAGRAM;
 use mnic_abi::{completion, key_access, work, Completion, Remote, WorkDesc};
 use mnic_device::engine::DEFAULT_SPIN;
 use mnic_device::mem;
 use mnic_device::testkit::udp::{median, p99, raw_round_trips, us};
+use mnic_device::testkit::udp_stream::{raw_stream, ACK_EVERY, STREAM_CHUNK, WINDOW_DATAGRAMS};
 use mnic_device::testkit::{Harness, Pair, PairConfig};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -83,6 +88,9 @@ fn main() {
     };
     let put = |len, tag| WorkDesc::rma(work::PUT, 0, tag, VA_A, remote, len);
 
+    // The raw stream first, then the PUTs, then the raw stream again: a drift of the
+    // machine shows as a difference between the two raw runs.
+    let stream1 = raw_stream(&data, big);
     let mut tag = 0;
     let mut bulk: Vec<Duration> = (0..big)
         .map(|_| {
@@ -91,10 +99,10 @@ fn main() {
         })
         .collect();
     bulk.sort();
+    let stream2 = raw_stream(&data, big);
     let copy = memcpy(big);
 
-    // Raw first, then the PUTs, then raw again: a drift of the machine shows as a
-    // difference between the two raw runs.
+    // The same for the round trip.
     let raw1 = raw_round_trips(small);
     let mut lat: Vec<Duration> = (0..small)
         .map(|_| {
@@ -107,8 +115,18 @@ fn main() {
 
     let gbps = |d: Duration| f64::from(MIB) / d.as_secs_f64() / 1e9;
     println!("fabric PUT, two devices on loopback, each run by its data thread");
-    println!("  1 MiB PUT, {big} times, against memcpy of 1 MiB");
-    for (name, v) in [("PUT 1 MiB", &bulk), ("memcpy 1 MiB", &copy)] {
+    println!("  1 MiB PUT, {big} times, against memcpy of 1 MiB and a raw UDP stream of 1 MiB");
+    println!(
+        "  (raw UDP stream: {} datagrams of {MAX_DATAGRAM} bytes, {STREAM_CHUNK} of the buffer each, \
+         window {WINDOW_DATAGRAMS}, an ack every {ACK_EVERY} and at the end)",
+        stream1.datagrams
+    );
+    for (name, v) in [
+        ("raw UDP stream", &stream1.times),
+        ("PUT 1 MiB", &bulk),
+        ("raw UDP again", &stream2.times),
+        ("memcpy 1 MiB", &copy),
+    ] {
         println!(
             "  {name:<14} median {:9.1} us  ({:6.2} GB/s)   p99 {:9.1} us",
             us(median(v)),
@@ -116,9 +134,25 @@ fn main() {
             us(p99(v))
         );
     }
+    let stream = us(median(&stream1.times)).min(us(median(&stream2.times)));
+    let (put_us, copy_us) = (us(median(&bulk)), us(median(&copy)));
+    println!("  ratio PUT / memcpy (medians): {:.1}x", put_us / copy_us);
     println!(
-        "  ratio PUT / memcpy (medians): {:.1}x",
-        us(median(&bulk)) / us(median(&copy))
+        "  ratio PUT / raw UDP stream (medians, the faster raw run as baseline): {:.1}x",
+        put_us / stream
+    );
+    println!(
+        "  ratio raw UDP stream / memcpy (medians, the faster raw run): {:.1}x",
+        stream / copy_us
+    );
+    println!(
+        "  bandwidth against memcpy (medians): PUT {:.3}x, raw UDP stream {:.3}x",
+        copy_us / put_us,
+        copy_us / stream
+    );
+    println!(
+        "  raw UDP stream timeouts (nothing heard for 20 ms, sent again from the first unacknowledged): {}, {}",
+        stream1.timeouts, stream2.timeouts
     );
     println!("  8-byte PUT, post to completion, {small} times, against a raw UDP round trip");
     for (name, v) in [
