@@ -9,8 +9,10 @@
 //! invalidation counters of the side whose pages moved, and that neither device counted a
 //! stale access or an oracle violation.
 //!
-//! Usage: `mnic-fabric-test [--soak] [CASE...]`; without names every case runs. `--soak`
-//! (or `MNIC_SOAK=1`) makes the swap-during-PUT loop long.
+//! Usage: `mnic-fabric-test [--soak] [CASE...]`; without names every default case runs.
+//! `--soak` (or `MNIC_SOAK=1`) makes the swap-during-PUT loop long. `peer_nic_dies` runs
+//! only when named, with the roles reversed: it needs the target's NIC, `/dev/mnic0`,
+//! killed mid-stream (`MNIC_KILL_DEVICE_AFTER`, see `peer_death.rs`).
 
 mod errors;
 mod events;
@@ -19,6 +21,7 @@ mod msg;
 mod msgpaging;
 mod paging;
 mod pair;
+mod peer_death;
 mod sizes;
 
 use mnic_guest_util::Case;
@@ -80,6 +83,8 @@ fn main() {
             true,
         ),
         ("msg_receiver_exits", msgpaging::msg_receiver_exits, true),
+        // Only when named, in a boot that kills /dev/mnic0's engine (skipped elsewhere).
+        ("peer_nic_dies", peer_death::peer_nic_dies, false),
     ];
     mnic_guest_util::run("mnic-fabric-test", cases);
 }

@@ -30,12 +30,17 @@ fn open_enabled(path: &str) -> Result<Nic, String> {
 
 /// Opens the initiator and the target; fails unless they are two nodes of one fabric.
 pub fn pair() -> Result<Pair, String> {
-    let init = open_enabled(INITIATOR)?;
-    let target = open_enabled(TARGET)?;
+    pair_on(INITIATOR, TARGET)
+}
+
+/// [`pair`] with the initiator on `init_path` and the target on `target_path`.
+pub fn pair_on(init_path: &str, target_path: &str) -> Result<Pair, String> {
+    let init = open_enabled(init_path)?;
+    let target = open_enabled(target_path)?;
     match (init.endpoint(), target.endpoint()) {
         (Some(a), Some(b)) if a.node != b.node => Ok(Pair { init, target }),
         (a, b) => Err(format!(
-            "{INITIATOR} ({a:?}) and {TARGET} ({b:?}) are not two nodes of a fabric \
+            "{init_path} ({a:?}) and {target_path} ({b:?}) are not two nodes of a fabric \
              (mnic-vm run --devices 2 --fabric)"
         )),
     }
