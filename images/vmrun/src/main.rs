@@ -295,6 +295,11 @@ fn kernel_cmdline(a: &RunArgs) -> String {
         // Warnings and worse reach the console (the harness looks for them); info does not.
         None => s.push_str(" loglevel=5 kunit.enable=0"),
     }
+    if let Some(after) = a.kill_device_after {
+        // The kernel hands parameters it does not know (name=value) to init's environment:
+        // a guest test learns when its device is to die from the one option that kills it.
+        s.push_str(&format!(" MNIC_KILL_DEVICE_AFTER={after}"));
+    }
     if a.iommu {
         // Strict: each unmap invalidates the IOTLB (and so reaches the device) before it
         // returns; the default lazy mode would batch invalidations behind a flush queue.
@@ -921,6 +926,9 @@ mod tests {
         assert!(c.contains(" foo=1"));
         let plain = kernel_cmdline(&run_args(&[]).unwrap());
         assert!(plain.contains("kunit.enable=0") && !plain.contains("intel_iommu"));
+        assert!(!plain.contains("MNIC_KILL_DEVICE_AFTER"));
+        let kill = kernel_cmdline(&run_args(&["--kill-device-after", "20"]).unwrap());
+        assert!(kill.contains(" MNIC_KILL_DEVICE_AFTER=20"));
     }
 
     #[test]

@@ -26,8 +26,9 @@ const TARGET_NIC: &str = INITIATOR;
 const INITIATOR_NIC: &str = TARGET;
 
 /// The environment variable that tells the case the boot kills `/dev/mnic0`'s engine: the
-/// boot's `--kill-device-after` seconds. Without it the case is skipped, since the peer
-/// would never die.
+/// boot's `--kill-device-after` seconds, which `mnic-vm` puts on the kernel command line
+/// (the kernel hands it to init's environment). Without it the case is skipped, since the
+/// peer would never die.
 pub const KILL_ENV: &str = "MNIC_KILL_DEVICE_AFTER";
 /// A PUT must have failed by this many seconds of guest uptime after the planned kill.
 const DIES_WITHIN: f64 = 90.0;
