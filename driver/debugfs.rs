@@ -29,6 +29,8 @@
 //!   now), `mapped` and `unmapped` (since the module was loaded);
 //! - `fabric`: the device's fabric node id (`FABRIC_NODE`, 0xffff without a fabric), its live
 //!   remote keys (`key_set.rs`) and the network faults (spec §12) received since it was bound;
+//!   then, with `CAPS.FABRIC`, the device's statistics of PUT, GET and tagged messages (the
+//!   `FABRIC_COUNTER` registers, spec §10), one `rma_<name> <value>` line each;
 //! - `bar0`: the bus address of the register BAR (how test tools such as the stale-access
 //!   oracle find the PCI function behind `/dev/mnicN`).
 
@@ -44,7 +46,7 @@ use kernel::{
     uaccess::UserSliceReader,
 };
 
-use crate::abi::{self, counter, pte, LATENCY_BUCKETS};
+use crate::abi::{self, counter, fabric_counter, pte, LATENCY_BUCKETS};
 use crate::device::{MnicDev, FAULT_AROUND_MAX_KIB};
 use crate::latency::Histogram;
 use crate::slots::ContextSlots;
@@ -195,7 +197,20 @@ impl fmt::Debug for Fabric {
         let dev = &self.0;
         writeln!(f, "node {:#x}", dev.node)?;
         writeln!(f, "remote_keys {}", dev.remote_keys.lock().len())?;
-        writeln!(f, "network_faults {}", dev.network_faults.load(Relaxed))
+        writeln!(f, "network_faults {}", dev.network_faults.load(Relaxed))?;
+        if dev.caps & abi::caps::FABRIC == 0 {
+            return Ok(());
+        }
+        // The device's own statistics, named as the host's control socket names them (the
+        // prefix keeps the device's `rma_network_faults` apart from the driver's line above).
+        let mut values = [0u64; fabric_counter::COUNT as usize];
+        if dev.fabric_counters(&mut values).is_err() {
+            return writeln!(f, "(device gone)");
+        }
+        for (name, v) in fabric_counter::NAMES.iter().zip(values.iter()) {
+            writeln!(f, "{}{name} {v}", fabric_counter::PREFIX)?;
+        }
+        Ok(())
     }
 }
 

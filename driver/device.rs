@@ -690,10 +690,20 @@ impl MnicDev {
 
     /// Reads the device counters.
     pub(crate) fn counters(&self, out: &mut [u64]) -> Result {
+        self.read_counters(reg::counter, out)
+    }
+
+    /// Reads the fabric counters (spec §10; meaningful only with `CAPS.FABRIC`).
+    pub(crate) fn fabric_counters(&self, out: &mut [u64]) -> Result {
+        self.read_counters(reg::fabric_counter, out)
+    }
+
+    /// Reads the 64-bit counter registers at `offset(0)`, `offset(1)`, ... into `out`.
+    fn read_counters(&self, offset: fn(u32) -> u32, out: &mut [u64]) -> Result {
         let access = self.enter()?;
         let bar = access.bar()?;
         for (i, c) in out.iter_mut().enumerate() {
-            let off = reg::counter(i as u32) as usize;
+            let off = offset(i as u32) as usize;
             let lo = u64::from(bar.try_read32(off)?);
             let hi = u64::from(bar.try_read32(off + 4)?);
             *c = lo | (hi << 32);

@@ -138,6 +138,13 @@ pub mod reg {
     pub const fn counter(i: u32) -> u32 {
         COUNTERS + 8 * i
     }
+    /// First 64-bit fabric counter (spec §10, `fabric_counter`); fabric counter `i` is at
+    /// `FABRIC_COUNTERS + 8 * i`. They read 0 on a device without `caps::FABRIC`.
+    pub const FABRIC_COUNTERS: u32 = 0x200;
+    /// Offset of 64-bit fabric counter `i`.
+    pub const fn fabric_counter(i: u32) -> u32 {
+        FABRIC_COUNTERS + 8 * i
+    }
     /// Offset of the work-queue tail register inside a context's doorbell page (BAR2).
     pub const DB_WQ_TAIL: u32 = 0x000;
 }
@@ -345,6 +352,104 @@ pub mod counter {
         "fabric_retransmits",
         "fabric_bad_packets",
     ];
+}
+
+/// Fabric counters (spec §10, docs/fabric.md 14.10): what the device counts about `PUT`,
+/// `GET`, `SEND` and `RECV`, index into `FABRIC_COUNTERS`. Statistics: a device reset does
+/// not clear them.
+pub mod fabric_counter {
+    /// Target: `PUT` packets written (answered `REPLY OK`).
+    pub const PUT_SERVED: u32 = 0;
+    /// Target: `GET_REQ` packets read (answered `GET_RESP`).
+    pub const GET_SERVED: u32 = 1;
+    /// Target (and receiver, sender of a pull): packets refused with a `REPLY` error other
+    /// than `RNR` (`NO_CONTEXT`, `BAD_KEY`, `BAD_RANGE`, `BAD_ACCESS`, `REMOTE_FAULT`).
+    pub const ERRORS_SENT: u32 = 2;
+    /// Target (and receiver, sender of a pull): packets answered `REPLY RNR` (a missing or
+    /// read-only translation, a full unexpected queue).
+    pub const RNR_SENT: u32 = 3;
+    /// Target (and receiver, sender of a pull): network faults parked (FAULT events with
+    /// `info` = 1 << 32 | node).
+    pub const NETWORK_FAULTS: u32 = 4;
+    /// Target and initiator: malformed payloads refused and not answered (short header,
+    /// wrong data length, a request of 0 or more than `GET_CHUNK` bytes or across a page, a
+    /// REPLY with an undefined status, a GET_RESP of the wrong length, a malformed EAGER,
+    /// RTS or FIN).
+    pub const REFUSED: u32 = 5;
+    /// Initiator: `PUT` and `GET_REQ` packets sent (resends included).
+    pub const PACKETS_SENT: u32 = 6;
+    /// Initiator: packets sent again (after an `RNR`, or a GET_RESP dropped).
+    pub const RESENDS: u32 = 7;
+    /// Initiator: `REPLY RNR` received.
+    pub const RNR_RECEIVED: u32 = 8;
+    /// Initiator: answers to no packet in flight (a late answer to an item that already
+    /// ended, a forged or replayed one), dropped.
+    pub const LATE: u32 = 9;
+    /// Initiator: `GET_RESP` data dropped because its local translation was gone.
+    pub const GET_RESP_DROPPED: u32 = 10;
+    /// Initiator: work items failed by the peer going away or staying silent
+    /// (`PEER_GONE`).
+    pub const PEER_GONE: u32 = 11;
+    /// Packets the transport would not take (send queue full): the initiator sends them
+    /// again later; a target's lost answer is covered by the initiator's timeout.
+    pub const SEND_REFUSED: u32 = 12;
+    /// Sender: `EAGER` and `RTS` packets sent (resends included).
+    pub const MSG_SENT: u32 = 13;
+    /// Receiver: `EAGER` messages written into a posted receive on arrival.
+    pub const EAGER_MATCHED: u32 = 14;
+    /// Receiver: `RTS` messages that matched a posted receive on arrival.
+    pub const RTS_MATCHED: u32 = 15;
+    /// Receiver: `EAGER`/`RTS` messages kept in an unexpected queue.
+    pub const UNEXPECTED: u32 = 16;
+    /// Receiver: `EAGER`/`RTS` answered `RNR` because the unexpected queue was full.
+    pub const UNEXPECTED_FULL: u32 = 17;
+    /// Receiver: RECVs that found their message in the unexpected queue when fetched.
+    pub const RECV_MATCHED: u32 = 18;
+    /// Sender: rendezvous pulls read and answered `GET_RESP`.
+    pub const PULL_SERVED: u32 = 19;
+    /// Sender: pulls answered `BAD_KEY` (no current SEND with that id to that puller, or
+    /// outside its buffer).
+    pub const PULL_REFUSED: u32 = 20;
+    /// Receiver: `FIN` packets sent.
+    pub const FIN_SENT: u32 = 21;
+    /// Sender: `FIN` packets that ended a SEND.
+    pub const FIN_RECEIVED: u32 = 22;
+    /// Sender: well-formed `FIN`s for no SEND waiting for one (late, forged, replayed).
+    pub const FIN_DROPPED: u32 = 23;
+    /// Number of defined fabric counters.
+    pub const COUNT: u32 = 24;
+    /// Fabric counter register slots in BAR0 (those from `COUNT` on are undefined).
+    pub const SLOTS: u32 = 32;
+    /// Names, indexed by fabric counter number (the control socket prints them with an
+    /// `rma_` prefix, as does the driver's debugfs `fabric`).
+    pub const NAMES: [&str; COUNT as usize] = [
+        "put_served",
+        "get_served",
+        "errors_sent",
+        "rnr_sent",
+        "network_faults",
+        "refused",
+        "packets_sent",
+        "resends",
+        "rnr_received",
+        "late",
+        "get_resp_dropped",
+        "peer_gone",
+        "send_refused",
+        "msg_sent",
+        "eager_matched",
+        "rts_matched",
+        "unexpected",
+        "unexpected_full",
+        "recv_matched",
+        "pull_served",
+        "pull_refused",
+        "fin_sent",
+        "fin_received",
+        "fin_dropped",
+    ];
+    /// What the control socket and debugfs put before each name.
+    pub const PREFIX: &str = "rma_";
 }
 
 // ------------------------------------------------------------------ context table (spec §5)

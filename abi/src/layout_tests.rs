@@ -106,6 +106,17 @@ fn register_map_is_aligned_and_within_bar0() {
         assert_eq!(off % 8, 0, "64-bit register pairs are 8-byte aligned");
     }
     assert_eq!(counter::NAMES.len(), counter::COUNT as usize);
+    // The fabric counters follow the counters and stay inside BAR0.
+    assert_eq!(reg::FABRIC_COUNTERS, reg::counter(counter::SLOTS));
+    assert_eq!(reg::FABRIC_COUNTERS % 8, 0);
+    const { assert!(fabric_counter::COUNT <= fabric_counter::SLOTS) };
+    assert_eq!(reg::fabric_counter(fabric_counter::SLOTS), 0x300);
+    assert!(u64::from(reg::fabric_counter(fabric_counter::SLOTS)) <= BAR_REGS_SIZE);
+    assert_eq!(fabric_counter::NAMES.len(), fabric_counter::COUNT as usize);
+    assert_eq!(
+        fabric_counter::NAMES[fabric_counter::FIN_DROPPED as usize],
+        "fin_dropped"
+    );
 }
 
 #[test]

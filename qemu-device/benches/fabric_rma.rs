@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use mnic_abi::fabric::MAX_DATAGRAM;
-use mnic_abi::{completion, key_access, work, Completion, Remote, WorkDesc};
+use mnic_abi::{completion, fabric_counter, key_access, work, Completion, Remote, WorkDesc};
 use mnic_device::engine::DEFAULT_SPIN;
 use mnic_device::mem;
 use mnic_device::testkit::udp::{median, p99, raw_round_trips, us};
@@ -175,6 +175,9 @@ fn main() {
     let sb = p.b.core.shared().rma.snapshot();
     println!(
         "  packets sent {}, served {}, RNR {}, resends {}",
-        sa.packets_sent, sb.put_served, sb.rnr_sent, sa.resends
+        sa[fabric_counter::PACKETS_SENT],
+        sb[fabric_counter::PUT_SERVED],
+        sb[fabric_counter::RNR_SENT],
+        sa[fabric_counter::RESENDS]
     );
 }

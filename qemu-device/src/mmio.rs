@@ -1,11 +1,12 @@
 //! The MMIO register decoder (spec §3, §4, §10): what a BAR0 or BAR2 access of the
-//! socket thread means. Reads come from the shared register file and the counters;
+//! socket thread means. Reads come from the shared register file, the counters and the
+//! fabric counters (the data thread's [`RmaStats`](crate::fabric::RmaStats));
 //! writes are recorded there and wake the data thread, and the writes only the data
 //! thread or the oracle may carry out come back to the caller as a [`Followup`].
 
 use std::sync::Arc;
 
-use mnic_abi::{counter, oracle_op, reg, NUM_CONTEXTS, STALL_MS_MAX};
+use mnic_abi::{caps, counter, fabric_counter, oracle_op, reg, NUM_CONTEXTS, STALL_MS_MAX};
 use mnic_abi::{MNIC_ID_VALUE, MNIC_VERSION_VALUE};
 
 use crate::counters::Counters;
@@ -130,11 +131,9 @@ impl Mmio {
 
     fn bar0_read_value(&self, off: u64, len: usize) -> Option<u64> {
         let off = u32::try_from(off).ok()?;
-        let counters = &self.sh.counters;
         match len {
             4 if off % 4 == 0 => {
-                if (reg::COUNTERS..COUNTERS_END).contains(&off) {
-                    let c = counters.get((off - reg::COUNTERS) / 8);
+                if let Some(c) = self.counter_at(off) {
                     return Some(if off % 8 == 0 {
                         c & 0xffff_ffff
                     } else {
@@ -150,11 +149,28 @@ impl Mmio {
                 };
                 Some(u64::from(v))
             }
-            8 if off % 8 == 0 && (reg::COUNTERS..COUNTERS_END).contains(&off) => {
-                Some(counters.get((off - reg::COUNTERS) / 8))
-            }
+            8 if off % 8 == 0 => self.counter_at(off),
             _ => None,
         }
+    }
+
+    /// The value of the 64-bit counter register whose 8 bytes hold `off`: a `COUNTER`, or
+    /// a defined `FABRIC_COUNTER` (0 on a device that is no node of a fabric); `None`
+    /// elsewhere (the slots after the last fabric counter are undefined offsets).
+    fn counter_at(&self, off: u32) -> Option<u64> {
+        let slot = off & !7;
+        if (reg::COUNTERS..COUNTERS_END).contains(&slot) {
+            return Some(self.sh.counters.get((slot - reg::COUNTERS) / 8));
+        }
+        let i = slot.checked_sub(reg::FABRIC_COUNTERS)? / 8;
+        if i >= fabric_counter::COUNT {
+            return None;
+        }
+        Some(if self.sh.caps() & caps::FABRIC != 0 {
+            self.sh.rma.get(i)
+        } else {
+            0
+        })
     }
 
     /// Writes `data` to BAR0 at `off`. Bad accesses are ignored and counted. A CONTROL
@@ -386,6 +402,58 @@ mod tests {
         let v = rd(&d, reg::counter(counter::BAD_MMIO), 8);
         assert_eq!(u64::from_le_bytes(v.try_into().unwrap()), 10);
         assert_eq!(rd32(&d, reg::counter(counter::BAD_MMIO) + 4), 0);
+    }
+
+    fn rd64(d: &Mmio, off: u32) -> u64 {
+        u64::from_le_bytes(rd(d, off, 8).try_into().unwrap())
+    }
+
+    #[test]
+    fn fabric_counters_read_the_statistics_on_a_node() {
+        let d = dev();
+        let rma = &d.shared().rma;
+        for _ in 0..3 {
+            rma.bump(fabric_counter::ERRORS_SENT);
+        }
+        rma.bump(fabric_counter::FIN_DROPPED);
+        // Not a node: every defined slot reads 0, whatever the statistics hold.
+        for i in 0..fabric_counter::COUNT {
+            assert_eq!(rd64(&d, reg::fabric_counter(i)), 0, "slot {i}");
+        }
+        assert_eq!(bad(&d), 0);
+        d.shared().set_fabric_node(2);
+        let errors = reg::fabric_counter(fabric_counter::ERRORS_SENT);
+        assert_eq!(rd64(&d, errors), 3);
+        assert_eq!(rd32(&d, errors), 3, "low half");
+        assert_eq!(rd32(&d, errors + 4), 0, "high half");
+        assert_eq!(
+            rd64(&d, reg::fabric_counter(fabric_counter::FIN_DROPPED)),
+            1
+        );
+        assert_eq!(rd64(&d, reg::FABRIC_COUNTERS), 0, "put_served");
+        // Every defined slot is the statistic of its index.
+        let snap = rma.snapshot();
+        for i in 0..fabric_counter::COUNT {
+            assert_eq!(rd64(&d, reg::fabric_counter(i)), snap[i], "slot {i}");
+        }
+        assert_eq!(bad(&d), 0);
+        // The slots after the last statistic are undefined offsets; the block is read-only.
+        let unused = reg::fabric_counter(fabric_counter::COUNT);
+        assert_eq!(rd(&d, unused, 8), vec![0xff; 8]);
+        assert_eq!(rd(&d, unused + 4, 4), vec![0xff; 4]);
+        assert_eq!(
+            rd(&d, reg::fabric_counter(fabric_counter::SLOTS - 1), 4),
+            vec![0xff; 4]
+        );
+        assert_eq!(rd(&d, errors + 4, 8), vec![0xff; 8], "misaligned");
+        assert_eq!(bad(&d), 4);
+        assert!(d.bar0_write(errors.into(), &0u32.to_le_bytes()).is_none());
+        assert_eq!(bad(&d), 5);
+        assert_eq!(rd64(&d, errors), 3);
+        // A reset (the engine clears the registers and the counters) keeps the statistics.
+        d.counters().clear();
+        d.shared().clear_regs();
+        assert_eq!(rd64(&d, errors), 3);
     }
 
     #[test]

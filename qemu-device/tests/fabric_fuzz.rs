@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use mnic_abi::fabric::{
     ptype, EagerHeader, FinHeader, GetRespHeader, RemoteAccess, ReplyHeader, RtsHeader, MAX_PAYLOAD,
 };
-use mnic_abi::{counter, key_access, NUM_CONTEXTS};
+use mnic_abi::{counter, fabric_counter, key_access, NUM_CONTEXTS};
 use mnic_device::testkit::{pattern, Hostile};
 use proptest::prelude::Rng;
 use proptest::test_runner::{RngAlgorithm, TestRng};
@@ -267,11 +267,16 @@ fn random_operation_packets_reach_only_the_keyed_page_and_the_device_keeps_servi
     // Not vacuous: the random packets reached every branch, served and refused.
     let s = b.core.shared().rma.snapshot();
     assert!(
-        s.put_served > 0 && s.get_served > 0 && read_back > 0,
+        s[fabric_counter::PUT_SERVED] > 0 && s[fabric_counter::GET_SERVED] > 0 && read_back > 0,
         "nothing served: {s:?}"
     );
-    assert!(s.refused > 0 && s.errors_sent > 0 && s.late > 0, "{s:?}");
-    assert!(s.unexpected > 0, "no message kept: {s:?}");
+    assert!(
+        s[fabric_counter::REFUSED] > 0
+            && s[fabric_counter::ERRORS_SENT] > 0
+            && s[fabric_counter::LATE] > 0,
+        "{s:?}"
+    );
+    assert!(s[fabric_counter::UNEXPECTED] > 0, "no message kept: {s:?}");
     assert!(
         after[p..q] != before[p..q],
         "no PUT landed in the keyed page"

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use mnic_abi::fabric::{EAGER_MAX, UNEXPECTED_MAX};
-use mnic_abi::{cmd, completion, counter, event, work};
+use mnic_abi::{cmd, completion, counter, event, fabric_counter, work};
 use mnic_abi::{Completion, Endpoint, Event, WorkDesc};
 use mnic_device::engine::{RmaTiming, NETWORK_FAULT};
 use mnic_device::fabric::rma_stats::RmaSnapshot;
@@ -83,7 +83,9 @@ fn recv_done(c: &Completion, tag: u64, status: u16, bytes: u64, bits: u64) {
 
 /// Polls until b keeps `n` unexpected messages in all.
 fn kept(p: &mut Pair, n: u64) {
-    p.until(LIMIT, |p| (rma(&p.b).unexpected >= n).then_some(()));
+    p.until(LIMIT, |p| {
+        (rma(&p.b)[fabric_counter::UNEXPECTED] >= n).then_some(())
+    });
 }
 
 /// Polls until a FAULT event comes from `b` (if `on_b`) or `a`.
@@ -118,7 +120,7 @@ fn every_size_arrives_intact_posted_first_or_unexpected() {
                 s.p.b.run();
                 s.p.a.post(CA, send(VA_A, len, bits, tag));
             } else {
-                let before = rma(&s.p.b).unexpected;
+                let before = rma(&s.p.b)[fabric_counter::UNEXPECTED];
                 s.p.a.post(CA, send(VA_A, len, bits, tag));
                 kept(&mut s.p, before + 1);
                 if len as usize <= EAGER_MAX {
@@ -141,11 +143,43 @@ fn every_size_arrives_intact_posted_first_or_unexpected() {
         }
     }
     let (sa, sb) = (rma(&s.p.a), rma(&s.p.b));
-    assert_eq!((sb.eager_matched, sb.rts_matched), (2, 3), "{sb:?}");
-    assert_eq!((sb.unexpected, sb.recv_matched), (5, 5), "{sb:?}");
-    assert_eq!((sb.fin_sent, sa.fin_received), (6, 6), "{sa:?} {sb:?}");
-    assert!(sa.pull_served > 700, "{sa:?}");
-    assert_eq!((sa.refused, sb.refused, sa.late, sb.late), (0, 0, 0, 0));
+    assert_eq!(
+        (
+            sb[fabric_counter::EAGER_MATCHED],
+            sb[fabric_counter::RTS_MATCHED]
+        ),
+        (2, 3),
+        "{sb:?}"
+    );
+    assert_eq!(
+        (
+            sb[fabric_counter::UNEXPECTED],
+            sb[fabric_counter::RECV_MATCHED]
+        ),
+        (5, 5),
+        "{sb:?}"
+    );
+    assert_eq!(
+        (
+            sb[fabric_counter::FIN_SENT],
+            sa[fabric_counter::FIN_RECEIVED]
+        ),
+        (6, 6),
+        "{sa:?} {sb:?}"
+    );
+    assert!(sa[fabric_counter::PULL_SERVED] > 700, "{sa:?}");
+    assert_eq!(
+        (
+            sa[fabric_counter::REFUSED],
+            sb[fabric_counter::REFUSED],
+            sa[fabric_counter::LATE],
+            sb[fabric_counter::LATE]
+        ),
+        (0, 0, 0, 0)
+    );
+    // What the guest reads in BAR0's FABRIC_COUNTER registers (spec §10) is the same.
+    assert_eq!(s.p.a.fabric_counters(), sa.values(), "sender's registers");
+    assert_eq!(s.p.b.fabric_counters(), sb.values(), "receiver's registers");
     for h in [&s.p.a, &s.p.b] {
         assert_eq!(h.counter(counter::ERRORS), 0);
         assert_eq!(h.counter(counter::STALE_ACCESSES), 0);
@@ -175,7 +209,7 @@ fn masks_choose_messages_and_receives_match_in_posted_order() {
         let at = s.gpa_b + tag * 64;
         assert_eq!(s.p.b.read_bytes(at, 64), pattern(64, bits as u8));
     }
-    assert_eq!(rma(&s.p.b).unexpected, 1, "0x300 waits");
+    assert_eq!(rma(&s.p.b)[fabric_counter::UNEXPECTED], 1, "0x300 waits");
     // A receive that names it takes it from the unexpected queue.
     s.p.b.post(CB, recv(slot(4), 64, 0x300, u64::MAX, 4));
     let c = received(&mut s.p, 1);
@@ -204,7 +238,7 @@ fn a_message_longer_than_its_receive_is_truncated() {
         }
         s.p.a.post(CA, send(VA_A, len, tag, tag));
         if !posted_first {
-            let n = rma(&s.p.b).unexpected + 1;
+            let n = rma(&s.p.b)[fabric_counter::UNEXPECTED] + 1;
             kept(&mut s.p, n);
             s.p.b.post(CB, r);
         }
@@ -252,7 +286,9 @@ fn an_eager_message_into_a_missing_page_is_refused_until_the_receiver_resumes() 
         s.p.b.completions(CB).is_empty(),
         "the receive waits, posted"
     );
-    s.p.until(LIMIT, |p| (rma(&p.a).rnr_received >= 1).then_some(()));
+    s.p.until(LIMIT, |p| {
+        (rma(&p.a)[fabric_counter::RNR_RECEIVED] >= 1).then_some(())
+    });
     s.p.b.map(CB, VA_B + 4096, s.gpa_b + 4096, 4096, true);
     s.p.b.command(cmd::RESUME, CB, e.id, 0);
     send_ok(&sent(&mut s.p), 2, 1000);
@@ -260,7 +296,14 @@ fn an_eager_message_into_a_missing_page_is_refused_until_the_receiver_resumes() 
     recv_done(&c[0], 1, completion::OK, 1000, 7);
     assert_eq!(s.p.b.read_bytes(first, 1000), data);
     let sb = rma(&s.p.b);
-    assert_eq!((sb.network_faults, sb.eager_matched), (1, 1), "{sb:?}");
+    assert_eq!(
+        (
+            sb[fabric_counter::NETWORK_FAULTS],
+            sb[fabric_counter::EAGER_MATCHED]
+        ),
+        (1, 1),
+        "{sb:?}"
+    );
 }
 
 #[test]
@@ -312,8 +355,11 @@ fn a_rendezvous_from_a_missing_page_is_a_network_fault_at_the_sender() {
     send_ok(&sent(&mut s.p), 2, LEN);
     assert_eq!(s.p.b.read_bytes(s.gpa_b, LEN as usize), data);
     let (sa, sb) = (rma(&s.p.a), rma(&s.p.b));
-    assert!(sa.rnr_sent >= 1 && sb.rnr_received >= 1, "{sa:?} {sb:?}");
-    assert_eq!(sa.network_faults, 1);
+    assert!(
+        sa[fabric_counter::RNR_SENT] >= 1 && sb[fabric_counter::RNR_RECEIVED] >= 1,
+        "{sa:?} {sb:?}"
+    );
+    assert_eq!(sa[fabric_counter::NETWORK_FAULTS], 1);
 }
 
 #[test]
@@ -335,10 +381,12 @@ fn a_full_unexpected_queue_answers_rnr_until_a_receive_drains_it() {
     }
     let n = UNEXPECTED_MAX as u64;
     s.p.a.post(CA, send(VA_A + n, 8, n, n));
-    s.p.until(LIMIT, |p| (rma(&p.a).rnr_received >= 3).then_some(()));
+    s.p.until(LIMIT, |p| {
+        (rma(&p.a)[fabric_counter::RNR_RECEIVED] >= 3).then_some(())
+    });
     assert!(s.p.a.completions(CA).is_empty(), "refused, waiting");
     let sb = rma(&s.p.b);
-    assert!(sb.unexpected_full >= 3, "{sb:?}");
+    assert!(sb[fabric_counter::UNEXPECTED_FULL] >= 3, "{sb:?}");
     assert_eq!(
         s.p.b.counter(counter::FAULTS),
         0,
@@ -437,7 +485,7 @@ fn ctx_disable_drops_receives_and_messages_without_completions() {
         "no completion for the receives"
     );
     assert_eq!(s.p.b.read_bytes(s.gpa_b, 64), vec![0; 64]);
-    assert_eq!(rma(&s.p.b).fin_sent, 1);
+    assert_eq!(rma(&s.p.b)[fabric_counter::FIN_SENT], 1);
 }
 
 #[test]
@@ -541,12 +589,22 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     h.forge(ptype::RTS, CA, CB, keyed.as_bytes());
 
     let want = (4, 2, 4);
-    let got = h.counted(want, LIMIT, |s| (s.refused, s.fin_dropped, s.pull_refused));
+    let got = h.counted(want, LIMIT, |s| {
+        (
+            s[fabric_counter::REFUSED],
+            s[fabric_counter::FIN_DROPPED],
+            s[fabric_counter::PULL_REFUSED],
+        )
+    });
     assert_eq!(got, want, "(refused, FIN dropped, pulls refused)");
     let b = &mut h.victim;
     let s = rma(b);
     assert_eq!(
-        (s.pull_served, s.eager_matched, s.unexpected),
+        (
+            s[fabric_counter::PULL_SERVED],
+            s[fabric_counter::EAGER_MATCHED],
+            s[fabric_counter::UNEXPECTED]
+        ),
         (0, 0, 0),
         "{s:?}"
     );

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use mnic_abi::fabric::PUT_CHUNK;
-use mnic_abi::{cmd, completion, counter, error, event, key_access, work};
+use mnic_abi::{cmd, completion, counter, error, event, fabric_counter, key_access, work};
 use mnic_abi::{Command, Completion, Event, Remote, WorkDesc};
 use mnic_device::engine::NETWORK_FAULT;
 use mnic_device::testkit::{pattern, Harness, Hostile, Pair, PairConfig};
@@ -138,13 +138,31 @@ fn put_and_get_move_every_size_intact() {
         s.p.a.core.shared().rma.snapshot(),
         s.p.b.core.shared().rma.snapshot(),
     );
-    assert!(sb.put_served > 0 && sb.get_served > 0, "{sb:?}");
+    assert!(
+        sb[fabric_counter::PUT_SERVED] > 0 && sb[fabric_counter::GET_SERVED] > 0,
+        "{sb:?}"
+    );
     assert_eq!(
-        sa.packets_sent,
-        sb.put_served + sb.get_served,
+        sa[fabric_counter::PACKETS_SENT],
+        sb[fabric_counter::PUT_SERVED] + sb[fabric_counter::GET_SERVED],
         "{sa:?} {sb:?}"
     );
-    assert_eq!((sa.late, sa.refused, sb.refused, sb.rnr_sent), (0, 0, 0, 0));
+    assert_eq!(
+        (
+            sa[fabric_counter::LATE],
+            sa[fabric_counter::REFUSED],
+            sb[fabric_counter::REFUSED],
+            sb[fabric_counter::RNR_SENT]
+        ),
+        (0, 0, 0, 0)
+    );
+    // The guest sees the same statistics in BAR0's FABRIC_COUNTER registers (spec §10).
+    assert_eq!(
+        s.p.a.fabric_counters(),
+        sa.values(),
+        "initiator's registers"
+    );
+    assert_eq!(s.p.b.fabric_counters(), sb.values(), "target's registers");
     // Network accesses are DMA: counted at both ends.
     assert!(s.p.b.counter(counter::DMA_BYTES) >= 2 * (1 << 20));
     for h in [&s.p.a, &s.p.b] {
@@ -214,9 +232,19 @@ fn a_fault_at_the_target_is_answered_rnr_until_its_driver_resumes() {
         s.p.a.core.shared().rma.snapshot(),
         s.p.b.core.shared().rma.snapshot(),
     );
-    assert!(sa.rnr_received >= 1 && sa.resends >= 1, "{sa:?}");
-    assert_eq!(sb.rnr_sent, sa.rnr_received);
-    assert_eq!(sb.network_faults, 1, "one fault per context: {sb:?}");
+    assert!(
+        sa[fabric_counter::RNR_RECEIVED] >= 1 && sa[fabric_counter::RESENDS] >= 1,
+        "{sa:?}"
+    );
+    assert_eq!(
+        sb[fabric_counter::RNR_SENT],
+        sa[fabric_counter::RNR_RECEIVED]
+    );
+    assert_eq!(
+        sb[fabric_counter::NETWORK_FAULTS],
+        1,
+        "one fault per context: {sb:?}"
+    );
     assert_eq!(s.p.b.counter(counter::FAULTS), 1);
     assert_eq!(s.p.b.counter(counter::RESUMES), 1);
 }
@@ -342,7 +370,7 @@ fn rnr_in_a_row_fails_the_item_when_the_fault_is_never_answered() {
     let c = s.p.completion(CA, LIMIT);
     assert_eq!(c.status, completion::RNR_RETRY_EXCEEDED, "{c:?}");
     assert_eq!(c.fault_va & !0xfff, VA_B + 4096);
-    assert!(s.p.a.core.shared().rma.snapshot().rnr_received >= 5);
+    assert!(s.p.a.core.shared().rma.snapshot()[fabric_counter::RNR_RECEIVED] >= 5);
 }
 
 /// One item from a to b that fails at the target's checks with `status`.
@@ -389,7 +417,7 @@ fn the_target_checks_context_key_range_and_access() {
     let other_ctx = with(put(VA_A, VA_B, 100, 6), &|d| d.pattern = 2 | 7 << 16);
     fails_with(&mut s, other_ctx, completion::REMOTE_NO_CONTEXT);
     let sb = s.p.b.core.shared().rma.snapshot();
-    assert_eq!(sb.errors_sent, 5, "{sb:?}");
+    assert_eq!(sb[fabric_counter::ERRORS_SENT], 5, "{sb:?}");
 }
 
 #[test]
@@ -419,7 +447,14 @@ fn an_operation_that_leaves_the_key_writes_and_reads_nothing() {
         "the GET wrote nothing locally"
     );
     let sb = s.p.b.core.shared().rma.snapshot();
-    assert_eq!((sb.put_served, sb.get_served), (0, 0), "{sb:?}");
+    assert_eq!(
+        (
+            sb[fabric_counter::PUT_SERVED],
+            sb[fabric_counter::GET_SERVED]
+        ),
+        (0, 0),
+        "{sb:?}"
+    );
     // Inside the key, the same page is served.
     ok(&run(&mut s.p, put(VA_A, VA_B + 4080, 16, 3)), 16);
 }
@@ -584,9 +619,9 @@ fn an_invalidation_at_the_target_between_packets_is_never_written_through() {
     ok(&run(&mut s.p, put(VA_A, VA_B, LEN, 1)), LEN);
     s.p.a.write_bytes(s.gpa_a, &new);
     s.p.a.post(CA, put(VA_A, VA_B, LEN, 2));
-    let served = s.p.b.core.shared().rma.snapshot().put_served;
+    let served = s.p.b.core.shared().rma.snapshot()[fabric_counter::PUT_SERVED];
     s.p.until(LIMIT, |p| {
-        (p.b.core.shared().rma.snapshot().put_served >= served + 20).then_some(())
+        (p.b.core.shared().rma.snapshot()[fabric_counter::PUT_SERVED] >= served + 20).then_some(())
     });
     // The target's driver takes one page away while the PUT runs: leaf cleared,
     // INVALIDATE_RANGE, SYNC.
@@ -609,7 +644,7 @@ fn an_invalidation_at_the_target_between_packets_is_never_written_through() {
     );
     assert_eq!(s.p.b.read_bytes(s.gpa_b, m), new[..m]);
     assert_eq!(s.p.b.counter(counter::STALE_ACCESSES), 0);
-    assert!(s.p.b.core.shared().rma.snapshot().rnr_sent >= 1);
+    assert!(s.p.b.core.shared().rma.snapshot()[fabric_counter::RNR_SENT] >= 1);
 }
 
 #[test]
@@ -651,14 +686,14 @@ fn a_get_response_whose_destination_went_away_is_asked_for_again() {
     s.p.a.post(CA, get(VA_A, VA_B, 3 * 4096, 1));
     // Only the initiator runs: it probes its pages and sends every request (three per
     // page: 1416 + 1416 + 1264 bytes).
-    let sent = |h: &Harness| h.core.shared().rma.snapshot().packets_sent;
+    let sent = |h: &Harness| h.core.shared().rma.snapshot()[fabric_counter::PACKETS_SENT];
     while sent(&s.p.a) < 9 {
         s.p.a.core.poll(&s.p.a.mem());
     }
     // Its middle page goes away before the answers are in.
     s.p.a.unmap(CA, VA_A + 4096);
     s.p.a.command(cmd::INVALIDATE_RANGE, CA, VA_A + 4096, 4096);
-    while s.p.b.core.shared().rma.snapshot().get_served < 9 {
+    while s.p.b.core.shared().rma.snapshot()[fabric_counter::GET_SERVED] < 9 {
         s.p.b.core.poll(&s.p.b.mem());
         std::thread::sleep(Duration::from_micros(50));
     }
@@ -666,7 +701,10 @@ fn a_get_response_whose_destination_went_away_is_asked_for_again() {
         p.a.events().into_iter().find(|e| e.kind == event::FAULT)
     });
     assert_eq!((e.addr & !0xfff, e.info), (VA_A + 4096, 0));
-    assert_eq!(s.p.a.core.shared().rma.snapshot().get_resp_dropped, 3);
+    assert_eq!(
+        s.p.a.core.shared().rma.snapshot()[fabric_counter::GET_RESP_DROPPED],
+        3
+    );
     assert_eq!(
         s.p.a.read_bytes(s.gpa_a + 4096, 4096),
         vec![0; 4096],
@@ -716,7 +754,7 @@ fn a_target_that_goes_away_mid_put_fails_it_with_peer_gone() {
     let mut s = setup(&cfg, u64::from(LEN), RW);
     s.p.a.post(CA, put(VA_A, VA_B, LEN, 1));
     s.p.until(LIMIT, |p| {
-        (p.b.core.shared().rma.snapshot().put_served >= 10).then_some(())
+        (p.b.core.shared().rma.snapshot()[fabric_counter::PUT_SERVED] >= 10).then_some(())
     });
     let Pair { mut a, b } = s.p;
     drop(b);
@@ -736,7 +774,7 @@ fn a_target_that_goes_away_mid_put_fails_it_with_peer_gone() {
     );
     assert!((VA_B..VA_B + u64::from(LEN)).contains(&c.fault_va), "{c:?}");
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
-    assert_eq!(a.core.shared().rma.snapshot().peer_gone, 1);
+    assert_eq!(a.core.shared().rma.snapshot()[fabric_counter::PEER_GONE], 1);
 }
 
 #[test]
@@ -892,12 +930,22 @@ fn a_hostile_peer_changes_no_memory_and_is_counted() {
     );
 
     let want = (10, 2, 4);
-    let got = h.counted(want, LIMIT, |s| (s.refused, s.late, s.errors_sent));
+    let got = h.counted(want, LIMIT, |s| {
+        (
+            s[fabric_counter::REFUSED],
+            s[fabric_counter::LATE],
+            s[fabric_counter::ERRORS_SENT],
+        )
+    });
     assert_eq!(got, want, "(refused, late, errors answered)");
     let b = &mut h.victim;
     let s = b.core.shared().rma.snapshot();
     assert_eq!(
-        (s.put_served, s.get_served, s.network_faults),
+        (
+            s[fabric_counter::PUT_SERVED],
+            s[fabric_counter::GET_SERVED],
+            s[fabric_counter::NETWORK_FAULTS]
+        ),
         (0, 0, 0),
         "{s:?}"
     );

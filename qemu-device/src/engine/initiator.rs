@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use mnic_abi::fabric::{nak, ptype, GetRespHeader, RemoteAccess, ReplyHeader};
-use mnic_abi::{completion, counter, Endpoint};
+use mnic_abi::{completion, counter, fabric_counter, Endpoint};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::context::{Ctx, Item, Stage};
@@ -19,7 +19,6 @@ use super::link::RmaTiming;
 use super::rma::{reply_status, Rma};
 use super::state::Core;
 use super::step::Outcome;
-use crate::fabric::rma_stats::bump;
 use crate::fabric::{Message, SendError};
 use crate::mem::{self, GuestMem};
 
@@ -110,7 +109,7 @@ impl Core {
             return ended(r);
         };
         if let Some(va) = r.timed_out(now, &timing) {
-            bump(&self.sh.rma.peer_gone);
+            self.sh.rma.bump(fabric_counter::PEER_GONE);
             r.fail(completion::PEER_GONE, 0, va);
         }
         if r.end.is_some() {
@@ -181,9 +180,9 @@ impl Core {
         let resend = p.sends > 0;
         match l.send(&self.sh.rma, r.remote.node, t, c, r.remote.ctx, &payload) {
             Ok(()) => {
-                bump(&self.sh.rma.packets_sent);
+                self.sh.rma.bump(fabric_counter::PACKETS_SENT);
                 if resend {
-                    bump(&self.sh.rma.resends);
+                    self.sh.rma.bump(fabric_counter::RESENDS);
                 }
                 Ok(())
             }
@@ -195,12 +194,12 @@ impl Core {
     /// An answer (`REPLY` or `GET_RESP`) delivered to this node.
     pub(super) fn take_answer(&mut self, m: &GuestMem, msg: &Message) {
         let Some(a) = Answer::parse(msg) else {
-            bump(&self.sh.rma.refused);
+            self.sh.rma.bump(fabric_counter::REFUSED);
             return;
         };
         let i = usize::from(msg.dst_ctx);
         let Some(mut x) = self.ctxs.get_mut(i).and_then(Option::take) else {
-            bump(&self.sh.rma.late);
+            self.sh.rma.bump(fabric_counter::LATE);
             return;
         };
         let used = if self.enabled && !self.halted {
@@ -214,8 +213,8 @@ impl Core {
         }
         match used {
             Used::Yes => {}
-            Used::Late => bump(&self.sh.rma.late),
-            Used::Malformed => bump(&self.sh.rma.refused),
+            Used::Late => self.sh.rma.bump(fabric_counter::LATE),
+            Used::Malformed => self.sh.rma.bump(fabric_counter::REFUSED),
         }
     }
 
@@ -249,7 +248,7 @@ impl Core {
                 && s.owns(from, a.req_id())
                 && s.replied(*status, *detail, now, &timing);
             if used && *status == nak::RNR {
-                bump(&self.sh.rma.rnr_received);
+                self.sh.rma.bump(fabric_counter::RNR_RECEIVED);
             }
             return if used { Used::Yes } else { Used::Late };
         }
@@ -283,7 +282,7 @@ impl Core {
                 // A GET_REQ is served with a GET_RESP, never `REPLY OK`.
                 nak::OK => return Used::Malformed,
                 nak::RNR => {
-                    bump(&self.sh.rma.rnr_received);
+                    self.sh.rma.bump(fabric_counter::RNR_RECEIVED);
                     r.rnr(i, now, timing);
                 }
                 s => {
@@ -324,7 +323,7 @@ impl Core {
                     // destination first (and parks the context on a fault).
                     _ => {
                         self.oracle_pieces.truncate(mark);
-                        bump(&self.sh.rma.get_resp_dropped);
+                        self.sh.rma.bump(fabric_counter::GET_RESP_DROPPED);
                         r.again(i, now);
                     }
                 }

@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use mnic_abi::fabric::{REPLY_TIMEOUT_MS, RNR_BACKOFF_MAX_US, RNR_BACKOFF_US, RNR_RETRIES};
+use mnic_abi::fabric_counter;
 
-use crate::fabric::rma_stats::{bump, RmaStats};
+use crate::fabric::rma_stats::RmaStats;
 use crate::fabric::{SendError, Transport};
 
 /// Timing of PUT and GET at the initiator; the defaults are the specification's, tests
@@ -63,7 +64,7 @@ impl Link {
         match self.t.send(dst, ptype, src_ctx, dst_ctx, payload) {
             Ok(_) => Ok(()),
             Err(e) => {
-                bump(&stats.send_refused);
+                stats.bump(fabric_counter::SEND_REFUSED);
                 Err(e)
             }
         }

@@ -15,7 +15,7 @@
 use std::time::Instant;
 
 use mnic_abi::fabric::{nak, ptype, EagerHeader, ReplyHeader, RtsHeader};
-use mnic_abi::{completion, counter, pte, work, Endpoint, WorkDesc};
+use mnic_abi::{completion, counter, fabric_counter, pte, work, Endpoint, WorkDesc};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::context::{Ctx, Done, Origin, Site};
@@ -26,7 +26,6 @@ use super::state::Core;
 use super::step::{Outcome, Step};
 use super::target::{page_back, Refused, EFAULT};
 use super::work::Wrote;
-use crate::fabric::rma_stats::bump;
 use crate::fabric::Message as Packet;
 use crate::mem::{self, GuestMem};
 
@@ -84,7 +83,7 @@ impl Core {
     /// Serves one delivered `EAGER` or `RTS` and answers it.
     pub(super) fn serve_message(&mut self, m: &GuestMem, msg: &Packet) {
         let Some(a) = parse(msg.ptype == ptype::EAGER, &msg.payload) else {
-            bump(&self.sh.rma.refused);
+            self.sh.rma.bump(fabric_counter::REFUSED);
             tracing::debug!(src = msg.src_node, ptype = msg.ptype, "malformed message");
             return;
         };
@@ -94,8 +93,8 @@ impl Core {
         }
         match status {
             nak::OK => {}
-            nak::RNR => bump(&self.sh.rma.rnr_sent),
-            _ => bump(&self.sh.rma.errors_sent),
+            nak::RNR => self.sh.rma.bump(fabric_counter::RNR_SENT),
+            _ => self.sh.rma.bump(fabric_counter::ERRORS_SENT),
         }
         let h = ReplyHeader {
             req_id: a.req_id.into(),
@@ -157,10 +156,10 @@ impl Core {
                 body: body(),
             };
             if x.msgs.keep(kept) {
-                bump(&self.sh.rma.unexpected);
+                self.sh.rma.bump(fabric_counter::UNEXPECTED);
                 return (nak::OK, 0);
             }
-            bump(&self.sh.rma.unexpected_full);
+            self.sh.rma.bump(fabric_counter::UNEXPECTED_FULL);
             return (nak::RNR, 0);
         };
         let Some(recv) = x.msgs.posted(p).copied() else {
@@ -174,7 +173,7 @@ impl Core {
                 body: body(),
             };
             x.msgs.deliver(recv, rts, Instant::now());
-            bump(&self.sh.rma.rts_matched);
+            self.sh.rma.bump(fabric_counter::RTS_MATCHED);
             return (nak::OK, 0);
         };
         let fits = &data[..data.len().min(recv.len as usize)];
@@ -186,7 +185,7 @@ impl Core {
                 }
                 x.msgs.take_posted(p);
                 x.msgs.delivered(recv, from, a.bits, data.len() as u64);
-                bump(&self.sh.rma.eager_matched);
+                self.sh.rma.bump(fabric_counter::EAGER_MATCHED);
                 (nak::OK, 0)
             }
             Err(AccessError::Fault(f)) => {
@@ -255,7 +254,7 @@ impl Core {
         }
         x.retire();
         if let Some(msg) = x.msgs.post(recv) {
-            bump(&self.sh.rma.recv_matched);
+            self.sh.rma.bump(fabric_counter::RECV_MATCHED);
             x.msgs.deliver(recv, msg, Instant::now());
         }
         true

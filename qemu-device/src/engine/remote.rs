@@ -6,14 +6,13 @@
 //! SEND (`sender`); a peer reported gone or reset fails the items and pulls waiting on
 //! it with `PEER_GONE`.
 
-use mnic_abi::completion;
 use mnic_abi::fabric::{ptype, SendStatus};
+use mnic_abi::{completion, fabric_counter};
 
 use super::context::Stage;
 use super::link::{Link, RmaTiming};
 use super::rma::Rma;
 use super::state::Core;
-use crate::fabric::rma_stats::bump;
 use crate::fabric::{Completion, Message, Transport};
 use crate::mem::GuestMem;
 
@@ -65,7 +64,7 @@ impl Core {
                 ptype::REPLY | ptype::GET_RESP => self.take_answer(m, msg),
                 ptype::EAGER | ptype::RTS => self.serve_message(m, msg),
                 ptype::FIN => self.take_fin(msg),
-                _ => bump(&self.sh.rma.refused),
+                _ => self.sh.rma.bump(fabric_counter::REFUSED),
             }
         }
         busy
@@ -108,10 +107,7 @@ impl Core {
         }
         if failed > 0 {
             tracing::debug!(node, failed, "peer lost");
-            self.sh
-                .rma
-                .peer_gone
-                .fetch_add(failed, std::sync::atomic::Ordering::Relaxed);
+            self.sh.rma.add(fabric_counter::PEER_GONE, failed);
         }
     }
 }

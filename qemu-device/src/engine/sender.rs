@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use mnic_abi::fabric::{nak, ptype, EagerHeader, FinHeader, RtsHeader, FIN_LEN};
-use mnic_abi::{completion, Endpoint};
+use mnic_abi::{completion, fabric_counter, Endpoint};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::context::{Item, Stage};
@@ -16,7 +16,6 @@ use super::initiator::{Stop, SEND_RETRY};
 use super::msg::SendMsg;
 use super::state::Core;
 use super::step::Outcome;
-use crate::fabric::rma_stats::bump;
 use crate::fabric::{Message, SendError};
 use crate::mem::GuestMem;
 
@@ -68,7 +67,7 @@ impl Core {
             return outcome(s).unwrap_or(Outcome::More);
         };
         if s.timed_out(now, &timing) {
-            bump(&self.sh.rma.peer_gone);
+            self.sh.rma.bump(fabric_counter::PEER_GONE);
             s.fail(completion::PEER_GONE, 0);
         }
         if let Some(o) = outcome(s) {
@@ -121,9 +120,9 @@ impl Core {
         };
         match l.send(&self.sh.rma, s.dest.node, t, c, s.dest.ctx, &payload) {
             Ok(()) => {
-                bump(&self.sh.rma.msg_sent);
+                self.sh.rma.bump(fabric_counter::MSG_SENT);
                 if s.sends > 0 {
-                    bump(&self.sh.rma.resends);
+                    self.sh.rma.bump(fabric_counter::RESENDS);
                 }
                 Ok(())
             }
@@ -136,7 +135,7 @@ impl Core {
     /// SEND waits for one.
     pub(super) fn take_fin(&mut self, msg: &Message) {
         let Some((req_id, status, detail)) = parse_fin(&msg.payload) else {
-            bump(&self.sh.rma.refused);
+            self.sh.rma.bump(fabric_counter::REFUSED);
             return;
         };
         let from = Endpoint {
@@ -153,9 +152,9 @@ impl Core {
             })
             .filter(|s| s.owns(from, req_id));
         if send.is_some_and(|s| s.finished(status, detail)) {
-            bump(&self.sh.rma.fin_received);
+            self.sh.rma.bump(fabric_counter::FIN_RECEIVED);
         } else {
-            bump(&self.sh.rma.fin_dropped);
+            self.sh.rma.bump(fabric_counter::FIN_DROPPED);
         }
     }
 
@@ -180,7 +179,7 @@ impl Core {
         };
         match l.send(&self.sh.rma, to.node, ptype::FIN, c, to.ctx, h.as_bytes()) {
             Ok(()) => {
-                bump(&self.sh.rma.fin_sent);
+                self.sh.rma.bump(fabric_counter::FIN_SENT);
                 true
             }
             Err(SendError::Full) => false,

@@ -13,13 +13,12 @@
 //! the range inside that SEND's buffer; the rest is a GET's.
 
 use mnic_abi::fabric::{nak, ptype, GetRespHeader, RemoteAccess, ReplyHeader, GET_CHUNK};
-use mnic_abi::{counter, pte, Endpoint};
+use mnic_abi::{counter, fabric_counter, pte, Endpoint};
 use zerocopy::{FromBytes, IntoBytes};
 
 use super::context::{Ctx, Origin, Site, Stage};
 use super::error::{AccessError, Fault};
 use super::state::Core;
-use crate::fabric::rma_stats::bump;
 use crate::fabric::Message;
 use crate::mem::{self, GuestMem};
 
@@ -89,7 +88,7 @@ impl Core {
     pub(super) fn serve_access(&mut self, m: &GuestMem, msg: &Message) {
         let put = msg.ptype == ptype::PUT;
         let Some(a) = parse(put, &msg.payload) else {
-            bump(&self.sh.rma.refused);
+            self.sh.rma.bump(fabric_counter::REFUSED);
             tracing::debug!(
                 src = msg.src_node,
                 ptype = msg.ptype,
@@ -105,9 +104,9 @@ impl Core {
         let (t, payload) = match r {
             Ok(data) if !put => {
                 if a.key == 0 {
-                    bump(&self.sh.rma.pull_served);
+                    self.sh.rma.bump(fabric_counter::PULL_SERVED);
                 } else {
-                    bump(&self.sh.rma.get_served);
+                    self.sh.rma.bump(fabric_counter::GET_SERVED);
                 }
                 let h = GetRespHeader {
                     req_id: a.req_id.into(),
@@ -121,7 +120,7 @@ impl Core {
             r => {
                 let (status, detail) = match r {
                     Ok(_) => {
-                        bump(&self.sh.rma.put_served);
+                        self.sh.rma.bump(fabric_counter::PUT_SERVED);
                         (nak::OK, 0)
                     }
                     Err(e) => e,
@@ -147,9 +146,9 @@ impl Core {
         let r = self.access_inner(m, msg, a);
         if let Err((s, _)) = r {
             if s == nak::RNR {
-                bump(&self.sh.rma.rnr_sent);
+                self.sh.rma.bump(fabric_counter::RNR_SENT);
             } else {
-                bump(&self.sh.rma.errors_sent);
+                self.sh.rma.bump(fabric_counter::ERRORS_SENT);
             }
         }
         r
@@ -174,7 +173,7 @@ impl Core {
         if a.key == 0 {
             // No key is ever 0: a pull, authorised by the SEND it names.
             if !pull_ok {
-                bump(&self.sh.rma.pull_refused);
+                self.sh.rma.bump(fabric_counter::PULL_REFUSED);
                 return Err((nak::BAD_KEY, 0));
             }
         } else {
@@ -259,7 +258,7 @@ impl Core {
             }
             _ => {
                 if x.parked.is_none() {
-                    bump(&self.sh.rma.network_faults);
+                    self.sh.rma.bump(fabric_counter::NETWORK_FAULTS);
                     let info = NETWORK_FAULT | u64::from(origin.node);
                     self.park_with(x, i as u16, Site::Network, f, info);
                     x.parked_origin = Some(origin);

@@ -1,108 +1,85 @@
-//! Statistics of remote memory access and tagged messages (docs/fabric.md 14.13,
-//! 14.14), kept by the device's data
-//! thread next to the transport's [`Stats`](super::stats::Stats): the 32 device counters
-//! are all taken, so these reach tests and the log through the control socket
-//! (`mnic-device stats` prints them after the counters, as `rma_<name> <value>` lines).
+//! Statistics of remote memory access and tagged messages (docs/fabric.md 14.13, 14.14),
+//! kept by the device's data thread next to the transport's [`Stats`](super::stats::Stats).
+//! Which there are, their indices and names are defined once, in `mnic_abi::fabric_counter`
+//! (spec §10): the guest reads them as the `FABRIC_COUNTER` registers of BAR0
+//! ([`crate::mmio`]), the host through the control socket (`mnic-device stats` prints them
+//! after the counters, as `rma_<name> <value>` lines).
 //! They are statistics: not cleared by a device reset.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// One statistic: its name (printed as `rma_<name>`) and what it counts.
-macro_rules! rma_stats {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// What the device counts about PUT, GET, SEND and RECV. Relaxed atomics.
-        #[derive(Default)]
-        pub struct RmaStats {
-            $($(#[$doc])* pub $name: AtomicU64,)*
-        }
+use mnic_abi::fabric_counter;
 
-        /// A copy of [`RmaStats`] at one moment.
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct RmaSnapshot {
-            $($(#[$doc])* pub $name: u64,)*
-        }
+const COUNT: usize = fabric_counter::COUNT as usize;
 
-        impl RmaStats {
-            /// The values now.
-            pub fn snapshot(&self) -> RmaSnapshot {
-                RmaSnapshot {
-                    $($name: self.$name.load(Ordering::Relaxed),)*
-                }
-            }
-
-            /// `rma_<name> <value>` lines, one per statistic.
-            pub fn render(&self) -> String {
-                let s = self.snapshot();
-                let mut out = String::new();
-                $(out.push_str(&format!(concat!("rma_", stringify!($name), " {}\n"), s.$name));)*
-                out
-            }
-        }
-    };
+/// What the device counts about PUT, GET, SEND and RECV, one relaxed atomic per
+/// `fabric_counter` index.
+pub struct RmaStats {
+    slots: [AtomicU64; COUNT],
 }
 
-rma_stats! {
-    /// Target: `PUT` packets written (answered `REPLY OK`).
-    put_served,
-    /// Target: `GET_REQ` packets read (answered `GET_RESP`).
-    get_served,
-    /// Target: packets refused with a `REPLY` error other than `RNR` (`NO_CONTEXT`,
-    /// `BAD_KEY`, `BAD_RANGE`, `BAD_ACCESS`, `REMOTE_FAULT`).
-    errors_sent,
-    /// Target: packets answered `REPLY RNR` (a missing or read-only translation).
-    rnr_sent,
-    /// Target: network faults parked (FAULT events with `info` = 1 << 32 | node).
-    network_faults,
-    /// Target and initiator: malformed payloads refused and not answered (short
-    /// header, wrong data length, a request of 0 or more than `GET_CHUNK` bytes or across
-    /// a page, a REPLY with an undefined status, a GET_RESP of the wrong length, a
-    /// malformed EAGER, RTS or FIN).
-    refused,
-    /// Initiator: `PUT` and `GET_REQ` packets sent (resends included).
-    packets_sent,
-    /// Initiator: packets sent again (after an `RNR`, or a GET_RESP dropped).
-    resends,
-    /// Initiator: `REPLY RNR` received.
-    rnr_received,
-    /// Initiator: answers to no packet in flight (a late answer to an item that already
-    /// ended, a forged or replayed one), dropped.
-    late,
-    /// Initiator: `GET_RESP` data dropped because its local translation was gone.
-    get_resp_dropped,
-    /// Initiator: work items failed by the peer going away or staying silent
-    /// (`PEER_GONE`).
-    peer_gone,
-    /// Packets the transport would not take (send queue full): the initiator sends
-    /// them again later; a target's lost answer is covered by the initiator's timeout.
-    send_refused,
-    /// Sender: `EAGER` and `RTS` packets sent (resends included).
-    msg_sent,
-    /// Receiver: `EAGER` messages written into a posted receive on arrival.
-    eager_matched,
-    /// Receiver: `RTS` messages that matched a posted receive on arrival.
-    rts_matched,
-    /// Receiver: `EAGER`/`RTS` messages kept in an unexpected queue.
-    unexpected,
-    /// Receiver: `EAGER`/`RTS` answered `RNR` because the unexpected queue was full.
-    unexpected_full,
-    /// Receiver: RECVs that found their message in the unexpected queue when fetched.
-    recv_matched,
-    /// Sender: rendezvous pulls read and answered `GET_RESP`.
-    pull_served,
-    /// Sender: pulls answered `BAD_KEY` (no current SEND with that id to that puller, or
-    /// outside its buffer).
-    pull_refused,
-    /// Receiver: `FIN` packets sent.
-    fin_sent,
-    /// Sender: `FIN` packets that ended a SEND.
-    fin_received,
-    /// Sender: well-formed `FIN`s for no SEND waiting for one (late, forged, replayed).
-    fin_dropped,
+impl Default for RmaStats {
+    fn default() -> Self {
+        RmaStats {
+            slots: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
 }
 
-/// Adds one to `c`.
-pub fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+/// A copy of [`RmaStats`] at one moment; index it with a `fabric_counter` constant.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RmaSnapshot([u64; COUNT]);
+
+impl RmaSnapshot {
+    /// The values, in `fabric_counter` order.
+    pub fn values(&self) -> &[u64] {
+        &self.0
+    }
+}
+
+impl std::ops::Index<u32> for RmaSnapshot {
+    type Output = u64;
+    fn index(&self, i: u32) -> &u64 {
+        &self.0[i as usize]
+    }
+}
+
+impl RmaStats {
+    /// Adds one to statistic `i` (a `fabric_counter` index; ignored outside them).
+    pub fn bump(&self, i: u32) {
+        self.add(i, 1);
+    }
+
+    /// Adds `n` to statistic `i` (ignored outside them).
+    pub fn add(&self, i: u32, n: u64) {
+        if let Some(c) = self.slots.get(i as usize) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Statistic `i` now (0 outside them).
+    pub fn get(&self, i: u32) -> u64 {
+        self.slots
+            .get(i as usize)
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// The values now.
+    pub fn snapshot(&self) -> RmaSnapshot {
+        RmaSnapshot(std::array::from_fn(|i| {
+            self.slots[i].load(Ordering::Relaxed)
+        }))
+    }
+
+    /// `rma_<name> <value>` lines, one per statistic, in index order.
+    pub fn render(&self) -> String {
+        let s = self.snapshot();
+        let mut out = String::new();
+        for (name, v) in fabric_counter::NAMES.iter().zip(s.0) {
+            out.push_str(&format!("{}{name} {v}\n", fabric_counter::PREFIX));
+        }
+        out
+    }
 }
 
 #[cfg(test)]
@@ -112,11 +89,15 @@ mod tests {
     #[test]
     fn render_names_every_statistic() {
         let s = RmaStats::default();
-        bump(&s.rnr_sent);
-        bump(&s.rnr_sent);
+        s.bump(fabric_counter::RNR_SENT);
+        s.bump(fabric_counter::RNR_SENT);
+        s.bump(fabric_counter::COUNT);
         let r = s.render();
         assert!(r.contains("rma_rnr_sent 2\n"), "{r}");
         assert!(r.contains("rma_put_served 0\n"), "{r}");
+        assert!(r.ends_with("rma_fin_dropped 0\n"), "{r}");
         assert_eq!(r.lines().count(), 24);
+        assert_eq!(s.snapshot()[fabric_counter::RNR_SENT], 2);
+        assert_eq!(s.get(fabric_counter::COUNT), 0, "outside the statistics");
     }
 }

@@ -209,6 +209,17 @@ impl Harness {
         self.dev.counters().get(i)
     }
 
+    /// Every `FABRIC_COUNTER` register, read as the driver reads them: two 32-bit
+    /// accesses, low half first.
+    pub fn fabric_counters(&self) -> Vec<u64> {
+        (0..mnic_abi::fabric_counter::COUNT)
+            .map(|i| {
+                let off = reg::fabric_counter(i);
+                u64::from(self.reg(off)) | u64::from(self.reg(off + 4)) << 32
+            })
+            .collect()
+    }
+
     /// Polls the device until it is idle (at most `10_000` rounds).
     pub fn run(&mut self) -> Activity {
         let m = self.mem();

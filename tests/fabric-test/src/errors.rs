@@ -4,6 +4,7 @@
 //! registration. Target memory is unchanged after every refusal.
 
 use mnic::{Access, Endpoint, RemoteError, RemoteKey, RemoteRegion, Work};
+use mnic_abi::fabric_counter::{ERRORS_SENT, GET_SERVED, PUT_SERVED};
 use mnic_guest_util::nic::{self, TIMEOUT};
 use mnic_guest_util::{check, e, fork_pair, CaseResult, Link, Outcome, PAGE};
 
@@ -45,6 +46,18 @@ pub fn bad_key_route_context() -> CaseResult {
     let p = pair()?;
     let w = Window::new(&p.target, LEN, Access::READ_WRITE, Some(80))?;
     let r = w.region;
+    // Each refusal the target makes is one error answer for one packet (a PUT or GET of 16
+    // bytes is one packet, and the transport delivers it once); it serves nothing.
+    let mut target = FabricStats::new(&p.target, [ERRORS_SENT, PUT_SERVED, GET_SERVED])?;
+    let mut refusals = |what: &str, want: u64| -> Result<(), String> {
+        let [errors, puts, gets] = target.grew()?;
+        check(errors == want && puts == 0 && gets == 0, || {
+            format!(
+                "{what}: the target device sent {errors} error answers (want {want}) and \
+                 served {puts} PUT, {gets} GET packets"
+            )
+        })
+    };
     let forged_key =
         RemoteKey::new(r.key.get() ^ 0x8000_0001).ok_or_else(|| "key collision".to_string())?;
     both_refused(
@@ -59,6 +72,7 @@ pub fn bad_key_route_context() -> CaseResult {
         80,
         "unknown key",
     )?;
+    refusals("unknown key", 2)?;
     let stranger = Endpoint::new(0x7ff0, u32::from(r.endpoint.ctx)).ok_or("endpoint")?;
     both_refused(
         &p,
@@ -72,6 +86,7 @@ pub fn bad_key_route_context() -> CaseResult {
         80,
         "no such node",
     )?;
+    refusals("no such node (nothing leaves the initiator)", 0)?;
     let unused_ctx = Endpoint::new(u32::from(r.endpoint.node), 255).ok_or("endpoint")?;
     check(unused_ctx != r.endpoint, || {
         "the target context is 255".into()
@@ -88,6 +103,7 @@ pub fn bad_key_route_context() -> CaseResult {
         80,
         "context not open",
     )?;
+    refusals("context not open", 2)?;
     p.no_stale()?;
     Ok(Outcome::Pass)
 }

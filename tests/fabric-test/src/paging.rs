@@ -5,6 +5,7 @@
 //! invalidation returned.
 
 use mnic::{Access, Work};
+use mnic_abi::fabric_counter::{NETWORK_FAULTS, RNR_SENT};
 use mnic_guest_util::numa::{move_to_other_node, one_numa_node};
 use mnic_guest_util::{check, duration, e, note, CaseResult, Map, Outcome, PAGE};
 
@@ -81,6 +82,7 @@ pub fn swap_target_before_put() -> CaseResult {
     let gone = page_out(&w.map, len)?;
     no_entries_for_gone_pages(&p.target, &w.map, len)?;
     let f0 = faults(&p.target)?;
+    let mut target = FabricStats::new(&p.target, [NETWORK_FAULTS, RNR_SENT])?;
     src.fill(0, len / 2, 3);
     p.put(
         src.va(),
@@ -91,6 +93,13 @@ pub fn swap_target_before_put() -> CaseResult {
     )?;
     let f1 = faults(&p.target)?;
     check(f1 > f0, || "no target fault for swapped-out pages".into())?;
+    // The faults were the target device's network faults, each behind an RNR answer.
+    let [net_faults, rnr] = target.grew()?;
+    check(net_faults > 0 && rnr >= net_faults, || {
+        format!(
+            "PUT into swapped-out pages: target device {net_faults} network faults, {rnr} RNR sent"
+        )
+    })?;
     let (back, _rb) = local(&p.init, len, Access::WRITE, 0)?;
     p.get(back.va(), &w.region, 0, len, "GET")?;
     mnic_guest_util::is_pattern(&back.read(0, len / 2), 0, 3)?;
@@ -98,7 +107,8 @@ pub fn swap_target_before_put() -> CaseResult {
     w.holds(0, len / 2, 3)?;
     w.holds(len / 2, len / 2, 2)?;
     note(format!(
-        "{gone} of {} target pages swapped out; {} target faults to bring them back",
+        "{gone} of {} target pages swapped out; {} target faults to bring them back \
+         ({net_faults} network faults, {rnr} RNR at the target device)",
         len / PAGE,
         faults(&p.target)? - f0
     ));

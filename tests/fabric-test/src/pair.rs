@@ -123,6 +123,39 @@ pub fn invalidations(ctx: &Context) -> Result<u64, String> {
     Ok(nic::stats(ctx)?.invalidations)
 }
 
+/// Fabric statistics `which` (`abi::fabric_counter` indices) of the device under `ctx`, as
+/// the guest sees them (debugfs `fabric`, from the device's `FABRIC_COUNTER` registers), so
+/// that a case can check what one step added to them.
+pub struct FabricStats<'a, const N: usize> {
+    ctx: &'a Context,
+    which: [u32; N],
+    base: [u64; N],
+}
+
+impl<'a, const N: usize> FabricStats<'a, N> {
+    /// Reads `which` now.
+    pub fn new(ctx: &'a Context, which: [u32; N]) -> Result<Self, String> {
+        let mut s = FabricStats {
+            ctx,
+            which,
+            base: [0; N],
+        };
+        s.grew()?;
+        Ok(s)
+    }
+
+    /// How much each of `which` grew since the last reading, in `which` order.
+    pub fn grew(&mut self) -> Result<[u64; N], String> {
+        let mut delta = [0; N];
+        for (k, &i) in self.which.iter().enumerate() {
+            let now = nic::fabric_stat(self.ctx, i)?;
+            delta[k] = now.wrapping_sub(self.base[k]);
+            self.base[k] = now;
+        }
+        Ok(delta)
+    }
+}
+
 /// Registers a raw mapping of this process on `ctx`.
 pub fn register<'a>(
     ctx: &'a Context,

@@ -3,6 +3,7 @@
 
 use mnic::Access;
 use mnic_abi::fabric::PUT_CHUNK;
+use mnic_abi::fabric_counter::{NETWORK_FAULTS, PUT_SERVED, RNR_RECEIVED, RNR_SENT};
 use mnic_guest_util::{check, e, is_zero, note, pattern, CaseResult, Outcome, PAGE};
 
 use crate::pair::*;
@@ -76,9 +77,27 @@ pub fn target_untouched() -> CaseResult {
     })?;
     let (src, _rs) = local(&p.init, len, Access::READ, 7)?;
     let f0 = faults(&p.target)?;
+    let mut target = FabricStats::new(&p.target, [NETWORK_FAULTS, RNR_SENT, PUT_SERVED])?;
+    let mut init = FabricStats::new(&p.init, [RNR_RECEIVED])?;
     p.put(src.va(), &w.region, 0, len, "PUT")?;
     let f1 = faults(&p.target)?;
     check(f1 > f0, || "the PUT raised no fault at the target".into())?;
+    // The target's device saw it too: it parked network faults and answered RNR (at least
+    // once per fault), every RNR reached the initiator, and it wrote at least as many
+    // packets as the PUT needs (none crosses a page).
+    let [net_faults, rnr, served] = target.grew()?;
+    let [rnr_received] = init.grew()?;
+    let packets = (len / PAGE * PAGE.div_ceil(PUT_CHUNK)) as u64;
+    check(
+        net_faults > 0 && rnr >= net_faults && rnr_received == rnr && served >= packets,
+        || {
+            format!(
+                "PUT into untouched memory: target {net_faults} network faults, {rnr} RNR \
+                 sent, {served} packets written (want >= {packets}); initiator {rnr_received} \
+                 RNR received"
+            )
+        },
+    )?;
     w.holds(0, len, 7)?;
     let valid = p
         .target
@@ -94,7 +113,8 @@ pub fn target_untouched() -> CaseResult {
     let f2 = faults(&p.target)?;
     check(f2 > f1, || "the GET raised no fault at the target".into())?;
     note(format!(
-        "target faults: {} for the PUT of {len} bytes, {} for the GET; {valid} entries after",
+        "target faults: {} for the PUT of {len} bytes, {} for the GET; {valid} entries after; \
+         target device: {net_faults} network faults, {rnr} RNR for the PUT",
         f1 - f0,
         f2 - f1
     ));

@@ -124,10 +124,24 @@ fn force_trapped_doorbells() {
     }
 }
 
-/// Stale accesses the device found: by its own checker plus those the oracle saw.
 /// The context's driver counters (`MNIC_IOC_CTX_STATS`).
 pub fn stats(ctx: &Context) -> Result<abi::MnicCtxStats, String> {
     ctx.ctx_stats().map_err(e("CTX_STATS"))
+}
+
+/// Fabric statistic `i` (an `abi::fabric_counter` index, e.g. `ERRORS_SENT`) of the device
+/// under `ctx`: its `rma_<name> <value>` line in the driver's debugfs `fabric` file, which
+/// the driver reads from the device's `FABRIC_COUNTER` registers (spec §10). Root only.
+pub fn fabric_stat(ctx: &Context, i: u32) -> Result<u64, String> {
+    let name = abi::fabric_counter::NAMES
+        .get(i as usize)
+        .ok_or_else(|| format!("no fabric statistic {i}"))?;
+    let path = format!("/sys/kernel/debug/mnic{}/fabric", ctx.info().minor);
+    let text = fs::read_to_string(&path).map_err(|err| format!("{path}: {err}"))?;
+    let key = format!("{}{name}", abi::fabric_counter::PREFIX);
+    text.lines()
+        .find_map(|l| l.strip_prefix(&key)?.strip_prefix(' ')?.parse().ok())
+        .ok_or_else(|| format!("{path}: no {key} line in {text:?}"))
 }
 
 /// Registers `[va, va+len)` (which the caller maps and unmaps itself; the device only ever
@@ -144,6 +158,7 @@ pub fn reg_raw(
     unsafe { ctx.register_raw(va, len as u64, access) }.map_err(e("register_raw"))
 }
 
+/// Stale accesses the device found: by its own checker plus those the oracle saw.
 pub fn stale(ctx: &Context) -> Result<u64, String> {
     let c = ctx.dev_stats().map_err(e("DEV_STATS"))?;
     Ok(c.get(abi::counter::STALE_ACCESSES) + c.get(abi::counter::ORACLE_VIOLATIONS))

@@ -1,5 +1,6 @@
-//! `mnic stats`: the driver's per-context counters, the device counters, and the latency
-//! histograms of SYNC waits and device faults (device-wide, and per open context).
+//! `mnic stats`: the driver's per-context counters, the device counters, the device's fabric
+//! counters (a node of a fabric; from debugfs, root only), and the latency histograms of SYNC
+//! waits and device faults (device-wide, and per open context).
 
 use std::time::{Duration, Instant};
 
@@ -36,6 +37,10 @@ pub struct Sample {
     /// Each open context's histograms (debugfs; absent when it cannot be read).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_latency: Option<Vec<ContextLatency>>,
+    /// The device's fabric counters by name (spec §10; debugfs `fabric`): absent when it
+    /// cannot be read or the device is no node of a fabric.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fabric_counters: Option<Fields<u64>>,
 }
 
 /// What one sample reads.
@@ -44,6 +49,27 @@ pub struct Reading<'a> {
     pub counters: &'a DevCounters,
     pub latency: &'a Latency,
     pub contexts: Option<Vec<ContextLatency>>,
+    pub fabric: Option<Fields<u64>>,
+}
+
+/// The fabric counters in debugfs `fabric` of directory `dir` (`/sys/kernel/debug/mnicN`);
+/// `None` if it cannot be read (debugfs not mounted, not root) or has none.
+fn read_fabric(dir: &std::path::Path) -> Option<Fields<u64>> {
+    parse_fabric(&std::fs::read_to_string(dir.join("fabric")).ok()?)
+}
+
+/// The driver's `fabric` file: its own lines, then, on a node of a fabric, one
+/// `rma_<name> <value>` line per fabric counter; the counters by name.
+fn parse_fabric(text: &str) -> Option<Fields<u64>> {
+    let prefix = mnic::abi::fabric_counter::PREFIX;
+    let f: Fields<u64> = text
+        .lines()
+        .filter_map(|l| {
+            let (name, v) = l.strip_prefix(prefix)?.split_once(' ')?;
+            Some((name, v.parse().ok()?))
+        })
+        .collect();
+    (!f.is_empty()).then_some(f)
 }
 
 pub fn sample(
@@ -67,6 +93,7 @@ pub fn sample(
         device_latency: *now.latency,
         device_latency_delta: prev.map(|(_, l)| now.latency.since(l)),
         context_latency: now.contexts,
+        fabric_counters: now.fabric,
     }
 }
 
@@ -83,6 +110,14 @@ pub fn render(s: &Sample) -> String {
     }
     out.push_str(&t.render());
     out.push('\n');
+    if let Some(f) = &s.fabric_counters {
+        let mut t = Table::new(&["fabric counter", "value"]);
+        for (name, v) in f.iter() {
+            t.row(&[name.to_string(), v.to_string()]);
+        }
+        out.push_str(&t.render());
+        out.push('\n');
+    }
     let mut t = Table::new(&["context counter (this tool's context)", "value"]);
     for (name, v) in &s.context.0 {
         t.row(&[name.clone(), v.to_string()]);
@@ -132,6 +167,7 @@ pub fn run(device: u32, interval: Option<f64>, count: Option<u32>, json: bool) -
             counters: &now,
             latency: &lat,
             contexts: latency::read_contexts(&debugfs),
+            fabric: read_fabric(&debugfs),
         };
         let s = sample(
             &dev,
@@ -177,6 +213,7 @@ mod tests {
             counters,
             latency,
             contexts: None,
+            fabric: None,
         };
         let s = sample(
             &Device::from_index(0),
@@ -213,9 +250,46 @@ mod tests {
         );
         let first = serde_json::to_value(&first).unwrap();
         assert!(first.get("device_delta").is_none());
+        assert!(first.get("fabric_counters").is_none());
         assert!(first.get("device_latency_delta").is_none());
         let text = render(&s);
         assert!(text.contains("faults"));
         assert!(text.contains("[256, 512) us"), "{text}");
+    }
+
+    #[test]
+    fn fabric_counters_from_debugfs() {
+        assert!(parse_fabric("node 0xffff\nremote_keys 0\nnetwork_faults 0\n").is_none());
+        let text =
+            "node 0x2\nremote_keys 1\nnetwork_faults 4\nrma_put_served 192\nrma_rnr_sent 7\n";
+        let f = parse_fabric(text).unwrap();
+        assert_eq!(f.get("put_served"), Some(&192));
+        assert_eq!(f.get("rnr_sent"), Some(&7));
+        assert_eq!(
+            f.get("network_faults"),
+            None,
+            "the driver's own line is not one"
+        );
+        let s = Sample {
+            fabric_counters: Some(f),
+            ..sample(
+                &Device::from_index(1),
+                0,
+                Duration::ZERO,
+                Reading {
+                    ctx: &MnicCtxStats::default(),
+                    counters: &DevCounters(MnicDevStats::default()),
+                    latency: &Latency::default(),
+                    contexts: None,
+                    fabric: None,
+                },
+                None,
+            )
+        };
+        assert_eq!(
+            serde_json::to_value(&s).unwrap()["fabric_counters"]["rnr_sent"],
+            7
+        );
+        assert!(render(&s).contains("fabric counter"));
     }
 }
