@@ -8,6 +8,12 @@
 FABRIC_LINK=/dev/ttyS1
 FABRIC_PINGPONG_SIZES=8,4096,65536
 FABRIC_BW_SIZES=64K,1M
+# Tagged messages (`--op send`): the ping-pong crosses the eager limit (EAGER_MAX, 1416
+# bytes: one packet; one byte more goes by rendezvous, the receiver pulling it); the stream
+# has the largest eager message and a 64 KiB rendezvous one (an iteration of eager messages
+# is 2048 of them, one in flight at a time: one such size keeps the case short).
+FABRIC_SEND_PINGPONG_SIZES=64,1416,1417,65536
+FABRIC_SEND_STREAM_SIZES=1416,64K
 # How often guest 2 pages its stream target out (MADV_PAGEOUT) while guest 1 streams.
 FABRIC_PAGEOUT_MS=100
 
@@ -18,15 +24,29 @@ fabric_pingpong_connect() {
 fabric_bw_connect() {
 	fabric_watched bw --connect --link $FABRIC_LINK --sizes $FABRIC_BW_SIZES "$@"
 }
+fabric_send_pingpong_connect() {
+	fabric_watched pingpong --op send --connect --link $FABRIC_LINK --sizes $FABRIC_SEND_PINGPONG_SIZES "$@"
+}
+fabric_send_stream_connect() {
+	fabric_watched bw --op send --connect --link $FABRIC_LINK --sizes $FABRIC_SEND_STREAM_SIZES "$@"
+}
 
-# Guest 2's ends, in the order guest 1 runs them. The stream's server pages its window
-# out while the stream runs, checks the data at the end and answers ok or fail: both
-# ends' exit statuses say whether the data arrived intact.
+# Guest 2's ends, in the order guest 1 runs them. The PUT stream's server pages its window
+# out while the stream runs, checks the data at the end and answers ok or fail; the SEND
+# servers echo each ping (checking its stamp) and check every streamed message, answering
+# fail as soon as one is wrong: both ends' exit statuses say whether the data arrived
+# intact.
 fabric_pingpong_serve() {
 	fabric_watched pingpong --serve --link $FABRIC_LINK --sizes $FABRIC_PINGPONG_SIZES
 }
 fabric_bw_serve() {
 	fabric_watched bw --serve --link $FABRIC_LINK --sizes $FABRIC_BW_SIZES --pageout-ms $FABRIC_PAGEOUT_MS
+}
+fabric_send_pingpong_serve() {
+	fabric_watched pingpong --op send --serve --link $FABRIC_LINK --sizes $FABRIC_SEND_PINGPONG_SIZES
+}
+fabric_send_stream_serve() {
+	fabric_watched bw --op send --serve --link $FABRIC_LINK --sizes $FABRIC_SEND_STREAM_SIZES
 }
 
 # Loads the stale-access oracle module (tests/kmod/mnic-oracle, in the image), which every

@@ -58,8 +58,8 @@ pub enum Cmd {
     /// other's memory and the process polls for the message's last bytes. With `--op send`:
     /// tagged SEND/RECV round trips into receives posted at each end, halved (like
     /// mx_pingpong / fi_pingpong), across the eager/rendezvous limit. With
-    /// `--serve`/`--connect --link PATH` (PUT only), one end per process (or guest): half
-    /// the round trip.
+    /// `--serve`/`--connect --link PATH`, one end per process (or guest): half the round
+    /// trip (with `--op send`: to the server's echo).
     Pingpong {
         #[command(flatten)]
         args: FabricArgs,
@@ -67,7 +67,7 @@ pub enum Cmd {
     /// PUT and GET bandwidth per message size between two devices on one fabric (like
     /// ib_write_bw / ib_read_bw), against the same bytes moved by local COPY items. With
     /// `--op send`: streaming tagged SENDs into receives the peer keeps posted. With
-    /// `--serve`/`--connect --link PATH` (PUT/GET only), one end per process (or guest).
+    /// `--serve`/`--connect --link PATH`, one end per process (or guest).
     Bw {
         #[command(flatten)]
         args: FabricArgs,
@@ -279,13 +279,14 @@ mod tests {
             "5",
         ]);
         assert!(a.unwrap().role().is_err());
-        // The cross mode is PUT's: `--op send` is refused at either end, `--op put` taken.
+        // Either operation at either end.
         for end in ["--serve", "--connect"] {
-            let a = fabric(&["mnic", "pingpong", "--op", "send", end, "--link", "x"]).unwrap();
-            let e = a.role().unwrap_err();
-            assert!(e.contains("--op send"), "{e}");
-            let a = fabric(&["mnic", "bw", "--op", "put", end, "--link", "x"]).unwrap();
-            assert!(a.role().unwrap().is_some());
+            for op in ["put", "send"] {
+                for tool in ["pingpong", "bw"] {
+                    let a = fabric(&["mnic", tool, "--op", op, end, "--link", "x"]).unwrap();
+                    assert!(a.role().unwrap().is_some(), "{tool} --op {op} {end}");
+                }
+            }
         }
         assert_eq!(
             fabric(&["mnic", "bw", "--op", "send"]).unwrap().role(),

@@ -33,8 +33,8 @@ impl FabricOp {
 /// Flags both fabric benchmarks take.
 #[derive(Debug, Clone, Args)]
 pub struct FabricArgs {
-    /// How the bytes move: `put` (remote memory access) or `send` (tagged SEND/RECV; both
-    /// ends in this process only, not with `--serve`/`--connect`).
+    /// How the bytes move: `put` (remote memory access) or `send` (tagged SEND/RECV). With
+    /// `--serve`/`--connect`, both ends must be given the same.
     #[arg(long, value_enum, default_value_t = FabricOp::Put)]
     pub op: FabricOp,
     /// The initiator's device (it also runs the local COPY baseline).
@@ -63,20 +63,22 @@ pub struct FabricArgs {
     #[arg(long)]
     pub smoke: bool,
     /// Run only the target's end, in this process, on `--local`: register a window for
-    /// remote access, hand its region to the client over `--link`, serve until the client
-    /// is done, and answer whether all went well (ends in two processes or two guests).
+    /// remote access and hand its region to the client over `--link` (with `--op send`:
+    /// hand it this context's endpoint, echo each ping, take and check the stream,
+    /// acknowledging each iteration), serve until the client is done, and answer whether
+    /// all went well (ends in two processes or two guests).
     #[arg(long, requires = "link", conflicts_with = "connect")]
     pub serve: bool,
-    /// Run only the initiator's end, in this process, on `--local`, against the window a
-    /// `--serve` end hands over `--link`; prints the report.
+    /// Run only the initiator's end, in this process, on `--local`, against the window (or
+    /// with `--op send` the endpoint) a `--serve` end hands over `--link`; prints the
+    /// report.
     #[arg(long, requires = "link")]
     pub connect: bool,
-    /// The line link to the other end with `--serve`/`--connect` (`--op put` only): a
-    /// serial port (made raw), e.g. `/dev/ttyS1` between two guests of `mnic-vm run
-    /// --peer-cmd`.
+    /// The line link to the other end with `--serve`/`--connect`: a serial port (made raw),
+    /// e.g. `/dev/ttyS1` between two guests of `mnic-vm run --peer-cmd`.
     #[arg(long)]
     pub link: Option<PathBuf>,
-    /// With `--serve` (bw): page the window out (MADV_PAGEOUT) every this many
+    /// With `--serve` (bw, `--op put`): page the window out (MADV_PAGEOUT) every this many
     /// milliseconds while the client streams; the server then fails unless at least one
     /// page-out happened during the stream and the data arrived intact.
     #[arg(long)]
@@ -204,18 +206,14 @@ impl FabricArgs {
         if self.pageout_ms.is_some() && !self.serve {
             return Err("--pageout-ms is for the --serve end".into());
         }
+        if self.pageout_ms.is_some() && self.op != FabricOp::Put {
+            // What is paged out is the window the client PUTs into; a SEND server's
+            // receive buffer is not measured against paging.
+            return Err("--pageout-ms needs `--op put`".into());
+        }
         let Some(link) = self.link.as_deref() else {
             return Ok(None);
         };
-        if self.op != FabricOp::Put {
-            // The line protocol hands over a remote window and the server answers by PUT:
-            // tagged messages have no such exchange (both ends must post receives).
-            return Err(format!(
-                "--serve/--connect run PUT/GET only: `--op {}` needs both ends in one process \
-                 (--local and --remote)",
-                self.op.name()
-            ));
-        }
         match (self.serve, self.connect) {
             (true, _) => Ok(Some((Role::Serve, link))),
             (false, true) => Ok(Some((Role::Connect, link))),
@@ -280,5 +278,50 @@ mod tests {
                 .check_target_modes(true)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn send_runs_with_an_end_per_process_but_pages_out_only_put_windows() {
+        for end in ["--serve", "--connect"] {
+            let a = parse(&["--op", "send", end, "--link", "/dev/ttyS1"]);
+            let want = if end == "--serve" {
+                Role::Serve
+            } else {
+                Role::Connect
+            };
+            assert_eq!(a.role().unwrap().map(|(r, _)| r), Some(want));
+        }
+        let a = parse(&[
+            "--op",
+            "send",
+            "--serve",
+            "--link",
+            "x",
+            "--pageout-ms",
+            "9",
+        ]);
+        assert_eq!(a.role().unwrap_err(), "--pageout-ms needs `--op put`");
+        let a = parse(&["--serve", "--link", "x", "--pageout-ms", "9"]);
+        assert_eq!(a.role().unwrap().map(|(r, _)| r), Some(Role::Serve));
+    }
+
+    #[test]
+    fn both_ends_of_a_send_run_size_their_buffers_alike() {
+        // A server without --sizes takes the client's default or smoke sizes.
+        let smoke = parse(&["--op", "send", "--smoke", "--serve", "--link", "x"]);
+        assert_eq!(
+            smoke.sizes_or_smoke(&[8, 65536], &[1416, 1417]),
+            [1416, 1417]
+        );
+        let given = parse(&[
+            "--op",
+            "send",
+            "--sizes",
+            "64K,1416,1417",
+            "--connect",
+            "--link",
+            "x",
+        ]);
+        assert_eq!(given.sizes_or_smoke(&[8], &[1416]), [65536, 1416, 1417]);
     }
 }

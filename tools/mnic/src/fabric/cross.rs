@@ -1,6 +1,7 @@
 //! `mnic pingpong` and `mnic bw` with each end in a process of its own, on another node
 //! (another guest): `--serve` runs the target's end, `--connect` the initiator's, and the
-//! two talk over a line link (`link.rs`).
+//! two talk over a line link (`link.rs`). This file has the PUT ends and what every end
+//! shares; `cross_send.rs` has the ends of `--op send`.
 //!
 //! The exchange: the server registers its window for remote access and answers the
 //! client's `hello` with its region; the client (ping-pong: sends its own and) runs, then says it is done; the
@@ -30,14 +31,14 @@ use crate::fabric::ends::{largest, Buffers, Side};
 use crate::fabric::link::{Link, Msg};
 use crate::fabric::measure::{latency_vs_copy, message_len, rounds, Measured};
 use crate::fabric::oracle::{self, End};
-use crate::fabric::pingpong::{self, one_way, stamp};
+use crate::fabric::pingpong::{self, arm, one_way, stamp};
 
 /// How long an end waits for the other to come up (the other guest may still be booting).
-const PEER_WAIT: Duration = Duration::from_secs(300);
+pub(super) const PEER_WAIT: Duration = Duration::from_secs(300);
 
 /// This end's context on `--local` (a node of a fabric), with its queues set up, armed with
 /// `--oracle` (by this process: the oracle watches the address space of the one that arms).
-fn open_end(a: &FabricArgs, c: &Common) -> CmdResult<End> {
+pub(super) fn open_end(a: &FabricArgs, c: &Common) -> CmdResult<End> {
     let ctx = Context::open(&a.local)?;
     if ctx.info().node.is_none() {
         return Err(format!("{} is not a node of a fabric", a.local.display()).into());
@@ -45,16 +46,24 @@ fn open_end(a: &FabricArgs, c: &Common) -> CmdResult<End> {
     oracle::end(a, setup(c, ctx)?)
 }
 
-/// The report parameters of a client: its device and node, the server's node, the link,
-/// the operation (PUT: `FabricArgs::role` refuses any other with an end per process).
-fn record_client(r: &mut Report, a: &FabricArgs, ctx: &Context, peer: &RemoteRegion, link: &Path) {
+/// The report parameters of a client: its device and node, the link, the server's node, the
+/// operation; then the oracle's note and the sizes, as a run with both ends here has them.
+pub(super) fn record_client(
+    r: &mut Report,
+    a: &FabricArgs,
+    ctx: &Context,
+    (link, remote_node): (&Path, u16),
+    sizes: &[u64],
+) {
     r.params
         .push(param::LOCAL, json!(a.local.display().to_string()));
     r.params.push(param::LOCAL_NODE, json!(ctx.info().node));
     r.params
         .push(param::REMOTE, json!(format!("link {}", link.display())));
-    r.params.push(param::REMOTE_NODE, json!(peer.endpoint.node));
+    r.params.push(param::REMOTE_NODE, json!(remote_node));
     r.params.push(param::OP, json!(a.op.name()));
+    oracle::note(r, a);
+    r.params.push(param::SIZES, json!(sizes));
 }
 
 /// Checks that the server's window takes the largest message.
@@ -72,7 +81,7 @@ fn fits(peer: &RemoteRegion, max: usize) -> CmdResult {
 
 /// The server's answer to the client's `done`: `ok`, or `fail` with the reason; the reason
 /// also fails this process.
-fn verdict(link: &mut Link<std::fs::File>, result: CmdResult) -> CmdResult {
+pub(super) fn verdict(link: &mut Link<std::fs::File>, result: CmdResult) -> CmdResult {
     match result {
         Ok(()) => link.send(&Msg::Ok),
         Err(e) => {
@@ -91,14 +100,13 @@ pub fn pingpong_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     let max = largest(&sizes, 8)?;
     let bufs = Buffers::new(max)?;
     let me = Side::new(&ctx, &bufs)?;
-    let peer = link.connect(PEER_WAIT)?;
+    let peer = link.connect(PEER_WAIT, Msg::into_region)?;
     fits(&peer, max)?;
     link.send(&Msg::Region(me.region))?;
     let timeout = Duration::from_millis(c.timeout_ms);
     let mut report = new_report(Bench::Pingpong, &c);
-    record_client(&mut report, a, &ctx, &peer, link_path);
-    oracle::note(&mut report, a);
-    report.params.push(param::SIZES, json!(sizes));
+    let remote = (link_path, peer.endpoint.node);
+    record_client(&mut report, a, &ctx, remote, &sizes);
     let before = ctx.dev_stats()?;
     let mut n = 0u64;
     for &size in &sizes {
@@ -153,14 +161,6 @@ fn wait_for(window: &mnic::DmaBuffer, off: usize, want: &[u8], timeout: Duration
     }
 }
 
-/// Sets the stamp bytes of round `n` of `len`-byte messages in `window` to something else
-/// than the stamp, so that only that round's message makes them match.
-fn arm(window: &mnic::DmaBuffer, len: usize, n: u64) {
-    let want = stamp(n, len);
-    let not_yet: Vec<u8> = want.iter().map(|b| !b).collect();
-    window.write_from(len - want.len(), &not_yet);
-}
-
 /// `mnic pingpong --serve`.
 pub fn pingpong_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
     let c = a.common(pingpong::DEFAULT_WARMUP);
@@ -170,7 +170,7 @@ pub fn pingpong_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
     let bufs = Buffers::new(max)?;
     let me = Side::new(&ctx, &bufs)?;
     println!("pingpong server: offering {}", me.region);
-    link.accept(&me.region, PEER_WAIT)?;
+    link.accept(&Msg::Region(me.region), PEER_WAIT)?;
     let peer = link.recv_region(PEER_WAIT)?;
     let timeout = Duration::from_millis(c.timeout_ms);
     let mut rounds = 0u64;
@@ -220,14 +220,13 @@ pub fn bw_client(a: &FabricArgs, link_path: &Path) -> CmdResult<Report> {
     let max = largest(&sizes, 4096)?;
     let bufs = Buffers::new(max)?;
     let me = Side::new(&ctx, &bufs)?;
-    let peer = link.connect(PEER_WAIT)?;
+    let peer = link.connect(PEER_WAIT, Msg::into_region)?;
     fits(&peer, max)?;
     let pattern = bw::pattern(max);
     bufs.src.write_from(0, &pattern);
     let mut report = new_report(Bench::Bw, &c);
-    record_client(&mut report, a, &ctx, &peer, link_path);
-    oracle::note(&mut report, a);
-    report.params.push(param::SIZES, json!(sizes));
+    let remote = (link_path, peer.endpoint.node);
+    record_client(&mut report, a, &ctx, remote, &sizes);
     let before = ctx.dev_stats()?;
     bw::measure(&mut report, &c, &sizes, &me, &peer, &pattern)?;
     // Every size's PUTs wrote a prefix of the pattern: the server checks the largest.
@@ -250,7 +249,7 @@ pub fn bw_server(a: &FabricArgs, link_path: &Path) -> CmdResult {
     let me = Side::new(&ctx, &bufs)?;
     let before = ctx.dev_stats()?;
     println!("bw server: offering {}", me.region);
-    link.accept(&me.region, PEER_WAIT)?;
+    link.accept(&Msg::Region(me.region), PEER_WAIT)?;
     let every = a.pageout_ms.map(Duration::from_millis);
     let mut last = Instant::now();
     let mut pageouts = 0u32;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use mnic::{Access, Context, DmaBuffer, Registration, RemoteRegion};
+use mnic::{Access, Context, DmaBuffer, Endpoint, Registration, RemoteRegion};
 use mnic_bench_schema::names::param;
 use mnic_bench_schema::{Bench, Report};
 use serde_json::json;
@@ -59,6 +59,14 @@ impl<'a> Side<'a> {
             region,
             _regs: [rs, rd, rw],
         })
+    }
+
+    /// This end's context as a fabric address, for tagged messages.
+    pub fn endpoint(&self) -> CmdResult<Endpoint> {
+        Ok(self
+            .ctx
+            .endpoint()
+            .ok_or("the context is not on a fabric node: no endpoint")?)
     }
 }
 

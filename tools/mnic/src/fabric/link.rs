@@ -1,8 +1,11 @@
 //! The line link between the two ends of `mnic pingpong` / `mnic bw` when each end runs
 //! in a process of its own, possibly in another guest (`--serve`/`--connect` with
 //! `--link PATH`, e.g. the serial link `/dev/ttyS1` that `mnic-vm run --peer-cmd` gives
-//! two guests). One message per line, plain text ([`Msg`]); a region travels in the
-//! library's own text form (`RemoteRegion`'s `Display`/`FromStr`).
+//! two guests). One message per line, plain text ([`Msg`], whose variants say what each
+//! line means and who sends it); a region travels in the library's own text form
+//! (`RemoteRegion`'s `Display`/`FromStr`). With `--op put` the server hands over its
+//! window's region, with `--op send` its context's endpoint (tagged messages need no key);
+//! what follows is `cross.rs`'s and `cross_send.rs`'s.
 //!
 //! A serial port is put in raw mode (no echo, no line editing, no CR/LF translation) when
 //! opened. Lines that are not messages (anything not starting with `mnic-`: a console's
@@ -12,8 +15,8 @@
 //! 8250 driver clears the UART's FIFO when the port is opened, and what QEMU holds back
 //! behind a full FIFO then arrives without its start). So the two ends first shake hands:
 //! the client sends `hello` every second ([`Link::connect`]) until the server, which only
-//! listens once its port is open ([`Link::accept`]), answers with its region; from then on
-//! both ports are open and nothing is lost. Late `hello`s are skipped.
+//! listens once its port is open ([`Link::accept`]), answers with its region or endpoint;
+//! from then on both ports are open and nothing is lost. Late `hello`s are skipped.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -23,7 +26,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use mnic::RemoteRegion;
+use mnic::{Endpoint, RemoteRegion};
 
 use crate::error::CmdResult;
 
@@ -39,22 +42,64 @@ const MAX_LINE: usize = 512;
 /// One message between the two ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Msg {
-    /// The client is there (sent until the server answers with its region).
+    /// `mnic-link hello`: the client is there (sent until the server answers with its
+    /// region or endpoint).
     Hello,
-    /// The sender's window, for the other end's PUTs (and GETs).
+    /// `mnic-region-v1 node=N ctx=C key=K va=V len=L` (`--op put`): the sender's window,
+    /// for the other end's PUTs (and GETs); the server's answer to `hello`, and the
+    /// ping-pong client's next line.
     Region(RemoteRegion),
-    /// Ping-pong: the client starts `count` rounds of `size`-byte messages, numbered from
-    /// `first`.
+    /// `mnic-link endpoint node=N ctx=C` (`--op send`): the sender's context, for the other
+    /// end's SENDs; the server's answer to `hello`, and the client's next line.
+    Endpoint(Endpoint),
+    /// `mnic-link rounds size=S count=C first=F`: ping-pong, the client starts `count`
+    /// rounds of `size`-byte messages, numbered from `first` (`--op send`: the server posts
+    /// the receive of round `first` before it answers `ready`).
     Rounds { size: u64, count: u64, first: u64 },
-    /// The server is ready for what was just announced.
+    /// `mnic-link stream size=S count=C iters=I` (bw `--op send`): the client starts
+    /// `iters` iterations of `count` `size`-byte messages each; the server posts its first
+    /// receives before it answers `ready`, and acknowledges each iteration with a message.
+    Stream { size: u64, count: u64, iters: u64 },
+    /// `mnic-link ready`: the server is ready for what was just announced.
     Ready,
-    /// The client is done; the server checks what it must (bw: that the first `check`
-    /// bytes of its window hold the stream's pattern).
+    /// `mnic-link done check=N`: the client is done; the server checks what it must (bw
+    /// `--op put`: that the first `check` bytes of its window hold the stream's pattern;
+    /// `--op send` checks every message as it arrives, and the client sends 0).
     Done { check: u64 },
-    /// The server's verdict: all well.
+    /// `mnic-link ok`: the server's verdict, all well.
     Ok,
-    /// The server's verdict: something failed, and why.
+    /// `mnic-link fail WHY`: the server's verdict, something failed and why (any time: a
+    /// server that fails says so at once and stops; a client whose handshake got the
+    /// wrong answer says so too).
     Fail(String),
+}
+
+impl Msg {
+    /// The region this message carries, or why not (another `--op` at the other end).
+    pub fn into_region(self) -> CmdResult<RemoteRegion> {
+        match self {
+            Msg::Region(r) => Ok(r),
+            other => Err(mismatch("a region", &other).into()),
+        }
+    }
+
+    /// The endpoint this message carries, or why not (another `--op` at the other end).
+    pub fn into_endpoint(self) -> CmdResult<Endpoint> {
+        match self {
+            Msg::Endpoint(e) => Ok(e),
+            other => Err(mismatch("an endpoint", &other).into()),
+        }
+    }
+}
+
+/// Why `got` is not `what` was expected: a region and an endpoint are the two `--op`s.
+fn mismatch(what: &str, got: &Msg) -> String {
+    let hint = match got {
+        Msg::Region(_) => " (the other end runs `--op put`)",
+        Msg::Endpoint(_) => " (the other end runs `--op send`)",
+        _ => "",
+    };
+    format!("link: expected {what}, got `{got}`{hint}")
 }
 
 impl fmt::Display for Msg {
@@ -62,8 +107,12 @@ impl fmt::Display for Msg {
         match self {
             Msg::Region(r) => write!(f, "{r}"),
             Msg::Hello => write!(f, "{PREFIX} hello"),
+            Msg::Endpoint(e) => write!(f, "{PREFIX} endpoint node={} ctx={}", e.node, e.ctx),
             Msg::Rounds { size, count, first } => {
                 write!(f, "{PREFIX} rounds size={size} count={count} first={first}")
+            }
+            Msg::Stream { size, count, iters } => {
+                write!(f, "{PREFIX} stream size={size} count={count} iters={iters}")
             }
             Msg::Ready => write!(f, "{PREFIX} ready"),
             Msg::Done { check } => write!(f, "{PREFIX} done check={check}"),
@@ -102,6 +151,15 @@ impl FromStr for Msg {
                 count: num("count")?,
                 first: num("first")?,
             },
+            "stream" => Msg::Stream {
+                size: num("size")?,
+                count: num("count")?,
+                iters: num("iters")?,
+            },
+            "endpoint" => {
+                let id = |name| u32::try_from(num(name)?).map_err(|_| bad());
+                Msg::Endpoint(Endpoint::new(id("node")?, id("ctx")?).ok_or_else(bad)?)
+            }
             "hello" => Msg::Hello,
             "ready" => Msg::Ready,
             "done" => Msg::Done {
@@ -256,25 +314,31 @@ impl<T: Read + Write + AsRawFd> Link<T> {
     }
 
     /// The server's side of the handshake: waits for the client's `hello`, answers with
-    /// `region`.
-    pub fn accept(&mut self, region: &RemoteRegion, timeout: Duration) -> CmdResult {
+    /// `offer` (its region or endpoint).
+    pub fn accept(&mut self, offer: &Msg, timeout: Duration) -> CmdResult {
         match self.next(timeout, true, &mut || Ok(()))? {
-            Some(Msg::Hello) => self.send(&Msg::Region(*region)),
+            Some(Msg::Hello) => self.send(offer),
             Some(other) => Err(format!("link: expected `hello`, got `{other}`").into()),
             None => Err(format!("link: no client within {timeout:?}").into()),
         }
     }
 
-    /// The client's side of the handshake: says `hello` every second until the server's
-    /// region arrives, and returns it.
-    pub fn connect(&mut self, timeout: Duration) -> CmdResult<RemoteRegion> {
+    /// The client's side of the handshake: says `hello` every second until the server
+    /// answers, and returns what `take` makes of the answer (its region or endpoint). An
+    /// answer `take` refuses is told to the server (`fail`), so that it stops too.
+    pub fn connect<R>(
+        &mut self,
+        timeout: Duration,
+        take: impl FnOnce(Msg) -> CmdResult<R>,
+    ) -> CmdResult<R> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             self.send(&Msg::Hello)?;
-            match self.next(HELLO_EVERY, false, &mut || Ok(()))? {
-                Some(Msg::Region(r)) => return Ok(r),
-                Some(other) => return Err(format!("link: expected a region, got `{other}`").into()),
-                None => {}
+            if let Some(answer) = self.next(HELLO_EVERY, false, &mut || Ok(()))? {
+                return take(answer).or_else(|e| {
+                    self.send(&Msg::Fail(format!("the client refused the handshake: {e}")))?;
+                    Err(e)
+                });
             }
         }
         Err(format!("link: no server within {timeout:?}").into())
@@ -282,10 +346,12 @@ impl<T: Read + Write + AsRawFd> Link<T> {
 
     /// The next message, which must be a region.
     pub fn recv_region(&mut self, timeout: Duration) -> CmdResult<RemoteRegion> {
-        match self.recv(timeout)? {
-            Msg::Region(r) => Ok(r),
-            other => Err(format!("link: expected a region, got `{other}`").into()),
-        }
+        self.recv(timeout)?.into_region()
+    }
+
+    /// The next message, which must be an endpoint.
+    pub fn recv_endpoint(&mut self, timeout: Duration) -> CmdResult<Endpoint> {
+        self.recv(timeout)?.into_endpoint()
     }
 
     /// Sends `m` and expects `Ready` back.
@@ -293,6 +359,7 @@ impl<T: Read + Write + AsRawFd> Link<T> {
         self.send(m)?;
         match self.recv(timeout)? {
             Msg::Ready => Ok(()),
+            Msg::Fail(why) => Err(format!("the server failed: {why}").into()),
             other => Err(format!("link: expected `ready` after `{m}`, got `{other}`").into()),
         }
     }
@@ -300,6 +367,12 @@ impl<T: Read + Write + AsRawFd> Link<T> {
     /// The client's end of a run: tells the server it is done, and returns its verdict.
     pub fn finish(&mut self, check: u64, timeout: Duration) -> CmdResult {
         self.send(&Msg::Done { check })?;
+        self.verdict(timeout)
+    }
+
+    /// The server's verdict, the next message: `Ok(())` for `ok`, the server's reason as
+    /// the error for `fail`.
+    pub fn verdict(&mut self, timeout: Duration) -> CmdResult {
         match self.recv(timeout)? {
             Msg::Ok => Ok(()),
             Msg::Fail(why) => Err(format!("the server failed: {why}").into()),
@@ -333,6 +406,12 @@ mod tests {
                 count: 20,
                 first: 7,
             },
+            Msg::Endpoint(Endpoint::new(7, 255).unwrap()),
+            Msg::Stream {
+                size: 1417,
+                count: 185,
+                iters: 4,
+            },
             Msg::Ready,
             Msg::Done { check: 1 << 20 },
             Msg::Ok,
@@ -352,6 +431,11 @@ mod tests {
             "mnic-link",
             "mnic-link rounds size=1 count=2",
             "mnic-link done check=x",
+            "mnic-link stream size=1 count=2",
+            "mnic-link endpoint node=1",
+            "mnic-link endpoint node=65535 ctx=0",
+            "mnic-link endpoint node=1 ctx=4096",
+            "mnic-link endpoint node=4294967297 ctx=0",
             "mnic-link what",
             "mnic-region-v1 node=1",
         ] {
@@ -410,12 +494,14 @@ mod tests {
             while got < first.len() {
                 got += s.io.read(&mut first[got..]).unwrap();
             }
-            s.accept(&region(), Duration::from_secs(10)).unwrap();
+            s.accept(&Msg::Region(region()), Duration::from_secs(10))
+                .unwrap();
             // Hellos sent before the region arrived do not disturb what follows.
             s.recv(Duration::from_secs(10)).unwrap()
         });
         let mut c = Link::new(a);
-        assert_eq!(c.connect(Duration::from_secs(10)).unwrap(), region());
+        let got = c.connect(Duration::from_secs(10), Msg::into_region);
+        assert_eq!(got.unwrap(), region());
         c.send(&Msg::Ok).unwrap();
         assert_eq!(server.join().unwrap(), Msg::Ok);
     }
@@ -424,7 +510,77 @@ mod tests {
     fn a_handshake_without_the_other_end_times_out() {
         let (a, _b) = UnixStream::pair().unwrap();
         let mut c = Link::new(a);
-        assert!(c.connect(Duration::from_millis(300)).is_err());
+        assert!(c
+            .connect(Duration::from_millis(300), Msg::into_region)
+            .is_err());
+    }
+
+    #[test]
+    fn the_line_forms_of_an_endpoint_and_a_stream() {
+        let e = Endpoint::new(2, 3).unwrap();
+        assert_eq!(
+            Msg::Endpoint(e).to_string(),
+            "mnic-link endpoint node=2 ctx=3"
+        );
+        assert_eq!(
+            "mnic-link  endpoint ctx=3 node=2 ".parse::<Msg>().unwrap(),
+            Msg::Endpoint(e),
+            "fields in any order, spaces around"
+        );
+        assert_eq!(
+            "mnic-link stream iters=2 size=64 count=9"
+                .parse::<Msg>()
+                .unwrap(),
+            Msg::Stream {
+                size: 64,
+                count: 9,
+                iters: 2
+            }
+        );
+        assert_eq!(Msg::Endpoint(e).into_endpoint().unwrap(), e);
+        assert!(Msg::Endpoint(e).into_region().is_err());
+    }
+
+    #[test]
+    fn a_handshake_with_an_end_of_the_other_op_fails_at_both_ends() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut s = Link::new(b);
+            s.accept(&Msg::Region(region()), Duration::from_secs(10))
+                .unwrap();
+            s.recv_endpoint(Duration::from_secs(10))
+                .unwrap_err()
+                .to_string()
+        });
+        let mut c = Link::new(a);
+        let e = c
+            .connect(Duration::from_secs(10), Msg::into_endpoint)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("the other end runs `--op put`"),
+            "{e}"
+        );
+        let e = server.join().unwrap();
+        assert!(e.contains("the client refused the handshake"), "{e}");
+    }
+
+    #[test]
+    fn a_server_that_fails_instead_of_ready_says_why() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut s = Link::new(b);
+        s.send(&Msg::Fail("message size 9 outside 1..=8".into()))
+            .unwrap();
+        let mut c = Link::new(a);
+        let announce = Msg::Rounds {
+            size: 9,
+            count: 1,
+            first: 1,
+        };
+        let e = c.request(&announce, Duration::from_secs(5)).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the server failed: message size 9 outside 1..=8"
+        );
     }
 
     #[test]

@@ -1,8 +1,7 @@
 //! `mnic pingpong` and `mnic bw`: remote memory access (`--op put`, the default) or tagged
 //! messages (`--op send`) between two devices that are nodes of one fabric, both ends in
 //! this process, each against a local COPY baseline; or, with `--serve`/`--connect --link
-//! PATH` (remote memory access only), one end per process (another guest), the two talking
-//! over a line link.
+//! PATH`, one end per process (another guest), the two talking over a line link.
 //!
 //! The reports have the schema of `mnic bench` (`mnic-bench-schema`), with one row and one
 //! ratio per message size (`names::row::sized`). One file per job: `args` (flags), `ends`
@@ -12,7 +11,8 @@
 //! and `target_pinned` (bw `--target-pinned`: an on-demand target against a pinned one),
 //! `measure` (what every mode's timed rounds and rows against a baseline share), `stream`
 //! (items per iteration and one iteration's time, for the bandwidth modes), `link`
-//! (the line protocol between two processes), `cross` (the two ends of that mode) and
+//! (the line protocol between two processes), `cross` (the two ends of that mode with PUT,
+//! and what they share with SEND's), `cross_send` (the two ends of `--op send` there) and
 //! `oracle` (`--oracle`: every context the run opens armed with the stale-access oracle). A
 //! run where the two devices are not peers on a fabric prints a report that says so
 //! (`skipped`).
@@ -20,6 +20,7 @@
 pub mod args;
 mod bw;
 mod cross;
+mod cross_send;
 mod ends;
 mod link;
 mod measure;
@@ -43,9 +44,14 @@ pub fn pingpong(a: &FabricArgs) -> CmdResult {
     match (a.role()?, a.op) {
         (None, FabricOp::Put) => print(&pingpong::run(a)?, a.json),
         (None, FabricOp::Send) => print(&send_pingpong::run(a)?, a.json),
-        // `role` refuses `--op send` with an end per process: the cross mode is PUT's.
-        (Some((Role::Serve, link)), _) => cross::pingpong_server(a, link),
-        (Some((Role::Connect, link)), _) => print(&cross::pingpong_client(a, link)?, a.json),
+        (Some((Role::Serve, link)), FabricOp::Put) => cross::pingpong_server(a, link),
+        (Some((Role::Serve, link)), FabricOp::Send) => cross_send::pingpong_server(a, link),
+        (Some((Role::Connect, link)), FabricOp::Put) => {
+            print(&cross::pingpong_client(a, link)?, a.json)
+        }
+        (Some((Role::Connect, link)), FabricOp::Send) => {
+            print(&cross_send::pingpong_client(a, link)?, a.json)
+        }
     }
 }
 
@@ -55,8 +61,11 @@ pub fn bw(a: &FabricArgs) -> CmdResult {
     match (a.role()?, a.op) {
         (None, FabricOp::Put) => print(&bw::run(a)?, a.json),
         (None, FabricOp::Send) => print(&send_bw::run(a)?, a.json),
-        // As for `pingpong`: the cross mode is PUT's.
-        (Some((Role::Serve, link)), _) => cross::bw_server(a, link),
-        (Some((Role::Connect, link)), _) => print(&cross::bw_client(a, link)?, a.json),
+        (Some((Role::Serve, link)), FabricOp::Put) => cross::bw_server(a, link),
+        (Some((Role::Serve, link)), FabricOp::Send) => cross_send::bw_server(a, link),
+        (Some((Role::Connect, link)), FabricOp::Put) => print(&cross::bw_client(a, link)?, a.json),
+        (Some((Role::Connect, link)), FabricOp::Send) => {
+            print(&cross_send::bw_client(a, link)?, a.json)
+        }
     }
 }

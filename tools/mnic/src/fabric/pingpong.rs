@@ -35,6 +35,14 @@ pub(super) fn stamp(n: u64, size: usize) -> Vec<u8> {
     n.to_le_bytes()[..size.min(8)].to_vec()
 }
 
+/// Sets the stamp bytes of round `n` of `len`-byte messages in `window` to something else
+/// than the stamp, so that only that round's message makes them match.
+pub(super) fn arm(window: &DmaBuffer, len: usize, n: u64) {
+    let want = stamp(n, len);
+    let not_yet: Vec<u8> = want.iter().map(|b| !b).collect();
+    window.write_from(len - want.len(), &not_yet);
+}
+
 /// Posts `work` on `ctx` and polls `watch` at `off` until it holds `want`; returns the time
 /// from the post to then. The item's completion is consumed (untimed) before returning, and
 /// an item that fails, or bytes that do not appear within `timeout`, are errors.
