@@ -171,6 +171,20 @@ impl Oracle {
             .collect()
     }
 
+    /// Whether a report newer than `since` covers `va` of `ctx`: a walk that began at
+    /// `since` was overtaken by it, and may have read the table before or after the
+    /// driver's change (spec §8a).
+    pub fn overtaken(&self, ctx: u16, va: u64, since: u64) -> bool {
+        if !self.armed(ctx) || self.now() == since {
+            return false;
+        }
+        let r = lock(&self.reports);
+        matches!(
+            r.0.check(ctx, va, va.saturating_add(1), since),
+            Verdict::Stale { .. }
+        )
+    }
+
     /// Asks the data thread to halt the device (a strict-mode table violation).
     pub fn request_halt(&self, ctx: u16, va: u64) {
         let mut h = lock(&self.halt);

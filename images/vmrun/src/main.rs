@@ -847,7 +847,36 @@ fn run(a: &RunArgs) -> Result<i32> {
             }
         })
         .collect();
-    Ok(guests::worst(&codes))
+    let worst = guests::worst(&codes);
+    if worst != 0 {
+        // A failed run's device warnings (a stale access, an oracle finding, a refused
+        // request) go with it: the run directory, and so the logs, are gone afterwards.
+        for i in 0..devices.len() {
+            let log = std::fs::read_to_string(rd.path(&format!("mnic{i}.log"))).unwrap_or_default();
+            print_log_tail(i, &log);
+        }
+    }
+    Ok(worst)
+}
+
+/// Lines of a device log a failed run prints at most (its end: what led to the failure).
+const LOG_TAIL: usize = 40;
+
+/// Prints the end of device `i`'s log to stderr, if it has anything.
+fn print_log_tail(i: usize, log: &str) {
+    let lines: Vec<&str> = log.lines().collect();
+    if lines.is_empty() {
+        return;
+    }
+    let from = lines.len().saturating_sub(LOG_TAIL);
+    eprintln!(
+        "mnic-vm: the run failed; mnic{i}'s log ({} lines, the last {}):",
+        lines.len(),
+        lines.len() - from
+    );
+    for l in &lines[from..] {
+        eprintln!("  {l}");
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,12 @@ use super::evq::EventQueue;
 use super::keys::Keys;
 use super::link::Link;
 use super::live::LiveSet;
+#[cfg(test)]
+use crate::mem::GuestMem;
+
+/// What a unit test runs between a walk's oracle stamp and its table reads.
+#[cfg(test)]
+pub(super) type WalkHook = Box<dyn FnMut(&GuestMem, u64) + Send>;
 use crate::oracle::Access;
 use crate::shared::Shared;
 use crate::stale::StaleChecker;
@@ -62,6 +68,10 @@ pub struct Core {
     pub(super) keys: Keys,
     /// The `req_id` of the next PUT or GET; per device, never 0 (kept across resets).
     pub(super) next_req_id: u32,
+    /// Unit tests: called on every walk with its VA, after the walk's oracle stamp is taken
+    /// and before it reads the table (what other threads may do in between).
+    #[cfg(test)]
+    pub(super) before_walk: Option<WalkHook>,
 }
 
 impl Core {
@@ -93,6 +103,8 @@ impl Core {
             link: None,
             keys: Keys::default(),
             next_req_id: 1,
+            #[cfg(test)]
+            before_walk: None,
         }
     }
 

@@ -906,6 +906,69 @@ fn oracle_accepts_translation_walked_after_report() {
     assert!(!halted(&h));
 }
 
+/// A walk that a report overtakes. The kernel invalidates SRC just as the device begins to
+/// walk it; the driver had no entry there (nothing to clear, so it posted nothing), and its
+/// fill of the new page lands before the walk reads the table. The walk reads the new leaf:
+/// the access is right, and the oracle must not call it stale. Before the fix it did (and a
+/// strict device halted): the translation was stamped when its walk began, before the
+/// report. Now a walk that a report covering its address overtook is walked again.
+#[test]
+fn oracle_accepts_a_walk_that_a_report_overtook_when_it_read_the_new_leaf() {
+    let mut h = Harness::new(true);
+    let (_, dst) = ctx_with_buffers(&mut h, 1, 1);
+    let g = arm(&mut h, 1);
+    let m = h.mem();
+    // The new page and its leaf, then no leaf: the state the invalidation found.
+    let fresh = h.alloc(4096, false);
+    mem::write(&m, fresh, &[0x5a; 4096]).unwrap();
+    h.map(1, SRC, fresh, 4096, false);
+    let slot = h.tables(1).entry_addr(&m, SRC, 1).unwrap();
+    let leaf = mem::load_u64(&m, slot).unwrap();
+    h.unmap(1, SRC);
+    let dev = Mmio::new(h.core.shared().clone());
+    let mut done = false;
+    h.core.before_walk = Some(Box::new(move |m: &mem::GuestMem, va: u64| {
+        if va == SRC && !done {
+            done = true;
+            oracle_call(&dev, m, oracle_op::INVALIDATE, 1, g, SRC, SRC + 4096);
+            mem::write(m, slot, &leaf.to_le_bytes()).unwrap();
+        }
+    }));
+    copy(&mut h, 64, 1);
+    assert_eq!(
+        h.counter(counter::ORACLE_INVALIDATIONS),
+        1,
+        "the report came"
+    );
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 0);
+    assert!(!halted(&h));
+    let c = h.completions(1);
+    assert_eq!((c.len(), c[0].status), (1, completion::OK));
+    assert_eq!(read(&h, dst, 64), vec![0x5a; 64]);
+}
+
+/// The walk again is no way round the evidence: when the report overtakes a walk of a leaf
+/// the driver failed to clear, the table check at the report counts it, and a strict device
+/// halts before the access.
+#[test]
+fn an_overtaken_walk_of_a_leaf_left_in_the_table_is_still_a_violation() {
+    let mut h = Harness::new(true);
+    ctx_with_buffers(&mut h, 1, 1);
+    let g = arm(&mut h, 1);
+    let dev = Mmio::new(h.core.shared().clone());
+    let mut done = false;
+    h.core.before_walk = Some(Box::new(move |m: &mem::GuestMem, va: u64| {
+        if va == SRC && !done {
+            done = true;
+            oracle_call(&dev, m, oracle_op::INVALIDATE, 1, g, SRC, SRC + 4096);
+        }
+    }));
+    copy(&mut h, 64, 1);
+    assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 1);
+    assert!(halted(&h));
+    assert!(h.completions(1).is_empty(), "halted before the access");
+}
+
 /// Reports that do not cover the access: another range, another context, a stale or
 /// missing generation, a malformed range, a disarmed context.
 #[test]
