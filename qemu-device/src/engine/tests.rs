@@ -906,6 +906,26 @@ fn oracle_accepts_translation_walked_after_report() {
     assert!(!halted(&h));
 }
 
+/// Between the oracle stamp and the table reads of context 1's first walk of SRC: the
+/// oracle module's report that SRC's page is being invalidated (generation `g`), then
+/// `after` (what the driver does once the invalidation ends).
+fn report_during_first_walk_of_src(
+    h: &mut Harness,
+    g: u32,
+    after: impl FnOnce(&mem::GuestMem) + Send + 'static,
+) {
+    let dev = Mmio::new(h.core.shared().clone());
+    let mut after = Some(after);
+    h.core.before_walk = Some(Box::new(move |m: &mem::GuestMem, va: u64| {
+        if va == SRC {
+            if let Some(f) = after.take() {
+                oracle_call(&dev, m, oracle_op::INVALIDATE, 1, g, SRC, SRC + 4096);
+                f(m);
+            }
+        }
+    }));
+}
+
 /// A walk that a report overtakes. The kernel invalidates SRC just as the device begins to
 /// walk it; the driver had no entry there (nothing to clear, so it posted nothing), and its
 /// fill of the new page lands before the walk reads the table. The walk reads the new leaf:
@@ -925,15 +945,9 @@ fn oracle_accepts_a_walk_that_a_report_overtook_when_it_read_the_new_leaf() {
     let slot = h.tables(1).entry_addr(&m, SRC, 1).unwrap();
     let leaf = mem::load_u64(&m, slot).unwrap();
     h.unmap(1, SRC);
-    let dev = Mmio::new(h.core.shared().clone());
-    let mut done = false;
-    h.core.before_walk = Some(Box::new(move |m: &mem::GuestMem, va: u64| {
-        if va == SRC && !done {
-            done = true;
-            oracle_call(&dev, m, oracle_op::INVALIDATE, 1, g, SRC, SRC + 4096);
-            mem::write(m, slot, &leaf.to_le_bytes()).unwrap();
-        }
-    }));
+    report_during_first_walk_of_src(&mut h, g, move |m| {
+        mem::write(m, slot, &leaf.to_le_bytes()).unwrap();
+    });
     copy(&mut h, 64, 1);
     assert_eq!(
         h.counter(counter::ORACLE_INVALIDATIONS),
@@ -955,14 +969,7 @@ fn an_overtaken_walk_of_a_leaf_left_in_the_table_is_still_a_violation() {
     let mut h = Harness::new(true);
     ctx_with_buffers(&mut h, 1, 1);
     let g = arm(&mut h, 1);
-    let dev = Mmio::new(h.core.shared().clone());
-    let mut done = false;
-    h.core.before_walk = Some(Box::new(move |m: &mem::GuestMem, va: u64| {
-        if va == SRC && !done {
-            done = true;
-            oracle_call(&dev, m, oracle_op::INVALIDATE, 1, g, SRC, SRC + 4096);
-        }
-    }));
+    report_during_first_walk_of_src(&mut h, g, |_| {});
     copy(&mut h, 64, 1);
     assert_eq!(h.counter(counter::ORACLE_VIOLATIONS), 1);
     assert!(halted(&h));
