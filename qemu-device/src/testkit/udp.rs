@@ -37,6 +37,52 @@ pub fn raw_round_trips(n: usize) -> Vec<Duration> {
     times
 }
 
+/// As [`raw_round_trips`], with both ends busy-polling non-blocking sockets instead of
+/// sleeping in `recv`: the floor of a round trip whose threads never sleep, free of the
+/// wake-up latency an idle (virtual) CPU adds to a blocking `recv`, which varies by an
+/// order of magnitude with how busy the machine is.
+pub fn raw_round_trips_polled(n: usize) -> Vec<Duration> {
+    let a = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let b = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    a.connect(b.local_addr().expect("addr")).expect("connect");
+    b.connect(a.local_addr().expect("addr")).expect("connect");
+    for s in [&a, &b] {
+        s.set_nonblocking(true).expect("nonblocking");
+    }
+    // Polls `s` until a datagram comes, for at most `WAIT`.
+    fn poll_recv(s: &UdpSocket, buf: &mut [u8], what: &str) -> usize {
+        let until = Instant::now() + WAIT;
+        loop {
+            match s.recv(buf) {
+                Ok(k) => return k,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(Instant::now() < until, "raw echo: no {what}");
+                    std::hint::spin_loop();
+                }
+                Err(e) => panic!("raw echo: {what}: {e}"),
+            }
+        }
+    }
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            let k = poll_recv(&b, &mut buf, "request");
+            b.send(&buf[..k]).expect("raw echo: send");
+        }
+    });
+    let mut buf = [0u8; 64];
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n as u64 {
+        let t = Instant::now();
+        a.send(&i.to_le_bytes()).expect("raw echo: send");
+        poll_recv(&a, &mut buf, "reply");
+        times.push(t.elapsed());
+    }
+    echo.join().expect("echo thread");
+    times.sort();
+    times
+}
+
 /// The median of sorted `v`.
 pub fn median(v: &[Duration]) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
